@@ -1,0 +1,41 @@
+"""The engine's asyncio event loop, for ``async def`` handlers.
+
+One loop runs on a daemon thread, started on first use.  A coroutine handler is
+handed to it and the worker that started the task is free again at once
+(DESIGN invariant 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def engine_loop() -> asyncio.AbstractEventLoop:
+    """The engine's event loop, started on first call."""
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def serve() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            threading.Thread(target=serve, name="routilux-asyncio", daemon=True).start()
+            ready.wait()
+            _loop = loop
+        return _loop
+
+
+def submit(coro: Coroutine[Any, Any, Any]) -> Future[Any]:
+    """Run ``coro`` on the engine loop; returns a concurrent Future."""
+    return asyncio.run_coroutine_threadsafe(coro, engine_loop())

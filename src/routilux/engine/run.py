@@ -1,0 +1,579 @@
+"""A running job: :class:`JobRun`.
+
+Invariants (DESIGN.md 2-5):
+
+* Everything that changes belongs to the job: the queue, the outstanding count,
+  timers and slot buffers (the latter in the JobState).
+* ``_outstanding`` counts the job's live work: tasks queued or submitted,
+  tasks running (an ``async`` handler counts until its coroutine ends),
+  scheduled timers and the entry step.  The job settles exactly when it drops
+  to zero; waiters are woken through a condition, never by polling.
+* Sequential: the thread that started the job runs the entry handler and then
+  drains the FIFO queue itself, one task at a time.  Concurrent: tasks go to
+  the flow's bounded thread pool in FIFO order.
+* Once the job is paused, tasks that have not started go to
+  ``job_state.pending_tasks``; once it failed or was cancelled they are dropped.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections import deque
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..error_handler import Decision
+from ..exceptions import FlowError
+from ..execution_tracker import ExecutionTracker
+from . import aio
+from .context import bind, current_run, unbind
+from .tasks import Task, task_from_dict, task_to_dict
+from .timers import TimerHandle, timer_service
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from ..event import Event
+    from ..flow.flow import Flow
+    from ..job_state import JobState
+    from ..routine import Routine
+
+logger = logging.getLogger("routilux.engine")
+
+RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
+
+
+class JobRun:
+    """The engine side of one job: runs its tasks until nothing is left."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        job_state: JobState,
+        executor: Executor | None,
+        entry_id: str | None,
+    ) -> None:
+        self.flow = flow
+        self.job_state = job_state
+        self.routine_ids = flow._routine_ids
+        self.executor = executor
+        self.entry_id = entry_id
+        self.tracker = ExecutionTracker(flow.flow_id)
+        self.started_at = datetime.now()
+        self._queue: deque[Task] = deque()
+        # Hot paths take the plain lock; waiters use the condition built on it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._state = RUNNING
+        self._outstanding = 0
+        self._running = 0
+        self._drainer_waiting = False
+        self._settling = False
+        self._finished = False
+        self._timers: dict[TimerHandle, Task] = {}
+        self._end_hooks: dict[tuple[str, str], Task] = {}
+
+    def __repr__(self) -> str:
+        return f"JobRun[{self.job_state.job_id}:{self._state}]"
+
+    # -- starting ----------------------------------------------------------
+
+    def start(self, first_steps: Callable[[], None]) -> None:
+        """Run ``first_steps`` (the entry handler, or a resume's re-emissions) as the
+        job's first unit of work, on the calling thread, then drain if sequential."""
+        with self._cond:
+            self._outstanding += 1
+            self._running += 1
+        token = bind(self)
+        try:
+            try:
+                first_steps()
+            except Exception as exc:  # noqa: BLE001 - engine failure, see _engine_failure
+                self._engine_failure(exc)
+            self._task_done()
+            if self.executor is None:
+                self._drain()
+        finally:
+            unbind(token)
+
+    def run_entry(self, routine: Routine, params: dict[str, Any]) -> None:
+        """Invoke the entry routine's trigger handler with ``params``."""
+        assert self.entry_id is not None
+        slot = routine.get_slot("trigger")
+        if slot is None:
+            error = FlowError(
+                f"Entry routine '{self.entry_id}' must have a 'trigger' slot. "
+                "Define it using: routine.define_slot('trigger', handler=your_handler)"
+            )
+            missing: Any = _MissingSlot(error)
+            self._execute(Task(self.entry_id, missing, params, entry=True))
+            return
+        self._execute(Task(self.entry_id, slot, params, entry=True))
+
+    def restore_pending(self, entries: list[dict[str, Any]]) -> None:
+        """Queue tasks saved in ``job_state.pending_tasks`` (at resume)."""
+        for entry in entries:
+            task = task_from_dict(self.flow, entry)
+            if task is None:
+                continue
+            if entry.get("at_job_end"):
+                self._end_hooks[(task.rid, task.slot.name)] = task
+            else:
+                self.enqueue(task)
+
+    # -- emitting and queueing -----------------------------------------------
+
+    def emit(self, routine: Routine, event: Event, data: dict[str, Any]) -> None:
+        """Record an emission of ``routine`` and queue one task per connected slot."""
+        rid = self.routine_ids.get(id(routine))
+        if rid is None:
+            # Not a routine of this job's flow: deliver the way a standalone event does.
+            event.emit(flow=None, **data)
+            return
+        slots = event.connected_slots
+        tasks = []
+        if slots:
+            index = self.flow._connection_index
+            ids = self.routine_ids
+            event_key = id(event)
+            for slot in slots:
+                target_rid = ids.get(id(slot.routine))
+                if target_rid is None:
+                    raise FlowError(
+                        f"Event '{event.name}' of routine '{rid}' is connected to {slot!r}, "
+                        f"whose routine is not in flow '{self.flow.flow_id}'"
+                    )
+                tasks.append(Task(target_rid, slot, data, index.get((event_key, id(slot)))))
+        now = datetime.now()
+        self.job_state.record_execution(rid, event.name, data, now)
+        if tasks:
+            self._enqueue_new(tasks)
+            self.tracker.record_event(rid, event.name, tasks[0].rid, data, now)
+        else:
+            self.tracker.record_event(rid, event.name, None, data, now)
+
+    def _enqueue_new(self, tasks: list[Task]) -> None:
+        """Queue freshly emitted tasks (one lock round for all of them)."""
+        with self._lock:
+            if self._state is RUNNING:
+                self._outstanding += len(tasks)
+                executor = self.executor
+                if executor is None:
+                    self._queue.extend(tasks)
+                    if self._drainer_waiting:
+                        self._cond.notify()
+                    return
+            else:
+                executor = None
+                if self._state is PAUSED:
+                    self.job_state.pending_tasks.extend(task_to_dict(t) for t in tasks)
+        if executor is not None:
+            for task in tasks:
+                executor.submit(self._work, task)
+
+    def enqueue(self, task: Task, counted: bool = False) -> None:
+        """Queue ``task``; ``counted`` when the outstanding count already holds it."""
+        with self._cond:
+            if self._state is RUNNING:
+                if not counted:
+                    self._outstanding += 1
+                executor = self.executor
+                if executor is None:
+                    self._queue.append(task)
+                    if self._drainer_waiting:
+                        self._cond.notify()
+                    return
+            else:
+                executor = None
+                if self._state is PAUSED:
+                    self.job_state.pending_tasks.append(task_to_dict(task))
+                finish = False
+                if counted:
+                    self._outstanding -= 1
+                    finish = self._settle_if_idle_locked()
+        if executor is not None:
+            executor.submit(self._work, task)
+        elif finish:
+            self._finish()
+
+    def schedule(self, delay: float, task: Task) -> Scheduled | None:
+        """Deliver ``task`` after ``delay`` seconds; the job stays alive until then.
+
+        A paused job saves the task in ``pending_tasks`` at once (it is delivered on
+        resume) and a stopped job drops it; both return None.
+        """
+        with self._cond:
+            if self._state is not RUNNING:
+                if self._state is PAUSED:
+                    self.job_state.pending_tasks.append(task_to_dict(task))
+                return None
+            self._outstanding += 1
+            handle = timer_service.schedule(delay, self._timer_fired)
+            self._timers[handle] = task
+        return Scheduled(self, handle)
+
+    def _timer_fired(self, handle: TimerHandle) -> None:
+        with self._cond:
+            task = self._timers.pop(handle, None)
+        if task is not None:
+            self.enqueue(task, counted=True)
+
+    def cancel_timer(self, handle: TimerHandle) -> bool:
+        """Cancel a timer made by :meth:`schedule`; True when it had not fired."""
+        with self._cond:
+            if not handle.cancel():
+                return False
+            self._timers.pop(handle, None)
+            self._outstanding -= 1
+            finish = self._settle_if_idle_locked()
+        if finish:
+            self._finish()
+        return True
+
+    def at_job_end(self, task: Task) -> None:
+        """Deliver ``task`` once, when the job would otherwise finish."""
+        with self._cond:
+            self._end_hooks[(task.rid, task.slot.name)] = task
+
+    # -- running tasks -------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Sequential strategy: run queued tasks on this thread until the job settles.
+
+        Finishing one task and taking the next share one lock round.
+        """
+        queue = self._queue
+        lock = self._lock
+        cond = self._cond
+        done = False
+        task: Task | None = None
+        while True:
+            finish = False
+            with lock:
+                if done:
+                    self._running -= 1
+                    self._outstanding -= 1
+                    finish = self._outstanding == 0 and self._settle_if_idle_locked()
+                if not finish:
+                    while not queue:
+                        if self._finished:
+                            return
+                        self._drainer_waiting = True
+                        cond.wait()
+                        self._drainer_waiting = False
+                    task = queue.popleft()
+                    self._running += 1
+            if finish:
+                self._finish()
+                done = False
+                continue
+            assert task is not None
+            try:
+                done = self._execute(task)
+            except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
+                self._engine_failure(exc)
+                done = True
+
+    def _work(self, task: Task) -> None:
+        """Concurrent strategy: run one task on a pool thread."""
+        with self._cond:
+            if self._state is not RUNNING:
+                if self._state is PAUSED:
+                    self.job_state.pending_tasks.append(task_to_dict(task))
+                self._outstanding -= 1
+                finish = self._settle_if_idle_locked()
+            else:
+                self._running += 1
+                finish = None
+        if finish is not None:
+            if finish:
+                self._finish()
+            return
+        token = bind(self)
+        try:
+            self._run_task(task)
+        finally:
+            unbind(token)
+
+    def _run_task(self, task: Task) -> None:
+        try:
+            done = self._execute(task)
+        except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
+            self._engine_failure(exc)
+            done = True
+        if done:
+            self._task_done()
+
+    def _execute(self, task: Task) -> bool:
+        """Deliver one task; False when an async handler still runs (it finishes the task)."""
+        slot = task.slot
+        merged: Any = None
+        try:
+            if task.premerged:
+                merged = task.data
+            else:
+                data = task.data
+                connection = task.connection
+                if connection is not None and connection.param_mapping:
+                    data = connection._apply_mapping(data)
+                merged = slot._merge_for_job(self.job_state, task.rid, data)
+            if slot._handler is None:
+                return True
+            result = slot._dispatch(merged)
+            if result is not None and inspect.isawaitable(result):
+                return self._await_handler(task, merged, result)
+        except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
+            self._handle_failure(task, merged, exc)
+        return True
+
+    def _await_handler(self, task: Task, merged: Any, awaitable: Any) -> bool:
+        async def guarded() -> None:
+            token = bind(self)
+            try:
+                await awaitable
+            except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
+                self._handle_failure(task, merged, exc)
+            finally:
+                unbind(token)
+
+        future = aio.submit(guarded())
+        if self.executor is None:
+            # Sequential: one task at a time, so wait for the coroutine here.
+            future.result()
+            return True
+        future.add_done_callback(lambda _f: self._task_done())
+        return False
+
+    def _task_done(self) -> None:
+        with self._lock:
+            self._running -= 1
+            self._outstanding -= 1
+            finish = self._settle_if_idle_locked()
+        if finish:
+            self._finish()
+
+    # -- failures -------------------------------------------------------------
+
+    def _handle_failure(self, task: Task, merged: Any, exc: Exception) -> None:
+        """Apply the routine's error strategy to a failed delivery (DESIGN README 6)."""
+        rid = task.rid
+        js = self.job_state
+        routine = self.flow.routines.get(rid)
+        handler = None
+        if routine is not None:
+            handler = routine._error_handler or self.flow.error_handler
+        decision = handler.decide(exc, task.retries) if handler is not None else Decision("stop")
+        info: dict[str, Any] = {
+            "slot": task.slot.name,
+            "error": str(exc),
+            "error_type": type(exc).__name__,
+            "attempt": task.retries + 1,
+            "action": decision.action,
+        }
+        action = decision.action
+        if action == "retry":
+            assert handler is not None
+            info["retry_delay"] = decision.delay
+            js.record_execution(rid, "error", info)
+            js.merge_routine_state(rid, {"retry_count": task.retries + 1})
+            handler.retry_count = task.retries + 1
+            logger.warning(
+                "routine %s failed (%s); retry %d in %.3fs",
+                rid,
+                exc,
+                task.retries + 1,
+                decision.delay,
+            )
+            if merged is None:
+                next_task = task.retry(task.data, premerged=False)
+            else:
+                next_task = task.retry(merged, premerged=True)
+            if decision.delay > 0:
+                self.schedule(decision.delay, next_task)
+            else:
+                self.enqueue(next_task)
+        elif action == "continue":
+            logger.warning("routine %s failed, continuing: %s", rid, exc)
+            js.record_execution(rid, "error_continued", info)
+            js.merge_routine_state(rid, {"status": "error_continued", "error": str(exc)})
+        elif action == "skip":
+            logger.warning("routine %s failed, skipped: %s", rid, exc)
+            js.record_execution(rid, "error", info)
+            js.merge_routine_state(rid, {"status": "skipped", "error": str(exc)})
+        else:
+            logger.error("routine %s failed; job %s stops", rid, js.job_id, exc_info=exc)
+            js.record_execution(rid, "error", info)
+            js.merge_routine_state(
+                rid,
+                {"status": "failed", "error": str(exc), "error_time": datetime.now().isoformat()},
+            )
+            self.tracker.record_routine_end(rid, "failed", error=str(exc))
+            self.stop("failed")
+
+    def _engine_failure(self, exc: Exception) -> None:
+        logger.error("engine failure in job %s", self.job_state.job_id, exc_info=exc)
+        message = f"internal engine error: {type(exc).__name__}: {exc}"
+        self.job_state.record_execution(
+            self.job_state.current_routine_id or "", "error", {"error": message, "engine": True}
+        )
+        self.stop("failed")
+
+    # -- pause, cancel, stop ---------------------------------------------------
+
+    def stop(self, status: str, reason: str = "") -> None:
+        """End the job as ``failed`` or ``cancelled``: drop everything not yet started."""
+        js = self.job_state
+        # The JobState is written outside the run's lock: handlers may hold the
+        # job's lock while they emit (lock order is always job lock -> run lock).
+        if status == "cancelled":
+            js._set_cancelled(reason)
+        else:
+            with js.lock:
+                js.status = status
+        with self._cond:
+            self._state = STOPPED
+            dropped = len(self._queue)
+            self._queue.clear()
+            for handle in list(self._timers):
+                if handle.cancel():
+                    dropped += 1
+            self._timers.clear()
+            self._end_hooks.clear()
+            self._outstanding -= dropped
+            js.pending_tasks.clear()
+            finish = self._settle_if_idle_locked()
+        if finish:
+            self._finish()
+
+    def pause(self, reason: str, checkpoint: dict[str, Any] | None, wait: float) -> None:
+        """Stop starting tasks, save the rest in ``pending_tasks`` and wait for running ones."""
+        js = self.job_state
+        own = 1 if current_run() is self else 0
+        js._set_paused(reason, checkpoint)
+        with self._cond:
+            if self._state is RUNNING:
+                self._state = PAUSED
+                moved = [task_to_dict(t) for t in self._queue]
+                self._outstanding -= len(moved)
+                self._queue.clear()
+                for handle, task in list(self._timers.items()):
+                    if handle.cancel():
+                        moved.append(task_to_dict(task))
+                        self._outstanding -= 1
+                del_handles = [h for h in self._timers if not h.pending]
+                for handle in del_handles:
+                    self._timers.pop(handle, None)
+                moved.extend(task_to_dict(t, at_job_end=True) for t in self._end_hooks.values())
+                self._end_hooks.clear()
+                js.pending_tasks.extend(moved)
+            self._cond.wait_for(lambda: self._running <= own, timeout=wait)
+            js.pause_points[-1]["pending_tasks_count"] = len(js.pending_tasks)
+            finish = self._settle_if_idle_locked()
+        if finish:
+            self._finish()
+
+    # -- settling ---------------------------------------------------------------
+
+    def _settle_if_idle_locked(self) -> bool:
+        """With the lock held, after the outstanding count dropped: True when the
+        caller must call :meth:`_finish` (after releasing the lock)."""
+        if self._outstanding > 0 or self._settling:
+            return False
+        if self._end_hooks and self._state is RUNNING:
+            hooks = list(self._end_hooks.values())
+            self._end_hooks.clear()
+            self._outstanding += len(hooks)
+            if self.executor is None:
+                self._queue.extend(hooks)
+                if self._drainer_waiting:
+                    self._cond.notify()
+            else:
+                for task in hooks:
+                    self.executor.submit(self._work, task)
+            return False
+        self._settling = True
+        return True
+
+    def _finish(self) -> None:
+        """The job has no live work left: write its final status and wake waiters."""
+        js = self.job_state
+        entry_id = self.entry_id
+        completed = False
+        with js.lock:
+            if js.status == "running":
+                js.status = "completed"
+                completed = True
+        if completed and entry_id is not None:
+            end = datetime.now()
+            state = js.get_routine_state(entry_id) or {}
+            final = state.get("status") if state.get("status") in _ABSORBED else "completed"
+            js.merge_routine_state(
+                entry_id,
+                {
+                    "status": final,
+                    "execution_time": (end - self.started_at).total_seconds(),
+                    "start_time": self.started_at.isoformat(),
+                    "end_time": end.isoformat(),
+                },
+            )
+            self.tracker.record_routine_end(entry_id, str(final))
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+        js._settled.set()
+        self.flow._run_settled(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job settles; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._finished, timeout=timeout)
+
+    @property
+    def finished(self) -> bool:
+        """True once the job has settled."""
+        return self._finished
+
+
+_ABSORBED = ("error_continued", "skipped")
+
+
+class Scheduled:
+    """A delivery scheduled on a job; :meth:`cancel` withdraws it and releases the job."""
+
+    __slots__ = ("_run", "_handle")
+
+    def __init__(self, run: JobRun, handle: TimerHandle) -> None:
+        self._run = run
+        self._handle = handle
+
+    @property
+    def pending(self) -> bool:
+        """True until the delivery is queued or withdrawn."""
+        return self._handle.pending
+
+    @property
+    def due(self) -> float:
+        """The timer clock's reading at which the delivery is due."""
+        return self._handle.due
+
+    def cancel(self) -> bool:
+        """Withdraw the delivery; True when it had not fired yet."""
+        return self._run.cancel_timer(self._handle)
+
+
+class _MissingSlot:
+    """Stands in for the entry's missing ``trigger`` slot: delivering to it fails."""
+
+    name = "trigger"
+    _handler = None
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def _merge_for_job(self, *args: Any) -> Any:
+        raise self.error
+
+    def __repr__(self) -> str:
+        return "Slot[trigger (missing)]"

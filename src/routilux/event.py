@@ -1,0 +1,84 @@
+"""Output events: :class:`Event`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .engine.context import current_run
+from .serialization import register_serializable
+
+if TYPE_CHECKING:
+    from .routine import Routine
+    from .slot import Slot
+
+
+@register_serializable
+class Event:
+    """A named output of a routine, connected to any number of slots."""
+
+    def __init__(
+        self,
+        name: str = "",
+        routine: Routine | None = None,
+        output_params: list[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.routine = routine
+        self.output_params = list(output_params or [])
+        self.connected_slots: list[Slot] = []
+
+    def __repr__(self) -> str:
+        if self.routine is not None:
+            return f"Event[{self.routine._id}.{self.name}]"
+        return f"Event[{self.name}]"
+
+    def serialize(self) -> dict[str, Any]:
+        """This event as JSON-safe data (see ``routilux.persistence``)."""
+        from .persistence import serialize_event
+
+        return serialize_event(self)
+
+    def deserialize(self, data: dict[str, Any]) -> Event:
+        """Restore from :meth:`serialize` output in place; returns ``self``."""
+        from .persistence import deserialize_event
+
+        deserialize_event(self, data)
+        return self
+
+    def connect(self, slot: Slot, param_mapping: dict[str, str] | None = None) -> None:
+        """Link this event to ``slot`` (both sides); idempotent."""
+        slot.connect(self, param_mapping)
+
+    def disconnect(self, slot: Slot) -> None:
+        """Remove the link with ``slot`` (both sides); no error when absent."""
+        slot.disconnect(self)
+
+    def emit(self, flow: Any = None, **kwargs: Any) -> None:
+        """Send ``kwargs`` to the connected slots (no history record; see Routine.emit).
+
+        Inside a job of ``flow`` one task per slot is queued on the job.  Without
+        a running job the slots receive the data synchronously, in connection
+        order, through the flow's parameter mappings when a flow is known.
+        """
+        if flow is None and self.routine is not None:
+            flow = self.routine._current_flow
+        run = current_run()
+        if run is not None and flow is run.flow and self.routine is not None:
+            rid = run.routine_ids.get(id(self.routine))
+            if rid is not None:
+                index = flow._connection_index
+                for slot in self.connected_slots:
+                    target = run.routine_ids.get(id(slot.routine))
+                    if target is not None:
+                        from .engine.tasks import Task
+
+                        conn = index.get((id(self), id(slot)))
+                        run.enqueue(Task(target, slot, kwargs, conn))
+                return
+        for slot in list(self.connected_slots):
+            data = dict(kwargs)
+            if flow is not None:
+                conn = flow._connection_index.get((id(self), id(slot)))
+                if conn is not None:
+                    data = conn._apply_mapping(data)
+            slot.receive(data)

@@ -1,0 +1,41 @@
+"""The exception hierarchy of Routilux.
+
+Every error the library raises derives from :class:`RoutiluxError`.  Where the
+behavioural spec promises a built-in type (``ValueError``, ``TypeError``,
+``RuntimeError``) the class also derives from it, so code written against the
+spec keeps working while new code can catch the precise class.
+"""
+
+from __future__ import annotations
+
+
+class RoutiluxError(Exception):
+    """Base class of every error raised by Routilux."""
+
+
+class DefinitionError(RoutiluxError, ValueError):
+    """A routine or flow was defined wrongly (duplicate or unknown name)."""
+
+
+class FlowError(DefinitionError):
+    """A flow operation named a routine, event or slot the flow does not have."""
+
+
+class ConfigError(RoutiluxError, ValueError, TypeError):
+    """A routine's configuration has an unknown key or a value of the wrong type."""
+
+
+class ExecutionContextError(RoutiluxError, RuntimeError):
+    """An operation that needs a running job was called outside one."""
+
+
+class JobStateError(RoutiluxError, ValueError):
+    """A job state does not belong to the flow, or cannot make the transition asked for."""
+
+
+class SerializationError(RoutiluxError, ValueError):
+    """Data could not be serialized, or a file or dict could not be deserialized."""
+
+
+class EngineError(RoutiluxError, RuntimeError):
+    """The engine itself failed; the job it was running is marked failed."""

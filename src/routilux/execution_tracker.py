@@ -1,0 +1,283 @@
+"""Execution tracker: timings of routine runs and the list of emitted events of one job.
+
+This module owns ``ExecutionTracker`` (spec 70 §2): per-routine start/end records, the
+event flow, and the performance summaries computed from them. A tracker belongs to one job
+(DESIGN invariant 2); ``flow.execution_tracker`` points at the tracker of the latest job.
+
+Hot path: the engine calls ``record_event`` once per emission. It only appends a tuple
+``(timestamp, source, event, target, data)`` to a list -- atomic under the GIL, so several
+threads may record at once without a lock -- and stores the time as a ``time.time()`` float.
+Building the public dicts (ISO timestamps, ``data or {}``) is deferred to the first read of
+``event_flow``, which converts only what was recorded since the previous read, under a lock
+that the recording side never takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Union
+
+from routilux.exceptions import SerializationError
+from routilux.serialization import check_format_version, register_serializable
+
+__all__ = ["ExecutionTracker"]
+
+logger = logging.getLogger("routilux.execution_tracker")
+
+# A recorded event before formatting: (timestamp, source, event name, target, data).
+# The timestamp is a time.time() float, or the datetime the caller passed.
+_RawEvent = tuple[Union[float, datetime], str, str, Union[str, None], Any]
+
+_clock = time.time  # module global: one lookup cheaper than time.time on the hot path
+
+
+def _format_event(raw: _RawEvent) -> dict[str, Any]:
+    ts, source, event_name, target, data = raw
+    moment = ts if isinstance(ts, datetime) else datetime.fromtimestamp(ts)
+    return {
+        "timestamp": moment.isoformat(),
+        "source_routine_id": source,
+        "event_name": event_name,
+        "target_routine_id": target,
+        "data": data or {},
+    }
+
+
+def _or_default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _parse_iso(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+@register_serializable
+class ExecutionTracker:
+    """Records routine executions and emitted events of one job.
+
+    Attributes:
+        flow_id: id of the flow the job runs.
+        routine_executions: routine id -> list of execution records (dicts).
+        event_flow: list of event dicts, oldest first (see ``record_event``).
+        performance_metrics: free-form dict, kept for compatibility (never filled).
+    """
+
+    def __init__(self, flow_id: str = "") -> None:
+        self.flow_id = flow_id
+        self.routine_executions: dict[str, list[dict[str, Any]]] = {}
+        self.performance_metrics: dict[str, Any] = {}
+        self._pending: list[_RawEvent] = []  # recorded, not yet formatted
+        self._events: list[dict[str, Any]] = []  # formatted; the list event_flow returns
+        self._format_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"ExecutionTracker(flow_id={self.flow_id!r}, "
+            f"routines={len(self.routine_executions)}, events={self._event_count()})"
+        )
+
+    # -- events -------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        source_routine_id: str,
+        event_name: str,
+        target_routine_id: str | None = None,
+        data: Any = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Record one emission. ``timestamp`` defaults to now (naive local time).
+
+        ``data`` is kept by reference, not copied.
+        """
+        self._pending.append(
+            (timestamp or _clock(), source_routine_id, event_name, target_routine_id, data)
+        )
+
+    @property
+    def event_flow(self) -> list[dict[str, Any]]:
+        """Every recorded event as ``{"timestamp": iso, "source_routine_id", "event_name",
+        "target_routine_id", "data"}``, oldest first.
+
+        Always the same list object; events recorded later are appended to it on the next
+        read of this property.
+        """
+        if self._pending:
+            self._format_pending()
+        return self._events
+
+    @event_flow.setter
+    def event_flow(self, events: list[dict[str, Any]]) -> None:
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise TypeError("event_flow must be a list of dicts")
+        with self._format_lock:
+            self._pending.clear()
+            self._events = [dict(e) for e in events]
+
+    def _format_pending(self) -> None:
+        with self._format_lock:
+            count = len(self._pending)
+            if not count:
+                return
+            batch = self._pending[:count]
+            # Events appended meanwhile sit after index count and stay pending.
+            del self._pending[:count]
+            self._events.extend(map(_format_event, batch))
+
+    def _event_count(self) -> int:
+        with self._format_lock:
+            return len(self._events) + len(self._pending)
+
+    # -- routine runs -------------------------------------------------------------------
+
+    def record_routine_start(self, routine_id: str, params: dict[str, Any] | None = None) -> None:
+        """Append a ``running`` record for ``routine_id`` stamped with the start time."""
+        record = {
+            "routine_id": routine_id,
+            "start_time": datetime.now().isoformat(),
+            "params": params or {},
+            "status": "running",
+        }
+        self.routine_executions.setdefault(routine_id, []).append(record)
+
+    def record_routine_end(
+        self,
+        routine_id: str,
+        status: str = "completed",
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        """Close the latest record of ``routine_id``; a no-op when it has none.
+
+        Sets ``end_time``, ``status``, ``execution_time`` (seconds since ``start_time``)
+        and, when not None, ``result`` and ``error``.
+        """
+        records = self.routine_executions.get(routine_id)
+        if not records:
+            return
+        record = records[-1]
+        end = datetime.now()
+        record["end_time"] = end.isoformat()
+        record["status"] = status
+        if result is not None:
+            record["result"] = result
+        if error is not None:
+            record["error"] = error
+        start = _parse_iso(record.get("start_time"))
+        if start is None:
+            logger.debug("record of %r has no valid start_time; no execution_time", routine_id)
+            return
+        if start.tzinfo is not None:
+            end = end.astimezone(start.tzinfo)  # naive `end` is local time
+        record["execution_time"] = (end - start).total_seconds()
+
+    # -- summaries ----------------------------------------------------------------------
+
+    def get_routine_performance(self, routine_id: str) -> dict[str, Any] | None:
+        """Counts and timings of ``routine_id``'s runs; None when it never ran."""
+        records = self.routine_executions.get(routine_id)
+        if not records:
+            return None
+        records = list(records)
+        total = len(records)
+        completed = sum(1 for r in records if r.get("status") == "completed")
+        failed = sum(1 for r in records if r.get("status") == "failed")
+        times = [
+            float(r["execution_time"])
+            for r in records
+            if isinstance(r.get("execution_time"), (int, float))
+        ]
+        return {
+            "total_executions": total,
+            "completed": completed,
+            "failed": failed,
+            "success_rate": completed / total,
+            "avg_execution_time": sum(times) / len(times) if times else 0.0,
+            "min_execution_time": min(times) if times else 0.0,
+            "max_execution_time": max(times) if times else 0.0,
+        }
+
+    def get_flow_performance(self) -> dict[str, Any]:
+        """Totals over all routines: count, events, and sum/mean of per-routine averages."""
+        averages = []
+        for routine_id in list(self.routine_executions):
+            perf = self.get_routine_performance(routine_id)
+            if perf is not None and perf["avg_execution_time"]:
+                averages.append(perf["avg_execution_time"])
+        total_time = sum(averages, 0.0)
+        return {
+            "total_routines": len(self.routine_executions),
+            "total_events": self._event_count(),
+            "total_execution_time": total_time,
+            "avg_routine_time": total_time / len(averages) if averages else 0.0,
+        }
+
+    # -- serialization ------------------------------------------------------------------
+
+    def serialize(self) -> dict[str, Any]:
+        """``{"_type", "flow_id", "routine_executions", "event_flow",
+        "performance_metrics"}``; records are copied, event data is not."""
+        return {
+            "_type": type(self).__name__,
+            "flow_id": self.flow_id,
+            "routine_executions": {
+                routine_id: [dict(r) for r in records]
+                for routine_id, records in list(self.routine_executions.items())
+            },
+            "event_flow": [dict(e) for e in self.event_flow],
+            "performance_metrics": dict(self.performance_metrics),
+        }
+
+    def deserialize(self, data: Mapping[str, Any]) -> ExecutionTracker:
+        """Replace this tracker's contents with ``data`` (from ``serialize``); returns self.
+
+        Unknown keys are ignored; missing ones get their defaults. Wrongly typed values
+        raise :class:`SerializationError`.
+        """
+        data = check_format_version(data, "ExecutionTracker")
+        type_name = data.get("_type")
+        accepted = {cls.__name__ for cls in type(self).__mro__}
+        if type_name is not None and type_name not in accepted:
+            raise SerializationError(
+                f"Cannot deserialize {type_name!r} data into {type(self).__name__}"
+            )
+
+        flow_id = data.get("flow_id", "")
+        if flow_id is None:
+            flow_id = ""
+        if not isinstance(flow_id, str):
+            raise SerializationError(f"ExecutionTracker.flow_id must be a string, got {flow_id!r}")
+
+        executions = _or_default(data.get("routine_executions"), {})
+        if not isinstance(executions, dict):
+            raise SerializationError("ExecutionTracker.routine_executions must be a dict")
+        restored: dict[str, list[dict[str, Any]]] = {}
+        for routine_id, records in executions.items():
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise SerializationError(
+                    f"ExecutionTracker.routine_executions[{routine_id!r}] must be a list of dicts"
+                )
+            restored[str(routine_id)] = [dict(r) for r in records]
+
+        events = _or_default(data.get("event_flow"), [])
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise SerializationError("ExecutionTracker.event_flow must be a list of dicts")
+
+        metrics = _or_default(data.get("performance_metrics"), {})
+        if not isinstance(metrics, dict):
+            raise SerializationError("ExecutionTracker.performance_metrics must be a dict")
+
+        self.flow_id = flow_id
+        self.routine_executions = restored
+        self.event_flow = events
+        self.performance_metrics = dict(metrics)
+        return self

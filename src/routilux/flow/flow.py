@@ -1,0 +1,394 @@
+"""The :class:`Flow`: routines, the connections between them, and running jobs.
+
+A flow is a definition (DESIGN invariant 1): build it first, then run any
+number of jobs on it, from any number of threads.  Running never changes it;
+everything a job changes lives in that job's JobState and JobRun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..connection import Connection
+from ..engine.context import current_run
+from ..engine.run import JobRun
+from ..error_handler import ErrorHandler
+from ..exceptions import FlowError, JobStateError
+from ..job_state import JobState
+from ..serialization import register_serializable
+from .dependency import build_dependency_graph, get_ready_routines
+
+if TYPE_CHECKING:
+    from ..event import Event
+    from ..execution_tracker import ExecutionTracker
+    from ..routine import Routine
+    from ..slot import Slot
+
+logger = logging.getLogger("routilux.flow")
+
+STRATEGIES = ("sequential", "concurrent")
+#: Workers used when one job asks for the concurrent strategy on a sequential flow.
+DEFAULT_WORKERS = 5
+
+
+class _CurrentJobView:
+    """``flow._current_execution_job_state.value``: the job the caller is serving."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+
+    @property
+    def value(self) -> JobState | None:
+        run = current_run()
+        return run.job_state if run is not None and run.flow is self._flow else None
+
+
+@register_serializable
+class Flow:
+    """A workflow: routines keyed by id, and connections from events to slots.
+
+    ``execution_strategy`` is ``"sequential"`` (the calling thread runs every
+    task, in FIFO order) or ``"concurrent"`` (tasks run on a pool of
+    ``max_workers`` threads shared by all jobs of the flow).  ``history_limit``
+    keeps only the newest N history records of each job.
+    """
+
+    def __init__(
+        self,
+        flow_id: str | None = None,
+        execution_strategy: str = "sequential",
+        max_workers: int = 5,
+        *,
+        history_limit: int | None = None,
+    ) -> None:
+        self.flow_id = flow_id or str(uuid.uuid4())
+        self.routines: dict[str, Routine] = {}
+        self.connections: list[Connection] = []
+        if execution_strategy not in STRATEGIES:
+            logger.warning(
+                "unknown execution strategy %r for flow %s; running sequentially",
+                execution_strategy,
+                self.flow_id,
+            )
+        self.execution_strategy = execution_strategy
+        self.max_workers = max_workers if execution_strategy == "concurrent" else 1
+        self.error_handler: ErrorHandler | None = None
+        self.execution_tracker: ExecutionTracker | None = None
+        self.history_limit = history_limit
+        self._routine_ids: dict[int, str] = {}
+        self._connection_index: dict[tuple[int, int], Connection] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._runs: dict[str, JobRun] = {}
+        self._runs_cond = threading.Condition()
+        self._current_execution_job_state = _CurrentJobView(self)
+
+    def __repr__(self) -> str:
+        return f"Flow[{self.flow_id}]"
+
+    def serialize(self) -> dict[str, Any]:
+        """The flow's definition as JSON-safe data (never any job's state)."""
+        from ..persistence import serialize_flow
+
+        return serialize_flow(self)
+
+    def deserialize(self, data: dict[str, Any]) -> Flow:
+        """Restore a definition written by :meth:`serialize` in place; returns ``self``."""
+        from ..persistence import deserialize_flow
+
+        deserialize_flow(self, data)
+        return self
+
+    # -- building ------------------------------------------------------------
+
+    def add_routine(self, routine: Routine, routine_id: str | None = None) -> str:
+        """Add ``routine`` under ``routine_id`` (default: its ``_id``); returns the id."""
+        rid = routine_id or routine._id
+        if rid in self.routines:
+            raise FlowError(f"Routine ID '{rid}' already exists in flow")
+        self.routines[rid] = routine
+        # Identity lookups find the first id a routine object was added under.
+        self._routine_ids.setdefault(id(routine), rid)
+        return rid
+
+    def connect(
+        self,
+        source_routine_id: str,
+        source_event: str,
+        target_routine_id: str,
+        target_slot: str,
+        param_mapping: dict[str, str] | None = None,
+    ) -> Connection:
+        """Connect ``source_event`` of one routine to ``target_slot`` of another."""
+        source = self.routines.get(source_routine_id)
+        if source is None:
+            raise FlowError(f"Source routine '{source_routine_id}' not found in flow")
+        event = source.get_event(source_event)
+        if event is None:
+            raise FlowError(f"Event '{source_event}' not found in routine '{source_routine_id}'")
+        target = self.routines.get(target_routine_id)
+        if target is None:
+            raise FlowError(f"Target routine '{target_routine_id}' not found in flow")
+        slot = target.get_slot(target_slot)
+        if slot is None:
+            raise FlowError(f"Slot '{target_slot}' not found in routine '{target_routine_id}'")
+        connection = Connection(event, slot, param_mapping)
+        connection._source_routine_id = source_routine_id
+        connection._target_routine_id = target_routine_id
+        self.connections.append(connection)
+        self._connection_index[(id(event), id(slot))] = connection
+        return connection
+
+    def _find_connection(self, event: Event, slot: Slot) -> Connection | None:
+        return self._connection_index.get((id(event), id(slot)))
+
+    def _get_routine_id(self, routine: Routine) -> str | None:
+        return self._routine_ids.get(id(routine))
+
+    def _build_dependency_graph(self) -> dict[str, set[str]]:
+        return build_dependency_graph(self.routines, self.connections)
+
+    def _get_ready_routines(
+        self, completed: set[str], graph: dict[str, set[str]], running: set[str]
+    ) -> list[str]:
+        return get_ready_routines(completed, graph, running)
+
+    # -- configuration ---------------------------------------------------------
+
+    def set_execution_strategy(self, strategy: str, max_workers: int | None = None) -> None:
+        """Choose ``"sequential"`` or ``"concurrent"`` (with ``max_workers`` threads)."""
+        if strategy not in STRATEGIES:
+            raise FlowError(
+                f"Invalid execution strategy: {strategy}. Must be 'sequential' or 'concurrent'"
+            )
+        self.execution_strategy = strategy
+        self.max_workers = (max_workers or DEFAULT_WORKERS) if strategy == "concurrent" else 1
+        with self._executor_lock:
+            old, self._executor = self._executor, None
+        if old is not None:
+            old.shutdown(wait=False)
+
+    def set_error_handler(self, handler: ErrorHandler | None) -> None:
+        """The error handler of every routine that has none of its own."""
+        self.error_handler = handler
+
+    def _get_executor(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                workers = (
+                    self.max_workers if self.execution_strategy == "concurrent" else DEFAULT_WORKERS
+                )
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(1, workers), thread_name_prefix=f"routilux-{self.flow_id}"
+                )
+            return self._executor
+
+    def _executor_for(self, strategy: str | None) -> ThreadPoolExecutor | None:
+        if strategy is not None and strategy not in STRATEGIES:
+            raise FlowError(
+                f"Invalid execution strategy: {strategy}. Must be 'sequential' or 'concurrent'"
+            )
+        chosen = strategy or self.execution_strategy
+        return self._get_executor() if chosen == "concurrent" else None
+
+    # -- running ---------------------------------------------------------------
+
+    def execute(
+        self,
+        entry_routine_id: str,
+        entry_params: dict[str, Any] | None = None,
+        execution_strategy: str | None = None,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        output_handler: Any = None,
+    ) -> JobState:
+        """Run a new job from the entry routine's ``trigger`` slot; returns its JobState.
+
+        With ``wait=True`` (the default) the call returns once the job has no
+        work left (completed, failed, cancelled, or paused with nothing
+        running), or after ``timeout`` seconds.  With ``wait=False`` it returns
+        at once; ``job_state.wait_for_completion()`` waits later.
+        ``output_handler`` receives the job's ``send_output`` calls from the start.
+        """
+        routine = self.routines.get(entry_routine_id)
+        if routine is None:
+            raise FlowError(f"Entry routine '{entry_routine_id}' not found in flow")
+        executor = self._executor_for(execution_strategy)
+        job_state = JobState(self.flow_id, history_limit=self.history_limit)
+        job_state.status = "running"
+        job_state.current_routine_id = entry_routine_id
+        if output_handler is not None:
+            job_state.set_output_handler(output_handler)
+        params = entry_params if entry_params is not None else {}
+        run = JobRun(self, job_state, executor, entry_routine_id)
+        self._register(run)
+        run.tracker.record_routine_start(entry_routine_id, params)
+        handler = routine.get_error_handler() or self.error_handler
+        if handler is not None:
+            handler.reset()
+        self._launch(run, lambda: run.run_entry(routine, params), wait, timeout)
+        return job_state
+
+    async def execute_async(
+        self,
+        entry_routine_id: str,
+        entry_params: dict[str, Any] | None = None,
+        execution_strategy: str | None = None,
+        **kwargs: Any,
+    ) -> JobState:
+        """Awaitable :meth:`execute`: the job runs off the caller's event loop."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(
+            self.execute, entry_routine_id, entry_params, execution_strategy, **kwargs
+        )
+        return await loop.run_in_executor(None, call)
+
+    def resume(
+        self,
+        job_state: JobState,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        execution_strategy: str | None = None,
+    ) -> JobState:
+        """Continue a paused job (in this process or after loading it from a file).
+
+        Deferred events are emitted first, then the saved pending tasks run.
+        Like :meth:`execute`, waits until the job has no work left unless
+        ``wait=False``.  Returns the same JobState.
+        """
+        self._check_owner(job_state)
+        current = job_state.current_routine_id
+        if current is not None and current not in self.routines:
+            raise JobStateError(f"Current routine '{current}' not found in flow")
+        with self._runs_cond:
+            previous = self._runs.get(job_state.job_id)
+        if previous is not None:
+            previous.wait()
+        executor = self._executor_for(execution_strategy)
+        job_state._set_running()
+        with job_state.lock:
+            pending, job_state.pending_tasks = job_state.pending_tasks, []
+            deferred, job_state.deferred_events = job_state.deferred_events, []
+        run = JobRun(self, job_state, executor, current)
+        self._register(run)
+
+        def first_steps() -> None:
+            for event in deferred:
+                self._emit_deferred(event)
+            run.restore_pending(pending)
+
+        self._launch(run, first_steps, wait, timeout)
+        return job_state
+
+    def _emit_deferred(self, event: dict[str, Any]) -> None:
+        routine = self.routines.get(event.get("routine_id", ""))
+        name = event.get("event_name", "")
+        if routine is None or routine.get_event(name) is None:
+            warnings.warn(
+                f"deferred event {event.get('routine_id')}.{name} does not match flow "
+                f"{self.flow_id}; dropped",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        try:
+            routine.emit(name, flow=self, **(event.get("data") or {}))
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the resume
+            warnings.warn(f"deferred event {name} failed: {exc}", RuntimeWarning, stacklevel=3)
+
+    def _register(self, run: JobRun) -> None:
+        run.job_state._settled.clear()
+        for routine in self.routines.values():
+            routine._current_flow = self
+        with self._runs_cond:
+            self._runs[run.job_state.job_id] = run
+        self.execution_tracker = run.tracker
+
+    def _launch(
+        self, run: JobRun, first_steps: Callable[[], None], wait: bool, timeout: float | None
+    ) -> None:
+        if run.executor is None and (not wait or timeout is not None):
+            # A sequential job the caller will not drain gets a thread of its own.
+            threading.Thread(
+                target=run.start, args=(first_steps,), name=f"routilux-job-{run}", daemon=True
+            ).start()
+        else:
+            run.start(first_steps)
+        if wait:
+            run.wait(timeout)
+
+    def _run_settled(self, run: JobRun) -> None:
+        with self._runs_cond:
+            if self._runs.get(run.job_state.job_id) is run:
+                del self._runs[run.job_state.job_id]
+            if not self._runs:
+                self._runs_cond.notify_all()
+
+    def wait_for_completion(self, timeout: float | None = None) -> bool:
+        """Block until no job of this flow has work left; False on timeout."""
+        with self._runs_cond:
+            return self._runs_cond.wait_for(lambda: not self._runs, timeout=timeout)
+
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Release the worker pool (after waiting for running jobs when ``wait``).
+
+        The flow stays usable: the next job creates a new pool.
+        """
+        if wait:
+            self.wait_for_completion(timeout)
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait)
+
+    # -- controlling jobs --------------------------------------------------------
+
+    def _check_owner(self, job_state: JobState) -> None:
+        if job_state.flow_id != self.flow_id:
+            raise JobStateError(
+                f"JobState flow_id '{job_state.flow_id}' does not match "
+                f"Flow flow_id '{self.flow_id}'"
+            )
+
+    def _active_run(self, job_state: JobState) -> JobRun | None:
+        with self._runs_cond:
+            return self._runs.get(job_state.job_id)
+
+    def pause(
+        self,
+        job_state: JobState,
+        reason: str = "",
+        checkpoint: dict[str, Any] | None = None,
+        *,
+        wait_timeout: float = 5.0,
+    ) -> None:
+        """Pause a job: nothing more starts; what has not started is saved in
+        ``job_state.pending_tasks``.  Waits up to ``wait_timeout`` seconds for
+        the job's running handlers (never for the caller's own)."""
+        self._check_owner(job_state)
+        run = self._active_run(job_state)
+        if run is None or run.finished:
+            job_state._set_paused(reason, checkpoint)
+            job_state.pause_points[-1]["pending_tasks_count"] = len(job_state.pending_tasks)
+            return
+        run.pause(reason, checkpoint, wait_timeout)
+
+    def cancel(self, job_state: JobState, reason: str = "") -> None:
+        """Cancel a job: queued, pending and scheduled work is dropped; running
+        handlers finish but what they emit is discarded."""
+        self._check_owner(job_state)
+        run = self._active_run(job_state)
+        if run is None or run.finished:
+            job_state._set_cancelled(reason)
+            job_state.pending_tasks.clear()
+            return
+        run.stop("cancelled", reason)

@@ -1,0 +1,325 @@
+"""Everything that changes while a job runs: :class:`JobState` and :class:`ExecutionRecord`.
+
+A JobState is data plus a lock.  The engine writes into it (status, history,
+slot buffers, pending tasks); handlers write into it through
+``self.get_execution_context().job_state``.  Each public mutator is atomic, so
+handlers of one job running on several threads never lose an update; a
+read-modify-write made of several calls is atomic only under :attr:`JobState.lock`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+import warnings
+from collections import deque
+from collections.abc import MutableSequence
+from datetime import datetime
+from typing import Any, Callable
+
+from .serialization import register_serializable
+
+__all__ = ["ExecutionRecord", "JobState", "register_serializable"]
+
+#: Statuses after which the job does no more work until it is resumed.
+FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+class ExecutionRecord:
+    """One entry of a job's history: an emission, or a handler failure."""
+
+    __slots__ = ("routine_id", "event_name", "data", "timestamp")
+
+    def __init__(
+        self,
+        routine_id: str = "",
+        event_name: str = "",
+        data: dict[str, Any] | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        self.routine_id = routine_id
+        self.event_name = event_name
+        self.data = data or {}
+        self.timestamp = timestamp if timestamp is not None else datetime.now()
+
+    def __repr__(self) -> str:
+        return f"ExecutionRecord[{self.routine_id}.{self.event_name}@{self.timestamp}]"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ExecutionRecord):
+            return NotImplemented
+        return (self.routine_id, self.event_name, self.data, self.timestamp) == (
+            other.routine_id,
+            other.event_name,
+            other.data,
+            other.timestamp,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def serialize(self) -> dict[str, Any]:
+        """A JSON-safe dict (the timestamp as an ISO string)."""
+        return {
+            "_type": "ExecutionRecord",
+            "routine_id": self.routine_id,
+            "event_name": self.event_name,
+            "data": self.data,
+            "timestamp": self.timestamp.isoformat(),
+        }
+
+    def deserialize(self, data: dict[str, Any]) -> ExecutionRecord:
+        """Restore from :meth:`serialize` output; returns ``self``."""
+        self.routine_id = data.get("routine_id", "")
+        self.event_name = data.get("event_name", "")
+        self.data = data.get("data") or {}
+        ts = data.get("timestamp")
+        self.timestamp = datetime.fromisoformat(ts) if isinstance(ts, str) else datetime.now()
+        return self
+
+
+class JobState:
+    """The state of one execution (job) of a flow.
+
+    ``history_limit`` keeps only the newest N history records;
+    :attr:`history_dropped` counts the records it let go.
+    """
+
+    def __init__(self, flow_id: str = "", history_limit: int | None = None) -> None:
+        if history_limit is not None and history_limit < 1:
+            raise ValueError(f"history_limit must be a positive integer, got {history_limit}")
+        now = datetime.now()
+        self.flow_id = flow_id
+        self.job_id = str(uuid.uuid4())
+        self.status = "pending"
+        self.current_routine_id: str | None = None
+        self.routine_states: dict[str, dict[str, Any]] = {}
+        self.history_limit = history_limit
+        self.execution_history: MutableSequence[ExecutionRecord] = (
+            [] if history_limit is None else deque(maxlen=history_limit)
+        )
+        self.history_dropped = 0
+        self.pause_points: list[dict[str, Any]] = []
+        self.pending_tasks: list[dict[str, Any]] = []
+        self.deferred_events: list[dict[str, Any]] = []
+        self.shared_data: dict[str, Any] = {}
+        self.shared_log: list[dict[str, Any]] = []
+        self.output_log: list[dict[str, Any]] = []
+        #: Per-job slot merge buffers: routine id -> slot name -> accumulated data.
+        self.slot_buffers: dict[str, dict[str, Any]] = {}
+        self.output_handler: Any = None
+        self.created_at = now
+        self.updated_at = now
+        self._lock = threading.RLock()
+        # Set while no work of the job is queued, running or scheduled.
+        self._settled = threading.Event()
+        self._settled.set()
+
+    def __repr__(self) -> str:
+        return f"JobState[{self.job_id}:{self.status}]"
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The job's re-entrant lock: hold it to make a read-modify-write atomic."""
+        return self._lock
+
+    # -- persistence ---------------------------------------------------------
+
+    def serialize(self) -> dict[str, Any]:
+        """The whole job state as JSON-safe data (the output handler is never saved)."""
+        from .persistence import serialize_job_state
+
+        return serialize_job_state(self)
+
+    def deserialize(self, data: dict[str, Any]) -> JobState:
+        """Restore from :meth:`serialize` output in place; returns ``self``."""
+        from .persistence import deserialize_job_state
+
+        deserialize_job_state(self, data)
+        return self
+
+    def save(self, filepath: str | os.PathLike[str]) -> None:
+        """Write the job state to ``filepath`` as JSON (atomically)."""
+        from .persistence import save_job_state
+
+        save_job_state(self, filepath)
+
+    @classmethod
+    def load(cls, filepath: str | os.PathLike[str]) -> JobState:
+        """Read a job state written by :meth:`save`."""
+        from .persistence import load_job_state
+
+        return load_job_state(filepath)
+
+    # -- routine state ---------------------------------------------------
+
+    def get_routine_state(self, routine_id: str) -> dict[str, Any] | None:
+        """The stored state of ``routine_id``, or None."""
+        return self.routine_states.get(routine_id)
+
+    def update_routine_state(self, routine_id: str, state: dict[str, Any]) -> None:
+        """Replace the state of ``routine_id`` with a shallow copy of ``state``."""
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"routine state for '{routine_id}' must be a dict, got {type(state).__name__}"
+            )
+        with self._lock:
+            self.routine_states[routine_id] = dict(state)
+            self.updated_at = datetime.now()
+
+    def merge_routine_state(self, routine_id: str, updates: dict[str, Any]) -> None:
+        """Merge ``updates`` into the state of ``routine_id``, keeping its other keys."""
+        with self._lock:
+            state = dict(self.routine_states.get(routine_id) or {})
+            state.update(updates)
+            self.routine_states[routine_id] = state
+            self.updated_at = datetime.now()
+
+    # -- history -----------------------------------------------------------
+
+    def record_execution(
+        self,
+        routine_id: str,
+        event_name: str,
+        data: dict[str, Any] | None,
+        timestamp: datetime | None = None,
+    ) -> ExecutionRecord:
+        """Append one history record (an emission or an error) and return it."""
+        record = ExecutionRecord(routine_id, event_name, data, timestamp)
+        with self._lock:
+            history = self.execution_history
+            if self.history_limit is not None and len(history) >= self.history_limit:
+                self.history_dropped += 1
+            history.append(record)
+            self.updated_at = record.timestamp
+        return record
+
+    def get_execution_history(self, routine_id: str | None = None) -> list[ExecutionRecord]:
+        """A new list of records, oldest first, optionally only those of ``routine_id``."""
+        with self._lock:
+            records = list(self.execution_history)
+        if routine_id is not None:
+            records = [r for r in records if r.routine_id == routine_id]
+        records.sort(key=_record_time)
+        return records
+
+    # -- shared data and log ---------------------------------------------
+
+    def update_shared_data(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` in the job's shared data."""
+        with self._lock:
+            self.shared_data[key] = value
+            self.updated_at = datetime.now()
+
+    def get_shared_data(self, key: str, default: Any = None) -> Any:
+        """The object stored under ``key`` (not a copy), or ``default``."""
+        return self.shared_data.get(key, default)
+
+    def append_to_shared_log(self, entry: dict[str, Any]) -> None:
+        """Append a dict to the shared log, stamping an ISO ``timestamp`` if it has none."""
+        if not isinstance(entry, dict):
+            raise ValueError("Entry must be a dictionary")
+        now = datetime.now()
+        if "timestamp" not in entry:
+            entry = dict(entry)
+            entry["timestamp"] = now.isoformat()
+        with self._lock:
+            self.shared_log.append(entry)
+            self.updated_at = now
+
+    def get_shared_log(
+        self, filter_func: Callable[[dict[str, Any]], Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """A copy of the shared log, or the entries ``filter_func`` accepts."""
+        with self._lock:
+            log = list(self.shared_log)
+        if filter_func is None:
+            return log
+        return [e for e in log if filter_func(e)]
+
+    # -- deferred events and output ------------------------------------------
+
+    def add_deferred_event(self, routine_id: str, event_name: str, data: dict[str, Any]) -> None:
+        """Store an event to be emitted when the job is resumed."""
+        now = datetime.now()
+        with self._lock:
+            self.deferred_events.append(
+                {
+                    "routine_id": routine_id,
+                    "event_name": event_name,
+                    "data": data,
+                    "timestamp": now.isoformat(),
+                }
+            )
+            self.updated_at = now
+
+    def set_output_handler(self, handler: Any) -> None:
+        """Install the output handler (``None`` disables); it is never serialized."""
+        self.output_handler = handler
+
+    def send_output(self, routine_id: str, output_type: str, data: dict[str, Any]) -> None:
+        """Pass output to the output handler (if any) and append it to :attr:`output_log`."""
+        ts = datetime.now()
+        handler = self.output_handler
+        if handler is not None:
+            try:
+                handler.handle(
+                    job_id=self.job_id,
+                    routine_id=routine_id,
+                    output_type=output_type,
+                    data=data,
+                    timestamp=ts,
+                )
+            except Exception as exc:  # noqa: BLE001 - a broken sink must not stop the job
+                warnings.warn(f"Output handler failed: {exc}", RuntimeWarning, stacklevel=2)
+        with self._lock:
+            self.output_log.append(
+                {
+                    "routine_id": routine_id,
+                    "output_type": output_type,
+                    "data": data,
+                    "timestamp": ts.isoformat(),
+                }
+            )
+            self.updated_at = ts
+
+    # -- status ------------------------------------------------------------
+
+    def _set_paused(self, reason: str = "", checkpoint: dict[str, Any] | None = None) -> None:
+        now = datetime.now()
+        with self._lock:
+            self.status = "paused"
+            self.pause_points.append(
+                {
+                    "timestamp": now.isoformat(),
+                    "reason": reason,
+                    "current_routine_id": self.current_routine_id,
+                    "checkpoint": checkpoint or {},
+                }
+            )
+            self.updated_at = now
+
+    def _set_running(self) -> None:
+        with self._lock:
+            if self.status == "paused":
+                self.status = "running"
+                self.updated_at = datetime.now()
+
+    def _set_cancelled(self, reason: str = "") -> None:
+        with self._lock:
+            self.status = "cancelled"
+            if reason:
+                self.merge_routine_state("_cancellation", {"reason": reason})
+            self.updated_at = datetime.now()
+
+    def wait_for_completion(self, timeout: float | None = None) -> bool:
+        """Block until no work of this job is queued, running or scheduled.
+
+        Returns True when the job has settled (completed, failed, cancelled or
+        paused), False when ``timeout`` seconds passed first.
+        """
+        return self._settled.wait(timeout)
+
+
+def _record_time(record: ExecutionRecord) -> datetime:
+    return record.timestamp

@@ -1,0 +1,263 @@
+"""Routines: :class:`Routine` (a node with input slots and output events) and
+:class:`ExecutionContext` (what a handler learns about the job it serves)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple, Optional, Union
+
+from .engine.context import current_run
+from .engine.tasks import Task
+from .error_handler import ErrorHandler, ErrorStrategy
+from .event import Event
+from .exceptions import ConfigError, DefinitionError, ExecutionContextError
+from .serialization import register_serializable
+from .slot import MergeStrategy, Slot
+
+if TYPE_CHECKING:
+    from .engine.run import Scheduled
+    from .flow.flow import Flow
+    from .job_state import JobState
+
+logger = logging.getLogger("routilux.routine")
+
+ConfigType = Union[type, tuple[type, ...]]
+
+
+class ExecutionContext(NamedTuple):
+    """The job a handler is running for: ``flow, job_state, routine_id = ctx``."""
+
+    flow: Flow
+    job_state: JobState
+    routine_id: str
+
+
+@register_serializable
+class Routine:
+    """A unit of work: named input slots (each with a handler) and output events.
+
+    Keep per-run values in the job state (``self.get_execution_context()``), not
+    on ``self``: one routine object serves every job of its flow.
+
+    Subclasses may set :attr:`config_schema` (key -> type or tuple of types) to
+    have :meth:`set_config` reject unknown keys and values of the wrong type.
+    """
+
+    config_schema: ClassVar[Optional[dict[str, ConfigType]]] = None
+
+    def __init__(self) -> None:
+        self._id = hex(id(self))
+        self._slots: dict[str, Slot] = {}
+        self._events: dict[str, Event] = {}
+        self._config: dict[str, Any] = {}
+        self._error_handler: ErrorHandler | None = None
+        self._current_flow: Flow | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}[{self._id}]"
+
+    def __call__(self, **kwargs: Any) -> None:
+        """Legacy no-op kept for compatibility; the framework never calls it."""
+        return None
+
+    def serialize(self) -> dict[str, Any]:
+        """This routine as JSON-safe data (see ``routilux.persistence``)."""
+        from .persistence import serialize_routine
+
+        return serialize_routine(self)
+
+    def deserialize(self, data: dict[str, Any]) -> Routine:
+        """Restore from :meth:`serialize` output in place; returns ``self``."""
+        from .persistence import deserialize_routine
+
+        deserialize_routine(self, data)
+        return self
+
+    # -- definition ----------------------------------------------------------
+
+    def define_slot(
+        self,
+        name: str,
+        handler: Callable[..., Any] | None = None,
+        merge_strategy: MergeStrategy = "override",
+    ) -> Slot:
+        """Create the input slot ``name`` whose ``handler`` receives merged data."""
+        if name in self._slots:
+            raise DefinitionError(f"Slot '{name}' already exists in {self!r}")
+        slot = Slot(name, self, handler, merge_strategy)
+        self._slots[name] = slot
+        return slot
+
+    def define_event(self, name: str, output_params: list[str] | None = None) -> Event:
+        """Create the output event ``name`` (``output_params`` documents its keys)."""
+        if name in self._events:
+            raise DefinitionError(f"Event '{name}' already exists in {self!r}")
+        event = Event(name, self, output_params or [])
+        self._events[name] = event
+        return event
+
+    def get_slot(self, name: str) -> Slot | None:
+        """The slot ``name``, or None."""
+        return self._slots.get(name)
+
+    def get_event(self, name: str) -> Event | None:
+        """The event ``name``, or None."""
+        return self._events.get(name)
+
+    # -- configuration ---------------------------------------------------------
+
+    def set_config(self, **kwargs: Any) -> None:
+        """Update the routine's static configuration (validated by :attr:`config_schema`)."""
+        schema = self.config_schema
+        if schema is not None:
+            for key, value in kwargs.items():
+                if key not in schema:
+                    raise ConfigError(
+                        f"{self!r}: unknown config key '{key}' "
+                        f"(known keys: {', '.join(sorted(schema))})"
+                    )
+                expected = schema[key]
+                if not isinstance(value, expected) or (
+                    isinstance(value, bool) and not _accepts_bool(expected)
+                ):
+                    raise ConfigError(
+                        f"{self!r}: config key '{key}' must be {_type_names(expected)}, "
+                        f"got {type(value).__name__}"
+                    )
+        self._config.update(kwargs)
+
+    def get_config(self, key: str, default: Any = None) -> Any:
+        """The configuration value ``key``, or ``default``."""
+        return self._config.get(key, default)
+
+    def config(self) -> dict[str, Any]:
+        """A shallow copy of the configuration."""
+        return dict(self._config)
+
+    def _config_to_data(self) -> dict[str, Any]:
+        """The configuration as JSON-safe data (override when it holds callables)."""
+        return dict(self._config)
+
+    def _config_from_data(self, data: dict[str, Any]) -> None:
+        """Restore the configuration written by :meth:`_config_to_data`."""
+        self._config = dict(data)
+
+    # -- error policy -----------------------------------------------------------
+
+    def set_error_handler(self, handler: ErrorHandler | None) -> None:
+        """Install this routine's error handler (it wins over the flow's)."""
+        self._error_handler = handler
+
+    def get_error_handler(self) -> ErrorHandler | None:
+        """This routine's own error handler, or None."""
+        return self._error_handler
+
+    def set_as_optional(self, strategy: ErrorStrategy | str | None = None) -> None:
+        """Failures of this routine never stop the job (CONTINUE unless told otherwise)."""
+        self._error_handler = ErrorHandler(
+            strategy=strategy or ErrorStrategy.CONTINUE, is_critical=False, is_optional=True
+        )
+
+    def set_as_critical(
+        self, max_retries: int = 3, retry_delay: float = 1.0, retry_backoff: float = 2.0
+    ) -> None:
+        """Retry failures of this routine; once retries run out the job fails."""
+        self._error_handler = ErrorHandler(
+            strategy=ErrorStrategy.RETRY,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            retry_backoff=retry_backoff,
+            is_critical=True,
+        )
+
+    # -- running ---------------------------------------------------------------
+
+    def get_execution_context(self) -> ExecutionContext | None:
+        """The job this routine is handling right now, or None outside a job."""
+        run = current_run()
+        if run is None:
+            return None
+        rid = run.routine_ids.get(id(self))
+        if rid is None:
+            return None
+        return ExecutionContext(run.flow, run.job_state, rid)
+
+    def emit(self, event_name: str, flow: Flow | None = None, **kwargs: Any) -> None:
+        """Send ``kwargs`` on the event ``event_name``.
+
+        Inside a job the emission is recorded in the job's history and one task
+        per connected slot is queued; ``emit`` never waits for them.
+        """
+        event = self._events.get(event_name)
+        if event is None:
+            raise DefinitionError(f"Event '{event_name}' does not exist in {self!r}")
+        run = current_run()
+        if run is not None and (flow is None or flow is run.flow):
+            run.emit(self, event, kwargs)
+            return
+        event.emit(flow=flow, **kwargs)
+
+    def _require_context(self, what: str) -> ExecutionContext:
+        ctx = self.get_execution_context()
+        if ctx is None:
+            raise ExecutionContextError(
+                f"Cannot {what}: not in execution context ({self!r} is not running in a job)"
+            )
+        return ctx
+
+    def emit_deferred_event(self, event_name: str, **kwargs: Any) -> None:
+        """Store an emission in the job state; it happens when the job is resumed."""
+        ctx = self._require_context("emit deferred event")
+        ctx.job_state.add_deferred_event(ctx.routine_id, event_name, kwargs)
+
+    def send_output(self, output_type: str, **data: Any) -> None:
+        """Send ``data`` to the job's output handler and output log (not to slots)."""
+        ctx = self._require_context("send output")
+        ctx.job_state.send_output(ctx.routine_id, output_type, data)
+
+    def schedule(self, delay: float, slot_name: str, **data: Any) -> Scheduled | None:
+        """After ``delay`` seconds, deliver ``data`` to this routine's slot ``slot_name``.
+
+        The pending timer keeps the job alive, occupies no worker and is
+        cancelled with the job.  Returns a handle whose ``cancel()`` withdraws
+        it, or None when the job is paused (the delivery is then saved and
+        happens on resume) or stopped.
+        """
+        ctx = self._require_context("schedule a delivery")
+        run = current_run()
+        assert run is not None
+        return run.schedule(delay, Task(ctx.routine_id, self._slot_named(slot_name), data))
+
+    def schedule_at_job_end(self, slot_name: str, **data: Any) -> None:
+        """Deliver ``data`` to ``slot_name`` once, when the job would otherwise finish."""
+        ctx = self._require_context("schedule a delivery at job end")
+        run = current_run()
+        assert run is not None
+        run.at_job_end(Task(ctx.routine_id, self._slot_named(slot_name), data))
+
+    def _slot_named(self, name: str) -> Slot:
+        slot = self._slots.get(name)
+        if slot is None:
+            raise DefinitionError(f"Slot '{name}' does not exist in {self!r}")
+        return slot
+
+    def _extract_input_data(self, data: Any = None, **kwargs: Any) -> Any:
+        """The payload of a delivery: ``data`` if given, else the ``data`` key, else
+        the single value, else all keyword arguments (``{}`` when there are none)."""
+        if data is not None:
+            return data
+        if "data" in kwargs:
+            return kwargs["data"]
+        if len(kwargs) == 1:
+            return next(iter(kwargs.values()))
+        return kwargs or {}
+
+
+def _accepts_bool(expected: ConfigType) -> bool:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return bool in types or object in types
+
+
+def _type_names(expected: ConfigType) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(t.__name__ for t in types)

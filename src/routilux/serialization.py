@@ -1,0 +1,745 @@
+"""The serialization codec shared by every serializable Routilux class.
+
+This module owns:
+
+* the on-disk **format version** (``FORMAT_VERSION``, ``stamp``, ``check_format_version``),
+  the one place where files written by older versions get upgraded;
+* the **class registry** (``register_serializable``, ``lookup_class``): the only way a class
+  named in saved data is turned back into a class;
+* the **function registry** (``register_function``) and the **callable codec**
+  (``encode_callable``, ``decode_callable``) for handlers, merge strategies and conditions;
+* **JSON file helpers** (``write_json``, ``read_json``) and **datetime helpers**
+  (``to_iso``, ``from_iso``).
+
+Security rule (DESIGN invariant 8): saved data is data, never code. Nothing here imports a
+module named in the data or calls anything the data names. Classes come only from the
+registry; functions only from the function registry or from modules that are *already*
+imported (looked up through their ``__dict__``, so no module ``__getattr__`` runs); builtins
+only from a short allow-list. Whatever cannot be restored becomes ``None`` with a warning.
+
+It imports nothing from ``routilux`` except ``routilux.exceptions``, so every other module
+may import it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import inspect
+import json
+import logging
+import os
+import sys
+import threading
+import types
+import uuid
+import warnings
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar, Union, overload
+
+from routilux.exceptions import SerializationError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SAFE_BUILTINS",
+    "check_format_version",
+    "decode_callable",
+    "encode_callable",
+    "from_iso",
+    "lookup_class",
+    "read_json",
+    "register_function",
+    "register_serializable",
+    "register_upgrade",
+    "registered_classes",
+    "required_init_parameters",
+    "stamp",
+    "to_iso",
+    "write_json",
+]
+
+logger = logging.getLogger("routilux.serialization")
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+PathLike = Union[str, "os.PathLike[str]"]
+Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
+
+# ---------------------------------------------------------------------------
+# Format version
+# ---------------------------------------------------------------------------
+
+FORMAT_VERSION = 1
+"""Version of the saved-data layout written by this release."""
+
+_VERSION_KEY = "format_version"
+
+# from_version -> function turning data of that version into data of from_version + 1.
+# Empty while only version 1 exists; an upgrade is added here when the layout changes.
+_UPGRADES: dict[int, Upgrade] = {}
+
+
+def register_upgrade(from_version: int) -> Callable[[Upgrade], Upgrade]:
+    """Decorator registering the function that upgrades data of ``from_version`` by one.
+
+    The function receives a copy of the data and returns the upgraded dict.
+    """
+
+    def decorator(fn: Upgrade) -> Upgrade:
+        _UPGRADES[from_version] = fn
+        return fn
+
+    return decorator
+
+
+def stamp(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``"format_version"`` set to the current version."""
+    out = dict(data)
+    out[_VERSION_KEY] = FORMAT_VERSION
+    return out
+
+
+def check_format_version(data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Validate the format version of saved ``data`` and upgrade it to the current one.
+
+    A missing version means version 1 (files written before versions were stamped).
+    A version newer than this release understands, or one that is not an integer, raises
+    :class:`SerializationError` naming ``what``. Data already at the current version is
+    returned unchanged (same object when it is a dict); upgraded data is a new dict.
+    """
+    if not isinstance(data, Mapping):
+        raise SerializationError(
+            f"Cannot load {what}: expected a JSON object (dict), got {type(data).__name__}"
+        )
+    version = data.get(_VERSION_KEY, 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise SerializationError(
+            f"Cannot load {what}: format_version must be an integer, got {version!r}"
+        )
+    current = FORMAT_VERSION
+    if version > current:
+        raise SerializationError(
+            f"Cannot load {what}: it was written with format_version {version}, but this "
+            f"version of routilux reads format_version {current} at most; upgrade routilux"
+        )
+    if version < 1:
+        raise SerializationError(f"Cannot load {what}: unknown format_version {version}")
+    result: dict[str, Any] = data if isinstance(data, dict) else dict(data)
+    if version == current:
+        return result
+    result = dict(result)
+    while version < current:
+        upgrade = _UPGRADES.get(version)
+        if upgrade is None:
+            raise SerializationError(
+                f"Cannot load {what}: no upgrade from format_version {version} "
+                f"to {version + 1} is known"
+            )
+        result = upgrade(result)
+        version += 1
+        result[_VERSION_KEY] = version
+        logger.debug("upgraded %s from format_version %d to %d", what, version - 1, version)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Class registry
+# ---------------------------------------------------------------------------
+
+_registry_lock = threading.Lock()
+_CLASSES: dict[str, type] = {}
+
+_REQUIRED_KINDS = (
+    inspect.Parameter.POSITIONAL_ONLY,
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    inspect.Parameter.KEYWORD_ONLY,
+)
+
+
+def required_init_parameters(cls: type) -> list[str]:
+    """Names of the parameters of ``cls.__init__`` (after ``self``) that have no default.
+
+    Deserialization builds every object as ``cls()``, so a class with any is not
+    constructable. Returns ``[]`` when the signature cannot be inspected.
+    """
+    init = getattr(cls, "__init__", None)  # plain cls.__init__ upsets mypy on a `type`
+    if init is None:
+        return []
+    try:
+        sig = inspect.signature(init)
+    except (TypeError, ValueError):
+        return []
+    params = list(sig.parameters.values())[1:]  # drop self
+    return [
+        p.name for p in params if p.kind in _REQUIRED_KINDS and p.default is inspect.Parameter.empty
+    ]
+
+
+def register_serializable(cls: type[T]) -> type[T]:
+    """Class decorator: make ``cls`` rebuildable from saved data under ``cls.__name__``.
+
+    Raises TypeError at decoration time when ``cls.__init__`` has a required parameter,
+    because deserialization constructs objects with no arguments. Registering the same
+    class again is harmless; registering a different class under a taken name replaces
+    the old one and logs a warning.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializable expects a class, got {cls!r}")
+    required = required_init_parameters(cls)
+    if required:
+        raise TypeError(
+            f"Cannot register {cls.__qualname__} as serializable: its __init__ has required "
+            f"parameter(s) {', '.join(required)}; deserialization creates objects with no "
+            f"arguments, so give every parameter a default"
+        )
+    name = cls.__name__
+    with _registry_lock:
+        previous = _CLASSES.get(name)
+        _CLASSES[name] = cls
+    if previous is not None and previous is not cls:
+        logger.warning(
+            "serializable class name %r re-registered: %s.%s replaces %s.%s",
+            name,
+            cls.__module__,
+            cls.__qualname__,
+            previous.__module__,
+            previous.__qualname__,
+        )
+    return cls
+
+
+def lookup_class(name: str) -> type:
+    """Return the class registered under ``name``; SerializationError if there is none."""
+    if not isinstance(name, str):
+        raise SerializationError(f"Class name in saved data must be a string, got {name!r}")
+    cls = _CLASSES.get(name)
+    if cls is None:
+        raise SerializationError(
+            f"Cannot deserialize {name!r}: class not found in registry "
+            f"(decorate the class with @register_serializable and import it before loading)"
+        )
+    return cls
+
+
+def registered_classes() -> dict[str, type]:
+    """A snapshot of the class registry (name -> class)."""
+    with _registry_lock:
+        return dict(_CLASSES)
+
+
+# ---------------------------------------------------------------------------
+# Function registry
+# ---------------------------------------------------------------------------
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+# Reverse map so the encoder can write the registered name of a function.
+_FUNCTION_NAMES: dict[Callable[..., Any], str] = {}
+
+
+def _default_function_name(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or ""
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+def register_function(fn: F, name: str | None = None) -> F:
+    """Whitelist ``fn`` so saved references to it can be restored; returns ``fn``.
+
+    ``name`` defaults to ``"<module>.<qualname>"``. A registered function is restored
+    even when it is a lambda or a nested function, or when its module is not imported
+    (registration itself proves the code was loaded by the program, not by the data).
+    Usable as a plain decorator: ``@register_function``.
+    """
+    if not callable(fn):
+        raise TypeError(f"register_function expects a callable, got {fn!r}")
+    key = name if name is not None else _default_function_name(fn)
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"register_function name must be a non-empty string, got {key!r}")
+    with _registry_lock:
+        previous = _FUNCTIONS.get(key)
+        _FUNCTIONS[key] = fn
+        _FUNCTION_NAMES[fn] = key
+        if previous is not None and previous is not fn:
+            _FUNCTION_NAMES.pop(previous, None)
+    if previous is not None and previous is not fn:
+        logger.warning("registered function name %r now refers to %r", key, fn)
+    return fn
+
+
+# ---------------------------------------------------------------------------
+# Callable codec
+# ---------------------------------------------------------------------------
+
+SAFE_BUILTINS = frozenset(
+    {
+        "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "float", "frozenset",
+        "hex", "int", "len", "list", "max", "min", "oct", "ord", "repr", "round", "set",
+        "sorted", "str", "sum", "tuple",
+    }
+)  # fmt: skip
+"""Builtins a saved callable may name. Everything else (eval, exec, open, __import__,
+getattr, compile, print, ...) is refused on load."""
+
+_CALLABLE = "callable"
+
+
+def _unrestorable(description: str, reason: str) -> None:
+    message = f"Cannot restore callable {description}: {reason}; it is set to None"
+    logger.warning(message)
+    # 1 = here, 2 = _decode_*, 3 = decode_callable, 4 = its caller
+    warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _not_encodable(fn: object, reason: str) -> None:
+    message = f"Cannot serialize callable {fn!r}: {reason}; it is saved as None"
+    logger.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _is_module_builtin(fn: object) -> bool:
+    # Builtin *functions* are bound to their module (or None); builtin *methods* of
+    # other objects (e.g. ``[].append``) are not restorable.
+    if not isinstance(fn, types.BuiltinFunctionType):
+        return False
+    owner = getattr(fn, "__self__", None)
+    return owner is None or isinstance(owner, types.ModuleType)
+
+
+def encode_callable(fn: Any, owner: Any = None) -> dict[str, Any] | None:
+    """Encode ``fn`` as a callable dict (spec 50 §3), or None when it cannot be encoded.
+
+    * bound method -> ``{"callable_type": "method", "class_name", "method_name",
+      "object_id"}`` where ``object_id`` is the bound object's ``_id``. When ``owner`` is
+      given and ``fn`` is bound to a different object, SerializationError is raised.
+    * plain function or lambda -> ``{"callable_type": "function", "module", "name",
+      "qualname"}`` (plus ``"registered_name"`` for a registered function).
+    * builtin function (or a builtin type such as ``str``) -> ``{"callable_type":
+      "builtin", "name", "module"}``.
+    * ``None`` -> ``None``; anything else -> ``None`` with a warning.
+    """
+    if fn is None:
+        return None
+    registered = _FUNCTION_NAMES.get(fn) if _hashable(fn) else None
+
+    if isinstance(fn, types.MethodType):
+        bound = fn.__self__
+        if owner is not None and bound is not owner:
+            raise SerializationError(
+                f"Cannot serialize method {fn.__func__.__qualname__}: it is bound to "
+                f"{bound!r}, not to the object being serialized ({owner!r})"
+            )
+        if isinstance(bound, type):
+            if registered is not None:
+                return _function_dict(fn, registered)
+            _not_encodable(
+                fn, "class methods are not supported (register it with register_function)"
+            )
+            return None
+        object_id = getattr(bound, "_id", None)
+        if not isinstance(object_id, str):
+            if registered is not None:
+                return _function_dict(fn, registered)
+            _not_encodable(
+                fn,
+                f"the object it is bound to ({type(bound).__name__}) has no "
+                f"string '_id' to find it by on load",
+            )
+            return None
+        return {
+            "_type": _CALLABLE,
+            "callable_type": "method",
+            "class_name": type(bound).__name__,
+            "method_name": fn.__func__.__name__,
+            "object_id": object_id,
+        }
+
+    if isinstance(fn, types.FunctionType):
+        return _function_dict(fn, registered)
+
+    if _is_module_builtin(fn) or (isinstance(fn, type) and _is_safe_builtin_type(fn)):
+        module = getattr(fn, "__module__", None) or "builtins"
+        return {
+            "_type": _CALLABLE,
+            "callable_type": "builtin",
+            "name": fn.__name__,
+            "module": module,
+        }
+
+    if registered is not None:
+        return _function_dict(fn, registered)
+    _not_encodable(fn, f"objects of type {type(fn).__name__} cannot be saved by reference")
+    return None
+
+
+def _hashable(obj: object) -> bool:
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_safe_builtin_type(cls: type) -> bool:
+    return cls.__name__ in SAFE_BUILTINS and getattr(builtins, cls.__name__, None) is cls
+
+
+def _function_dict(fn: Callable[..., Any], registered: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "_type": _CALLABLE,
+        "callable_type": "function",
+        "module": getattr(fn, "__module__", None) or "",
+        "name": getattr(fn, "__name__", None) or "",
+        "qualname": getattr(fn, "__qualname__", None) or "",
+    }
+    if registered is not None:
+        spec["registered_name"] = registered
+    return spec
+
+
+def _req(spec: Mapping[str, Any], key: str) -> str:
+    value = spec.get(key)
+    if not isinstance(value, str):
+        raise SerializationError(
+            f"Malformed callable spec: {key!r} must be a string, got {value!r} in {spec!r}"
+        )
+    return value
+
+
+def _opt(spec: Mapping[str, Any], key: str) -> str | None:
+    return None if spec.get(key) is None else _req(spec, key)
+
+
+def decode_callable(
+    spec: Any, owners: Mapping[str, object] | None = None
+) -> Callable[..., Any] | None:
+    """Restore a callable from a dict made by :func:`encode_callable`.
+
+    ``owners`` maps ``_id`` -> object for the objects being deserialized in the same call;
+    method references are resolved only among them. Functions come from the function
+    registry, else from a module that is already imported and defines them (standard
+    library modules excepted: register such a function to allow it). Builtins come only
+    from :data:`SAFE_BUILTINS`. Never imports a module and never runs code named by the
+    data. Anything unrestorable (missing owner, module not imported, lambda or closure,
+    unsafe builtin) gives None with a logged warning and a ``UserWarning``. ``None``
+    decodes to ``None``; a spec that is not a well-formed callable dict raises
+    :class:`SerializationError`.
+    """
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping):
+        raise SerializationError(
+            f"Malformed callable spec: expected a dict, got {type(spec).__name__}"
+        )
+    if spec.get("_type") != _CALLABLE:
+        raise SerializationError(
+            f"Malformed callable spec: '_type' must be 'callable', got {spec.get('_type')!r}"
+        )
+    kind = spec.get("callable_type")
+    if kind == "method":
+        return _decode_method(spec, owners)
+    if kind == "function":
+        return _decode_function(spec)
+    if kind == "builtin":
+        return _decode_builtin(spec)
+    raise SerializationError(f"Malformed callable spec: unknown callable_type {kind!r}")
+
+
+def _decode_method(
+    spec: Mapping[str, Any], owners: Mapping[str, object] | None
+) -> Callable[..., Any] | None:
+    class_name = _req(spec, "class_name")
+    method_name = _req(spec, "method_name")
+    object_id = _req(spec, "object_id")
+    what = f"method {class_name}.{method_name} of object {object_id!r}"
+    owner = owners.get(object_id) if owners is not None else None
+    if owner is None:
+        _unrestorable(what, "no object with that _id is being deserialized with it")
+        return None
+    if type(owner).__name__ != class_name:
+        _unrestorable(what, f"the object with that _id is a {type(owner).__name__}")
+        return None
+    if method_name.startswith("__") and method_name.endswith("__"):
+        _unrestorable(what, "special methods are never restored")
+        return None
+    # getattr_static: never run a property or __getattr__ named by the data.
+    try:
+        static = inspect.getattr_static(owner, method_name)
+    except AttributeError:
+        _unrestorable(what, "the object has no such method")
+        return None
+    if not isinstance(static, (types.FunctionType, staticmethod, classmethod)):
+        _unrestorable(what, "the attribute is not a method")
+        return None
+    method = getattr(owner, method_name)
+    if not callable(method):
+        _unrestorable(what, "the attribute is not callable")
+        return None
+    result: Callable[..., Any] = method
+    return result
+
+
+# Used on Python 3.9 only (3.10+ has sys.stdlib_module_names): the modules whose
+# functions would be dangerous as handlers. Not exhaustive; 3.9 is best effort.
+_STDLIB_FALLBACK = frozenset(
+    {
+        "asyncio", "builtins", "code", "codeop", "concurrent", "ctypes", "ftplib", "glob",
+        "http", "importlib", "io", "multiprocessing", "nt", "ntpath", "os", "pathlib",
+        "pdb", "pickle", "pkgutil", "platform", "posix", "posixpath", "pty", "runpy",
+        "shelve", "shutil", "signal", "site", "smtplib", "socket", "subprocess", "sys",
+        "sysconfig", "tarfile", "tempfile", "threading", "urllib", "webbrowser", "zipfile",
+        "zipimport",
+    }
+)  # fmt: skip
+
+
+def _is_stdlib(module_name: str) -> bool:
+    top = module_name.partition(".")[0]
+    names: frozenset[str] = getattr(sys, "stdlib_module_names", _STDLIB_FALLBACK)
+    return top in names
+
+
+def _decode_function(spec: Mapping[str, Any]) -> Callable[..., Any] | None:
+    module_name = _req(spec, "module")
+    name = _req(spec, "name")
+    qualname = _opt(spec, "qualname")
+    registered_name = _opt(spec, "registered_name")
+    path = qualname or name
+    what = f"function {module_name}.{path}" if module_name else f"function {path}"
+
+    for key in (registered_name, f"{module_name}.{path}" if module_name else path):
+        if key is not None and key in _FUNCTIONS:
+            return _FUNCTIONS[key]
+
+    if "<lambda>" in path or "<locals>" in path:
+        _unrestorable(
+            what,
+            "lambdas and nested functions are restored only when registered with register_function",
+        )
+        return None
+    if not module_name or _is_stdlib(module_name):
+        _unrestorable(what, "functions of this module are restored only when registered")
+        return None
+    # Only modules the program already imported: importing would run code from the data.
+    module = sys.modules.get(module_name)
+    if not isinstance(module, types.ModuleType):
+        _unrestorable(
+            what,
+            f"module {module_name!r} is not imported (import it, or register the function "
+            f"with register_function, before loading)",
+        )
+        return None
+    # Walk namespaces through __dict__ so no module __getattr__ or descriptor runs.
+    target: object = module
+    for part in path.split("."):
+        namespace = getattr(target, "__dict__", None)
+        if not isinstance(namespace, Mapping) or part not in namespace:
+            _unrestorable(what, "no such function in the module")
+            return None
+        target = namespace[part]
+        if isinstance(target, staticmethod):
+            target = target.__func__
+    if not isinstance(target, types.FunctionType):
+        _unrestorable(what, f"it names a {type(target).__name__}, not a function")
+        return None
+    # A name re-exported from elsewhere (``from os import popen``) is not restored: only
+    # functions the named module itself defines.
+    if target.__module__ != module_name:
+        _unrestorable(what, f"the function is defined in {target.__module__!r}")
+        return None
+    return target
+
+
+def _decode_builtin(spec: Mapping[str, Any]) -> Callable[..., Any] | None:
+    name = _req(spec, "name")
+    module_name = _opt(spec, "module")
+    if module_name not in (None, "builtins"):
+        _unrestorable(f"{module_name}.{name}", "only builtins of the builtins module are restored")
+        return None
+    what = f"builtin {name}"
+    if name not in SAFE_BUILTINS:
+        _unrestorable(what, "it is not in the allow-list of safe builtins")
+        return None
+    value = getattr(builtins, name, None)
+    if not callable(value):
+        _unrestorable(what, "no such builtin")
+        return None
+    result: Callable[..., Any] = value
+    return result
+
+
+# ---------------------------------------------------------------------------
+# JSON files
+# ---------------------------------------------------------------------------
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _key_path(parent: str, key: object) -> str:
+    if isinstance(key, str) and key.isidentifier():
+        return f"{parent}.{key}" if parent else key
+    return f"{parent}[{key!r}]"
+
+
+def _find_unserializable(value: object, path: str, active: set[int]) -> tuple[str, str] | None:
+    """Locate the first value json cannot encode: (path, problem) or None."""
+    if isinstance(value, _JSON_SCALARS):
+        return None
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in active:
+            return path or "<root>", "it contains itself (circular reference)"
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, _JSON_SCALARS):
+                        return (
+                            _key_path(path, key),
+                            f"its key is of type {type(key).__name__}",
+                        )
+                    found = _find_unserializable(item, _key_path(path, key), active)
+                    if found is not None:
+                        return found
+            else:
+                for index, item in enumerate(value):
+                    found = _find_unserializable(item, f"{path}[{index}]", active)
+                    if found is not None:
+                        return found
+        finally:
+            active.discard(id(value))
+        return None
+    return path or "<root>", f"of type {type(value).__name__}"
+
+
+def _dumps(data: Any) -> str:
+    try:
+        return json.dumps(data, indent=2, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        try:
+            found = _find_unserializable(data, "", set())
+        except RecursionError:
+            found = None
+        if found is None:
+            raise SerializationError(f"cannot serialize data to JSON: {exc}") from exc
+        where, problem = found
+        raise SerializationError(f"cannot serialize value at '{where}' {problem}") from exc
+
+
+def write_json(path: PathLike, data: Any) -> None:
+    """Write ``data`` as JSON (indent 2, UTF-8) to ``path`` atomically.
+
+    Parent directories are created. The text goes to a temporary file in the same
+    directory which then replaces ``path`` in one step, so a crash leaves either the old
+    file or the new one, never half of one. Data json cannot encode raises
+    :class:`SerializationError` naming its key path (e.g. ``'shared_data.x'``) before
+    anything is written.
+    """
+    text = _dumps(data)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    # os.open with 0o666 lets the umask decide the mode, as for a normal new file.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.chmod(tmp, os.stat(target).st_mode & 0o7777)
+        except OSError:
+            pass  # no previous file: keep the umask-derived mode
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename durable on POSIX; not possible (nor needed) everywhere.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_json(path: PathLike, what: str) -> dict[str, Any]:
+    """Read a JSON object saved by :func:`write_json`; ``what`` names it in errors.
+
+    A missing file raises FileNotFoundError naming the path; an unreadable, truncated or
+    corrupt file, or one whose top level is not an object, raises
+    :class:`SerializationError` naming the file. The file is only read.
+    """
+    target = Path(path)
+    try:
+        raw = target.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"{what} file not found", str(target)) from None
+    except OSError as exc:
+        raise SerializationError(f"Cannot read {what} file '{target}': {exc}") from exc
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are both ValueErrors.
+        raise SerializationError(
+            f"{what} file '{target}' is not valid JSON (corrupt or truncated): {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise SerializationError(
+            f"{what} file '{target}' does not contain a JSON object "
+            f"(top level is {type(data).__name__})"
+        )
+    return data
+
+
+# ---------------------------------------------------------------------------
+# Datetimes
+# ---------------------------------------------------------------------------
+
+
+@overload
+def to_iso(dt: datetime) -> str: ...
+@overload
+def to_iso(dt: None) -> None: ...
+def to_iso(dt: datetime | None) -> str | None:
+    """``dt.isoformat()``, or None for None."""
+    if dt is None:
+        return None
+    if not isinstance(dt, datetime):
+        raise SerializationError(f"expected a datetime, got {type(dt).__name__}: {dt!r}")
+    return dt.isoformat()
+
+
+@overload
+def from_iso(value: str | datetime) -> datetime: ...
+@overload
+def from_iso(value: None) -> None: ...
+def from_iso(value: str | datetime | None) -> datetime | None:
+    """Parse an ISO 8601 string written by :func:`to_iso` (None stays None).
+
+    A datetime is returned as is; a trailing ``Z`` is accepted; anything else raises
+    :class:`SerializationError` naming the value.
+    """
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise SerializationError(
+            f"expected an ISO datetime string, got {type(value).__name__}: {value!r}"
+        )
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise SerializationError(f"invalid ISO datetime {value!r}") from exc

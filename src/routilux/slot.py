@@ -1,0 +1,208 @@
+"""Input slots: :class:`Slot`, its merge strategies and its handler dispatch rule."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Union
+
+from .engine.context import current_run
+from .serialization import register_serializable
+
+if TYPE_CHECKING:
+    from .event import Event
+    from .job_state import JobState
+    from .routine import Routine
+
+logger = logging.getLogger("routilux.slot")
+
+MergeStrategy = Union[str, Callable[[Any, dict[str, Any]], Any]]
+
+# How a handler is called with the merged data (spec 10 §3.3), decided once per handler.
+_KWARGS, _WHOLE, _SINGLE, _MATCH = 0, 1, 2, 3
+
+
+def _dispatch_plan(handler: Callable[..., Any]) -> tuple[int, tuple[str, ...]]:
+    try:
+        params = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature take the dict
+        return _WHOLE, ()
+    names = []
+    for p in params:
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            return _KWARGS, ()
+        if p.kind is not inspect.Parameter.VAR_POSITIONAL:
+            names.append(p.name)
+    if len(names) == 1:
+        return (_WHOLE, ()) if names[0] == "data" else (_SINGLE, (names[0],))
+    return _MATCH, tuple(names)
+
+
+def merge(strategy: MergeStrategy, current: Any, new: dict[str, Any]) -> tuple[Any, Any]:
+    """Merge ``new`` into ``current`` by ``strategy``: returns (stored, passed to handler)."""
+    if strategy == "append":
+        if not isinstance(current, dict):
+            current = {}
+        for key, value in new.items():
+            existing = current.get(key, _MISSING)
+            if existing is _MISSING:
+                current[key] = [value]
+            elif isinstance(existing, list):
+                existing.append(value)
+            else:
+                current[key] = [existing, value]
+        # The handler sees the live lists (spec 10 §3.2): later appends show through.
+        return current, {key: current[key] for key in new}
+    if callable(strategy):
+        result = strategy(current, new)
+        return (dict(result) if isinstance(result, dict) else result), result
+    stored = dict(new)
+    return stored, stored
+
+
+_MISSING = object()
+
+
+@register_serializable
+class Slot:
+    """A named input of a routine: merges what arrives and calls its handler."""
+
+    def __init__(
+        self,
+        name: str = "",
+        routine: Routine | None = None,
+        handler: Callable[..., Any] | None = None,
+        merge_strategy: MergeStrategy = "override",
+    ) -> None:
+        self.name = name
+        self.routine = routine
+        self.merge_strategy = merge_strategy
+        self.connected_events: list[Event] = []
+        #: Merge buffer for deliveries made outside a job (a job keeps its own).
+        self._data: Any = {}
+        self._lock = threading.Lock()
+        self._handler: Callable[..., Any] | None = None
+        self._plan: tuple[int, tuple[str, ...]] = (_WHOLE, ())
+        self.handler = handler
+
+    @property
+    def handler(self) -> Callable[..., Any] | None:
+        """The function called with the merged data (None: merge only)."""
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: Callable[..., Any] | None) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"handler of {self!r} must be callable, got {type(handler).__name__}")
+        self._handler = handler
+        if handler is not None:
+            self._plan = _dispatch_plan(handler)
+
+    def __repr__(self) -> str:
+        if self.routine is not None:
+            return f"Slot[{self.routine._id}.{self.name}]"
+        return f"Slot[{self.name}]"
+
+    def serialize(self) -> dict[str, Any]:
+        """This slot as JSON-safe data (see ``routilux.persistence``)."""
+        from .persistence import serialize_slot
+
+        return serialize_slot(self)
+
+    def deserialize(self, data: dict[str, Any]) -> Slot:
+        """Restore from :meth:`serialize` output in place; returns ``self``."""
+        from .persistence import deserialize_slot
+
+        deserialize_slot(self, data)
+        return self
+
+    @staticmethod
+    def _is_kwargs_handler(fn: Callable[..., Any]) -> bool:
+        return _dispatch_plan(fn)[0] == _KWARGS
+
+    # -- wiring ------------------------------------------------------------
+
+    def connect(self, event: Event, param_mapping: dict[str, str] | None = None) -> None:
+        """Link ``event`` to this slot (both sides); idempotent."""
+        if event not in self.connected_events:
+            self.connected_events.append(event)
+        if self not in event.connected_slots:
+            event.connected_slots.append(self)
+
+    def disconnect(self, event: Event) -> None:
+        """Remove the link with ``event`` (both sides); no error when absent."""
+        if event in self.connected_events:
+            self.connected_events.remove(event)
+        if self in event.connected_slots:
+            event.connected_slots.remove(self)
+
+    # -- delivery ----------------------------------------------------------
+
+    def _dispatch(self, merged: Any) -> Any:
+        """Call the handler with ``merged`` by the dispatch rule of spec 10 §3.3."""
+        handler = self._handler
+        assert handler is not None
+        kind, names = self._plan
+        if kind == _KWARGS:
+            return handler(**merged)
+        if kind == _WHOLE:
+            return handler(merged)
+        if kind == _SINGLE:
+            name = names[0]
+            if isinstance(merged, dict) and name in merged:
+                return handler(merged[name])
+            return handler(merged)
+        matched = {n: merged[n] for n in names if n in merged} if isinstance(merged, dict) else {}
+        return handler(**matched) if matched else handler(merged)
+
+    def _merge_data(self, new: dict[str, Any]) -> Any:
+        """Merge into this slot's own buffer (deliveries outside a job)."""
+        with self._lock:
+            self._data, passed = merge(self.merge_strategy, self._data, new)
+        return passed
+
+    def _merge_for_job(self, job_state: JobState, routine_id: str, new: dict[str, Any]) -> Any:
+        """Merge into the job's buffer for this slot; returns what the handler gets."""
+        strategy = self.merge_strategy
+        if strategy == "override" or not (strategy == "append" or callable(strategy)):
+            # Override keeps nothing between deliveries, so no buffer is needed.
+            return dict(new)
+        with job_state.lock:
+            buffers = job_state.slot_buffers.setdefault(routine_id, {})
+            stored, passed = merge(strategy, buffers.get(self.name, {}), new)
+            buffers[self.name] = stored
+        return passed
+
+    def receive(self, data: dict[str, Any]) -> None:
+        """Merge ``data`` and call the handler now; handler errors are logged and recorded."""
+        self.call_handler(data, propagate_exceptions=False)
+
+    def call_handler(self, data: dict[str, Any], propagate_exceptions: bool = False) -> None:
+        """Merge ``data`` and call the handler synchronously."""
+        merged = self._merge_data(data)
+        if self._handler is None:
+            return
+        try:
+            result = self._dispatch(merged)
+            if result is not None and inspect.isawaitable(result):
+                from .engine import aio
+
+                aio.submit(_awaited(result)).result()
+        except Exception as exc:
+            if propagate_exceptions:
+                raise
+            logger.exception("handler of %r failed", self)
+            run = current_run()
+            if run is not None and self.routine is not None:
+                rid = run.routine_ids.get(id(self.routine))
+                if rid is not None:
+                    run.job_state.record_execution(
+                        rid,
+                        "error",
+                        {"slot": self.name, "error": str(exc), "error_type": type(exc).__name__},
+                    )
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
