@@ -32,7 +32,7 @@ test: venv
 
 bench: venv
 	$(PIP) install $(PIP_Q) -e .
-	@set -e; for f in benchmarks/*.py; do \
+	@set -e; for f in benchmarks/w*.py; do \
 		[ -e "$$f" ] || { echo "no benchmarks yet"; break; }; \
 		echo "== $$f"; \
 		$(PY) "$$f"; \

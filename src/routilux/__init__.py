@@ -9,8 +9,24 @@ entry_params=...)`` runs a job whose every change lives in its
 
 from __future__ import annotations
 
-from typing import Any
+import logging
 
+from .builtin_routines import (
+    Aggregator,
+    Batcher,
+    ConditionalRouter,
+    DataFlattener,
+    DataTransformer,
+    DataValidator,
+    Debouncer,
+    Filter,
+    Mapper,
+    ResultExtractor,
+    Splitter,
+    TextClipper,
+    TextRenderer,
+    TimeProvider,
+)
 from .connection import Connection
 from .error_handler import ErrorHandler, ErrorStrategy
 from .event import Event
@@ -39,16 +55,8 @@ from .slot import Slot
 
 __version__ = "0.9.0"
 
-_BUILTINS = (
-    "TextClipper",
-    "TextRenderer",
-    "ResultExtractor",
-    "TimeProvider",
-    "DataFlattener",
-    "DataTransformer",
-    "DataValidator",
-    "ConditionalRouter",
-)
+# The library never prints: its log records go wherever the application sends them.
+logging.getLogger("routilux").addHandler(logging.NullHandler())
 
 __all__ = [
     "Routine",
@@ -66,7 +74,20 @@ __all__ = [
     "QueueOutputHandler",
     "CallbackOutputHandler",
     "NullOutputHandler",
-    *_BUILTINS,
+    "TextClipper",
+    "TextRenderer",
+    "ResultExtractor",
+    "TimeProvider",
+    "DataFlattener",
+    "DataTransformer",
+    "DataValidator",
+    "ConditionalRouter",
+    "Splitter",
+    "Filter",
+    "Mapper",
+    "Aggregator",
+    "Batcher",
+    "Debouncer",
     "register_serializable",
     "RoutiluxError",
     "DefinitionError",
@@ -77,12 +98,3 @@ __all__ = [
     "SerializationError",
     "EngineError",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # Built-in routines load on first use, keeping ``import routilux`` light.
-    if name in _BUILTINS:
-        from . import builtin_routines
-
-        return getattr(builtin_routines, name)
-    raise AttributeError(f"module 'routilux' has no attribute '{name}'")

@@ -13,8 +13,6 @@ import os
 import threading
 import uuid
 import warnings
-from collections import deque
-from collections.abc import MutableSequence
 from datetime import datetime
 from typing import Any, Callable
 
@@ -95,9 +93,7 @@ class JobState:
         self.current_routine_id: str | None = None
         self.routine_states: dict[str, dict[str, Any]] = {}
         self.history_limit = history_limit
-        self.execution_history: MutableSequence[ExecutionRecord] = (
-            [] if history_limit is None else deque(maxlen=history_limit)
-        )
+        self.execution_history: list[ExecutionRecord] = []
         self.history_dropped = 0
         self.pause_points: list[dict[str, Any]] = []
         self.pending_tasks: list[dict[str, Any]] = []
@@ -188,9 +184,14 @@ class JobState:
         record = ExecutionRecord(routine_id, event_name, data, timestamp)
         with self._lock:
             history = self.execution_history
-            if self.history_limit is not None and len(history) >= self.history_limit:
-                self.history_dropped += 1
             history.append(record)
+            limit = self.history_limit
+            if limit is not None and len(history) > limit:
+                # Meant for bounding memory (limits of thousands): dropping from
+                # the front of a list costs a memmove of the limit's size.
+                excess = len(history) - limit
+                del history[:excess]
+                self.history_dropped += excess
             self.updated_at = record.timestamp
         return record
 

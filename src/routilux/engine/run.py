@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..error_handler import Decision
-from ..exceptions import FlowError
+from ..exceptions import EngineError, FlowError
 from ..execution_tracker import ExecutionTracker
 from . import aio
 from .context import bind, current_run, unbind
@@ -65,7 +65,10 @@ class JobRun:
         self._queue: deque[Task] = deque()
         # Hot paths take the plain lock; waiters use the condition built on it.
         self._lock = threading.Lock()
+        # ``_cond`` wakes waiters for the job's end (and pause); ``_work_ready``
+        # wakes the sequential drainer when a task arrives.  Both share the lock.
         self._cond = threading.Condition(self._lock)
+        self._work_ready = threading.Condition(self._lock)
         self._state = RUNNING
         self._outstanding = 0
         self._running = 0
@@ -92,6 +95,9 @@ class JobRun:
                 first_steps()
             except Exception as exc:  # noqa: BLE001 - engine failure, see _engine_failure
                 self._engine_failure(exc)
+            except BaseException:
+                self._task_done()  # the job is already failed (see _execute); let it settle
+                raise
             self._task_done()
             if self.executor is None:
                 self._drain()
@@ -163,15 +169,19 @@ class JobRun:
                 if executor is None:
                     self._queue.extend(tasks)
                     if self._drainer_waiting:
-                        self._cond.notify()
+                        self._work_ready.notify()
                     return
             else:
                 executor = None
                 if self._state is PAUSED:
                     self.job_state.pending_tasks.extend(task_to_dict(t) for t in tasks)
         if executor is not None:
-            for task in tasks:
-                executor.submit(self._work, task)
+            for i, task in enumerate(tasks):
+                try:
+                    executor.submit(self._work, task)
+                except RuntimeError as exc:  # the pool was shut down under the job
+                    self._unsubmitted(len(tasks) - i)
+                    raise EngineError(f"cannot run {task!r}: {exc}") from exc
 
     def enqueue(self, task: Task, counted: bool = False) -> None:
         """Queue ``task``; ``counted`` when the outstanding count already holds it."""
@@ -183,7 +193,7 @@ class JobRun:
                 if executor is None:
                     self._queue.append(task)
                     if self._drainer_waiting:
-                        self._cond.notify()
+                        self._work_ready.notify()
                     return
             else:
                 executor = None
@@ -194,9 +204,19 @@ class JobRun:
                     self._outstanding -= 1
                     finish = self._settle_if_idle_locked()
         if executor is not None:
-            executor.submit(self._work, task)
+            try:
+                executor.submit(self._work, task)
+            except RuntimeError as exc:  # the pool was shut down under the job
+                self._unsubmitted(1)
+                raise EngineError(f"cannot run {task!r}: {exc}") from exc
         elif finish:
             self._finish()
+
+    def _unsubmitted(self, count: int) -> None:
+        """Take back the count of tasks the pool refused, and fail the job."""
+        with self._lock:
+            self._outstanding -= count
+        self.stop("failed")
 
     def schedule(self, delay: float, task: Task) -> Scheduled | None:
         """Deliver ``task`` after ``delay`` seconds; the job stays alive until then.
@@ -246,7 +266,7 @@ class JobRun:
         """
         queue = self._queue
         lock = self._lock
-        cond = self._cond
+        cond = self._work_ready
         done = False
         task: Task | None = None
         while True:
@@ -255,6 +275,8 @@ class JobRun:
                 if done:
                     self._running -= 1
                     self._outstanding -= 1
+                    if self._state is not RUNNING:
+                        self._cond.notify_all()  # a pause may wait for running tasks
                     finish = self._outstanding == 0 and self._settle_if_idle_locked()
                 if not finish:
                     while not queue:
@@ -275,6 +297,9 @@ class JobRun:
             except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
                 self._engine_failure(exc)
                 done = True
+            except BaseException:
+                self._task_done()  # the job is already failed (see _execute); let it settle
+                raise
 
     def _work(self, task: Task) -> None:
         """Concurrent strategy: run one task on a pool thread."""
@@ -303,6 +328,9 @@ class JobRun:
         except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
             self._engine_failure(exc)
             done = True
+        except BaseException:
+            self._task_done()  # the job is already failed (see _execute); let it settle
+            raise
         if done:
             self._task_done()
 
@@ -326,6 +354,11 @@ class JobRun:
                 return self._await_handler(task, merged, result)
         except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
             self._handle_failure(task, merged, exc)
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit and the like: no strategy applies; the
+            # job fails (and settles) and the exception goes on to the caller.
+            self._fail(task, exc, {"action": "stop"})
+            raise
         return True
 
     def _await_handler(self, task: Task, merged: Any, awaitable: Any) -> bool:
@@ -335,6 +368,8 @@ class JobRun:
                 await awaitable
             except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
                 self._handle_failure(task, merged, exc)
+            except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
+                self._fail(task, exc, {"action": "stop"})
             finally:
                 unbind(token)
 
@@ -350,6 +385,8 @@ class JobRun:
         with self._lock:
             self._running -= 1
             self._outstanding -= 1
+            if self._state is not RUNNING:
+                self._cond.notify_all()  # a pause may wait for running tasks
             finish = self._settle_if_idle_locked()
         if finish:
             self._finish()
@@ -403,14 +440,27 @@ class JobRun:
             js.record_execution(rid, "error", info)
             js.merge_routine_state(rid, {"status": "skipped", "error": str(exc)})
         else:
-            logger.error("routine %s failed; job %s stops", rid, js.job_id, exc_info=exc)
-            js.record_execution(rid, "error", info)
-            js.merge_routine_state(
-                rid,
-                {"status": "failed", "error": str(exc), "error_time": datetime.now().isoformat()},
-            )
-            self.tracker.record_routine_end(rid, "failed", error=str(exc))
-            self.stop("failed")
+            self._fail(task, exc, info)
+
+    def _fail(self, task: Task, exc: BaseException, info: dict[str, Any]) -> None:
+        """STOP: record the failure and end the job as ``failed``."""
+        rid = task.rid
+        js = self.job_state
+        logger.error("routine %s failed; job %s stops", rid, js.job_id, exc_info=exc)
+        record = {
+            "slot": task.slot.name,
+            "error": str(exc),
+            "error_type": type(exc).__name__,
+            "attempt": task.retries + 1,
+        }
+        record.update(info)
+        js.record_execution(rid, "error", record)
+        js.merge_routine_state(
+            rid,
+            {"status": "failed", "error": str(exc), "error_time": datetime.now().isoformat()},
+        )
+        self.tracker.record_routine_end(rid, "failed", error=str(exc))
+        self.stop("failed")
 
     def _engine_failure(self, exc: Exception) -> None:
         logger.error("engine failure in job %s", self.job_state.job_id, exc_info=exc)
@@ -488,7 +538,7 @@ class JobRun:
             if self.executor is None:
                 self._queue.extend(hooks)
                 if self._drainer_waiting:
-                    self._cond.notify()
+                    self._work_ready.notify()
             else:
                 for task in hooks:
                     self.executor.submit(self._work, task)
@@ -519,11 +569,14 @@ class JobRun:
                 },
             )
             self.tracker.record_routine_end(entry_id, str(final))
+        # The flow forgets the job before anyone is woken, so a woken caller
+        # already sees ``flow.wait_for_completion(0)`` agree.
+        self.flow._run_settled(self)
         with self._cond:
             self._finished = True
             self._cond.notify_all()
+            self._work_ready.notify_all()
         js._settled.set()
-        self.flow._run_settled(self)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job settles; False on timeout."""

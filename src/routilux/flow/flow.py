@@ -88,6 +88,8 @@ class Flow:
         self._executor_lock = threading.Lock()
         self._runs: dict[str, JobRun] = {}
         self._runs_cond = threading.Condition()
+        # Pools replaced while jobs still used them; shut down as those jobs end.
+        self._retired: list[ThreadPoolExecutor] = []
         self._current_execution_job_state = _CurrentJobView(self)
 
     def __repr__(self) -> str:
@@ -173,7 +175,15 @@ class Flow:
         with self._executor_lock:
             old, self._executor = self._executor, None
         if old is not None:
-            old.shutdown(wait=False)
+            self._retire(old)
+
+    def _retire(self, executor: ThreadPoolExecutor) -> None:
+        """Shut a replaced pool down once no running job uses it any more."""
+        with self._runs_cond:
+            if any(run.executor is executor for run in self._runs.values()):
+                self._retired.append(executor)
+                return
+        executor.shutdown(wait=False)
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """The error handler of every routine that has none of its own."""
@@ -327,11 +337,18 @@ class Flow:
             run.wait(timeout)
 
     def _run_settled(self, run: JobRun) -> None:
+        idle_pools = []
         with self._runs_cond:
             if self._runs.get(run.job_state.job_id) is run:
                 del self._runs[run.job_state.job_id]
+            if self._retired:
+                in_use = {id(r.executor) for r in self._runs.values()}
+                idle_pools = [p for p in self._retired if id(p) not in in_use]
+                self._retired = [p for p in self._retired if id(p) in in_use]
             if not self._runs:
                 self._runs_cond.notify_all()
+        for pool in idle_pools:
+            pool.shutdown(wait=False)
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until no job of this flow has work left; False on timeout."""
@@ -339,16 +356,21 @@ class Flow:
             return self._runs_cond.wait_for(lambda: not self._runs, timeout=timeout)
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
-        """Release the worker pool (after waiting for running jobs when ``wait``).
+        """Release the worker pool; with ``wait``, first wait (up to ``timeout``
+        seconds) for the flow's running jobs.
 
-        The flow stays usable: the next job creates a new pool.
+        Jobs still running keep their pool until they end; the flow stays
+        usable: the next job creates a new pool.
         """
-        if wait:
-            self.wait_for_completion(timeout)
+        idle = self.wait_for_completion(timeout) if wait else False
         with self._executor_lock:
             executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=wait)
+        if executor is None:
+            return
+        if idle:
+            executor.shutdown(wait=True)
+        else:
+            self._retire(executor)
 
     # -- controlling jobs --------------------------------------------------------
 

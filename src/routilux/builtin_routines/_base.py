@@ -1,0 +1,236 @@
+"""What every built-in routine shares: validated configuration, a configuration that
+round-trips through JSON even when it holds callables, per-job state and timer
+bookkeeping.
+
+Built-ins use only the public Routine API. Invariants kept here:
+
+* Everything a run changes lives in the JobState (``ctx.job_state``), read and written
+  under ``job_state.lock``. Outside a job (standalone use, ``slot.receive(...)`` in a
+  test) the same code works on a private dict of the routine instead.
+* Live timer handles are not data and cannot be saved, so they are kept beside the
+  routine, by job id, only to *cancel* timeouts that became pointless (so a job does
+  not linger until they fire). Correctness never depends on them: every timer
+  delivery carries a sequence number and stale ones are ignored.
+* Emissions happen after the job lock is released, so a built-in never holds the job
+  lock while the engine takes its own locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable as CallableABC
+from collections.abc import Iterator
+from typing import Any, ClassVar, Optional
+
+from routilux.exceptions import ConfigError
+from routilux.routine import Routine
+
+from ._expressions import (
+    ExpressionError,
+    compile_expression,
+    decode_config_value,
+    encode_config_value,
+)
+
+ConfigType = Any  # a type or a tuple of types, as Routine.config_schema expects
+NoneType = type(None)
+CALLABLE: Any = CallableABC  # for config schemas: "any callable"
+
+
+class BuiltinRoutine(Routine):
+    """Base of the built-in routines (not registered itself; it has no slots)."""
+
+    config_schema: ClassVar[Optional[dict[str, ConfigType]]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Standalone use only (no job): the per-run state lives here instead.
+        self._standalone_state: dict[str, Any] = {}
+        self._standalone_lock = threading.RLock()
+        self._timers = _TimerBook()
+
+    # -- configuration -----------------------------------------------------------
+
+    def set_config(self, **kwargs: Any) -> None:
+        """Update the configuration; unknown keys and wrong types raise ConfigError."""
+        for key, value in kwargs.items():
+            self._validate_config_item(key, value)
+        super().set_config(**kwargs)
+
+    def _config_error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self!r}: config key '{key}' {problem}")
+
+    def _validate_config_item(self, key: str, value: Any) -> None:
+        schema = type(self).config_schema or {}
+        if key not in schema:
+            raise ConfigError(
+                f"{self!r}: unknown config key '{key}' (known keys: {', '.join(sorted(schema))})"
+            )
+        expected = schema[key]
+        types = expected if isinstance(expected, tuple) else (expected,)
+        wrong_bool = isinstance(value, bool) and bool not in types and object not in types
+        if wrong_bool or not isinstance(value, types):
+            names = " or ".join("None" if t is NoneType else t.__name__ for t in types)
+            raise self._config_error(key, f"must be {names}, got {type(value).__name__}")
+        self._check_config_value(key, value)
+
+    def _check_config_value(self, key: str, value: Any) -> None:
+        """Value checks beyond the type (ranges, choices); subclasses override."""
+
+    def _require_choice(self, key: str, value: Any, choices: tuple[str, ...]) -> None:
+        if value not in choices:
+            raise self._config_error(key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+    def _require_min(self, key: str, value: Any, minimum: float, inclusive: bool = True) -> None:
+        if value is None:
+            return
+        if value < minimum or (not inclusive and value == minimum):
+            relation = ">=" if inclusive else ">"
+            raise self._config_error(key, f"must be {relation} {minimum}; got {value!r}")
+
+    def _require_expression(self, key: str, value: Any) -> None:
+        if isinstance(value, str):
+            try:
+                compile_expression(value)
+            except ExpressionError as exc:
+                raise self._config_error(key, f"is not a valid expression: {exc}") from None
+
+    def _config_to_data(self) -> dict[str, Any]:
+        data = super()._config_to_data()
+        return {k: encode_config_value(v, f"{self!r} config '{k}'") for k, v in data.items()}
+
+    def _config_from_data(self, data: dict[str, Any]) -> None:
+        decoded = {k: decode_config_value(v, f"{self!r} config '{k}'") for k, v in data.items()}
+        decoded = self._normalize_loaded_config(decoded)
+        for key, value in decoded.items():
+            self._validate_config_item(key, value)
+        super()._config_from_data(decoded)
+
+    def _normalize_loaded_config(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Undo what JSON did to the configuration (e.g. tuples -> lists)."""
+        return data
+
+    # -- input ---------------------------------------------------------------------
+
+    def _split_input(self, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The item of a delivery and the keys that travel with it.
+
+        With a ``data`` key the item is its value and the other keys (say ``index``
+        and ``total`` from a Splitter) are returned to be passed on. Otherwise the
+        item is :meth:`_extract_input_data` of the delivery and nothing travels along.
+        """
+        if "data" in kwargs:
+            extras = {k: v for k, v in kwargs.items() if k not in ("data", "flow")}
+            return kwargs["data"], extras
+        return self._extract_input_data(**kwargs), {}
+
+    # -- per-job state ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _state(self) -> Iterator[dict[str, Any]]:
+        """Atomically read-modify-write this routine's state in the current job.
+
+        Yields a shallow copy of the state; it is written back when the block ends
+        without an exception. Nested values must be replaced, not mutated.
+        """
+        ctx = self.get_execution_context()
+        if ctx is None:
+            with self._standalone_lock:
+                state = dict(self._standalone_state)
+                yield state
+                self._standalone_state = state
+            return
+        js, rid = ctx.job_state, ctx.routine_id
+        with js.lock:
+            state = dict(js.get_routine_state(rid) or {})
+            yield state
+            js.update_routine_state(rid, state)
+
+    def _in_job(self) -> bool:
+        return self.get_execution_context() is not None
+
+    def _job_key(self) -> str | None:
+        ctx = self.get_execution_context()
+        if ctx is None:
+            return None
+        return _job_key(ctx.job_state)
+
+    def _start_timer(self, name: str, seq: int, delay: float, slot: str, **data: Any) -> None:
+        """Deliver ``data`` (plus ``seq``) to ``slot`` after ``delay`` s, on the engine's
+        timer; an older timer of the same name in this job is cancelled."""
+        ctx = self.get_execution_context()
+        if ctx is None:
+            return
+        handle = self.schedule(delay, slot, seq=seq, **data)
+        if handle is None:  # job paused or stopping: the engine kept or dropped it
+            return
+        obsolete = self._timers.replace(ctx.job_state, name, seq, handle)
+        if obsolete is not None:
+            obsolete.cancel()
+
+    def _forget_timer(
+        self, name: str, seq: int | None = None, below: int | None = None, cancel: bool = True
+    ) -> None:
+        """Drop (and by default cancel) the timer ``name`` of this job: the one with
+        sequence number ``seq``, or any older than ``below``, or whichever is there."""
+        ctx = self.get_execution_context()
+        if ctx is None:
+            return
+        handle = self._timers.pop(ctx.job_state, name, seq, below)
+        if handle is not None and cancel:
+            handle.cancel()
+
+
+def _job_key(job_state: Any) -> str:
+    return str(getattr(job_state, "job_id", None) or id(job_state))
+
+
+class _TimerBook:
+    """Live timer handles by (job, name); see the module docstring for why."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handles: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._watched: set[str] = set()
+
+    def replace(self, job_state: Any, name: str, seq: int, handle: Any) -> Any:
+        """Store ``handle``; return the handle that became obsolete (to cancel), if any."""
+        job = _job_key(job_state)
+        with self._lock:
+            current = self._handles.get((job, name))
+            if current is not None and current[0] > seq:
+                return handle  # a newer timer is already registered: this one is stale
+            self._handles[(job, name)] = (seq, handle)
+            watch = job not in self._watched
+            if watch:
+                self._watched.add(job)
+        if watch:
+            self._purge_when_gone(job_state, job)
+        return current[1] if current is not None else None
+
+    def pop(
+        self, job_state: Any, name: str, seq: int | None = None, below: int | None = None
+    ) -> Any:
+        job = _job_key(job_state)
+        with self._lock:
+            current = self._handles.get((job, name))
+            if current is None or (seq is not None and current[0] != seq):
+                return None
+            if below is not None and current[0] >= below:
+                return None
+            del self._handles[(job, name)]
+            return current[1]
+
+    def _purge_when_gone(self, job_state: Any, job: str) -> None:
+        try:
+            weakref.finalize(job_state, self._purge, job)
+        except TypeError:
+            pass  # not weak-referenceable: entries then leave when their timers fire
+
+    def _purge(self, job: str) -> None:
+        with self._lock:
+            for key in [k for k in self._handles if k[0] == job]:
+                del self._handles[key]
+            self._watched.discard(job)
