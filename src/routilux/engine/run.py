@@ -466,7 +466,9 @@ class JobRun:
         logger.error("engine failure in job %s", self.job_state.job_id, exc_info=exc)
         message = f"internal engine error: {type(exc).__name__}: {exc}"
         self.job_state.record_execution(
-            self.job_state.current_routine_id or "", "error", {"error": message, "engine": True}
+            self.job_state.current_routine_id or "",
+            "error",
+            {"error": message, "error_type": type(exc).__name__, "engine": True},
         )
         self.stop("failed")
 
@@ -486,16 +488,27 @@ class JobRun:
             self._state = STOPPED
             dropped = len(self._queue)
             self._queue.clear()
-            for handle in list(self._timers):
-                if handle.cancel():
-                    dropped += 1
-            self._timers.clear()
+            dropped += self._cancel_timers_locked()
             self._end_hooks.clear()
             self._outstanding -= dropped
             js.pending_tasks.clear()
             finish = self._settle_if_idle_locked()
         if finish:
             self._finish()
+
+    def _cancel_timers_locked(self, collect: bool = False) -> Any:
+        """Cancel every pending timer; returns their tasks (``collect``) or their count.
+
+        A timer that has already fired stays in ``_timers``: its delivery is on the
+        way to :meth:`_timer_fired`, which will find the job stopped or paused and
+        account for it there.
+        """
+        cancelled = []
+        for handle, task in list(self._timers.items()):
+            if handle.cancel():
+                del self._timers[handle]
+                cancelled.append(task)
+        return cancelled if collect else len(cancelled)
 
     def pause(self, reason: str, checkpoint: dict[str, Any] | None, wait: float) -> None:
         """Stop starting tasks, save the rest in ``pending_tasks`` and wait for running ones."""
@@ -508,13 +521,9 @@ class JobRun:
                 moved = [task_to_dict(t) for t in self._queue]
                 self._outstanding -= len(moved)
                 self._queue.clear()
-                for handle, task in list(self._timers.items()):
-                    if handle.cancel():
-                        moved.append(task_to_dict(task))
-                        self._outstanding -= 1
-                del_handles = [h for h in self._timers if not h.pending]
-                for handle in del_handles:
-                    self._timers.pop(handle, None)
+                for task in self._cancel_timers_locked(collect=True):
+                    moved.append(task_to_dict(task))
+                    self._outstanding -= 1
                 moved.extend(task_to_dict(t, at_job_end=True) for t in self._end_hooks.values())
                 self._end_hooks.clear()
                 js.pending_tasks.extend(moved)
