@@ -11,6 +11,8 @@ import logging
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .serialization import register_serializable
+
 if TYPE_CHECKING:
     from .routine import Routine
 
@@ -37,6 +39,7 @@ class Decision(NamedTuple):
     delay: float = 0.0
 
 
+@register_serializable
 class ErrorHandler:
     """How failures of a routine (or of every routine of a flow) are handled.
 

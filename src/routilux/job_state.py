@@ -24,6 +24,7 @@ __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
 FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
+@register_serializable
 class ExecutionRecord:
     """One entry of a job's history: an emission, or a handler failure."""
 
@@ -76,6 +77,7 @@ class ExecutionRecord:
         return self
 
 
+@register_serializable
 class JobState:
     """The state of one execution (job) of a flow.
 

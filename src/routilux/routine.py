@@ -215,25 +215,45 @@ class Routine:
         ctx = self._require_context("send output")
         ctx.job_state.send_output(ctx.routine_id, output_type, data)
 
-    def schedule(self, delay: float, slot_name: str, **data: Any) -> Scheduled | None:
+    def schedule(self, delay: float, slot_name: str, /, **data: Any) -> Scheduled | None:
         """After ``delay`` seconds, deliver ``data`` to this routine's slot ``slot_name``.
 
         The pending timer keeps the job alive, occupies no worker and is
-        cancelled with the job.  Returns a handle whose ``cancel()`` withdraws
-        it, or None when the job is paused (the delivery is then saved and
-        happens on resume) or stopped.
+        dropped with the job (saved as a pending task when the job pauses).
+        Returns a handle whose ``cancel()`` withdraws it, or None when the job
+        is paused (the delivery is then saved and happens on resume) or stopped.
         """
-        ctx = self._require_context("schedule a delivery")
+        task = self._own_task("schedule a delivery", slot_name, data)
         run = current_run()
         assert run is not None
-        return run.schedule(delay, Task(ctx.routine_id, self._slot_named(slot_name), data))
+        return run.schedule(delay, task)
 
-    def schedule_at_job_end(self, slot_name: str, **data: Any) -> None:
-        """Deliver ``data`` to ``slot_name`` once, when the job would otherwise finish."""
-        ctx = self._require_context("schedule a delivery at job end")
+    def set_timer(self, timer_name: str, delay: float, slot_name: str, /, **data: Any) -> bool:
+        """Like :meth:`schedule`, for a named timer of this routine in this job: a
+        pending timer of the same name is cancelled first.  True when scheduled."""
+        task = self._own_task("set a timer", slot_name, data)
         run = current_run()
         assert run is not None
-        run.at_job_end(Task(ctx.routine_id, self._slot_named(slot_name), data))
+        return run.schedule(delay, task, name=timer_name) is not None
+
+    def cancel_timer(self, timer_name: str) -> bool:
+        """Cancel this routine's named timer in the current job; True when it was
+        pending (its delivery will not happen)."""
+        ctx = self._require_context("cancel a timer")
+        run = current_run()
+        assert run is not None
+        return run.cancel_named_timer(ctx.routine_id, timer_name)
+
+    def schedule_at_job_end(self, slot_name: str, /, **data: Any) -> None:
+        """Deliver ``data`` to ``slot_name`` once, when the job would otherwise finish."""
+        task = self._own_task("schedule a delivery at job end", slot_name, data)
+        run = current_run()
+        assert run is not None
+        run.at_job_end(task)
+
+    def _own_task(self, what: str, slot_name: str, data: dict[str, Any]) -> Task:
+        ctx = self._require_context(what)
+        return Task(ctx.routine_id, self._slot_named(slot_name), data)
 
     def _slot_named(self, name: str) -> Slot:
         slot = self._slots.get(name)

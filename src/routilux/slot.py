@@ -84,6 +84,7 @@ class Slot:
         self._lock = threading.Lock()
         self._handler: Callable[..., Any] | None = None
         self._plan: tuple[int, tuple[str, ...]] = (_WHOLE, ())
+        self._is_async = False
         self.handler = handler
 
     @property
@@ -96,6 +97,8 @@ class Slot:
         if handler is not None and not callable(handler):
             raise TypeError(f"handler of {self!r} must be callable, got {type(handler).__name__}")
         self._handler = handler
+        # ``async def`` handlers skip the worker pool and start on the engine's loop.
+        self._is_async = inspect.iscoroutinefunction(handler)
         if handler is not None:
             self._plan = _dispatch_plan(handler)
 

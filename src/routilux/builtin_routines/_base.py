@@ -7,10 +7,10 @@ Built-ins use only the public Routine API. Invariants kept here:
 * Everything a run changes lives in the JobState (``ctx.job_state``), read and written
   under ``job_state.lock``. Outside a job (standalone use, ``slot.receive(...)`` in a
   test) the same code works on a private dict of the routine instead.
-* Live timer handles are not data and cannot be saved, so they are kept beside the
-  routine, by job id, only to *cancel* timeouts that became pointless (so a job does
-  not linger until they fire). Correctness never depends on them: every timer
-  delivery carries a sequence number and stale ones are ignored.
+* Timeouts use the engine's named timers (``set_timer`` / ``cancel_timer``), which
+  belong to the job. Every timer delivery also carries a sequence number and stale
+  ones are ignored, so a delivery that was already on its way when its timer was
+  cancelled does no harm.
 * Emissions happen after the job lock is released, so a built-in never holds the job
   lock while the engine takes its own locks.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import weakref
 from collections.abc import Callable as CallableABC
 from collections.abc import Iterator
 from typing import Any, ClassVar, Optional
@@ -49,7 +48,6 @@ class BuiltinRoutine(Routine):
         # Standalone use only (no job): the per-run state lives here instead.
         self._standalone_state: dict[str, Any] = {}
         self._standalone_lock = threading.RLock()
-        self._timers = _TimerBook()
 
     # -- configuration -----------------------------------------------------------
 
@@ -151,86 +149,13 @@ class BuiltinRoutine(Routine):
     def _in_job(self) -> bool:
         return self.get_execution_context() is not None
 
-    def _job_key(self) -> str | None:
-        ctx = self.get_execution_context()
-        if ctx is None:
-            return None
-        return _job_key(ctx.job_state)
-
     def _start_timer(self, name: str, seq: int, delay: float, slot: str, **data: Any) -> None:
-        """Deliver ``data`` (plus ``seq``) to ``slot`` after ``delay`` s, on the engine's
-        timer; an older timer of the same name in this job is cancelled."""
-        ctx = self.get_execution_context()
-        if ctx is None:
-            return
-        handle = self.schedule(delay, slot, seq=seq, **data)
-        if handle is None:  # job paused or stopping: the engine kept or dropped it
-            return
-        obsolete = self._timers.replace(ctx.job_state, name, seq, handle)
-        if obsolete is not None:
-            obsolete.cancel()
+        """Deliver ``data`` (plus ``seq``) to ``slot`` after ``delay`` s on the engine's
+        timer, replacing this job's pending timer of the same name (in a job only)."""
+        if self._in_job():
+            self.set_timer(name, delay, slot, seq=seq, **data)
 
-    def _forget_timer(
-        self, name: str, seq: int | None = None, below: int | None = None, cancel: bool = True
-    ) -> None:
-        """Drop (and by default cancel) the timer ``name`` of this job: the one with
-        sequence number ``seq``, or any older than ``below``, or whichever is there."""
-        ctx = self.get_execution_context()
-        if ctx is None:
-            return
-        handle = self._timers.pop(ctx.job_state, name, seq, below)
-        if handle is not None and cancel:
-            handle.cancel()
-
-
-def _job_key(job_state: Any) -> str:
-    return str(getattr(job_state, "job_id", None) or id(job_state))
-
-
-class _TimerBook:
-    """Live timer handles by (job, name); see the module docstring for why."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._handles: dict[tuple[str, str], tuple[int, Any]] = {}
-        self._watched: set[str] = set()
-
-    def replace(self, job_state: Any, name: str, seq: int, handle: Any) -> Any:
-        """Store ``handle``; return the handle that became obsolete (to cancel), if any."""
-        job = _job_key(job_state)
-        with self._lock:
-            current = self._handles.get((job, name))
-            if current is not None and current[0] > seq:
-                return handle  # a newer timer is already registered: this one is stale
-            self._handles[(job, name)] = (seq, handle)
-            watch = job not in self._watched
-            if watch:
-                self._watched.add(job)
-        if watch:
-            self._purge_when_gone(job_state, job)
-        return current[1] if current is not None else None
-
-    def pop(
-        self, job_state: Any, name: str, seq: int | None = None, below: int | None = None
-    ) -> Any:
-        job = _job_key(job_state)
-        with self._lock:
-            current = self._handles.get((job, name))
-            if current is None or (seq is not None and current[0] != seq):
-                return None
-            if below is not None and current[0] >= below:
-                return None
-            del self._handles[(job, name)]
-            return current[1]
-
-    def _purge_when_gone(self, job_state: Any, job: str) -> None:
-        try:
-            weakref.finalize(job_state, self._purge, job)
-        except TypeError:
-            pass  # not weak-referenceable: entries then leave when their timers fire
-
-    def _purge(self, job: str) -> None:
-        with self._lock:
-            for key in [k for k in self._handles if k[0] == job]:
-                del self._handles[key]
-            self._watched.discard(job)
+    def _stop_timer(self, name: str) -> None:
+        """Cancel this job's pending timer ``name``, if any (in a job only)."""
+        if self._in_job():
+            self.cancel_timer(name)

@@ -36,6 +36,16 @@ def engine_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+_running_tasks: set[asyncio.Task[Any]] = set()
+
+
+def spawn(coro: Coroutine[Any, Any, Any]) -> None:
+    """On the engine loop's thread: start ``coro`` as a task and keep it referenced."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _running_tasks.add(task)
+    task.add_done_callback(_running_tasks.discard)
+
+
 def submit(coro: Coroutine[Any, Any, Any]) -> Future[Any]:
     """Run ``coro`` on the engine loop; returns a concurrent Future."""
     return asyncio.run_coroutine_threadsafe(coro, engine_loop())

@@ -8,9 +8,12 @@ Invariants (DESIGN.md 2-5):
   tasks running (an ``async`` handler counts until its coroutine ends),
   scheduled timers and the entry step.  The job settles exactly when it drops
   to zero; waiters are woken through a condition, never by polling.
-* Sequential: the thread that started the job runs the entry handler and then
-  drains the FIFO queue itself, one task at a time.  Concurrent: tasks go to
-  the flow's bounded thread pool in FIFO order.
+* Ready tasks wait in the job's own FIFO queues.  Sequential: the thread that
+  started the job runs the entry handler and then drains the queue itself, one
+  task at a time.  Concurrent: for every ready task one "pull" goes to the
+  flow's bounded thread pool (or, for ``async def`` handlers, to the engine's
+  loop); a pull takes the next task of this job, so a pause or a stop can
+  withdraw every task that has not started, at once.
 * Once the job is paused, tasks that have not started go to
   ``job_state.pending_tasks``; once it failed or was cancelled they are dropped.
 """
@@ -25,7 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..error_handler import Decision
-from ..exceptions import EngineError, FlowError
+from ..exceptions import FlowError
 from ..execution_tracker import ExecutionTracker
 from . import aio
 from .context import bind, current_run, unbind
@@ -63,6 +66,8 @@ class JobRun:
         self.tracker = ExecutionTracker(flow.flow_id)
         self.started_at = datetime.now()
         self._queue: deque[Task] = deque()
+        # Concurrent strategy only: ready deliveries of ``async def`` handlers.
+        self._async_queue: deque[Task] = deque()
         # Hot paths take the plain lock; waiters use the condition built on it.
         self._lock = threading.Lock()
         # ``_cond`` wakes waiters for the job's end (and pause); ``_work_ready``
@@ -76,6 +81,8 @@ class JobRun:
         self._settling = False
         self._finished = False
         self._timers: dict[TimerHandle, Task] = {}
+        # Named timers (Routine.set_timer): (routine id, name) -> the pending handle.
+        self._named: dict[tuple[str, str], TimerHandle] = {}
         self._end_hooks: dict[tuple[str, str], Task] = {}
 
     def __repr__(self) -> str:
@@ -163,64 +170,74 @@ class JobRun:
     def _enqueue_new(self, tasks: list[Task]) -> None:
         """Queue freshly emitted tasks (one lock round for all of them)."""
         with self._lock:
-            if self._state is RUNNING:
-                self._outstanding += len(tasks)
-                executor = self.executor
-                if executor is None:
-                    self._queue.extend(tasks)
-                    if self._drainer_waiting:
-                        self._work_ready.notify()
-                    return
-            else:
-                executor = None
+            if self._state is not RUNNING:
                 if self._state is PAUSED:
                     self.job_state.pending_tasks.extend(task_to_dict(t) for t in tasks)
-        if executor is not None:
-            for i, task in enumerate(tasks):
-                try:
-                    executor.submit(self._work, task)
-                except RuntimeError as exc:  # the pool was shut down under the job
-                    self._unsubmitted(len(tasks) - i)
-                    raise EngineError(f"cannot run {task!r}: {exc}") from exc
+                return
+            self._outstanding += len(tasks)
+            blocking, coroutines = self._push_locked(tasks)
+        if blocking or coroutines:
+            self._request_pulls(blocking, coroutines)
 
     def enqueue(self, task: Task, counted: bool = False) -> None:
         """Queue ``task``; ``counted`` when the outstanding count already holds it."""
-        with self._cond:
+        blocking = coroutines = 0
+        finish = False
+        with self._lock:
             if self._state is RUNNING:
                 if not counted:
                     self._outstanding += 1
-                executor = self.executor
-                if executor is None:
-                    self._queue.append(task)
-                    if self._drainer_waiting:
-                        self._work_ready.notify()
-                    return
+                blocking, coroutines = self._push_locked([task])
             else:
-                executor = None
                 if self._state is PAUSED:
                     self.job_state.pending_tasks.append(task_to_dict(task))
-                finish = False
                 if counted:
                     self._outstanding -= 1
                     finish = self._settle_if_idle_locked()
-        if executor is not None:
-            try:
-                executor.submit(self._work, task)
-            except RuntimeError as exc:  # the pool was shut down under the job
-                self._unsubmitted(1)
-                raise EngineError(f"cannot run {task!r}: {exc}") from exc
+        if blocking or coroutines:
+            self._request_pulls(blocking, coroutines)
         elif finish:
             self._finish()
 
-    def _unsubmitted(self, count: int) -> None:
-        """Take back the count of tasks the pool refused, and fail the job."""
-        with self._lock:
-            self._outstanding -= count
-        self.stop("failed")
+    def _push_locked(self, tasks: list[Task]) -> tuple[int, int]:
+        """Append counted ready tasks (lock held); returns how many pool and loop
+        pulls to request for them (none in the sequential strategy)."""
+        if self.executor is None:
+            self._queue.extend(tasks)
+            if self._drainer_waiting:
+                self._work_ready.notify()
+            return 0, 0
+        coroutines = 0
+        for task in tasks:
+            if task.slot._is_async:
+                self._async_queue.append(task)
+                coroutines += 1
+            else:
+                self._queue.append(task)
+        return len(tasks) - coroutines, coroutines
 
-    def schedule(self, delay: float, task: Task) -> Scheduled | None:
+    def _request_pulls(self, blocking: int, coroutines: int) -> None:
+        """Ask the pool (and the loop) to take that many of this job's ready tasks."""
+        if coroutines:
+            aio.engine_loop().call_soon_threadsafe(self._pull_async, coroutines)
+        if not blocking:
+            return
+        executor = self.executor
+        assert executor is not None
+        for _ in range(blocking):
+            try:
+                executor.submit(self._pull)
+            except RuntimeError:
+                # The pool refuses work (it was shut down by hand, or the
+                # interpreter is exiting): run the pull on a thread of its own
+                # rather than strand the task and hang the job.
+                logger.warning("worker pool of flow %s refused a task", self.flow.flow_id)
+                threading.Thread(target=self._pull, daemon=True).start()
+
+    def schedule(self, delay: float, task: Task, name: str | None = None) -> Scheduled | None:
         """Deliver ``task`` after ``delay`` seconds; the job stays alive until then.
 
+        With a ``name``, a pending timer of the same routine and name is replaced.
         A paused job saves the task in ``pending_tasks`` at once (it is delivered on
         resume) and a stopped job drops it; both return None.
         """
@@ -229,16 +246,41 @@ class JobRun:
                 if self._state is PAUSED:
                     self.job_state.pending_tasks.append(task_to_dict(task))
                 return None
+            if name is not None:
+                self._cancel_named_locked((task.rid, name))
             self._outstanding += 1
             handle = timer_service.schedule(delay, self._timer_fired)
             self._timers[handle] = task
+            if name is not None:
+                self._named[(task.rid, name)] = handle
         return Scheduled(self, handle)
 
     def _timer_fired(self, handle: TimerHandle) -> None:
         with self._cond:
             task = self._timers.pop(handle, None)
+            if task is not None and self._named:
+                for key, named in list(self._named.items()):
+                    if named is handle:
+                        del self._named[key]
         if task is not None:
             self.enqueue(task, counted=True)
+
+    def _cancel_named_locked(self, key: tuple[str, str]) -> bool:
+        handle = self._named.pop(key, None)
+        if handle is None or not handle.cancel():
+            return False
+        self._timers.pop(handle, None)
+        self._outstanding -= 1
+        return True
+
+    def cancel_named_timer(self, routine_id: str, name: str) -> bool:
+        """Cancel the named timer of a routine; True when it had not fired."""
+        with self._cond:
+            cancelled = self._cancel_named_locked((routine_id, name))
+            finish = cancelled and self._settle_if_idle_locked()
+        if finish:
+            self._finish()
+        return cancelled
 
     def cancel_timer(self, handle: TimerHandle) -> bool:
         """Cancel a timer made by :meth:`schedule`; True when it had not fired."""
@@ -301,26 +343,45 @@ class JobRun:
                 self._task_done()  # the job is already failed (see _execute); let it settle
                 raise
 
-    def _work(self, task: Task) -> None:
-        """Concurrent strategy: run one task on a pool thread."""
-        with self._cond:
-            if self._state is not RUNNING:
-                if self._state is PAUSED:
-                    self.job_state.pending_tasks.append(task_to_dict(task))
-                self._outstanding -= 1
-                finish = self._settle_if_idle_locked()
-            else:
-                self._running += 1
-                finish = None
-        if finish is not None:
-            if finish:
-                self._finish()
-            return
+    def _pull(self) -> None:
+        """Concurrent strategy, on a pool thread: run this job's next ready task."""
+        with self._lock:
+            if not self._queue:
+                return  # withdrawn by a pause or a stop
+            task = self._queue.popleft()
+            self._running += 1
         token = bind(self)
         try:
             self._run_task(task)
         finally:
             unbind(token)
+
+    def _pull_async(self, count: int) -> None:
+        """On the engine loop: start up to ``count`` ready ``async def`` deliveries."""
+        for _ in range(count):
+            with self._lock:
+                if not self._async_queue:
+                    return
+                task = self._async_queue.popleft()
+                self._running += 1
+            aio.spawn(self._run_async(task))
+
+    async def _run_async(self, task: Task) -> None:
+        """Run an ``async def`` handler's delivery on the engine loop."""
+        token = bind(self)
+        merged: Any = None
+        try:
+            merged = self._merged(task)
+            result = task.slot._dispatch(merged)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
+            self._handle_failure(task, merged, exc)
+        except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
+            self._fail(task, exc, {"action": "stop"})
+        finally:
+            unbind(token)
+            self._task_done()
 
     def _run_task(self, task: Task) -> None:
         try:
@@ -339,14 +400,7 @@ class JobRun:
         slot = task.slot
         merged: Any = None
         try:
-            if task.premerged:
-                merged = task.data
-            else:
-                data = task.data
-                connection = task.connection
-                if connection is not None and connection.param_mapping:
-                    data = connection._apply_mapping(data)
-                merged = slot._merge_for_job(self.job_state, task.rid, data)
+            merged = self._merged(task)
             if slot._handler is None:
                 return True
             result = slot._dispatch(merged)
@@ -360,6 +414,16 @@ class JobRun:
             self._fail(task, exc, {"action": "stop"})
             raise
         return True
+
+    def _merged(self, task: Task) -> Any:
+        """The data the handler gets: mapped by the connection, merged into the buffer."""
+        if task.premerged:
+            return task.data
+        data = task.data
+        connection = task.connection
+        if connection is not None and connection.param_mapping:
+            data = connection._apply_mapping(data)
+        return task.slot._merge_for_job(self.job_state, task.rid, data)
 
     def _await_handler(self, task: Task, merged: Any, awaitable: Any) -> bool:
         async def guarded() -> None:
@@ -486,8 +550,9 @@ class JobRun:
                 js.status = status
         with self._cond:
             self._state = STOPPED
-            dropped = len(self._queue)
+            dropped = len(self._queue) + len(self._async_queue)
             self._queue.clear()
+            self._async_queue.clear()
             dropped += self._cancel_timers_locked()
             self._end_hooks.clear()
             self._outstanding -= dropped
@@ -504,6 +569,7 @@ class JobRun:
         account for it there.
         """
         cancelled = []
+        self._named.clear()
         for handle, task in list(self._timers.items()):
             if handle.cancel():
                 del self._timers[handle]
@@ -518,9 +584,10 @@ class JobRun:
         with self._cond:
             if self._state is RUNNING:
                 self._state = PAUSED
-                moved = [task_to_dict(t) for t in self._queue]
+                moved = [task_to_dict(t) for t in (*self._queue, *self._async_queue)]
                 self._outstanding -= len(moved)
                 self._queue.clear()
+                self._async_queue.clear()
                 for task in self._cancel_timers_locked(collect=True):
                     moved.append(task_to_dict(task))
                     self._outstanding -= 1
@@ -544,13 +611,9 @@ class JobRun:
             hooks = list(self._end_hooks.values())
             self._end_hooks.clear()
             self._outstanding += len(hooks)
-            if self.executor is None:
-                self._queue.extend(hooks)
-                if self._drainer_waiting:
-                    self._work_ready.notify()
-            else:
-                for task in hooks:
-                    self.executor.submit(self._work, task)
+            blocking, coroutines = self._push_locked(hooks)
+            if blocking or coroutines:
+                self._request_pulls(blocking, coroutines)  # submitting never waits
             return False
         self._settling = True
         return True
@@ -630,6 +693,7 @@ class _MissingSlot:
 
     name = "trigger"
     _handler = None
+    _is_async = False
 
     def __init__(self, error: Exception) -> None:
         self.error = error

@@ -200,13 +200,11 @@ class Flow:
                 )
             return self._executor
 
-    def _executor_for(self, strategy: str | None) -> ThreadPoolExecutor | None:
+    def _check_strategy(self, strategy: str | None) -> None:
         if strategy is not None and strategy not in STRATEGIES:
             raise FlowError(
                 f"Invalid execution strategy: {strategy}. Must be 'sequential' or 'concurrent'"
             )
-        chosen = strategy or self.execution_strategy
-        return self._get_executor() if chosen == "concurrent" else None
 
     # -- running ---------------------------------------------------------------
 
@@ -231,15 +229,15 @@ class Flow:
         routine = self.routines.get(entry_routine_id)
         if routine is None:
             raise FlowError(f"Entry routine '{entry_routine_id}' not found in flow")
-        executor = self._executor_for(execution_strategy)
+        self._check_strategy(execution_strategy)
         job_state = JobState(self.flow_id, history_limit=self.history_limit)
         job_state.status = "running"
         job_state.current_routine_id = entry_routine_id
         if output_handler is not None:
             job_state.set_output_handler(output_handler)
         params = entry_params if entry_params is not None else {}
-        run = JobRun(self, job_state, executor, entry_routine_id)
-        self._register(run)
+        run = JobRun(self, job_state, None, entry_routine_id)
+        self._register(run, execution_strategy)
         run.tracker.record_routine_start(entry_routine_id, params)
         handler = routine.get_error_handler() or self.error_handler
         if handler is not None:
@@ -283,13 +281,13 @@ class Flow:
             previous = self._runs.get(job_state.job_id)
         if previous is not None:
             previous.wait()
-        executor = self._executor_for(execution_strategy)
+        self._check_strategy(execution_strategy)
         job_state._set_running()
         with job_state.lock:
             pending, job_state.pending_tasks = job_state.pending_tasks, []
             deferred, job_state.deferred_events = job_state.deferred_events, []
-        run = JobRun(self, job_state, executor, current)
-        self._register(run)
+        run = JobRun(self, job_state, None, current)
+        self._register(run, execution_strategy)
 
         def first_steps() -> None:
             for event in deferred:
@@ -315,11 +313,15 @@ class Flow:
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the resume
             warnings.warn(f"deferred event {name} failed: {exc}", RuntimeWarning, stacklevel=3)
 
-    def _register(self, run: JobRun) -> None:
+    def _register(self, run: JobRun, strategy: str | None) -> None:
         run.job_state._settled.clear()
         for routine in self.routines.values():
             routine._current_flow = self
+        # Choosing the pool and registering the job is one step under the runs
+        # lock, so a concurrent shutdown() sees the job and keeps its pool alive.
         with self._runs_cond:
+            if (strategy or self.execution_strategy) == "concurrent":
+                run.executor = self._get_executor()
             self._runs[run.job_state.job_id] = run
         self.execution_tracker = run.tracker
 

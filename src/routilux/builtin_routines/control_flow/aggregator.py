@@ -108,7 +108,7 @@ class Aggregator(BuiltinRoutine):
                 groups[token] = group
             state["groups"] = groups
         if complete is not None:
-            self._forget_timer(f"group:{token}", seq=complete["seq"])
+            self._stop_timer(f"group:{token}")
             self._emit_group(complete, "complete")
             return
         if new_seq is not None and in_job:
@@ -143,8 +143,8 @@ class Aggregator(BuiltinRoutine):
             state["groups"] = groups
         why = reason if isinstance(reason, str) else "flush"
         for token, found in flushed:
-            fired = group is not None and seq is not None
-            self._forget_timer(f"group:{token}", seq=found["seq"], cancel=not fired)
+            if group is None or seq is None:  # not the group's own timer firing
+                self._stop_timer(f"group:{token}")
             self._emit_group(found, why)
 
     def _emit_group(self, group: dict[str, Any], reason: str) -> None:

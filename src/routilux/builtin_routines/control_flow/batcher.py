@@ -66,7 +66,7 @@ class Batcher(BuiltinRoutine):
                     timer_seq = seq
             state["seq"] = seq
         if full is not None:
-            self._forget_timer("max_wait", below=seq)
+            self._stop_timer("max_wait")
             self.emit("output", batch=full, size=len(full), batch_index=index, reason="full")
             return
         if timer_seq is not None:
@@ -86,10 +86,8 @@ class Batcher(BuiltinRoutine):
             state["buffer"] = []
             state["batches"] = index + 1
             state["seq"] = current + 1
-        if seq is None:
-            self._forget_timer("max_wait", below=current + 1)
-        else:
-            self._forget_timer("max_wait", seq=seq, cancel=False)
+        if seq is None:  # not the timer firing: it is no longer needed
+            self._stop_timer("max_wait")
         self.emit(
             "output",
             batch=buffer,

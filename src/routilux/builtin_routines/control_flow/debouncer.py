@@ -56,8 +56,6 @@ class Debouncer(BuiltinRoutine):
                 return
             count = int(state.pop("count", 1))
             state["seq"] = current + 1
-        if seq is None:
-            self._forget_timer("wait", below=current + 1)
-        else:
-            self._forget_timer("wait", seq=seq, cancel=False)
+        if seq is None:  # not the timer firing: it is no longer needed
+            self._stop_timer("wait")
         self.emit("output", **{**pending["extras"], "data": pending["data"], "count": count})
