@@ -37,6 +37,7 @@ from .exceptions import (
     ExecutionContextError,
     FlowError,
     JobStateError,
+    NotConstructableError,
     RoutiluxError,
     SerializationError,
 )
@@ -96,5 +97,6 @@ __all__ = [
     "ExecutionContextError",
     "JobStateError",
     "SerializationError",
+    "NotConstructableError",
     "EngineError",
 ]

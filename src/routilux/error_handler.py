@@ -8,6 +8,7 @@ and the engine schedules the re-delivery on its timer, so no worker waits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -190,12 +191,19 @@ def _exception_class(dotted: str) -> type[BaseException] | None:
     import builtins
     import sys
 
-    module_name, _, qualname = dotted.rpartition(".")
-    module = builtins if module_name == "builtins" else sys.modules.get(module_name)
-    obj: Any = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    if isinstance(obj, type) and issubclass(obj, BaseException):
-        return obj
+    parts = dotted.split(".")
+    # The longest prefix naming an imported module; the rest is the class's qualname.
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        module = builtins if module_name == "builtins" else sys.modules.get(module_name)
+        if module is None:
+            continue
+        obj: Any = module
+        for part in parts[cut:]:
+            # Plain attribute dicts only: a module's or class's __getattr__ never runs.
+            namespace = getattr(obj, "__dict__", None)
+            obj = namespace.get(part) if isinstance(namespace, Mapping) else None
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            return obj
     logger.warning("retryable exception %s is not available; ignored", dotted)
     return None

@@ -37,5 +37,9 @@ class SerializationError(RoutiluxError, ValueError):
     """Data could not be serialized, or a file or dict could not be deserialized."""
 
 
+class NotConstructableError(SerializationError, TypeError):
+    """A flow holds an object whose class cannot be rebuilt as ``cls()`` (spec 50 §2)."""
+
+
 class EngineError(RoutiluxError, RuntimeError):
     """The engine itself failed; the job it was running is marked failed."""

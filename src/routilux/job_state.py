@@ -16,7 +16,8 @@ import warnings
 from datetime import datetime
 from typing import Any, Callable
 
-from .serialization import register_serializable
+from .exceptions import SerializationError
+from .serialization import from_iso, register_serializable
 
 __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
 
@@ -73,7 +74,10 @@ class ExecutionRecord:
         self.event_name = data.get("event_name", "")
         self.data = data.get("data") or {}
         ts = data.get("timestamp")
-        self.timestamp = datetime.fromisoformat(ts) if isinstance(ts, str) else datetime.now()
+        try:
+            self.timestamp = from_iso(ts) if ts is not None else datetime.now()
+        except SerializationError as exc:
+            raise SerializationError(f"ExecutionRecord field 'timestamp': {exc}") from None
         return self
 
 
@@ -147,7 +151,7 @@ class JobState:
         """Read a job state written by :meth:`save`."""
         from .persistence import load_job_state
 
-        return load_job_state(filepath)
+        return load_job_state(filepath, cls)
 
     # -- routine state ---------------------------------------------------
 

@@ -1,0 +1,888 @@
+"""Saving and restoring flows, routines and job states (spec 50 §3, 30 §9).
+
+This module owns the *layout* of saved Routilux objects; ``routilux.serialization``
+owns the codec underneath (class registry, callable codec, format version, atomic JSON
+files). Each class keeps a thin ``serialize``/``deserialize`` method that calls in here.
+
+Invariants:
+
+* **Data, not code** (DESIGN invariant 8). Classes come only from the registry
+  (``lookup_class(name)()``); callables only through ``decode_callable``. Nothing here
+  imports a module named by the data. The only import made while loading is of
+  ``routilux.builtin_routines`` -- a fixed module of this library, chosen by the code --
+  when a class name is not registered yet (built-ins register themselves on import).
+* **Restored in place.** A routine is rebuilt as ``cls()`` and then updated: the slots
+  and events its ``__init__`` created stay the same objects (``self.input_slot is
+  self._slots["input"]``); missing ones are created.
+* **Flows keep their indexes.** Routines are added with ``flow.add_routine`` and
+  connections made with ``flow.connect``, by flow routine id (90 D12). A flow is only
+  changed once everything in the data has been read without error.
+* **Snapshots.** ``serialize`` output never shares containers with live objects: it is
+  taken under the job's lock, so a save during a run sees each mutator's whole effect.
+* **Nothing is lost silently** (DESIGN invariant 9). Saving data JSON cannot represent
+  faithfully (a set, an object, a non-string dict key) raises SerializationError naming
+  its key path, before the file is touched. Bad saved data raises SerializationError
+  (a ValueError) naming the field; what the spec says may be dropped (an unresolvable
+  connection or callable) is dropped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import types
+import warnings
+from collections import ChainMap
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Union
+
+from .connection import Connection
+from .error_handler import ErrorHandler
+from .event import Event
+from .exceptions import NotConstructableError, SerializationError
+from .job_state import ExecutionRecord, JobState
+from .serialization import (
+    check_format_version,
+    decode_callable,
+    encode_callable,
+    from_iso,
+    lookup_class,
+    read_json,
+    required_init_parameters,
+    stamp,
+    to_iso,
+    write_json,
+)
+from .slot import Slot
+
+if TYPE_CHECKING:
+    from .flow.flow import Flow
+    from .routine import Routine
+
+__all__ = [
+    "NotConstructableError",
+    "deserialize_connection",
+    "deserialize_event",
+    "deserialize_flow",
+    "deserialize_job_state",
+    "deserialize_routine",
+    "deserialize_slot",
+    "load_job_state",
+    "save_job_state",
+    "serialize_connection",
+    "serialize_event",
+    "serialize_flow",
+    "serialize_job_state",
+    "serialize_routine",
+    "serialize_slot",
+]
+
+logger = logging.getLogger("routilux.persistence")
+
+PathLike = Union[str, "os.PathLike[str]"]
+Owners = Mapping[str, object]
+
+
+# ---------------------------------------------------------------------------
+# Snapshots of plain data
+# ---------------------------------------------------------------------------
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+class _BadKey(Exception):
+    """Internal: a dict key JSON would silently turn into a string."""
+
+
+def _copy(value: Any) -> Any:
+    """A copy of the JSON-shaped part of ``value``: dicts and lists are new (tuples
+    become lists, as JSON would make them); anything else is shared as is."""
+    cls = type(value)
+    if cls in _ATOMS:
+        return value
+    atoms = _ATOMS
+    if cls is dict or isinstance(value, dict):
+        return {k: v if type(v) in atoms else _copy(v) for k, v in value.items()}
+    if cls is list or isinstance(value, (list, tuple)):
+        return [v if type(v) in atoms else _copy(v) for v in value]
+    return value
+
+
+def _copy_strict(value: Any) -> Any:
+    """:func:`_copy` that also refuses dict keys that are not strings (for saving)."""
+    cls = type(value)
+    if cls in _ATOMS:
+        return value
+    atoms = _ATOMS
+    if cls is dict or isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _BadKey
+            out[k] = v if type(v) in atoms else _copy_strict(v)
+        return out
+    if cls is list or isinstance(value, (list, tuple)):
+        return [v if type(v) in atoms else _copy_strict(v) for v in value]
+    return value
+
+
+def _key_path(parent: str, key: object) -> str:
+    if isinstance(key, str) and key.isidentifier():
+        return f"{parent}.{key}" if parent else key
+    return f"{parent}[{key!r}]"
+
+
+def _locate(value: Any, path: str, active: set[int]) -> tuple[str, str] | None:
+    """The first non-string key or circular reference in ``value``: (path, problem)."""
+    if not isinstance(value, (dict, list, tuple)):
+        return None
+    if id(value) in active:
+        return path, "it contains itself (circular reference)"
+    active.add(id(value))
+    try:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return (
+                        path,
+                        f"its key {key!r} is a {type(key).__name__}; JSON object keys are "
+                        f"strings, so it would load back as {str(key)!r} -- use string keys",
+                    )
+                found = _locate(item, _key_path(path, key), active)
+                if found is not None:
+                    return found
+        else:
+            for index, item in enumerate(value):
+                found = _locate(item, f"{path}[{index}]", active)
+                if found is not None:
+                    return found
+    finally:
+        active.discard(id(value))
+    return None
+
+
+def _snapshot(value: Any, path: str, strict: bool) -> Any:
+    """Copy ``value`` (see :func:`_copy`); SerializationError naming ``path`` when it
+    is circular or (``strict``) has a non-string key."""
+    try:
+        return _copy_strict(value) if strict else _copy(value)
+    except (_BadKey, RecursionError):
+        try:
+            found = _locate(value, path, set())
+        except RecursionError:
+            found = None
+        where, problem = found if found is not None else (path, "it is nested too deeply")
+        raise SerializationError(f"cannot save value at '{where}': {problem}") from None
+
+
+# ---------------------------------------------------------------------------
+# Reading saved data: typed accessors that name the field
+# ---------------------------------------------------------------------------
+
+
+def _expect_dict(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SerializationError(
+            f"'{where}' must be a JSON object (dict), got {type(value).__name__}"
+        )
+    return value
+
+
+def _expect_list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise SerializationError(
+            f"'{where}' must be a JSON array (list), got {type(value).__name__}"
+        )
+    return value
+
+
+def _dict_field(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    """``data[key]`` as a dict, None when absent or null."""
+    value = data.get(key)
+    return None if value is None else _expect_dict(value, _key_path(where, key))
+
+
+def _list_of_dicts(data: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any]] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    path = _key_path(where, key)
+    for index, item in enumerate(_expect_list(value, path)):
+        _expect_dict(item, f"{path}[{index}]")
+    return value
+
+
+def _str_field(data: Mapping[str, Any], key: str, where: str, optional: bool = False) -> Any:
+    value = data.get(key)
+    if value is None and (optional or key not in data):
+        return None
+    if not isinstance(value, str):
+        raise SerializationError(
+            f"'{_key_path(where, key)}' must be a string, got {type(value).__name__}: {value!r}"
+        )
+    return value
+
+
+def _int_field(data: Mapping[str, Any], key: str, where: str, minimum: int) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SerializationError(
+            f"'{_key_path(where, key)}' must be an integer >= {minimum}, got {value!r}"
+        )
+    return value
+
+
+def _check_type(data: Mapping[str, Any], expected: str, where: str) -> None:
+    name = data.get("_type")
+    if name is not None and name != expected:
+        raise SerializationError(f"Cannot deserialize {name!r} data as {expected} ({where})")
+
+
+def _lookup(name: Any, where: str) -> type:
+    """The registered class ``name``; built-in routines are registered on first need."""
+    try:
+        return lookup_class(name)
+    except SerializationError as first:
+        import routilux.builtin_routines  # noqa: F401 - fixed library module; registers built-ins
+
+        try:
+            return lookup_class(name)
+        except SerializationError:
+            raise SerializationError(f"In field '{where}': {first}") from None
+
+
+# ---------------------------------------------------------------------------
+# Callables (slot handlers and merge strategies)
+# ---------------------------------------------------------------------------
+
+
+def _encode(fn: Any) -> dict[str, Any] | None:
+    owner = fn.__self__ if isinstance(fn, types.MethodType) else None
+    return encode_callable(fn, owner=owner)
+
+
+def _same_callable(fn: Any, spec: Mapping[str, Any]) -> bool:
+    """True when ``spec`` names ``fn`` itself (so restoring it would change nothing)."""
+    kind = spec.get("callable_type")
+    if kind == "method":
+        return (
+            isinstance(fn, types.MethodType)
+            and type(fn.__self__).__name__ == spec.get("class_name")
+            and fn.__func__.__name__ == spec.get("method_name")
+            and getattr(fn.__self__, "_id", None) == spec.get("object_id")
+        )
+    if kind == "function":
+        return (
+            isinstance(fn, types.FunctionType)
+            and fn.__module__ == spec.get("module")
+            and fn.__qualname__ == (spec.get("qualname") or spec.get("name"))
+        )
+    if kind == "builtin":
+        return (
+            isinstance(fn, (types.BuiltinFunctionType, type))
+            and getattr(fn, "__name__", None) == spec.get("name")
+            and spec.get("module") in (None, "builtins")
+            and getattr(fn, "__module__", None) == "builtins"
+        )
+    return False
+
+
+def _restore_callable(current: Any, spec: Any, owners: Owners | None, where: str) -> Any:
+    """The callable ``spec`` names. When it names the callable the object already has
+    (the one ``__init__`` installed, even a lambda), that one is kept as is."""
+    if spec is None:
+        return None
+    spec = _expect_dict(spec, where)
+    if current is not None and callable(current) and _same_callable(current, spec):
+        return current
+    try:
+        return decode_callable(spec, owners)
+    except SerializationError as exc:
+        raise SerializationError(f"In field '{where}': {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# Slot, Event, Connection
+# ---------------------------------------------------------------------------
+
+
+def serialize_slot(s: Slot) -> dict[str, Any]:
+    """``{"_type": "Slot", "name", "_data", "handler", "merge_strategy"}``."""
+    strategy = s.merge_strategy
+    with s._lock:
+        buffer = _copy(s._data)
+    return {
+        "_type": "Slot",
+        "name": s.name,
+        "_data": buffer,
+        "handler": _encode(s.handler),
+        "merge_strategy": strategy if isinstance(strategy, str) else _encode(strategy),
+    }
+
+
+def deserialize_slot(s: Slot, data: dict[str, Any]) -> None:
+    """Restore ``s`` in place; a method handler is found on the slot's own routine."""
+    routine = s.routine
+    owners = {routine._id: routine} if routine is not None else None
+    _restore_slot(s, data, owners, "Slot")
+
+
+def _restore_slot(s: Slot, data: Any, owners: Owners | None, where: str) -> None:
+    data = _expect_dict(data, where)
+    _check_type(data, "Slot", where)
+    name = _str_field(data, "name", where)
+    handler = _restore_callable(s.handler, data.get("handler"), owners, f"{where}.handler")
+    saved_strategy = data.get("merge_strategy", "override")
+    strategy: Any
+    if saved_strategy is None:
+        strategy = "override"
+    elif isinstance(saved_strategy, str):
+        strategy = saved_strategy
+    else:
+        strategy = _restore_callable(
+            s.merge_strategy, saved_strategy, owners, f"{where}.merge_strategy"
+        )
+        if strategy is None:
+            # The warning was given; merging still works, by replacement.
+            strategy = "override"
+    buffer = _copy(data["_data"]) if data.get("_data") is not None else {}
+    if name is not None and s.routine is None:
+        s.name = name
+    s.handler = handler
+    s.merge_strategy = strategy
+    with s._lock:
+        s._data = buffer
+
+
+def serialize_event(e: Event) -> dict[str, Any]:
+    """``{"_type": "Event", "name", "output_params"}``."""
+    return {"_type": "Event", "name": e.name, "output_params": list(e.output_params)}
+
+
+def deserialize_event(e: Event, data: dict[str, Any]) -> None:
+    """Restore ``e`` in place (its connections are the flow's business)."""
+    _restore_event(e, data, "Event")
+
+
+def _restore_event(e: Event, data: Any, where: str) -> None:
+    data = _expect_dict(data, where)
+    _check_type(data, "Event", where)
+    name = _str_field(data, "name", where)
+    params = data.get("output_params")
+    if params is not None:
+        path = f"{where}.output_params"
+        if not all(isinstance(p, str) for p in _expect_list(params, path)):
+            raise SerializationError(f"'{path}' must be a list of strings, got {params!r}")
+        e.output_params = list(params)
+    if name is not None and e.routine is None:
+        e.name = name
+
+
+def serialize_connection(c: Connection) -> dict[str, Any]:
+    """``{"_type": "Connection", "param_mapping", "_source_event_name",
+    "_target_slot_name"}``, plus the two flow routine ids when the connection has them."""
+    data: dict[str, Any] = {
+        "_type": "Connection",
+        "param_mapping": dict(c.param_mapping),
+        "_source_event_name": (
+            c.source_event.name
+            if c.source_event is not None
+            else getattr(c, "_source_event_name", None)
+        ),
+        "_target_slot_name": (
+            c.target_slot.name
+            if c.target_slot is not None
+            else getattr(c, "_target_slot_name", None)
+        ),
+    }
+    if c._source_routine_id is not None or c._target_routine_id is not None:
+        data["_source_routine_id"] = c._source_routine_id
+        data["_target_routine_id"] = c._target_routine_id
+    return data
+
+
+def deserialize_connection(c: Connection, data: dict[str, Any]) -> None:
+    """Restore ``param_mapping`` and the four reference values (kept as attributes of
+    the same names); ``source_event``/``target_slot`` stay None for a flow to resolve."""
+    where = "Connection"
+    data = _expect_dict(data, where)
+    _check_type(data, "Connection", where)
+    mapping = _param_mapping(data, where)
+    source_event = _str_field(data, "_source_event_name", where, optional=True)
+    target_slot = _str_field(data, "_target_slot_name", where, optional=True)
+    source_id = _str_field(data, "_source_routine_id", where, optional=True)
+    target_id = _str_field(data, "_target_routine_id", where, optional=True)
+    c.param_mapping = mapping
+    c._source_event_name = source_event  # type: ignore[attr-defined]
+    c._target_slot_name = target_slot  # type: ignore[attr-defined]
+    c._source_routine_id = source_id
+    c._target_routine_id = target_id
+
+
+def _param_mapping(data: Mapping[str, Any], where: str) -> dict[str, str]:
+    mapping = data.get("param_mapping") or {}
+    path = f"{where}.param_mapping"
+    if not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in _expect_dict(mapping, path).items()
+    ):
+        raise SerializationError(f"'{path}' must map strings to strings, got {mapping!r}")
+    return dict(mapping)
+
+
+# ---------------------------------------------------------------------------
+# Routine
+# ---------------------------------------------------------------------------
+
+
+def serialize_routine(r: Routine) -> dict[str, Any]:
+    """``{"_type", "_id", "_config", "_error_handler", "_slots", "_events"}``."""
+    handler = r._error_handler
+    return {
+        "_type": type(r).__name__,
+        "_id": r._id,
+        "_config": _copy(r._config_to_data()),
+        "_error_handler": handler.serialize() if handler is not None else None,
+        "_slots": {name: serialize_slot(slot) for name, slot in r._slots.items()},
+        "_events": {name: serialize_event(event) for name, event in r._events.items()},
+    }
+
+
+def deserialize_routine(r: Routine, data: dict[str, Any]) -> None:
+    """Restore ``r`` (built with no arguments) in place; method handlers are looked up
+    on ``r`` itself."""
+    where = f"{type(r).__name__}"
+    data = _expect_dict(data, where)
+    _restore_id(r, data, where)
+    _restore_routine(r, data, {r._id: r}, where)
+
+
+def _restore_id(r: Routine, data: Mapping[str, Any], where: str) -> None:
+    rid = _str_field(data, "_id", where)
+    if rid is not None:
+        r._id = rid
+
+
+def _restore_routine(r: Routine, data: dict[str, Any], owners: Owners, where: str) -> None:
+    """Restore everything but ``_id`` (already restored, so owners can be mapped)."""
+    config = _dict_field(data, "_config", where)
+    error_handler = _rebuild_error_handler(data.get("_error_handler"), f"{where}._error_handler")
+    slots = _dict_field(data, "_slots", where) or {}
+    events = _dict_field(data, "_events", where) or {}
+    # The configuration goes first: a routine may define events from it (routers).
+    if config is not None:
+        try:
+            r._config_from_data(_copy(config))
+        except SerializationError as exc:
+            raise SerializationError(f"In field '{where}._config': {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise SerializationError(f"In field '{where}._config': {exc}") from exc
+    r._error_handler = error_handler
+    for name, slot_data in slots.items():
+        slot = r._slots.get(name)
+        if slot is None:
+            slot = r.define_slot(name)
+        slot.routine = r
+        _restore_slot(slot, slot_data, owners, f"{where}._slots[{name!r}]")
+    for name, event_data in events.items():
+        event = r._events.get(name)
+        if event is None:
+            event = r.define_event(name)
+        event.routine = r
+        _restore_event(event, event_data, f"{where}._events[{name!r}]")
+
+
+def _rebuild_error_handler(data: Any, where: str) -> ErrorHandler | None:
+    if data is None:
+        return None
+    data = _expect_dict(data, where)
+    name = data.get("_type", "ErrorHandler")
+    # ErrorHandler is this library's own class; subclasses must be registered.
+    cls = ErrorHandler if name == "ErrorHandler" else _lookup(name, where)
+    if not (isinstance(cls, type) and issubclass(cls, ErrorHandler)):
+        raise SerializationError(f"In field '{where}': class {name!r} is not an ErrorHandler")
+    try:
+        handler = cls()
+        handler.deserialize(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SerializationError(f"In field '{where}': {exc}") from exc
+    return handler
+
+
+def _new_routine(data: Any, where: str) -> Routine:
+    from .routine import Routine
+
+    data = _expect_dict(data, where)
+    name = data.get("_type")
+    if not isinstance(name, str):
+        raise SerializationError(f"In field '{where}': '_type' must name a routine class")
+    cls = _lookup(name, where)
+    if not (isinstance(cls, type) and issubclass(cls, Routine)):
+        raise SerializationError(f"In field '{where}': class {name!r} is not a Routine")
+    try:
+        routine = cls()
+    except Exception as exc:
+        raise SerializationError(f"In field '{where}': {name}() failed: {exc}") from exc
+    _restore_id(routine, data, where)
+    return routine
+
+
+# ---------------------------------------------------------------------------
+# Flow
+# ---------------------------------------------------------------------------
+
+
+def _not_constructable(obj: object, where: str) -> NotConstructableError | None:
+    required = required_init_parameters(type(obj))
+    if not required:
+        return None
+    cls = type(obj)
+    return NotConstructableError(
+        f"In field '{where}' of Flow: Found non-constructable Serializable object: {obj!r} "
+        f"(class {cls.__module__}.{cls.__qualname__}: __init__ requires "
+        f"{', '.join(required)}; objects are rebuilt as {cls.__name__}() on load, so give "
+        f"every __init__ parameter a default)"
+    )
+
+
+def _validate_flow(flow: Flow) -> None:
+    """Spec 50 §2: everything reachable must be rebuildable with no arguments."""
+    problems = []
+    if flow.error_handler is not None:
+        problems.append(_not_constructable(flow.error_handler, "error_handler"))
+    for rid, routine in flow.routines.items():
+        where = f'routines["{rid}"]'
+        problems.append(_not_constructable(routine, where))
+        if routine._error_handler is not None:
+            problems.append(_not_constructable(routine._error_handler, f"{where}._error_handler"))
+    for problem in problems:
+        if problem is not None:
+            raise problem
+
+
+def serialize_flow(f: Flow) -> dict[str, Any]:
+    """The flow's definition: ``{"_type": "Flow", "format_version", "flow_id",
+    "execution_strategy", "max_workers", "history_limit", "error_handler", "routines",
+    "connections"}``; never any job's state (slot ``_data`` buffers outside jobs are)."""
+    _validate_flow(f)
+    connections = []
+    for c in f.connections:
+        data = serialize_connection(c)
+        if "_source_routine_id" not in data:
+            source = c.source_event.routine if c.source_event is not None else None
+            target = c.target_slot.routine if c.target_slot is not None else None
+            data["_source_routine_id"] = f._get_routine_id(source) if source else None
+            data["_target_routine_id"] = f._get_routine_id(target) if target else None
+        connections.append(data)
+    return stamp(
+        {
+            "_type": "Flow",
+            "flow_id": f.flow_id,
+            "execution_strategy": f.execution_strategy,
+            "max_workers": f.max_workers,
+            "history_limit": f.history_limit,
+            "error_handler": f.error_handler.serialize() if f.error_handler else None,
+            "routines": {rid: serialize_routine(r) for rid, r in f.routines.items()},
+            "connections": connections,
+        }
+    )
+
+
+def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
+    """Restore a definition written by :func:`serialize_flow` into the empty flow ``f``."""
+    data = check_format_version(data, "Flow")
+    _check_type(data, "Flow", "Flow")
+    if f.routines or f.connections:
+        raise SerializationError(
+            f"Cannot deserialize into {f!r}: it already has {len(f.routines)} routine(s) and "
+            f"{len(f.connections)} connection(s); deserialize into a new Flow()"
+        )
+    flow_id = _str_field(data, "flow_id", "Flow", optional=True)
+    strategy = _str_field(data, "execution_strategy", "Flow", optional=True) or "sequential"
+    max_workers = _int_field(data, "max_workers", "Flow", minimum=1)
+    history_limit = _int_field(data, "history_limit", "Flow", minimum=1)
+    error_handler = _rebuild_error_handler(data.get("error_handler"), "Flow.error_handler")
+    saved_routines = _dict_field(data, "routines", "Flow") or {}
+    saved_connections = _list_of_dicts(data, "connections", "Flow") or []
+
+    # Build every routine and restore its _id first, so method references between
+    # routines (a handler bound to another routine) find their owner.
+    routines: dict[str, Routine] = {}
+    for rid, routine_data in saved_routines.items():
+        if not rid:
+            raise SerializationError("'Flow.routines' has a routine with an empty id")
+        routines[rid] = _new_routine(routine_data, f'routines["{rid}"]')
+    owners: dict[str, object] = {}
+    for routine in routines.values():
+        owners.setdefault(routine._id, routine)
+    for rid, routine in routines.items():
+        # A routine's own methods win over another routine that shares its _id.
+        mine: ChainMap[str, object] = ChainMap({routine._id: routine}, owners)
+        _restore_routine(routine, saved_routines[rid], mine, f'routines["{rid}"]')
+
+    links = _resolve_connections(saved_connections, routines, flow_id or f.flow_id)
+
+    # Everything was read: now change the flow.
+    if flow_id:
+        f.flow_id = flow_id
+    if strategy in ("sequential", "concurrent"):
+        f.set_execution_strategy(strategy, max_workers)
+    else:
+        logger.warning(
+            "unknown execution strategy %r in saved flow; running sequentially", strategy
+        )
+        f.execution_strategy = strategy
+        f.max_workers = 1
+    f.history_limit = history_limit
+    f.error_handler = error_handler
+    for rid, routine in routines.items():
+        f.add_routine(routine, rid)
+    for source_id, event_name, target_id, slot_name, mapping in links:
+        f.connect(source_id, event_name, target_id, slot_name, mapping or None)
+
+
+def _first_with(routines: Mapping[str, Routine], has: Callable[[Routine], bool]) -> str | None:
+    for rid, routine in routines.items():
+        if has(routine):
+            return rid
+    return None
+
+
+def _resolve_end(
+    routines: Mapping[str, Routine], rid: str | None, has: Callable[[Routine], bool]
+) -> str | None:
+    if rid is None:  # older files: the first routine with that name (spec 50 §3)
+        return _first_with(routines, has)
+    routine = routines.get(rid)
+    return rid if routine is not None and has(routine) else None
+
+
+def _has_event(name: str) -> Callable[[Routine], bool]:
+    return lambda routine: name in routine._events
+
+
+def _has_slot(name: str) -> Callable[[Routine], bool]:
+    return lambda routine: name in routine._slots
+
+
+def _resolve_connections(
+    saved: list[dict[str, Any]], routines: Mapping[str, Routine], flow_id: str
+) -> list[tuple[str, str, str, str, dict[str, str]]]:
+    links = []
+    for index, data in enumerate(saved):
+        where = f"connections[{index}]"
+        _check_type(data, "Connection", where)
+        event = _str_field(data, "_source_event_name", where, optional=True)
+        slot = _str_field(data, "_target_slot_name", where, optional=True)
+        source = _str_field(data, "_source_routine_id", where, optional=True)
+        target = _str_field(data, "_target_routine_id", where, optional=True)
+        mapping = _param_mapping(data, where)
+        source_id = target_id = None
+        if event is not None and slot is not None:
+            source_id = _resolve_end(routines, source, _has_event(event))
+            target_id = _resolve_end(routines, target, _has_slot(slot))
+        if source_id is None or target_id is None or event is None or slot is None:
+            message = (
+                f"Connection {index} of flow '{flow_id}' ({source}.{event} -> "
+                f"{target}.{slot}) does not match any routine; it is dropped"
+            )
+            logger.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=4)
+            continue
+        links.append((source_id, event, target_id, slot, mapping))
+    return links
+
+
+# ---------------------------------------------------------------------------
+# JobState
+# ---------------------------------------------------------------------------
+
+_JOB_LISTS = ("pause_points", "pending_tasks", "deferred_events", "shared_log", "output_log")
+
+
+def serialize_job_state(js: JobState) -> dict[str, Any]:
+    """Every field of the job except its output handler (spec 30 §9, 50 §3), plus
+    ``format_version``, ``slot_buffers``, ``history_limit`` and ``history_dropped``."""
+    return _job_state_data(js, strict=False)
+
+
+def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
+    with js.lock:
+        history = [record.serialize() for record in js.execution_history]
+        copy = _copy_strict if strict else _copy
+        for index, saved in enumerate(history):
+            try:
+                saved["data"] = copy(saved["data"])
+            except (_BadKey, RecursionError):  # again, the slow way, to name the path
+                saved["data"] = _snapshot(saved["data"], f"execution_history[{index}].data", strict)
+        data: dict[str, Any] = {
+            "_type": "JobState",
+            "flow_id": js.flow_id,
+            "job_id": js.job_id,
+            "status": js.status,
+            "current_routine_id": js.current_routine_id,
+            "routine_states": _snapshot(js.routine_states, "routine_states", strict),
+            "execution_history": history,
+            "created_at": to_iso(js.created_at),
+            "updated_at": to_iso(js.updated_at),
+            "shared_data": _snapshot(js.shared_data, "shared_data", strict),
+            "slot_buffers": _snapshot(js.slot_buffers, "slot_buffers", strict),
+            "history_limit": js.history_limit,
+            "history_dropped": js.history_dropped,
+        }
+        for key in _JOB_LISTS:
+            data[key] = _snapshot(getattr(js, key), key, strict)
+    return stamp(data)
+
+
+def deserialize_job_state(js: JobState, data: dict[str, Any]) -> None:
+    """Restore ``js`` in place from :func:`serialize_job_state` output (also after a
+    trip through JSON). Its lock, waiters and output handler are kept."""
+    _restore_job_state(js, data, copy=True)
+
+
+def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
+    where = "JobState"
+    data = check_format_version(_expect_dict(data, where), where)
+    _check_type(data, "JobState", where)
+    own = _copy if copy else _identity
+
+    history_limit = _int_field(data, "history_limit", where, minimum=1)
+    dropped = _int_field(data, "history_dropped", where, minimum=0) or 0
+    records = [
+        _record(item, f"execution_history[{index}]", own)
+        for index, item in enumerate(
+            _expect_list(data.get("execution_history") or [], "execution_history")
+        )
+    ]
+    if history_limit is not None and len(records) > history_limit:
+        # A limit lower than the saved history keeps the newest records, as a run does.
+        dropped += len(records) - history_limit
+        del records[: len(records) - history_limit]
+
+    routine_states = _dict_field(data, "routine_states", where) or {}
+    for rid, state in routine_states.items():
+        _expect_dict(state, f"routine_states[{rid!r}]")
+    slot_buffers = _dict_field(data, "slot_buffers", where) or {}
+    for rid, buffers in slot_buffers.items():
+        _expect_dict(buffers, f"slot_buffers[{rid!r}]")
+    lists = {key: _list_of_dicts(data, key, where) or [] for key in _JOB_LISTS}
+    shared_data = _dict_field(data, "shared_data", where) or {}
+    created_at = _datetime(data, "created_at")
+    updated_at = _datetime(data, "updated_at")
+    status = _str_field(data, "status", where, optional=True)
+    flow_id = _str_field(data, "flow_id", where, optional=True)
+    job_id = _str_field(data, "job_id", where, optional=True)
+    current = _str_field(data, "current_routine_id", where, optional=True)
+
+    with js.lock:
+        if flow_id is not None:
+            js.flow_id = flow_id
+        if job_id is not None:
+            js.job_id = job_id
+        if status is not None:
+            js.status = status
+        js.current_routine_id = current
+        js.routine_states = own(routine_states)
+        js.history_limit = history_limit
+        js.execution_history = records
+        js.history_dropped = dropped
+        js.shared_data = own(shared_data)
+        js.slot_buffers = own(slot_buffers)
+        for key, value in lists.items():
+            setattr(js, key, own(value))
+        if created_at is not None:
+            js.created_at = created_at
+        if updated_at is not None:
+            js.updated_at = updated_at
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _datetime(data: Mapping[str, Any], key: str) -> datetime | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    try:
+        return from_iso(value)
+    except SerializationError as exc:
+        raise SerializationError(f"In field '{key}': {exc}") from None
+
+
+def _record(item: Any, where: str, own: Callable[[Any], Any]) -> ExecutionRecord:
+    # Fast path for the common, well-formed record; anything unusual takes the slow
+    # path, which names what is wrong.
+    if type(item) is dict:
+        rid = item.get("routine_id")
+        event = item.get("event_name")
+        data = item.get("data")
+        stamp_value = item.get("timestamp")
+        if (
+            type(rid) is str
+            and type(event) is str
+            and type(data) is dict
+            and type(stamp_value) is str
+            and item.get("_type", "ExecutionRecord") == "ExecutionRecord"
+        ):
+            try:
+                timestamp = datetime.fromisoformat(stamp_value)
+            except ValueError:
+                pass
+            else:
+                return ExecutionRecord(rid, event, own(data) if data else None, timestamp)
+    return _record_checked(item, where, own)
+
+
+def _record_checked(item: Any, where: str, own: Callable[[Any], Any]) -> ExecutionRecord:
+    item = _expect_dict(item, where)
+    _check_type(item, "ExecutionRecord", where)
+    data = item.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise SerializationError(f"'{where}.data' must be a dict, got {type(data).__name__}")
+    stamp_value = item.get("timestamp")
+    try:
+        timestamp = from_iso(stamp_value) if stamp_value is not None else None
+    except SerializationError as exc:
+        raise SerializationError(f"In field '{where}.timestamp': {exc}") from None
+    return ExecutionRecord(
+        _str_field(item, "routine_id", where, optional=True) or "",
+        _str_field(item, "event_name", where, optional=True) or "",
+        own(data) if data else None,
+        timestamp,
+    )
+
+
+def save_job_state(js: JobState, path: PathLike) -> None:
+    """Write ``js`` to ``path`` as JSON (indent 2, UTF-8), atomically.
+
+    Data JSON cannot represent faithfully raises :class:`SerializationError` naming its
+    key path (e.g. ``'shared_data.tags'``) before the file is touched.
+    """
+    write_json(path, _job_state_data(js, strict=True))
+
+
+def load_job_state(path: PathLike, cls: type[JobState] = JobState) -> JobState:
+    """Read a JobState written by :func:`save_job_state`; the file is only read.
+
+    A missing file raises ``FileNotFoundError("JobState file not found: <path>")``; a
+    file that is not a saved JobState ``ValueError("Invalid JobState file format:
+    <path>")``; a corrupt or truncated one, one from a newer version of routilux, or one
+    with a malformed field a :class:`SerializationError` (a ValueError) naming the file.
+    """
+    try:
+        data = read_json(path, "JobState")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"JobState file not found: {path}") from None
+    if data.get("_type") != "JobState":
+        raise SerializationError(f"Invalid JobState file format: {path}")
+    check_format_version(data, f"JobState file '{path}'")
+    js = cls()
+    try:
+        _restore_job_state(js, data, copy=False)
+    except SerializationError as exc:
+        raise SerializationError(f"Cannot load JobState file '{path}': {exc}") from None
+    return js
