@@ -46,7 +46,9 @@ from .serialization import (
     check_format_version,
     decode_callable,
     encode_callable,
+    find_unserializable,
     from_iso,
+    key_path,
     lookup_class,
     read_json,
     required_init_parameters,
@@ -127,41 +129,6 @@ def _copy_strict(value: Any) -> Any:
     return value
 
 
-def _key_path(parent: str, key: object) -> str:
-    if isinstance(key, str) and key.isidentifier():
-        return f"{parent}.{key}" if parent else key
-    return f"{parent}[{key!r}]"
-
-
-def _locate(value: Any, path: str, active: set[int]) -> tuple[str, str] | None:
-    """The first non-string key or circular reference in ``value``: (path, problem)."""
-    if not isinstance(value, (dict, list, tuple)):
-        return None
-    if id(value) in active:
-        return path, "it contains itself (circular reference)"
-    active.add(id(value))
-    try:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    return (
-                        path,
-                        f"its key {key!r} is a {type(key).__name__}; JSON object keys are "
-                        f"strings, so it would load back as {str(key)!r} -- use string keys",
-                    )
-                found = _locate(item, _key_path(path, key), active)
-                if found is not None:
-                    return found
-        else:
-            for index, item in enumerate(value):
-                found = _locate(item, f"{path}[{index}]", active)
-                if found is not None:
-                    return found
-    finally:
-        active.discard(id(value))
-    return None
-
-
 def _snapshot(value: Any, path: str, strict: bool) -> Any:
     """Copy ``value`` (see :func:`_copy`); SerializationError naming ``path`` when it
     is circular or (``strict``) has a non-string key."""
@@ -169,7 +136,7 @@ def _snapshot(value: Any, path: str, strict: bool) -> Any:
         return _copy_strict(value) if strict else _copy(value)
     except (_BadKey, RecursionError):
         try:
-            found = _locate(value, path, set())
+            found = find_unserializable(value, path, string_keys=True)
         except RecursionError:
             found = None
         where, problem = found if found is not None else (path, "it is nested too deeply")
@@ -200,14 +167,14 @@ def _expect_list(value: Any, where: str) -> list[Any]:
 def _dict_field(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
     """``data[key]`` as a dict, None when absent or null."""
     value = data.get(key)
-    return None if value is None else _expect_dict(value, _key_path(where, key))
+    return None if value is None else _expect_dict(value, key_path(where, key))
 
 
 def _list_of_dicts(data: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any]] | None:
     value = data.get(key)
     if value is None:
         return None
-    path = _key_path(where, key)
+    path = key_path(where, key)
     for index, item in enumerate(_expect_list(value, path)):
         _expect_dict(item, f"{path}[{index}]")
     return value
@@ -219,7 +186,7 @@ def _str_field(data: Mapping[str, Any], key: str, where: str, optional: bool = F
         return None
     if not isinstance(value, str):
         raise SerializationError(
-            f"'{_key_path(where, key)}' must be a string, got {type(value).__name__}: {value!r}"
+            f"'{key_path(where, key)}' must be a string, got {type(value).__name__}: {value!r}"
         )
     return value
 
@@ -230,7 +197,7 @@ def _int_field(data: Mapping[str, Any], key: str, where: str, minimum: int) -> i
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SerializationError(
-            f"'{_key_path(where, key)}' must be an integer >= {minimum}, got {value!r}"
+            f"'{key_path(where, key)}' must be an integer >= {minimum}, got {value!r}"
         )
     return value
 

@@ -576,14 +576,19 @@ def _decode_builtin(spec: Mapping[str, Any]) -> Callable[..., Any] | None:
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
-def _key_path(parent: str, key: object) -> str:
+def key_path(parent: str, key: object) -> str:
+    """``parent.key`` (or ``parent['key']``), for error messages naming a value."""
     if isinstance(key, str) and key.isidentifier():
         return f"{parent}.{key}" if parent else key
     return f"{parent}[{key!r}]"
 
 
-def _find_unserializable(value: object, path: str, active: set[int]) -> tuple[str, str] | None:
-    """Locate the first value json cannot encode: (path, problem) or None."""
+def find_unserializable(
+    value: object, path: str = "", *, string_keys: bool = False, _active: set[int] | None = None
+) -> tuple[str, str] | None:
+    """Locate the first value json cannot encode, or (``string_keys``) the first dict
+    key that is not a string (JSON would turn it into one): (path, problem) or None."""
+    active = _active if _active is not None else set()
     if isinstance(value, _JSON_SCALARS):
         return None
     if isinstance(value, (dict, list, tuple)):
@@ -593,17 +598,28 @@ def _find_unserializable(value: object, path: str, active: set[int]) -> tuple[st
         try:
             if isinstance(value, dict):
                 for key, item in value.items():
+                    if string_keys and not isinstance(key, str):
+                        return (
+                            path or "<root>",
+                            f"its key {key!r} is a {type(key).__name__}; JSON object keys "
+                            f"are strings, so it would load back as {str(key)!r} -- use "
+                            "string keys",
+                        )
                     if not isinstance(key, _JSON_SCALARS):
                         return (
-                            _key_path(path, key),
+                            key_path(path, key),
                             f"its key is of type {type(key).__name__}",
                         )
-                    found = _find_unserializable(item, _key_path(path, key), active)
+                    found = find_unserializable(
+                        item, key_path(path, key), string_keys=string_keys, _active=active
+                    )
                     if found is not None:
                         return found
             else:
                 for index, item in enumerate(value):
-                    found = _find_unserializable(item, f"{path}[{index}]", active)
+                    found = find_unserializable(
+                        item, f"{path}[{index}]", string_keys=string_keys, _active=active
+                    )
                     if found is not None:
                         return found
         finally:
@@ -617,7 +633,7 @@ def _dumps(data: Any) -> str:
         return json.dumps(data, indent=2, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         try:
-            found = _find_unserializable(data, "", set())
+            found = find_unserializable(data)
         except RecursionError:
             found = None
         if found is None:

@@ -334,14 +334,7 @@ class JobRun:
                 done = False
                 continue
             assert task is not None
-            try:
-                done = self._execute(task)
-            except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
-                self._engine_failure(exc)
-                done = True
-            except BaseException:
-                self._task_done()  # the job is already failed (see _execute); let it settle
-                raise
+            done = self._execute_guarded(task)
 
     def _pull(self) -> None:
         """Concurrent strategy, on a pool thread: run this job's next ready task."""
@@ -384,16 +377,19 @@ class JobRun:
             self._task_done()
 
     def _run_task(self, task: Task) -> None:
+        if self._execute_guarded(task):
+            self._task_done()
+
+    def _execute_guarded(self, task: Task) -> bool:
+        """:meth:`_execute`, where an error of the engine itself fails the job."""
         try:
-            done = self._execute(task)
+            return self._execute(task)
         except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
             self._engine_failure(exc)
-            done = True
+            return True
         except BaseException:
             self._task_done()  # the job is already failed (see _execute); let it settle
             raise
-        if done:
-            self._task_done()
 
     def _execute(self, task: Task) -> bool:
         """Deliver one task; False when an async handler still runs (it finishes the task)."""
