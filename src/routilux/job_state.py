@@ -110,6 +110,8 @@ class JobState:
         #: Per-job slot merge buffers: routine id -> slot name -> accumulated data.
         self.slot_buffers: dict[str, dict[str, Any]] = {}
         self.output_handler: Any = None
+        #: The ExecutionTracker of the job's latest run (set by the engine; never saved).
+        self.execution_tracker: Any = None
         self.created_at = now
         self.updated_at = now
         self._lock = threading.RLock()

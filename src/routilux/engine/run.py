@@ -64,6 +64,7 @@ class JobRun:
         self.executor = executor
         self.entry_id = entry_id
         self.tracker = ExecutionTracker(flow.flow_id)
+        job_state.execution_tracker = self.tracker
         self.started_at = datetime.now()
         self._queue: deque[Task] = deque()
         # Concurrent strategy only: ready deliveries of ``async def`` handlers.
