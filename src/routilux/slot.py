@@ -77,6 +77,7 @@ class Slot:
     ) -> None:
         self.name = name
         self.routine = routine
+        self._keeps_buffer = False
         self.merge_strategy = merge_strategy
         self.connected_events: list[Event] = []
         #: Merge buffer for deliveries made outside a job (a job keeps its own).
@@ -86,6 +87,18 @@ class Slot:
         self._plan: tuple[int, tuple[str, ...]] = (_WHOLE, ())
         self._is_async = False
         self.handler = handler
+
+    @property
+    def merge_strategy(self) -> MergeStrategy:
+        """``"override"`` (default), ``"append"``, or ``f(buffer, new) -> merged``."""
+        return self._merge_strategy
+
+    @merge_strategy.setter
+    def merge_strategy(self, strategy: MergeStrategy) -> None:
+        self._merge_strategy = strategy
+        # Override keeps nothing between deliveries (and unknown names act as
+        # override), so only append and callables need a per-job buffer.
+        self._keeps_buffer = strategy == "append" or callable(strategy)
 
     @property
     def handler(self) -> Callable[..., Any] | None:
@@ -167,10 +180,9 @@ class Slot:
 
     def _merge_for_job(self, job_state: JobState, routine_id: str, new: dict[str, Any]) -> Any:
         """Merge into the job's buffer for this slot; returns what the handler gets."""
-        strategy = self.merge_strategy
-        if strategy == "override" or not (strategy == "append" or callable(strategy)):
-            # Override keeps nothing between deliveries, so no buffer is needed.
+        if not self._keeps_buffer:
             return dict(new)
+        strategy = self._merge_strategy
         with job_state.lock:
             buffers = job_state.slot_buffers.setdefault(routine_id, {})
             stored, passed = merge(strategy, buffers.get(self.name, {}), new)

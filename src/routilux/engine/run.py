@@ -397,7 +397,19 @@ class JobRun:
         slot = task.slot
         merged: Any = None
         try:
-            merged = self._merged(task)
+            if task.premerged:
+                merged = task.data
+            else:
+                data = task.data
+                connection = task.connection
+                if connection is not None and connection.param_mapping:
+                    data = connection._apply_mapping(data)
+                # Inlined from _merged: this is the hottest path of the engine.
+                merged = (
+                    slot._merge_for_job(self.job_state, task.rid, data)
+                    if slot._keeps_buffer
+                    else dict(data)
+                )
             if slot._handler is None:
                 return True
             result = slot._dispatch(merged)
@@ -691,6 +703,7 @@ class _MissingSlot:
     name = "trigger"
     _handler = None
     _is_async = False
+    _keeps_buffer = True  # so delivery calls _merge_for_job, which raises
 
     def __init__(self, error: Exception) -> None:
         self.error = error
