@@ -280,6 +280,10 @@ class Flow:
         with self._runs_cond:
             previous = self._runs.get(job_state.job_id)
         if previous is not None:
+            if current_run() is previous:
+                raise JobStateError(
+                    f"job {job_state.job_id} cannot be resumed from one of its own handlers"
+                )
             previous.wait()
         self._check_strategy(execution_strategy)
         job_state._set_running()
