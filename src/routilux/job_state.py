@@ -115,9 +115,9 @@ class JobState:
         self.created_at = now
         self.updated_at = now
         self._lock = threading.RLock()
-        # Set while no work of the job is queued, running or scheduled.
-        self._settled = threading.Event()
-        self._settled.set()
+        # A latch: held while the job has work queued, running or scheduled.
+        # (A bare lock is much cheaper to make than an Event, and jobs are many.)
+        self._busy = threading.Lock()
 
     def __repr__(self) -> str:
         return f"JobState[{self.job_id}:{self.status}]"
@@ -327,7 +327,19 @@ class JobState:
         Returns True when the job has settled (completed, failed, cancelled or
         paused), False when ``timeout`` seconds passed first.
         """
-        return self._settled.wait(timeout)
+        if self._busy.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            self._busy.release()
+            return True
+        return False
+
+    def _mark_busy(self) -> None:
+        """The engine starts running this job (the latch closes)."""
+        self._busy.acquire(blocking=False)
+
+    def _mark_settled(self) -> None:
+        """The engine has no work of this job left (the latch opens)."""
+        if self._busy.locked():
+            self._busy.release()
 
 
 def _record_time(record: ExecutionRecord) -> datetime:

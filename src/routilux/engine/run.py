@@ -71,10 +71,11 @@ class JobRun:
         self._async_queue: deque[Task] = deque()
         # Hot paths take the plain lock; waiters use the condition built on it.
         self._lock = threading.Lock()
-        # ``_cond`` wakes waiters for the job's end (and pause); ``_work_ready``
-        # wakes the sequential drainer when a task arrives.  Both share the lock.
-        self._cond = threading.Condition(self._lock)
-        self._work_ready = threading.Condition(self._lock)
+        # Conditions on that lock, made when first needed (most jobs never wait):
+        # ``_cond`` wakes waiters for the job's end (and a pause waiting for
+        # running handlers); ``_work_ready`` wakes the sequential drainer.
+        self._cond_obj: threading.Condition | None = None
+        self._work_ready_obj: threading.Condition | None = None
         self._state = RUNNING
         self._outstanding = 0
         self._running = 0
@@ -94,7 +95,7 @@ class JobRun:
     def start(self, first_steps: Callable[[], None]) -> None:
         """Run ``first_steps`` (the entry handler, or a resume's re-emissions) as the
         job's first unit of work, on the calling thread, then drain if sequential."""
-        with self._cond:
+        with self._lock:
             self._outstanding += 1
             self._running += 1
         token = bind(self)
@@ -242,7 +243,7 @@ class JobRun:
         A paused job saves the task in ``pending_tasks`` at once (it is delivered on
         resume) and a stopped job drops it; both return None.
         """
-        with self._cond:
+        with self._lock:
             if self._state is not RUNNING:
                 if self._state is PAUSED:
                     self.job_state.pending_tasks.append(task_to_dict(task))
@@ -257,7 +258,7 @@ class JobRun:
         return Scheduled(self, handle)
 
     def _timer_fired(self, handle: TimerHandle) -> None:
-        with self._cond:
+        with self._lock:
             task = self._timers.pop(handle, None)
             if task is not None and self._named:
                 for key, named in list(self._named.items()):
@@ -276,7 +277,7 @@ class JobRun:
 
     def cancel_named_timer(self, routine_id: str, name: str) -> bool:
         """Cancel the named timer of a routine; True when it had not fired."""
-        with self._cond:
+        with self._lock:
             cancelled = self._cancel_named_locked((routine_id, name))
             finish = cancelled and self._settle_if_idle_locked()
         if finish:
@@ -285,7 +286,7 @@ class JobRun:
 
     def cancel_timer(self, handle: TimerHandle) -> bool:
         """Cancel a timer made by :meth:`schedule`; True when it had not fired."""
-        with self._cond:
+        with self._lock:
             if not handle.cancel():
                 return False
             self._timers.pop(handle, None)
@@ -297,7 +298,7 @@ class JobRun:
 
     def at_job_end(self, task: Task) -> None:
         """Deliver ``task`` once, when the job would otherwise finish."""
-        with self._cond:
+        with self._lock:
             self._end_hooks[(task.rid, task.slot.name)] = task
 
     # -- running tasks -------------------------------------------------------
@@ -309,7 +310,6 @@ class JobRun:
         """
         queue = self._queue
         lock = self._lock
-        cond = self._work_ready
         done = False
         task: Task | None = None
         while True:
@@ -319,14 +319,14 @@ class JobRun:
                     self._running -= 1
                     self._outstanding -= 1
                     if self._state is not RUNNING:
-                        self._cond.notify_all()  # a pause may wait for running tasks
+                        self._wake_waiters()  # a pause may wait for running tasks
                     finish = self._outstanding == 0 and self._settle_if_idle_locked()
                 if not finish:
                     while not queue:
                         if self._finished:
                             return
                         self._drainer_waiting = True
-                        cond.wait()
+                        self._work_ready.wait()
                         self._drainer_waiting = False
                     task = queue.popleft()
                     self._running += 1
@@ -459,7 +459,7 @@ class JobRun:
             self._running -= 1
             self._outstanding -= 1
             if self._state is not RUNNING:
-                self._cond.notify_all()  # a pause may wait for running tasks
+                self._wake_waiters()  # a pause may wait for running tasks
             finish = self._settle_if_idle_locked()
         if finish:
             self._finish()
@@ -557,7 +557,7 @@ class JobRun:
         else:
             with js.lock:
                 js.status = status
-        with self._cond:
+        with self._lock:
             self._state = STOPPED
             dropped = len(self._queue) + len(self._async_queue)
             self._queue.clear()
@@ -590,7 +590,7 @@ class JobRun:
         js = self.job_state
         own = 1 if current_run() is self else 0
         js._set_paused(reason, checkpoint)
-        with self._cond:
+        with self._lock:
             if self._state is RUNNING:
                 self._state = PAUSED
                 moved = [task_to_dict(t) for t in (*self._queue, *self._async_queue)]
@@ -653,16 +653,38 @@ class JobRun:
         # The flow forgets the job before anyone is woken, so a woken caller
         # already sees ``flow.wait_for_completion(0)`` agree.
         self.flow._run_settled(self)
-        with self._cond:
+        with self._lock:
             self._finished = True
-            self._cond.notify_all()
-            self._work_ready.notify_all()
-        js._settled.set()
+            self._wake_waiters()
+            if self._drainer_waiting:
+                self._work_ready.notify()
+        js._mark_settled()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job settles; False on timeout."""
-        with self._cond:
+        if self._finished:
+            return True
+        with self._lock:
             return self._cond.wait_for(lambda: self._finished, timeout=timeout)
+
+    @property
+    def _cond(self) -> threading.Condition:
+        """The condition for waiting on the job (use with the lock held)."""
+        if self._cond_obj is None:
+            self._cond_obj = threading.Condition(self._lock)
+        return self._cond_obj
+
+    @property
+    def _work_ready(self) -> threading.Condition:
+        """The condition the sequential drainer waits on (use with the lock held)."""
+        if self._work_ready_obj is None:
+            self._work_ready_obj = threading.Condition(self._lock)
+        return self._work_ready_obj
+
+    def _wake_waiters(self) -> None:
+        """With the lock held: wake whoever waits on the job, if anyone does."""
+        if self._cond_obj is not None:
+            self._cond_obj.notify_all()
 
     @property
     def finished(self) -> bool:

@@ -318,7 +318,7 @@ class Flow:
             warnings.warn(f"deferred event {name} failed: {exc}", RuntimeWarning, stacklevel=3)
 
     def _register(self, run: JobRun, strategy: str | None) -> None:
-        run.job_state._settled.clear()
+        run.job_state._mark_busy()
         for routine in self.routines.values():
             routine._current_flow = self
         # Choosing the pool and registering the job is one step under the runs
