@@ -190,11 +190,16 @@ class JobState:
     ) -> ExecutionRecord:
         """Append one history record (an emission or an error) and return it."""
         record = ExecutionRecord(routine_id, event_name, data, timestamp)
+        limit = self.history_limit
+        if limit is None:
+            # One list append is atomic; the lock is needed only to trim.
+            self.execution_history.append(record)
+            self.updated_at = record.timestamp
+            return record
         with self._lock:
             history = self.execution_history
             history.append(record)
-            limit = self.history_limit
-            if limit is not None and len(history) > limit:
+            if len(history) > limit:
                 # Meant for bounding memory (limits of thousands): dropping from
                 # the front of a list costs a memmove of the limit's size.
                 excess = len(history) - limit

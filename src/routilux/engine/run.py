@@ -177,9 +177,13 @@ class JobRun:
                     self.job_state.pending_tasks.extend(task_to_dict(t) for t in tasks)
                 return
             self._outstanding += len(tasks)
+            if self.executor is None:
+                self._queue.extend(tasks)
+                if self._drainer_waiting:
+                    self._work_ready.notify()
+                return
             blocking, coroutines = self._push_locked(tasks)
-        if blocking or coroutines:
-            self._request_pulls(blocking, coroutines)
+        self._request_pulls(blocking, coroutines)
 
     def enqueue(self, task: Task, counted: bool = False) -> None:
         """Queue ``task``; ``counted`` when the outstanding count already holds it."""
@@ -335,7 +339,15 @@ class JobRun:
                 done = False
                 continue
             assert task is not None
-            done = self._execute_guarded(task)
+            # _execute_guarded, inlined: this loop is the sequential hot path.
+            try:
+                done = self._execute(task)
+            except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
+                self._engine_failure(exc)
+                done = True
+            except BaseException:
+                self._task_done()  # the job is already failed (see _execute); let it settle
+                raise
 
     def _pull(self) -> None:
         """Concurrent strategy, on a pool thread: run this job's next ready task."""
