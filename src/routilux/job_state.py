@@ -299,19 +299,22 @@ class JobState:
 
     # -- status ------------------------------------------------------------
 
-    def _set_paused(self, reason: str = "", checkpoint: dict[str, Any] | None = None) -> None:
+    def _set_paused(
+        self, reason: str = "", checkpoint: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Status ``paused`` and one new pause point, which is returned."""
         now = datetime.now()
+        point = {
+            "timestamp": now.isoformat(),
+            "reason": reason,
+            "current_routine_id": self.current_routine_id,
+            "checkpoint": checkpoint or {},
+        }
         with self._lock:
             self.status = "paused"
-            self.pause_points.append(
-                {
-                    "timestamp": now.isoformat(),
-                    "reason": reason,
-                    "current_routine_id": self.current_routine_id,
-                    "checkpoint": checkpoint or {},
-                }
-            )
+            self.pause_points.append(point)
             self.updated_at = now
+        return point
 
     def _set_running(self) -> None:
         with self._lock:

@@ -79,6 +79,7 @@ class JobRun:
         self._state = RUNNING
         self._outstanding = 0
         self._running = 0
+        self._pausing = 0  # running handlers that are inside pause()
         self._drainer_waiting = False
         self._settling = False
         self._finished = False
@@ -578,6 +579,8 @@ class JobRun:
             self._end_hooks.clear()
             self._outstanding -= dropped
             js.pending_tasks.clear()
+            if status == "cancelled":
+                js.deferred_events.clear()
             finish = self._settle_if_idle_locked()
         if finish:
             self._finish()
@@ -601,7 +604,7 @@ class JobRun:
         """Stop starting tasks, save the rest in ``pending_tasks`` and wait for running ones."""
         js = self.job_state
         own = 1 if current_run() is self else 0
-        js._set_paused(reason, checkpoint)
+        point = js._set_paused(reason, checkpoint)
         with self._lock:
             if self._state is RUNNING:
                 self._state = PAUSED
@@ -615,8 +618,13 @@ class JobRun:
                 moved.extend(task_to_dict(t, at_job_end=True) for t in self._end_hooks.values())
                 self._end_hooks.clear()
                 js.pending_tasks.extend(moved)
-            self._cond.wait_for(lambda: self._running <= own, timeout=wait)
-            js.pause_points[-1]["pending_tasks_count"] = len(js.pending_tasks)
+            # Wait for the job's other running handlers, but not for those that
+            # are themselves pausing (they would wait for us in turn).
+            self._pausing += own
+            self._wake_waiters()
+            self._cond.wait_for(lambda: self._running <= self._pausing, timeout=wait)
+            self._pausing -= own
+            point["pending_tasks_count"] = len(js.pending_tasks)
             finish = self._settle_if_idle_locked()
         if finish:
             self._finish()

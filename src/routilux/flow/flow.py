@@ -405,8 +405,8 @@ class Flow:
         self._check_owner(job_state)
         run = self._active_run(job_state)
         if run is None or run.finished:
-            job_state._set_paused(reason, checkpoint)
-            job_state.pause_points[-1]["pending_tasks_count"] = len(job_state.pending_tasks)
+            point = job_state._set_paused(reason, checkpoint)
+            point["pending_tasks_count"] = len(job_state.pending_tasks)
             return
         run.pause(reason, checkpoint, wait_timeout)
 
@@ -418,5 +418,6 @@ class Flow:
         if run is None or run.finished:
             job_state._set_cancelled(reason)
             job_state.pending_tasks.clear()
+            job_state.deferred_events.clear()
             return
         run.stop("cancelled", reason)
