@@ -140,9 +140,10 @@ def test_pause_from_another_thread_while_a_handler_runs(strategy: str) -> None:
     # held handler, whose emission (made after the pause) must be saved, not run.
     original = js._set_paused
 
-    def set_paused_then_release(*args: Any, **kwargs: Any) -> None:
-        original(*args, **kwargs)
+    def set_paused_then_release(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        point = original(*args, **kwargs)
         gate.set()
+        return point
 
     js._set_paused = set_paused_then_release  # type: ignore[method-assign]
     flow.pause(js, reason="operator", wait_timeout=LONG)
@@ -195,9 +196,10 @@ def test_a_save_right_after_pause_has_every_task_concurrent() -> None:
     assert entered.wait(LONG)
     original = js._set_paused
 
-    def set_paused_then_release(*args: Any, **kwargs: Any) -> None:
-        original(*args, **kwargs)
+    def set_paused_then_release(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        point = original(*args, **kwargs)
         gate.set()
+        return point
 
     js._set_paused = set_paused_then_release  # type: ignore[method-assign]
     try:
