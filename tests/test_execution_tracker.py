@@ -313,3 +313,48 @@ def test_deserialize_rejects_bad_data() -> None:
 
 def test_tracker_is_registered_for_deserialization() -> None:
     assert lookup_class("ExecutionTracker") is ExecutionTracker
+
+
+def test_max_events_keeps_the_newest_events() -> None:
+    tracker = ExecutionTracker("f", max_events=3)
+    for i in range(10):
+        tracker.record_event("a", "out", None, {"i": i})
+    assert [e["data"]["i"] for e in tracker.event_flow] == [7, 8, 9]
+    for i in range(10, 20):
+        tracker.record_event("a", "out", None, {"i": i})
+    assert [e["data"]["i"] for e in tracker.event_flow] == [17, 18, 19]
+
+
+def test_max_events_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_events"):
+        ExecutionTracker("f", max_events=0)
+
+
+def test_a_flow_job_tracks_its_events_within_its_history_limit() -> None:
+    from routilux import Flow, Routine
+
+    class Source(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("trigger", handler=self.go)
+            self.define_event("out")
+
+        def go(self, n: int = 0, **_: object) -> None:
+            for i in range(n):
+                self.emit("out", i=i)
+
+    class Sink(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("in", handler=lambda **_: None)
+
+    flow = Flow("tracked", history_limit=5)
+    flow.add_routine(Source(), "s")
+    flow.add_routine(Sink(), "k")
+    flow.connect("s", "out", "k", "in")
+    job = flow.execute("s", {"n": 100})
+    events = job.execution_tracker.event_flow
+    assert [e["data"]["i"] for e in events] == [95, 96, 97, 98, 99]
+    assert {e["target_routine_id"] for e in events} == {"k"}
+    assert {e["source_routine_id"] for e in events} == {"s"}
+    assert flow.execution_tracker is job.execution_tracker

@@ -4,9 +4,12 @@ This module owns ``ExecutionTracker`` (spec 70 §2): per-routine start/end recor
 event flow, and the performance summaries computed from them. A tracker belongs to one job
 (DESIGN invariant 2); ``flow.execution_tracker`` points at the tracker of the latest job.
 
-Hot path: the engine calls ``record_event`` once per emission. It only appends a tuple
-``(timestamp, source, event, target, data)`` to a list -- atomic under the GIL, so several
-threads may record at once without a lock -- and stores the time as a ``time.time()`` float.
+Hot path: the engine calls ``record_emission`` once per emission with the job's own
+history record, which is appended as is (no copy, no new object; the routine that
+received the event is worked out from the flow's wiring only when the event flow is
+read). ``record_event`` appends a tuple ``(timestamp, source, event, target, data)``.
+Both are single list appends -- atomic under the GIL, so several threads may record at
+once without a lock.
 Building the public dicts (ISO timestamps, ``data or {}``) is deferred to the first read of
 ``event_flow``, which converts only what was recorded since the previous read, under a lock
 that the recording side never takes.
@@ -19,7 +22,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from routilux.exceptions import SerializationError
 from routilux.serialization import check_format_version, register_serializable
@@ -35,7 +38,11 @@ _RawEvent = tuple[Union[float, datetime], str, str, Union[str, None], Any]
 _clock = time.time  # module global: one lookup cheaper than time.time on the hot path
 
 
-def _format_event(raw: _RawEvent) -> dict[str, Any]:
+def _format_event(raw: Any, target_of: Callable[[str, str], str | None] | None) -> dict[str, Any]:
+    if not isinstance(raw, tuple):  # an ExecutionRecord given to record_emission
+        source, event_name = raw.routine_id, raw.event_name
+        target = target_of(source, event_name) if target_of is not None else None
+        raw = (raw.timestamp, source, event_name, target, raw.data)
     ts, source, event_name, target, data = raw
     moment = ts if isinstance(ts, datetime) else datetime.fromtimestamp(ts)
     return {
@@ -71,11 +78,19 @@ class ExecutionTracker:
         performance_metrics: free-form dict, kept for compatibility (never filled).
     """
 
-    def __init__(self, flow_id: str = "") -> None:
+    def __init__(self, flow_id: str = "", max_events: int | None = None) -> None:
+        if max_events is not None and max_events < 1:
+            raise ValueError(f"max_events must be a positive integer, got {max_events}")
         self.flow_id = flow_id
+        #: Keep only the newest N events (None: all), like a job's history_limit.
+        self.max_events = max_events
         self.routine_executions: dict[str, list[dict[str, Any]]] = {}
         self.performance_metrics: dict[str, Any] = {}
-        self._pending: list[_RawEvent] = []  # recorded, not yet formatted
+        # Recorded, not yet formatted: _RawEvent tuples and ExecutionRecords.
+        self._pending: list[Any] = []
+        #: (source routine id, event name) -> the routine of its first connected slot;
+        #: set by the engine, used to format records given to record_emission.
+        self._target_of: Callable[[str, str], str | None] | None = None
         self._events: list[dict[str, Any]] = []  # formatted; the list event_flow returns
         self._format_lock = threading.Lock()
 
@@ -102,6 +117,23 @@ class ExecutionTracker:
         self._pending.append(
             (timestamp or _clock(), source_routine_id, event_name, target_routine_id, data)
         )
+        if self.max_events is not None:
+            self._bound_pending(self.max_events)
+
+    def record_emission(self, record: Any) -> None:
+        """Record one emission given as the job's history record (an ExecutionRecord)."""
+        self._pending.append(record)
+        if self.max_events is not None:
+            self._bound_pending(self.max_events)
+
+    def _bound_pending(self, limit: int) -> None:
+        # Trim in batches (at twice the limit) so recording stays cheap.
+        if len(self._pending) > 2 * limit:
+            with self._format_lock:
+                excess = len(self._pending) - limit
+                if excess > 0:
+                    del self._pending[:excess]
+                    del self._events[:]  # all older than what is kept
 
     @property
     def event_flow(self) -> list[dict[str, Any]]:
@@ -131,7 +163,11 @@ class ExecutionTracker:
             batch = self._pending[:count]
             # Events appended meanwhile sit after index count and stay pending.
             del self._pending[:count]
-            self._events.extend(map(_format_event, batch))
+            target_of = self._target_of
+            self._events.extend(_format_event(raw, target_of) for raw in batch)
+            limit = self.max_events
+            if limit is not None and len(self._events) > limit:
+                del self._events[: len(self._events) - limit]
 
     def _event_count(self) -> int:
         with self._format_lock:

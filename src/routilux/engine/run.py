@@ -63,7 +63,8 @@ class JobRun:
         self.routine_ids = flow._routine_ids
         self.executor = executor
         self.entry_id = entry_id
-        self.tracker = ExecutionTracker(flow.flow_id)
+        self.tracker = ExecutionTracker(flow.flow_id, max_events=job_state.history_limit)
+        self.tracker._target_of = flow._first_target
         job_state.execution_tracker = self.tracker
         self.started_at = datetime.now()
         self._queue: deque[Task] = deque()
@@ -162,13 +163,9 @@ class JobRun:
                         f"whose routine is not in flow '{self.flow.flow_id}'"
                     )
                 tasks.append(Task(target_rid, slot, data, index.get((event_key, id(slot)))))
-        now = datetime.now()
-        self.job_state.record_execution(rid, event.name, data, now)
+        self.tracker.record_emission(self.job_state.record_execution(rid, event.name, data))
         if tasks:
             self._enqueue_new(tasks)
-            self.tracker.record_event(rid, event.name, tasks[0].rid, data, now)
-        else:
-            self.tracker.record_event(rid, event.name, None, data, now)
 
     def _enqueue_new(self, tasks: list[Task]) -> None:
         """Queue freshly emitted tasks (one lock round for all of them)."""

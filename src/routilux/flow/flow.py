@@ -148,6 +148,14 @@ class Flow:
         self._connection_index[(id(event), id(slot))] = connection
         return connection
 
+    def _first_target(self, routine_id: str, event_name: str) -> str | None:
+        """The id of the routine whose slot is first connected to that event, if any."""
+        routine = self.routines.get(routine_id)
+        event = routine.get_event(event_name) if routine is not None else None
+        if event is None or not event.connected_slots:
+            return None
+        return self._routine_ids.get(id(event.connected_slots[0].routine))
+
     def _find_connection(self, event: Event, slot: Slot) -> Connection | None:
         return self._connection_index.get((id(event), id(slot)))
 
