@@ -70,6 +70,7 @@ class JobRun:
         self._queue: deque[Task] = deque()
         # Concurrent strategy only: ready deliveries of ``async def`` handlers.
         self._async_queue: deque[Task] = deque()
+        self._async_pull_pending = False  # a _pull_async call is on its way to the loop
         # Hot paths take the plain lock; waiters use the condition built on it.
         self._lock = threading.Lock()
         # Conditions on that lock, made when first needed (most jobs never wait):
@@ -222,8 +223,10 @@ class JobRun:
 
     def _request_pulls(self, blocking: int, coroutines: int) -> None:
         """Ask the pool (and the loop) to take that many of this job's ready tasks."""
-        if coroutines:
-            aio.engine_loop().call_soon_threadsafe(self._pull_async, coroutines)
+        if coroutines and not self._async_pull_pending:
+            # One wake-up of the loop serves every delivery queued before it runs.
+            self._async_pull_pending = True
+            aio.engine_loop().call_soon_threadsafe(self._pull_async)
         if not blocking:
             return
         executor = self.executor
@@ -360,14 +363,16 @@ class JobRun:
         finally:
             unbind(token)
 
-    def _pull_async(self, count: int) -> None:
-        """On the engine loop: start up to ``count`` ready ``async def`` deliveries."""
-        for _ in range(count):
-            with self._lock:
-                if not self._async_queue:
-                    return
-                task = self._async_queue.popleft()
-                self._running += 1
+    def _pull_async(self) -> None:
+        """On the engine loop: start every ready ``async def`` delivery."""
+        # Cleared before draining: a delivery queued after the drain below
+        # schedules a new pull; one queued before it is taken here.
+        self._async_pull_pending = False
+        with self._lock:
+            tasks = list(self._async_queue)
+            self._async_queue.clear()
+            self._running += len(tasks)
+        for task in tasks:
             aio.spawn(self._run_async(task))
 
     async def _run_async(self, task: Task) -> None:
