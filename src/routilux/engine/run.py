@@ -11,9 +11,9 @@ Invariants (DESIGN.md 2-5):
 * Ready tasks wait in the job's own FIFO queues.  Sequential: the thread that
   started the job runs the entry handler and then drains the queue itself, one
   task at a time.  Concurrent: for every ready task one "pull" goes to the
-  flow's bounded thread pool (or, for ``async def`` handlers, to the engine's
-  loop); a pull takes the next task of this job, so a pause or a stop can
-  withdraw every task that has not started, at once.
+  flow's bounded thread pool (``async def`` deliveries: one wake-up of the
+  engine's loop takes all that are ready); a pull takes the next task of this
+  job, so a pause or a stop can withdraw every task that has not started.
 * Once the job is paused, tasks that have not started go to
   ``job_state.pending_tasks``; once it failed or was cancelled they are dropped.
 """
