@@ -47,6 +47,10 @@ logger = logging.getLogger("routilux.engine")
 
 RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 
+#: Tasks one pool pull runs before giving its thread back to the pool, so the
+#: jobs sharing a pool take turns.
+PULL_BATCH = 16
+
 
 class JobRun:
     """The engine side of one job: runs its tasks until nothing is left."""
@@ -71,6 +75,10 @@ class JobRun:
         # Concurrent strategy only: ready deliveries of ``async def`` handlers.
         self._async_queue: deque[Task] = deque()
         self._async_pull_pending = False  # a _pull_async call is on its way to the loop
+        # Concurrent strategy: pool pulls of this job submitted and not finished,
+        # and at most how many are useful (the pool's size).
+        self._pullers = 0
+        self._max_pullers = 1
         # Hot paths take the plain lock; waiters use the condition built on it.
         self._lock = threading.Lock()
         # Conditions on that lock, made when first needed (most jobs never wait):
@@ -204,9 +212,14 @@ class JobRun:
         elif finish:
             self._finish()
 
+    def use_pool(self, executor: Executor, workers: int) -> None:
+        """Run this job's tasks on ``executor``, a pool of ``workers`` threads."""
+        self.executor = executor
+        self._max_pullers = max(1, workers)
+
     def _push_locked(self, tasks: list[Task]) -> tuple[int, int]:
-        """Append counted ready tasks (lock held); returns how many pool and loop
-        pulls to request for them (none in the sequential strategy)."""
+        """Append counted ready tasks (lock held); returns how many pool pulls to
+        start (no more than the pool has threads) and whether the loop must pull."""
         if self.executor is None:
             self._queue.extend(tasks)
             if self._drainer_waiting:
@@ -219,7 +232,11 @@ class JobRun:
                 coroutines += 1
             else:
                 self._queue.append(task)
-        return len(tasks) - coroutines, coroutines
+        pulls = min(len(self._queue), self._max_pullers - self._pullers)
+        if pulls <= 0:
+            return 0, coroutines
+        self._pullers += pulls
+        return pulls, coroutines
 
     def _request_pulls(self, blocking: int, coroutines: int) -> None:
         """Ask the pool (and the loop) to take that many of this job's ready tasks."""
@@ -229,17 +246,20 @@ class JobRun:
             aio.engine_loop().call_soon_threadsafe(self._pull_async)
         if not blocking:
             return
+        for _ in range(blocking):
+            self._submit_pull()
+
+    def _submit_pull(self) -> None:
         executor = self.executor
         assert executor is not None
-        for _ in range(blocking):
-            try:
-                executor.submit(self._pull)
-            except RuntimeError:
-                # The pool refuses work (it was shut down by hand, or the
-                # interpreter is exiting): run the pull on a thread of its own
-                # rather than strand the task and hang the job.
-                logger.warning("worker pool of flow %s refused a task", self.flow.flow_id)
-                threading.Thread(target=self._pull, daemon=True).start()
+        try:
+            executor.submit(self._pull)
+        except RuntimeError:
+            # The pool refuses work (it was shut down by hand, or the interpreter
+            # is exiting): run the pull on a thread of its own rather than strand
+            # the job's tasks and hang it.
+            logger.warning("worker pool of flow %s refused a task", self.flow.flow_id)
+            threading.Thread(target=self._pull, daemon=True).start()
 
     def schedule(self, delay: float, task: Task, name: str | None = None) -> Scheduled | None:
         """Deliver ``task`` after ``delay`` seconds; the job stays alive until then.
@@ -351,17 +371,29 @@ class JobRun:
                 raise
 
     def _pull(self) -> None:
-        """Concurrent strategy, on a pool thread: run this job's next ready task."""
-        with self._lock:
-            if not self._queue:
-                return  # withdrawn by a pause or a stop
-            task = self._queue.popleft()
-            self._running += 1
+        """Concurrent strategy, on a pool thread: run this job's ready tasks, up to
+        :data:`PULL_BATCH` of them, then give the thread back (and pull again)."""
         token = bind(self)
         try:
-            self._run_task(task)
+            for _ in range(PULL_BATCH):
+                with self._lock:
+                    if not self._queue:  # drained, or withdrawn by a pause or a stop
+                        self._pullers -= 1
+                        return
+                    task = self._queue.popleft()
+                    self._running += 1
+                self._run_task(task)
+            with self._lock:
+                if not self._queue:
+                    self._pullers -= 1
+                    return
+        except BaseException:
+            with self._lock:
+                self._pullers -= 1
+            raise
         finally:
             unbind(token)
+        self._submit_pull()  # more is ready: queue up behind the pool's other work
 
     def _pull_async(self) -> None:
         """On the engine loop: start every ready ``async def`` delivery."""

@@ -85,6 +85,7 @@ class Flow:
         self._routine_ids: dict[int, str] = {}
         self._connection_index: dict[tuple[int, int], Connection] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._pool_size = 1
         self._executor_lock = threading.Lock()
         self._runs: dict[str, JobRun] = {}
         self._runs_cond = threading.Condition()
@@ -203,8 +204,9 @@ class Flow:
                 workers = (
                     self.max_workers if self.execution_strategy == "concurrent" else DEFAULT_WORKERS
                 )
+                self._pool_size = max(1, workers)
                 self._executor = ThreadPoolExecutor(
-                    max_workers=max(1, workers), thread_name_prefix=f"routilux-{self.flow_id}"
+                    max_workers=self._pool_size, thread_name_prefix=f"routilux-{self.flow_id}"
                 )
             return self._executor
 
@@ -333,7 +335,7 @@ class Flow:
         # lock, so a concurrent shutdown() sees the job and keeps its pool alive.
         with self._runs_cond:
             if (strategy or self.execution_strategy) == "concurrent":
-                run.executor = self._get_executor()
+                run.use_pool(self._get_executor(), self._pool_size)
             self._runs[run.job_state.job_id] = run
         self.execution_tracker = run.tracker
 
