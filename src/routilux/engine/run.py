@@ -10,10 +10,11 @@ Invariants (DESIGN.md 2-5):
   to zero; waiters are woken through a condition, never by polling.
 * Ready tasks wait in the job's own FIFO queues.  Sequential: the thread that
   started the job runs the entry handler and then drains the queue itself, one
-  task at a time.  Concurrent: for every ready task one "pull" goes to the
-  flow's bounded thread pool (``async def`` deliveries: one wake-up of the
-  engine's loop takes all that are ready); a pull takes the next task of this
-  job, so a pause or a stop can withdraw every task that has not started.
+  task at a time.  Concurrent: "pulls" go to the flow's bounded thread pool
+  (at most one per pool thread for a job); a pull runs the job's next ready
+  tasks, a batch at a time (``async def`` deliveries: one wake-up of the
+  engine's loop takes all that are ready).  As tasks are taken only when they
+  start, a pause or a stop can withdraw every task that has not started.
 * Once the job is paused, tasks that have not started go to
   ``job_state.pending_tasks``; once it failed or was cancelled they are dropped.
 """
