@@ -358,3 +358,15 @@ def test_a_flow_job_tracks_its_events_within_its_history_limit() -> None:
     assert {e["target_routine_id"] for e in events} == {"k"}
     assert {e["source_routine_id"] for e in events} == {"s"}
     assert flow.execution_tracker is job.execution_tracker
+
+
+def test_max_events_round_trips() -> None:
+    tracker = ExecutionTracker("f", max_events=2)
+    for i in range(5):
+        tracker.record_event("a", "out", None, {"i": i})
+    data = json.loads(json.dumps(tracker.serialize()))
+    restored = ExecutionTracker().deserialize(data)
+    assert restored.max_events == 2
+    assert [e["data"]["i"] for e in restored.event_flow] == [3, 4]
+    with pytest.raises(SerializationError, match="max_events"):
+        ExecutionTracker().deserialize({**data, "max_events": 0})

@@ -792,7 +792,9 @@ def test_execution_tracker_round_trip() -> None:
         "routine_executions",
         "event_flow",
         "performance_metrics",
+        "max_events",  # the job's history_limit (500) bounds its tracker too
     }
+    assert data["max_events"] == 500
     restored = lookup_class(data["_type"])().deserialize(data)
     assert isinstance(restored, ExecutionTracker)
     assert restored.flow_id == "chain"

@@ -261,8 +261,9 @@ class ExecutionTracker:
 
     def serialize(self) -> dict[str, Any]:
         """``{"_type", "flow_id", "routine_executions", "event_flow",
-        "performance_metrics"}``; records are copied, event data is not."""
-        return {
+        "performance_metrics"}`` (and ``max_events`` when set); records are copied,
+        event data is not."""
+        data: dict[str, Any] = {
             "_type": type(self).__name__,
             "flow_id": self.flow_id,
             "routine_executions": {
@@ -272,6 +273,9 @@ class ExecutionTracker:
             "event_flow": [dict(e) for e in self.event_flow],
             "performance_metrics": dict(self.performance_metrics),
         }
+        if self.max_events is not None:  # the spec's five keys otherwise
+            data["max_events"] = self.max_events
+        return data
 
     def deserialize(self, data: Mapping[str, Any]) -> ExecutionTracker:
         """Replace this tracker's contents with ``data`` (from ``serialize``); returns self.
@@ -312,7 +316,16 @@ class ExecutionTracker:
         if not isinstance(metrics, dict):
             raise SerializationError("ExecutionTracker.performance_metrics must be a dict")
 
+        max_events = data.get("max_events")
+        if max_events is not None and (
+            not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 1
+        ):
+            raise SerializationError(
+                f"ExecutionTracker.max_events must be a positive integer, got {max_events!r}"
+            )
+
         self.flow_id = flow_id
+        self.max_events = max_events
         self.routine_executions = restored
         self.event_flow = events
         self.performance_metrics = dict(metrics)
