@@ -325,3 +325,40 @@ def test_execute_async_passes_the_strategy_override():
     assert flow.execution_strategy == "sequential"
     with pytest.raises(ValueError, match="Invalid execution strategy: nope"):
         asyncio.run(flow.execute_async("source", {"tag": "t"}, "nope"))
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_an_async_entry_handler_finishes_before_execute_returns(strategy):
+    started = threading.Event()
+
+    class AsyncEntry(Routine):
+        def __init__(self):
+            super().__init__()
+            self.define_slot("trigger", handler=self.run)
+            self.define_event("out", ["v"])
+
+        async def run(self, **kwargs):
+            started.set()
+            await asyncio.sleep(0)
+            ctx = self.get_execution_context()
+            ctx.job_state.update_shared_data("ran", True)
+            self.emit("out", v=1)
+
+    seen = []
+
+    class Sink(Routine):
+        def __init__(self):
+            super().__init__()
+            self.define_slot("in", handler=lambda v: seen.append(v))
+
+    flow = Flow(execution_strategy=strategy)
+    flow.add_routine(AsyncEntry(), "entry")
+    flow.add_routine(Sink(), "sink")
+    flow.connect("entry", "out", "sink", "in")
+    js = flow.execute("entry")
+    assert started.is_set()
+    assert js.status == "completed"
+    assert js.shared_data == {"ran": True}
+    assert len(js.get_execution_history("entry")) == 1
+    assert seen == [1]
+    assert flow.wait_for_completion(0)

@@ -104,29 +104,35 @@ class JobRun:
 
     # -- starting ----------------------------------------------------------
 
-    def start(self, first_steps: Callable[[], None]) -> None:
+    def start(self, first_steps: Callable[[], bool | None]) -> None:
         """Run ``first_steps`` (the entry handler, or a resume's re-emissions) as the
-        job's first unit of work, on the calling thread, then drain if sequential."""
+        job's first unit of work, on the calling thread, then drain if sequential.
+
+        ``first_steps`` returns False when it handed an ``async def`` handler to the
+        loop: that coroutine then ends the unit of work itself."""
         with self._lock:
             self._outstanding += 1
             self._running += 1
         token = bind(self)
         try:
+            done = True
             try:
-                first_steps()
+                done = first_steps() is not False
             except Exception as exc:  # noqa: BLE001 - engine failure, see _engine_failure
                 self._engine_failure(exc)
             except BaseException:
                 self._task_done()  # the job is already failed (see _execute); let it settle
                 raise
-            self._task_done()
+            if done:
+                self._task_done()
             if self.executor is None:
                 self._drain()
         finally:
             unbind(token)
 
-    def run_entry(self, routine: Routine, params: dict[str, Any]) -> None:
-        """Invoke the entry routine's trigger handler with ``params``."""
+    def run_entry(self, routine: Routine, params: dict[str, Any]) -> bool:
+        """Invoke the entry routine's trigger handler with ``params``; False while an
+        ``async def`` trigger handler still runs (see :meth:`_execute`)."""
         assert self.entry_id is not None
         slot = routine.get_slot("trigger")
         if slot is None:
@@ -135,9 +141,8 @@ class JobRun:
                 "Define it using: routine.define_slot('trigger', handler=your_handler)"
             )
             missing: Any = _MissingSlot(error)
-            self._execute(Task(self.entry_id, missing, params, entry=True))
-            return
-        self._execute(Task(self.entry_id, slot, params, entry=True))
+            return self._execute(Task(self.entry_id, missing, params, entry=True))
+        return self._execute(Task(self.entry_id, slot, params, entry=True))
 
     def restore_pending(self, entries: list[dict[str, Any]]) -> None:
         """Queue tasks saved in ``job_state.pending_tasks`` (at resume)."""

@@ -303,10 +303,11 @@ class Flow:
         run = JobRun(self, job_state, None, current)
         self._register(run, execution_strategy)
 
-        def first_steps() -> None:
+        def first_steps() -> bool:
             for event in deferred:
                 self._emit_deferred(event)
             run.restore_pending(pending)
+            return True
 
         self._launch(run, first_steps, wait, timeout)
         return job_state
@@ -340,7 +341,7 @@ class Flow:
         self.execution_tracker = run.tracker
 
     def _launch(
-        self, run: JobRun, first_steps: Callable[[], None], wait: bool, timeout: float | None
+        self, run: JobRun, first_steps: Callable[[], bool | None], wait: bool, timeout: float | None
     ) -> None:
         if run.executor is None and (not wait or timeout is not None):
             # A sequential job the caller will not drain gets a thread of its own.
