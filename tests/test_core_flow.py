@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pytest
 
-from routilux import Connection, Flow, JobState, Routine
+from routilux import Connection, Flow, InvalidArgumentError, JobState, Routine
 
 TIMEOUT = 5.0
 
@@ -1242,3 +1242,33 @@ def test_wait_for_completion_waits_for_a_running_job(strategy):
     finally:
         release.set()
         flow.shutdown()
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"max_workers": 0}, "max_workers"),
+        ({"max_workers": "4"}, "max_workers"),
+        ({"history_limit": 0}, "history_limit"),
+        ({"history_limit": 2.5}, "history_limit"),
+    ],
+)
+def test_flow_rejects_bad_sizes_naming_the_flow_and_argument(kwargs, fragment):
+    with pytest.raises(InvalidArgumentError, match=fragment) as info:
+        Flow("sized", **kwargs)
+    assert "'sized'" in str(info.value)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+
+
+def test_set_execution_strategy_rejects_bad_worker_counts():
+    flow = Flow("sized")
+    with pytest.raises(InvalidArgumentError, match="max_workers"):
+        flow.set_execution_strategy("concurrent", max_workers=-1)
+    assert flow.execution_strategy == "sequential"
+
+
+def test_entry_params_must_be_a_dict_naming_the_entry_routine():
+    flow, _ = two_step_flow()
+    with pytest.raises(InvalidArgumentError, match="entry_params for entry routine 'source'"):
+        flow.execute("source", ["not", "a", "dict"])
+    assert flow.wait_for_completion(0)

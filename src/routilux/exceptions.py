@@ -21,6 +21,10 @@ class FlowError(DefinitionError):
     """A flow operation named a routine, event or slot the flow does not have."""
 
 
+class InvalidArgumentError(RoutiluxError, ValueError, TypeError):
+    """An argument of a library call has the wrong type or value."""
+
+
 class ConfigError(RoutiluxError, ValueError, TypeError):
     """A routine's configuration has an unknown key or a value of the wrong type."""
 

@@ -20,7 +20,7 @@ from ..connection import Connection
 from ..engine.context import current_run
 from ..engine.run import JobRun
 from ..error_handler import ErrorHandler
-from ..exceptions import FlowError, JobStateError
+from ..exceptions import FlowError, InvalidArgumentError, JobStateError
 from ..job_state import JobState
 from ..serialization import register_serializable
 from .dependency import build_dependency_graph, get_ready_routines
@@ -69,6 +69,12 @@ class Flow:
         history_limit: int | None = None,
     ) -> None:
         self.flow_id = flow_id or str(uuid.uuid4())
+        _check_workers(self.flow_id, max_workers)
+        if history_limit is not None and not _positive_int(history_limit):
+            raise InvalidArgumentError(
+                f"Flow '{self.flow_id}': history_limit must be a positive integer or None, "
+                f"got {history_limit!r}"
+            )
         self.routines: dict[str, Routine] = {}
         self.connections: list[Connection] = []
         if execution_strategy not in STRATEGIES:
@@ -179,6 +185,8 @@ class Flow:
             raise FlowError(
                 f"Invalid execution strategy: {strategy}. Must be 'sequential' or 'concurrent'"
             )
+        if max_workers is not None:
+            _check_workers(self.flow_id, max_workers)
         self.execution_strategy = strategy
         self.max_workers = (max_workers or DEFAULT_WORKERS) if strategy == "concurrent" else 1
         with self._executor_lock:
@@ -239,6 +247,11 @@ class Flow:
         routine = self.routines.get(entry_routine_id)
         if routine is None:
             raise FlowError(f"Entry routine '{entry_routine_id}' not found in flow")
+        if entry_params is not None and not isinstance(entry_params, dict):
+            raise InvalidArgumentError(
+                f"entry_params for entry routine '{entry_routine_id}' must be a dict, "
+                f"got {type(entry_params).__name__}"
+            )
         self._check_strategy(execution_strategy)
         job_state = JobState(self.flow_id, history_limit=self.history_limit)
         job_state.status = "running"
@@ -432,3 +445,14 @@ class Flow:
             job_state.deferred_events.clear()
             return
         run.stop("cancelled", reason)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_workers(flow_id: str, max_workers: object) -> None:
+    if not _positive_int(max_workers):
+        raise InvalidArgumentError(
+            f"Flow '{flow_id}': max_workers must be a positive integer, got {max_workers!r}"
+        )
