@@ -1272,3 +1272,37 @@ def test_entry_params_must_be_a_dict_naming_the_entry_routine():
     with pytest.raises(InvalidArgumentError, match="entry_params for entry routine 'source'"):
         flow.execute("source", ["not", "a", "dict"])
     assert flow.wait_for_completion(0)
+
+
+def test_add_routine_rejects_what_is_not_a_routine():
+    flow = Flow("typed")
+    with pytest.raises(InvalidArgumentError, match=r"add_routine\('a'\) needs a Routine"):
+        flow.add_routine(object(), "a")
+    with pytest.raises(InvalidArgumentError, match="routine id must be a string"):
+        flow.add_routine(Routine(), 7)
+    assert flow.routines == {}
+
+
+def test_connect_rejects_a_mapping_that_is_not_str_to_str():
+    flow = Flow("typed")
+    src, dst = Routine(), Routine()
+    src.define_event("out")
+    dst.define_slot("in")
+    flow.add_routine(src, "src")
+    flow.add_routine(dst, "dst")
+    with pytest.raises(InvalidArgumentError, match=r"param_mapping of src\.out -> dst\.in"):
+        flow.connect("src", "out", "dst", "in", param_mapping=[("a", "b")])
+    with pytest.raises(InvalidArgumentError, match="param_mapping"):
+        flow.connect("src", "out", "dst", "in", param_mapping={"a": 1})
+    assert flow.connections == []
+    assert src.get_event("out").connected_slots == []
+
+
+def test_an_unknown_merge_strategy_acts_as_override_and_is_logged(caplog):
+    routine = Routine()
+    with caplog.at_level("WARNING", logger="routilux.slot"):
+        slot = routine.define_slot("in", merge_strategy="apend")
+    assert "unknown merge strategy 'apend'" in caplog.text
+    slot.receive({"v": 1})
+    slot.receive({"v": 2})
+    assert slot._data == {"v": 2}

@@ -95,6 +95,9 @@ class Slot:
 
     @merge_strategy.setter
     def merge_strategy(self, strategy: MergeStrategy) -> None:
+        if not callable(strategy) and strategy not in ("override", "append"):
+            # The spec keeps unknown names working (as override); say so once.
+            logger.warning("%r: unknown merge strategy %r acts as 'override'", self, strategy)
         self._merge_strategy = strategy
         # Override keeps nothing between deliveries (and unknown names act as
         # override), so only append and callables need a per-job buffer.

@@ -22,13 +22,13 @@ from ..engine.run import JobRun
 from ..error_handler import ErrorHandler
 from ..exceptions import FlowError, InvalidArgumentError, JobStateError
 from ..job_state import JobState
+from ..routine import Routine
 from ..serialization import register_serializable
 from .dependency import build_dependency_graph, get_ready_routines
 
 if TYPE_CHECKING:
     from ..event import Event
     from ..execution_tracker import ExecutionTracker
-    from ..routine import Routine
     from ..slot import Slot
 
 logger = logging.getLogger("routilux.flow")
@@ -119,7 +119,16 @@ class Flow:
 
     def add_routine(self, routine: Routine, routine_id: str | None = None) -> str:
         """Add ``routine`` under ``routine_id`` (default: its ``_id``); returns the id."""
+        if not isinstance(routine, Routine):
+            raise InvalidArgumentError(
+                f"Flow '{self.flow_id}': add_routine({routine_id!r}) needs a Routine, "
+                f"got {type(routine).__name__}"
+            )
         rid = routine_id or routine._id
+        if not isinstance(rid, str):
+            raise InvalidArgumentError(
+                f"Flow '{self.flow_id}': routine id must be a string, got {rid!r}"
+            )
         if rid in self.routines:
             raise FlowError(f"Routine ID '{rid}' already exists in flow")
         self.routines[rid] = routine
@@ -148,6 +157,15 @@ class Flow:
         slot = target.get_slot(target_slot)
         if slot is None:
             raise FlowError(f"Slot '{target_slot}' not found in routine '{target_routine_id}'")
+        if param_mapping is not None and not (
+            isinstance(param_mapping, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in param_mapping.items())
+        ):
+            raise InvalidArgumentError(
+                f"param_mapping of {source_routine_id}.{source_event} -> "
+                f"{target_routine_id}.{target_slot} must map event keys to slot keys "
+                f"(str -> str), got {param_mapping!r}"
+            )
         connection = Connection(event, slot, param_mapping)
         connection._source_routine_id = source_routine_id
         connection._target_routine_id = target_routine_id
