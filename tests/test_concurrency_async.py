@@ -362,3 +362,37 @@ def test_an_async_entry_handler_finishes_before_execute_returns(strategy):
     assert len(js.get_execution_history("entry")) == 1
     assert seen == [1]
     assert flow.wait_for_completion(0)
+
+
+def test_an_async_handler_cannot_block_on_a_job_but_can_await_one():
+    inner = Flow("inner")
+
+    class Leaf(Routine):
+        def __init__(self):
+            super().__init__()
+            self.define_slot("trigger", handler=lambda **kw: None)
+
+    inner.add_routine(Leaf(), "leaf")
+    outcome = {}
+
+    class Outer(Routine):
+        def __init__(self):
+            super().__init__()
+            self.define_slot("trigger", handler=self.run)
+
+        async def run(self, **kwargs):
+            try:
+                inner.execute("leaf")
+            except Exception as exc:  # the blocking call is refused
+                outcome["error"] = exc
+            job = await inner.execute_async("leaf")
+            outcome["awaited"] = job.status
+
+    outer = Flow("outer", execution_strategy="concurrent")
+    outer.add_routine(Outer(), "o")
+    js = outer.execute("o")
+    assert js.status == "completed"
+    assert isinstance(outcome["error"], RuntimeError)
+    assert "execute_async" in str(outcome["error"])
+    assert outcome["awaited"] == "completed"
+    assert inner.wait_for_completion(0)

@@ -15,11 +15,12 @@ from typing import Any
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+_loop_thread: threading.Thread | None = None
 
 
 def engine_loop() -> asyncio.AbstractEventLoop:
     """The engine's event loop, started on first call."""
-    global _loop
+    global _loop, _loop_thread
     with _lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
@@ -30,10 +31,17 @@ def engine_loop() -> asyncio.AbstractEventLoop:
                 loop.call_soon(ready.set)
                 loop.run_forever()
 
-            threading.Thread(target=serve, name="routilux-asyncio", daemon=True).start()
+            thread = threading.Thread(target=serve, name="routilux-asyncio", daemon=True)
+            thread.start()
             ready.wait()
-            _loop = loop
+            _loop, _loop_thread = loop, thread
         return _loop
+
+
+def on_engine_loop() -> bool:
+    """True on the engine loop's own thread (where blocking would stall every
+    ``async def`` handler)."""
+    return _loop_thread is not None and threading.current_thread() is _loop_thread
 
 
 _running_tasks: set[asyncio.Task[Any]] = set()

@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..connection import Connection
+from ..engine import aio
 from ..engine.context import current_run
 from ..engine.run import JobRun
 from ..error_handler import ErrorHandler
-from ..exceptions import FlowError, InvalidArgumentError, JobStateError
+from ..exceptions import ExecutionContextError, FlowError, InvalidArgumentError, JobStateError
 from ..job_state import JobState
 from ..routine import Routine
 from ..serialization import register_serializable
@@ -262,6 +263,7 @@ class Flow:
         at once; ``job_state.wait_for_completion()`` waits later.
         ``output_handler`` receives the job's ``send_output`` calls from the start.
         """
+        _refuse_to_block_the_engine_loop(wait)
         routine = self.routines.get(entry_routine_id)
         if routine is None:
             raise FlowError(f"Entry routine '{entry_routine_id}' not found in flow")
@@ -314,6 +316,7 @@ class Flow:
         Like :meth:`execute`, waits until the job has no work left unless
         ``wait=False``.  Returns the same JobState.
         """
+        _refuse_to_block_the_engine_loop(wait)
         self._check_owner(job_state)
         current = job_state.current_routine_id
         if current is not None and current not in self.routines:
@@ -374,6 +377,7 @@ class Flow:
     def _launch(
         self, run: JobRun, first_steps: Callable[[], bool | None], wait: bool, timeout: float | None
     ) -> None:
+
         if run.executor is None and (not wait or timeout is not None):
             # A sequential job the caller will not drain gets a thread of its own.
             threading.Thread(
@@ -473,4 +477,13 @@ def _check_workers(flow_id: str, max_workers: object) -> None:
     if not _positive_int(max_workers):
         raise InvalidArgumentError(
             f"Flow '{flow_id}': max_workers must be a positive integer, got {max_workers!r}"
+        )
+
+
+def _refuse_to_block_the_engine_loop(wait: bool) -> None:
+    if wait and aio.on_engine_loop():
+        # Blocking there would stall the loop that runs every async def handler.
+        raise ExecutionContextError(
+            "an async def handler cannot wait for a job: use "
+            "'await flow.execute_async(...)' or execute(..., wait=False)"
         )
