@@ -1,10 +1,12 @@
-"""Helpers shared by the benchmark scripts: timing with medians, and printing."""
+"""Helpers shared by the benchmark scripts: timing with medians, printing, the source routine."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from typing import Callable
+
+from routilux import Routine
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 7) -> float:
@@ -21,3 +23,16 @@ def median_seconds(fn: Callable[[], object], repeats: int = 7) -> float:
 def row(label: str, value: float, unit: str, note: str = "") -> None:
     """Print one aligned result line."""
     print(f"  {label:<44} {value:>14,.2f} {unit:<10} {note}")
+
+
+class Source(Routine):
+    """Entry routine of the benchmark flows: emits ``value=i`` for i in range(n)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.run)
+        self.define_event("output", ["value"])
+
+    def run(self, n: int = 1, **_: object) -> None:
+        for i in range(n):
+            self.emit("output", value=i)

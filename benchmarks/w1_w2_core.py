@@ -18,22 +18,11 @@ from collections import deque
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import median_seconds, row  # noqa: E402
+from _common import Source, median_seconds, row  # noqa: E402
 
 from routilux import Flow, Routine  # noqa: E402
 
 STAGES = 10
-
-
-class Source(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", handler=self.run)
-        self.define_event("output", ["value"])
-
-    def run(self, n: int = 1, **_: object) -> None:
-        for i in range(n):
-            self.emit("output", value=i)
 
 
 class Stage(Routine):
