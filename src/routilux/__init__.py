@@ -35,11 +35,14 @@ from .exceptions import (
     DefinitionError,
     EngineError,
     ExecutionContextError,
+    ExpressionError,
     FlowError,
+    HandlerTimeoutError,
     InvalidArgumentError,
     JobStateError,
     NotConstructableError,
     RoutiluxError,
+    RoutiluxWarning,
     SerializationError,
 )
 from .execution_tracker import ExecutionTracker
@@ -101,4 +104,7 @@ __all__ = [
     "SerializationError",
     "NotConstructableError",
     "EngineError",
+    "ExpressionError",
+    "HandlerTimeoutError",
+    "RoutiluxWarning",
 ]

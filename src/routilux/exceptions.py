@@ -47,3 +47,20 @@ class NotConstructableError(SerializationError, TypeError):
 
 class EngineError(RoutiluxError, RuntimeError):
     """The engine itself failed; the job it was running is marked failed."""
+
+
+class ExpressionError(ConfigError):
+    """An expression of a built-in routine is outside the safe language or over its budget.
+
+    Raised when a routine is configured (or a flow loaded) if the problem can be seen
+    from the expression alone, otherwise when it is evaluated; the routine's error
+    strategy then handles it like any handler failure.
+    """
+
+
+class HandlerTimeoutError(RoutiluxError, TimeoutError):
+    """A delivery ran longer than its slot's (or the flow's) handler timeout."""
+
+
+class RoutiluxWarning(UserWarning):
+    """A definition that works but is probably not what was meant."""

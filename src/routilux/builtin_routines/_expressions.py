@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from routilux.exceptions import SerializationError
+from routilux.exceptions import ExpressionError, SerializationError
 from routilux.serialization import decode_callable, encode_callable
 
 __all__ = [
@@ -60,10 +60,6 @@ PARAMETER_ALIASES = ("x", "item", "value", "obj")
 """Parameter names of saved lambdas that mean ``data`` (kept for old files)."""
 
 CONTEXT_NAMES = ("data", "config", "stats")
-
-
-class ExpressionError(ValueError):
-    """An expression is not valid in the safe expression language."""
 
 
 def _safe_getattr(obj: Any, name: str, *default: Any) -> Any:
