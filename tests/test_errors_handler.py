@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from routilux import ErrorHandler, ErrorStrategy, Flow, Routine
+from routilux import ErrorHandler, ErrorStrategy, Flow, Routine, SerializationError
 from routilux.flow.error_handling import get_error_handler_for_routine
 
 # -- ErrorStrategy -------------------------------------------------------------
@@ -194,7 +194,13 @@ def test_serialize_is_json_safe_and_names_the_strategy_value():
 
 
 @pytest.mark.parametrize("strategy", list(ErrorStrategy))
-def test_serialize_deserialize_round_trip(strategy):
+def test_serialize_deserialize_round_trip(strategy, monkeypatch):
+    from routilux import serialization
+
+    # A saved exception class outside builtins and routilux must be registered (issue 9).
+    monkeypatch.setattr(serialization, "_FUNCTIONS", dict(serialization._FUNCTIONS))
+    monkeypatch.setattr(serialization, "_FUNCTION_NAMES", dict(serialization._FUNCTION_NAMES))
+    serialization.register_function(json.JSONDecodeError)
     original = ErrorHandler(
         strategy=strategy,
         max_retries=7,
@@ -228,7 +234,8 @@ def test_deserialize_never_imports_a_module_named_in_the_data():
     name = "routilux_test_errors_module_that_must_not_be_imported"
     assert name not in sys.modules
     data = ErrorHandler("retry").serialize()
-    data["retryable_exceptions"] = [f"{name}.Boom", "builtins.ConnectionError"]
-    restored = ErrorHandler().deserialize(data)
+    data["retryable_exceptions"] = ["builtins.ConnectionError", f"{name}.Boom"]
+    # Issue 9: an unknown class is an error naming it (it used to be dropped silently).
+    with pytest.raises(SerializationError, match=r"retryable_exceptions\[1\].*Boom"):
+        ErrorHandler().deserialize(data)
     assert name not in sys.modules
-    assert restored.retryable_exceptions == (ConnectionError,)

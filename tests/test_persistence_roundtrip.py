@@ -36,6 +36,7 @@ def json_trip(data: Any) -> Any:
     return json.loads(json.dumps(data, ensure_ascii=False))
 
 
+@register_serializable  # a saved retryable exception class must be registered (issue 9)
 class RetryableForTest(Exception):
     pass
 
@@ -250,9 +251,9 @@ def test_routine_alone_does_not_resolve_methods_of_other_objects() -> None:
     a.define_slot("borrowed", handler=b.extra)
     data = json_trip(a.serialize())
     assert data["_slots"]["borrowed"]["handler"]["object_id"] == b._id
-    with pytest.warns(UserWarning, match="no object with that _id"):
-        restored = RtWorker().deserialize(data)
-    assert restored._slots["borrowed"].handler is None
+    # Issue 9: refused with the field named (it used to become None with a warning).
+    with pytest.raises(SerializationError, match="borrowed.*no object with that _id"):
+        RtWorker().deserialize(data)
 
 
 def test_slot_round_trip_standalone() -> None:
@@ -278,17 +279,14 @@ def test_slot_round_trip_standalone() -> None:
     assert restored._data == {"value": 10}
 
 
-def test_unrestorable_handler_becomes_none_and_slot_still_merges() -> None:
+def test_unregistered_lambda_handler_is_refused_at_load() -> None:
+    # Issue 9: an unregistered callable raises naming the field and how to register it
+    # (it used to become None with a warning).
     r = RtWorker()
     r.define_slot("adhoc", handler=lambda **kw: None, merge_strategy="append")
     data = json_trip(r.serialize())
-    with pytest.warns(UserWarning, match="lambda"):
-        restored = RtWorker().deserialize(data)
-    slot = restored._slots["adhoc"]
-    assert slot.handler is None
-    slot.receive({"x": 1})
-    slot.receive({"x": 2})
-    assert slot._data == {"x": [1, 2]}
+    with pytest.raises(SerializationError, match="adhoc.*lambda.*register_function"):
+        RtWorker().deserialize(data)
 
 
 def test_lambda_installed_by_init_is_kept() -> None:
@@ -660,7 +658,7 @@ def test_job_state_save_and_load(tmp_path: Path) -> None:
     js.save(path)
     text = path.read_text(encoding="utf-8")
     assert "日本語" in text  # ensure_ascii=False
-    assert text.startswith('{\n  "')  # indent 2
+    assert text.startswith('{"_type":"JobState",')  # compact (issue 9 item 5)
     loaded = JobState.load(str(path))
     assert loaded.serialize() == json_trip(js.serialize())
     assert isinstance(loaded.execution_history[0].timestamp, datetime)

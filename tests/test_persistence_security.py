@@ -155,15 +155,12 @@ def load_file(tmp_path: Path, data: dict[str, Any]) -> Flow:
 def test_hostile_slot_handler_is_not_restored(
     tmp_path: Path, os_calls: list[Any], spec: dict[str, Any]
 ) -> None:
+    # Issue 9: refused at load with an error naming the field (it used to become None).
     data = saved_flow()
     data["routines"]["downstream"]["_slots"]["input"]["handler"] = spec
-    with pytest.warns(UserWarning, match="Cannot restore callable"):
-        flow = load_file(tmp_path, data)
-    slot = flow.routines["downstream"].get_slot("input")
-    assert slot is not None and slot.handler is None
-    js = flow.execute("target")
-    assert js.status == "completed"
-    assert "handled" not in js.shared_data  # nothing ran in place of the handler
+    with pytest.raises(SerializationError, match="Cannot restore callable") as caught:
+        load_file(tmp_path, data)
+    assert "routines[\"downstream\"]._slots['input'].handler" in str(caught.value)
     assert os_calls == []
 
 
@@ -177,13 +174,9 @@ def test_hostile_merge_strategy_is_not_restored(
 ) -> None:
     data = saved_flow()
     data["routines"]["downstream"]["_slots"]["input"]["merge_strategy"] = spec
-    with pytest.warns(UserWarning, match="Cannot restore callable"):
-        flow = load_file(tmp_path, data)
-    slot = flow.routines["downstream"].get_slot("input")
-    assert slot is not None and slot.merge_strategy == "override"
-    js = flow.execute("target")
-    assert js.status == "completed"
-    assert js.shared_data["handled"] == "rm -rf /tmp/never"  # plain data, merged normally
+    with pytest.raises(SerializationError, match="Cannot restore callable") as caught:
+        load_file(tmp_path, data)
+    assert "_slots['input'].merge_strategy" in str(caught.value)
     assert os_calls == []
 
 
@@ -209,19 +202,18 @@ def test_registered_class_that_is_not_a_routine_is_refused(tmp_path: Path) -> No
         load_file(tmp_path, data)
 
 
-def test_error_handler_naming_unimported_exception_classes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["antigravity.Liftoff", "this.Zen", "os.system", "os.error"])
+def test_error_handler_naming_unimported_exception_classes(tmp_path: Path, name: str) -> None:
+    # Issue 9: refused with the field named (unknown names used to be dropped silently).
     data = saved_flow()
     data["routines"]["target"]["_error_handler"] = {
         "_type": "ErrorHandler",
         "strategy": "retry",
-        "retryable_exceptions": ["antigravity.Liftoff", "this.Zen", "os.system"],
+        "retryable_exceptions": ["ValueError", name],
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        flow = load_file(tmp_path, data)
-    handler = flow.routines["target"].get_error_handler()
-    assert handler is not None
-    assert handler.retryable_exceptions == (Exception,)
+    with pytest.raises(SerializationError, match="retryable_exceptions") as caught:
+        load_file(tmp_path, data)
+    assert name in str(caught.value) and "register" in str(caught.value)
 
 
 def test_error_handler_subclass_must_be_registered(tmp_path: Path) -> None:

@@ -393,6 +393,7 @@ def test_decode_none_is_none() -> None:
 
 
 def test_method_round_trip_through_owners() -> None:
+    register_serializable(Owner)
     owner = Owner("r1")
     spec = json.loads(json.dumps(encode_callable(owner.on_input, owner=owner)))
     fresh = Owner("r1")
@@ -400,6 +401,13 @@ def test_method_round_trip_through_owners() -> None:
     assert restored is not None
     assert restored(5) == ("owner", "r1", 5)
     assert getattr(restored, "__self__", None) is fresh
+
+
+def test_method_of_unregistered_class_raises() -> None:
+    # Issue 9: only "registering a routine class registers its methods".
+    spec = encode_callable(Owner("r1").on_input)
+    with pytest.raises(SerializationError, match="Owner is not registered.*register_serializable"):
+        decode_callable(spec, owners={"r1": Owner("r1")})
 
 
 @pytest.mark.parametrize(
@@ -410,33 +418,48 @@ def test_method_round_trip_through_owners() -> None:
         ({"r1": OtherOwner("r1")}, "OtherOwner"),
     ],
 )
-def test_method_without_matching_owner_is_none(owners: Any, reason: str) -> None:
+def test_method_without_matching_owner_raises(owners: Any, reason: str) -> None:
+    register_serializable(Owner)
+    register_serializable(OtherOwner)
     spec = encode_callable(Owner("r1").on_input)
-    with pytest.warns(UserWarning, match=reason):
-        assert decode_callable(spec, owners=owners) is None
+    with pytest.raises(SerializationError, match=reason):
+        decode_callable(spec, owners=owners)
 
 
 def test_method_decode_never_runs_properties_or_dunders() -> None:
+    register_serializable(Owner)
     owner = Owner("r1")
     base = {"_type": "callable", "callable_type": "method", "class_name": "Owner"}
     for method_name in ("sneaky", "__init__", "__class__", "missing", "property_reads"):
         spec = {**base, "method_name": method_name, "object_id": "r1"}
-        with pytest.warns(UserWarning):
-            assert decode_callable(spec, owners={"r1": owner}) is None
+        with pytest.raises(SerializationError, match=method_name):
+            decode_callable(spec, owners={"r1": owner})
     assert owner.property_reads == 0
 
 
-def test_function_from_imported_module(fake_module: types.ModuleType) -> None:
+def test_unregistered_function_of_imported_module_raises(fake_module: types.ModuleType) -> None:
+    # Issue 9: an imported module is no longer enough (that let files name write_json).
+    spec = encode_callable(fake_module.handler)
+    with pytest.raises(SerializationError, match="not registered.*register_function"):
+        decode_callable(json.loads(json.dumps(spec)))
+    with pytest.raises(SerializationError, match="handler"):
+        decode_callable(fn_spec(fake_module.__name__, "handler"))
+
+
+def test_registered_function_by_module_and_name(fake_module: types.ModuleType) -> None:
+    register_function(fake_module.handler)
     spec = encode_callable(fake_module.handler)
     assert spec is not None
-    restored = decode_callable(json.loads(json.dumps(spec)))
-    assert restored is fake_module.handler
-    # Upstream files carry no qualname: module + name is enough.
+    assert decode_callable(json.loads(json.dumps(spec))) is fake_module.handler
+    # Upstream files carry no qualname or registered name: module + name is enough.
     assert decode_callable(fn_spec(fake_module.__name__, "handler")) is fake_module.handler
 
 
-def test_static_method_by_qualname(fake_module: types.ModuleType) -> None:
+def test_static_method_only_when_registered(fake_module: types.ModuleType) -> None:
     spec = fn_spec(fake_module.__name__, "static_handler", qualname="Box.static_handler")
+    with pytest.raises(SerializationError, match="Box.static_handler"):
+        decode_callable(spec)
+    register_function(fake_module.Box.static_handler)
     restored = decode_callable(spec)
     assert restored is not None and restored(1) == ("static", 1)
 
@@ -445,19 +468,19 @@ def test_static_method_by_qualname(fake_module: types.ModuleType) -> None:
     "name",
     ["Box", "CONSTANT", "reexported", "no_such_function", "GETATTR_CALLS", "Box.method.x"],
 )
-def test_function_spec_naming_a_non_function_is_none(
+def test_function_spec_naming_a_non_function_raises(
     fake_module: types.ModuleType, name: str
 ) -> None:
-    with pytest.warns(UserWarning):
-        assert decode_callable(fn_spec(fake_module.__name__, name, qualname=name)) is None
+    with pytest.raises(SerializationError, match="not registered"):
+        decode_callable(fn_spec(fake_module.__name__, name, qualname=name))
     # The module's __getattr__ (code) never ran.
     assert fake_module.GETATTR_CALLS == []
 
 
 def test_os_system_is_not_restored() -> None:
     before = set(sys.modules)
-    with pytest.warns(UserWarning, match="os.system"):
-        assert decode_callable(fn_spec("os", "system")) is None
+    with pytest.raises(SerializationError, match="os.system"):
+        decode_callable(fn_spec("os", "system"))
     assert set(sys.modules) == before
 
 
@@ -469,12 +492,13 @@ def test_os_system_is_not_restored() -> None:
         ("shutil", "rmtree"),
         ("builtins", "eval"),
         ("importlib", "import_module"),
+        ("routilux.serialization", "write_json"),  # issue 9's gadget
     ],
 )
-def test_stdlib_functions_are_not_restored(module: str, name: str) -> None:
+def test_stdlib_and_library_functions_are_not_restored(module: str, name: str) -> None:
     __import__(module)  # make sure the module is imported: refusal is not by accident
-    with pytest.warns(UserWarning):
-        assert decode_callable(fn_spec(module, name)) is None
+    with pytest.raises(SerializationError, match=f"{module}.{name}"):
+        decode_callable(fn_spec(module, name))
 
 
 def test_module_that_is_not_imported_is_not_imported(
@@ -487,20 +511,20 @@ def test_module_that_is_not_imported_is_not_imported(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     before = set(sys.modules)
-    with pytest.warns(UserWarning, match="not imported"):
-        assert decode_callable(fn_spec(module_name, "handler")) is None
+    with pytest.raises(SerializationError, match="not registered"):
+        decode_callable(fn_spec(module_name, "handler"))
     assert module_name not in sys.modules
     assert set(sys.modules) == before
     assert not marker.exists()
 
 
-def test_lambdas_and_closures_are_none_unless_registered() -> None:
+def test_lambdas_and_closures_raise_unless_registered() -> None:
     lam = lambda data: data * 2  # noqa: E731
     spec = encode_callable(lam)
-    with pytest.warns(UserWarning, match="lambda"):
-        assert decode_callable(spec) is None
-    with pytest.warns(UserWarning):
-        assert decode_callable(fn_spec(__name__, "<lambda>")) is None
+    with pytest.raises(SerializationError, match="lambda"):
+        decode_callable(spec)
+    with pytest.raises(SerializationError, match="register_function"):
+        decode_callable(fn_spec(__name__, "<lambda>"))
 
     register_function(lam)
     assert decode_callable(spec) is lam
@@ -532,9 +556,50 @@ def test_register_function_as_decorator_and_errors() -> None:
 
     assert decode_callable(encode_callable(decorated)) is decorated
     with pytest.raises(TypeError):
-        register_function(42)  # type: ignore[type-var]
+        register_function(42)  # type: ignore[call-overload]
     with pytest.raises(TypeError):
         register_function(decorated, name="")
+
+
+def test_register_function_spellings() -> None:
+    def plain(data: Any) -> Any:
+        return data
+
+    def named(data: Any) -> Any:
+        return data
+
+    assert register_function(plain) is plain
+    assert register_function(named, name="app.named") is named
+
+    @register_function("app.decorated")
+    def decorated(data: Any) -> Any:
+        return data
+
+    @register_function(name="app.keyword")
+    def keyword(data: Any) -> Any:
+        return data
+
+    assert ser.registered_function(f"{__name__}.{plain.__qualname__}") is plain
+    for name, fn in (
+        ("app.named", named),
+        ("app.decorated", decorated),
+        ("app.keyword", keyword),
+    ):
+        assert ser.registered_function(name) is fn
+        spec = encode_callable(fn)
+        assert spec is not None and spec["registered_name"] == name
+        assert decode_callable(json.loads(json.dumps(spec))) is fn
+    with pytest.raises(TypeError, match="once"):
+        register_function("a", name="b")  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        register_function("app.bad")(42)
+
+
+def test_register_function_is_exported() -> None:
+    import routilux
+
+    assert "register_function" in routilux.__all__
+    assert routilux.register_function is register_function
 
 
 def test_safe_builtins_round_trip() -> None:
@@ -550,23 +615,16 @@ def test_safe_builtins_round_trip() -> None:
     ["eval", "exec", "open", "__import__", "compile", "getattr", "setattr", "delattr",
      "globals", "vars", "input", "breakpoint", "type", "print", "no_such_builtin"],
 )  # fmt: skip
-def test_unsafe_builtins_are_none(name: str) -> None:
-    with pytest.warns(UserWarning):
-        assert decode_callable(builtin_spec(name)) is None
+def test_unsafe_builtins_raise(name: str) -> None:
+    with pytest.raises(SerializationError, match="safe builtins"):
+        decode_callable(builtin_spec(name))
 
 
-def test_builtin_from_other_module_is_none() -> None:
-    with pytest.warns(UserWarning):
-        assert decode_callable(builtin_spec("system", module="os")) is None
-    with pytest.warns(UserWarning):
-        assert decode_callable(builtin_spec("len", module="os")) is None
-
-
-def test_unrestorable_callable_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="routilux.serialization"):
-        with pytest.warns(UserWarning):
-            decode_callable(builtin_spec("eval"))
-    assert any("eval" in r.getMessage() for r in caplog.records)
+def test_builtin_from_other_module_raises() -> None:
+    with pytest.raises(SerializationError, match="os.system"):
+        decode_callable(builtin_spec("system", module="os"))
+    with pytest.raises(SerializationError, match="os.len"):
+        decode_callable(builtin_spec("len", module="os"))
 
 
 @pytest.mark.parametrize(
@@ -603,7 +661,7 @@ def test_write_and_read_json_round_trip(tmp_path: Path) -> None:
     assert read_json(path, "JobState") == data
     raw = path.read_text(encoding="utf-8")
     assert "世界" in raw  # ensure_ascii=False
-    assert raw.startswith('{\n  "text"')  # indent 2
+    assert raw.startswith('{"text":"')  # compact (issue 9 item 5): no indent, no spaces
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temp files left
 
 
@@ -724,7 +782,11 @@ def test_read_directory_raises_serialization_error(tmp_path: Path) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
     ),

@@ -55,7 +55,7 @@ from .output_handler import (
     QueueOutputHandler,
 )
 from .routine import ExecutionContext, Routine
-from .serialization import register_serializable
+from .serialization import register_function, register_serializable
 from .slot import Slot
 
 __version__ = "0.9.0"
@@ -93,6 +93,7 @@ __all__ = [
     "Aggregator",
     "Batcher",
     "Debouncer",
+    "register_function",
     "register_serializable",
     "RoutiluxError",
     "DefinitionError",

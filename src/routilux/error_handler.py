@@ -8,16 +8,28 @@ and the engine schedules the re-delivery on its timer, so no worker waits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .serialization import register_serializable
+from .exceptions import InvalidArgumentError, SerializationError
+from .serialization import lookup_exception_class, register_serializable
 
 if TYPE_CHECKING:
     from .routine import Routine
 
 logger = logging.getLogger("routilux.error_handler")
+
+MAX_RETRIES = 1000
+"""Upper bound of ``max_retries`` (and of a saved ``retry_count``)."""
+
+MAX_RETRY_DELAY = 86_400.0
+"""Upper bound, in seconds (one day), of ``retry_delay`` and of any computed backoff
+delay: an infinite or absurd delay would make a job that never ends."""
+
+MAX_RETRY_BACKOFF = 100.0
+"""Upper bound of the ``retry_backoff`` factor."""
 
 
 class ErrorStrategy(Enum):
@@ -61,16 +73,12 @@ class ErrorHandler:
         is_critical: bool = False,
         is_optional: bool = False,
     ) -> None:
-        self.strategy = strategy if isinstance(strategy, ErrorStrategy) else ErrorStrategy(strategy)
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if retry_delay < 0 or retry_backoff < 0:
-            raise ValueError("retry_delay and retry_backoff must be >= 0")
-        self.max_retries = max_retries
-        self.retry_delay = retry_delay
-        self.retry_backoff = retry_backoff
-        self.retryable_exceptions: tuple[type[BaseException], ...] = tuple(
-            retryable_exceptions or (Exception,)
+        self.strategy = _strategy(strategy)
+        self.max_retries = _bounded_int("max_retries", max_retries, MAX_RETRIES)
+        self.retry_delay = _bounded_number("retry_delay", retry_delay, MAX_RETRY_DELAY)
+        self.retry_backoff = _bounded_number("retry_backoff", retry_backoff, MAX_RETRY_BACKOFF)
+        self.retryable_exceptions: tuple[type[BaseException], ...] = _exception_classes(
+            retryable_exceptions
         )
         self.is_critical = is_critical
         self.is_optional = is_optional
@@ -94,8 +102,13 @@ class ErrorHandler:
         return isinstance(error, self.retryable_exceptions)
 
     def retry_delay_for(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
-        return float(self.retry_delay * self.retry_backoff ** (attempt - 1))
+        """Seconds to wait before retry number ``attempt`` (1-based), at most
+        :data:`MAX_RETRY_DELAY`."""
+        try:
+            delay = float(self.retry_delay * self.retry_backoff ** (attempt - 1))
+        except OverflowError:  # e.g. a backoff of 100 at the 200th retry
+            return MAX_RETRY_DELAY
+        return min(delay, MAX_RETRY_DELAY)
 
     def decide(self, error: BaseException, retries_done: int) -> Decision:
         """Decide what to do about ``error`` after ``retries_done`` retries of one delivery."""
@@ -169,41 +182,131 @@ class ErrorHandler:
         }
 
     def deserialize(self, data: dict[str, Any]) -> ErrorHandler:
-        """Restore from :meth:`serialize` output; returns ``self``."""
-        self.strategy = ErrorStrategy(data.get("strategy", "stop"))
-        self.max_retries = int(data.get("max_retries", 3))
-        self.retry_delay = float(data.get("retry_delay", 1.0))
-        self.retry_backoff = float(data.get("retry_backoff", 2.0))
-        self.retry_count = int(data.get("retry_count", 0))
-        self.is_critical = bool(data.get("is_critical", False))
-        self.is_optional = bool(data.get("is_optional", False))
-        names = data.get("retryable_exceptions") or []
-        classes = tuple(c for c in (_exception_class(n) for n in names) if c is not None)
+        """Restore from :meth:`serialize` output; returns ``self``.
+
+        Every value is checked before anything changes (the ranges of the constructor;
+        booleans must be booleans; exception classes only by allowed names, see
+        :func:`routilux.serialization.lookup_exception_class`). A bad value raises
+        :class:`SerializationError` naming its key, e.g. ``'retry_delay'``.
+        """
+        if not isinstance(data, Mapping):
+            raise SerializationError(
+                f"ErrorHandler data must be a JSON object (dict), got {type(data).__name__}"
+            )
+        strategy = data.get("strategy", "stop")
+        try:
+            checked_strategy = _strategy(strategy)
+            max_retries = _bounded_int("max_retries", data.get("max_retries", 3), MAX_RETRIES)
+            retry_delay = _bounded_number(
+                "retry_delay", data.get("retry_delay", 1.0), MAX_RETRY_DELAY
+            )
+            retry_backoff = _bounded_number(
+                "retry_backoff", data.get("retry_backoff", 2.0), MAX_RETRY_BACKOFF
+            )
+            retry_count = _bounded_int("retry_count", data.get("retry_count", 0), MAX_RETRIES)
+        except InvalidArgumentError as exc:
+            raise SerializationError(str(exc)) from None
+        is_critical = _saved_bool(data, "is_critical")
+        is_optional = _saved_bool(data, "is_optional")
+        names = data.get("retryable_exceptions")
+        if names is None:
+            names = []
+        if not isinstance(names, list):
+            raise SerializationError(
+                f"'retryable_exceptions' must be a list of class names, got "
+                f"{type(names).__name__}: {names!r}"
+            )
+        classes = tuple(
+            _exception_class(name, f"retryable_exceptions[{index}]")
+            for index, name in enumerate(names)
+        )
+        self.strategy = checked_strategy
+        self.max_retries = max_retries
+        self.retry_delay = retry_delay
+        self.retry_backoff = retry_backoff
+        self.retry_count = retry_count
+        self.is_critical = is_critical
+        self.is_optional = is_optional
         self.retryable_exceptions = classes or (Exception,)
         return self
 
 
-def _exception_class(dotted: str) -> type[BaseException] | None:
-    """Resolve an exception class name without importing anything.
+def _strategy(value: object) -> ErrorStrategy:
+    if isinstance(value, ErrorStrategy):
+        return value
+    try:
+        return ErrorStrategy(value)
+    except ValueError:
+        choices = ", ".join(repr(s.value) for s in ErrorStrategy)
+        raise InvalidArgumentError(
+            f"'strategy' must be an ErrorStrategy or one of {choices}, got {value!r}"
+        ) from None
 
-    Only modules already imported are searched (DESIGN invariant 8).
+
+def _bounded_int(name: str, value: object, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InvalidArgumentError(
+            f"'{name}' must be an integer from 0 to {maximum}, got {value!r}"
+        )
+    return value
+
+
+def _bounded_number(name: str, value: object, maximum: float) -> float:
+    # NaN fails both comparisons, so it is refused with the infinities.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= maximum
+    ):
+        raise InvalidArgumentError(
+            f"'{name}' must be a finite number from 0 to {maximum:g}, got {value!r}"
+        )
+    return value
+
+
+def _exception_classes(
+    value: Iterable[type[BaseException]] | type[BaseException] | None,
+) -> tuple[type[BaseException], ...]:
+    if value is None:
+        return (Exception,)
+    if isinstance(value, type):
+        value = (value,)
+    try:
+        classes = tuple(value)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"'retryable_exceptions' must be a tuple of exception classes, got {value!r}"
+        ) from None
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise InvalidArgumentError(
+                f"'retryable_exceptions' must hold exception classes, got {cls!r}"
+            )
+    return classes or (Exception,)
+
+
+def _saved_bool(data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        # bool("false") is True: a file must say true or false.
+        raise SerializationError(f"'{key}' must be true or false, got {value!r}")
+    return value
+
+
+def _exception_class(dotted: object, where: str) -> type[BaseException]:
+    """Resolve a saved exception class name; never imports anything (DESIGN invariant 8).
+
+    Builtin exceptions, routilux's own and registered classes only (see
+    :func:`routilux.serialization.lookup_exception_class`).
     """
-    import builtins
-    import sys
-
-    parts = dotted.split(".")
-    # The longest prefix naming an imported module; the rest is the class's qualname.
-    for cut in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:cut])
-        module = builtins if module_name == "builtins" else sys.modules.get(module_name)
-        if module is None:
-            continue
-        obj: Any = module
-        for part in parts[cut:]:
-            # Plain attribute dicts only: a module's or class's __getattr__ never runs.
-            namespace = getattr(obj, "__dict__", None)
-            obj = namespace.get(part) if isinstance(namespace, Mapping) else None
-        if isinstance(obj, type) and issubclass(obj, BaseException):
-            return obj
-    logger.warning("retryable exception %s is not available; ignored", dotted)
-    return None
+    if not isinstance(dotted, str):
+        raise SerializationError(
+            f"'{where}' must be an exception class name (a string), got {dotted!r}"
+        )
+    try:
+        return lookup_exception_class(dotted)
+    except SerializationError as exc:
+        raise SerializationError(f"'{where}': {exc}") from None

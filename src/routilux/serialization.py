@@ -12,10 +12,13 @@ This module owns:
   (``to_iso``, ``from_iso``).
 
 Security rule (DESIGN invariant 8): saved data is data, never code. Nothing here imports a
-module named in the data or calls anything the data names. Classes come only from the
-registry; functions only from the function registry or from modules that are *already*
-imported (looked up through their ``__dict__``, so no module ``__getattr__`` runs); builtins
-only from a short allow-list. Whatever cannot be restored becomes ``None`` with a warning.
+module named in the data or calls anything the data names. Classes come only from the class
+registry; functions only from the function registry; builtins only from a short allow-list
+registered by the library; methods only of objects of registered classes that are being
+deserialized in the same call. Whether a module happens to be imported does not matter. A
+callable that cannot be restored raises :class:`SerializationError` saying how to register
+it. JSON is written compact and strict (no NaN/Infinity) and read strict (no NaN/Infinity
+literals, no duplicate keys).
 
 It imports nothing from ``routilux`` except ``routilux.exceptions``, so every other module
 may import it.
@@ -28,13 +31,13 @@ import errno
 import inspect
 import json
 import logging
+import math
 import os
-import sys
 import threading
 import types
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, Union, overload
@@ -48,12 +51,15 @@ __all__ = [
     "decode_callable",
     "encode_callable",
     "from_iso",
+    "loads_json",
     "lookup_class",
+    "lookup_exception_class",
     "read_json",
     "register_function",
     "register_serializable",
     "register_upgrade",
     "registered_classes",
+    "registered_function",
     "required_init_parameters",
     "stamp",
     "to_iso",
@@ -244,14 +250,40 @@ def _default_function_name(fn: Callable[..., Any]) -> str:
     return f"{module}.{qualname}" if module else str(qualname)
 
 
-def register_function(fn: F, name: str | None = None) -> F:
-    """Whitelist ``fn`` so saved references to it can be restored; returns ``fn``.
+@overload
+def register_function(fn: F, name: str | None = None) -> F: ...
+@overload
+def register_function(fn: str) -> Callable[[F], F]: ...
+@overload
+def register_function(fn: None = None, name: str | None = None) -> Callable[[F], F]: ...
+def register_function(fn: Any = None, name: str | None = None) -> Any:
+    """Allow saved data to name the callable ``fn``; returns ``fn``.
 
-    ``name`` defaults to ``"<module>.<qualname>"``. A registered function is restored
-    even when it is a lambda or a nested function, or when its module is not imported
-    (registration itself proves the code was loaded by the program, not by the data).
-    Usable as a plain decorator: ``@register_function``.
+    Saved flows may only name functions the program registered (DESIGN invariant 8), so
+    register every function used as a slot handler, merge strategy or built-in routine
+    callable (a Mapper ``function``, a Filter condition ...). Four spellings::
+
+        register_function(fn)                # under "<module>.<qualname>"
+        register_function(fn, name="x")      # under "x"
+        @register_function                   # decorator
+        @register_function("x")              # decorator with a name (or name="x")
+
+    A registered function is restored even when it is a lambda or a nested function, and
+    whether or not its module is imported: registration proves the program chose it.
+    Registering another callable under a taken name replaces it (with a logged warning).
+    Classes may be registered too (e.g. an exception class for ``retryable_exceptions``).
     """
+    if isinstance(fn, str):
+        if name is not None:
+            raise TypeError("register_function: give the name once, not twice")
+        chosen = fn
+        return lambda target: _register_function(target, chosen)
+    if fn is None:
+        return lambda target: _register_function(target, name)
+    return _register_function(fn, name)
+
+
+def _register_function(fn: F, name: str | None) -> F:
     if not callable(fn):
         raise TypeError(f"register_function expects a callable, got {fn!r}")
     key = name if name is not None else _default_function_name(fn)
@@ -268,6 +300,11 @@ def register_function(fn: F, name: str | None = None) -> F:
     return fn
 
 
+def registered_function(name: str) -> Callable[..., Any] | None:
+    """The callable registered under ``name`` with :func:`register_function`, or None."""
+    return _FUNCTIONS.get(name) if isinstance(name, str) else None
+
+
 # ---------------------------------------------------------------------------
 # Callable codec
 # ---------------------------------------------------------------------------
@@ -279,17 +316,16 @@ SAFE_BUILTINS = frozenset(
         "sorted", "str", "sum", "tuple",
     }
 )  # fmt: skip
-"""Builtins a saved callable may name. Everything else (eval, exec, open, __import__,
-getattr, compile, print, ...) is refused on load."""
+"""Builtins a saved callable may name: registered by the library, as it were. Everything
+else (eval, exec, open, __import__, getattr, compile, print, ...) is refused on load."""
 
 _CALLABLE = "callable"
 
 
-def _unrestorable(description: str, reason: str) -> None:
-    message = f"Cannot restore callable {description}: {reason}; it is set to None"
-    logger.warning(message)
-    # 1 = here, 2 = _decode_*, 3 = decode_callable, 4 = its caller
-    warnings.warn(message, UserWarning, stacklevel=4)
+def _unrestorable(description: str, reason: str) -> SerializationError:
+    # Raised, never replaced by None: a flow that silently lost a handler would run
+    # differently from the one that was saved (DESIGN invariant 9).
+    return SerializationError(f"Cannot restore callable {description}: {reason}")
 
 
 def _not_encodable(fn: object, reason: str) -> None:
@@ -416,15 +452,19 @@ def decode_callable(
 ) -> Callable[..., Any] | None:
     """Restore a callable from a dict made by :func:`encode_callable`.
 
-    ``owners`` maps ``_id`` -> object for the objects being deserialized in the same call;
-    method references are resolved only among them. Functions come from the function
-    registry, else from a module that is already imported and defines them (standard
-    library modules excepted: register such a function to allow it). Builtins come only
-    from :data:`SAFE_BUILTINS`. Never imports a module and never runs code named by the
-    data. Anything unrestorable (missing owner, module not imported, lambda or closure,
-    unsafe builtin) gives None with a logged warning and a ``UserWarning``. ``None``
-    decodes to ``None``; a spec that is not a well-formed callable dict raises
-    :class:`SerializationError`.
+    Only registered names are restored (DESIGN invariant 8):
+
+    * a function only from the function registry (:func:`register_function`), by its
+      ``registered_name`` or its ``"<module>.<qualname>"``;
+    * a builtin only from :data:`SAFE_BUILTINS`;
+    * a method only of an object in ``owners`` (``_id`` -> object, the objects being
+      deserialized in the same call) whose class is the one registered under
+      ``class_name`` with :func:`register_serializable`.
+
+    Never imports a module, never looks into one, never runs code named by the data.
+    ``None`` decodes to ``None``. Anything else -- an unregistered function (whatever
+    modules are imported), an unsafe builtin, a missing owner, a malformed dict -- raises
+    :class:`SerializationError` naming the callable and saying how to register it.
     """
     if spec is None:
         return None
@@ -448,125 +488,125 @@ def decode_callable(
 
 def _decode_method(
     spec: Mapping[str, Any], owners: Mapping[str, object] | None
-) -> Callable[..., Any] | None:
+) -> Callable[..., Any]:
     class_name = _req(spec, "class_name")
     method_name = _req(spec, "method_name")
     object_id = _req(spec, "object_id")
     what = f"method {class_name}.{method_name} of object {object_id!r}"
     owner = owners.get(object_id) if owners is not None else None
     if owner is None:
-        _unrestorable(what, "no object with that _id is being deserialized with it")
-        return None
+        raise _unrestorable(what, "no object with that _id is being deserialized with it")
     if type(owner).__name__ != class_name:
-        _unrestorable(what, f"the object with that _id is a {type(owner).__name__}")
-        return None
+        raise _unrestorable(what, f"the object with that _id is a {type(owner).__name__}")
+    if _CLASSES.get(class_name) is not type(owner):
+        # "Registering a routine class registers its methods" -- and only then.
+        raise _unrestorable(
+            what,
+            f"class {class_name} is not registered (decorate it with @register_serializable "
+            f"so that saved data may name its methods)",
+        )
     if method_name.startswith("__") and method_name.endswith("__"):
-        _unrestorable(what, "special methods are never restored")
-        return None
+        raise _unrestorable(what, "special methods are never restored")
     # getattr_static: never run a property or __getattr__ named by the data.
     try:
         static = inspect.getattr_static(owner, method_name)
     except AttributeError:
-        _unrestorable(what, "the object has no such method")
-        return None
+        raise _unrestorable(what, "the object has no such method") from None
     if not isinstance(static, (types.FunctionType, staticmethod, classmethod)):
-        _unrestorable(what, "the attribute is not a method")
-        return None
+        raise _unrestorable(what, "the attribute is not a method")
     method = getattr(owner, method_name)
     if not callable(method):
-        _unrestorable(what, "the attribute is not callable")
-        return None
+        raise _unrestorable(what, "the attribute is not callable")
     result: Callable[..., Any] = method
     return result
 
 
-# Used on Python 3.9 only (3.10+ has sys.stdlib_module_names): the modules whose
-# functions would be dangerous as handlers. Not exhaustive; 3.9 is best effort.
-_STDLIB_FALLBACK = frozenset(
-    {
-        "asyncio", "builtins", "code", "codeop", "concurrent", "ctypes", "ftplib", "glob",
-        "http", "importlib", "io", "multiprocessing", "nt", "ntpath", "os", "pathlib",
-        "pdb", "pickle", "pkgutil", "platform", "posix", "posixpath", "pty", "runpy",
-        "shelve", "shutil", "signal", "site", "smtplib", "socket", "subprocess", "sys",
-        "sysconfig", "tarfile", "tempfile", "threading", "urllib", "webbrowser", "zipfile",
-        "zipimport",
-    }
-)  # fmt: skip
-
-
-def _is_stdlib(module_name: str) -> bool:
-    top = module_name.partition(".")[0]
-    names: frozenset[str] = getattr(sys, "stdlib_module_names", _STDLIB_FALLBACK)
-    return top in names
-
-
-def _decode_function(spec: Mapping[str, Any]) -> Callable[..., Any] | None:
+def _decode_function(spec: Mapping[str, Any]) -> Callable[..., Any]:
     module_name = _req(spec, "module")
     name = _req(spec, "name")
     qualname = _opt(spec, "qualname")
     registered_name = _opt(spec, "registered_name")
     path = qualname or name
-    what = f"function {module_name}.{path}" if module_name else f"function {path}"
-
-    for key in (registered_name, f"{module_name}.{path}" if module_name else path):
-        if key is not None and key in _FUNCTIONS:
-            return _FUNCTIONS[key]
-
-    if "<lambda>" in path or "<locals>" in path:
-        _unrestorable(
-            what,
-            "lambdas and nested functions are restored only when registered with register_function",
-        )
-        return None
-    if not module_name or _is_stdlib(module_name):
-        _unrestorable(what, "functions of this module are restored only when registered")
-        return None
-    # Only modules the program already imported: importing would run code from the data.
-    module = sys.modules.get(module_name)
-    if not isinstance(module, types.ModuleType):
-        _unrestorable(
-            what,
-            f"module {module_name!r} is not imported (import it, or register the function "
-            f"with register_function, before loading)",
-        )
-        return None
-    # Walk namespaces through __dict__ so no module __getattr__ or descriptor runs.
-    target: object = module
-    for part in path.split("."):
-        namespace = getattr(target, "__dict__", None)
-        if not isinstance(namespace, Mapping) or part not in namespace:
-            _unrestorable(what, "no such function in the module")
-            return None
-        target = namespace[part]
-        if isinstance(target, staticmethod):
-            target = target.__func__
-    if not isinstance(target, types.FunctionType):
-        _unrestorable(what, f"it names a {type(target).__name__}, not a function")
-        return None
-    # A name re-exported from elsewhere (``from os import popen``) is not restored: only
-    # functions the named module itself defines.
-    if target.__module__ != module_name:
-        _unrestorable(what, f"the function is defined in {target.__module__!r}")
-        return None
-    return target
+    dotted = f"{module_name}.{path}" if module_name else path
+    for key in (registered_name, dotted):
+        if key is not None:
+            fn = _FUNCTIONS.get(key)
+            if fn is not None:
+                return fn
+    # Not registered: refused, whatever is imported (a file naming
+    # routilux.serialization.write_json or yaml.unsafe_load must not get it).
+    shown = registered_name if registered_name is not None else dotted
+    if all(part.isidentifier() for part in path.split(".")):
+        how = f"routilux.register_function({path})"
+    else:  # a lambda or nested function: it needs a name of its own
+        how = f"routilux.register_function(the_function, name={shown!r})"
+    raise _unrestorable(
+        f"function {shown}",
+        f"it is not registered; saved data may only name registered functions -- call "
+        f"{how} (or decorate it with @register_function) in the program before loading",
+    )
 
 
-def _decode_builtin(spec: Mapping[str, Any]) -> Callable[..., Any] | None:
+def _decode_builtin(spec: Mapping[str, Any]) -> Callable[..., Any]:
     name = _req(spec, "name")
     module_name = _opt(spec, "module")
     if module_name not in (None, "builtins"):
-        _unrestorable(f"{module_name}.{name}", "only builtins of the builtins module are restored")
-        return None
+        raise _unrestorable(
+            f"{module_name}.{name}",
+            "only builtins of the builtins module are restored (register the function "
+            "with routilux.register_function to allow it)",
+        )
     what = f"builtin {name}"
-    if name not in SAFE_BUILTINS:
-        _unrestorable(what, "it is not in the allow-list of safe builtins")
-        return None
-    value = getattr(builtins, name, None)
+    value = getattr(builtins, name, None) if name in SAFE_BUILTINS else None
     if not callable(value):
-        _unrestorable(what, "no such builtin")
-        return None
+        raise _unrestorable(
+            what,
+            f"it is not one of the safe builtins ({', '.join(sorted(SAFE_BUILTINS))})",
+        )
     result: Callable[..., Any] = value
     return result
+
+
+def lookup_exception_class(dotted: str) -> type[BaseException]:
+    """The exception class saved data names as ``"<module>.<qualname>"``.
+
+    Allowed, and nothing else: builtin exceptions (``"builtins.ValueError"`` or just
+    ``"ValueError"``), routilux's own (``"routilux.exceptions.FlowError"``), and classes
+    registered with :func:`register_serializable` or :func:`register_function`. Nothing is
+    imported and no module is looked into. Anything else raises :class:`SerializationError`
+    saying how to register the class.
+    """
+    if not isinstance(dotted, str) or not dotted:
+        raise SerializationError(
+            f"an exception class must be named by a non-empty string, got {dotted!r}"
+        )
+    module_name, _, qualname = dotted.rpartition(".")
+    found: object = None
+    if module_name in ("", "builtins"):
+        found = builtins.__dict__.get(qualname)
+    elif module_name == "routilux.exceptions":
+        from routilux import exceptions  # the codec's own layer: always imported
+
+        found = exceptions.__dict__.get(qualname)
+    if not _is_exception_class(found):
+        found = _FUNCTIONS.get(dotted)
+    if not _is_exception_class(found):
+        candidate = _CLASSES.get(qualname.rpartition(".")[2])
+        if candidate is not None and f"{candidate.__module__}.{candidate.__qualname__}" == dotted:
+            found = candidate
+    if not _is_exception_class(found):
+        raise SerializationError(
+            f"exception class {dotted!r} is not allowed: saved data may name builtin "
+            f"exceptions, routilux's own, and classes the program registered -- decorate it "
+            f"with @register_serializable (or call routilux.register_function on it) before "
+            f"loading"
+        )
+    result: type[BaseException] = found  # type: ignore[assignment]
+    return result
+
+
+def _is_exception_class(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseException)
 
 
 # ---------------------------------------------------------------------------
@@ -574,6 +614,14 @@ def _decode_builtin(spec: Mapping[str, Any]) -> Callable[..., Any] | None:
 # ---------------------------------------------------------------------------
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+_NOT_FINITE = "is {0!r}: JSON has no NaN or Infinity (store None or a string instead)"
+
+# Compact and strict. An indent would force json's pure-Python encoder (tens of times
+# slower); allow_nan=False because NaN/Infinity are not JSON and other tools refuse them.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+# Items of a large top-level list (history, pending tasks, logs) encoded per call, so a
+# save never holds the whole document as one string.
+_STREAM_CHUNK = 1000
 
 
 def key_path(parent: str, key: object) -> str:
@@ -586,9 +634,12 @@ def key_path(parent: str, key: object) -> str:
 def find_unserializable(
     value: object, path: str = "", *, string_keys: bool = False, _active: set[int] | None = None
 ) -> tuple[str, str] | None:
-    """Locate the first value json cannot encode, or (``string_keys``) the first dict
-    key that is not a string (JSON would turn it into one): (path, problem) or None."""
+    """Locate the first value json cannot encode (including NaN and infinities, which
+    strict JSON has no literal for), or (``string_keys``) the first dict key that is not
+    a string (JSON would turn it into one): (path, problem) or None."""
     active = _active if _active is not None else set()
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "<root>", _NOT_FINITE.format(value)
     if isinstance(value, _JSON_SCALARS):
         return None
     if isinstance(value, (dict, list, tuple)):
@@ -610,6 +661,8 @@ def find_unserializable(
                             key_path(path, key),
                             f"its key is of type {type(key).__name__}",
                         )
+                    if isinstance(key, float) and not math.isfinite(key):
+                        return key_path(path, key), f"its key {_NOT_FINITE.format(key)}"
                     found = find_unserializable(
                         item, key_path(path, key), string_keys=string_keys, _active=active
                     )
@@ -628,30 +681,58 @@ def find_unserializable(
     return path or "<root>", f"of type {type(value).__name__}"
 
 
-def _dumps(data: Any) -> str:
+def _iter_json(data: Any) -> Iterator[str]:
+    """The compact JSON text of ``data``, in pieces (see :data:`_STREAM_CHUNK`).
+
+    A top-level dict is written key by key and its long lists in slices, each slice by
+    the C encoder; anything else is one piece. The concatenation equals
+    ``json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``.
+    """
+    encode = _ENCODER.encode
+    if type(data) is not dict or not all(type(key) is str for key in data):
+        yield encode(data)
+        return
+    yield "{"
+    separator = ""
+    for key, value in data.items():
+        yield f"{separator}{encode(key)}:"
+        separator = ","
+        if type(value) is list and len(value) > _STREAM_CHUNK:
+            if any(item is value or item is data for item in value):
+                raise ValueError("Circular reference detected")
+            yield "["
+            for start in range(0, len(value), _STREAM_CHUNK):
+                # Slicing the list and dropping its brackets keeps the C encoder busy.
+                piece = encode(value[start : start + _STREAM_CHUNK])[1:-1]
+                yield piece if start == 0 else f",{piece}"
+            yield "]"
+        elif value is data:
+            raise ValueError("Circular reference detected")
+        else:
+            yield encode(value)
+    yield "}"
+
+
+def _encoding_error(data: Any, exc: BaseException) -> SerializationError:
     try:
-        return json.dumps(data, indent=2, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        try:
-            found = find_unserializable(data)
-        except RecursionError:
-            found = None
-        if found is None:
-            raise SerializationError(f"cannot serialize data to JSON: {exc}") from exc
-        where, problem = found
-        raise SerializationError(f"cannot serialize value at '{where}' {problem}") from exc
+        found = find_unserializable(data)
+    except RecursionError:
+        found = None
+    if found is None:
+        return SerializationError(f"cannot serialize data to JSON: {exc}")
+    where, problem = found
+    return SerializationError(f"cannot serialize value at '{where}' {problem}")
 
 
 def write_json(path: PathLike, data: Any) -> None:
-    """Write ``data`` as JSON (indent 2, UTF-8) to ``path`` atomically.
+    """Write ``data`` as compact JSON (UTF-8) to ``path`` atomically.
 
-    Parent directories are created. The text goes to a temporary file in the same
+    Parent directories are created. The text is streamed to a temporary file in the same
     directory which then replaces ``path`` in one step, so a crash leaves either the old
-    file or the new one, never half of one. Data json cannot encode raises
-    :class:`SerializationError` naming its key path (e.g. ``'shared_data.x'``) before
-    anything is written.
+    file or the new one, never half of one. Data JSON cannot encode -- an object, a set,
+    NaN or Infinity, a circular reference -- raises :class:`SerializationError` naming its
+    key path (e.g. ``'shared_data.x'``); ``path`` is left as it was.
     """
-    text = _dumps(data)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
@@ -659,7 +740,11 @@ def write_json(path: PathLike, data: Any) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+            try:
+                for piece in _iter_json(data):
+                    handle.write(piece)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise _encoding_error(data, exc) from exc
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -691,12 +776,53 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise SerializationError(f"{name} is not a JSON number (NaN and Infinity are refused)")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):  # rare: only then find which key it was
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise SerializationError(
+                    f"duplicate key {key!r} in a JSON object (which value counts would "
+                    f"depend on the reader, so the file is refused)"
+                )
+            seen.add(key)
+    return result
+
+
+def loads_json(text: str | bytes, what: str) -> Any:
+    """Parse JSON text strictly; ``what`` names it in errors.
+
+    Unlike :func:`json.loads`, the literals ``NaN``, ``Infinity`` and ``-Infinity`` and
+    duplicate keys in an object are refused. Any problem -- invalid or truncated JSON,
+    bad UTF-8, nesting too deep for the parser, a number with too many digits -- raises
+    :class:`SerializationError` naming ``what``. Compact and indented text read the same.
+    """
+    try:
+        return json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_object_without_duplicates,
+        )
+    except SerializationError as exc:
+        raise SerializationError(f"{what} is refused: {exc}") from None
+    except (ValueError, RecursionError, TypeError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are both ValueErrors; so is the
+        # "exceeds the limit for integer string conversion" of a huge number.
+        raise SerializationError(f"{what} is not valid JSON (corrupt or truncated): {exc}") from exc
+
+
 def read_json(path: PathLike, what: str) -> dict[str, Any]:
     """Read a JSON object saved by :func:`write_json`; ``what`` names it in errors.
 
     A missing file raises FileNotFoundError naming the path; an unreadable, truncated or
-    corrupt file, or one whose top level is not an object, raises
-    :class:`SerializationError` naming the file. The file is only read.
+    corrupt file, one with NaN/Infinity or a duplicate key (see :func:`loads_json`), or
+    one whose top level is not an object raises :class:`SerializationError` naming the
+    file. The file is only read.
     """
     target = Path(path)
     try:
@@ -705,13 +831,7 @@ def read_json(path: PathLike, what: str) -> dict[str, Any]:
         raise FileNotFoundError(errno.ENOENT, f"{what} file not found", str(target)) from None
     except OSError as exc:
         raise SerializationError(f"Cannot read {what} file '{target}': {exc}") from exc
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        # JSONDecodeError and UnicodeDecodeError are both ValueErrors.
-        raise SerializationError(
-            f"{what} file '{target}' is not valid JSON (corrupt or truncated): {exc}"
-        ) from exc
+    data = loads_json(raw, f"{what} file '{target}'")
     if not isinstance(data, dict):
         raise SerializationError(
             f"{what} file '{target}' does not contain a JSON object "

@@ -29,7 +29,7 @@ from routilux.builtin_routines import (
     utils,
 )
 from routilux.exceptions import ConfigError
-from routilux.serialization import lookup_class
+from routilux.serialization import lookup_class, register_function
 
 ALL = [
     TextClipper, TextRenderer, ResultExtractor, TimeProvider, DataFlattener, DataTransformer,
@@ -109,6 +109,7 @@ def test_ints_accepted_for_float_settings():
     Aggregator().set_config(timeout=2)
 
 
+@register_function  # saved by reference: it must be registered (issue 9)
 def double(value):
     return value * 2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from routilux import register_function
 from routilux.builtin_routines.control_flow import (
     Aggregator,
     Batcher,
@@ -15,6 +16,7 @@ from routilux.builtin_routines.control_flow import (
 )
 
 
+@register_function  # saved by reference: it must be registered (issue 9)
 def is_urgent(data):
     return data.get("priority") == "urgent"
 

@@ -20,6 +20,7 @@ from routilux.exceptions import SerializationError
 from routilux.serialization import register_function
 
 
+@register_function  # saved by reference: it must be registered (issue 9)
 def module_level_condition(data):
     return data > 10
 

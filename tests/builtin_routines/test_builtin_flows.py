@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from routilux import ErrorHandler, ErrorStrategy, Flow, Routine, register_serializable
+from routilux import (
+    ErrorHandler,
+    ErrorStrategy,
+    Flow,
+    Routine,
+    register_function,
+    register_serializable,
+)
 from routilux.builtin_routines import (
     Aggregator,
     Batcher,
@@ -272,6 +279,7 @@ class TestErrorStrategies:
 # ---------------------------------------------------------------------------
 
 
+@register_function  # saved by reference: it must be registered (issue 9)
 def times_ten(value: Any) -> Any:
     return {**value, "score": value["score"] * 10}
 

@@ -617,34 +617,26 @@ def _encode_function(fn: Callable[..., Any], where: str) -> dict[str, Any]:
             spec = encode_callable(fn)
         except Exception:  # noqa: BLE001 - any failure means "not by reference"
             spec = None
-        restored = None
-        if spec is not None and _restorable_by_reference(spec):
-            try:
-                restored = decode_callable(spec)
-            except Exception:  # noqa: BLE001
-                restored = None
+    restored = None
+    # A configuration has no owner object to resolve a method against; anything else is
+    # saved by reference only when loading would give this very callable back, i.e. when
+    # it is registered (register_function) or a safe builtin.
+    if spec is not None and spec.get("callable_type") != "method":
+        try:
+            restored = decode_callable(spec)
+        except SerializationError:
+            restored = None
     if spec is not None and restored is not None and restored == fn:
         return spec
     try:
         expression = expression_from_callable(fn)
     except ExpressionError as exc:
         raise SerializationError(
-            f"{where} cannot be serialized: {fn!r} is neither a module-level or registered "
-            f"function (see routilux.serialization.register_function) nor a lambda whose "
-            f"body is a safe expression ({exc})"
+            f"{where} cannot be serialized: {fn!r} is neither a registered function "
+            f"(routilux.register_function) nor a lambda whose body is a safe expression "
+            f"({exc})"
         ) from None
     return {"_type": LAMBDA_EXPRESSION, "expression": expression}
-
-
-def _restorable_by_reference(spec: Mapping[str, Any]) -> bool:
-    """Whether decoding ``spec`` may give the function back (probing the others would
-    only log that they cannot be restored)."""
-    if spec.get("callable_type") == "method":
-        return False  # a configuration has no owner object to resolve it against
-    if spec.get("callable_type") == "function" and "registered_name" not in spec:
-        path = str(spec.get("qualname") or spec.get("name") or "")
-        return "<lambda>" not in path and "<locals>" not in path
-    return True
 
 
 def encode_config_value(value: Any, where: str) -> Any:
@@ -668,12 +660,12 @@ def decode_callable_value(spec: Mapping[str, Any], where: str) -> Callable[..., 
             return SafeLambda(rename_aliases(expression))
         except ExpressionError as exc:
             raise SerializationError(f"{where} cannot be restored: {exc}") from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    try:
         fn = decode_callable(spec)
-    if fn is None:
-        reason = str(caught[-1].message) if caught else "unknown callable"
-        raise SerializationError(f"{where} cannot be restored: {reason}")
+    except SerializationError as exc:
+        raise SerializationError(f"{where} cannot be restored: {exc}") from None
+    if fn is None:  # pragma: no cover - a saved callable dict never decodes to None
+        raise SerializationError(f"{where} cannot be restored: no callable")
     return fn
 
 
