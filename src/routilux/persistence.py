@@ -20,14 +20,21 @@ Invariants:
 * **Snapshots.** ``serialize`` output never shares containers with live objects: it is
   taken under the job's lock, so a save during a run sees each mutator's whole effect.
 * **Nothing is lost silently** (DESIGN invariant 9). Saving data JSON cannot represent
-  faithfully (a set, an object, a non-string dict key) raises SerializationError naming
-  its key path, before the file is touched. Bad saved data raises SerializationError
-  (a ValueError) naming the field; what the spec says may be dropped (an unresolvable
-  connection or callable) is dropped with a warning.
+  faithfully (a set, an object, a non-string dict key, NaN) raises SerializationError
+  naming its key path, before the file is touched. Bad saved data raises
+  SerializationError (a ValueError) naming the field; what the spec says may be dropped
+  (an unresolvable connection) is dropped with a warning. A callable that is not
+  registered is an error, not a None.
+* **Loaders raise only RoutiluxErrors** (issue 9). Every value read is type- and
+  range-checked where it is read; ``_loader`` turns whatever slipped through (a
+  RecursionError, a TypeError from a routine's own ``_config_from_data``) into a
+  SerializationError naming the object, so a crafted file never surfaces as a
+  RecursionError, TypeError, OverflowError, AttributeError or KeyError.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import types
@@ -35,12 +42,14 @@ import warnings
 from collections import ChainMap
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, Union, cast
 
 from .connection import Connection
+from .engine.tasks import check_task_entry
 from .error_handler import ErrorHandler
 from .event import Event
-from .exceptions import NotConstructableError, SerializationError
+from .exceptions import NotConstructableError, RoutiluxError, SerializationError
+from .flow.flow import MAX_WORKERS
 from .job_state import ExecutionRecord, JobState
 from .serialization import (
     check_format_version,
@@ -84,6 +93,36 @@ logger = logging.getLogger("routilux.persistence")
 
 PathLike = Union[str, "os.PathLike[str]"]
 Owners = Mapping[str, object]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _loader(what: str) -> Callable[[_F], _F]:
+    """Make a loading function raise only RoutiluxErrors (issue 9, item 6).
+
+    Specific checks name the key path; this is the backstop for what none anticipated,
+    e.g. data nested so deeply that copying it exhausts the stack. The original
+    exception stays attached as ``__cause__``.
+    """
+
+    def decorate(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except RoutiluxError:
+                raise
+            except RecursionError:
+                raise SerializationError(
+                    f"Cannot load {what}: the data is nested too deeply"
+                ) from None
+            except Exception as exc:  # noqa: BLE001 - the contract: RoutiluxErrors only
+                raise SerializationError(
+                    f"Cannot load {what}: unexpected {type(exc).__name__}: {exc}"
+                ) from exc
+
+        return cast(_F, wrapper)
+
+    return decorate
 
 
 # ---------------------------------------------------------------------------
@@ -191,15 +230,31 @@ def _str_field(data: Mapping[str, Any], key: str, where: str, optional: bool = F
     return value
 
 
-def _int_field(data: Mapping[str, Any], key: str, where: str, minimum: int) -> int | None:
+def _int_field(
+    data: Mapping[str, Any], key: str, where: str, minimum: int, maximum: int | None = None
+) -> int | None:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        wanted = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         raise SerializationError(
-            f"'{key_path(where, key)}' must be an integer >= {minimum}, got {value!r}"
+            f"'{key_path(where, key)}' must be an integer {wanted}, got {value!r}"
         )
     return value
+
+
+def _own(own: Callable[[Any], Any], value: Any, where: str) -> Any:
+    """``own(value)``, naming ``where`` when the value is too deeply nested to copy."""
+    try:
+        return own(value)
+    except RecursionError:
+        raise SerializationError(f"'{where}' is nested too deeply") from None
 
 
 def _check_type(data: Mapping[str, Any], expected: str, where: str) -> None:
@@ -290,6 +345,7 @@ def serialize_slot(s: Slot) -> dict[str, Any]:
     }
 
 
+@_loader("Slot")
 def deserialize_slot(s: Slot, data: dict[str, Any]) -> None:
     """Restore ``s`` in place; a method handler is found on the slot's own routine."""
     routine = s.routine
@@ -315,7 +371,8 @@ def _restore_slot(s: Slot, data: Any, owners: Owners | None, where: str) -> None
         if strategy is None:
             # The warning was given; merging still works, by replacement.
             strategy = "override"
-    buffer = _copy(data["_data"]) if data.get("_data") is not None else {}
+    saved_buffer = _dict_field(data, "_data", where)
+    buffer = _own(_copy, saved_buffer, f"{where}._data") if saved_buffer is not None else {}
     if name is not None and s.routine is None:
         s.name = name
     s.handler = handler
@@ -329,6 +386,7 @@ def serialize_event(e: Event) -> dict[str, Any]:
     return {"_type": "Event", "name": e.name, "output_params": list(e.output_params)}
 
 
+@_loader("Event")
 def deserialize_event(e: Event, data: dict[str, Any]) -> None:
     """Restore ``e`` in place (its connections are the flow's business)."""
     _restore_event(e, data, "Event")
@@ -371,6 +429,7 @@ def serialize_connection(c: Connection) -> dict[str, Any]:
     return data
 
 
+@_loader("Connection")
 def deserialize_connection(c: Connection, data: dict[str, Any]) -> None:
     """Restore ``param_mapping`` and the four reference values (kept as attributes of
     the same names); ``source_event``/``target_slot`` stay None for a flow to resolve."""
@@ -417,6 +476,7 @@ def serialize_routine(r: Routine) -> dict[str, Any]:
     }
 
 
+@_loader("Routine")
 def deserialize_routine(r: Routine, data: dict[str, Any]) -> None:
     """Restore ``r`` (built with no arguments) in place; method handlers are looked up
     on ``r`` itself."""
@@ -444,7 +504,9 @@ def _restore_routine(r: Routine, data: dict[str, Any], owners: Owners, where: st
             r._config_from_data(_copy(config))
         except SerializationError as exc:
             raise SerializationError(f"In field '{where}._config': {exc}") from None
-        except (ValueError, TypeError) as exc:
+        except RecursionError:
+            raise SerializationError(f"'{where}._config' is nested too deeply") from None
+        except Exception as exc:  # noqa: BLE001 - a routine's own check, whatever it raises
             raise SerializationError(f"In field '{where}._config': {exc}") from exc
     r._error_handler = error_handler
     for name, slot_data in slots.items():
@@ -473,7 +535,9 @@ def _rebuild_error_handler(data: Any, where: str) -> ErrorHandler | None:
     try:
         handler = cls()
         handler.deserialize(data)
-    except (ValueError, TypeError, KeyError) as exc:
+    except SerializationError as exc:
+        raise SerializationError(f"In field '{where}': {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a subclass's own deserialize, whatever it raises
         raise SerializationError(f"In field '{where}': {exc}") from exc
     return handler
 
@@ -557,6 +621,7 @@ def serialize_flow(f: Flow) -> dict[str, Any]:
     )
 
 
+@_loader("Flow")
 def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
     """Restore a definition written by :func:`serialize_flow` into the empty flow ``f``."""
     data = check_format_version(data, "Flow")
@@ -568,7 +633,7 @@ def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
         )
     flow_id = _str_field(data, "flow_id", "Flow", optional=True)
     strategy = _str_field(data, "execution_strategy", "Flow", optional=True) or "sequential"
-    max_workers = _int_field(data, "max_workers", "Flow", minimum=1)
+    max_workers = _int_field(data, "max_workers", "Flow", minimum=1, maximum=MAX_WORKERS)
     history_limit = _int_field(data, "history_limit", "Flow", minimum=1)
     error_handler = _rebuild_error_handler(data.get("error_handler"), "Flow.error_handler")
     saved_routines = _dict_field(data, "routines", "Flow") or {}
@@ -704,6 +769,7 @@ def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
     return stamp(data)
 
 
+@_loader("JobState")
 def deserialize_job_state(js: JobState, data: dict[str, Any]) -> None:
     """Restore ``js`` in place from :func:`serialize_job_state` output (also after a
     trip through JSON). Its lock, waiters and output handler are kept."""
@@ -736,6 +802,7 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
     for rid, buffers in slot_buffers.items():
         _expect_dict(buffers, f"slot_buffers[{rid!r}]")
     lists = {key: _list_of_dicts(data, key, where) or [] for key in _JOB_LISTS}
+    _check_saved_work(lists["pending_tasks"], lists["deferred_events"])
     shared_data = _dict_field(data, "shared_data", where) or {}
     created_at = _datetime(data, "created_at")
     updated_at = _datetime(data, "updated_at")
@@ -743,6 +810,12 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
     flow_id = _str_field(data, "flow_id", where, optional=True)
     job_id = _str_field(data, "job_id", where, optional=True)
     current = _str_field(data, "current_routine_id", where, optional=True)
+
+    # Copied before anything changes, so data too deep to copy leaves ``js`` as it was.
+    routine_states = _own(own, routine_states, "routine_states")
+    shared_data = _own(own, shared_data, "shared_data")
+    slot_buffers = _own(own, slot_buffers, "slot_buffers")
+    lists = {key: _own(own, value, key) for key, value in lists.items()}
 
     with js.lock:
         if flow_id is not None:
@@ -752,14 +825,14 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
         if status is not None:
             js.status = status
         js.current_routine_id = current
-        js.routine_states = own(routine_states)
+        js.routine_states = routine_states
         js.history_limit = history_limit
         js.execution_history = records
         js.history_dropped = dropped
-        js.shared_data = own(shared_data)
-        js.slot_buffers = own(slot_buffers)
+        js.shared_data = shared_data
+        js.slot_buffers = slot_buffers
         for key, value in lists.items():
-            setattr(js, key, own(value))
+            setattr(js, key, value)
         if created_at is not None:
             js.created_at = created_at
         if updated_at is not None:
@@ -770,14 +843,27 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _datetime(data: Mapping[str, Any], key: str) -> datetime | None:
+def _check_saved_work(pending: list[dict[str, Any]], deferred: list[dict[str, Any]]) -> None:
+    """Type- and range-check the work a resume will run (issue 9, item 6), so a crafted
+    file fails here, naming the entry, rather than inside the resumed job."""
+    for index, entry in enumerate(pending):
+        check_task_entry(entry, f"pending_tasks[{index}]")
+    for index, event in enumerate(deferred):
+        where = f"deferred_events[{index}]"
+        _str_field(event, "routine_id", where, optional=True)
+        _str_field(event, "event_name", where, optional=True)
+        _dict_field(event, "data", where)
+        _datetime(event, "timestamp", where)
+
+
+def _datetime(data: Mapping[str, Any], key: str, where: str = "") -> datetime | None:
     value = data.get(key)
     if value is None:
         return None
     try:
         return from_iso(value)
     except SerializationError as exc:
-        raise SerializationError(f"In field '{key}': {exc}") from None
+        raise SerializationError(f"In field '{key_path(where, key)}': {exc}") from None
 
 
 def _record(item: Any, where: str, own: Callable[[Any], Any]) -> ExecutionRecord:
@@ -849,7 +935,7 @@ def load_job_state(path: PathLike, cls: type[JobState] = JobState) -> JobState:
     check_format_version(data, f"JobState file '{path}'")
     js = cls()
     try:
-        _restore_job_state(js, data, copy=False)
+        _loader("JobState")(_restore_job_state)(js, data, copy=False)
     except SerializationError as exc:
         raise SerializationError(f"Cannot load JobState file '{path}': {exc}") from None
     return js

@@ -8,7 +8,12 @@ data that already went through the slot's merge (a retry must not merge twice);
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from ..error_handler import MAX_RETRIES
+from ..exceptions import SerializationError
+from ..serialization import from_iso
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -80,8 +85,65 @@ def _flow_id_of(conn: Connection | None, routine: Any) -> str | None:
     return getattr(conn, "_source_routine_id", None) or getattr(routine, "_id", None)
 
 
+_TEXT_KEYS = (
+    "slot_routine_id",
+    "slot_name",
+    "connection_source_routine_id",
+    "connection_source_event_name",
+    "connection_target_routine_id",
+    "connection_target_slot_name",
+)
+_FLAG_KEYS = ("premerged", "entry", "at_job_end")
+_COUNT_KEYS = ("retry_count", "max_retries")
+
+
+def check_task_entry(entry: Any, where: str) -> None:
+    """Raise :class:`SerializationError` naming ``where`` and the key when a saved task
+    has a value of the wrong type or out of range (each key may be missing or null)."""
+    if not isinstance(entry, Mapping):
+        raise SerializationError(f"'{where}' must be a JSON object, got {type(entry).__name__}")
+
+    def bad(key: str, wanted: str) -> SerializationError:
+        return SerializationError(f"'{where}.{key}' must be {wanted}, got {entry[key]!r}")
+
+    for key in _TEXT_KEYS:
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise bad(key, "a string")
+    for key in _FLAG_KEYS:
+        if entry.get(key) is not None and not isinstance(entry[key], bool):
+            raise bad(key, "true or false")
+    for key in _COUNT_KEYS:
+        value = entry.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES
+        ):
+            raise bad(key, f"an integer from 0 to {MAX_RETRIES}")
+    priority = entry.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise bad("priority", "an integer")
+    data = entry.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise bad("data", "a JSON object")
+    mapping = entry.get("param_mapping")
+    if mapping is not None and not (
+        isinstance(mapping, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
+    ):
+        raise bad("param_mapping", "an object mapping strings to strings")
+    created = entry.get("created_at")
+    if created is not None:
+        try:
+            from_iso(created)
+        except SerializationError as exc:
+            raise SerializationError(f"In field '{where}.created_at': {exc}") from None
+
+
 def task_from_dict(flow: Any, entry: dict[str, Any]) -> Task | None:
-    """Rebuild a saved task against ``flow``; None (with a warning) when it does not fit."""
+    """Rebuild a saved task against ``flow``; None (with a warning) when it does not fit.
+
+    A value of the wrong type or out of range raises :class:`SerializationError`
+    (see :func:`check_task_entry`)."""
+    check_task_entry(entry, "pending task")
     rid = entry.get("slot_routine_id")
     routine = flow.routines.get(rid)
     if routine is None:

@@ -38,6 +38,10 @@ STRATEGIES = ("sequential", "concurrent")
 #: Workers used when one job asks for the concurrent strategy on a sequential flow.
 DEFAULT_WORKERS = 5
 
+MAX_WORKERS = 256
+"""Upper bound of ``max_workers``, in code and in saved flows: a file asking for a
+million threads would otherwise exhaust the machine."""
+
 
 class _CurrentJobView:
     """``flow._current_execution_job_state.value``: the job the caller is serving."""
@@ -474,9 +478,12 @@ def _positive_int(value: object) -> bool:
 
 
 def _check_workers(flow_id: str, max_workers: object) -> None:
-    if not _positive_int(max_workers):
+    if not (_positive_int(max_workers) and isinstance(max_workers, int)) or (
+        max_workers > MAX_WORKERS
+    ):
         raise InvalidArgumentError(
-            f"Flow '{flow_id}': max_workers must be a positive integer, got {max_workers!r}"
+            f"Flow '{flow_id}': max_workers must be an integer from 1 to {MAX_WORKERS}, "
+            f"got {max_workers!r}"
         )
 
 
