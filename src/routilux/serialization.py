@@ -780,9 +780,12 @@ def _refuse_constant(name: str) -> Any:
     raise SerializationError(f"{name} is not a JSON number (NaN and Infinity are refused)")
 
 
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):  # rare: only then find which key it was
+def _object_without_duplicates(
+    pairs: list[tuple[str, Any]], _dict: type[dict[str, Any]] = dict, _len: Any = len
+) -> dict[str, Any]:
+    # Called for every object of every file read, hence the builtins bound as locals.
+    result = _dict(pairs)
+    if _len(result) != _len(pairs):  # rare: only then find which key it was
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:

@@ -97,9 +97,41 @@ _FLAG_KEYS = ("premerged", "entry", "at_job_end")
 _COUNT_KEYS = ("retry_count", "max_retries")
 
 
+_NONE = type(None)
+_TEXT_TYPES = frozenset({str, _NONE})
+_FLAG_TYPES = frozenset({bool, _NONE})
+_INT_TYPES = frozenset({int, _NONE})
+_DATA_TYPES = frozenset({dict, _NONE})
+
+
 def check_task_entry(entry: Any, where: str) -> None:
     """Raise :class:`SerializationError` naming ``where`` and the key when a saved task
     has a value of the wrong type or out of range (each key may be missing or null)."""
+    if type(entry) is dict:
+        # Fast path for a well-formed entry (a paused job may hold a million of them);
+        # anything unusual takes the slow path below, which names what is wrong.
+        get = entry.get
+        retries = get("retry_count")
+        limit = get("max_retries")
+        mapping = get("param_mapping")
+        if (
+            type(get("slot_routine_id")) in _TEXT_TYPES
+            and type(get("slot_name")) in _TEXT_TYPES
+            and type(get("connection_source_routine_id")) in _TEXT_TYPES
+            and type(get("connection_source_event_name")) in _TEXT_TYPES
+            and type(get("connection_target_routine_id")) in _TEXT_TYPES
+            and type(get("connection_target_slot_name")) in _TEXT_TYPES
+            and type(get("premerged")) in _FLAG_TYPES
+            and type(get("entry")) in _FLAG_TYPES
+            and type(get("at_job_end")) in _FLAG_TYPES
+            and (retries is None or (type(retries) is int and 0 <= retries <= MAX_RETRIES))
+            and (limit is None or (type(limit) is int and 0 <= limit <= MAX_RETRIES))
+            and type(get("priority")) in _INT_TYPES
+            and type(get("data")) in _DATA_TYPES
+            and (mapping is None or (type(mapping) is dict and not mapping))
+            and get("created_at") is None
+        ):
+            return
     if not isinstance(entry, Mapping):
         raise SerializationError(f"'{where}' must be a JSON object, got {type(entry).__name__}")
 
