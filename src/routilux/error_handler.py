@@ -14,7 +14,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .exceptions import InvalidArgumentError, SerializationError
-from .serialization import lookup_exception_class, register_serializable
+from .serialization import lookup_exception_class, register_serializable, short_repr
 
 if TYPE_CHECKING:
     from .routine import Routine
@@ -214,7 +214,7 @@ class ErrorHandler:
         if not isinstance(names, list):
             raise SerializationError(
                 f"'retryable_exceptions' must be a list of class names, got "
-                f"{type(names).__name__}: {names!r}"
+                f"{type(names).__name__}: {short_repr(names)}"
             )
         classes = tuple(
             _exception_class(name, f"retryable_exceptions[{index}]")
@@ -239,14 +239,14 @@ def _strategy(value: object) -> ErrorStrategy:
     except ValueError:
         choices = ", ".join(repr(s.value) for s in ErrorStrategy)
         raise InvalidArgumentError(
-            f"'strategy' must be an ErrorStrategy or one of {choices}, got {value!r}"
+            f"'strategy' must be an ErrorStrategy or one of {choices}, got {short_repr(value)}"
         ) from None
 
 
 def _bounded_int(name: str, value: object, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
         raise InvalidArgumentError(
-            f"'{name}' must be an integer from 0 to {maximum}, got {value!r}"
+            f"'{name}' must be an integer from 0 to {maximum}, got {short_repr(value)}"
         )
     return value
 
@@ -260,7 +260,7 @@ def _bounded_number(name: str, value: object, maximum: float) -> float:
         or not 0 <= value <= maximum
     ):
         raise InvalidArgumentError(
-            f"'{name}' must be a finite number from 0 to {maximum:g}, got {value!r}"
+            f"'{name}' must be a finite number from 0 to {maximum:g}, got {short_repr(value)}"
         )
     return value
 
@@ -276,12 +276,12 @@ def _exception_classes(
         classes = tuple(value)
     except TypeError:
         raise InvalidArgumentError(
-            f"'retryable_exceptions' must be a tuple of exception classes, got {value!r}"
+            f"'retryable_exceptions' must be a tuple of exception classes, got {short_repr(value)}"
         ) from None
     for cls in classes:
         if not (isinstance(cls, type) and issubclass(cls, BaseException)):
             raise InvalidArgumentError(
-                f"'retryable_exceptions' must hold exception classes, got {cls!r}"
+                f"'retryable_exceptions' must hold exception classes, got {short_repr(cls)}"
             )
     return classes or (Exception,)
 
@@ -292,7 +292,7 @@ def _saved_bool(data: Mapping[str, Any], key: str) -> bool:
         return False
     if not isinstance(value, bool):
         # bool("false") is True: a file must say true or false.
-        raise SerializationError(f"'{key}' must be true or false, got {value!r}")
+        raise SerializationError(f"'{key}' must be true or false, got {short_repr(value)}")
     return value
 
 
@@ -304,7 +304,7 @@ def _exception_class(dotted: object, where: str) -> type[BaseException]:
     """
     if not isinstance(dotted, str):
         raise SerializationError(
-            f"'{where}' must be an exception class name (a string), got {dotted!r}"
+            f"'{where}' must be an exception class name (a string), got {short_repr(dotted)}"
         )
     try:
         return lookup_exception_class(dotted)

@@ -61,6 +61,7 @@ from .serialization import (
     lookup_class,
     read_json,
     required_init_parameters,
+    short_repr,
     stamp,
     to_iso,
     write_json,
@@ -225,7 +226,8 @@ def _str_field(data: Mapping[str, Any], key: str, where: str, optional: bool = F
         return None
     if not isinstance(value, str):
         raise SerializationError(
-            f"'{key_path(where, key)}' must be a string, got {type(value).__name__}: {value!r}"
+            f"'{key_path(where, key)}' must be a string, got {type(value).__name__}: "
+            f"{short_repr(value)}"
         )
     return value
 
@@ -244,7 +246,7 @@ def _int_field(
     ):
         wanted = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
         raise SerializationError(
-            f"'{key_path(where, key)}' must be an integer {wanted}, got {value!r}"
+            f"'{key_path(where, key)}' must be an integer {wanted}, got {short_repr(value)}"
         )
     return value
 
@@ -260,7 +262,9 @@ def _own(own: Callable[[Any], Any], value: Any, where: str) -> Any:
 def _check_type(data: Mapping[str, Any], expected: str, where: str) -> None:
     name = data.get("_type")
     if name is not None and name != expected:
-        raise SerializationError(f"Cannot deserialize {name!r} data as {expected} ({where})")
+        raise SerializationError(
+            f"Cannot deserialize {short_repr(name)} data as {expected} ({where})"
+        )
 
 
 def _lookup(name: Any, where: str) -> type:
@@ -400,7 +404,9 @@ def _restore_event(e: Event, data: Any, where: str) -> None:
     if params is not None:
         path = f"{where}.output_params"
         if not all(isinstance(p, str) for p in _expect_list(params, path)):
-            raise SerializationError(f"'{path}' must be a list of strings, got {params!r}")
+            raise SerializationError(
+                f"'{path}' must be a list of strings, got {short_repr(params)}"
+            )
         e.output_params = list(params)
     if name is not None and e.routine is None:
         e.name = name
@@ -454,7 +460,7 @@ def _param_mapping(data: Mapping[str, Any], where: str) -> dict[str, str]:
     if not all(
         isinstance(k, str) and isinstance(v, str) for k, v in _expect_dict(mapping, path).items()
     ):
-        raise SerializationError(f"'{path}' must map strings to strings, got {mapping!r}")
+        raise SerializationError(f"'{path}' must map strings to strings, got {short_repr(mapping)}")
     return dict(mapping)
 
 
@@ -531,7 +537,9 @@ def _rebuild_error_handler(data: Any, where: str) -> ErrorHandler | None:
     # ErrorHandler is this library's own class; subclasses must be registered.
     cls = ErrorHandler if name == "ErrorHandler" else _lookup(name, where)
     if not (isinstance(cls, type) and issubclass(cls, ErrorHandler)):
-        raise SerializationError(f"In field '{where}': class {name!r} is not an ErrorHandler")
+        raise SerializationError(
+            f"In field '{where}': class {short_repr(name)} is not an ErrorHandler"
+        )
     try:
         handler = cls()
         handler.deserialize(data)
@@ -551,7 +559,7 @@ def _new_routine(data: Any, where: str) -> Routine:
         raise SerializationError(f"In field '{where}': '_type' must name a routine class")
     cls = _lookup(name, where)
     if not (isinstance(cls, type) and issubclass(cls, Routine)):
-        raise SerializationError(f"In field '{where}': class {name!r} is not a Routine")
+        raise SerializationError(f"In field '{where}': class {short_repr(name)} is not a Routine")
     try:
         routine = cls()
     except Exception as exc:

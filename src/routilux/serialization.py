@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import reprlib
 import threading
 import types
 import uuid
@@ -61,12 +62,33 @@ __all__ = [
     "registered_classes",
     "registered_function",
     "required_init_parameters",
+    "short_repr",
     "stamp",
     "to_iso",
     "write_json",
 ]
 
 logger = logging.getLogger("routilux.serialization")
+
+# For values from saved data shown in error messages: a crafted value may be nested
+# 990 deep (repr would hit the recursion limit) or be an int of 10,000 digits (repr
+# refuses it), and either way should not flood the message.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 3
+_SHORT.maxstring = 80
+_SHORT.maxother = 80
+_SHORT.maxlong = 40
+
+
+def short_repr(value: object) -> str:
+    """A bounded ``repr`` of ``value`` for error messages (never raises)."""
+    try:
+        return _SHORT.repr(value)
+    except (ValueError, RecursionError, TypeError):  # e.g. a 10,000-digit int
+        return f"<{type(value).__name__} too large to show>"
+    except Exception:  # noqa: BLE001 - a user object's broken __repr__
+        return f"<{type(value).__name__}>"
+
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,7 +144,7 @@ def check_format_version(data: Mapping[str, Any], what: str) -> dict[str, Any]:
     version = data.get(_VERSION_KEY, 1)
     if isinstance(version, bool) or not isinstance(version, int):
         raise SerializationError(
-            f"Cannot load {what}: format_version must be an integer, got {version!r}"
+            f"Cannot load {what}: format_version must be an integer, got {short_repr(version)}"
         )
     current = FORMAT_VERSION
     if version > current:
@@ -219,11 +241,13 @@ def register_serializable(cls: type[T]) -> type[T]:
 def lookup_class(name: str) -> type:
     """Return the class registered under ``name``; SerializationError if there is none."""
     if not isinstance(name, str):
-        raise SerializationError(f"Class name in saved data must be a string, got {name!r}")
+        raise SerializationError(
+            f"Class name in saved data must be a string, got {short_repr(name)}"
+        )
     cls = _CLASSES.get(name)
     if cls is None:
         raise SerializationError(
-            f"Cannot deserialize {name!r}: class not found in registry "
+            f"Cannot deserialize {short_repr(name)}: class not found in registry "
             f"(decorate the class with @register_serializable and import it before loading)"
         )
     return cls
@@ -438,7 +462,8 @@ def _req(spec: Mapping[str, Any], key: str) -> str:
     value = spec.get(key)
     if not isinstance(value, str):
         raise SerializationError(
-            f"Malformed callable spec: {key!r} must be a string, got {value!r} in {spec!r}"
+            f"Malformed callable spec: {key!r} must be a string, got {short_repr(value)} "
+            f"in {short_repr(spec)}"
         )
     return value
 
@@ -474,7 +499,8 @@ def decode_callable(
         )
     if spec.get("_type") != _CALLABLE:
         raise SerializationError(
-            f"Malformed callable spec: '_type' must be 'callable', got {spec.get('_type')!r}"
+            f"Malformed callable spec: '_type' must be 'callable', "
+            f"got {short_repr(spec.get('_type'))}"
         )
     kind = spec.get("callable_type")
     if kind == "method":
@@ -483,7 +509,7 @@ def decode_callable(
         return _decode_function(spec)
     if kind == "builtin":
         return _decode_builtin(spec)
-    raise SerializationError(f"Malformed callable spec: unknown callable_type {kind!r}")
+    raise SerializationError(f"Malformed callable spec: unknown callable_type {short_repr(kind)}")
 
 
 def _decode_method(
@@ -492,7 +518,7 @@ def _decode_method(
     class_name = _req(spec, "class_name")
     method_name = _req(spec, "method_name")
     object_id = _req(spec, "object_id")
-    what = f"method {class_name}.{method_name} of object {object_id!r}"
+    what = f"method {class_name}.{method_name} of object {short_repr(object_id)}"
     owner = owners.get(object_id) if owners is not None else None
     if owner is None:
         raise _unrestorable(what, "no object with that _id is being deserialized with it")
@@ -578,7 +604,7 @@ def lookup_exception_class(dotted: str) -> type[BaseException]:
     """
     if not isinstance(dotted, str) or not dotted:
         raise SerializationError(
-            f"an exception class must be named by a non-empty string, got {dotted!r}"
+            f"an exception class must be named by a non-empty string, got {short_repr(dotted)}"
         )
     module_name, _, qualname = dotted.rpartition(".")
     found: object = None
@@ -596,7 +622,7 @@ def lookup_exception_class(dotted: str) -> type[BaseException]:
             found = candidate
     if not _is_exception_class(found):
         raise SerializationError(
-            f"exception class {dotted!r} is not allowed: saved data may name builtin "
+            f"exception class {short_repr(dotted)} is not allowed: saved data may name builtin "
             f"exceptions, routilux's own, and classes the program registered -- decorate it "
             f"with @register_serializable (or call routilux.register_function on it) before "
             f"loading"
@@ -790,7 +816,7 @@ def _object_without_duplicates(
         for key, _ in pairs:
             if key in seen:
                 raise SerializationError(
-                    f"duplicate key {key!r} in a JSON object (which value counts would "
+                    f"duplicate key {short_repr(key)} in a JSON object (which value counts would "
                     f"depend on the reader, so the file is refused)"
                 )
             seen.add(key)
@@ -875,10 +901,10 @@ def from_iso(value: str | datetime | None) -> datetime | None:
         return value
     if not isinstance(value, str):
         raise SerializationError(
-            f"expected an ISO datetime string, got {type(value).__name__}: {value!r}"
+            f"expected an ISO datetime string, got {type(value).__name__}: {short_repr(value)}"
         )
     text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
     try:
         return datetime.fromisoformat(text)
     except ValueError as exc:
-        raise SerializationError(f"invalid ISO datetime {value!r}") from exc
+        raise SerializationError(f"invalid ISO datetime {short_repr(value)}") from exc

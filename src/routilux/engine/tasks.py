@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..error_handler import MAX_RETRIES
 from ..exceptions import SerializationError
-from ..serialization import from_iso
+from ..serialization import from_iso, short_repr
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -136,7 +136,7 @@ def check_task_entry(entry: Any, where: str) -> None:
         raise SerializationError(f"'{where}' must be a JSON object, got {type(entry).__name__}")
 
     def bad(key: str, wanted: str) -> SerializationError:
-        return SerializationError(f"'{where}.{key}' must be {wanted}, got {entry[key]!r}")
+        return SerializationError(f"'{where}.{key}' must be {wanted}, got {short_repr(entry[key])}")
 
     for key in _TEXT_KEYS:
         if entry.get(key) is not None and not isinstance(entry[key], str):
