@@ -43,7 +43,7 @@ def test_page_examples_run(page: str, tmp_path: Path) -> None:
 
 
 def test_persistence_story_runs_in_two_processes(tmp_path: Path) -> None:
-    module, first, second = blocks("persistence.md")
+    module, first, second = blocks("persistence.md")[:3]  # the Security example: its own test
     (tmp_path / "approval.py").write_text(module)
     paused = run(first, tmp_path)
     assert paused.returncode == 0, paused.stderr[-2000:]
