@@ -58,7 +58,7 @@ from routilux.builtin_routines import (
 from routilux.engine.tasks import task_from_dict
 from routilux.serialization import lookup_class, read_json
 
-CASES_PER_DOCUMENT = 300
+CASES_PER_DOCUMENT = 600
 SEED = 20261201
 
 

@@ -136,6 +136,7 @@ def test_config_nested_980_deep_in_a_file_is_a_serialization_error(tmp_path: Pat
         ("retry_delay", MAX_RETRY_DELAY * 2),
         ("retry_backoff", math.inf),
         ("retry_backoff", MAX_RETRY_BACKOFF + 1),
+        ("retry_delay", 10**400),  # math.isfinite cannot even convert it
         ("max_retries", math.inf),
         ("max_retries", -1),
         ("max_retries", 2.5),

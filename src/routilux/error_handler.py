@@ -252,11 +252,12 @@ def _bounded_int(name: str, value: object, maximum: int) -> int:
 
 
 def _bounded_number(name: str, value: object, maximum: float) -> float:
-    # NaN fails both comparisons, so it is refused with the infinities.
+    # isfinite only for floats: it cannot convert a 400-digit int (which the range
+    # check refuses anyway).
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
+        or (isinstance(value, float) and not math.isfinite(value))
         or not 0 <= value <= maximum
     ):
         raise InvalidArgumentError(

@@ -372,9 +372,6 @@ def _restore_slot(s: Slot, data: Any, owners: Owners | None, where: str) -> None
         strategy = _restore_callable(
             s.merge_strategy, saved_strategy, owners, f"{where}.merge_strategy"
         )
-        if strategy is None:
-            # The warning was given; merging still works, by replacement.
-            strategy = "override"
     saved_buffer = _dict_field(data, "_data", where)
     buffer = _own(_copy, saved_buffer, f"{where}._data") if saved_buffer is not None else {}
     if name is not None and s.routine is None:
