@@ -186,6 +186,7 @@ def deep(depth: int) -> Any:
 
 
 HOSTILE: list[Any] = [
+    "format_version", 2, "JobState", "Flow", "ErrorHandler", "Mapper", "retry", "paused",
     None, True, False, 0, -1, -(10**9), 10**30, 10**400, 2.5, -0.0, 1e308,
     math.inf, -math.inf, math.nan, "", "x", "os.system", "../../etc/passwd", "\ud800",
     [], {}, [[]], [{}], {"": None}, {"_type": "Flow"}, {"_type": "callable"},
@@ -235,8 +236,11 @@ def mutate(doc: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], str
             # Shared, not copied (deepcopy itself cannot copy the deepest of them):
             # loaders never change the data they are given.
             parent[key] = rng.choice(HOSTILE)
-        elif kind < 0.7 and isinstance(parent, dict):
+        elif kind < 0.65 and isinstance(parent, dict):
             del parent[key]
+        elif kind < 0.7 and isinstance(parent, dict):
+            del parent[key]  # renamed: e.g. a routine id, a slot name, a field name
+            parent[rng.choice(["", "_type", "__class__", "trigger", "input", "x" * 300])] = current
         elif kind < 0.8:
             parent[key] = [current]
         elif kind < 0.9:
