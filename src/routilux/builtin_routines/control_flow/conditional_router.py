@@ -7,7 +7,7 @@ import logging
 import threading
 from typing import Any, Callable, Union
 
-from routilux.exceptions import SerializationError
+from routilux.exceptions import ExpressionBudgetError, SerializationError
 from routilux.serialization import register_serializable
 
 from .._base import BuiltinRoutine
@@ -35,6 +35,9 @@ class ConditionalRouter(BuiltinRoutine):
     expected values. Each matching route emits ``data`` and ``route`` on the event of
     the same name; with no match, ``default_route`` or else ``output`` with
     ``route="unmatched"``. ``route_priority`` is ``first_match`` or ``all_matches``.
+
+    A string condition that raises counts as False, except when it goes over the
+    expression budget: that is an error of this routine (ExpressionBudgetError).
     """
 
     config_schema = {
@@ -71,8 +74,9 @@ class ConditionalRouter(BuiltinRoutine):
             try:
                 compile_expression(condition)
             except ExpressionError as exc:
-                raise self._config_error(
-                    "routes", f"condition of route '{name}' is not a valid expression: {exc}"
+                raise type(exc)(
+                    f"{self!r}: config key 'routes': condition of route '{name}' is not a "
+                    f"valid expression: {exc}"
                 ) from None
         elif not isinstance(condition, dict) and not callable(condition):
             raise self._config_error(
@@ -162,10 +166,18 @@ class ConditionalRouter(BuiltinRoutine):
 
     def evaluate_condition(self, condition: Condition, value: Any, route: str = "?") -> bool:
         """Whether ``condition`` holds for ``value``."""
+        try:
+            return self._holds(condition, value, route)
+        except ExpressionError as exc:
+            raise self._expression_failure(exc, f"condition of route '{route}'") from None
+
+    def _holds(self, condition: Condition, value: Any, route: str) -> bool:
         config = self.config()
         if isinstance(condition, str):
             try:
                 return bool(evaluate(condition, value, config, {}))
+            except ExpressionBudgetError:
+                raise  # over budget is never "False": the router fails
             except Exception as exc:  # noqa: BLE001 - spec 80: a failing string is False
                 logger.debug("%r: condition of route %r raised %r", self, route, exc)
                 return False
