@@ -58,6 +58,11 @@ class ExpressionError(ConfigError):
     """
 
 
+class ExpressionBudgetError(ExpressionError):
+    """An expression would build too large a value, nest too deeply or take too many
+    steps. Unlike other expression errors it is never read as "condition is False"."""
+
+
 class HandlerTimeoutError(RoutiluxError, TimeoutError):
     """A delivery ran longer than its slot's (or the flow's) handler timeout."""
 

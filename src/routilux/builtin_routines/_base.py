@@ -18,6 +18,7 @@ Built-ins use only the public Routine API. Invariants kept here:
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable as CallableABC
 from collections.abc import Iterator
@@ -31,11 +32,54 @@ from ._expressions import (
     compile_expression,
     decode_config_value,
     encode_config_value,
+    evaluate,
 )
 
 ConfigType = Any  # a type or a tuple of types, as Routine.config_schema expects
 NoneType = type(None)
 CALLABLE: Any = CallableABC  # for config schemas: "any callable"
+
+# Caps of numeric configuration (documented in docs/builtin-routines.md). A value from
+# a file is checked like one given to set_config, so these also bound what a crafted
+# flow file can ask for.
+MAX_WAIT_SECONDS = 30 * 24 * 3600
+"""Longest wait or timeout (Debouncer ``wait``, Batcher ``max_wait``, Aggregator
+``timeout``): 30 days."""
+MAX_COUNT = 10_000_000
+"""Largest item count (Batcher ``batch_size``, Aggregator ``expected_count``)."""
+MAX_TEXT_LENGTH = 1_000_000_000
+"""Largest text length (TextClipper ``max_length``)."""
+MAX_FLATTEN_DEPTH = 500
+"""Deepest DataFlattener ``max_depth`` (flattening recurses once per level)."""
+MAX_PLAIN_DEPTH = 100
+"""Nesting of plain-data config values (ConditionalRouter's extra keys)."""
+
+
+def check_plain_data(value: Any) -> Optional[str]:
+    """None when ``value`` is plain JSON data (None, bool, int, finite float, str, and
+    lists, tuples and str-keyed dicts of those, nested at most MAX_PLAIN_DEPTH levels);
+    else what is wrong and where. A loop, not a recursion, so any input is safe."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = f" at {path}" if path else ""
+        if depth > MAX_PLAIN_DEPTH:
+            return f"nested more than {MAX_PLAIN_DEPTH} levels{where}"
+        if item is None or isinstance(item, (bool, int, str)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{item!r}{where} is not a finite number"
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return f"the key {key!r}{where} is not a str"
+                stack.append((child, f"{path}[{key!r}]", depth + 1))
+        else:
+            return f"a {type(item).__name__}{where} is not JSON data"
+    return None
 
 
 class BuiltinRoutine(Routine):
@@ -88,12 +132,54 @@ class BuiltinRoutine(Routine):
             relation = ">=" if inclusive else ">"
             raise self._config_error(key, f"must be {relation} {minimum}; got {value!r}")
 
+    def _require_range(
+        self,
+        key: str,
+        value: Any,
+        minimum: float,
+        maximum: float,
+        *,
+        exclusive_minimum: bool = False,
+    ) -> None:
+        """A number (None passes) must be finite and within ``minimum``..``maximum``."""
+        if value is None:
+            return
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self._config_error(key, f"must be a finite number; got {value!r}")
+        self._require_min(key, value, minimum, inclusive=not exclusive_minimum)
+        if value > maximum:
+            raise self._config_error(key, f"must be at most {maximum:,}; got {value!r}")
+
     def _require_expression(self, key: str, value: Any) -> None:
         if isinstance(value, str):
             try:
                 compile_expression(value)
             except ExpressionError as exc:
-                raise self._config_error(key, f"is not a valid expression: {exc}") from None
+                # Same class (a budget error stays one), now naming routine and key.
+                raise type(exc)(
+                    f"{self!r}: config key '{key}' is not a valid expression: {exc}"
+                ) from None
+
+    # -- expressions at run time -----------------------------------------------------
+
+    def _label(self) -> str:
+        """This routine as error messages name it: by its id in the flow inside a job."""
+        ctx = self.get_execution_context()
+        if ctx is None:
+            return repr(self)
+        return f"{type(self).__name__} '{ctx.routine_id}'"
+
+    def _expression_failure(self, exc: ExpressionError, what: str) -> ExpressionError:
+        """``exc`` again (same class), naming this routine and ``what`` failed."""
+        return type(exc)(f"{self._label()}: {what}: {exc}")
+
+    def _evaluate(self, key: str, expression: str, data: Any) -> Any:
+        """Evaluate the expression of config ``key`` on ``data`` (with this routine's
+        config); an ExpressionError names the routine and the key."""
+        try:
+            return evaluate(expression, data, self.config())
+        except ExpressionError as exc:
+            raise self._expression_failure(exc, f"config '{key}'") from None
 
     def _config_to_data(self) -> dict[str, Any]:
         data = super()._config_to_data()

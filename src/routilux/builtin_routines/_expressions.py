@@ -12,10 +12,27 @@ only an allow-listed subset of Python is accepted:
   conditional expressions ``a if c else b``, subscripts and slices;
 * calls of the builtins ``isinstance, dict, list, str, int, float, bool, len, getattr,
   hasattr`` and of a few side-effect-free methods of builtin values (``d.get(k)``,
-  ``s.startswith(p)``, ...).  ``getattr``/``hasattr`` refuse names starting with ``_``.
+  ``s.startswith(p)``, ...).  ``getattr``/``hasattr`` refuse names starting with ``_``
+  and refuse to look inside modules, classes, functions, frames and code.
 
-Work is bounded (expression length, nesting, ``**`` and sequence repetition sizes), so an
-expression taken from a saved file can neither run code nor hang the process.
+Every evaluation runs on a *budget* (the ``MAX_*`` constants below), so an expression
+taken from a saved file can neither run code nor hang the process nor exhaust its
+memory:
+
+* the text is at most :data:`MAX_EXPRESSION_LENGTH` characters and its nesting is
+  estimated from its tokens *before* :func:`ast.parse` sees it (CPython's parser and
+  AST builder recurse, so a deeply nested text would otherwise raise RecursionError);
+  the parsed tree may nest :data:`MAX_DEPTH` levels;
+* no value the expression builds (by ``*``, ``+``, ``%``, ``str()``, ``list()``, ...)
+  is larger than :data:`MAX_VALUE_SIZE`, no int longer than :data:`MAX_INT_BITS` bits,
+  no ``%`` format width or precision above :data:`MAX_FORMAT_WIDTH`;
+* one evaluation takes at most :data:`MAX_STEPS` steps, a step being one node of the
+  tree or one element or character an operation has to touch.
+
+Going over budget raises :class:`ExpressionBudgetError` (an :class:`ExpressionError`).
+What can be seen from the text alone (length, nesting, a constant format width, a
+constant part such as ``'a' * 10**9``) is refused by :func:`compile_expression`, i.e.
+when a routine is configured or a flow is loaded; the rest when it is evaluated.
 
 The second half of the module turns callables found in a routine's configuration into
 JSON-safe data and back: functions that :func:`routilux.serialization.encode_callable`
@@ -29,17 +46,21 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import io
+import math
 import operator
 import textwrap
+import tokenize
 import types
 import warnings
-from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Callable, Optional, Union
 
-from routilux.exceptions import ExpressionError, SerializationError
+from routilux.exceptions import ExpressionBudgetError, ExpressionError, SerializationError
 from routilux.serialization import decode_callable, encode_callable
 
 __all__ = [
+    "ExpressionBudgetError",
     "ExpressionError",
     "SafeLambda",
     "call_condition",
@@ -50,10 +71,45 @@ __all__ = [
     "expression_from_callable",
 ]
 
+# -- The budget ---------------------------------------------------------------------
+# Generous for conditions and transforms people write, small enough that the worst an
+# expression can do stays well under a second and a few tens of megabytes.
+
 MAX_EXPRESSION_LENGTH = 4000
+"""Characters of one expression."""
+
+MAX_PARSE_NESTING = 200
+"""Upper estimate of the nesting of an expression, computed from its tokens before it
+is parsed; above it the text never reaches :func:`ast.parse`."""
+
 MAX_DEPTH = 60
-MAX_SEQUENCE_RESULT = 1_000_000
-MAX_POW_BITS = 100_000
+"""Nesting of the parsed tree (``1 + 1 + ... + 1`` nests once per ``+``)."""
+
+MAX_VALUE_SIZE = 1_000_000
+"""Size of any value an expression builds: the length of a str or bytes, 1 per element
+of a container plus the sizes of its elements (an element counted as often as it is
+repeated), about a quarter of its bit length for an int, 1 for other values.
+``[0] * 999_999`` fits; ``[[0] * 1000] * 1000`` does not. (Parts of ``data`` and
+``config`` taken as they are do not count; building on them does.)"""
+
+MAX_INT_BITS = 100_000
+"""Bits of an int built by ``*`` or ``**`` (about 30,000 decimal digits)."""
+
+MAX_FORMAT_WIDTH = 10_000
+"""Width or precision in a ``%`` format (``'%.2f'``, ``'%*d'``)."""
+
+MAX_INT_DIGITS = 4_300
+"""Length of a string given to ``int()`` (the conversion is quadratic)."""
+
+MAX_STEPS = 5_000_000
+"""Steps of one evaluation: one per node evaluated plus one per element or character
+an operation touches (a comparison, a concatenation, ``str()`` of a container, ...)."""
+
+# Names of the first version, kept for code that imported them.
+MAX_SEQUENCE_RESULT = MAX_VALUE_SIZE
+MAX_POW_BITS = MAX_INT_BITS
+
+_SHOWN_CHARS = 80  # how much of an expression an error message quotes
 
 LAMBDA_EXPRESSION = "lambda_expression"
 PARAMETER_ALIASES = ("x", "item", "value", "obj")
@@ -62,15 +118,49 @@ PARAMETER_ALIASES = ("x", "item", "value", "obj")
 CONTEXT_NAMES = ("data", "config", "stats")
 
 
-def _safe_getattr(obj: Any, name: str, *default: Any) -> Any:
+def _shown(expression: str) -> str:
+    """``expression`` quoted for an error message, shortened when it is long."""
+    if len(expression) <= _SHOWN_CHARS:
+        return repr(expression)
+    return repr(expression[:_SHOWN_CHARS]) + f"... ({len(expression)} characters)"
+
+
+# Values whose attributes are the interpreter's own machinery, not data: reading them
+# is how sandbox escapes start (``f.__globals__``, ``gen.gi_frame.f_back``, ...).
+_OPAQUE_TYPES: tuple[type, ...] = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.FrameType,
+    types.CodeType,
+    types.TracebackType,
+    types.GeneratorType,
+    types.CoroutineType,
+    types.AsyncGeneratorType,
+    type(str.join),  # method descriptor
+    type("".join),  # builtin method
+    type((1).__add__),  # method-wrapper
+)
+
+
+def _check_attribute(obj: Any, name: Any, what: str) -> None:
     if not isinstance(name, str) or name.startswith("_"):
-        raise ExpressionError(f"getattr of {name!r} is not allowed in expressions")
+        raise ExpressionError(f"{what} of {name!r} is not allowed in expressions")
+    if isinstance(obj, _OPAQUE_TYPES):
+        raise ExpressionError(
+            f"{what} on a {type(obj).__name__} object is not allowed in expressions"
+        )
+
+
+def _safe_getattr(obj: Any, name: str, *default: Any) -> Any:
+    _check_attribute(obj, name, "getattr")
     return getattr(obj, name, *default)
 
 
 def _safe_hasattr(obj: Any, name: str) -> bool:
-    if not isinstance(name, str) or name.startswith("_"):
-        raise ExpressionError(f"hasattr of {name!r} is not allowed in expressions")
+    _check_attribute(obj, name, "hasattr")
     return hasattr(obj, name)
 
 
@@ -140,6 +230,9 @@ _COMPARE_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.NotIn: lambda a, b: a not in b,
 }
 _CONSTANT_TYPES = (str, bytes, int, float, bool, type(None))
+_TEXT = (str, bytes)
+_SEQUENCES = (str, bytes, list, tuple)
+_SIZED = (str, bytes, list, tuple, dict, set, frozenset)
 
 
 # ---------------------------------------------------------------------------
@@ -149,21 +242,197 @@ _CONSTANT_TYPES = (str, bytes, int, float, bool, type(None))
 
 @functools.lru_cache(maxsize=512)
 def compile_expression(expression: str) -> ast.Expression:
-    """Parse ``expression`` and check it uses only the safe subset.
+    """Parse ``expression`` and check it uses only the safe subset, within budget.
 
     Returns the (cached, never mutated) tree; raises :class:`ExpressionError` naming the
-    construct that is not allowed. ("compile" as in *prepare*: no code object is made.)
+    construct that is not allowed, or :class:`ExpressionBudgetError` when the text is
+    too long or too deeply nested, or a part of it that depends on no input (such as
+    ``'a' * 10**9`` or ``'%.999999999f'``) is over budget. ("compile" as in *prepare*:
+    no code object is made.)
     """
     if not isinstance(expression, str):
         raise ExpressionError(f"an expression must be a string, got {type(expression).__name__}")
     if len(expression) > MAX_EXPRESSION_LENGTH:
-        raise ExpressionError(f"expression longer than {MAX_EXPRESSION_LENGTH} characters")
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExpressionError(f"invalid expression {expression!r}: {exc.msg}") from None
+        raise ExpressionBudgetError(
+            f"expression {_shown(expression)} is longer than {MAX_EXPRESSION_LENGTH} "
+            f"characters (MAX_EXPRESSION_LENGTH)"
+        )
+    tree = parse_expression(expression)
     _Validator(expression).check(tree.body, 0)
+    _check_constant_parts(expression, tree.body)
     return tree
+
+
+def parse_expression(expression: str) -> ast.Expression:
+    """``ast.parse(expression.strip(), mode="eval")``, refusing (ExpressionError) text
+    that is too deeply nested for the parser, and any syntax error."""
+    text = expression.strip()
+    try:
+        nesting = _nesting_estimate(text)
+    except ExpressionError as exc:
+        raise ExpressionError(f"{exc} (in {_shown(expression)})") from None
+    if nesting > MAX_PARSE_NESTING:
+        raise ExpressionBudgetError(
+            f"expression {_shown(expression)} nests too deeply (about {nesting} levels; "
+            f"MAX_PARSE_NESTING is {MAX_PARSE_NESTING})"
+        )
+    try:
+        return ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError(f"invalid expression {_shown(expression)}: {exc.msg}") from None
+    except (RecursionError, MemoryError) as exc:  # the estimate is a guard, this the net
+        raise ExpressionBudgetError(
+            f"expression {_shown(expression)} is too complex to parse ({type(exc).__name__})"
+        ) from None
+
+
+# Tokens that end one operand of a flat construct (a tuple, a comparison chain, an
+# and/or chain, a dict, a slice, call arguments): the parts on either side are
+# siblings in the tree, not nested in each other.
+_NEST_SEPARATORS = frozenset(
+    {",", ":", "=", "<", ">", "==", "!=", "<=", ">=", "<>", "and", "or", "in", "is"}
+)
+# Tokens each of which may wrap everything at its bracket level once more.
+_NEST_WRAPPERS = frozenset({"if", "else", "lambda", "for", ":=", "await", "yield"})
+_OPERAND_TOKENS = (tokenize.NAME, tokenize.NUMBER, tokenize.STRING)
+_IGNORED_TOKENS = (
+    tokenize.NL,
+    tokenize.NEWLINE,
+    tokenize.COMMENT,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENDMARKER,
+)
+_FSTRING_START: Optional[int] = getattr(tokenize, "FSTRING_START", None)  # Python 3.12+
+
+
+class _Level:
+    """Nesting bookkeeping of one bracket level for :func:`_nesting_estimate`."""
+
+    __slots__ = ("wrappers", "best", "ops", "child")
+
+    def __init__(self) -> None:
+        self.wrappers = 0  # if/else/lambda/...: each may wrap the whole level
+        self.best = 0  # deepest operand so far
+        self.ops = 0  # operators in the current operand (each nests once at most)
+        self.child = 0  # deepest bracket inside the current operand
+
+    def end_operand(self) -> None:
+        self.best = max(self.best, self.ops + self.child)
+        self.ops = self.child = 0
+
+    def depth(self) -> int:
+        self.end_operand()
+        # +3: an or-chain of and-chains of comparisons adds three levels at most.
+        return self.wrappers + self.best + 3
+
+
+def _nesting_estimate(text: str) -> int:
+    """An upper estimate of how deeply the tree of ``text`` nests, from its tokens.
+
+    Within an operand every operator, call, subscript and attribute may nest once;
+    operands separated by ``,``, ``and``, ``<``, ... are siblings; a bracket adds its
+    contents' depth. Tokenizing is a loop, so this cannot recurse however deep the text
+    is. F-strings (outside the language) are refused here, since their inner
+    expressions are a single token.
+    """
+    levels = [_Level()]
+    prev_operand = False
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            kind, string = tok.type, tok.string
+            if kind in _IGNORED_TOKENS:
+                continue
+            if (kind == _FSTRING_START and _FSTRING_START is not None) or (
+                kind == tokenize.STRING and "f" in string[: string.find(string[-1])].lower()
+            ):
+                raise ExpressionError("f-strings are not allowed in expressions")
+            level = levels[-1]
+            if kind == tokenize.OP and string in "([{":
+                if prev_operand:
+                    level.ops += 1  # a call or subscript wraps what came before it
+                levels.append(_Level())
+                if len(levels) > MAX_PARSE_NESTING:
+                    return len(levels)
+                prev_operand = False
+            elif kind == tokenize.OP and string in ")]}":
+                if len(levels) > 1:
+                    inner = levels.pop().depth() + 1
+                    levels[-1].child = max(levels[-1].child, inner)
+                prev_operand = True
+            elif string in _NEST_WRAPPERS:
+                level.wrappers += 1
+                level.end_operand()
+                prev_operand = False
+            elif string in _NEST_SEPARATORS:
+                level.end_operand()
+                prev_operand = False
+            elif kind in _OPERAND_TOKENS and string != "not":
+                prev_operand = True
+            else:  # an operator, `not`, `.`, ...
+                level.ops += 1
+                if level.ops > MAX_PARSE_NESTING:
+                    return level.ops
+                prev_operand = False
+    except (tokenize.TokenError, SyntaxError):
+        pass  # ast.parse reports the syntax error; what was read so far is counted
+    while len(levels) > 1:  # unclosed brackets
+        inner = levels.pop().depth() + 1
+        levels[-1].child = max(levels[-1].child, inner)
+    return levels[0].depth()
+
+
+def _percent_specs(fmt: Union[str, bytes]) -> Iterator[tuple[Optional[str], Any, Any, str]]:
+    """The conversions of a ``%`` format: ``(key, width, precision, type)`` each.
+
+    ``width``/``precision`` are None, an int, or ``"*"`` (taken from the arguments). A
+    number with more than 9 digits is reported as ``MAX_FORMAT_WIDTH + 1`` without being
+    converted (converting a huge digit string is itself slow).
+    """
+    text = fmt.decode("latin-1") if isinstance(fmt, bytes) else fmt
+    size = len(text)
+
+    def number(start: int) -> tuple[Any, int]:
+        if start < size and text[start] == "*":
+            return "*", start + 1
+        end = start
+        while end < size and "0" <= text[end] <= "9":
+            end += 1
+        if end == start:
+            return None, end
+        digits = text[start:end]
+        return (int(digits) if len(digits) <= 9 else MAX_FORMAT_WIDTH + 1), end
+
+    index = text.find("%")
+    while 0 <= index < size - 1:
+        i = index + 1
+        key: Optional[str] = None
+        if text[i] == "(":
+            depth, j = 1, i + 1
+            while j < size and depth:
+                depth += {"(": 1, ")": -1}.get(text[j], 0)
+                j += 1
+            key, i = text[i + 1 : j - 1], j
+        while i < size and text[i] in "-+ #0":
+            i += 1
+        width, i = number(i)
+        precision = None
+        if i < size and text[i] == ".":
+            precision, i = number(i + 1)
+            precision = 0 if precision is None else precision
+        while i < size and text[i] in "hlL":
+            i += 1
+        conversion = text[i] if i < size else ""
+        yield key, width, precision, conversion
+        index = text.find("%", i + 1)
+
+
+def _static_format_problem(fmt: Union[str, bytes]) -> Optional[str]:
+    for _key, width, precision, _conversion in _percent_specs(fmt):
+        for part in (width, precision):
+            if isinstance(part, int) and part > MAX_FORMAT_WIDTH:
+                return f"a % format width or precision over {MAX_FORMAT_WIDTH} (MAX_FORMAT_WIDTH)"
+    return None
 
 
 class _Validator:
@@ -172,13 +441,16 @@ class _Validator:
 
     def fail(self, node: ast.AST, what: str) -> ExpressionError:
         return ExpressionError(
-            f"{what} is not allowed in expressions (in {self.expression!r}, "
+            f"{what} is not allowed in expressions (in {_shown(self.expression)}, "
             f"column {getattr(node, 'col_offset', 0) + 1})"
         )
 
     def check(self, node: ast.AST, depth: int) -> None:
         if depth > MAX_DEPTH:
-            raise self.fail(node, "nesting this deep")
+            raise ExpressionBudgetError(
+                f"expression {_shown(self.expression)} nests more than {MAX_DEPTH} levels "
+                f"deep (MAX_DEPTH)"
+            )
         nxt = depth + 1
         if isinstance(node, ast.Constant):
             if not isinstance(node.value, _CONSTANT_TYPES):
@@ -192,6 +464,16 @@ class _Validator:
         elif isinstance(node, ast.BinOp):
             if type(node.op) not in _BIN_OPS:
                 raise self.fail(node, f"the operator {type(node.op).__name__}")
+            if (
+                isinstance(node.op, ast.Mod)
+                and isinstance(node.left, ast.Constant)
+                and isinstance(node.left.value, _TEXT)
+            ):
+                problem = _static_format_problem(node.left.value)
+                if problem is not None:
+                    raise ExpressionBudgetError(
+                        f"expression {_shown(self.expression)} is over its budget: {problem}"
+                    )
             self.check(node.left, nxt)
             self.check(node.right, nxt)
         elif isinstance(node, ast.UnaryOp):
@@ -259,6 +541,64 @@ class _Validator:
             self.check(keyword.value, depth)
 
 
+def _is_constant(node: ast.AST) -> bool:
+    """Whether ``node`` reads no input (only constants and the allowed functions)."""
+    if isinstance(node, ast.Name):
+        return node.id not in CONTEXT_NAMES
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        parts: list[ast.AST] = [node.func.value, *node.args]
+        return all(_is_constant(p) for p in parts) and all(
+            _is_constant(k.value) for k in node.keywords
+        )
+    return all(_is_constant(child) for child in ast.iter_child_nodes(node))
+
+
+def _constant_parts(node: ast.AST, found: list[ast.AST]) -> None:
+    """Collect the largest sub-trees of ``node`` that read no input."""
+    if _is_constant(node):
+        if isinstance(node, ast.expr) and not isinstance(node, (ast.Constant, ast.Name)):
+            found.append(node)
+        return
+    for child in ast.iter_child_nodes(node):
+        _constant_parts(child, found)
+
+
+def _check_constant_parts(expression: str, body: ast.AST) -> None:
+    """Evaluate what depends on no input now, so that ``'a' * 10**9`` or a display
+    repeated ``10**9`` times is refused when the routine is configured."""
+    parts: list[ast.AST] = []
+    _constant_parts(body, parts)
+    interpreter = _Interpreter({}, expression)
+    try:
+        for part in parts:
+            try:
+                interpreter.value_of(part)
+            except ExpressionError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. 1/0: a matter for evaluation time
+                continue
+        for node in ast.walk(body):
+            _check_constant_repetition(interpreter, node)
+    except (RecursionError, MemoryError) as exc:
+        raise interpreter.over(type(exc).__name__) from None
+
+
+def _check_constant_repetition(interpreter: _Interpreter, node: ast.AST) -> None:
+    """``[data] * 10**9``: a non-empty display repeated a constant number of times."""
+    if not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult)):
+        return
+    for display, count in ((node.left, node.right), (node.right, node.left)):
+        if isinstance(display, (ast.List, ast.Tuple)) and display.elts and _is_constant(count):
+            try:
+                times = interpreter.value_of(count)
+            except Exception:  # noqa: BLE001 - reported (or not) by the constant pass
+                return
+            if isinstance(times, int) and times * len(display.elts) > MAX_VALUE_SIZE:
+                raise interpreter.over(
+                    f"the result of * would have size over {MAX_VALUE_SIZE:,} (MAX_VALUE_SIZE)"
+                )
+
+
 # ---------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------
@@ -272,19 +612,122 @@ def evaluate(
 ) -> Any:
     """Evaluate ``expression`` with the names ``data``, ``config`` and ``stats``.
 
-    Raises :class:`ExpressionError` for a construct outside the safe language; any
-    other exception comes from the evaluation itself (e.g. a missing key).
+    Raises :class:`ExpressionError` for a construct outside the safe language and
+    :class:`ExpressionBudgetError` when the evaluation goes over budget; any other
+    exception comes from the evaluation itself (e.g. a missing key).
     """
     tree = compile_expression(expression)
     env = {"data": data, "config": dict(config or {}), "stats": dict(stats or {})}
-    return _Interpreter(env).value_of(tree.body)
+    interpreter = _Interpreter(env, expression)
+    try:
+        return interpreter.value_of(tree.body)
+    except (RecursionError, MemoryError) as exc:
+        raise interpreter.over(type(exc).__name__) from None
+
+
+def _int_cost(*values: int) -> int:
+    """Steps for arithmetic on ints: about the product of their lengths in words."""
+    cost = 1
+    for value in values:
+        cost *= abs(value).bit_length() // 64 + 1
+    return cost // 8 + 1
 
 
 class _Interpreter:
-    def __init__(self, env: dict[str, Any]) -> None:
+    """Evaluates one tree on one budget.
+
+    ``sizes`` remembers the size (see :data:`MAX_VALUE_SIZE`) of values already
+    measured or built in this evaluation, keyed by ``id`` and holding the value itself
+    so the id cannot be reused while the evaluation runs.
+    """
+
+    __slots__ = ("env", "expression", "steps", "sizes")
+
+    def __init__(self, env: dict[str, Any], expression: str) -> None:
         self.env = env
+        self.expression = expression
+        self.steps = 0
+        self.sizes: dict[int, tuple[Any, int]] = {}
+
+    # -- the budget ------------------------------------------------------------------
+
+    def over(self, what: str) -> ExpressionBudgetError:
+        return ExpressionBudgetError(
+            f"expression {_shown(self.expression)} is over its budget: {what}"
+        )
+
+    def charge(self, steps: int) -> None:
+        self.steps += steps
+        if self.steps > MAX_STEPS:
+            raise self.over(f"it takes more than {MAX_STEPS:,} steps (MAX_STEPS)")
+
+    def too_large(self, what: str) -> ExpressionBudgetError:
+        return self.over(f"{what} would have size over {MAX_VALUE_SIZE:,} (MAX_VALUE_SIZE)")
+
+    def built(self, value: Any, size: int) -> Any:
+        self.sizes[id(value)] = (value, size)
+        return value
+
+    def hint(self, value: Any) -> int:
+        """A cheap size: the measured one if known, else the length, else 1."""
+        known = self.sizes.get(id(value))
+        if known is not None:
+            return known[1]
+        if isinstance(value, _SIZED):
+            return len(value) + 1
+        return 1
+
+    def size(self, value: Any, limit: int = MAX_VALUE_SIZE) -> int:
+        """The size of ``value`` (see :data:`MAX_VALUE_SIZE`); stops counting, and
+        returns a number above ``limit``, as soon as it exceeds ``limit``.
+
+        A loop over an explicit stack (deep data cannot make it recurse); every element
+        visited is a step.
+        """
+        known = self.sizes.get(id(value))
+        if known is not None:
+            return known[1]
+        sizes = self.sizes
+        total = visited = 0
+        stack = [value]
+        while stack and total <= limit:
+            item = stack.pop()
+            visited += 1
+            if isinstance(item, _TEXT):
+                total += len(item) or 1
+            elif isinstance(item, int):
+                total += 1 + item.bit_length() // 4
+            elif isinstance(item, (list, tuple, set, frozenset, dict)):
+                total += 1
+                children: Iterable[Any] = item.items() if isinstance(item, dict) else item
+                for child in children:
+                    visited += 1
+                    kind = type(child)
+                    if kind is int or kind is float or kind is bool or child is None:
+                        total += 1
+                    elif kind is str:
+                        total += len(child) or 1
+                    else:
+                        measured = sizes.get(id(child))
+                        if measured is not None:
+                            total += measured[1]
+                        else:
+                            stack.append(child)
+                    if total > limit:
+                        break
+            else:
+                total += 1
+        self.charge(visited)
+        if total <= limit:
+            sizes[id(value)] = (value, total)
+        return total
+
+    # -- nodes -----------------------------------------------------------------------
 
     def value_of(self, node: ast.AST) -> Any:  # noqa: C901 - one dispatch table
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            self.charge(0)
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, ast.Name):
@@ -302,17 +745,22 @@ class _Interpreter:
                     return result
             return result
         if isinstance(node, ast.BinOp):
-            left = self.value_of(node.left)
-            right = self.value_of(node.right)
-            _check_bin_op_size(node.op, left, right)
-            return _BIN_OPS[type(node.op)](left, right)
+            return self.binary(node)
         if isinstance(node, ast.UnaryOp):
-            return _UNARY_OPS[type(node.op)](self.value_of(node.operand))
+            operand = self.value_of(node.operand)
+            if isinstance(operand, int):
+                self.charge(_int_cost(operand))
+            return _UNARY_OPS[type(node.op)](operand)
         if isinstance(node, ast.Compare):
             left = self.value_of(node.left)
             for op, comparator in zip(node.ops, node.comparators):
                 right = self.value_of(comparator)
-                if not _COMPARE_OPS[type(op)](left, right):
+                kind = type(op)
+                if kind is ast.In or kind is ast.NotIn:
+                    self.charge(self.hint(left) + self.hint(right))
+                elif kind is not ast.Is and kind is not ast.IsNot:
+                    self.charge(min(self.hint(left), self.hint(right)))
+                if not _COMPARE_OPS[kind](left, right):
                     return False
                 left = right
             return True
@@ -320,7 +768,14 @@ class _Interpreter:
             chosen = node.body if self.value_of(node.test) else node.orelse
             return self.value_of(chosen)
         if isinstance(node, ast.Subscript):
-            return self.value_of(node.value)[self.value_of(node.slice)]
+            container = self.value_of(node.value)
+            index = self.value_of(node.slice)
+            if not isinstance(index, (int, str, slice)):
+                self.charge(self.hint(index))  # hashing a big key
+            result = container[index]
+            if isinstance(index, slice) and isinstance(result, _SIZED):
+                self.charge(len(result))
+            return result
         if isinstance(node, ast.Slice):
             return slice(
                 None if node.lower is None else self.value_of(node.lower),
@@ -332,20 +787,141 @@ class _Interpreter:
         if isinstance(node, ast.Tuple):
             return tuple(self.value_of(e) for e in node.elts)
         if isinstance(node, ast.Set):
-            return {self.value_of(e) for e in node.elts}
+            elements = [self.value_of(e) for e in node.elts]
+            self.charge(sum(self.hint(e) for e in elements))
+            return set(elements)
         if isinstance(node, ast.Dict):
-            return {
-                self.value_of(k): self.value_of(v)
+            pairs = [
+                (self.value_of(k), self.value_of(v))
                 for k, v in zip(node.keys, node.values)
                 if k is not None
-            }
+            ]
+            self.charge(sum(self.hint(k) for k, _v in pairs))
+            return dict(pairs)
         if isinstance(node, ast.Call):
             return self.call(node)
         raise ExpressionError(f"the construct {type(node).__name__} is not allowed")
 
+    # -- operators -------------------------------------------------------------------
+
+    def binary(self, node: ast.BinOp) -> Any:
+        left = self.value_of(node.left)
+        right = self.value_of(node.right)
+        kind = type(node.op)
+        if kind is ast.Mult:
+            return self.multiply(left, right)
+        if kind is ast.Add:
+            return self.add(left, right)
+        if kind is ast.Mod and isinstance(left, _TEXT):
+            return self.percent_format(left, right)
+        if isinstance(left, int) and isinstance(right, int):
+            if kind is ast.Pow and right > 0:
+                magnitude = abs(left)
+                bits = 1.0
+                if magnitude > 1:  # 0, 1 and -1 stay small whatever the exponent
+                    if right > MAX_INT_BITS:
+                        raise self.over(f"the result of ** would have over {MAX_INT_BITS:,} bits")
+                    bits = right * math.log2(magnitude)
+                if bits > MAX_INT_BITS:
+                    raise self.over(f"the result of ** would have over {MAX_INT_BITS:,} bits")
+                words = int(bits) // 64 + 1
+                self.charge(words * words // 4 + right.bit_length())
+            else:
+                self.charge(_int_cost(left, right))
+        elif isinstance(left, (set, frozenset)):
+            self.charge(self.hint(left) + self.hint(right))
+        return _BIN_OPS[kind](left, right)
+
+    def multiply(self, left: Any, right: Any) -> Any:
+        for seq, count in ((left, right), (right, left)):
+            if (
+                isinstance(seq, _SEQUENCES)
+                and not isinstance(count, _SEQUENCES)
+                and hasattr(type(count), "__index__")
+            ):
+                times = operator.index(count)
+                if times <= 0:
+                    return operator.mul(left, right)
+                # A copy of a list or tuple repeats its elements, not the container.
+                container = 0 if isinstance(seq, _TEXT) else 1
+                per_copy = self.size(seq, MAX_VALUE_SIZE // times + 1) - container
+                if isinstance(seq, _TEXT):
+                    per_copy = len(seq)
+                total = per_copy * times + container
+                if total > MAX_VALUE_SIZE:
+                    raise self.too_large("the result of *")
+                self.charge(len(seq) * times)
+                return self.built(operator.mul(left, right), total)
+        if isinstance(left, int) and isinstance(right, int):
+            if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                raise self.over(f"the result of * would have over {MAX_INT_BITS:,} bits")
+            self.charge(_int_cost(left, right))
+        return operator.mul(left, right)
+
+    def add(self, left: Any, right: Any) -> Any:
+        if isinstance(left, _SIZED) and isinstance(right, _SIZED):
+            length = len(left) + len(right)
+            if length > MAX_VALUE_SIZE:
+                raise self.too_large("the result of +")
+            self.charge(length)
+            result = operator.add(left, right)
+            known_left, known_right = self.sizes.get(id(left)), self.sizes.get(id(right))
+            if known_left is not None and known_right is not None:
+                self.built(result, known_left[1] + known_right[1])
+            return result
+        if isinstance(left, int) and isinstance(right, int):
+            self.charge(_int_cost(left) + _int_cost(right))
+        return operator.add(left, right)
+
+    def percent_format(self, fmt: Union[str, bytes], args: Any) -> Any:
+        """``fmt % args`` once the widths, precisions and arguments fit the budget."""
+        if len(fmt) > MAX_VALUE_SIZE:
+            raise self.too_large("the result of %")
+        self.charge(len(fmt))
+        values = args if isinstance(args, tuple) else (args,)
+        position = 0
+        estimate = len(fmt)
+
+        def take() -> Any:
+            nonlocal position
+            value = values[position] if position < len(values) else None
+            position += 1
+            return value
+
+        for key, width, precision, conversion in _percent_specs(fmt):
+            self.charge(4)
+            if conversion == "%":
+                continue
+            extent = 0
+            for part in (width, precision):
+                if part == "*":
+                    part = take()
+                if isinstance(part, int):
+                    if abs(part) > MAX_FORMAT_WIDTH:
+                        raise self.over(
+                            f"a % format width or precision over {MAX_FORMAT_WIDTH:,} "
+                            f"(MAX_FORMAT_WIDTH)"
+                        )
+                    extent += abs(part)
+            if key is not None:
+                value = args.get(key) if isinstance(args, dict) else args
+            else:
+                value = take()
+            if isinstance(value, int):
+                self.charge(_int_cost(value, value))  # int -> decimal is quadratic
+            estimate += extent + self.size(value, MAX_VALUE_SIZE - estimate)
+            if estimate > MAX_VALUE_SIZE:
+                raise self.too_large("the result of %")
+        result = operator.mod(fmt, args)
+        self.charge(len(result))
+        return result
+
+    # -- calls -----------------------------------------------------------------------
+
     def call(self, node: ast.Call) -> Any:
         func = node.func
         target: Callable[..., Any]
+        receiver: Any = None
         if isinstance(func, ast.Name):
             if func.id not in ALLOWED_FUNCTIONS:
                 raise ExpressionError(f"calling {func.id!r} is not allowed in expressions")
@@ -366,19 +942,42 @@ class _Interpreter:
             raise ExpressionError("calling the result of an expression is not allowed")
         args = [self.value_of(a) for a in node.args]
         kwargs = {kw.arg: self.value_of(kw.value) for kw in node.keywords if kw.arg is not None}
-        return target(*args, **kwargs)
+        if receiver is not None:
+            self.charge(self.hint(receiver) + sum(self.hint(a) for a in args))
+        else:
+            self.check_builtin_call(target, args)
+        result = target(*args, **kwargs)
+        if (
+            isinstance(result, _TEXT)
+            and result is not receiver
+            and not (args and result is args[0])
+        ):
+            self.charge(len(result))  # what str() or .upper() really built
+        return result
 
-
-def _check_bin_op_size(op: ast.operator, left: Any, right: Any) -> None:
-    """Refuse operations whose result would be huge (the language must not hang)."""
-    if isinstance(op, ast.Pow) and isinstance(left, int) and isinstance(right, int):
-        if right > 0 and max(left.bit_length(), 1) * right > MAX_POW_BITS:
-            raise ExpressionError("the result of ** would be too large")
-    if isinstance(op, ast.Mult):
-        for seq, count in ((left, right), (right, left)):
-            if isinstance(seq, (str, bytes, list, tuple)) and isinstance(count, int):
-                if len(seq) * count > MAX_SEQUENCE_RESULT:
-                    raise ExpressionError("the result of * would be too large")
+    def check_builtin_call(self, target: Any, args: list[Any]) -> None:
+        """Charge (or refuse) the work ``target(*args)`` would do."""
+        if not args:
+            return
+        first = args[0]
+        if target is str:
+            if type(first) is str:
+                return
+            if isinstance(first, int):
+                self.charge(_int_cost(first, first))  # int -> decimal is quadratic
+            if self.size(first) > MAX_VALUE_SIZE:
+                raise self.too_large("str() of this value")
+        elif target is int or target is float:
+            if isinstance(first, _TEXT) and len(first) > MAX_INT_DIGITS:
+                raise self.over(
+                    f"{target.__name__}() of a string longer than {MAX_INT_DIGITS:,} "
+                    f"characters (MAX_INT_DIGITS)"
+                )
+            self.charge(self.hint(first))
+        elif target is list or target is dict:
+            if isinstance(first, _SIZED) and len(first) > MAX_VALUE_SIZE:
+                raise self.too_large(f"{target.__name__}() of this value")
+            self.charge(self.hint(first))
 
 
 # ---------------------------------------------------------------------------
@@ -474,10 +1073,7 @@ class _Rename(ast.NodeTransformer):
 
 def rename_aliases(expression: str) -> str:
     """Rewrite the legacy parameter names ``x``, ``item``, ``value``, ``obj`` to ``data``."""
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExpressionError(f"invalid expression {expression!r}: {exc.msg}") from None
+    tree = parse_expression(expression)
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     if not names & set(PARAMETER_ALIASES):
         return expression

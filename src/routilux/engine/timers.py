@@ -4,6 +4,11 @@ Retries and routine timeouts are *scheduled*, never slept in a worker
 (DESIGN invariant 5).  A callback runs on the timer thread and must be quick:
 the engine's callbacks only put a task back on its job's queue.  The clock is
 injectable for tests.
+
+No delay can stop the thread: a single wait is capped at ``threading.TIMEOUT_MAX``
+(``Condition.wait`` raises OverflowError above it) and the loop simply waits again, so
+a timer due in 1e10 seconds, or at infinity, waits "forever" while every other timer
+of every job keeps firing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import time
 from typing import Callable
 
 logger = logging.getLogger("routilux.engine.timers")
+
+# The longest single Condition.wait (longer raises OverflowError); the loop re-waits.
+_MAX_WAIT = threading.TIMEOUT_MAX
 
 
 class TimerHandle:
@@ -87,8 +95,9 @@ class TimerService:
                         handle._state = "fired"
                         break
                     # A timed wait until the earliest due time, woken early by
-                    # schedule(); this is the only waiting the timer does.
-                    cond.wait(wait)
+                    # schedule(); this is the only waiting the timer does. Capped:
+                    # a longer wait would raise and kill the thread.
+                    cond.wait(min(wait, _MAX_WAIT))
             try:
                 handle.callback(handle)
             except Exception:  # noqa: BLE001 - the timer thread must survive

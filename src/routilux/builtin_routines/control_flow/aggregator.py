@@ -8,7 +8,7 @@ from typing import Any
 
 from routilux.serialization import register_serializable
 
-from .._base import BuiltinRoutine, NoneType
+from .._base import MAX_COUNT, MAX_WAIT_SECONDS, BuiltinRoutine, NoneType
 
 
 @register_serializable
@@ -57,9 +57,9 @@ class Aggregator(BuiltinRoutine):
 
     def _check_config_value(self, key: str, value: Any) -> None:
         if key == "expected_count":
-            self._require_min(key, value, 1)
+            self._require_range(key, value, 1, MAX_COUNT)
         elif key == "timeout":
-            self._require_min(key, value, 0)
+            self._require_range(key, value, 0, MAX_WAIT_SECONDS)
 
     # -- input -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from routilux.serialization import register_serializable
 
-from .._base import BuiltinRoutine, NoneType
+from .._base import MAX_COUNT, MAX_WAIT_SECONDS, BuiltinRoutine, NoneType
 
 
 @register_serializable
@@ -39,9 +39,9 @@ class Batcher(BuiltinRoutine):
 
     def _check_config_value(self, key: str, value: Any) -> None:
         if key == "batch_size":
-            self._require_min(key, value, 1)
+            self._require_range(key, value, 1, MAX_COUNT)
         elif key == "max_wait":
-            self._require_min(key, value, 0)
+            self._require_range(key, value, 0, MAX_WAIT_SECONDS)
 
     def _handle_input(self, **kwargs: Any) -> None:
         item, _extras = self._split_input(kwargs)

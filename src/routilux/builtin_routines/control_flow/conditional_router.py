@@ -7,10 +7,10 @@ import logging
 import threading
 from typing import Any, Callable, Union
 
-from routilux.exceptions import SerializationError
+from routilux.exceptions import ExpressionBudgetError, SerializationError
 from routilux.serialization import register_serializable
 
-from .._base import BuiltinRoutine
+from .._base import BuiltinRoutine, check_plain_data
 from .._expressions import (
     ExpressionError,
     call_condition,
@@ -35,6 +35,14 @@ class ConditionalRouter(BuiltinRoutine):
     expected values. Each matching route emits ``data`` and ``route`` on the event of
     the same name; with no match, ``default_route`` or else ``output`` with
     ``route="unmatched"``. ``route_priority`` is ``first_match`` or ``all_matches``.
+
+    Keys other than these three may be set too, for conditions to read
+    (``set_config(threshold=10)`` and ``"data['v'] > config['threshold']"``). Their
+    values must be plain JSON data (None, bool, int, finite float, str, and lists,
+    tuples and str-keyed dicts of those), so the router can always be saved.
+
+    A string condition that raises counts as False, except when it goes over the
+    expression budget: that is an error of this routine (ExpressionBudgetError).
     """
 
     config_schema = {
@@ -51,6 +59,20 @@ class ConditionalRouter(BuiltinRoutine):
         self.set_config(routes=[], default_route=None, route_priority="first_match")
 
     # -- configuration -------------------------------------------------------------
+
+    def _validate_config_item(self, key: str, value: Any) -> None:
+        if key in (type(self).config_schema or {}):
+            super()._validate_config_item(key, value)
+            return
+        if not isinstance(key, str) or not key:
+            raise self._config_error(str(key), "is not a valid config key (a non-empty str)")
+        problem = check_plain_data(value)
+        if problem is not None:
+            raise self._config_error(
+                key,
+                f"must be plain JSON data for conditions to read ({problem}); "
+                f"known keys: {', '.join(sorted(type(self).config_schema or {}))}",
+            )
 
     def _check_config_value(self, key: str, value: Any) -> None:
         if key == "route_priority":
@@ -71,8 +93,9 @@ class ConditionalRouter(BuiltinRoutine):
             try:
                 compile_expression(condition)
             except ExpressionError as exc:
-                raise self._config_error(
-                    "routes", f"condition of route '{name}' is not a valid expression: {exc}"
+                raise type(exc)(
+                    f"{self!r}: config key 'routes': condition of route '{name}' is not a "
+                    f"valid expression: {exc}"
                 ) from None
         elif not isinstance(condition, dict) and not callable(condition):
             raise self._config_error(
@@ -84,7 +107,12 @@ class ConditionalRouter(BuiltinRoutine):
         """Update the configuration; route events are created for new route names."""
         if "routes" in kwargs and isinstance(kwargs["routes"], tuple):
             kwargs["routes"] = list(kwargs["routes"])
-        super().set_config(**kwargs)
+        schema = type(self).config_schema or {}
+        extras = {k: v for k, v in kwargs.items() if k not in schema}
+        for key, value in extras.items():
+            self._validate_config_item(key, value)
+        super().set_config(**{k: v for k, v in kwargs.items() if k in schema})
+        self._config.update(extras)  # Routine.set_config knows only the schema's keys
         self._ensure_route_events()
 
     def add_route(self, route_name: str, condition: Condition) -> None:
@@ -162,10 +190,18 @@ class ConditionalRouter(BuiltinRoutine):
 
     def evaluate_condition(self, condition: Condition, value: Any, route: str = "?") -> bool:
         """Whether ``condition`` holds for ``value``."""
+        try:
+            return self._holds(condition, value, route)
+        except ExpressionError as exc:
+            raise self._expression_failure(exc, f"condition of route '{route}'") from None
+
+    def _holds(self, condition: Condition, value: Any, route: str) -> bool:
         config = self.config()
         if isinstance(condition, str):
             try:
                 return bool(evaluate(condition, value, config, {}))
+            except ExpressionBudgetError:
+                raise  # over budget is never "False": the router fails
             except Exception as exc:  # noqa: BLE001 - spec 80: a failing string is False
                 logger.debug("%r: condition of route %r raised %r", self, route, exc)
                 return False

@@ -6,7 +6,7 @@ from typing import Any
 
 from routilux.serialization import register_serializable
 
-from .._base import BuiltinRoutine
+from .._base import MAX_WAIT_SECONDS, BuiltinRoutine
 
 
 @register_serializable
@@ -35,7 +35,7 @@ class Debouncer(BuiltinRoutine):
 
     def _check_config_value(self, key: str, value: Any) -> None:
         if key == "wait":
-            self._require_min(key, value, 0)
+            self._require_range(key, value, 0, MAX_WAIT_SECONDS)
 
     def _handle_input(self, **kwargs: Any) -> None:
         item, extras = self._split_input(kwargs)

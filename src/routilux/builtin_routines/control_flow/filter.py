@@ -7,7 +7,7 @@ from typing import Any
 from routilux.serialization import register_serializable
 
 from .._base import CALLABLE, BuiltinRoutine
-from .._expressions import call_condition, evaluate
+from .._expressions import ExpressionError, call_condition
 
 
 @register_serializable
@@ -47,7 +47,13 @@ class Filter(BuiltinRoutine):
         if condition is None:
             return bool(item)
         if isinstance(condition, str):
-            return bool(evaluate(condition, item, self.config()))
+            return bool(self._evaluate("condition", condition, item))
+        try:
+            return self._matches(condition, item)
+        except ExpressionError as exc:  # a restored lambda (SafeLambda) over budget
+            raise self._expression_failure(exc, "config 'condition'") from None
+
+    def _matches(self, condition: Any, item: Any) -> bool:
         if isinstance(condition, dict):
             if not isinstance(item, dict):
                 return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from routilux.exceptions import ExpressionBudgetError
 from routilux.serialization import register_serializable
 
 from .._base import BuiltinRoutine
@@ -127,6 +128,8 @@ class DataTransformer(BuiltinRoutine):
                 continue
             try:
                 value = fn(value)
+            except ExpressionBudgetError as exc:  # a restored lambda over budget: fail
+                raise self._expression_failure(exc, f"transformation '{name}'") from None
             except Exception as exc:  # noqa: BLE001 - reported in `errors`
                 errors.append(f"Error applying {name}: {exc}")
                 continue

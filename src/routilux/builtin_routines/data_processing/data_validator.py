@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from routilux.exceptions import ExpressionBudgetError
 from routilux.serialization import register_serializable
 
 from .._base import BuiltinRoutine
@@ -144,6 +145,8 @@ class DataValidator(BuiltinRoutine):
             return f"Unknown validator: {rule}"
         try:
             result = fn(value)
+        except ExpressionBudgetError as exc:  # a restored lambda over budget: fail
+            raise self._expression_failure(exc, f"validator for field '{field}'") from None
         except Exception as exc:  # noqa: BLE001 - reported as a validation error
             return f"Validation error for field '{field}': {exc}"
         if isinstance(result, tuple) and len(result) == 2:

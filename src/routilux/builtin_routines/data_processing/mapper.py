@@ -8,7 +8,7 @@ from typing import Any, Callable, ClassVar
 from routilux.serialization import register_serializable
 
 from .._base import CALLABLE, BuiltinRoutine
-from .._expressions import evaluate
+from .._expressions import ExpressionError
 
 _MISSING = object()
 
@@ -97,10 +97,13 @@ class Mapper(BuiltinRoutine):
                 )
             item = fn(item)
         elif function is not None:
-            item = function(item)
+            try:
+                item = function(item)
+            except ExpressionError as exc:  # a restored lambda (SafeLambda) over budget
+                raise self._expression_failure(exc, "config 'function'") from None
         expression = self.get_config("expression")
         if expression is not None:
-            item = evaluate(expression, item, self.config())
+            item = self._evaluate("expression", expression, item)
         field_map = self.get_config("field_map")
         if field_map is not None:
             item = self._apply_field_map(item, field_map)

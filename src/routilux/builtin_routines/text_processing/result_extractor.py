@@ -8,6 +8,7 @@ import logging
 import re
 from typing import Any, Callable, Optional
 
+from routilux.exceptions import ExpressionBudgetError
 from routilux.serialization import register_serializable
 
 from .._base import BuiltinRoutine
@@ -333,6 +334,8 @@ class ResultExtractor(BuiltinRoutine):
                 outcome = extractor(data, config)
                 if outcome is not None:
                     result, fmt, metadata = outcome
+            except ExpressionBudgetError as exc:  # a restored lambda over budget: fail
+                raise self._expression_failure(exc, f"extractor '{name}'") from None
             except Exception as exc:  # noqa: BLE001 - recorded, policy decides
                 message = f"Extractor '{name}' failed: {exc}"
                 errors.append({"extractor": name, "error": message})

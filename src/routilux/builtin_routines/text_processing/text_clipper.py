@@ -6,7 +6,7 @@ from typing import Any
 
 from routilux.serialization import register_serializable
 
-from .._base import BuiltinRoutine
+from .._base import MAX_TEXT_LENGTH, BuiltinRoutine
 
 _TEXT_KEYS = ("text", "content", "message", "data")
 
@@ -39,7 +39,7 @@ class TextClipper(BuiltinRoutine):
 
     def _check_config_value(self, key: str, value: Any) -> None:
         if key == "max_length":
-            self._require_min(key, value, 0)
+            self._require_range(key, value, 0, MAX_TEXT_LENGTH)
 
     def _handle_input(self, text: Any = None, max_length: Any = None, **kwargs: Any) -> None:
         # `data` arrives inside kwargs here: passing it on positionally would collide.

@@ -6,7 +6,7 @@ from typing import Any
 
 from routilux.serialization import register_serializable
 
-from .._base import BuiltinRoutine
+from .._base import MAX_FLATTEN_DEPTH, BuiltinRoutine
 
 CIRCULAR = "[Circular Reference]"
 
@@ -35,7 +35,7 @@ class DataFlattener(BuiltinRoutine):
 
     def _check_config_value(self, key: str, value: Any) -> None:
         if key == "max_depth":
-            self._require_min(key, value, 0)
+            self._require_range(key, value, 0, MAX_FLATTEN_DEPTH)
 
     def _handle_input(self, data: Any = None, **kwargs: Any) -> None:
         value = self._extract_input_data(data, **kwargs)
