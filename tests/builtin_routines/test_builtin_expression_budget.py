@@ -111,7 +111,7 @@ class TestStaticRefusal:
             "str([[0] * 1000] * 1001)",
             "'ab' * 500_001",
             "x" * (MAX_EXPRESSION_LENGTH + 1),
-            "(" * 150 + "1" + ")" * 150,
+            "(" * 250 + "1" + ")" * 250,
             "not " * 300 + "1",
             "1 + " * (MAX_DEPTH + 1) + "1",
             "[" * 100 + "]" * 100,
@@ -370,3 +370,68 @@ class TestInFlows:
         with pytest.raises((SerializationError, ConfigError)) as info:
             Flow().deserialize(saved)
         assert "route 'r'" in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# The nesting estimate is an upper bound of the real nesting
+# ---------------------------------------------------------------------------
+
+
+def _tree_depth(node: Any) -> int:
+    import ast
+
+    skip = (ast.expr_context, ast.operator, ast.cmpop, ast.boolop, ast.unaryop)
+    best, stack = 0, [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        best = max(best, depth)
+        stack.extend(
+            (c, depth + 1) for c in ast.iter_child_nodes(current) if not isinstance(c, skip)
+        )
+    return best
+
+
+def _expressions() -> Any:
+    from hypothesis import strategies as st
+
+    leaves = st.sampled_from(["data", "1", "'s'", "x", "None", "2.5"])
+
+    def extend(inner: Any) -> Any:
+        binary = st.sampled_from(["+", "-", "*", "/", "%", "**", "//"])
+        compare = st.sampled_from(["<", "==", "in", "not in", "is not", ">="])
+        return st.one_of(
+            st.tuples(inner, binary, inner).map(lambda t: f"{t[0]} {t[1]} {t[2]}"),
+            st.tuples(inner, compare, inner).map(lambda t: f"{t[0]} {t[1]} {t[2]}"),
+            st.tuples(inner, st.sampled_from(["and", "or"]), inner).map(" ".join),
+            st.tuples(st.sampled_from(["-", "not ", "+"]), inner).map("".join),
+            inner.map(lambda e: f"({e})"),
+            st.lists(inner, max_size=3).map(lambda es: "[" + ", ".join(es) + "]"),
+            st.tuples(inner, inner).map(lambda t: f"{{{t[0]}: {t[1]}}}"),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}]"),
+            st.tuples(inner, inner).map(lambda t: f"({t[0]})[{t[1]}:]"),
+            st.tuples(inner, inner).map(lambda t: f"({t[0]}).get({t[1]})"),
+            st.tuples(inner, inner).map(lambda t: f"len({t[0]}, k={t[1]})"),
+            st.tuples(inner, inner, inner).map(lambda t: f"{t[0]} if {t[1]} else {t[2]}"),
+            inner.map(lambda e: f"lambda: {e}"),
+        )
+
+    return st.recursive(leaves, extend, max_leaves=40)
+
+
+def test_nesting_estimate_is_an_upper_bound():
+    import ast
+
+    from hypothesis import given, settings
+
+    from routilux.builtin_routines._expressions import _nesting_estimate
+
+    @settings(max_examples=300, deadline=None)
+    @given(_expressions())
+    def check(text: str) -> None:
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError:
+            return  # e.g. a lambda where Python does not allow one
+        assert _nesting_estimate(text) >= _tree_depth(tree.body), text
+
+    check()

@@ -286,12 +286,18 @@ def parse_expression(expression: str) -> ast.Expression:
         ) from None
 
 
-# Tokens that end one operand of a flat construct (a tuple, a comparison chain, an
-# and/or chain, a dict, a slice, call arguments): the parts on either side are
-# siblings in the tree, not nested in each other.
-_NEST_SEPARATORS = frozenset(
-    {",", ":", "=", "<", ">", "==", "!=", "<=", ">=", "<>", "and", "or", "in", "is"}
-)
+# Tokens that end one operand of a flat construct: the parts on either side are
+# siblings in the tree, not nested in each other. Each kind of construct present at a
+# bracket level (items of a tuple, dict, slice or call; a comparison chain; an
+# and-chain; an or-chain) adds one level there, however long it is.
+_NEST_SEPARATORS: dict[str, str] = {
+    ",": "items",
+    ":": "items",
+    "=": "items",
+    "and": "and",
+    "or": "or",
+    **dict.fromkeys(("<", ">", "==", "!=", "<=", ">=", "<>", "in", "is"), "compare"),
+}
 # Tokens each of which may wrap everything at its bracket level once more.
 _NEST_WRAPPERS = frozenset({"if", "else", "lambda", "for", ":=", "await", "yield"})
 _OPERAND_TOKENS = (tokenize.NAME, tokenize.NUMBER, tokenize.STRING)
@@ -309,10 +315,11 @@ _FSTRING_START: Optional[int] = getattr(tokenize, "FSTRING_START", None)  # Pyth
 class _Level:
     """Nesting bookkeeping of one bracket level for :func:`_nesting_estimate`."""
 
-    __slots__ = ("wrappers", "best", "ops", "child")
+    __slots__ = ("wrappers", "kinds", "best", "ops", "child")
 
     def __init__(self) -> None:
         self.wrappers = 0  # if/else/lambda/...: each may wrap the whole level
+        self.kinds: set[str] = set()  # flat constructs seen (see _NEST_SEPARATORS)
         self.best = 0  # deepest operand so far
         self.ops = 0  # operators in the current operand (each nests once at most)
         self.child = 0  # deepest bracket inside the current operand
@@ -323,8 +330,7 @@ class _Level:
 
     def depth(self) -> int:
         self.end_operand()
-        # +3: an or-chain of and-chains of comparisons adds three levels at most.
-        return self.wrappers + self.best + 3
+        return self.wrappers + len(self.kinds) + self.best
 
 
 def _nesting_estimate(text: str) -> int:
@@ -365,6 +371,7 @@ def _nesting_estimate(text: str) -> int:
                 level.end_operand()
                 prev_operand = False
             elif string in _NEST_SEPARATORS:
+                level.kinds.add(_NEST_SEPARATORS[string])
                 level.end_operand()
                 prev_operand = False
             elif kind in _OPERAND_TOKENS and string != "not":
@@ -379,7 +386,7 @@ def _nesting_estimate(text: str) -> int:
     while len(levels) > 1:  # unclosed brackets
         inner = levels.pop().depth() + 1
         levels[-1].child = max(levels[-1].child, inner)
-    return levels[0].depth()
+    return levels[0].depth() + 1  # + the leaf at the bottom
 
 
 def _percent_specs(fmt: Union[str, bytes]) -> Iterator[tuple[Optional[str], Any, Any, str]]:
