@@ -435,3 +435,55 @@ def test_nesting_estimate_is_an_upper_bound():
         assert _nesting_estimate(text) >= _tree_depth(tree.body), text
 
     check()
+
+
+class TestRestoredLambdasOverBudget:
+    """A lambda restored from a file is a SafeLambda: over budget it must fail its
+    routine, not be swallowed as an ordinary error of a step, rule or extractor."""
+
+    BOMB = SafeLambda("data * 10**7 == 1")
+
+    def test_filter_condition(self):
+        filt = Filter()
+        filt.set_config(condition=self.BOMB)
+        with pytest.raises(ExpressionBudgetError, match="config 'condition'"):
+            filt.accepts("ab")
+
+    def test_mapper_function(self):
+        mapper = Mapper()
+        mapper.set_config(function=self.BOMB)
+        with pytest.raises(ExpressionBudgetError, match="config 'function'"):
+            mapper.map_item("ab")
+
+    def test_router_condition(self):
+        router = ConditionalRouter()
+        router.set_config(routes=[("r", self.BOMB)])
+        with pytest.raises(ExpressionBudgetError, match="route 'r'"):
+            router.match("ab")
+
+    def test_transformer_step(self):
+        transformer = DataTransformer()
+        with pytest.raises(ExpressionBudgetError, match="transformation"):
+            transformer.transform("ab", [self.BOMB])
+
+    def test_validator_rule(self):
+        from routilux.builtin_routines import DataValidator
+
+        validator = DataValidator()
+        validator.set_config(rules={"name": self.BOMB})
+        with pytest.raises(ExpressionBudgetError, match="field 'name'"):
+            validator.validate({"name": "ab"})
+
+    def test_extractor(self):
+        from routilux.builtin_routines import ResultExtractor
+
+        extractor = ResultExtractor()
+        extractor.register_extractor("bomb", SafeLambda("data * 10**7"))
+        extractor.set_config(extractor_priority=["bomb"])
+        with pytest.raises(ExpressionBudgetError, match="extractor 'bomb'"):
+            extractor.extract("ab")
+
+    def test_other_failures_of_steps_are_still_reported_as_before(self):
+        transformer = DataTransformer()
+        result, applied, errors = transformer.transform("ab", [SafeLambda("data['x']")])
+        assert result == "ab" and applied == [] and errors and "Error applying" in errors[0]
