@@ -487,3 +487,69 @@ class TestRestoredLambdasOverBudget:
         transformer = DataTransformer()
         result, applied, errors = transformer.transform("ab", [SafeLambda("data['x']")])
         assert result == "ab" and applied == [] and errors and "Error applying" in errors[0]
+
+
+# ---------------------------------------------------------------------------
+# The budget changes no result: differential test against Python itself
+# ---------------------------------------------------------------------------
+
+
+def _small_expressions() -> Any:
+    from hypothesis import strategies as st
+
+    leaves = st.sampled_from(
+        ["data", "1", "3", "-2", "'ab'", "2.5", "None", "True", "[1, 2]", "(3,)", "{'a': 1}"]
+    )
+
+    def extend(inner: Any) -> Any:
+        binary = st.sampled_from(["+", "-", "*", "/", "%", "//"])
+        # No `is`: whether two equal literals are one object is up to the compiler.
+        compare = st.sampled_from(["<", "==", "!=", "in", "not in", ">="])
+        return st.one_of(
+            st.tuples(inner, binary, inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            st.tuples(inner, compare, inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            st.tuples(inner, st.sampled_from(["and", "or"]), inner).map(
+                lambda t: f"({t[0]} {t[1]} {t[2]})"
+            ),
+            inner.map(lambda e: f"(not {e})"),
+            inner.map(lambda e: f"(-{e})"),
+            st.lists(inner, max_size=3).map(lambda es: "[" + ", ".join(es) + "]"),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}]"),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}:]"),
+            st.tuples(inner, inner, inner).map(lambda t: f"({t[0]} if {t[1]} else {t[2]})"),
+            st.tuples(st.sampled_from(["len", "str", "bool", "int", "float", "list"]), inner).map(
+                lambda t: f"{t[0]}({t[1]})"
+            ),
+            st.tuples(st.sampled_from(["'%s'", "'%5d|'", "'%-4.1f'", "'%r%%'"]), inner).map(
+                lambda t: f"({t[0]} % {t[1]})"
+            ),
+        )
+
+    return st.recursive(leaves, extend, max_leaves=10)
+
+
+def test_results_are_those_of_python():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    names = {f.__name__: f for f in (len, str, bool, int, float, list)}
+
+    def outcome(run: Any) -> Any:
+        try:
+            return ("value", run())
+        except ExpressionBudgetError:
+            return ("budget", None)
+        except Exception:  # noqa: BLE001 - any failure: the kinds may differ
+            return ("error", None)
+
+    @settings(max_examples=400, deadline=None)
+    @given(_small_expressions(), st.sampled_from([0, 7, "xy", [1, 2, 3], {"a": 1}, None, 1.5]))
+    def check(text: str, data: Any) -> None:
+        ours = outcome(lambda: evaluate(text, data))
+        theirs = outcome(
+            lambda: eval(text, {"__builtins__": {}}, {"data": data, **names})  # noqa: S307
+        )
+        assert ours[0] != "budget", text  # these are all small
+        assert ours == theirs, text
+
+    check()
