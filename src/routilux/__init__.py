@@ -35,6 +35,7 @@ from .exceptions import (
     DefinitionError,
     EngineError,
     ExecutionContextError,
+    ExpressionBudgetError,
     ExpressionError,
     FlowError,
     HandlerTimeoutError,
@@ -106,6 +107,7 @@ __all__ = [
     "NotConstructableError",
     "EngineError",
     "ExpressionError",
+    "ExpressionBudgetError",
     "HandlerTimeoutError",
     "RoutiluxWarning",
 ]

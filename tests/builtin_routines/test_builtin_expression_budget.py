@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from typing import Any
 
 import pytest
@@ -111,7 +112,7 @@ class TestStaticRefusal:
             "str([[0] * 1000] * 1001)",
             "'ab' * 500_001",
             "x" * (MAX_EXPRESSION_LENGTH + 1),
-            "(" * 150 + "1" + ")" * 150,
+            "(" * 250 + "1" + ")" * 250,
             "not " * 300 + "1",
             "1 + " * (MAX_DEPTH + 1) + "1",
             "[" * 100 + "]" * 100,
@@ -370,3 +371,188 @@ class TestInFlows:
         with pytest.raises((SerializationError, ConfigError)) as info:
             Flow().deserialize(saved)
         assert "route 'r'" in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# The nesting estimate is an upper bound of the real nesting
+# ---------------------------------------------------------------------------
+
+
+def _tree_depth(node: Any) -> int:
+    import ast
+
+    skip = (ast.expr_context, ast.operator, ast.cmpop, ast.boolop, ast.unaryop)
+    best, stack = 0, [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        best = max(best, depth)
+        stack.extend(
+            (c, depth + 1) for c in ast.iter_child_nodes(current) if not isinstance(c, skip)
+        )
+    return best
+
+
+def _expressions() -> Any:
+    from hypothesis import strategies as st
+
+    leaves = st.sampled_from(["data", "1", "'s'", "x", "None", "2.5"])
+
+    def extend(inner: Any) -> Any:
+        binary = st.sampled_from(["+", "-", "*", "/", "%", "**", "//"])
+        compare = st.sampled_from(["<", "==", "in", "not in", "is not", ">="])
+        return st.one_of(
+            st.tuples(inner, binary, inner).map(lambda t: f"{t[0]} {t[1]} {t[2]}"),
+            st.tuples(inner, compare, inner).map(lambda t: f"{t[0]} {t[1]} {t[2]}"),
+            st.tuples(inner, st.sampled_from(["and", "or"]), inner).map(" ".join),
+            st.tuples(st.sampled_from(["-", "not ", "+"]), inner).map("".join),
+            inner.map(lambda e: f"({e})"),
+            st.lists(inner, max_size=3).map(lambda es: "[" + ", ".join(es) + "]"),
+            st.tuples(inner, inner).map(lambda t: f"{{{t[0]}: {t[1]}}}"),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}]"),
+            st.tuples(inner, inner).map(lambda t: f"({t[0]})[{t[1]}:]"),
+            st.tuples(inner, inner).map(lambda t: f"({t[0]}).get({t[1]})"),
+            st.tuples(inner, inner).map(lambda t: f"len({t[0]}, k={t[1]})"),
+            st.tuples(inner, inner, inner).map(lambda t: f"{t[0]} if {t[1]} else {t[2]}"),
+            inner.map(lambda e: f"lambda: {e}"),
+        )
+
+    return st.recursive(leaves, extend, max_leaves=40)
+
+
+def test_nesting_estimate_is_an_upper_bound():
+    import ast
+
+    from hypothesis import given, settings
+
+    from routilux.builtin_routines._expressions import _nesting_estimate
+
+    @settings(max_examples=300, deadline=None)
+    @given(_expressions())
+    def check(text: str) -> None:
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError:
+            return  # e.g. a lambda where Python does not allow one
+        assert _nesting_estimate(text) >= _tree_depth(tree.body), text
+
+    check()
+
+
+class TestRestoredLambdasOverBudget:
+    """A lambda restored from a file is a SafeLambda: over budget it must fail its
+    routine, not be swallowed as an ordinary error of a step, rule or extractor."""
+
+    BOMB = SafeLambda("data * 10**7 == 1")
+
+    def test_filter_condition(self):
+        filt = Filter()
+        filt.set_config(condition=self.BOMB)
+        with pytest.raises(ExpressionBudgetError, match="config 'condition'"):
+            filt.accepts("ab")
+
+    def test_mapper_function(self):
+        mapper = Mapper()
+        mapper.set_config(function=self.BOMB)
+        with pytest.raises(ExpressionBudgetError, match="config 'function'"):
+            mapper.map_item("ab")
+
+    def test_router_condition(self):
+        router = ConditionalRouter()
+        router.set_config(routes=[("r", self.BOMB)])
+        with pytest.raises(ExpressionBudgetError, match="route 'r'"):
+            router.match("ab")
+
+    def test_transformer_step(self):
+        transformer = DataTransformer()
+        with pytest.raises(ExpressionBudgetError, match="transformation"):
+            transformer.transform("ab", [self.BOMB])
+
+    def test_validator_rule(self):
+        from routilux.builtin_routines import DataValidator
+
+        validator = DataValidator()
+        validator.set_config(rules={"name": self.BOMB})
+        with pytest.raises(ExpressionBudgetError, match="field 'name'"):
+            validator.validate({"name": "ab"})
+
+    def test_extractor(self):
+        from routilux.builtin_routines import ResultExtractor
+
+        extractor = ResultExtractor()
+        extractor.register_extractor("bomb", SafeLambda("data * 10**7"))
+        extractor.set_config(extractor_priority=["bomb"])
+        with pytest.raises(ExpressionBudgetError, match="extractor 'bomb'"):
+            extractor.extract("ab")
+
+    def test_other_failures_of_steps_are_still_reported_as_before(self):
+        transformer = DataTransformer()
+        result, applied, errors = transformer.transform("ab", [SafeLambda("data['x']")])
+        assert result == "ab" and applied == [] and errors and "Error applying" in errors[0]
+
+
+# ---------------------------------------------------------------------------
+# The budget changes no result: differential test against Python itself
+# ---------------------------------------------------------------------------
+
+
+def _small_expressions() -> Any:
+    from hypothesis import strategies as st
+
+    leaves = st.sampled_from(
+        ["data", "1", "3", "-2", "'ab'", "2.5", "None", "True", "[1, 2]", "(3,)", "{'a': 1}"]
+    )
+
+    def extend(inner: Any) -> Any:
+        binary = st.sampled_from(["+", "-", "*", "/", "%", "//"])
+        # No `is`: whether two equal literals are one object is up to the compiler.
+        compare = st.sampled_from(["<", "==", "!=", "in", "not in", ">="])
+        return st.one_of(
+            st.tuples(inner, binary, inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            st.tuples(inner, compare, inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            st.tuples(inner, st.sampled_from(["and", "or"]), inner).map(
+                lambda t: f"({t[0]} {t[1]} {t[2]})"
+            ),
+            inner.map(lambda e: f"(not {e})"),
+            inner.map(lambda e: f"(-{e})"),
+            st.lists(inner, max_size=3).map(lambda es: "[" + ", ".join(es) + "]"),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}]"),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}:]"),
+            st.tuples(inner, inner, inner).map(lambda t: f"({t[0]} if {t[1]} else {t[2]})"),
+            st.tuples(st.sampled_from(["len", "str", "bool", "int", "float", "list"]), inner).map(
+                lambda t: f"{t[0]}({t[1]})"
+            ),
+            st.tuples(st.sampled_from(["'%s'", "'%5d|'", "'%-4.1f'", "'%r%%'"]), inner).map(
+                lambda t: f"({t[0]} % {t[1]})"
+            ),
+        )
+
+    return st.recursive(leaves, extend, max_leaves=10)
+
+
+def test_results_are_those_of_python():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    names = {f.__name__: f for f in (len, str, bool, int, float, list)}
+
+    def outcome(run: Any) -> Any:
+        try:
+            return ("value", run())
+        except ExpressionBudgetError:
+            return ("budget", None)
+        except Exception:  # noqa: BLE001 - any failure: the kinds may differ
+            return ("error", None)
+
+    @settings(max_examples=400, deadline=None)
+    @given(_small_expressions(), st.sampled_from([0, 7, "xy", [1, 2, 3], {"a": 1}, None, 1.5]))
+    def check(text: str, data: Any) -> None:
+        ours = outcome(lambda: evaluate(text, data))
+        with warnings.catch_warnings():  # CPython's "perhaps you missed a comma?" hints
+            warnings.simplefilter("ignore", SyntaxWarning)
+            theirs = outcome(
+                lambda: eval(text, {"__builtins__": {}}, {"data": data, **names})  # noqa: S307
+            )
+        assert ours[0] != "budget", text  # these are all small
+        assert ours == theirs, text
+
+    check()

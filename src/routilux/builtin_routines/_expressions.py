@@ -202,6 +202,7 @@ _ALLOWED_METHODS: dict[type, frozenset[str]] = {
     tuple: frozenset({"count", "index"}),
 }
 _ALL_METHOD_NAMES = frozenset().union(*_ALLOWED_METHODS.values())
+_NO_METHODS: frozenset[str] = frozenset()
 
 _BIN_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -286,12 +287,18 @@ def parse_expression(expression: str) -> ast.Expression:
         ) from None
 
 
-# Tokens that end one operand of a flat construct (a tuple, a comparison chain, an
-# and/or chain, a dict, a slice, call arguments): the parts on either side are
-# siblings in the tree, not nested in each other.
-_NEST_SEPARATORS = frozenset(
-    {",", ":", "=", "<", ">", "==", "!=", "<=", ">=", "<>", "and", "or", "in", "is"}
-)
+# Tokens that end one operand of a flat construct: the parts on either side are
+# siblings in the tree, not nested in each other. Each kind of construct present at a
+# bracket level (items of a tuple, dict, slice or call; a comparison chain; an
+# and-chain; an or-chain) adds one level there, however long it is.
+_NEST_SEPARATORS: dict[str, str] = {
+    ",": "items",
+    ":": "items",
+    "=": "items",
+    "and": "and",
+    "or": "or",
+    **dict.fromkeys(("<", ">", "==", "!=", "<=", ">=", "<>", "in", "is"), "compare"),
+}
 # Tokens each of which may wrap everything at its bracket level once more.
 _NEST_WRAPPERS = frozenset({"if", "else", "lambda", "for", ":=", "await", "yield"})
 _OPERAND_TOKENS = (tokenize.NAME, tokenize.NUMBER, tokenize.STRING)
@@ -309,10 +316,11 @@ _FSTRING_START: Optional[int] = getattr(tokenize, "FSTRING_START", None)  # Pyth
 class _Level:
     """Nesting bookkeeping of one bracket level for :func:`_nesting_estimate`."""
 
-    __slots__ = ("wrappers", "best", "ops", "child")
+    __slots__ = ("wrappers", "kinds", "best", "ops", "child")
 
     def __init__(self) -> None:
         self.wrappers = 0  # if/else/lambda/...: each may wrap the whole level
+        self.kinds: set[str] = set()  # flat constructs seen (see _NEST_SEPARATORS)
         self.best = 0  # deepest operand so far
         self.ops = 0  # operators in the current operand (each nests once at most)
         self.child = 0  # deepest bracket inside the current operand
@@ -323,8 +331,7 @@ class _Level:
 
     def depth(self) -> int:
         self.end_operand()
-        # +3: an or-chain of and-chains of comparisons adds three levels at most.
-        return self.wrappers + self.best + 3
+        return self.wrappers + len(self.kinds) + self.best
 
 
 def _nesting_estimate(text: str) -> int:
@@ -365,6 +372,7 @@ def _nesting_estimate(text: str) -> int:
                 level.end_operand()
                 prev_operand = False
             elif string in _NEST_SEPARATORS:
+                level.kinds.add(_NEST_SEPARATORS[string])
                 level.end_operand()
                 prev_operand = False
             elif kind in _OPERAND_TOKENS and string != "not":
@@ -379,7 +387,7 @@ def _nesting_estimate(text: str) -> int:
     while len(levels) > 1:  # unclosed brackets
         inner = levels.pop().depth() + 1
         levels[-1].child = max(levels[-1].child, inner)
-    return levels[0].depth()
+    return levels[0].depth() + 1  # + the leaf at the bottom
 
 
 def _percent_specs(fmt: Union[str, bytes]) -> Iterator[tuple[Optional[str], Any, Any, str]]:
@@ -425,6 +433,14 @@ def _percent_specs(fmt: Union[str, bytes]) -> Iterator[tuple[Optional[str], Any,
         conversion = text[i] if i < size else ""
         yield key, width, precision, conversion
         index = text.find("%", i + 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_percent_specs(
+    fmt: Union[str, bytes],
+) -> tuple[tuple[Optional[str], Any, Any, str], ...]:
+    """:func:`_percent_specs` of a short format, remembered (formats are mostly constants)."""
+    return tuple(_percent_specs(fmt))
 
 
 def _static_format_problem(fmt: Union[str, bytes]) -> Optional[str]:
@@ -633,6 +649,9 @@ def _int_cost(*values: int) -> int:
     return cost // 8 + 1
 
 
+_SMALL_INT = 1 << 4096  # below this, int arithmetic is too cheap to count
+
+
 class _Interpreter:
     """Evaluates one tree on one budget.
 
@@ -670,6 +689,9 @@ class _Interpreter:
 
     def hint(self, value: Any) -> int:
         """A cheap size: the measured one if known, else the length, else 1."""
+        kind = type(value)
+        if kind is int or kind is float or kind is bool or value is None:
+            return 1
         known = self.sizes.get(id(value))
         if known is not None:
             return known[1]
@@ -684,6 +706,13 @@ class _Interpreter:
         A loop over an explicit stack (deep data cannot make it recurse); every element
         visited is a step.
         """
+        kind = type(value)
+        if kind is str or kind is bytes:
+            return len(value) or 1
+        if kind is float or kind is bool or value is None:
+            return 1
+        if kind is int:
+            return 1 + value.bit_length() // 4
         known = self.sizes.get(id(value))
         if known is not None:
             return known[1]
@@ -748,7 +777,7 @@ class _Interpreter:
             return self.binary(node)
         if isinstance(node, ast.UnaryOp):
             operand = self.value_of(node.operand)
-            if isinstance(operand, int):
+            if isinstance(operand, int) and not -_SMALL_INT < operand < _SMALL_INT:
                 self.charge(_int_cost(operand))
             return _UNARY_OPS[type(node.op)](operand)
         if isinstance(node, ast.Compare):
@@ -756,10 +785,11 @@ class _Interpreter:
             for op, comparator in zip(node.ops, node.comparators):
                 right = self.value_of(comparator)
                 kind = type(op)
-                if kind is ast.In or kind is ast.NotIn:
-                    self.charge(self.hint(left) + self.hint(right))
-                elif kind is not ast.Is and kind is not ast.IsNot:
-                    self.charge(min(self.hint(left), self.hint(right)))
+                if isinstance(right, _SIZED) or isinstance(left, _SIZED):  # else: O(1)
+                    if kind is ast.In or kind is ast.NotIn:
+                        self.charge(self.hint(left) + self.hint(right))
+                    elif kind is not ast.Is and kind is not ast.IsNot:
+                        self.charge(min(self.hint(left), self.hint(right)))
                 if not _COMPARE_OPS[kind](left, right):
                     return False
                 left = right
@@ -826,7 +856,7 @@ class _Interpreter:
                     raise self.over(f"the result of ** would have over {MAX_INT_BITS:,} bits")
                 words = int(bits) // 64 + 1
                 self.charge(words * words // 4 + right.bit_length())
-            else:
+            elif not (-_SMALL_INT < left < _SMALL_INT and -_SMALL_INT < right < _SMALL_INT):
                 self.charge(_int_cost(left, right))
         elif isinstance(left, (set, frozenset)):
             self.charge(self.hint(left) + self.hint(right))
@@ -853,9 +883,11 @@ class _Interpreter:
                 self.charge(len(seq) * times)
                 return self.built(operator.mul(left, right), total)
         if isinstance(left, int) and isinstance(right, int):
-            if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+            bits = left.bit_length() + right.bit_length()
+            if bits > MAX_INT_BITS:
                 raise self.over(f"the result of * would have over {MAX_INT_BITS:,} bits")
-            self.charge(_int_cost(left, right))
+            if bits > 4096:
+                self.charge(_int_cost(left, right))
         return operator.mul(left, right)
 
     def add(self, left: Any, right: Any) -> Any:
@@ -870,7 +902,8 @@ class _Interpreter:
                 self.built(result, known_left[1] + known_right[1])
             return result
         if isinstance(left, int) and isinstance(right, int):
-            self.charge(_int_cost(left) + _int_cost(right))
+            if not (-_SMALL_INT < left < _SMALL_INT and -_SMALL_INT < right < _SMALL_INT):
+                self.charge(_int_cost(left) + _int_cost(right))
         return operator.add(left, right)
 
     def percent_format(self, fmt: Union[str, bytes], args: Any) -> Any:
@@ -881,21 +914,16 @@ class _Interpreter:
         values = args if isinstance(args, tuple) else (args,)
         position = 0
         estimate = len(fmt)
-
-        def take() -> Any:
-            nonlocal position
-            value = values[position] if position < len(values) else None
-            position += 1
-            return value
-
-        for key, width, precision, conversion in _percent_specs(fmt):
+        specs = _cached_percent_specs(fmt) if len(fmt) <= 200 else _percent_specs(fmt)
+        for key, width, precision, conversion in specs:
             self.charge(4)
             if conversion == "%":
                 continue
             extent = 0
             for part in (width, precision):
                 if part == "*":
-                    part = take()
+                    part = values[position] if position < len(values) else None
+                    position += 1
                 if isinstance(part, int):
                     if abs(part) > MAX_FORMAT_WIDTH:
                         raise self.over(
@@ -906,8 +934,9 @@ class _Interpreter:
             if key is not None:
                 value = args.get(key) if isinstance(args, dict) else args
             else:
-                value = take()
-            if isinstance(value, int):
+                value = values[position] if position < len(values) else None
+                position += 1
+            if isinstance(value, int) and not -_SMALL_INT < value < _SMALL_INT:
                 self.charge(_int_cost(value, value))  # int -> decimal is quadratic
             estimate += extent + self.size(value, MAX_VALUE_SIZE - estimate)
             if estimate > MAX_VALUE_SIZE:
@@ -928,10 +957,7 @@ class _Interpreter:
             target = ALLOWED_FUNCTIONS[func.id]
         elif isinstance(func, ast.Attribute):
             receiver = self.value_of(func.value)
-            allowed = next(
-                (names for t, names in _ALLOWED_METHODS.items() if type(receiver) is t),
-                frozenset(),
-            )
+            allowed = _ALLOWED_METHODS.get(type(receiver), _NO_METHODS)  # exact types only
             if func.attr not in allowed:
                 raise ExpressionError(
                     f"calling .{func.attr}() on a {type(receiver).__name__} is not allowed "
@@ -941,9 +967,16 @@ class _Interpreter:
         else:
             raise ExpressionError("calling the result of an expression is not allowed")
         args = [self.value_of(a) for a in node.args]
-        kwargs = {kw.arg: self.value_of(kw.value) for kw in node.keywords if kw.arg is not None}
+        kwargs = (
+            {kw.arg: self.value_of(kw.value) for kw in node.keywords if kw.arg is not None}
+            if node.keywords
+            else {}
+        )
         if receiver is not None:
-            self.charge(self.hint(receiver) + sum(self.hint(a) for a in args))
+            cost = self.hint(receiver)
+            for arg in args:
+                cost += self.hint(arg)
+            self.charge(cost)
         else:
             self.check_builtin_call(target, args)
         result = target(*args, **kwargs)
