@@ -43,6 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, Union, overload
 
+import routilux.exceptions as _routilux_exceptions
 from routilux.exceptions import SerializationError
 
 __all__ = [
@@ -611,9 +612,7 @@ def lookup_exception_class(dotted: str) -> type[BaseException]:
     if module_name in ("", "builtins"):
         found = builtins.__dict__.get(qualname)
     elif module_name == "routilux.exceptions":
-        from routilux import exceptions  # the codec's own layer: always imported
-
-        found = exceptions.__dict__.get(qualname)
+        found = _routilux_exceptions.__dict__.get(qualname)
     if not _is_exception_class(found):
         found = _FUNCTIONS.get(dotted)
     if not _is_exception_class(found):
