@@ -187,7 +187,7 @@ def deep(depth: int) -> Any:
 
 HOSTILE: list[Any] = [
     "format_version", 2, "JobState", "Flow", "ErrorHandler", "Mapper", "retry", "paused",
-    None, True, False, 0, -1, -(10**9), 10**30, 10**400, 2.5, -0.0, 1e308,
+    None, True, False, 0, -1, -(10**9), 10**30, 10**400, -(10**5000), 2.5, -0.0, 1e308,
     math.inf, -math.inf, math.nan, "", "x", "os.system", "../../etc/passwd", "\ud800",
     [], {}, [[]], [{}], {"": None}, {"_type": "Flow"}, {"_type": "callable"},
     {"_type": "callable", "callable_type": "function", "module": "routilux.serialization",

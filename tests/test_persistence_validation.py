@@ -28,6 +28,7 @@ from routilux import (
 )
 from routilux.error_handler import MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_RETRY_DELAY
 from routilux.flow.flow import MAX_WORKERS
+from routilux.serialization import short_repr
 
 
 @register_serializable
@@ -94,6 +95,18 @@ def saved_job() -> dict[str, Any]:
     return data
 
 
+def short_id(value: Any) -> str:
+    """Test ids that stay short for 400-digit numbers and 990-deep lists."""
+    return short_repr(value)[:40]
+
+
+def deep_list(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def nested(depth: int) -> Any:
     value: Any = 0
     for _ in range(depth):
@@ -147,6 +160,8 @@ def test_config_nested_980_deep_in_a_file_is_a_serialization_error(tmp_path: Pat
         ("retry_count", "2"),
         ("strategy", "explode"),
         ("strategy", ["retry"]),
+        ("strategy", deep_list(990)),  # Enum's own message would repr it: RecursionError
+        ("retryable_exceptions", [deep_list(990)]),
         ("is_critical", "false"),
         ("is_optional", 1),
         ("retryable_exceptions", [[]]),
@@ -154,6 +169,7 @@ def test_config_nested_980_deep_in_a_file_is_a_serialization_error(tmp_path: Pat
         ("retryable_exceptions", "ValueError"),
         ("retryable_exceptions", ["no.such.Error"]),
     ],
+    ids=short_id,
 )
 def test_error_handler_deserialize_refuses_bad_values(key: str, value: Any) -> None:
     data = ErrorHandler("retry").serialize()
@@ -230,6 +246,21 @@ def test_flow_file_max_workers_is_range_checked(value: Any) -> None:
     with pytest.raises(SerializationError, match="max_workers"):
         flow.deserialize(data)
     assert flow.flow_id == "untouched" and not flow.routines
+
+
+@pytest.mark.parametrize(
+    "version", [-(10**5000), 10**5000, "1", 1.0], ids=["-huge", "huge", "str", "float"]
+)
+def test_format_version_of_any_size_is_a_serialization_error(version: Any) -> None:
+    # str() of a 5,000-digit int raises ValueError: the message must not need it.
+    flow_data = saved_flow()
+    flow_data["format_version"] = version
+    with pytest.raises(SerializationError, match="format_version"):
+        Flow().deserialize(flow_data)
+    job_data = saved_job()
+    job_data["format_version"] = version
+    with pytest.raises(SerializationError, match="format_version"):
+        JobState().deserialize(job_data)
 
 
 def test_flow_file_max_workers_at_the_bound_loads() -> None:

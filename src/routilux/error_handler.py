@@ -235,7 +235,11 @@ def _strategy(value: object) -> ErrorStrategy:
     if isinstance(value, ErrorStrategy):
         return value
     try:
-        return ErrorStrategy(value)
+        # Only strings reach the Enum: its own error message would repr anything else,
+        # which for a deeply nested value from a file is a RecursionError.
+        if isinstance(value, str):
+            return ErrorStrategy(value)
+        raise ValueError
     except ValueError:
         choices = ", ".join(repr(s.value) for s in ErrorStrategy)
         raise InvalidArgumentError(

@@ -150,11 +150,14 @@ def check_format_version(data: Mapping[str, Any], what: str) -> dict[str, Any]:
     current = FORMAT_VERSION
     if version > current:
         raise SerializationError(
-            f"Cannot load {what}: it was written with format_version {version}, but this "
-            f"version of routilux reads format_version {current} at most; upgrade routilux"
+            f"Cannot load {what}: it was written with format_version {short_repr(version)}, "
+            f"but this version of routilux reads format_version {current} at most; upgrade "
+            f"routilux"
         )
     if version < 1:
-        raise SerializationError(f"Cannot load {what}: unknown format_version {version}")
+        raise SerializationError(
+            f"Cannot load {what}: unknown format_version {short_repr(version)}"
+        )
     result: dict[str, Any] = data if isinstance(data, dict) else dict(data)
     if version == current:
         return result
