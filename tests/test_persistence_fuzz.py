@@ -238,6 +238,8 @@ def mutate(doc: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], str
             current = parent[key]
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation removed it
+        if not isinstance(parent, (dict, list)):
+            continue  # an earlier mutation replaced the container (e.g. by a string)
         kind = rng.random()
         if kind < 0.6:
             # Shared, not copied (deepcopy itself cannot copy the deepest of them):
@@ -252,7 +254,9 @@ def mutate(doc: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], str
             parent[key] = [current]
         elif kind < 0.9:
             parent[key] = {"_type": "Slot", "v": current}
-        elif isinstance(current, (str, int, float)):
+        elif isinstance(current, (str, float)) or (
+            isinstance(current, int) and abs(current) < 10**100  # str() refuses 4,300 digits
+        ):
             parent[key] = str(current)[:50]
         else:
             parent[key] = type(current).__name__
