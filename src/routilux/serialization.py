@@ -752,14 +752,16 @@ def _encoding_error(data: Any, exc: BaseException) -> SerializationError:
     return SerializationError(f"cannot serialize value at '{where}' {problem}")
 
 
-def write_json(path: PathLike, data: Any) -> None:
+def write_json(path: PathLike, data: Any, *, indent: int | None = None) -> None:
     """Write ``data`` as compact JSON (UTF-8) to ``path`` atomically.
 
-    Parent directories are created. The text is streamed to a temporary file in the same
-    directory which then replaces ``path`` in one step, so a crash leaves either the old
-    file or the new one, never half of one. Data JSON cannot encode -- an object, a set,
-    NaN or Infinity, a circular reference -- raises :class:`SerializationError` naming its
-    key path (e.g. ``'shared_data.x'``); ``path`` is left as it was.
+    ``indent`` writes indented JSON for people to read instead, in one piece and several
+    times slower (json's pure-Python encoder). Parent directories are created. The text
+    is streamed to a temporary file in the same directory which then replaces ``path`` in
+    one step, so a crash leaves either the old file or the new one, never half of one.
+    Data JSON cannot encode -- an object, a set, NaN or Infinity, a circular reference --
+    raises :class:`SerializationError` naming its key path (e.g. ``'shared_data.x'``);
+    ``path`` is left as it was.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -769,8 +771,13 @@ def write_json(path: PathLike, data: Any) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             try:
-                for piece in _iter_json(data):
-                    handle.write(piece)
+                if indent is None:
+                    for piece in _iter_json(data):
+                        handle.write(piece)
+                else:
+                    handle.write(
+                        json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
+                    )
             except (TypeError, ValueError, RecursionError) as exc:
                 raise _encoding_error(data, exc) from exc
             handle.write("\n")
