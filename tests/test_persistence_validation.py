@@ -356,6 +356,8 @@ def test_slot_event_connection_deserialize_raise_serialization_errors() -> None:
         (("deferred_events", 0, "routine_id"), [], r"deferred_events\[0\].routine_id"),
         (("deferred_events", 0, "data"), "x", r"deferred_events\[0\].data"),
         (("deferred_events", 0, "timestamp"), 5, r"deferred_events\[0\].timestamp"),
+        (("slot_buffers",), {"sink": {"input": [1, 2]}}, r"slot_buffers\['sink'\]\['input'\]"),
+        (("slot_buffers",), {"sink": "input"}, r"slot_buffers\['sink'\]"),
         (("shared_data",), nested(980), "shared_data.*too deeply"),
         (("routine_states",), {"r": nested(980)}, "routine_states.*too deeply"),
     ],
