@@ -401,3 +401,19 @@ def test_bad_pending_task_in_memory_is_a_clear_error() -> None:
     entry["retry_count"] = math.inf
     with pytest.raises(SerializationError, match="retry_count"):
         task_from_dict(flow, entry)
+
+
+def test_loaders_do_not_change_the_data_they_are_given() -> None:
+    import copy
+
+    flow_data = saved_flow()
+    job_data = saved_job()
+    flow_before, job_before = copy.deepcopy(flow_data), copy.deepcopy(job_data)
+    Flow().deserialize(flow_data)
+    JobState().deserialize(job_data)
+    assert flow_data == flow_before and job_data == job_before
+    flow_data["routines"]["sink"]["_error_handler"]["max_retries"] = -1
+    with pytest.raises(SerializationError):
+        Flow().deserialize(flow_data)
+    flow_before["routines"]["sink"]["_error_handler"]["max_retries"] = -1
+    assert flow_data == flow_before
