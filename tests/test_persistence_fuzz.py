@@ -58,7 +58,7 @@ from routilux.builtin_routines import (
 from routilux.engine.tasks import task_from_dict
 from routilux.serialization import lookup_class, read_json
 
-CASES_PER_DOCUMENT = 600
+CASES_PER_DOCUMENT = 500
 SEED = 20261201
 
 
@@ -187,7 +187,7 @@ def deep(depth: int) -> Any:
 
 HOSTILE: list[Any] = [
     "format_version", 2, "JobState", "Flow", "ErrorHandler", "Mapper", "retry", "paused",
-    None, True, False, 0, -1, -(10**9), 10**30, 10**400, 2.5, -0.0, 1e308,
+    None, True, False, 0, -1, -(10**9), 10**30, 10**400, -(10**5000), 2.5, -0.0, 1e308,
     math.inf, -math.inf, math.nan, "", "x", "os.system", "../../etc/passwd", "\ud800",
     [], {}, [[]], [{}], {"": None}, {"_type": "Flow"}, {"_type": "callable"},
     {"_type": "callable", "callable_type": "function", "module": "routilux.serialization",
@@ -219,10 +219,17 @@ def get_at(value: Any, path: tuple[Any, ...]) -> Any:
     return value
 
 
+# id -> (document, its paths); the document is kept so that its id is not reused.
+_PATHS: dict[int, tuple[dict[str, Any], list[tuple[Any, ...]]]] = {}
+
+
 def mutate(doc: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], str | None]:
     """A mutated deep copy of ``doc``, and (sometimes) JSON text with a duplicate key."""
+    cached = _PATHS.get(id(doc))
+    if cached is None or cached[0] is not doc:  # the copy has the original's paths
+        cached = _PATHS[id(doc)] = (doc, [p for p in paths(doc) if p])
+    all_paths = cached[1]
     doc = copy.deepcopy(doc)
-    all_paths = [p for p in paths(doc) if p]
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         path = rng.choice(all_paths)
         try:
@@ -231,6 +238,8 @@ def mutate(doc: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], str
             current = parent[key]
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation removed it
+        if not isinstance(parent, (dict, list)):
+            continue  # an earlier mutation replaced the container (e.g. by a string)
         kind = rng.random()
         if kind < 0.6:
             # Shared, not copied (deepcopy itself cannot copy the deepest of them):
@@ -245,13 +254,19 @@ def mutate(doc: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], str
             parent[key] = [current]
         elif kind < 0.9:
             parent[key] = {"_type": "Slot", "v": current}
-        elif isinstance(current, (str, int, float)):
+        elif isinstance(current, (str, float)) or (
+            isinstance(current, int) and abs(current) < 10**100  # str() refuses 4,300 digits
+        ):
             parent[key] = str(current)[:50]
         else:
             parent[key] = type(current).__name__
     text = None
-    objects = [p for p in paths(doc) if isinstance(get_at(doc, p), dict) and get_at(doc, p)]
-    if rng.random() < 0.15 and objects:
+    objects = (
+        [p for p in paths(doc) if isinstance(get_at(doc, p), dict) and get_at(doc, p)]
+        if rng.random() < 0.15
+        else []
+    )
+    if objects:
         target = rng.choice(objects)
         marker = "\u0000DUPLICATE\u0000"
         obj = get_at(doc, target)

@@ -28,6 +28,7 @@ from routilux import (
 )
 from routilux.error_handler import MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_RETRY_DELAY
 from routilux.flow.flow import MAX_WORKERS
+from routilux.serialization import short_repr
 
 
 @register_serializable
@@ -94,6 +95,18 @@ def saved_job() -> dict[str, Any]:
     return data
 
 
+def short_id(value: Any) -> str:
+    """Test ids that stay short for 400-digit numbers and 990-deep lists."""
+    return short_repr(value)[:40]
+
+
+def deep_list(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def nested(depth: int) -> Any:
     value: Any = 0
     for _ in range(depth):
@@ -147,6 +160,8 @@ def test_config_nested_980_deep_in_a_file_is_a_serialization_error(tmp_path: Pat
         ("retry_count", "2"),
         ("strategy", "explode"),
         ("strategy", ["retry"]),
+        ("strategy", deep_list(990)),  # Enum's own message would repr it: RecursionError
+        ("retryable_exceptions", [deep_list(990)]),
         ("is_critical", "false"),
         ("is_optional", 1),
         ("retryable_exceptions", [[]]),
@@ -154,6 +169,7 @@ def test_config_nested_980_deep_in_a_file_is_a_serialization_error(tmp_path: Pat
         ("retryable_exceptions", "ValueError"),
         ("retryable_exceptions", ["no.such.Error"]),
     ],
+    ids=short_id,
 )
 def test_error_handler_deserialize_refuses_bad_values(key: str, value: Any) -> None:
     data = ErrorHandler("retry").serialize()
@@ -230,6 +246,21 @@ def test_flow_file_max_workers_is_range_checked(value: Any) -> None:
     with pytest.raises(SerializationError, match="max_workers"):
         flow.deserialize(data)
     assert flow.flow_id == "untouched" and not flow.routines
+
+
+@pytest.mark.parametrize(
+    "version", [-(10**5000), 10**5000, "1", 1.0], ids=["-huge", "huge", "str", "float"]
+)
+def test_format_version_of_any_size_is_a_serialization_error(version: Any) -> None:
+    # str() of a 5,000-digit int raises ValueError: the message must not need it.
+    flow_data = saved_flow()
+    flow_data["format_version"] = version
+    with pytest.raises(SerializationError, match="format_version"):
+        Flow().deserialize(flow_data)
+    job_data = saved_job()
+    job_data["format_version"] = version
+    with pytest.raises(SerializationError, match="format_version"):
+        JobState().deserialize(job_data)
 
 
 def test_flow_file_max_workers_at_the_bound_loads() -> None:
@@ -325,6 +356,8 @@ def test_slot_event_connection_deserialize_raise_serialization_errors() -> None:
         (("deferred_events", 0, "routine_id"), [], r"deferred_events\[0\].routine_id"),
         (("deferred_events", 0, "data"), "x", r"deferred_events\[0\].data"),
         (("deferred_events", 0, "timestamp"), 5, r"deferred_events\[0\].timestamp"),
+        (("slot_buffers",), {"sink": {"input": [1, 2]}}, r"slot_buffers\['sink'\]\['input'\]"),
+        (("slot_buffers",), {"sink": "input"}, r"slot_buffers\['sink'\]"),
         (("shared_data",), nested(980), "shared_data.*too deeply"),
         (("routine_states",), {"r": nested(980)}, "routine_states.*too deeply"),
     ],
@@ -368,3 +401,19 @@ def test_bad_pending_task_in_memory_is_a_clear_error() -> None:
     entry["retry_count"] = math.inf
     with pytest.raises(SerializationError, match="retry_count"):
         task_from_dict(flow, entry)
+
+
+def test_loaders_do_not_change_the_data_they_are_given() -> None:
+    import copy
+
+    flow_data = saved_flow()
+    job_data = saved_job()
+    flow_before, job_before = copy.deepcopy(flow_data), copy.deepcopy(job_data)
+    Flow().deserialize(flow_data)
+    JobState().deserialize(job_data)
+    assert flow_data == flow_before and job_data == job_before
+    flow_data["routines"]["sink"]["_error_handler"]["max_retries"] = -1
+    with pytest.raises(SerializationError):
+        Flow().deserialize(flow_data)
+    flow_before["routines"]["sink"]["_error_handler"]["max_retries"] = -1
+    assert flow_data == flow_before

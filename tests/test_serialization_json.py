@@ -31,6 +31,17 @@ def test_write_json_is_compact(tmp_path: Path) -> None:
     assert path.read_text(encoding="utf-8") == compact(data)
 
 
+def test_write_json_can_indent_for_people(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    data = {"a": [1, 2], "b": "é"}
+    write_json(path, data, indent=2)
+    assert path.read_text(encoding="utf-8") == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    assert read_json(path, "data") == data
+    with pytest.raises(SerializationError, match="a.*NaN"):
+        write_json(path, {"a": math.nan}, indent=2)
+    assert read_json(path, "data") == data
+
+
 def test_long_top_level_lists_are_streamed_in_slices(tmp_path: Path) -> None:
     items = [{"n": i, "s": f"item-{i}"} for i in range(ser._STREAM_CHUNK * 3 + 7)]
     data = {"before": 1, "history": items, "empty": [], "after": {"x": [1, 2]}}

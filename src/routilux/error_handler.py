@@ -56,7 +56,9 @@ class Decision(NamedTuple):
 class ErrorHandler:
     """How failures of a routine (or of every routine of a flow) are handled.
 
-    ``retry_delay * retry_backoff ** (n - 1)`` seconds pass before the n-th retry.
+    ``retry_delay * retry_backoff ** (n - 1)`` seconds (at most :data:`MAX_RETRY_DELAY`,
+    one day) pass before the n-th retry; ``max_retries``, ``retry_delay`` and
+    ``retry_backoff`` outside their bounds raise :class:`InvalidArgumentError`.
     Only exceptions that are instances of ``retryable_exceptions`` are retried
     (all exceptions when it is empty).  When retries are exhausted, or the error
     is not retryable, the failure stops the job, unless the routine is optional
@@ -235,7 +237,11 @@ def _strategy(value: object) -> ErrorStrategy:
     if isinstance(value, ErrorStrategy):
         return value
     try:
-        return ErrorStrategy(value)
+        # Only strings reach the Enum: its own error message would repr anything else,
+        # which for a deeply nested value from a file is a RecursionError.
+        if isinstance(value, str):
+            return ErrorStrategy(value)
+        raise ValueError
     except ValueError:
         choices = ", ".join(repr(s.value) for s in ErrorStrategy)
         raise InvalidArgumentError(

@@ -805,7 +805,8 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
         _expect_dict(state, f"routine_states[{rid!r}]")
     slot_buffers = _dict_field(data, "slot_buffers", where) or {}
     for rid, buffers in slot_buffers.items():
-        _expect_dict(buffers, f"slot_buffers[{rid!r}]")
+        for slot_name, buffer in _expect_dict(buffers, f"slot_buffers[{rid!r}]").items():
+            _expect_dict(buffer, f"slot_buffers[{rid!r}][{slot_name!r}]")  # a merge buffer
     lists = {key: _list_of_dicts(data, key, where) or [] for key in _JOB_LISTS}
     _check_saved_work(lists["pending_tasks"], lists["deferred_events"])
     shared_data = _dict_field(data, "shared_data", where) or {}

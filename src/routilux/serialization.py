@@ -43,6 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, Union, overload
 
+import routilux.exceptions as _routilux_exceptions
 from routilux.exceptions import SerializationError
 
 __all__ = [
@@ -149,11 +150,14 @@ def check_format_version(data: Mapping[str, Any], what: str) -> dict[str, Any]:
     current = FORMAT_VERSION
     if version > current:
         raise SerializationError(
-            f"Cannot load {what}: it was written with format_version {version}, but this "
-            f"version of routilux reads format_version {current} at most; upgrade routilux"
+            f"Cannot load {what}: it was written with format_version {short_repr(version)}, "
+            f"but this version of routilux reads format_version {current} at most; upgrade "
+            f"routilux"
         )
     if version < 1:
-        raise SerializationError(f"Cannot load {what}: unknown format_version {version}")
+        raise SerializationError(
+            f"Cannot load {what}: unknown format_version {short_repr(version)}"
+        )
     result: dict[str, Any] = data if isinstance(data, dict) else dict(data)
     if version == current:
         return result
@@ -611,9 +615,7 @@ def lookup_exception_class(dotted: str) -> type[BaseException]:
     if module_name in ("", "builtins"):
         found = builtins.__dict__.get(qualname)
     elif module_name == "routilux.exceptions":
-        from routilux import exceptions  # the codec's own layer: always imported
-
-        found = exceptions.__dict__.get(qualname)
+        found = _routilux_exceptions.__dict__.get(qualname)
     if not _is_exception_class(found):
         found = _FUNCTIONS.get(dotted)
     if not _is_exception_class(found):
@@ -750,14 +752,16 @@ def _encoding_error(data: Any, exc: BaseException) -> SerializationError:
     return SerializationError(f"cannot serialize value at '{where}' {problem}")
 
 
-def write_json(path: PathLike, data: Any) -> None:
+def write_json(path: PathLike, data: Any, *, indent: int | None = None) -> None:
     """Write ``data`` as compact JSON (UTF-8) to ``path`` atomically.
 
-    Parent directories are created. The text is streamed to a temporary file in the same
-    directory which then replaces ``path`` in one step, so a crash leaves either the old
-    file or the new one, never half of one. Data JSON cannot encode -- an object, a set,
-    NaN or Infinity, a circular reference -- raises :class:`SerializationError` naming its
-    key path (e.g. ``'shared_data.x'``); ``path`` is left as it was.
+    ``indent`` writes indented JSON for people to read instead, in one piece and several
+    times slower (json's pure-Python encoder). Parent directories are created. The text
+    is streamed to a temporary file in the same directory which then replaces ``path`` in
+    one step, so a crash leaves either the old file or the new one, never half of one.
+    Data JSON cannot encode -- an object, a set, NaN or Infinity, a circular reference --
+    raises :class:`SerializationError` naming its key path (e.g. ``'shared_data.x'``);
+    ``path`` is left as it was.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -767,8 +771,13 @@ def write_json(path: PathLike, data: Any) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             try:
-                for piece in _iter_json(data):
-                    handle.write(piece)
+                if indent is None:
+                    for piece in _iter_json(data):
+                        handle.write(piece)
+                else:
+                    handle.write(
+                        json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
+                    )
             except (TypeError, ValueError, RecursionError) as exc:
                 raise _encoding_error(data, exc) from exc
             handle.write("\n")
