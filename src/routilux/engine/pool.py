@@ -11,6 +11,12 @@ process alive for ever, and a busy thread can never be given up.  Here:
   ``max_workers``, so the next :meth:`~WorkerPool.submit` starts a replacement,
   and the abandoned thread ends as soon as its call returns, if ever.
 
+Engine threads (these workers, the helper and job threads of ``run.py``, the
+timer and loop threads) are started by :func:`start_thread`, with Ctrl-C
+blocked from birth, so it reaches the main thread: a signal the kernel hands
+to another thread would not wake a main thread blocked waiting for a job, and
+Ctrl-C would be lost.
+
 Invariant: ``_workers`` holds the threads that count against ``max_workers``
 (idle or running a call); ``_idle`` of them wait on the condition.  Calls wait
 in one FIFO queue; idle workers sleep on one condition (no polling) and a
@@ -22,11 +28,40 @@ from __future__ import annotations
 
 import itertools
 import logging
+import signal
 import threading
 from collections import deque
 from typing import Callable
 
 logger = logging.getLogger("routilux.engine.pool")
+
+#: Signals Python handles on the main thread that engine threads must not take.
+_STEERED = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+_CAN_MASK = bool(_STEERED) and hasattr(signal, "pthread_sigmask")
+
+
+def start_thread(thread: threading.Thread) -> None:
+    """Start an engine thread with Ctrl-C (and SIGTERM, SIGHUP) blocked in it.
+
+    The kernel gives a process-directed signal to any thread that does not
+    block it; Python runs the handler on the main thread but wakes a blocked
+    main thread only if the signal arrived there.  A new thread inherits its
+    creator's mask, so the mask is set around ``start()`` (a signal arriving
+    meanwhile waits and is delivered once the creator's mask is back).  Where
+    threads have no signal mask (Windows) this is a plain ``start()``.
+    """
+    if not _CAN_MASK:
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STEERED)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class WorkerPool:
@@ -93,7 +128,7 @@ class WorkerPool:
             target=self._work, name=f"{self._name}_{next(self._numbers)}", daemon=True
         )
         self._workers.add(thread)
-        thread.start()
+        start_thread(thread)
 
     def _work(self) -> None:
         me = threading.current_thread()

@@ -29,11 +29,13 @@ Invariants (DESIGN.md 2-5):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import inspect
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
@@ -43,6 +45,7 @@ from ..exceptions import FlowError, HandlerTimeoutError
 from ..execution_tracker import ExecutionTracker
 from . import aio
 from .context import bind, current_run, unbind
+from .pool import start_thread
 from .tasks import Task, task_from_dict, task_to_dict
 from .timers import TimerHandle, timer_service
 
@@ -60,6 +63,13 @@ RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 #: Tasks one pool pull runs before giving its thread back to the pool, so the
 #: jobs sharing a pool take turns.
 PULL_BATCH = 16
+
+#: Seconds one wait of the *main* thread lasts at most (the job's end still wakes
+#: it at once through the condition).  CPython loses the wake-up of a signal
+#: that arrives just as a thread starts to block on a lock: the handler is
+#: flagged but the wait does not return.  Ending the wait now and then lets a
+#: pending Ctrl-C surface as KeyboardInterrupt.  No job state is polled.
+MAIN_THREAD_SLICE = 0.25
 
 
 class JobRun:
@@ -290,7 +300,7 @@ class JobRun:
             # is exiting): run the pull on a thread of its own rather than strand
             # the job's tasks and hang it.
             logger.warning("worker pool of flow %s refused a task", self.flow.flow_id)
-            threading.Thread(target=self._pull, daemon=True).start()
+            start_thread(threading.Thread(target=self._pull, daemon=True))
 
     def schedule(self, delay: float, task: Task, name: str | None = None) -> Scheduled | None:
         """Deliver ``task`` after ``delay`` seconds; the job stays alive until then.
@@ -378,6 +388,10 @@ class JobRun:
     def _drain_loop(self) -> None:
         queue = self._queue
         lock = self._lock
+        # How long one wait for work lasts: see MAIN_THREAD_SLICE.
+        slice_: float | None = None
+        if threading.current_thread() is threading.main_thread():
+            slice_ = MAIN_THREAD_SLICE
         done = False
         task: Task | None = None
         while True:
@@ -394,7 +408,7 @@ class JobRun:
                         if self._finished:
                             return
                         self._drainer_waiting = True
-                        self._work_ready.wait()
+                        self._work_ready.wait(slice_)
                         self._drainer_waiting = False
                     task = queue.popleft()
                     self._running += 1
@@ -650,6 +664,9 @@ class JobRun:
             return False
         # Sequential: one task at a time, so wait for the coroutine here.
         try:
+            if threading.current_thread() is threading.main_thread():
+                while not future.done():  # in slices: see MAIN_THREAD_SLICE
+                    concurrent.futures.wait([future], MAIN_THREAD_SLICE)
             future.result()
         except BaseException:
             interrupted.append(True)  # before the cancellation reaches the loop
@@ -784,8 +801,8 @@ class JobRun:
         with self._lock:
             self._timed.add(timed)
         try:
-            thread.start()
-            timed.event.wait(timeout)
+            start_thread(thread)
+            _wait_event(timed.event, timeout)
         finally:
             with self._lock:
                 self._timed.discard(timed)
@@ -1144,7 +1161,19 @@ class JobRun:
         if self._finished:
             return True
         with self._lock:
-            return self._cond.wait_for(lambda: self._finished, timeout=timeout)
+            if threading.current_thread() is not threading.main_thread():
+                return self._cond.wait_for(lambda: self._finished, timeout=timeout)
+            # The main thread waits in slices, so a lost Ctrl-C wake-up still
+            # surfaces (see MAIN_THREAD_SLICE); the job's end wakes it at once.
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._finished:
+                left = MAIN_THREAD_SLICE
+                if deadline is not None:
+                    left = min(left, deadline - time.monotonic())
+                    if left <= 0:
+                        return False
+                self._cond.wait(left)
+            return True
 
     @property
     def _cond(self) -> threading.Condition:
@@ -1172,6 +1201,20 @@ class JobRun:
 
 
 _ABSORBED = ("error_continued", "skipped")
+
+
+def _wait_event(event: threading.Event, timeout: float) -> bool:
+    """``event.wait(timeout)``; on the main thread in slices (see MAIN_THREAD_SLICE)."""
+    if threading.current_thread() is not threading.main_thread():
+        return event.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return event.is_set()
+        if event.wait(min(left, MAIN_THREAD_SLICE)):
+            return True
+
 
 # States of a _Timed delivery; who changes it does so under the job's lock.
 _RUNNING, _DONE, _ABANDONED = "running", "done", "abandoned"

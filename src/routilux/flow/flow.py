@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..connection import Connection
 from ..engine import aio
 from ..engine.context import current_run
-from ..engine.pool import WorkerPool
+from ..engine.pool import WorkerPool, start_thread
 from ..engine.run import JobRun
 from ..error_handler import ErrorHandler
 from ..exceptions import (
     ExecutionContextError,
     FlowError,
     InvalidArgumentError,
+    JobInterrupted,
     JobStateError,
     RoutiluxWarning,
 )
@@ -513,26 +514,32 @@ class Flow:
 
         ``off_caller``: never run the entry step on the calling thread (an
         asyncio program's loop): a concurrent job's goes to the pool."""
-        if run.executor is None and (not wait or timeout is not None):
-            # A sequential job the caller will not drain gets a thread of its own.
-            threading.Thread(
-                target=run.start, args=(first_steps,), name=f"routilux-job-{run}", daemon=True
-            ).start()
-        elif off_caller and run.executor is not None:
-            try:
-                run.executor.submit(lambda: run.start(first_steps))
-            except RuntimeError:  # the pool was shut down meanwhile
-                threading.Thread(target=run.start, args=(first_steps,), daemon=True).start()
-        else:
-            run.start(first_steps)
-        if wait:
-            try:
+        try:
+            if run.executor is None and (not wait or timeout is not None):
+                # A sequential job the caller will not drain gets a thread of its own.
+                start_thread(
+                    threading.Thread(
+                        target=run.start,
+                        args=(first_steps,),
+                        name=f"routilux-job-{run}",
+                        daemon=True,
+                    )
+                )
+            elif off_caller and run.executor is not None:
+                try:
+                    run.executor.submit(lambda: run.start(first_steps))
+                except RuntimeError:  # the pool was shut down meanwhile
+                    thread = threading.Thread(target=run.start, args=(first_steps,), daemon=True)
+                    start_thread(thread)
+            else:
+                run.start(first_steps)
+            if wait:
                 run.wait(timeout)
-            except KeyboardInterrupt:
-                # Ctrl-C while the caller waits: pause the job (its work kept in
-                # pending_tasks) and let the interrupt go on.
-                run.interrupt()
-                raise
+        except KeyboardInterrupt as exc:
+            # Ctrl-C in a handler, the drain loop or the wait: the job is paused
+            # (its work kept in pending_tasks); the interrupt goes on, carrying it.
+            run.interrupt()
+            raise JobInterrupted(run.job_state) from exc
 
     def _run_settled(self, run: JobRun) -> None:
         idle_pools = []
