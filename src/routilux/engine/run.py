@@ -38,6 +38,7 @@ import threading
 import time
 from collections import deque
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..error_handler import Decision
@@ -117,18 +118,39 @@ class JobRun:
         # Named timers (Routine.set_timer): (routine id, name) -> the pending handle.
         self._named: dict[tuple[str, str], TimerHandle] = {}
         self._end_hooks: dict[tuple[str, str], Task] = {}
-        # Liveness (docs/execution-model.md, "Timeouts", "Limits", "Ctrl-C").
-        self._handler_timeout: float | None = flow.handler_timeout
-        self._max_deliveries: int | None = flow.max_deliveries
-        self._delivery_numbers: Any = None  # itertools.count once max_deliveries is set
-        if self._max_deliveries is not None:
+        # Liveness (docs/execution-model.md, "Timeouts", "Limits", "Ctrl-C"): set
+        # here only when used; the class holds the defaults (keeps W1 cheap).
+        if flow.handler_timeout is not None:
+            self._handler_timeout = flow.handler_timeout
+        if flow.max_deliveries is not None:
+            self._max_deliveries = flow.max_deliveries
             self._delivery_numbers = itertools.count(1)
-        self._abandoned: set[Any] = set()  # threads / asyncio tasks given up on
-        self._live: dict[threading.Thread, Task] = {}  # pool thread -> its delivery
-        self._aio_live: dict[Any, Task] = {}  # asyncio task -> its delivery
-        self._coroutines: set[Any] = set()  # other coroutines of the job (cancel() cancels)
-        self._timed: set[_Timed] = set()  # running deliveries under a timeout
-        self._on_settle: list[Callable[[], None]] | None = []
+
+    # Liveness state, read-only empty defaults until a job needs its own
+    # containers (see _own_set / _own_dict); writes happen under the lock.
+    _handler_timeout: float | None = None
+    _max_deliveries: int | None = None
+    _delivery_numbers: Any = None  # itertools.count once max_deliveries is set
+    _abandoned: Any = frozenset()  # threads / asyncio tasks given up on
+    _live: Any = MappingProxyType({})  # concurrent: pool thread -> its delivery
+    _aio_live: Any = MappingProxyType({})  # asyncio task -> its delivery
+    _coroutines: Any = frozenset()  # other coroutines of the job (cancel() cancels)
+    _timed: Any = frozenset()  # running deliveries under a timeout
+    _on_settle: list[Callable[[], None]] | None = None  # callbacks for _finish
+
+    def _own_set(self, name: str) -> set[Any]:
+        """This job's own set ``name`` (lock held), made on first write."""
+        value = self.__dict__.get(name)
+        if value is None:
+            value = self.__dict__[name] = set()
+        return value
+
+    def _own_dict(self, name: str) -> dict[Any, Any]:
+        """This job's own dict ``name`` (lock held), made on first write."""
+        value = self.__dict__.get(name)
+        if value is None:
+            value = self.__dict__[name] = {}
+        return value
 
     def __repr__(self) -> str:
         return f"JobRun[{self.job_state.job_id}:{self._state}]"
@@ -257,6 +279,7 @@ class JobRun:
         """Run this job's tasks on ``executor``, a pool of ``workers`` threads."""
         self.executor = executor
         self._max_pullers = max(1, workers)
+        self._live = {}
 
     def _push_locked(self, tasks: list[Task]) -> tuple[int, int]:
         """Append counted ready tasks (lock held); returns how many pool pulls to
@@ -388,10 +411,6 @@ class JobRun:
     def _drain_loop(self) -> None:
         queue = self._queue
         lock = self._lock
-        # How long one wait for work lasts: see MAIN_THREAD_SLICE.
-        slice_: float | None = None
-        if threading.current_thread() is threading.main_thread():
-            slice_ = MAIN_THREAD_SLICE
         done = False
         task: Task | None = None
         while True:
@@ -408,7 +427,7 @@ class JobRun:
                         if self._finished:
                             return
                         self._drainer_waiting = True
-                        self._work_ready.wait(slice_)
+                        self._work_ready.wait(_main_thread_slice())
                         self._drainer_waiting = False
                     task = queue.popleft()
                     self._running += 1
@@ -497,7 +516,7 @@ class JobRun:
         merged: Any = None
         me = asyncio.current_task()
         with self._lock:
-            self._aio_live[me] = task
+            self._own_dict("_aio_live")[me] = task
         try:
             merged = self._merged(task)
             if task.slot._keeps_buffer:
@@ -516,7 +535,8 @@ class JobRun:
             unbind(token)
             with self._lock:
                 owned = self._aio_live.pop(me, None) is not None
-                self._abandoned.discard(me)
+                if self._abandoned:
+                    self._abandoned.discard(me)
             if owned:
                 self._task_done()
 
@@ -637,9 +657,9 @@ class JobRun:
             me = asyncio.current_task()
             with self._lock:
                 if pooled:
-                    self._aio_live[me] = requeue
+                    self._own_dict("_aio_live")[me] = requeue
                 else:
-                    self._coroutines.add(me)
+                    self._own_set("_coroutines").add(me)
             try:
                 await self._await_bounded(task, merged, awaitable)
             except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
@@ -653,9 +673,11 @@ class JobRun:
             finally:
                 unbind(token)
                 with self._lock:
-                    owned = self._aio_live.pop(me, None) is not None
-                    self._coroutines.discard(me)
-                    self._abandoned.discard(me)
+                    owned = pooled and self._aio_live.pop(me, None) is not None
+                    if not pooled:
+                        self._coroutines.discard(me)
+                    if self._abandoned:
+                        self._abandoned.discard(me)
                 if owned:
                     self._task_done()
 
@@ -716,7 +738,7 @@ class JobRun:
 
         timed.abandon = give_up  # cancel() gives it up at once
         with self._lock:
-            self._timed.add(timed)
+            self._own_set("_timed").add(timed)
         handle = timer_service.schedule(timeout, give_up)
         try:
             result = task.slot._dispatch(merged)
@@ -733,7 +755,7 @@ class JobRun:
     def _claim(self, timed: _Timed) -> bool:
         """The handler returned: True when the delivery is still ours to finish."""
         with self._lock:
-            self._timed.discard(timed)
+            self._timed.discard(timed)  # added before the handler started
             if timed.state is _ABANDONED:
                 return False
             timed.state = _DONE
@@ -750,7 +772,7 @@ class JobRun:
             self._timed.discard(timed)
             if self._live.pop(me, None) is None:
                 return  # Ctrl-C abandoned it first (and accounted for it)
-            self._abandoned.add(me)
+            self._own_set("_abandoned").add(me)
             self._pullers -= 1
             pulls = self._more_pulls_locked()
             stopped = self._state is STOPPED
@@ -799,7 +821,7 @@ class JobRun:
         )
         timed.abandon = timed.event.set  # cancel() wakes this thread, which gives it up
         with self._lock:
-            self._timed.add(timed)
+            self._own_set("_timed").add(timed)
         try:
             start_thread(thread)
             _wait_event(timed.event, timeout)
@@ -809,7 +831,7 @@ class JobRun:
                 abandoned = timed.state is _RUNNING
                 if abandoned:  # over time, cancelled, or Ctrl-C in the wait
                     timed.state = _ABANDONED
-                    self._abandoned.add(thread)
+                    self._own_set("_abandoned").add(thread)
         if abandoned:
             if self._state is STOPPED:
                 return None  # cancel() woke us: nothing to report
@@ -880,12 +902,14 @@ class JobRun:
             coroutines = list(self._aio_live)
             requeue.extend(self._live.values())
             requeue.extend(self._aio_live.values())
-            self._abandoned.update(threads)
-            self._abandoned.update(coroutines)
+            if threads or coroutines:
+                self._own_set("_abandoned").update(threads, coroutines)
             self._pullers -= len(threads)
             released = len(threads) + len(coroutines)
-            self._live.clear()
-            self._aio_live.clear()
+            if self._live:
+                self._live.clear()
+            if self._aio_live:
+                self._aio_live.clear()
             self._running -= released
             self._outstanding -= released
             if requeue:
@@ -918,7 +942,9 @@ class JobRun:
         """Call ``callback()`` once the job has settled (at once if it has): from
         :meth:`_finish`, on whichever thread settles the job.  Must be quick."""
         with self._lock:
-            if self._on_settle is not None:
+            if not self._finished:
+                if self._on_settle is None:
+                    self._on_settle = []
                 self._on_settle.append(callback)
                 return
         callback()
@@ -1201,6 +1227,13 @@ class JobRun:
 
 
 _ABSORBED = ("error_continued", "skipped")
+
+
+def _main_thread_slice() -> float | None:
+    """How long one wait may last on this thread: see MAIN_THREAD_SLICE."""
+    if threading.current_thread() is threading.main_thread():
+        return MAIN_THREAD_SLICE
+    return None
 
 
 def _wait_event(event: threading.Event, timeout: float) -> bool:
