@@ -15,9 +15,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from routilux import Flow, JobState, Routine
+from routilux.exceptions import JobInterrupted
 
 CHILD = """
 import json
@@ -129,3 +134,113 @@ def test_ctrl_c_pauses_the_job_and_a_resume_finishes_each_item_once(
     result = json.loads(out.strip().splitlines()[-1])
     assert result["status"] == "completed"
     assert sorted(result["values"]) == list(range(8))  # every item exactly once
+
+
+# -- in this process: the engine side of an interrupt, without signals ---------
+
+
+class Numbers(Routine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.start)
+        self.define_event("output", ["value"])
+
+    def start(self, n: int = 5, **_: Any) -> None:
+        for i in range(n):
+            self.emit("output", value=i)
+
+
+class Collect(Routine):
+    """An ``append`` slot whose third delivery is interrupted once, as Ctrl-C
+    in a handler on the main thread would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+        self.seen: list[int] = []
+        self.define_slot("input", handler=self.take, merge_strategy="append")
+
+    def take(self, value: list[int]) -> None:
+        current = value[-1]  # sequential: the newest value is this delivery's
+        if current == 2 and not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        self.seen.append(current)
+
+
+def test_an_interrupted_delivery_is_kept_premerged_and_resumed_once(tmp_path: Path) -> None:
+    collect = Collect()
+    flow = Flow("interrupt-in-process")
+    flow.add_routine(Numbers(), "numbers")
+    flow.add_routine(collect, "collect")
+    flow.connect("numbers", "output", "collect", "input")
+    with pytest.raises(JobInterrupted) as caught:
+        flow.execute("numbers")
+    job = caught.value.job_state
+    assert isinstance(caught.value, KeyboardInterrupt)
+    assert job.status == "paused"
+    assert job.pause_points[-1]["reason"].startswith("interrupted")
+    first = job.pending_tasks[0]
+    assert (first["slot_routine_id"], first["premerged"]) == ("collect", True)
+    assert len(job.pending_tasks) == 3  # the interrupted delivery, then 3 and 4
+    assert flow.wait_for_completion(5)
+
+    job.save(str(tmp_path / "job.json"))
+    loaded = flow.resume(JobState.load(str(tmp_path / "job.json")))
+    assert loaded.status == "completed"
+    assert collect.seen == [0, 1, 2, 3, 4]
+    # Merged once each: the interrupted delivery was not appended twice.
+    assert loaded.slot_buffers["collect"]["input"]["value"] == [0, 1, 2, 3, 4]
+
+
+def test_interrupting_a_concurrent_job_abandons_its_running_deliveries() -> None:
+    release = threading.Event()
+    blocked = threading.Event()
+    late = threading.Event()
+    logged: list[int] = []
+
+    class Work(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.work)
+            self.define_event("done", ["value"])
+
+        def work(self, value: int) -> None:
+            if value == 1 and not release.is_set():
+                blocked.set()
+                release.wait(30)
+                self.emit("done", value=value)  # late: must be discarded
+                late.set()
+                return
+            self.emit("done", value=value)
+
+    class Log(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.take)
+
+        def take(self, value: int) -> None:
+            logged.append(value)
+
+    flow = Flow("interrupt-pool", execution_strategy="concurrent", max_workers=2)
+    flow.add_routine(Numbers(), "numbers")
+    flow.add_routine(Work(), "work")
+    flow.add_routine(Log(), "log")
+    flow.connect("numbers", "output", "work", "input")
+    flow.connect("work", "done", "log", "input")
+    try:
+        job = flow.execute("numbers", {"n": 4}, wait=False)
+        assert blocked.wait(10)
+        run = flow._active_run(job)  # what Ctrl-C in the caller's wait does
+        assert run is not None
+        run.interrupt()
+        assert job.wait_for_completion(10)  # settled without the stuck handler
+        assert job.status == "paused"
+        assert {"work"} <= {t["slot_routine_id"] for t in job.pending_tasks}
+        release.set()
+        assert late.wait(10)
+        flow.resume(job, timeout=30)
+        assert job.status == "completed"
+        assert sorted(logged) == [0, 1, 2, 3]  # the late emission was dropped
+    finally:
+        release.set()
