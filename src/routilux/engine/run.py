@@ -892,8 +892,8 @@ class JobRun:
         (their threads are replaced, their coroutines cancelled) and settles
         ``paused``, so it can be saved and resumed."""
         with self._lock:
-            if self._state is not RUNNING:
-                return
+            if self._state is not RUNNING or self._settling:
+                return  # already paused, stopped, or finished: nothing to keep
         self.pause("interrupted (KeyboardInterrupt)", None, 0.0)
         js = self.job_state
         requeue = list(interrupted or ())
