@@ -34,6 +34,7 @@ from routilux import Flow, JobState, Routine
 
 N, BLOCKED = 8, 3
 STARTED = []  # the job, as its entry handler saw it
+EMITTED = threading.Event()  # the entry handler is done
 
 
 class Source(Routine):
@@ -46,6 +47,7 @@ class Source(Routine):
         STARTED.append(self.get_execution_context().job_state)
         for i in range(n):
             self.emit("output", value=i)
+        EMITTED.set()
 
 
 class Work(Routine):
@@ -56,6 +58,9 @@ class Work(Routine):
 
     def work(self, value):
         if value == BLOCKED and os.environ.get("BLOCK") == "1":
+            # Ctrl-C only once the entry handler is done: an entry interrupted
+            # half-way would run again from its start and emit its items twice.
+            EMITTED.wait()
             print("ready", flush=True)
             # Blocked until Ctrl-C.  In slices: CPython loses a signal that lands
             # just as the main thread starts to block on a lock (user code is
@@ -69,7 +74,10 @@ class Work(Routine):
 
 def build(mode):
     strategy, _, timed = mode.partition("-")
-    flow = Flow("ctrl-c", execution_strategy=strategy, max_workers=2)
+    # One worker: when Ctrl-C comes, the blocked delivery is the only one
+    # running, so "exactly once" is exact (a delivery running at the interrupt
+    # runs again on resume, whatever it had done).
+    flow = Flow("ctrl-c", execution_strategy=strategy, max_workers=1)
     flow.add_routine(Source(), "source")
     flow.add_routine(Work(600 if timed else None), "work")
     flow.connect("source", "output", "work", "input")
