@@ -164,3 +164,45 @@ class Sink(Routine):
 
     def take(self, **_: Any) -> None:
         pass
+
+
+class Boom(Routine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.fail)
+
+    def fail(self, **_: Any) -> None:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_execute_async_returns_a_failed_job(strategy: str) -> None:
+    flow = Flow(execution_strategy=strategy)
+    flow.add_routine(Boom(), "boom")
+    job = asyncio.run(flow.execute_async("boom"))
+    assert job.status == "failed"
+    assert flow.wait_for_completion(0)
+
+
+def test_execute_async_from_an_async_handler_of_another_flow() -> None:
+    inner = Flow("inner")
+    inner.add_routine(Source(), "source")
+    inner.add_routine(Sink(), "sink")
+    inner.connect("source", "go", "sink", "input")
+    statuses: list[str] = []
+
+    class Outer(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("trigger", handler=self.run_inner)
+
+        async def run_inner(self, **_: Any) -> None:
+            job = await inner.execute_async("source")  # on the engine's own loop
+            statuses.append(job.status)
+
+    outer = Flow("outer", execution_strategy="concurrent")
+    outer.add_routine(Outer(), "outer")
+    job = outer.execute("outer", timeout=30)
+    assert job.wait_for_completion(30)
+    assert job.status == "completed"
+    assert statuses == ["completed"]

@@ -346,3 +346,58 @@ def test_timeout_attributes() -> None:
     assert Flow(handler_timeout=1.5).handler_timeout == 1.5
     assert Flow().handler_timeout is None
     assert issubclass(HandlerTimeoutError, TimeoutError)
+
+
+def test_many_jobs_with_timed_out_and_retried_deliveries_all_settle_exactly(
+    release: threading.Event,
+) -> None:
+    """20 concurrent jobs of 5 items on 4 workers; the first attempt at every
+    item 0 and 3 hangs, the retry works.  Every job completes with each item
+    delivered downstream once, and the abandoned attempts leave no trace."""
+    hang_first: dict[tuple[str, int], bool] = {}
+    lock = threading.Lock()
+    late = threading.Condition(lock)
+    late_done = [0]
+
+    class Flaky(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.work, timeout=0.1)
+            self.define_event("done", ["value"])
+
+        def work(self, value: int) -> None:
+            ctx = self.get_execution_context()
+            assert ctx is not None
+            key = (ctx.job_state.job_id, value)
+            with lock:
+                first = key not in hang_first
+                hang_first[key] = True
+            if first and value in (0, 3):
+                release.wait()
+                self.emit("done", value=-1)  # late: discarded
+                with late:
+                    late_done[0] += 1
+                    late.notify_all()
+                return
+            self.emit("done", value=value)
+
+    flow = Flow(execution_strategy="concurrent", max_workers=4)
+    flow.add_routine(Source(), "source")
+    flaky = Flaky()
+    flaky.set_error_handler(
+        ErrorHandler(strategy=ErrorStrategy.RETRY, max_retries=2, retry_delay=0.0)
+    )
+    flow.add_routine(flaky, "flaky")
+    flow.add_routine(Sink(), "sink")
+    flow.connect("source", "output", "flaky", "input")
+    flow.connect("flaky", "done", "sink", "input")
+    jobs = [flow.execute("source", {"n": 5}, wait=False) for _ in range(20)]
+    assert flow.wait_for_completion(60)
+    release.set()
+    with late:
+        assert late.wait_for(lambda: late_done[0] == 40, timeout=30)
+    assert flow.wait_for_completion(0)
+    for job in jobs:
+        assert job.status == "completed"
+        assert sorted(e["sink"] for e in log(job)) == [0, 1, 2, 3, 4]
+        assert [e["action"] for e in errors(job)] == ["retry", "retry"]
