@@ -65,6 +65,9 @@ RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 #: jobs sharing a pool take turns.
 PULL_BATCH = 16
 
+#: The shared empty stand-in for a job's sets until it needs one of its own.
+_NOTHING: frozenset[Any] = frozenset()
+
 #: Seconds one wait of the *main* thread lasts at most (the job's end still wakes
 #: it at once through the condition).  CPython loses the wake-up of a signal
 #: that arrives just as a thread starts to block on a lock: the handler is
@@ -118,20 +121,18 @@ class JobRun:
         # Named timers (Routine.set_timer): (routine id, name) -> the pending handle.
         self._named: dict[tuple[str, str], TimerHandle] = {}
         self._end_hooks: dict[tuple[str, str], Task] = {}
-        # Liveness (docs/execution-model.md, "Timeouts", "Limits", "Ctrl-C"): set
-        # here only when used; the class holds the defaults (keeps W1 cheap).
-        if flow.handler_timeout is not None:
-            self._handler_timeout = flow.handler_timeout
-        if flow.max_deliveries is not None:
-            self._max_deliveries = flow.max_deliveries
+        # Liveness (docs/execution-model.md, "Timeouts", "Limits", "Ctrl-C").
+        # Read on every delivery, so instance attributes (the fastest lookup);
+        # the rest is made only when used (keeps W1 cheap).
+        self._handler_timeout: float | None = flow.handler_timeout
+        self._max_deliveries: int | None = flow.max_deliveries
+        self._abandoned: Any = _NOTHING  # threads / asyncio tasks given up on
+        if self._max_deliveries is not None:
             self._delivery_numbers = itertools.count(1)
 
     # Liveness state, read-only empty defaults until a job needs its own
     # containers (see _own_set / _own_dict); writes happen under the lock.
-    _handler_timeout: float | None = None
-    _max_deliveries: int | None = None
     _delivery_numbers: Any = None  # itertools.count once max_deliveries is set
-    _abandoned: Any = frozenset()  # threads / asyncio tasks given up on
     _live: Any = MappingProxyType({})  # concurrent: pool thread -> its delivery
     _aio_live: Any = MappingProxyType({})  # asyncio task -> its delivery
     _coroutines: Any = frozenset()  # other coroutines of the job (cancel() cancels)
@@ -141,7 +142,7 @@ class JobRun:
     def _own_set(self, name: str) -> set[Any]:
         """This job's own set ``name`` (lock held), made on first write."""
         value = self.__dict__.get(name)
-        if value is None:
+        if value is None or value is _NOTHING:
             value = self.__dict__[name] = set()
         return value
 
