@@ -399,17 +399,8 @@ class JobRun:
         """Sequential strategy: run queued tasks on this thread until the job settles.
 
         Finishing one task and taking the next share one lock round.  Ctrl-C
-        (KeyboardInterrupt) pauses the job and goes on to the caller.
+        (KeyboardInterrupt) goes on to the caller, whose ``_launch`` pauses the job.
         """
-        try:
-            self._drain_loop()
-        except KeyboardInterrupt:
-            with self._lock:
-                self._drainer_waiting = False
-            self.interrupt()
-            raise
-
-    def _drain_loop(self) -> None:
         queue = self._queue
         lock = self._lock
         done = False
