@@ -162,22 +162,22 @@ class Collect(Routine):
     """An ``append`` slot whose third delivery is interrupted once, as Ctrl-C
     in a handler on the main thread would."""
 
-    def __init__(self) -> None:
+    def __init__(self, interrupt_at: tuple[int, ...]) -> None:
         super().__init__()
-        self.interrupted = False
+        self.interrupt_at = list(interrupt_at)
         self.seen: list[int] = []
         self.define_slot("input", handler=self.take, merge_strategy="append")
 
     def take(self, value: list[int]) -> None:
         current = value[-1]  # sequential: the newest value is this delivery's
-        if current == 2 and not self.interrupted:
-            self.interrupted = True
+        if self.interrupt_at and current == self.interrupt_at[0]:
+            self.interrupt_at.pop(0)
             raise KeyboardInterrupt
         self.seen.append(current)
 
 
 def test_an_interrupted_delivery_is_kept_premerged_and_resumed_once(tmp_path: Path) -> None:
-    collect = Collect()
+    collect = Collect(interrupt_at=(2, 3))  # once in execute(), once in resume()
     flow = Flow("interrupt-in-process")
     flow.add_routine(Numbers(), "numbers")
     flow.add_routine(collect, "collect")
@@ -194,7 +194,12 @@ def test_an_interrupted_delivery_is_kept_premerged_and_resumed_once(tmp_path: Pa
     assert flow.wait_for_completion(5)
 
     job.save(str(tmp_path / "job.json"))
-    loaded = flow.resume(JobState.load(str(tmp_path / "job.json")))
+    loaded = JobState.load(str(tmp_path / "job.json"))
+    with pytest.raises(JobInterrupted) as again:
+        flow.resume(loaded)  # Ctrl-C during a resume pauses the job again
+    assert again.value.job_state is loaded and loaded.status == "paused"
+    assert loaded.pending_tasks[0]["premerged"] is True
+    flow.resume(loaded)
     assert loaded.status == "completed"
     assert collect.seen == [0, 1, 2, 3, 4]
     # Merged once each: the interrupted delivery was not appended twice.

@@ -57,10 +57,11 @@ def test_an_abandoned_worker_is_replaced_and_exits_when_its_call_returns() -> No
     pool.submit(done.set)
     pool.abandon(stuck[0])  # the only worker is stuck: a replacement takes the call
     assert done.wait(10)
+    pool.shutdown(wait=True)  # joins the replacement, not the stuck thread
+    assert stuck[0].is_alive()
     release.set()
     stuck[0].join(10)
     assert not stuck[0].is_alive()
-    pool.shutdown(wait=True)
 
 
 def test_a_failing_call_does_not_kill_its_worker(caplog: pytest.LogCaptureFixture) -> None:
