@@ -176,7 +176,15 @@ def test_the_flow_default_applies_and_the_slot_timeout_wins(
     (error,) = errors(job)
     assert "handler_timeout" in error["error"]
 
-    fast = Stuck(release, [], timeout=30.0)  # its own timeout is generous: never hit
+    # The slot's own (short) timeout wins over a generous flow default.
+    own = Stuck(release, [0], timeout=SHORT)
+    flow = build(strategy, own, handler_timeout=600)
+    job = flow.execute("source", {"n": 1}, timeout=30)
+    assert job.wait_for_completion(30)
+    (error,) = errors(job)
+    assert "its slot's timeout" in error["error"] and "0.2 s" in error["error"]
+
+    fast = Stuck(release, [], timeout=30.0)  # never hit: the job completes
     flow = build(strategy, fast, handler_timeout=SHORT)
     job = flow.execute("source", {"n": 2}, timeout=30)
     assert job.wait_for_completion(30)
