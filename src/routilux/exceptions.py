@@ -8,6 +8,8 @@ spec keeps working while new code can catch the precise class.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RoutiluxError(Exception):
     """Base class of every error raised by Routilux."""
@@ -69,3 +71,17 @@ class HandlerTimeoutError(RoutiluxError, TimeoutError):
 
 class RoutiluxWarning(UserWarning):
     """A definition that works but is probably not what was meant."""
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C interrupted ``execute()`` or ``resume()``; the job is now paused.
+
+    A :class:`KeyboardInterrupt`, so ``except KeyboardInterrupt`` catches it
+    (and, deliberately outside the :class:`RoutiluxError` tree, ``except
+    Exception`` does not).  :attr:`job_state` is the paused job, with the
+    interrupted deliveries in its ``pending_tasks``: save it and resume it later.
+    """
+
+    def __init__(self, job_state: Any) -> None:
+        super().__init__(f"job {job_state.job_id} interrupted; it is paused")
+        self.job_state = job_state

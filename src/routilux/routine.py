@@ -80,11 +80,17 @@ class Routine:
         name: str,
         handler: Callable[..., Any] | None = None,
         merge_strategy: MergeStrategy = "override",
+        timeout: float | None = None,
     ) -> Slot:
-        """Create the input slot ``name`` whose ``handler`` receives merged data."""
+        """Create the input slot ``name`` whose ``handler`` receives merged data.
+
+        ``timeout`` (seconds) bounds each delivery's handler run; a delivery over
+        time fails with ``HandlerTimeoutError`` through the routine's error
+        strategy.  None uses the flow's ``handler_timeout``.
+        """
         if name in self._slots:
             raise DefinitionError(f"Slot '{name}' already exists in {self!r}")
-        slot = Slot(name, self, handler, merge_strategy)
+        slot = Slot(name, self, handler, merge_strategy, timeout)
         self._slots[name] = slot
         return slot
 

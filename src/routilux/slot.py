@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 from .engine.context import current_run
+from .exceptions import InvalidArgumentError
 from .serialization import register_serializable
 
 if TYPE_CHECKING:
@@ -64,9 +66,34 @@ def merge(strategy: MergeStrategy, current: Any, new: dict[str, Any]) -> tuple[A
 _MISSING = object()
 
 
+def check_timeout(value: object, what: str) -> float | None:
+    """``value`` as a handler timeout in seconds: a positive finite number or None.
+
+    ``what`` names the owner in the error (``"slot 'r.s'"``, ``"Flow 'f'"``).  The
+    upper bound is what a thread can wait for (``threading.TIMEOUT_MAX``).
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value <= threading.TIMEOUT_MAX
+    ):
+        return float(value)
+    raise InvalidArgumentError(
+        f"{what}: timeout must be a positive finite number of seconds "
+        f"(at most {threading.TIMEOUT_MAX:.0f}) or None, got {value!r}"
+    )
+
+
 @register_serializable
 class Slot:
-    """A named input of a routine: merges what arrives and calls its handler."""
+    """A named input of a routine: merges what arrives and calls its handler.
+
+    ``timeout`` (seconds, or None for the flow's ``handler_timeout``) bounds one
+    delivery's handler run; see "Timeouts" in docs/execution-model.md.
+    """
 
     def __init__(
         self,
@@ -74,9 +101,12 @@ class Slot:
         routine: Routine | None = None,
         handler: Callable[..., Any] | None = None,
         merge_strategy: MergeStrategy = "override",
+        timeout: float | None = None,
     ) -> None:
         self.name = name
         self.routine = routine
+        self._timeout: float | None = None
+        self.timeout = timeout
         self._keeps_buffer = False
         self.merge_strategy = merge_strategy
         self.connected_events: list[Event] = []
@@ -102,6 +132,16 @@ class Slot:
         # Override keeps nothing between deliveries (and unknown names act as
         # override), so only append and callables need a per-job buffer.
         self._keeps_buffer = strategy == "append" or callable(strategy)
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds one delivery's handler may run (None: the flow's ``handler_timeout``)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        owner = f"{type(self.routine).__name__} " if self.routine is not None else ""
+        self._timeout = check_timeout(value, f"{owner}slot '{self.name}'")
 
     @property
     def handler(self) -> Callable[..., Any] | None:

@@ -2,6 +2,7 @@
 
 Modules: ``context`` (which job the current thread or asyncio task serves),
 ``timers`` (one timer thread for retries and routine timeouts), ``aio`` (the
-engine's asyncio loop), ``tasks`` (the unit of work and its saved form) and
-``run`` (a running job: its queue, outstanding count and error policy).
+engine's asyncio loop), ``pool`` (the flows' daemon worker threads),
+``tasks`` (the unit of work and its saved form) and ``run`` (a running job:
+its queue, outstanding count, error policy, timeouts and interrupts).
 """

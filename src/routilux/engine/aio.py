@@ -13,6 +13,8 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any
 
+from .pool import start_thread
+
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_thread: threading.Thread | None = None
@@ -32,7 +34,7 @@ def engine_loop() -> asyncio.AbstractEventLoop:
                 loop.run_forever()
 
             thread = threading.Thread(target=serve, name="routilux-asyncio", daemon=True)
-            thread.start()
+            start_thread(thread)  # Ctrl-C belongs to the main thread
             ready.wait()
             _loop, _loop_thread = loop, thread
         return _loop

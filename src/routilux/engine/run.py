@@ -17,32 +17,45 @@ Invariants (DESIGN.md 2-5):
   start, a pause or a stop can withdraw every task that has not started.
 * Once the job is paused, tasks that have not started go to
   ``job_state.pending_tasks``; once it failed or was cancelled they are dropped.
+* A delivery can be *abandoned* (its handler timed out, or Ctrl-C interrupted
+  the job): the job releases its count at once and forgets it; the thread or
+  asyncio task that runs it goes into ``_abandoned`` until it returns, and
+  whatever it does with the job afterwards (emit, schedule, its result or
+  exception) is discarded.  Who owns a running delivery is decided under the
+  lock: an entry in ``_live`` (pool threads) or ``_aio_live`` (coroutines), or
+  a ``_Timed`` record's state.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import inspect
+import itertools
 import logging
 import threading
+import time
 from collections import deque
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..error_handler import Decision
-from ..exceptions import FlowError
+from ..exceptions import FlowError, HandlerTimeoutError
 from ..execution_tracker import ExecutionTracker
 from . import aio
 from .context import bind, current_run, unbind
+from .pool import start_thread
 from .tasks import Task, task_from_dict, task_to_dict
 from .timers import TimerHandle, timer_service
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
     from ..event import Event
     from ..flow.flow import Flow
     from ..job_state import JobState
     from ..routine import Routine
+    from .pool import WorkerPool
 
 logger = logging.getLogger("routilux.engine")
 
@@ -52,6 +65,16 @@ RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 #: jobs sharing a pool take turns.
 PULL_BATCH = 16
 
+#: The shared empty stand-in for a job's sets until it needs one of its own.
+_NOTHING: frozenset[Any] = frozenset()
+
+#: Seconds one wait of the *main* thread lasts at most (the job's end still wakes
+#: it at once through the condition).  CPython loses the wake-up of a signal
+#: that arrives just as a thread starts to block on a lock: the handler is
+#: flagged but the wait does not return.  Ending the wait now and then lets a
+#: pending Ctrl-C surface as KeyboardInterrupt.  No job state is polled.
+MAIN_THREAD_SLICE = 0.25
+
 
 class JobRun:
     """The engine side of one job: runs its tasks until nothing is left."""
@@ -60,7 +83,7 @@ class JobRun:
         self,
         flow: Flow,
         job_state: JobState,
-        executor: Executor | None,
+        executor: WorkerPool | None,
         entry_id: str | None,
     ) -> None:
         self.flow = flow
@@ -98,6 +121,37 @@ class JobRun:
         # Named timers (Routine.set_timer): (routine id, name) -> the pending handle.
         self._named: dict[tuple[str, str], TimerHandle] = {}
         self._end_hooks: dict[tuple[str, str], Task] = {}
+        # Liveness (docs/execution-model.md, "Timeouts", "Limits", "Ctrl-C").
+        # Read on every delivery, so instance attributes (the fastest lookup);
+        # the rest is made only when used (keeps W1 cheap).
+        self._handler_timeout: float | None = flow.handler_timeout
+        self._max_deliveries: int | None = flow.max_deliveries
+        self._abandoned: Any = _NOTHING  # threads / asyncio tasks given up on
+        if self._max_deliveries is not None:
+            self._delivery_numbers = itertools.count(1)
+
+    # Liveness state, read-only empty defaults until a job needs its own
+    # containers (see _own_set / _own_dict); writes happen under the lock.
+    _delivery_numbers: Any = None  # itertools.count once max_deliveries is set
+    _live: Any = MappingProxyType({})  # concurrent: pool thread -> its delivery
+    _aio_live: Any = MappingProxyType({})  # asyncio task -> its delivery
+    _coroutines: Any = frozenset()  # other coroutines of the job (cancel() cancels)
+    _timed: Any = frozenset()  # running deliveries under a timeout
+    _on_settle: list[Callable[[], None]] | None = None  # callbacks for _finish
+
+    def _own_set(self, name: str) -> set[Any]:
+        """This job's own set ``name`` (lock held), made on first write."""
+        value = self.__dict__.get(name)
+        if value is None or value is _NOTHING:
+            value = self.__dict__[name] = set()
+        return value
+
+    def _own_dict(self, name: str) -> dict[Any, Any]:
+        """This job's own dict ``name`` (lock held), made on first write."""
+        value = self.__dict__.get(name)
+        if value is None:
+            value = self.__dict__[name] = {}
+        return value
 
     def __repr__(self) -> str:
         return f"JobRun[{self.job_state.job_id}:{self._state}]"
@@ -159,6 +213,8 @@ class JobRun:
 
     def emit(self, routine: Routine, event: Event, data: dict[str, Any]) -> None:
         """Record an emission of ``routine`` and queue one task per connected slot."""
+        if self._abandoned and self._is_abandoned():
+            return  # a late emission of a delivery the job gave up on
         rid = self.routine_ids.get(id(routine))
         if rid is None:
             # Not a routine of this job's flow: deliver the way a standalone event does.
@@ -185,6 +241,8 @@ class JobRun:
     def _enqueue_new(self, tasks: list[Task]) -> None:
         """Queue freshly emitted tasks (one lock round for all of them)."""
         with self._lock:
+            if self._abandoned and self._is_abandoned():
+                return  # abandoned while emitting: decided under the lock
             if self._state is not RUNNING:
                 if self._state is PAUSED:
                     self.job_state.pending_tasks.extend(task_to_dict(t) for t in tasks)
@@ -218,10 +276,11 @@ class JobRun:
         elif finish:
             self._finish()
 
-    def use_pool(self, executor: Executor, workers: int) -> None:
+    def use_pool(self, executor: WorkerPool, workers: int) -> None:
         """Run this job's tasks on ``executor``, a pool of ``workers`` threads."""
         self.executor = executor
         self._max_pullers = max(1, workers)
+        self._live = {}
 
     def _push_locked(self, tasks: list[Task]) -> tuple[int, int]:
         """Append counted ready tasks (lock held); returns how many pool pulls to
@@ -265,7 +324,7 @@ class JobRun:
             # is exiting): run the pull on a thread of its own rather than strand
             # the job's tasks and hang it.
             logger.warning("worker pool of flow %s refused a task", self.flow.flow_id)
-            threading.Thread(target=self._pull, daemon=True).start()
+            start_thread(threading.Thread(target=self._pull, daemon=True))
 
     def schedule(self, delay: float, task: Task, name: str | None = None) -> Scheduled | None:
         """Deliver ``task`` after ``delay`` seconds; the job stays alive until then.
@@ -275,6 +334,8 @@ class JobRun:
         resume) and a stopped job drops it; both return None.
         """
         with self._lock:
+            if self._abandoned and self._is_abandoned():
+                return None
             if self._state is not RUNNING:
                 if self._state is PAUSED:
                     self.job_state.pending_tasks.append(task_to_dict(task))
@@ -337,7 +398,8 @@ class JobRun:
     def _drain(self) -> None:
         """Sequential strategy: run queued tasks on this thread until the job settles.
 
-        Finishing one task and taking the next share one lock round.
+        Finishing one task and taking the next share one lock round.  Ctrl-C
+        (KeyboardInterrupt) goes on to the caller, whose ``_launch`` pauses the job.
         """
         queue = self._queue
         lock = self._lock
@@ -357,7 +419,7 @@ class JobRun:
                         if self._finished:
                             return
                         self._drainer_waiting = True
-                        self._work_ready.wait()
+                        self._work_ready.wait(_main_thread_slice())
                         self._drainer_waiting = False
                     task = queue.popleft()
                     self._running += 1
@@ -378,8 +440,14 @@ class JobRun:
 
     def _pull(self) -> None:
         """Concurrent strategy, on a pool thread: run this job's ready tasks, up to
-        :data:`PULL_BATCH` of them, then give the thread back (and pull again)."""
+        :data:`PULL_BATCH` of them, then give the thread back (and pull again).
+
+        While a task runs, ``_live`` maps this thread to it: the job may abandon
+        the delivery (timeout, Ctrl-C) by removing that entry, and then this pull
+        ends without touching the job again."""
         token = bind(self)
+        me = threading.current_thread()
+        live = self._live
         try:
             for _ in range(PULL_BATCH):
                 with self._lock:
@@ -388,18 +456,39 @@ class JobRun:
                         return
                     task = self._queue.popleft()
                     self._running += 1
-                self._run_task(task)
+                    live[me] = task
+                if not self._run_pooled(task, me):
+                    return  # abandoned: the job and the pool have let this thread go
             with self._lock:
                 if not self._queue:
                     self._pullers -= 1
                     return
         except BaseException:
             with self._lock:
-                self._pullers -= 1
+                if live.pop(me, None) is not None:
+                    self._pullers -= 1
             raise
         finally:
             unbind(token)
         self._submit_pull()  # more is ready: queue up behind the pool's other work
+
+    def _run_pooled(self, task: Task, me: threading.Thread) -> bool:
+        """Run ``task`` on pool thread ``me``; False when the job abandoned it meanwhile."""
+        done = self._execute_guarded(task)
+        with self._lock:
+            if self._live.pop(me, None) is None:
+                self._abandoned.discard(me)
+                return False
+            if not done:
+                return True  # an awaitable result: the coroutine ends the task
+            self._running -= 1
+            self._outstanding -= 1
+            if self._state is not RUNNING:
+                self._wake_waiters()  # a pause may wait for running tasks
+            finish = self._settle_if_idle_locked()
+        if finish:
+            self._finish()
+        return True
 
     def _pull_async(self) -> None:
         """On the engine loop: start every ready ``async def`` delivery."""
@@ -417,18 +506,61 @@ class JobRun:
         """Run an ``async def`` handler's delivery on the engine loop."""
         token = bind(self)
         merged: Any = None
+        me = asyncio.current_task()
+        with self._lock:
+            self._own_dict("_aio_live")[me] = task
         try:
             merged = self._merged(task)
+            if task.slot._keeps_buffer:
+                self._note_merged(me, task, merged)
             result = task.slot._dispatch(merged)
             if inspect.isawaitable(result):
-                await result
+                await self._await_bounded(task, merged, result)
         except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
-            self._handle_failure(task, merged, exc)
+            if me not in self._abandoned:
+                self._handle_failure(task, merged, exc)
         except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
-            self._fail(task, exc, {"action": "stop"})
+            # Unless the engine cancelled it (cancel(), Ctrl-C).
+            if self._state is RUNNING and me not in self._abandoned:
+                self._fail(task, exc, {"action": "stop"})
         finally:
             unbind(token)
-            self._task_done()
+            with self._lock:
+                owned = self._aio_live.pop(me, None) is not None
+                if self._abandoned:
+                    self._abandoned.discard(me)
+            if owned:
+                self._task_done()
+
+    async def _await_bounded(self, task: Task, merged: Any, awaitable: Any) -> None:
+        """Await a handler's coroutine within the slot's (or flow's) timeout.
+
+        On time-out the coroutine is cancelled (``Task.cancel``) and the delivery
+        fails with :class:`HandlerTimeoutError`; a cancellation by ``cancel()`` or
+        Ctrl-C ends it quietly (the job has stopped or paused)."""
+        timeout = self._timeout_of(task.slot)
+        if timeout is None:
+            await awaitable
+            return
+        me = asyncio.current_task()
+        assert me is not None
+        expired = []
+
+        def expire() -> None:
+            expired.append(True)
+            me.cancel()
+
+        timer = asyncio.get_running_loop().call_later(timeout, expire)
+        try:
+            await awaitable
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            raise self._timeout_error(task, timeout) from None
+        finally:
+            timer.cancel()
+        if expired:  # the handler swallowed the cancellation
+            raise self._timeout_error(task, timeout)
 
     def _run_task(self, task: Task) -> None:
         if self._execute_guarded(task):
@@ -447,6 +579,8 @@ class JobRun:
 
     def _execute(self, task: Task) -> bool:
         """Deliver one task; False when an async handler still runs (it finishes the task)."""
+        if self._max_deliveries is not None and self._over_budget(task):
+            return True
         slot = task.slot
         merged: Any = None
         try:
@@ -458,22 +592,35 @@ class JobRun:
                 if connection is not None and connection.param_mapping:
                     data = connection._apply_mapping(data)
                 # Inlined from _merged: this is the hottest path of the engine.
-                merged = (
-                    slot._merge_for_job(self.job_state, task.rid, data)
-                    if slot._keeps_buffer
-                    else dict(data)
-                )
+                if slot._keeps_buffer:
+                    merged = slot._merge_for_job(self.job_state, task.rid, data)
+                    if self._live:
+                        self._note_merged(threading.current_thread(), task, merged)
+                else:
+                    merged = dict(data)
             if slot._handler is None:
                 return True
-            result = slot._dispatch(merged)
+            if slot._timeout is None and self._handler_timeout is None:
+                result = slot._dispatch(merged)
+            else:
+                result = self._dispatch_timed(task, merged)
             if result is not None and inspect.isawaitable(result):
                 return self._await_handler(task, merged, result)
         except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
+            if self._abandoned and self._is_abandoned():
+                return True  # a late failure of a delivery the job gave up on
             self._handle_failure(task, merged, exc)
         except BaseException as exc:
-            # KeyboardInterrupt, SystemExit and the like: no strategy applies; the
-            # job fails (and settles) and the exception goes on to the caller.
-            self._fail(task, exc, {"action": "stop"})
+            if isinstance(exc, KeyboardInterrupt):
+                # Ctrl-C: this delivery did not finish, so it goes back to pending
+                # (already merged, so a resume does not merge it twice).
+                again = task if merged is None else task.retry(merged, premerged=True)
+                again.retries = task.retries
+                self.interrupt([again])
+            else:
+                # SystemExit and the like: no strategy applies; the job fails (and
+                # settles) and the exception goes on to the caller.
+                self._fail(task, exc, {"action": "stop"})
             raise
         return True
 
@@ -488,24 +635,311 @@ class JobRun:
         return task.slot._merge_for_job(self.job_state, task.rid, data)
 
     def _await_handler(self, task: Task, merged: Any, awaitable: Any) -> bool:
+        """Run a handler's awaitable on the engine loop (entry handlers, the
+        sequential strategy, sync handlers returning an awaitable).
+
+        Concurrent: the coroutine ends the task itself and returns False at once.
+        Sequential: this thread waits for it; Ctrl-C while waiting cancels it."""
+        pooled = self.executor is not None
+        requeue = self._requeueable(task, merged)
+        interrupted: list[bool] = []
+
         async def guarded() -> None:
             token = bind(self)
+            me = asyncio.current_task()
+            with self._lock:
+                if pooled:
+                    self._own_dict("_aio_live")[me] = requeue
+                else:
+                    self._own_set("_coroutines").add(me)
             try:
-                await awaitable
+                await self._await_bounded(task, merged, awaitable)
             except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
-                self._handle_failure(task, merged, exc)
+                if me not in self._abandoned:
+                    self._handle_failure(task, merged, exc)
             except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
-                self._fail(task, exc, {"action": "stop"})
+                # Unless the engine cancelled it (cancel(), Ctrl-C): then the job
+                # has already stopped or paused.
+                if not interrupted and self._state is RUNNING and me not in self._abandoned:
+                    self._fail(task, exc, {"action": "stop"})
             finally:
                 unbind(token)
+                with self._lock:
+                    owned = pooled and self._aio_live.pop(me, None) is not None
+                    if not pooled:
+                        self._coroutines.discard(me)
+                    if self._abandoned:
+                        self._abandoned.discard(me)
+                if owned:
+                    self._task_done()
 
         future = aio.submit(guarded())
-        if self.executor is None:
-            # Sequential: one task at a time, so wait for the coroutine here.
+        if pooled:
+            return False
+        # Sequential: one task at a time, so wait for the coroutine here.
+        try:
+            if threading.current_thread() is threading.main_thread():
+                while not future.done():  # in slices: see MAIN_THREAD_SLICE
+                    concurrent.futures.wait([future], MAIN_THREAD_SLICE)
             future.result()
+        except BaseException:
+            interrupted.append(True)  # before the cancellation reaches the loop
+            future.cancel()
+            raise
+        return True
+
+    # -- timeouts, budgets, abandoned deliveries --------------------------------
+
+    def _timeout_of(self, slot: Any) -> float | None:
+        timeout: float | None = slot._timeout
+        return self._handler_timeout if timeout is None else timeout
+
+    def _timeout_error(self, task: Task, timeout: float) -> HandlerTimeoutError:
+        source = "its slot's timeout" if task.slot._timeout is not None else "handler_timeout"
+        return HandlerTimeoutError(
+            f"routine '{task.rid}', slot '{task.slot.name}': the handler did not return "
+            f"within {timeout:g} s ({source}); the delivery was abandoned"
+        )
+
+    def _dispatch_timed(self, task: Task, merged: Any) -> Any:
+        """Call a sync handler within its timeout (DESIGN invariant 3: no polling).
+
+        On one of this job's pool threads the handler runs right here and the
+        engine's timer abandons the delivery when it is due (the pool gets a
+        replacement thread).  Anywhere else (the sequential drainer, the thread
+        running the entry step) it runs on a helper daemon thread while this
+        thread waits on an event with the timeout.  ``async def`` handlers are
+        bounded on the loop instead (:meth:`_await_bounded`)."""
+        slot = task.slot
+        if slot._is_async:
+            return slot._dispatch(merged)
+        timeout = self._timeout_of(slot)
+        assert timeout is not None
+        me = threading.current_thread()
+        if me in self._live:
+            return self._dispatch_on_worker(task, merged, timeout, me)
+        return self._dispatch_on_helper(task, merged, timeout)
+
+    def _dispatch_on_worker(
+        self, task: Task, merged: Any, timeout: float, me: threading.Thread
+    ) -> Any:
+        timed = _Timed()
+
+        def give_up(_handle: Any = None) -> None:
+            self._worker_timed_out(timed, me, task, merged, timeout)
+
+        timed.abandon = give_up  # cancel() gives it up at once
+        with self._lock:
+            self._own_set("_timed").add(timed)
+        handle = timer_service.schedule(timeout, give_up)
+        try:
+            result = task.slot._dispatch(merged)
+        except BaseException:
+            if not self._claim(timed):
+                return None  # abandoned meanwhile: the late failure is discarded
+            handle.cancel()
+            raise
+        if not self._claim(timed):
+            return None
+        handle.cancel()
+        return result
+
+    def _claim(self, timed: _Timed) -> bool:
+        """The handler returned: True when the delivery is still ours to finish."""
+        with self._lock:
+            self._timed.discard(timed)  # added before the handler started
+            if timed.state is _ABANDONED:
+                return False
+            timed.state = _DONE
             return True
-        future.add_done_callback(lambda _f: self._task_done())
+
+    def _worker_timed_out(
+        self, timed: _Timed, me: threading.Thread, task: Task, merged: Any, timeout: float
+    ) -> None:
+        """On the timer thread: a pool thread's handler is over time; give it up."""
+        with self._lock:
+            if timed.state is not _RUNNING:
+                return
+            timed.state = _ABANDONED
+            self._timed.discard(timed)
+            if self._live.pop(me, None) is None:
+                return  # Ctrl-C abandoned it first (and accounted for it)
+            self._own_set("_abandoned").add(me)
+            self._pullers -= 1
+            pulls = self._more_pulls_locked()
+            stopped = self._state is STOPPED
+        if self.executor is not None:
+            self.executor.abandon(me)
+        for _ in range(pulls):
+            self._submit_pull()
+        logger.warning("routine %s, slot %s: handler over %gs", task.rid, task.slot.name, timeout)
+        if not stopped:
+            self._handle_failure(task, merged, self._timeout_error(task, timeout))
+        self._task_done()
+
+    def _more_pulls_locked(self) -> int:
+        """How many pool pulls to start for the ready tasks now (lock held)."""
+        if self._state is not RUNNING or self.executor is None:
+            return 0
+        pulls = min(len(self._queue), self._max_pullers - self._pullers)
+        if pulls <= 0:
+            return 0
+        self._pullers += pulls
+        return pulls
+
+    def _dispatch_on_helper(self, task: Task, merged: Any, timeout: float) -> Any:
+        timed = _Timed()
+        slot = task.slot
+
+        def body() -> None:
+            try:
+                timed.result = slot._dispatch(merged)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                timed.error = exc
+            finally:
+                with self._lock:
+                    if timed.state is _RUNNING:
+                        timed.state = _DONE
+                    else:
+                        self._abandoned.discard(threading.current_thread())
+                timed.event.set()
+
+        # The helper runs in a copy of this context: it serves the same job.
+        thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(body,),
+            name=f"routilux-{task.rid}.{slot.name}",
+            daemon=True,
+        )
+        timed.abandon = timed.event.set  # cancel() wakes this thread, which gives it up
+        with self._lock:
+            self._own_set("_timed").add(timed)
+        try:
+            start_thread(thread)
+            _wait_event(timed.event, timeout)
+        finally:
+            with self._lock:
+                self._timed.discard(timed)
+                abandoned = timed.state is _RUNNING
+                if abandoned:  # over time, cancelled, or Ctrl-C in the wait
+                    timed.state = _ABANDONED
+                    self._own_set("_abandoned").add(thread)
+        if abandoned:
+            if self._state is STOPPED:
+                return None  # cancel() woke us: nothing to report
+            logger.warning("routine %s, slot %s: handler over %gs", task.rid, slot.name, timeout)
+            raise self._timeout_error(task, timeout)
+        if timed.error is not None:
+            raise timed.error
+        return timed.result
+
+    def _over_budget(self, task: Task) -> bool:
+        """max_deliveries: True when this delivery is one too many (the job fails)."""
+        number = next(self._delivery_numbers)  # atomic: itertools.count is C code
+        limit = self._max_deliveries
+        assert limit is not None
+        if number <= limit:
+            return False
+        if number == limit + 1:
+            error = FlowError(
+                f"job {self.job_state.job_id} of flow '{self.flow.flow_id}' exceeded "
+                f"max_deliveries={limit}: delivery to '{task.rid}'.'{task.slot.name}' refused "
+                "(does the flow have a cycle? see flow.validate())"
+            )
+            self._fail(task, error, {"action": "stop"})
+        return True
+
+    def _requeueable(self, task: Task, merged: Any) -> Task:
+        """``task`` as it must be saved if it is interrupted after its merge."""
+        if merged is None or task.premerged or not task.slot._keeps_buffer:
+            return task
+        again = task.retry(merged, premerged=True)
+        again.retries = task.retries
+        return again
+
+    def _note_merged(self, key: Any, task: Task, merged: Any) -> None:
+        """A running delivery merged into its buffer: save it premerged if interrupted."""
+        with self._lock:
+            for live in (self._live, self._aio_live):
+                if key in live:
+                    live[key] = self._requeueable(task, merged)
+
+    def _is_abandoned(self) -> bool:
+        """True in a thread or asyncio task running a delivery the job gave up on."""
+        if threading.current_thread() in self._abandoned:
+            return True
+        if aio.on_engine_loop():
+            try:
+                return asyncio.current_task() in self._abandoned
+            except RuntimeError:
+                return False
         return False
+
+    def interrupt(self, interrupted: list[Task] | None = None) -> None:
+        """Ctrl-C: pause the job now, without waiting for its running handlers.
+
+        The deliveries that were running did not finish: ``interrupted`` (the
+        one this thread was running) and those on pool threads or the loop go
+        back to the front of ``job_state.pending_tasks``; the job abandons them
+        (their threads are replaced, their coroutines cancelled) and settles
+        ``paused``, so it can be saved and resumed."""
+        with self._lock:
+            if self._state is not RUNNING or self._settling:
+                return  # already paused, stopped, or finished: nothing to keep
+        self.pause("interrupted (KeyboardInterrupt)", None, 0.0)
+        js = self.job_state
+        requeue = list(interrupted or ())
+        with self._lock:
+            threads = list(self._live)
+            coroutines = list(self._aio_live)
+            requeue.extend(self._live.values())
+            requeue.extend(self._aio_live.values())
+            if threads or coroutines:
+                self._own_set("_abandoned").update(threads, coroutines)
+            self._pullers -= len(threads)
+            released = len(threads) + len(coroutines)
+            if self._live:
+                self._live.clear()
+            if self._aio_live:
+                self._aio_live.clear()
+            self._running -= released
+            self._outstanding -= released
+            if requeue:
+                js.pending_tasks[0:0] = [task_to_dict(t) for t in requeue]
+                if js.pause_points:
+                    js.pause_points[-1]["pending_tasks_count"] = len(js.pending_tasks)
+            self._wake_waiters()
+            finish = self._settle_if_idle_locked()
+        if self.executor is not None:
+            for thread in threads:
+                self.executor.abandon(thread)
+        self._cancel_coroutines(coroutines)
+        logger.warning(
+            "job %s interrupted: paused with %d pending tasks", js.job_id, len(js.pending_tasks)
+        )
+        if finish:
+            self._finish()
+
+    def _cancel_coroutines(self, coroutines: list[Any]) -> None:
+        if not coroutines:
+            return
+
+        def cancel_all() -> None:
+            for coroutine in coroutines:
+                coroutine.cancel()
+
+        aio.engine_loop().call_soon_threadsafe(cancel_all)
+
+    def on_settle(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the job has settled (at once if it has): from
+        :meth:`_finish`, on whichever thread settles the job.  Must be quick."""
+        with self._lock:
+            if not self._finished:
+                if self._on_settle is None:
+                    self._on_settle = []
+                self._on_settle.append(callback)
+                return
+        callback()
 
     def _task_done(self) -> None:
         with self._lock:
@@ -621,9 +1055,23 @@ class JobRun:
             js.pending_tasks.clear()
             if status == "cancelled":
                 js.deferred_events.clear()
+            running = self._running_work_locked()
             finish = self._settle_if_idle_locked()
+        self._release_running(running)
         if finish:
             self._finish()
+
+    def _running_work_locked(self) -> tuple[list[Any], list[_Timed]]:
+        """The job's running coroutines and helper-thread deliveries (lock held)."""
+        return [*self._aio_live, *self._coroutines], list(self._timed)
+
+    def _release_running(self, running: tuple[list[Any], list[_Timed]]) -> None:
+        """A stopped job does not wait for what runs under a timeout or on the
+        loop: give up its timed deliveries and cancel its coroutines (``Task.cancel``)."""
+        coroutines, timed_deliveries = running
+        for timed in timed_deliveries:
+            timed.abandon()
+        self._cancel_coroutines(coroutines)
 
     def _cancel_timers_locked(self, collect: bool = False) -> Any:
         """Cancel every pending timer; returns their tasks (``collect``) or their count.
@@ -718,14 +1166,32 @@ class JobRun:
             self._wake_waiters()
             if self._drainer_waiting:
                 self._work_ready.notify()
+            callbacks, self._on_settle = self._on_settle, None
         js._mark_settled()
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a settle callback must not break the engine
+                logger.exception("settle callback of job %s failed", js.job_id)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job settles; False on timeout."""
         if self._finished:
             return True
         with self._lock:
-            return self._cond.wait_for(lambda: self._finished, timeout=timeout)
+            if threading.current_thread() is not threading.main_thread():
+                return self._cond.wait_for(lambda: self._finished, timeout=timeout)
+            # The main thread waits in slices, so a lost Ctrl-C wake-up still
+            # surfaces (see MAIN_THREAD_SLICE); the job's end wakes it at once.
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._finished:
+                left = MAIN_THREAD_SLICE
+                if deadline is not None:
+                    left = min(left, deadline - time.monotonic())
+                    if left <= 0:
+                        return False
+                self._cond.wait(left)
+            return True
 
     @property
     def _cond(self) -> threading.Condition:
@@ -753,6 +1219,44 @@ class JobRun:
 
 
 _ABSORBED = ("error_continued", "skipped")
+
+
+def _main_thread_slice() -> float | None:
+    """How long one wait may last on this thread: see MAIN_THREAD_SLICE."""
+    if threading.current_thread() is threading.main_thread():
+        return MAIN_THREAD_SLICE
+    return None
+
+
+def _wait_event(event: threading.Event, timeout: float) -> bool:
+    """``event.wait(timeout)``; on the main thread in slices (see MAIN_THREAD_SLICE)."""
+    if threading.current_thread() is not threading.main_thread():
+        return event.wait(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return event.is_set()
+        if event.wait(min(left, MAIN_THREAD_SLICE)):
+            return True
+
+
+# States of a _Timed delivery; who changes it does so under the job's lock.
+_RUNNING, _DONE, _ABANDONED = "running", "done", "abandoned"
+
+
+class _Timed:
+    """One sync delivery running under a timeout: who finishes it (the handler's
+    return or the timeout) is decided by ``state``, under the job's lock."""
+
+    __slots__ = ("state", "event", "result", "error", "abandon")
+
+    def __init__(self) -> None:
+        self.state = _RUNNING
+        self.event = threading.Event()
+        self.abandon: Callable[[], None] = self.event.set
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 class Scheduled:
@@ -785,6 +1289,7 @@ class _MissingSlot:
     name = "trigger"
     _handler = None
     _is_async = False
+    _timeout = None
     _keeps_buffer = True  # so delivery calls _merge_for_job, which raises
 
     def __init__(self, error: Exception) -> None:

@@ -20,6 +20,8 @@ import threading
 import time
 from typing import Callable
 
+from .pool import start_thread
+
 logger = logging.getLogger("routilux.engine.timers")
 
 # The longest single Condition.wait (longer raises OverflowError); the loop re-waits.
@@ -68,7 +70,7 @@ class TimerService:
                 self._thread = threading.Thread(
                     target=self._loop, name="routilux-timers", daemon=True
                 )
-                self._thread.start()
+                start_thread(self._thread)  # Ctrl-C belongs to the main thread
             self._cond.notify()
         return handle
 

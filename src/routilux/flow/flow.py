@@ -8,23 +8,31 @@ everything a job changes lives in that job's JobState and JobRun.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..connection import Connection
 from ..engine import aio
 from ..engine.context import current_run
+from ..engine.pool import WorkerPool, start_thread
 from ..engine.run import JobRun
 from ..error_handler import ErrorHandler
-from ..exceptions import ExecutionContextError, FlowError, InvalidArgumentError, JobStateError
+from ..exceptions import (
+    ExecutionContextError,
+    FlowError,
+    InvalidArgumentError,
+    JobInterrupted,
+    JobStateError,
+    RoutiluxWarning,
+)
 from ..job_state import JobState
 from ..routine import Routine
 from ..serialization import register_serializable
+from ..slot import check_timeout
 from .dependency import build_dependency_graph, get_ready_routines
 
 if TYPE_CHECKING:
@@ -41,6 +49,20 @@ DEFAULT_WORKERS = 5
 MAX_WORKERS = 256
 """Upper bound of ``max_workers``, in code and in saved flows: a file asking for a
 million threads would otherwise exhaust the machine."""
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What :meth:`Flow.validate` found: ``errors`` make jobs fail, ``warnings``
+    are definitions that work but are probably not what was meant."""
+
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when there are no errors (warnings may remain)."""
+        return not self.errors
 
 
 class _CurrentJobView:
@@ -62,7 +84,10 @@ class Flow:
     ``execution_strategy`` is ``"sequential"`` (the calling thread runs every
     task, in FIFO order) or ``"concurrent"`` (tasks run on a pool of
     ``max_workers`` threads shared by all jobs of the flow).  ``history_limit``
-    keeps only the newest N history records of each job.
+    keeps only the newest N history records of each job.  ``handler_timeout``
+    (seconds) bounds every delivery whose slot has no ``timeout`` of its own;
+    ``max_deliveries`` fails a job that makes more deliveries than that (a
+    cycle); see docs/execution-model.md, "Timeouts" and "Limits".
     """
 
     def __init__(
@@ -72,9 +97,18 @@ class Flow:
         max_workers: int = 5,
         *,
         history_limit: int | None = None,
+        handler_timeout: float | None = None,
+        max_deliveries: int | None = None,
     ) -> None:
         self.flow_id = flow_id or str(uuid.uuid4())
         _check_workers(self.flow_id, max_workers)
+        self.handler_timeout = check_timeout(handler_timeout, f"Flow '{self.flow_id}' handler")
+        if max_deliveries is not None and not _positive_int(max_deliveries):
+            raise InvalidArgumentError(
+                f"Flow '{self.flow_id}': max_deliveries must be a positive integer or None, "
+                f"got {max_deliveries!r}"
+            )
+        self.max_deliveries: int | None = max_deliveries
         if history_limit is not None and not _positive_int(history_limit):
             raise InvalidArgumentError(
                 f"Flow '{self.flow_id}': history_limit must be a positive integer or None, "
@@ -95,13 +129,13 @@ class Flow:
         self.history_limit = history_limit
         self._routine_ids: dict[int, str] = {}
         self._connection_index: dict[tuple[int, int], Connection] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: WorkerPool | None = None
         self._pool_size = 1
         self._executor_lock = threading.Lock()
         self._runs: dict[str, JobRun] = {}
         self._runs_cond = threading.Condition()
         # Pools replaced while jobs still used them; shut down as those jobs end.
-        self._retired: list[ThreadPoolExecutor] = []
+        self._retired: list[WorkerPool] = []
         self._current_execution_job_state = _CurrentJobView(self)
 
     def __repr__(self) -> str:
@@ -200,6 +234,60 @@ class Flow:
     ) -> list[str]:
         return get_ready_routines(completed, graph, running)
 
+    def validate(self, *, warn: bool = False) -> ValidationReport:
+        """Check the definition without running it.
+
+        Errors: an event of one of the flow's routines connected to a slot
+        whose routine is not in the flow (emitting it fails the job).
+        Warnings: cycles (naming the routines on each; a job on a cycle runs
+        until ``max_deliveries``, for ever when that is unset); routines no
+        connection reaches that have no ``trigger`` slot (nothing can ever
+        run them); routines connected to nothing in a flow of several.
+        With ``warn=True`` every finding is also issued as a
+        :class:`~routilux.RoutiluxWarning`.
+        """
+        errors: list[str] = []
+        found: list[str] = []
+        ids = self._routine_ids
+        graph: dict[str, list[str]] = {rid: [] for rid in self.routines}
+        reached: set[str] = set()
+        linked: set[str] = set()
+        for rid, routine in self.routines.items():
+            if ids.get(id(routine)) != rid:
+                continue  # a second id of the same object: its links are the first's
+            for event in routine._events.values():
+                for slot in event.connected_slots:
+                    target = ids.get(id(slot.routine))
+                    if target is None:
+                        errors.append(
+                            f"event '{rid}'.'{event.name}' is connected to slot "
+                            f"'{slot.name}' of a routine that is not in flow '{self.flow_id}'"
+                        )
+                        continue
+                    if target not in graph[rid]:
+                        graph[rid].append(target)
+                    reached.add(target)
+                    linked.update((rid, target))
+        for cycle in _cycles(graph):
+            path = " -> ".join(f"'{rid}'" for rid in (*cycle, cycle[0]))
+            found.append(
+                f"cycle {path}: a job that enters it runs until max_deliveries "
+                f"(now {self.max_deliveries}) stops it"
+            )
+        for rid, routine in self.routines.items():
+            if rid not in reached and routine.get_slot("trigger") is None:
+                found.append(
+                    f"routine '{rid}' has no 'trigger' slot and no connection reaches it: "
+                    "it can never run"
+                )
+            elif len(self.routines) > 1 and rid not in linked:
+                found.append(f"routine '{rid}' is not connected to any other routine")
+        report = ValidationReport(tuple(errors), tuple(found))
+        if warn:
+            for message in (*report.errors, *report.warnings):
+                warnings.warn(f"flow '{self.flow_id}': {message}", RoutiluxWarning, stacklevel=2)
+        return report
+
     # -- configuration ---------------------------------------------------------
 
     def set_execution_strategy(self, strategy: str, max_workers: int | None = None) -> None:
@@ -217,7 +305,7 @@ class Flow:
         if old is not None:
             self._retire(old)
 
-    def _retire(self, executor: ThreadPoolExecutor) -> None:
+    def _retire(self, executor: WorkerPool) -> None:
         """Shut a replaced pool down once no running job uses it any more."""
         with self._runs_cond:
             if any(run.executor is executor for run in self._runs.values()):
@@ -229,16 +317,16 @@ class Flow:
         """The error handler of every routine that has none of its own."""
         self.error_handler = handler
 
-    def _get_executor(self) -> ThreadPoolExecutor:
+    def _get_executor(self) -> WorkerPool:
+        """The flow's pool, made on first use: daemon threads, so a stuck handler
+        never keeps the process from exiting (see ``engine/pool.py``)."""
         with self._executor_lock:
             if self._executor is None:
                 workers = (
                     self.max_workers if self.execution_strategy == "concurrent" else DEFAULT_WORKERS
                 )
                 self._pool_size = max(1, workers)
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self._pool_size, thread_name_prefix=f"routilux-{self.flow_id}"
-                )
+                self._executor = WorkerPool(self._pool_size, name=f"routilux-{self.flow_id}")
             return self._executor
 
     def _check_strategy(self, strategy: str | None) -> None:
@@ -266,8 +354,23 @@ class Flow:
         running), or after ``timeout`` seconds.  With ``wait=False`` it returns
         at once; ``job_state.wait_for_completion()`` waits later.
         ``output_handler`` receives the job's ``send_output`` calls from the start.
+        Ctrl-C (KeyboardInterrupt) while it waits pauses the job and propagates.
         """
         _refuse_to_block_the_engine_loop(wait)
+        run, first_steps = self._new_job(
+            entry_routine_id, entry_params, execution_strategy, output_handler
+        )
+        self._launch(run, first_steps, wait, timeout)
+        return run.job_state
+
+    def _new_job(
+        self,
+        entry_routine_id: str,
+        entry_params: dict[str, Any] | None,
+        execution_strategy: str | None,
+        output_handler: Any,
+    ) -> tuple[JobRun, Callable[[], bool | None]]:
+        """Check the arguments and register a new job; returns it and its entry step."""
         routine = self.routines.get(entry_routine_id)
         if routine is None:
             raise FlowError(f"Entry routine '{entry_routine_id}' not found in flow")
@@ -289,22 +392,47 @@ class Flow:
         handler = routine.get_error_handler() or self.error_handler
         if handler is not None:
             handler.reset()
-        self._launch(run, lambda: run.run_entry(routine, params), wait, timeout)
-        return job_state
+        return run, lambda: run.run_entry(routine, params)
 
     async def execute_async(
         self,
         entry_routine_id: str,
         entry_params: dict[str, Any] | None = None,
         execution_strategy: str | None = None,
-        **kwargs: Any,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        output_handler: Any = None,
     ) -> JobState:
-        """Awaitable :meth:`execute`: the job runs off the caller's event loop."""
+        """Awaitable :meth:`execute`: the job runs off the caller's event loop.
+
+        No thread waits for the job: it starts as with ``wait=False`` (the
+        entry step on the job's own thread or on the flow's pool, never on the
+        caller's loop) and the engine resolves an asyncio future when the job
+        settles.  ``timeout`` bounds the wait as in :meth:`execute`.
+        """
         loop = asyncio.get_running_loop()
-        call = functools.partial(
-            self.execute, entry_routine_id, entry_params, execution_strategy, **kwargs
+        settled: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not settled.done():
+                settled.set_result(None)
+
+        def on_settle() -> None:  # on whichever thread the job settles
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:  # the caller's loop is closed: nobody waits any more
+                pass
+
+        run, first_steps = self._new_job(
+            entry_routine_id, entry_params, execution_strategy, output_handler
         )
-        return await loop.run_in_executor(None, call)
+        if wait:
+            run.on_settle(on_settle)
+        self._launch(run, first_steps, False, None, off_caller=True)
+        if wait:
+            await asyncio.wait([settled], timeout=timeout)
+        return run.job_state
 
     def resume(
         self,
@@ -379,18 +507,43 @@ class Flow:
         self.execution_tracker = run.tracker
 
     def _launch(
-        self, run: JobRun, first_steps: Callable[[], bool | None], wait: bool, timeout: float | None
+        self,
+        run: JobRun,
+        first_steps: Callable[[], bool | None],
+        wait: bool,
+        timeout: float | None,
+        off_caller: bool = False,
     ) -> None:
+        """Start the job; with ``wait``, block until it settles (or ``timeout``).
 
-        if run.executor is None and (not wait or timeout is not None):
-            # A sequential job the caller will not drain gets a thread of its own.
-            threading.Thread(
-                target=run.start, args=(first_steps,), name=f"routilux-job-{run}", daemon=True
-            ).start()
-        else:
-            run.start(first_steps)
-        if wait:
-            run.wait(timeout)
+        ``off_caller``: never run the entry step on the calling thread (an
+        asyncio program's loop): a concurrent job's goes to the pool."""
+        try:
+            if run.executor is None and (not wait or timeout is not None):
+                # A sequential job the caller will not drain gets a thread of its own.
+                start_thread(
+                    threading.Thread(
+                        target=run.start,
+                        args=(first_steps,),
+                        name=f"routilux-job-{run}",
+                        daemon=True,
+                    )
+                )
+            elif off_caller and run.executor is not None:
+                try:
+                    run.executor.submit(lambda: run.start(first_steps))
+                except RuntimeError:  # the pool was shut down meanwhile
+                    thread = threading.Thread(target=run.start, args=(first_steps,), daemon=True)
+                    start_thread(thread)
+            else:
+                run.start(first_steps)
+            if wait:
+                run.wait(timeout)
+        except KeyboardInterrupt as exc:
+            # Ctrl-C in a handler, the drain loop or the wait: the job is paused
+            # (its work kept in pending_tasks); the interrupt goes on, carrying it.
+            run.interrupt()
+            raise JobInterrupted(run.job_state) from exc
 
     def _run_settled(self, run: JobRun) -> None:
         idle_pools = []
@@ -451,8 +604,14 @@ class Flow:
     ) -> None:
         """Pause a job: nothing more starts; what has not started is saved in
         ``job_state.pending_tasks``.  Waits up to ``wait_timeout`` seconds for
-        the job's running handlers (never for the caller's own)."""
+        the job's running handlers (never for the caller's own).
+
+        On the engine's event loop (in an ``async def`` handler) it does not
+        wait at all: waiting there would stall the very handlers it waits for.
+        """
         self._check_owner(job_state)
+        if aio.on_engine_loop():
+            wait_timeout = 0.0
         run = self._active_run(job_state)
         if run is None or run.finished:
             point = job_state._set_paused(reason, checkpoint)
@@ -471,6 +630,71 @@ class Flow:
             job_state.deferred_events.clear()
             return
         run.stop("cancelled", reason)
+
+
+def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """One cycle (as a path of routine ids) for every strongly connected part of
+    ``graph`` that has one, in definition order.  Iterative (Tarjan), so a long
+    chain never hits the recursion limit."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    parts: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            targets = graph[node]
+            if i < len(targets):
+                work.append((node, i + 1))
+                nxt = targets[i]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if work:  # back in the parent: pass the low link up
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                part = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    part.append(member)
+                    if member == node:
+                        break
+                if len(part) > 1 or node in graph[node]:
+                    parts.append(part)
+    order = {rid: n for n, rid in enumerate(graph)}
+    return [_cycle_in(graph, set(part), min(part, key=order.__getitem__)) for part in parts]
+
+
+def _cycle_in(graph: dict[str, list[str]], part: set[str], start: str) -> list[str]:
+    """A simple cycle through ``start`` inside the strongly connected ``part``."""
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while frontier:  # breadth-first: the shortest way back to start
+        following = []
+        for node in frontier:
+            for nxt in graph[node]:
+                if nxt == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(previous[path[-1]])
+                    return path[::-1]
+                if nxt in part and nxt not in previous:
+                    previous[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    return [start]
 
 
 def _positive_int(value: object) -> bool:
