@@ -40,6 +40,7 @@ from .exceptions import (
     FlowError,
     HandlerTimeoutError,
     InvalidArgumentError,
+    JobInterrupted,
     JobStateError,
     NotConstructableError,
     RoutiluxError,
@@ -48,6 +49,7 @@ from .exceptions import (
 )
 from .execution_tracker import ExecutionTracker
 from .flow import Flow
+from .flow.flow import ValidationReport
 from .job_state import ExecutionRecord, JobState
 from .output_handler import (
     CallbackOutputHandler,
@@ -108,6 +110,8 @@ __all__ = [
     "EngineError",
     "ExpressionError",
     "ExpressionBudgetError",
+    "JobInterrupted",
+    "ValidationReport",
     "HandlerTimeoutError",
     "RoutiluxWarning",
 ]

@@ -48,7 +48,12 @@ from .connection import Connection
 from .engine.tasks import check_task_entry
 from .error_handler import ErrorHandler
 from .event import Event
-from .exceptions import NotConstructableError, RoutiluxError, SerializationError
+from .exceptions import (
+    InvalidArgumentError,
+    NotConstructableError,
+    RoutiluxError,
+    SerializationError,
+)
 from .flow.flow import MAX_WORKERS
 from .job_state import ExecutionRecord, JobState
 from .serialization import (
@@ -66,7 +71,7 @@ from .serialization import (
     to_iso,
     write_json,
 )
-from .slot import Slot
+from .slot import Slot, check_timeout
 
 if TYPE_CHECKING:
     from .flow.flow import Flow
@@ -251,6 +256,14 @@ def _int_field(
     return value
 
 
+def _timeout_field(data: Mapping[str, Any], key: str, where: str) -> float | None:
+    """``data[key]`` as a handler timeout (positive, finite, bounded) or None."""
+    try:
+        return check_timeout(data.get(key), f"'{key_path(where, key)}'")
+    except InvalidArgumentError as exc:
+        raise SerializationError(str(exc)) from None
+
+
 def _own(own: Callable[[Any], Any], value: Any, where: str) -> Any:
     """``own(value)``, naming ``where`` when the value is too deeply nested to copy."""
     try:
@@ -336,7 +349,7 @@ def _restore_callable(current: Any, spec: Any, owners: Owners | None, where: str
 
 
 def serialize_slot(s: Slot) -> dict[str, Any]:
-    """``{"_type": "Slot", "name", "_data", "handler", "merge_strategy"}``."""
+    """``{"_type": "Slot", "name", "_data", "handler", "merge_strategy", "timeout"}``."""
     strategy = s.merge_strategy
     with s._lock:
         buffer = _copy(s._data)
@@ -346,6 +359,7 @@ def serialize_slot(s: Slot) -> dict[str, Any]:
         "_data": buffer,
         "handler": _encode(s.handler),
         "merge_strategy": strategy if isinstance(strategy, str) else _encode(strategy),
+        "timeout": s.timeout,
     }
 
 
@@ -374,10 +388,13 @@ def _restore_slot(s: Slot, data: Any, owners: Owners | None, where: str) -> None
         )
     saved_buffer = _dict_field(data, "_data", where)
     buffer = _own(_copy, saved_buffer, f"{where}._data") if saved_buffer is not None else {}
+    timeout = _timeout_field(data, "timeout", where)
     if name is not None and s.routine is None:
         s.name = name
     s.handler = handler
     s.merge_strategy = strategy
+    if "timeout" in data:  # older files: keep what __init__ chose
+        s.timeout = timeout
     with s._lock:
         s._data = buffer
 
@@ -600,8 +617,9 @@ def _validate_flow(flow: Flow) -> None:
 
 def serialize_flow(f: Flow) -> dict[str, Any]:
     """The flow's definition: ``{"_type": "Flow", "format_version", "flow_id",
-    "execution_strategy", "max_workers", "history_limit", "error_handler", "routines",
-    "connections"}``; never any job's state (slot ``_data`` buffers outside jobs are)."""
+    "execution_strategy", "max_workers", "history_limit", "handler_timeout",
+    "max_deliveries", "error_handler", "routines", "connections"}``; never any job's
+    state (slot ``_data`` buffers outside jobs are)."""
     _validate_flow(f)
     connections = []
     for c in f.connections:
@@ -619,6 +637,8 @@ def serialize_flow(f: Flow) -> dict[str, Any]:
             "execution_strategy": f.execution_strategy,
             "max_workers": f.max_workers,
             "history_limit": f.history_limit,
+            "handler_timeout": f.handler_timeout,
+            "max_deliveries": f.max_deliveries,
             "error_handler": f.error_handler.serialize() if f.error_handler else None,
             "routines": {rid: serialize_routine(r) for rid, r in f.routines.items()},
             "connections": connections,
@@ -640,6 +660,8 @@ def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
     strategy = _str_field(data, "execution_strategy", "Flow", optional=True) or "sequential"
     max_workers = _int_field(data, "max_workers", "Flow", minimum=1, maximum=MAX_WORKERS)
     history_limit = _int_field(data, "history_limit", "Flow", minimum=1)
+    handler_timeout = _timeout_field(data, "handler_timeout", "Flow")
+    max_deliveries = _int_field(data, "max_deliveries", "Flow", minimum=1)
     error_handler = _rebuild_error_handler(data.get("error_handler"), "Flow.error_handler")
     saved_routines = _dict_field(data, "routines", "Flow") or {}
     saved_connections = _list_of_dicts(data, "connections", "Flow") or []
@@ -673,6 +695,8 @@ def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
         f.execution_strategy = strategy
         f.max_workers = 1
     f.history_limit = history_limit
+    f.handler_timeout = handler_timeout
+    f.max_deliveries = max_deliveries
     f.error_handler = error_handler
     for rid, routine in routines.items():
         f.add_routine(routine, rid)
