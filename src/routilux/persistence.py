@@ -349,18 +349,21 @@ def _restore_callable(current: Any, spec: Any, owners: Owners | None, where: str
 
 
 def serialize_slot(s: Slot) -> dict[str, Any]:
-    """``{"_type": "Slot", "name", "_data", "handler", "merge_strategy", "timeout"}``."""
+    """``{"_type": "Slot", "name", "_data", "handler", "merge_strategy"}``, plus
+    ``"timeout"`` when the slot has one."""
     strategy = s.merge_strategy
     with s._lock:
         buffer = _copy(s._data)
-    return {
+    data = {
         "_type": "Slot",
         "name": s.name,
         "_data": buffer,
         "handler": _encode(s.handler),
         "merge_strategy": strategy if isinstance(strategy, str) else _encode(strategy),
-        "timeout": s.timeout,
     }
+    if s.timeout is not None:  # written only when set: spec 50 pins the other keys
+        data["timeout"] = s.timeout
+    return data
 
 
 @_loader("Slot")
