@@ -182,6 +182,16 @@ class Routine:
             return None
         return ExecutionContext(run.flow, run.job_state, rid)
 
+    @property
+    def context(self) -> ExecutionContext:
+        """The job this routine is handling right now; never None.
+
+        The typed alternative to :meth:`get_execution_context` for handlers: it
+        raises :class:`~routilux.ExecutionContextError` outside a job instead of
+        returning None, so handler code needs no ``assert ctx is not None``.
+        """
+        return self._require_context("use self.context")
+
     def emit(self, event_name: str, flow: Flow | None = None, **kwargs: Any) -> None:
         """Send ``kwargs`` on the event ``event_name``.
 
