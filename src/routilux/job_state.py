@@ -16,13 +16,39 @@ import warnings
 from datetime import datetime
 from typing import Any, Callable
 
-from .exceptions import SerializationError
+from .exceptions import JobStateError, SerializationError
 from .serialization import from_iso, register_serializable
 
 __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
 
 #: Statuses after which the job does no more work until it is resumed.
 FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+#: Statuses that never change again (spec README item 8).
+FINAL_STATUSES = frozenset({"failed", "cancelled"})
+
+#: The job status state machine: status -> the statuses it may become.  Every
+#: change of ``JobState.status`` made by the library goes through
+#: :meth:`JobState._transition`, which checks this table.  Two extra rules:
+#: a ``running`` status with no run behind it (a JobState saved while running
+#: and loaded) carries no pending work, so it cannot be paused or resumed; and a
+#: completed job that was paused afterwards ("paused after completion", flagged in
+#: its pause point) is still completed: it resumes to ``completed`` and cannot be
+#: cancelled or failed.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    # pending -> paused: a JobState built by hand (pending tasks filled in) to be resumed.
+    "pending": frozenset({"running", "paused", "cancelled"}),
+    "running": frozenset({"paused", "completed", "failed", "cancelled"}),
+    # paused -> failed: a handler still running when the pause began may fail the job.
+    "paused": frozenset({"running", "paused", "completed", "failed", "cancelled"}),
+    # Seed-era code pauses completed jobs; nothing is pending then.
+    "completed": frozenset({"paused"}),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+#: The key of a pause point that marks a pause of a job that had completed.
+AFTER_COMPLETION = "after_completion"
 
 
 @register_serializable
@@ -298,36 +324,148 @@ class JobState:
             self.updated_at = ts
 
     # -- status ------------------------------------------------------------
+    #
+    # The engine and the flow change the status only through these methods, each
+    # atomic under the job's lock.  A refused change raises JobStateError and
+    # leaves the JobState untouched.
+
+    @property
+    def _paused_after_completion(self) -> bool:
+        """True for a completed job that was paused afterwards (it is still done)."""
+        return (
+            self.status == "paused"
+            and bool(self.pause_points)
+            and bool(self.pause_points[-1].get(AFTER_COMPLETION))
+        )
+
+    def _is_active(self) -> bool:
+        """True while an engine run of this job has work (the latch is held)."""
+        return self._busy.locked()
+
+    def _refuse(self, action: str, why: str) -> JobStateError:
+        return JobStateError(f"Cannot {action} job {self.job_id}: it is {self.status}; {why}")
+
+    def _transition(self, new_status: str, action: str) -> str:
+        """Move to ``new_status`` if the state machine allows it; returns the old status.
+
+        Call with the lock held.  ``action`` names the operation for the error
+        message (``"pause"``, ``"resume"``, ``"cancel"``...).
+        """
+        old = self.status
+        if old in FINAL_STATUSES:
+            raise self._refuse(action, f"{old} is a final status")
+        allowed = TRANSITIONS.get(old)
+        if allowed is None:
+            raise self._refuse(action, f"'{old}' is not a status this library knows")
+        if self._paused_after_completion and new_status in ("cancelled", "failed", "running"):
+            raise self._refuse(
+                action, "it had completed before it was paused, and a completed job stays completed"
+            )
+        if new_status not in allowed:
+            if old == "completed":
+                why = "a completed job stays completed"
+            elif old == "pending":
+                why = "it has not been started (use flow.execute())"
+            else:
+                why = f"a {old} job cannot become {new_status}"
+            raise self._refuse(action, why)
+        self.status = new_status
+        self.updated_at = datetime.now()
+        return old
+
+    def _refuse_if_saved_while_running(self, action: str) -> None:
+        """A ``running`` JobState with no run behind it was saved mid-run: its
+        unfinished work is not in it, so pausing or resuming it would lose work."""
+        if self.status == "running" and not self._is_active():
+            raise JobStateError(
+                f"Cannot {action} job {self.job_id}: it is running but no run of it is "
+                "active here, so it was saved while it was running and carries no "
+                "pending work; only paused (or journaled) jobs can be resumed. "
+                "Pause the job before saving it."
+            )
 
     def _set_paused(
-        self, reason: str = "", checkpoint: dict[str, Any] | None = None
+        self,
+        reason: str = "",
+        checkpoint: dict[str, Any] | None = None,
+        *,
+        active: bool = True,
     ) -> dict[str, Any]:
-        """Status ``paused`` and one new pause point, which is returned."""
+        """Status ``paused`` and one new pause point, which is returned.
+
+        ``active``: the caller found a run of the job that it will pause.
+        Pausing a completed job (or re-pausing one paused after completion)
+        flags the pause point with ``after_completion``, so a resume -- also
+        after save/load -- returns it ``completed`` without running anything.
+        """
         now = datetime.now()
-        point = {
+        point: dict[str, Any] = {
             "timestamp": now.isoformat(),
             "reason": reason,
             "current_routine_id": self.current_routine_id,
             "checkpoint": checkpoint or {},
         }
         with self._lock:
-            self.status = "paused"
+            if not active:
+                self._refuse_if_saved_while_running("pause")
+            after_completion = self.status == "completed" or self._paused_after_completion
+            self._transition("paused", "pause")
+            if after_completion:
+                point[AFTER_COMPLETION] = True
             self.pause_points.append(point)
-            self.updated_at = now
         return point
 
+    def _begin_resume(self) -> str:
+        """The status part of ``flow.resume``, with the lock held.
+
+        Returns ``"run"`` (paused -> running: the caller runs the pending work),
+        ``"done"`` (a completed job, or one paused after completion, which is
+        now ``completed`` again: nothing to run) or ``"busy"`` (a run of the job
+        is active: wait for it and ask again).
+        """
+        if self.status == "completed":
+            return "done"
+        if self.status == "pending":
+            raise self._refuse("resume", "it has not been started (use flow.execute())")
+        if self.status == "running":
+            if self._is_active():
+                return "busy"
+            self._refuse_if_saved_while_running("resume")
+        if self._paused_after_completion:
+            self._transition("completed", "resume")
+            return "done"
+        self._transition("running", "resume")
+        return "run"
+
     def _set_running(self) -> None:
+        """paused -> running (see :meth:`_begin_resume`, which flow.resume uses)."""
         with self._lock:
             if self.status == "paused":
-                self.status = "running"
-                self.updated_at = datetime.now()
+                self._transition("running", "resume")
 
     def _set_cancelled(self, reason: str = "") -> None:
+        """Status ``cancelled``; raises JobStateError for a finished job."""
         with self._lock:
-            self.status = "cancelled"
+            self._transition("cancelled", "cancel")
             if reason:
                 self.merge_routine_state("_cancellation", {"reason": reason})
-            self.updated_at = datetime.now()
+
+    def _set_failed(self) -> bool:
+        """Status ``failed`` unless the job already has a final status (or completed);
+        True when it changed.  Never raises: a failure after a cancel stays cancelled."""
+        with self._lock:
+            if self.status not in ("running", "paused") or self._paused_after_completion:
+                return False
+            self._transition("failed", "fail")
+            return True
+
+    def _set_completed(self) -> bool:
+        """running -> completed when the job settles; True when it changed."""
+        with self._lock:
+            if self.status != "running":
+                return False
+            self._transition("completed", "complete")
+            return True
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until no work of this job is queued, running or scheduled.

@@ -274,7 +274,8 @@ class Flow:
             )
         self._check_strategy(execution_strategy)
         job_state = JobState(self.flow_id, history_limit=self.history_limit)
-        job_state.status = "running"
+        with job_state.lock:
+            job_state._transition("running", "execute")
         job_state.current_routine_id = entry_routine_id
         if output_handler is not None:
             job_state.set_output_handler(output_handler)
@@ -321,21 +322,30 @@ class Flow:
         current = job_state.current_routine_id
         if current is not None and current not in self.routines:
             raise JobStateError(f"Current routine '{current}' not found in flow")
-        with self._runs_cond:
-            previous = self._runs.get(job_state.job_id)
-        if previous is not None:
-            if current_run() is previous:
+        self._check_strategy(execution_strategy)
+        while True:
+            previous = self._active_run(job_state)
+            if previous is not None and current_run() is previous:
                 raise JobStateError(
                     f"job {job_state.job_id} cannot be resumed from one of its own handlers"
                 )
-            previous.wait()
-        self._check_strategy(execution_strategy)
-        job_state._set_running()
-        with job_state.lock:
-            pending, job_state.pending_tasks = job_state.pending_tasks, []
-            deferred, job_state.deferred_events = job_state.deferred_events, []
-        run = JobRun(self, job_state, None, current)
-        self._register(run, execution_strategy)
+            # A paused run may still be finishing its handlers: wait until the job
+            # has settled (its latch opens last), so the new run owns the latch.
+            job_state.wait_for_completion()
+            # The status change, taking the pending work and registering the new
+            # run are one step under the job's lock: a pause or cancel racing this
+            # resume sees either the paused job or the new run, never neither.
+            with job_state.lock:
+                step = job_state._begin_resume()
+                if step == "busy":
+                    continue  # another resume won the race: wait for its run
+                if step == "done":
+                    return job_state
+                pending, job_state.pending_tasks = job_state.pending_tasks, []
+                deferred, job_state.deferred_events = job_state.deferred_events, []
+                run = JobRun(self, job_state, None, current)
+                self._register(run, execution_strategy)
+            break
 
         def first_steps() -> bool:
             for event in deferred:
@@ -447,26 +457,43 @@ class Flow:
     ) -> None:
         """Pause a job: nothing more starts; what has not started is saved in
         ``job_state.pending_tasks``.  Waits up to ``wait_timeout`` seconds for
-        the job's running handlers (never for the caller's own)."""
+        the job's running handlers (never for the caller's own).
+
+        A ``failed`` or ``cancelled`` job, one never started, and a JobState saved
+        while it was running raise :class:`~routilux.JobStateError`.  Pausing a
+        completed job (kept for seed-era code) makes it ``paused`` with nothing
+        pending; resuming it returns it ``completed`` without running anything.
+        """
         self._check_owner(job_state)
-        run = self._active_run(job_state)
-        if run is None or run.finished:
-            point = job_state._set_paused(reason, checkpoint)
-            point["pending_tasks_count"] = len(job_state.pending_tasks)
-            return
-        run.pause(reason, checkpoint, wait_timeout)
+        # Finding the run and changing the status are one step under the job's
+        # lock, so a resume racing this pause cannot slip a new run in between.
+        with job_state.lock:
+            run = self._active_run(job_state)
+            active = run is not None and not run.finished
+            point = job_state._set_paused(reason, checkpoint, active=active)
+            if run is None or not active:
+                point["pending_tasks_count"] = len(job_state.pending_tasks)
+                return
+        run.pause(reason, checkpoint, wait_timeout, point=point)
 
     def cancel(self, job_state: JobState, reason: str = "") -> None:
         """Cancel a job: queued, pending and scheduled work is dropped; running
-        handlers finish but what they emit is discarded."""
+        handlers finish but what they emit is discarded.
+
+        Only a pending, running or paused job can be cancelled: a ``completed``,
+        ``failed`` or ``cancelled`` one raises :class:`~routilux.JobStateError`
+        (a cancel racing the job's natural completion either wins, and the job
+        ends ``cancelled``, or raises, and the job stays ``completed``).
+        """
         self._check_owner(job_state)
-        run = self._active_run(job_state)
-        if run is None or run.finished:
+        with job_state.lock:
+            run = self._active_run(job_state)
             job_state._set_cancelled(reason)
-            job_state.pending_tasks.clear()
-            job_state.deferred_events.clear()
-            return
-        run.stop("cancelled", reason)
+            if run is None or run.finished:
+                job_state.pending_tasks.clear()
+                job_state.deferred_events.clear()
+                return
+        run.stop("cancelled", reason, status_set=True)
 
 
 def _positive_int(value: object) -> bool:
