@@ -383,3 +383,26 @@ def test_a_run_paused_or_cancelled_before_it_starts_does_not_settle_early(
     flow.resume(js)
     assert js.status == "completed"
     assert sorted(seen(js)) == [1, 2, 3]
+
+
+def test_a_loaded_copy_of_a_running_job_does_not_control_the_original() -> None:
+    """The copy has the original's job_id, but it is not the object the run writes
+    to: pausing it must not pause the run (whose own status would stay ``running``
+    and end ``completed`` with the moved tasks never run)."""
+    flow = chain("st-copy", "concurrent")
+    gate, entered = threading.Event(), threading.Event()
+    stage(flow).hold[0], stage(flow).entered[0] = gate, entered
+    js = flow.execute("src", {"values": [0, 1, 2]}, wait=False)
+    try:
+        assert entered.wait(LONG)
+        copy = json_trip(js)
+        with pytest.raises(JobStateError, match="saved while it was running"):
+            flow.pause(copy)
+        with pytest.raises(JobStateError, match="saved while it was running"):
+            flow.resume(copy)
+    finally:
+        gate.set()
+    assert js.wait_for_completion(LONG)
+    assert js.status == "completed"
+    assert js.pending_tasks == []
+    assert sorted(seen(js)) == [0, 1, 2]

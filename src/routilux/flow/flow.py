@@ -444,8 +444,15 @@ class Flow:
             )
 
     def _active_run(self, job_state: JobState) -> JobRun | None:
+        """The run of this very JobState object, if the flow runs it.
+
+        A copy of the job (loaded from a file, with the same ``job_id``) is not
+        the object the run writes to: controlling the run through it would change
+        the run but not the copy's status.
+        """
         with self._runs_cond:
-            return self._runs.get(job_state.job_id)
+            run = self._runs.get(job_state.job_id)
+        return run if run is not None and run.job_state is job_state else None
 
     def pause(
         self,
