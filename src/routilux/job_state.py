@@ -16,7 +16,7 @@ import warnings
 from datetime import datetime
 from typing import Any, Callable
 
-from .exceptions import JobStateError, SerializationError
+from .exceptions import InvalidArgumentError, JobStateError, SerializationError
 from .serialization import from_iso, register_serializable
 
 __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
@@ -112,12 +112,23 @@ class JobState:
     """The state of one execution (job) of a flow.
 
     ``history_limit`` keeps only the newest N history records;
-    :attr:`history_dropped` counts the records it let go.
+    :attr:`history_dropped` counts the records it let go.  ``output_limit``
+    does the same for :attr:`output_log` (default: the history limit), counting
+    in :attr:`output_dropped`; the output handler still receives every output.
     """
 
-    def __init__(self, flow_id: str = "", history_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        flow_id: str = "",
+        history_limit: int | None = None,
+        output_limit: int | None = None,
+    ) -> None:
         if history_limit is not None and history_limit < 1:
             raise ValueError(f"history_limit must be a positive integer, got {history_limit}")
+        if output_limit is not None and not _positive_int(output_limit):
+            raise InvalidArgumentError(
+                f"JobState: output_limit must be a positive integer or None, got {output_limit!r}"
+            )
         now = datetime.now()
         self.flow_id = flow_id
         self.job_id = str(uuid.uuid4())
@@ -133,6 +144,9 @@ class JobState:
         self.shared_data: dict[str, Any] = {}
         self.shared_log: list[dict[str, Any]] = []
         self.output_log: list[dict[str, Any]] = []
+        #: Keep only the newest N entries of :attr:`output_log` (None: all of them).
+        self.output_limit = output_limit if output_limit is not None else history_limit
+        self.output_dropped = 0
         #: Per-job slot merge buffers: routine id -> slot name -> accumulated data.
         self.slot_buffers: dict[str, dict[str, Any]] = {}
         self.output_handler: Any = None
@@ -313,7 +327,8 @@ class JobState:
             except Exception as exc:  # noqa: BLE001 - a broken sink must not stop the job
                 warnings.warn(f"Output handler failed: {exc}", RuntimeWarning, stacklevel=2)
         with self._lock:
-            self.output_log.append(
+            log = self.output_log
+            log.append(
                 {
                     "routine_id": routine_id,
                     "output_type": output_type,
@@ -321,6 +336,12 @@ class JobState:
                     "timestamp": ts.isoformat(),
                 }
             )
+            limit = self.output_limit
+            if limit is not None and len(log) > limit:
+                # As for history: a memmove of the limit's size per trimmed append.
+                excess = len(log) - limit
+                del log[:excess]
+                self.output_dropped += excess
             self.updated_at = ts
 
     # -- status ------------------------------------------------------------
@@ -486,6 +507,10 @@ class JobState:
         """The engine has no work of this job left (the latch opens)."""
         if self._busy.locked():
             self._busy.release()
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _record_time(record: ExecutionRecord) -> datetime:

@@ -543,18 +543,19 @@ def serialize_flow(f: Flow) -> dict[str, Any]:
             data["_source_routine_id"] = f._get_routine_id(source) if source else None
             data["_target_routine_id"] = f._get_routine_id(target) if target else None
         connections.append(data)
-    return stamp(
-        {
-            "_type": "Flow",
-            "flow_id": f.flow_id,
-            "execution_strategy": f.execution_strategy,
-            "max_workers": f.max_workers,
-            "history_limit": f.history_limit,
-            "error_handler": f.error_handler.serialize() if f.error_handler else None,
-            "routines": {rid: serialize_routine(r) for rid, r in f.routines.items()},
-            "connections": connections,
-        }
-    )
+    flow_data: dict[str, Any] = {
+        "_type": "Flow",
+        "flow_id": f.flow_id,
+        "execution_strategy": f.execution_strategy,
+        "max_workers": f.max_workers,
+        "history_limit": f.history_limit,
+        "error_handler": f.error_handler.serialize() if f.error_handler else None,
+        "routines": {rid: serialize_routine(r) for rid, r in f.routines.items()},
+        "connections": connections,
+    }
+    if f.output_limit is not None:  # written only when set
+        flow_data["output_limit"] = f.output_limit
+    return stamp(flow_data)
 
 
 def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
@@ -570,6 +571,7 @@ def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
     strategy = _str_field(data, "execution_strategy", "Flow", optional=True) or "sequential"
     max_workers = _int_field(data, "max_workers", "Flow", minimum=1)
     history_limit = _int_field(data, "history_limit", "Flow", minimum=1)
+    output_limit = _int_field(data, "output_limit", "Flow", minimum=1)
     error_handler = _rebuild_error_handler(data.get("error_handler"), "Flow.error_handler")
     saved_routines = _dict_field(data, "routines", "Flow") or {}
     saved_connections = _list_of_dicts(data, "connections", "Flow") or []
@@ -603,6 +605,7 @@ def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
         f.execution_strategy = strategy
         f.max_workers = 1
     f.history_limit = history_limit
+    f.output_limit = output_limit
     f.error_handler = error_handler
     for rid, routine in routines.items():
         f.add_routine(routine, rid)
@@ -671,7 +674,9 @@ _JOB_LISTS = ("pause_points", "pending_tasks", "deferred_events", "shared_log", 
 
 def serialize_job_state(js: JobState) -> dict[str, Any]:
     """Every field of the job except its output handler (spec 30 §9, 50 §3), plus
-    ``format_version``, ``slot_buffers``, ``history_limit`` and ``history_dropped``."""
+    ``format_version``, ``slot_buffers``, ``history_limit`` and ``history_dropped``;
+    ``output_limit`` when it is not the default (the history limit) and
+    ``output_dropped`` when outputs were dropped."""
     return _job_state_data(js, strict=False)
 
 
@@ -699,6 +704,10 @@ def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
             "history_limit": js.history_limit,
             "history_dropped": js.history_dropped,
         }
+        if js.output_limit != js.history_limit:
+            data["output_limit"] = js.output_limit
+        if js.output_dropped:
+            data["output_dropped"] = js.output_dropped
         for key in _JOB_LISTS:
             data[key] = _snapshot(getattr(js, key), key, strict)
     return stamp(data)
@@ -728,6 +737,13 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
         # A limit lower than the saved history keeps the newest records, as a run does.
         dropped += len(records) - history_limit
         del records[: len(records) - history_limit]
+
+    # An absent output_limit is the default (the history limit); null is unbounded.
+    if "output_limit" in data:
+        output_limit = _int_field(data, "output_limit", where, minimum=1)
+    else:
+        output_limit = history_limit
+    output_dropped = _int_field(data, "output_dropped", where, minimum=0) or 0
 
     routine_states = _dict_field(data, "routine_states", where) or {}
     for rid, state in routine_states.items():
@@ -760,6 +776,12 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
         js.slot_buffers = own(slot_buffers)
         for key, value in lists.items():
             setattr(js, key, own(value))
+        outputs = js.output_log
+        if output_limit is not None and len(outputs) > output_limit:
+            output_dropped += len(outputs) - output_limit
+            del outputs[: len(outputs) - output_limit]
+        js.output_limit = output_limit
+        js.output_dropped = output_dropped
         if created_at is not None:
             js.created_at = created_at
         if updated_at is not None:

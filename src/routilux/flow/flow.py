@@ -58,7 +58,11 @@ class Flow:
     ``execution_strategy`` is ``"sequential"`` (the calling thread runs every
     task, in FIFO order) or ``"concurrent"`` (tasks run on a pool of
     ``max_workers`` threads shared by all jobs of the flow).  ``history_limit``
-    keeps only the newest N history records of each job.
+    keeps only the newest N history records of each job, ``output_limit`` the
+    newest N entries of its output log (default: the history limit).
+    ``strict=True`` makes :meth:`connect` refuse, with a ``FlowError``, a handler
+    whose signature cannot take the event's declared parameters (by default it
+    warns with a ``RoutiluxWarning``).
     """
 
     def __init__(
@@ -68,14 +72,17 @@ class Flow:
         max_workers: int = 5,
         *,
         history_limit: int | None = None,
+        output_limit: int | None = None,
+        strict: bool = False,
     ) -> None:
         self.flow_id = flow_id or str(uuid.uuid4())
         _check_workers(self.flow_id, max_workers)
-        if history_limit is not None and not _positive_int(history_limit):
-            raise InvalidArgumentError(
-                f"Flow '{self.flow_id}': history_limit must be a positive integer or None, "
-                f"got {history_limit!r}"
-            )
+        for name, limit in (("history_limit", history_limit), ("output_limit", output_limit)):
+            if limit is not None and not _positive_int(limit):
+                raise InvalidArgumentError(
+                    f"Flow '{self.flow_id}': {name} must be a positive integer or None, "
+                    f"got {limit!r}"
+                )
         self.routines: dict[str, Routine] = {}
         self.connections: list[Connection] = []
         if execution_strategy not in STRATEGIES:
@@ -89,6 +96,8 @@ class Flow:
         self.error_handler: ErrorHandler | None = None
         self.execution_tracker: ExecutionTracker | None = None
         self.history_limit = history_limit
+        self.output_limit = output_limit
+        self.strict = bool(strict)
         self._routine_ids: dict[int, str] = {}
         self._connection_index: dict[tuple[int, int], Connection] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -273,7 +282,9 @@ class Flow:
                 f"got {type(entry_params).__name__}"
             )
         self._check_strategy(execution_strategy)
-        job_state = JobState(self.flow_id, history_limit=self.history_limit)
+        job_state = JobState(
+            self.flow_id, history_limit=self.history_limit, output_limit=self.output_limit
+        )
         with job_state.lock:
             job_state._transition("running", "execute")
         job_state.current_routine_id = entry_routine_id
