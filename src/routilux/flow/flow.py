@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import threading
 import uuid
@@ -21,7 +22,13 @@ from ..engine import aio
 from ..engine.context import current_run
 from ..engine.run import JobRun
 from ..error_handler import ErrorHandler
-from ..exceptions import ExecutionContextError, FlowError, InvalidArgumentError, JobStateError
+from ..exceptions import (
+    ExecutionContextError,
+    FlowError,
+    InvalidArgumentError,
+    JobStateError,
+    RoutiluxWarning,
+)
 from ..job_state import JobState
 from ..routine import Routine
 from ..serialization import register_serializable
@@ -177,6 +184,16 @@ class Flow:
                 f"(str -> str), got {param_mapping!r}"
             )
         connection = Connection(event, slot, param_mapping)
+        problem = _signature_problem(event, slot, connection)
+        if problem is not None:
+            message = (
+                f"Flow '{self.flow_id}': connect({source_routine_id!r}, {source_event!r}, "
+                f"{target_routine_id!r}, {target_slot!r}): {problem}. Name the handler's "
+                "parameters after the keys, add a param_mapping, or take 'data' or **kwargs"
+            )
+            if self.strict:
+                raise FlowError(message)
+            warnings.warn(message, RoutiluxWarning, stacklevel=2)
         connection._source_routine_id = source_routine_id
         connection._target_routine_id = target_routine_id
         self.connections.append(connection)
@@ -512,6 +529,63 @@ class Flow:
                 job_state.deferred_events.clear()
                 return
         run.stop("cancelled", reason, status_set=True)
+
+
+def _signature_problem(event: Event, slot: Slot, connection: Connection) -> str | None:
+    """Why the slot's handler cannot take what the event declares, or None.
+
+    Follows the dispatch rule (spec 10 §3.3, ``slot._dispatch_plan``) with the
+    event's declared ``output_params`` renamed by the connection's mapping.  Only
+    sure mismatches count: no declared parameters, a custom merge function (its
+    result's keys are unknown), ``**kwargs``, a lone ``data`` or ``*args``, and
+    unmatched parameters that have defaults are all fine.
+    """
+    handler = slot.handler
+    if handler is None or not event.output_params or callable(slot.merge_strategy):
+        return None
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):  # no signature: it gets the dict
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    keys = list(connection._apply_mapping(dict.fromkeys(event.output_params)))
+    named = [p for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    shown = ", ".join(repr(k) for k in keys)
+    if not named:
+        if len(params) > len(named):
+            return None  # only *args: the dict arrives as args[0]
+        return f"its handler takes no parameter, but the event sends {shown}"
+    if any(p.name in keys for p in named):
+        missing = [
+            p.name
+            for p in named
+            if p.name not in keys
+            and p.default is inspect.Parameter.empty
+            and p.kind is not inspect.Parameter.VAR_POSITIONAL
+        ]
+        if len(named) > 1 and missing:
+            return (
+                f"its handler's parameter(s) {', '.join(repr(m) for m in missing)} have no "
+                f"default and are not among the keys the event sends ({shown})"
+            )
+        return None
+    # No parameter matches: the handler is called with the whole dict, positionally.
+    names = ", ".join(repr(p.name) for p in named)
+    try:
+        bound = inspect.signature(handler).bind(None).arguments
+    except TypeError:
+        return (
+            f"none of its handler's parameters ({names}) is a key the event sends ({shown}), "
+            "and the handler cannot be called with the whole dict either"
+        )
+    (taker,) = bound  # the one parameter that would receive the dict
+    if taker == "data" or taker not in {p.name for p in named}:
+        return None  # a 'data' parameter, or *args, takes the dict on purpose
+    return (
+        f"none of its handler's parameters ({names}) is a key the event sends ({shown}), "
+        f"so its parameter {taker!r} would receive the whole dict"
+    )
 
 
 def _positive_int(value: object) -> bool:
