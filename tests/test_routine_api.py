@@ -8,7 +8,15 @@ from typing import Any, Callable
 
 import pytest
 
-from routilux import ExecutionContextError, Flow, FlowError, RoutiluxWarning, Routine
+from routilux import (
+    ConfigError,
+    DefinitionError,
+    ExecutionContextError,
+    Flow,
+    FlowError,
+    RoutiluxWarning,
+    Routine,
+)
 from routilux.routine import ExecutionContext
 
 # ---------------------------------------------------------------- self.context
@@ -151,3 +159,111 @@ def test_the_mismatched_handler_still_runs_by_the_dispatch_rule() -> None:
     js = flow.execute("sender")
     assert js.status == "completed"
     assert got == [{"value": 0}]
+
+
+# ---------------------------------------------------------------- reserved names
+
+
+class Emitter(Routine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.go)
+        self.define_event("out", ["value"])
+
+    def go(self, **_: object) -> None:
+        self.emit("out", value=1, flow="main")
+
+
+def test_emit_with_a_flow_that_is_not_a_flow_is_a_definition_error() -> None:
+    routine = Emitter()
+    with pytest.raises(DefinitionError, match=r"emit\('out'\).*'flow' is reserved"):
+        routine.emit("out", value=1, flow="main")
+    event = routine.get_event("out")
+    assert event is not None
+    with pytest.raises(DefinitionError, match="'flow' is reserved"):
+        event.emit(flow="main", value=1)
+
+
+def test_emit_with_flow_as_data_inside_a_job_fails_the_job_naming_the_routine() -> None:
+    flow = Flow("reserved")
+    flow.add_routine(Emitter(), "emitter")
+    js = flow.execute("emitter")
+    assert js.status == "failed"
+    (record,) = [r for r in js.execution_history if r.event_name == "error"]
+    assert record.routine_id == "emitter"
+    assert record.data["error_type"] == "DefinitionError"
+    assert "'flow' is reserved" in record.data["error"]
+    assert "Emitter[emitter]" in record.data["error"]
+
+
+@pytest.mark.parametrize("name", ["flow", "event_name"])
+def test_an_event_cannot_declare_a_reserved_parameter(name: str) -> None:
+    routine = Routine()
+    with pytest.raises(DefinitionError, match=f"'{name}'.*reserves") as info:
+        routine.define_event("out", ["value", name])
+    assert "Event 'out'" in str(info.value)
+    assert routine.get_event("out") is None
+
+
+# ---------------------------------------------------------------- routines named by id
+
+
+class Validator(Routine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("input", handler=self.check)
+        self.define_event("valid", ["value"])
+
+    def check(self, value: Any = None) -> None:
+        self.schedule(1.0, "nope", value=value)  # no such slot: fails naming the routine
+
+
+def assert_named(message: str, name: str = "validator") -> None:
+    assert f"[{name}]" in message, message
+    assert "0x" not in message, message
+
+
+def test_error_messages_name_a_routine_by_its_id_in_the_flow() -> None:
+    flow = Flow("named")
+    routine = Validator()
+    flow.add_routine(routine, "validator")
+    assert repr(routine) == "Validator[validator]"
+    with pytest.raises(DefinitionError) as info:
+        routine.define_slot("input")
+    assert_named(str(info.value))
+    with pytest.raises(DefinitionError) as info:
+        routine.emit("missing")
+    assert_named(str(info.value))
+    slot, event = routine.get_slot("input"), routine.get_event("valid")
+    assert (repr(slot), repr(event)) == ("Slot[validator.input]", "Event[validator.valid]")
+
+
+def test_a_handler_failure_message_names_the_routine_by_its_id() -> None:
+    flow = Flow("named-run")
+    flow.add_routine(Sender(), "sender")
+    flow.add_routine(Validator(), "validator")
+    flow.connect("sender", "out", "validator", "input")
+    js = flow.execute("sender")
+    assert js.status == "failed"
+    (record,) = [r for r in js.execution_history if r.event_name == "error"]
+    assert "Slot 'nope' does not exist" in record.data["error"]
+    assert_named(record.data["error"])
+
+
+def test_a_builtin_config_error_names_the_routine_by_its_id() -> None:
+    from routilux.builtin_routines import Filter
+
+    flow = Flow("named-builtin")
+    keep = Filter()
+    flow.add_routine(keep, "keep")
+    with pytest.raises(ConfigError) as info:
+        keep.set_config(bogus=1)
+    assert_named(str(info.value), "keep")
+
+
+def test_a_routine_in_two_flows_is_named_by_its_first_id() -> None:
+    routine = Validator()
+    assert repr(routine) == f"Validator[{routine._id}]"  # in no flow yet
+    Flow("one").add_routine(routine, "first")
+    Flow("two").add_routine(routine, "second")
+    assert repr(routine) == "Validator[first]"

@@ -151,6 +151,8 @@ class Flow:
         self.routines[rid] = routine
         # Identity lookups find the first id a routine object was added under.
         self._routine_ids.setdefault(id(routine), rid)
+        if routine._added_as is None:
+            routine._added_as = rid  # messages name the routine by it (see Routine._label)
         return rid
 
     def connect(
