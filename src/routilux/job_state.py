@@ -28,8 +28,9 @@ FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
 FINAL_STATUSES = frozenset({"failed", "cancelled"})
 
 #: The job status state machine: status -> the statuses it may become.  Every
-#: change of ``JobState.status`` made by the library goes through
-#: :meth:`JobState._transition`, which checks this table.  Two extra rules:
+#: change of ``JobState.status`` made by the library goes through a ``_set_*``
+#: method of JobState (most through :meth:`JobState._transition`, which checks
+#: this table; the two taken once per job inline their check).  Two extra rules:
 #: a ``running`` status with no run behind it (a JobState saved while running
 #: and loaded) carries no pending work, so it cannot be paused or resumed; and a
 #: completed job that was paused afterwards ("paused after completion", flagged in
@@ -480,12 +481,21 @@ class JobState:
             self._transition("failed", "fail")
             return True
 
+    def _set_started(self) -> None:
+        """pending -> running, for a JobState ``execute()`` has just made."""
+        # Once per job: the table's check is inlined (pending -> running is allowed).
+        with self._lock:
+            if self.status != "pending":
+                raise self._refuse("execute", "only a new JobState can be started")
+            self.status = "running"
+
     def _set_completed(self) -> bool:
         """running -> completed when the job settles; True when it changed."""
+        # Once per job: the table's check is inlined (running -> completed is allowed).
         with self._lock:
             if self.status != "running":
                 return False
-            self._transition("completed", "complete")
+            self.status = "completed"
             return True
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:

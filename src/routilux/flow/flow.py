@@ -304,8 +304,7 @@ class Flow:
         job_state = JobState(
             self.flow_id, history_limit=self.history_limit, output_limit=self.output_limit
         )
-        with job_state.lock:
-            job_state._transition("running", "execute")
+        job_state._set_started()
         job_state.current_routine_id = entry_routine_id
         if output_handler is not None:
             job_state.set_output_handler(output_handler)
