@@ -543,19 +543,20 @@ def serialize_flow(f: Flow) -> dict[str, Any]:
             data["_source_routine_id"] = f._get_routine_id(source) if source else None
             data["_target_routine_id"] = f._get_routine_id(target) if target else None
         connections.append(data)
-    flow_data: dict[str, Any] = {
-        "_type": "Flow",
-        "flow_id": f.flow_id,
-        "execution_strategy": f.execution_strategy,
-        "max_workers": f.max_workers,
-        "history_limit": f.history_limit,
-        "error_handler": f.error_handler.serialize() if f.error_handler else None,
-        "routines": {rid: serialize_routine(r) for rid, r in f.routines.items()},
-        "connections": connections,
-    }
-    if f.output_limit is not None:  # written only when set
-        flow_data["output_limit"] = f.output_limit
-    return stamp(flow_data)
+    return stamp(
+        {
+            "_type": "Flow",
+            "flow_id": f.flow_id,
+            "execution_strategy": f.execution_strategy,
+            "max_workers": f.max_workers,
+            "history_limit": f.history_limit,
+            "error_handler": f.error_handler.serialize() if f.error_handler else None,
+            "routines": {rid: serialize_routine(r) for rid, r in f.routines.items()},
+            "connections": connections,
+            # Written only when set, so files of flows without it stay as they were.
+            **({"output_limit": f.output_limit} if f.output_limit is not None else {}),
+        }
+    )
 
 
 def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
