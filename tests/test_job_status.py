@@ -406,3 +406,47 @@ def test_a_loaded_copy_of_a_running_job_does_not_control_the_original() -> None:
     assert js.status == "completed"
     assert js.pending_tasks == []
     assert sorted(seen(js)) == [0, 1, 2]
+
+
+def test_a_handler_failing_after_a_pause_fails_the_job_for_good() -> None:
+    """paused -> failed: a handler still running when the pause began fails (STOP)."""
+    flow = chain("st-pause-then-fail", "concurrent")
+    gate, entered = threading.Event(), threading.Event()
+    worker = stage(flow)
+    worker.hold[5], worker.entered[5], worker.fail_on = gate, entered, 5
+    js = flow.execute("src", {"values": [5, 6, 7]}, wait=False)
+    assert entered.wait(LONG)
+    flow.pause(js, wait_timeout=0)
+    assert js.status == "paused"
+    gate.set()
+    assert js.wait_for_completion(LONG)
+    assert js.status == "failed"
+    assert js.pending_tasks == []
+    for call in (flow.pause, flow.resume, flow.cancel):
+        assert_refused(call, js, "failed")
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_two_resumes_at_once_run_every_delivery_once(strategy: str) -> None:
+    flow = chain(f"st-two-resumes-{strategy}", strategy, workers=2)
+    js = paused_with_pending(flow, [1, 2, 3, 4])
+    both = threading.Barrier(2, timeout=LONG)
+    returned: list[JobState] = []
+    errors: list[BaseException] = []
+
+    def resume() -> None:
+        both.wait()
+        try:
+            returned.append(flow.resume(js))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=resume, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(LONG)
+    assert errors == [] and returned == [js, js]
+    assert js.status == "completed"
+    assert sorted(seen(js)) == [1, 2, 3, 4]
+    assert js.pending_tasks == []
