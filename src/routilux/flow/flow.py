@@ -345,6 +345,13 @@ class Flow:
         Deferred events are emitted first, then the saved pending tasks run.
         Like :meth:`execute`, waits until the job has no work left unless
         ``wait=False``.  Returns the same JobState.
+
+        A run of the job still active here (a pause still finishing its handlers,
+        another resume) is waited for first.  A completed job, or one paused
+        after it completed, is returned ``completed`` without running anything.
+        A ``failed``, ``cancelled`` or never started job, and a JobState saved
+        while it was running (it holds no pending work), raise
+        :class:`~routilux.JobStateError`.
         """
         _refuse_to_block_the_engine_loop(wait)
         self._check_owner(job_state)
