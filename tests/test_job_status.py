@@ -450,3 +450,29 @@ def test_two_resumes_at_once_run_every_delivery_once(strategy: str) -> None:
     assert js.status == "completed"
     assert sorted(seen(js)) == [1, 2, 3, 4]
     assert js.pending_tasks == []
+
+
+def test_a_handler_resuming_its_own_job_through_a_twin_flow_is_refused() -> None:
+    """Another Flow object with the same id would otherwise wait for the very run
+    whose handler is calling it."""
+    outcome: list[str] = []
+
+    class SelfResumer(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("trigger", handler=self.go)
+
+        def go(self, **_: object) -> None:
+            ctx = self.context
+            ctx.flow.pause(ctx.job_state)
+            try:
+                twin.resume(ctx.job_state)
+            except JobStateError as exc:
+                outcome.append(str(exc))
+
+    flow, twin = Flow("st-twin"), Flow("st-twin")
+    flow.add_routine(SelfResumer(), "s")
+    twin.add_routine(SelfResumer(), "s")
+    js = flow.execute("s")
+    assert js.status == "paused"
+    assert outcome and "cannot be resumed from one of its own handlers" in outcome[0]

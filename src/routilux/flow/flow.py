@@ -359,12 +359,13 @@ class Flow:
         if current is not None and current not in self.routines:
             raise JobStateError(f"Current routine '{current}' not found in flow")
         self._check_strategy(execution_strategy)
+        own = current_run()
+        if own is not None and own.job_state is job_state:
+            # It would wait for its own run to settle, forever.
+            raise JobStateError(
+                f"job {job_state.job_id} cannot be resumed from one of its own handlers"
+            )
         while True:
-            previous = self._active_run(job_state)
-            if previous is not None and current_run() is previous:
-                raise JobStateError(
-                    f"job {job_state.job_id} cannot be resumed from one of its own handlers"
-                )
             # A paused run may still be finishing its handlers: wait until the job
             # has settled (its latch opens last), so the new run owns the latch.
             job_state.wait_for_completion()
