@@ -148,6 +148,8 @@ def test_cancel_pause_resume_of_a_running_job_never_completes_it(strategy: str) 
     flow.cancel(js)
     assert_refused(flow.pause, js, "cancelled")
     assert_refused(flow.resume, js, "cancelled")
+    # Refused at once: resume() did not wait for the held handler.
+    assert not js.wait_for_completion(0)
     gate.set()
     assert js.wait_for_completion(LONG)
     assert js.status == "cancelled"

@@ -437,21 +437,25 @@ class JobState:
             self.pause_points.append(point)
         return point
 
-    def _begin_resume(self) -> str:
+    def _begin_resume(self) -> str | None:
         """The status part of ``flow.resume``, with the lock held.
 
         Returns ``"run"`` (paused -> running: the caller runs the pending work),
         ``"done"`` (a completed job, or one paused after completion, which is
-        now ``completed`` again: nothing to run) or ``"busy"`` (a run of the job
-        is active: wait for it and ask again).
+        now ``completed`` again: nothing to run) or None (a run of the job is
+        still active: wait for it to settle and ask again).  A status no resume
+        can take (final, never started) raises at once, even while a run is active.
         """
-        if self.status == "completed":
-            return "done"
-        if self.status == "pending":
+        status = self.status
+        if status == "pending":
             raise self._refuse("resume", "it has not been started (use flow.execute())")
-        if self.status == "running":
-            if self._is_active():
-                return "busy"
+        if status in FINAL_STATUSES or status not in TRANSITIONS:
+            self._transition("running", "resume")  # raises, naming the status
+        if self._is_active():
+            return None
+        if status == "completed":
+            return "done"
+        if status == "running":
             self._refuse_if_saved_while_running("resume")
         if self._paused_after_completion:
             self._transition("completed", "resume")

@@ -366,23 +366,23 @@ class Flow:
                 f"job {job_state.job_id} cannot be resumed from one of its own handlers"
             )
         while True:
-            # A paused run may still be finishing its handlers: wait until the job
-            # has settled (its latch opens last), so the new run owns the latch.
-            job_state.wait_for_completion()
             # The status change, taking the pending work and registering the new
             # run are one step under the job's lock: a pause or cancel racing this
             # resume sees either the paused job or the new run, never neither.
             with job_state.lock:
                 step = job_state._begin_resume()
-                if step == "busy":
-                    continue  # another resume won the race: wait for its run
                 if step == "done":
                     return job_state
-                pending, job_state.pending_tasks = job_state.pending_tasks, []
-                deferred, job_state.deferred_events = job_state.deferred_events, []
-                run = JobRun(self, job_state, None, current)
-                self._register(run, execution_strategy)
-            break
+                if step == "run":
+                    pending, job_state.pending_tasks = job_state.pending_tasks, []
+                    deferred, job_state.deferred_events = job_state.deferred_events, []
+                    run = JobRun(self, job_state, None, current)
+                    self._register(run, execution_strategy)
+                    break
+            # A run of the job is still active (a pause finishing its handlers, or
+            # another resume's run): wait until it settles (the latch opens last,
+            # so the new run will own it), then look at the status it left.
+            job_state.wait_for_completion()
 
         def first_steps() -> bool:
             for event in deferred:
