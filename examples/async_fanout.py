@@ -37,8 +37,7 @@ class Source(Routine):
         self.define_event("url", ["url"])
 
     def start(self, urls: Sequence[str] = (), **kwargs: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         ctx.job_state.merge_routine_state(ctx.routine_id, {"emitted": len(urls)})
         for url in urls:
             self.emit("url", url=url)
@@ -55,8 +54,7 @@ class Fetcher(Routine):
     async def fetch(self, url: str = "", **kwargs: Any) -> None:
         await asyncio.sleep(FETCH_SECONDS)  # stands for the network round trip
         # The context still names this job after the await.
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         with ctx.job_state.lock:
             state = ctx.job_state.get_routine_state(ctx.routine_id) or {}
             ctx.job_state.merge_routine_state(
@@ -74,8 +72,7 @@ class Collector(Routine):
         self.define_slot("input", handler=self.collect)
 
     def collect(self, url: str = "", title: str = "", **kwargs: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         # get_shared_data returns the stored list itself: change it under the lock.
         with ctx.job_state.lock:
             results = ctx.job_state.get_shared_data("results")

@@ -59,8 +59,7 @@ class Shipping(Routine):
     def ship(
         self, batch: Sequence[Any] = (), batch_index: int = 0, reason: str = "", **kwargs: Any
     ) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         with ctx.job_state.lock:
             batches = list(ctx.job_state.get_shared_data("batches", []))
             batches.append({"index": batch_index, "reason": reason, "lines": list(batch)})
@@ -75,8 +74,7 @@ class Review(Routine):
         self.define_slot("input", handler=self.review)
 
     def review(self, data: Any = None, route: str = "", **kwargs: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         with ctx.job_state.lock:
             flagged = list(ctx.job_state.get_shared_data("review", []))
             flagged.append(f"{data['id']} ({data['total']}, route {route!r})")

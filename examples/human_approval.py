@@ -64,8 +64,7 @@ class Review(Routine):
         self.set_config(limit=1000)
 
     def check(self, order: str = "", amount: int = 0, **kwargs: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         if amount <= self.get_config("limit"):
             self.emit("approved", order=order, amount=amount, approved_by="auto")
             return
@@ -88,8 +87,7 @@ class Decision(Routine):
         self.define_event("approved", ["order", "amount", "approved_by"])
 
     def decide(self, order: str = "", amount: int = 0, **kwargs: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         decisions = ctx.job_state.get_shared_data("decisions", {})
         verdict = decisions.get(order, {})
         if verdict.get("approved"):
@@ -109,8 +107,7 @@ class Ledger(Routine):
         self.define_slot("input", handler=self.book)
 
     def book(self, order: str = "", amount: int = 0, approved_by: str = "", **kwargs: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         with ctx.job_state.lock:
             booked = list(ctx.job_state.get_shared_data("booked", []))
             booked.append(f"{order} ({amount}, approved by {approved_by})")

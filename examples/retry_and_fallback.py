@@ -45,8 +45,7 @@ class ApiCall(Routine):
         self.define_event("response", ["customer_id", "profile"])
 
     def call(self, customer_id: str = "", **kwargs: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         # The attempt counter belongs to this job, not to the shared routine object.
         # merge_routine_state keeps the engine's own keys (retry_count) intact.
         state = ctx.job_state.get_routine_state(ctx.routine_id) or {}
@@ -84,8 +83,7 @@ class Sink(Routine):
         self._store(customer_id, profile, enriched=True)
 
     def _store(self, customer_id: str, profile: Any, enriched: bool) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
+        ctx = self.context
         with ctx.job_state.lock:
             stored = list(ctx.job_state.get_shared_data("profiles", []))
             stored.append({"customer_id": customer_id, "enriched": enriched, **profile})

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from routilux import ExecutionRecord, Flow, JobState, Routine
+from routilux import ExecutionRecord, Flow, JobState, JobStateError, Routine
 
 TIMEOUT = 5.0
 OLD = datetime(2000, 1, 1)
@@ -492,14 +492,18 @@ def test_pause_inside_handler_is_not_overwritten():
 
 
 def test_cancel_and_pause_a_finished_job():
+    # Job status is a state machine (spec README item 8): a completed job cannot be
+    # cancelled, but seed-era code may still pause it (nothing is pending then).
     flow, _ = _watch_flow()
     js = flow.execute("entry")
     assert js.status == "completed"
-    flow.cancel(js)
-    assert js.status == "cancelled"
+    with pytest.raises(JobStateError, match="completed"):
+        flow.cancel(js)
+    assert js.status == "completed"
     js2 = flow.execute("entry")
     flow.pause(js2)
     assert js2.status == "paused"
+    assert js2.pending_tasks == []
 
 
 # ---------------------------------------------------------------------------

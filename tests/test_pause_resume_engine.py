@@ -456,7 +456,8 @@ def test_cancel_a_paused_job_drops_its_pending_work() -> None:
     flow.cancel(js)
     assert js.status == "cancelled"
     assert js.pending_tasks == []
-    flow.resume(js)  # nothing left to do; a cancelled job stays cancelled
+    with pytest.raises(JobStateError, match="cancelled"):
+        flow.resume(js)  # a cancelled job stays cancelled (spec README item 8)
     assert js.status == "cancelled"
     assert js.shared_data["values"] == [1]
 
@@ -464,8 +465,9 @@ def test_cancel_a_paused_job_drops_its_pending_work() -> None:
 def test_cancel_a_completed_job() -> None:
     flow = chain("cancel-done")
     js = flow.execute("src", {"values": [1]})
-    flow.cancel(js)
-    assert js.status == "cancelled"
+    with pytest.raises(JobStateError, match="completed"):
+        flow.cancel(js)  # a completed job stays completed (spec README item 8)
+    assert js.status == "completed"
 
 
 @register_serializable

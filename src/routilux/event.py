@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .engine.context import current_run
+from .exceptions import DefinitionError
 from .serialization import register_serializable
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ class Event:
 
     def __repr__(self) -> str:
         if self.routine is not None:
-            return f"Event[{self.routine._id}.{self.name}]"
+            return f"Event[{self.routine._label}.{self.name}]"
         return f"Event[{self.name}]"
 
     def serialize(self) -> dict[str, Any]:
@@ -62,6 +63,11 @@ class Event:
         """
         if flow is None and self.routine is not None:
             flow = self.routine._current_flow
+        elif flow is not None and not _is_flow(flow):
+            raise DefinitionError(
+                f"{self!r}.emit(): 'flow' is reserved for the Flow to emit in, got "
+                f"{type(flow).__name__} {flow!r}; send data under another key"
+            )
         run = current_run()
         if run is not None and flow is run.flow and self.routine is not None:
             rid = run.routine_ids.get(id(self.routine))
@@ -82,3 +88,10 @@ class Event:
                 if conn is not None:
                     data = conn._apply_mapping(data)
             slot.receive(data)
+
+
+def _is_flow(value: object) -> bool:
+    # Imported here: the flow package imports this module.
+    from .flow.flow import Flow
+
+    return isinstance(value, Flow)

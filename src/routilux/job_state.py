@@ -16,13 +16,40 @@ import warnings
 from datetime import datetime
 from typing import Any, Callable
 
-from .exceptions import SerializationError
+from .exceptions import InvalidArgumentError, JobStateError, SerializationError
 from .serialization import from_iso, register_serializable
 
 __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
 
 #: Statuses after which the job does no more work until it is resumed.
 FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+#: Statuses that never change again (spec README item 8).
+FINAL_STATUSES = frozenset({"failed", "cancelled"})
+
+#: The job status state machine: status -> the statuses it may become.  Every
+#: change of ``JobState.status`` made by the library goes through a ``_set_*``
+#: method of JobState (most through :meth:`JobState._transition`, which checks
+#: this table; the two taken once per job inline their check).  Two extra rules:
+#: a ``running`` status with no run behind it (a JobState saved while running
+#: and loaded) carries no pending work, so it cannot be paused or resumed; and a
+#: completed job that was paused afterwards ("paused after completion", flagged in
+#: its pause point) is still completed: it resumes to ``completed`` and cannot be
+#: cancelled or failed.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    # pending -> paused: a JobState built by hand (pending tasks filled in) to be resumed.
+    "pending": frozenset({"running", "paused", "cancelled"}),
+    "running": frozenset({"paused", "completed", "failed", "cancelled"}),
+    # paused -> failed: a handler still running when the pause began may fail the job.
+    "paused": frozenset({"running", "paused", "completed", "failed", "cancelled"}),
+    # Seed-era code pauses completed jobs; nothing is pending then.
+    "completed": frozenset({"paused"}),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+#: The key of a pause point that marks a pause of a job that had completed.
+AFTER_COMPLETION = "after_completion"
 
 
 @register_serializable
@@ -86,12 +113,23 @@ class JobState:
     """The state of one execution (job) of a flow.
 
     ``history_limit`` keeps only the newest N history records;
-    :attr:`history_dropped` counts the records it let go.
+    :attr:`history_dropped` counts the records it let go.  ``output_limit``
+    does the same for :attr:`output_log` (default: the history limit), counting
+    in :attr:`output_dropped`; the output handler still receives every output.
     """
 
-    def __init__(self, flow_id: str = "", history_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        flow_id: str = "",
+        history_limit: int | None = None,
+        output_limit: int | None = None,
+    ) -> None:
         if history_limit is not None and history_limit < 1:
             raise ValueError(f"history_limit must be a positive integer, got {history_limit}")
+        if output_limit is not None and not _positive_int(output_limit):
+            raise InvalidArgumentError(
+                f"JobState: output_limit must be a positive integer or None, got {output_limit!r}"
+            )
         now = datetime.now()
         self.flow_id = flow_id
         self.job_id = str(uuid.uuid4())
@@ -107,6 +145,9 @@ class JobState:
         self.shared_data: dict[str, Any] = {}
         self.shared_log: list[dict[str, Any]] = []
         self.output_log: list[dict[str, Any]] = []
+        #: Keep only the newest N entries of :attr:`output_log` (None: all of them).
+        self.output_limit = output_limit if output_limit is not None else history_limit
+        self.output_dropped = 0
         #: Per-job slot merge buffers: routine id -> slot name -> accumulated data.
         self.slot_buffers: dict[str, dict[str, Any]] = {}
         self.output_handler: Any = None
@@ -287,7 +328,8 @@ class JobState:
             except Exception as exc:  # noqa: BLE001 - a broken sink must not stop the job
                 warnings.warn(f"Output handler failed: {exc}", RuntimeWarning, stacklevel=2)
         with self._lock:
-            self.output_log.append(
+            log = self.output_log
+            log.append(
                 {
                     "routine_id": routine_id,
                     "output_type": output_type,
@@ -295,39 +337,170 @@ class JobState:
                     "timestamp": ts.isoformat(),
                 }
             )
+            limit = self.output_limit
+            if limit is not None and len(log) > limit:
+                # As for history: a memmove of the limit's size per trimmed append.
+                excess = len(log) - limit
+                del log[:excess]
+                self.output_dropped += excess
             self.updated_at = ts
 
     # -- status ------------------------------------------------------------
+    #
+    # The engine and the flow change the status only through these methods, each
+    # atomic under the job's lock.  A refused change raises JobStateError and
+    # leaves the JobState untouched.
+
+    @property
+    def _paused_after_completion(self) -> bool:
+        """True for a completed job that was paused afterwards (it is still done)."""
+        return (
+            self.status == "paused"
+            and bool(self.pause_points)
+            and bool(self.pause_points[-1].get(AFTER_COMPLETION))
+        )
+
+    def _is_active(self) -> bool:
+        """True while an engine run of this job has work (the latch is held)."""
+        return self._busy.locked()
+
+    def _refuse(self, action: str, why: str) -> JobStateError:
+        return JobStateError(f"Cannot {action} job {self.job_id}: it is {self.status}; {why}")
+
+    def _transition(self, new_status: str, action: str) -> str:
+        """Move to ``new_status`` if the state machine allows it; returns the old status.
+
+        Call with the lock held.  ``action`` names the operation for the error
+        message (``"pause"``, ``"resume"``, ``"cancel"``...).
+        """
+        old = self.status
+        if old in FINAL_STATUSES:
+            raise self._refuse(action, f"{old} is a final status")
+        allowed = TRANSITIONS.get(old)
+        if allowed is None:
+            raise self._refuse(action, f"'{old}' is not a status this library knows")
+        if self._paused_after_completion and new_status in ("cancelled", "failed", "running"):
+            raise self._refuse(
+                action, "it had completed before it was paused, and a completed job stays completed"
+            )
+        if new_status not in allowed:
+            if old == "completed":
+                why = "a completed job stays completed"
+            elif old == "pending":
+                why = "it has not been started (use flow.execute())"
+            else:
+                why = f"a {old} job cannot become {new_status}"
+            raise self._refuse(action, why)
+        self.status = new_status
+        self.updated_at = datetime.now()
+        return old
+
+    def _refuse_if_saved_while_running(self, action: str) -> None:
+        """A ``running`` JobState with no run behind it was saved mid-run: its
+        unfinished work is not in it, so pausing or resuming it would lose work."""
+        if self.status == "running" and not self._is_active():
+            raise JobStateError(
+                f"Cannot {action} job {self.job_id}: it is running but no run of it is "
+                "active here, so it was saved while it was running and carries no "
+                "pending work; only paused (or journaled) jobs can be resumed. "
+                "Pause the job before saving it."
+            )
 
     def _set_paused(
-        self, reason: str = "", checkpoint: dict[str, Any] | None = None
+        self,
+        reason: str = "",
+        checkpoint: dict[str, Any] | None = None,
+        *,
+        active: bool = True,
     ) -> dict[str, Any]:
-        """Status ``paused`` and one new pause point, which is returned."""
+        """Status ``paused`` and one new pause point, which is returned.
+
+        ``active``: the caller found a run of the job that it will pause.
+        Pausing a completed job (or re-pausing one paused after completion)
+        flags the pause point with ``after_completion``, so a resume -- also
+        after save/load -- returns it ``completed`` without running anything.
+        """
         now = datetime.now()
-        point = {
+        point: dict[str, Any] = {
             "timestamp": now.isoformat(),
             "reason": reason,
             "current_routine_id": self.current_routine_id,
             "checkpoint": checkpoint or {},
         }
         with self._lock:
-            self.status = "paused"
+            if not active:
+                self._refuse_if_saved_while_running("pause")
+            after_completion = self.status == "completed" or self._paused_after_completion
+            self._transition("paused", "pause")
+            if after_completion:
+                point[AFTER_COMPLETION] = True
             self.pause_points.append(point)
-            self.updated_at = now
         return point
 
+    def _begin_resume(self) -> str | None:
+        """The status part of ``flow.resume``, with the lock held.
+
+        Returns ``"run"`` (paused -> running: the caller runs the pending work),
+        ``"done"`` (a completed job, or one paused after completion, which is
+        now ``completed`` again: nothing to run) or None (a run of the job is
+        still active: wait for it to settle and ask again).  A status no resume
+        can take (final, never started) raises at once, even while a run is active.
+        """
+        status = self.status
+        if status == "pending":
+            raise self._refuse("resume", "it has not been started (use flow.execute())")
+        if status in FINAL_STATUSES or status not in TRANSITIONS:
+            self._transition("running", "resume")  # raises, naming the status
+        if self._is_active():
+            return None
+        if status == "completed":
+            return "done"
+        if status == "running":
+            self._refuse_if_saved_while_running("resume")
+        if self._paused_after_completion:
+            self._transition("completed", "resume")
+            return "done"
+        self._transition("running", "resume")
+        return "run"
+
     def _set_running(self) -> None:
+        """paused -> running (see :meth:`_begin_resume`, which flow.resume uses)."""
         with self._lock:
             if self.status == "paused":
-                self.status = "running"
-                self.updated_at = datetime.now()
+                self._transition("running", "resume")
 
     def _set_cancelled(self, reason: str = "") -> None:
+        """Status ``cancelled``; raises JobStateError for a finished job."""
         with self._lock:
-            self.status = "cancelled"
+            self._transition("cancelled", "cancel")
             if reason:
                 self.merge_routine_state("_cancellation", {"reason": reason})
-            self.updated_at = datetime.now()
+
+    def _set_failed(self) -> bool:
+        """Status ``failed`` unless the job already has a final status (or completed);
+        True when it changed.  Never raises: a failure after a cancel stays cancelled."""
+        with self._lock:
+            if self.status not in ("running", "paused") or self._paused_after_completion:
+                return False
+            self._transition("failed", "fail")
+            return True
+
+    def _set_started(self) -> None:
+        """pending -> running, for a JobState ``execute()`` has just made."""
+        # Once per job: the table's check is inlined (pending -> running is allowed).
+        with self._lock:
+            if self.status != "pending":
+                raise self._refuse("execute", "only a new JobState can be started")
+            self.status = "running"
+
+    def _set_completed(self) -> bool:
+        """running -> completed when the job settles; True when it changed."""
+        # Once per job: the table's check is inlined (running -> completed is allowed).
+        with self._lock:
+            if self.status != "running":
+                return False
+            self.status = "completed"
+            return True
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until no work of this job is queued, running or scheduled.
@@ -348,6 +521,10 @@ class JobState:
         """The engine has no work of this job left (the latch opens)."""
         if self._busy.locked():
             self._busy.release()
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _record_time(record: ExecutionRecord) -> datetime:

@@ -645,6 +645,8 @@ def serialize_flow(f: Flow) -> dict[str, Any]:
             "error_handler": f.error_handler.serialize() if f.error_handler else None,
             "routines": {rid: serialize_routine(r) for rid, r in f.routines.items()},
             "connections": connections,
+            # Written only when set, so files of flows without it stay as they were.
+            **({"output_limit": f.output_limit} if f.output_limit is not None else {}),
         }
     )
 
@@ -665,6 +667,7 @@ def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
     history_limit = _int_field(data, "history_limit", "Flow", minimum=1)
     handler_timeout = _timeout_field(data, "handler_timeout", "Flow")
     max_deliveries = _int_field(data, "max_deliveries", "Flow", minimum=1)
+    output_limit = _int_field(data, "output_limit", "Flow", minimum=1)
     error_handler = _rebuild_error_handler(data.get("error_handler"), "Flow.error_handler")
     saved_routines = _dict_field(data, "routines", "Flow") or {}
     saved_connections = _list_of_dicts(data, "connections", "Flow") or []
@@ -700,6 +703,7 @@ def deserialize_flow(f: Flow, data: dict[str, Any]) -> None:
     f.history_limit = history_limit
     f.handler_timeout = handler_timeout
     f.max_deliveries = max_deliveries
+    f.output_limit = output_limit
     f.error_handler = error_handler
     for rid, routine in routines.items():
         f.add_routine(routine, rid)
@@ -768,7 +772,9 @@ _JOB_LISTS = ("pause_points", "pending_tasks", "deferred_events", "shared_log", 
 
 def serialize_job_state(js: JobState) -> dict[str, Any]:
     """Every field of the job except its output handler (spec 30 §9, 50 §3), plus
-    ``format_version``, ``slot_buffers``, ``history_limit`` and ``history_dropped``."""
+    ``format_version``, ``slot_buffers``, ``history_limit`` and ``history_dropped``;
+    ``output_limit`` when it is not the default (the history limit) and
+    ``output_dropped`` when outputs were dropped."""
     return _job_state_data(js, strict=False)
 
 
@@ -796,6 +802,10 @@ def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
             "history_limit": js.history_limit,
             "history_dropped": js.history_dropped,
         }
+        if js.output_limit != js.history_limit:
+            data["output_limit"] = js.output_limit
+        if js.output_dropped:
+            data["output_dropped"] = js.output_dropped
         for key in _JOB_LISTS:
             data[key] = _snapshot(getattr(js, key), key, strict)
     return stamp(data)
@@ -826,6 +836,13 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
         # A limit lower than the saved history keeps the newest records, as a run does.
         dropped += len(records) - history_limit
         del records[: len(records) - history_limit]
+
+    # An absent output_limit is the default (the history limit); null is unbounded.
+    if "output_limit" in data:
+        output_limit = _int_field(data, "output_limit", where, minimum=1)
+    else:
+        output_limit = history_limit
+    output_dropped = _int_field(data, "output_dropped", where, minimum=0) or 0
 
     routine_states = _dict_field(data, "routine_states", where) or {}
     for rid, state in routine_states.items():
@@ -866,6 +883,12 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
         js.slot_buffers = slot_buffers
         for key, value in lists.items():
             setattr(js, key, value)
+        outputs = js.output_log
+        if output_limit is not None and len(outputs) > output_limit:
+            output_dropped += len(outputs) - output_limit
+            del outputs[: len(outputs) - output_limit]
+        js.output_limit = output_limit
+        js.output_dropped = output_dropped
         if created_at is not None:
             js.created_at = created_at
         if updated_at is not None:

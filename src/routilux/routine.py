@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple, Optional,
 from .engine.context import current_run
 from .engine.tasks import Task
 from .error_handler import ErrorHandler, ErrorStrategy
-from .event import Event
+from .event import Event, _is_flow
 from .exceptions import ConfigError, DefinitionError, ExecutionContextError
 from .serialization import register_serializable
 from .slot import MergeStrategy, Slot
@@ -47,6 +47,8 @@ class Routine:
 
     def __init__(self) -> None:
         self._id = hex(id(self))
+        #: The id this routine was first added to a flow under (``Flow.add_routine``).
+        self._added_as: str | None = None
         self._slots: dict[str, Slot] = {}
         self._events: dict[str, Event] = {}
         self._config: dict[str, Any] = {}
@@ -54,7 +56,14 @@ class Routine:
         self._current_flow: Flow | None = None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}[{self._id}]"
+        return f"{type(self).__name__}[{self._label}]"
+
+    @property
+    def _label(self) -> str:
+        """How messages name this routine: the id it was first added to a flow under
+        (a routine may be in several flows), else its ``_id``."""
+        # getattr: repr may run on a half-built object (a subclass's __init__ failing).
+        return getattr(self, "_added_as", None) or self._id
 
     def __call__(self, **kwargs: Any) -> None:
         """Legacy no-op kept for compatibility; the framework never calls it."""
@@ -98,6 +107,12 @@ class Routine:
         """Create the output event ``name`` (``output_params`` documents its keys)."""
         if name in self._events:
             raise DefinitionError(f"Event '{name}' already exists in {self!r}")
+        for param in output_params or ():
+            if param in RESERVED_EMIT_NAMES:
+                raise DefinitionError(
+                    f"Event '{name}' of {self!r} declares the parameter {param!r}, a name "
+                    f"emit() reserves ({RESERVED_EMIT_NAMES[param]}); rename the parameter"
+                )
         event = Event(name, self, output_params or [])
         self._events[name] = event
         return event
@@ -188,6 +203,16 @@ class Routine:
             return None
         return ExecutionContext(run.flow, run.job_state, rid)
 
+    @property
+    def context(self) -> ExecutionContext:
+        """The job this routine is handling right now; never None.
+
+        The typed alternative to :meth:`get_execution_context` for handlers: it
+        raises :class:`~routilux.ExecutionContextError` outside a job instead of
+        returning None, so handler code needs no ``assert ctx is not None``.
+        """
+        return self._require_context("use self.context")
+
     def emit(self, event_name: str, flow: Flow | None = None, **kwargs: Any) -> None:
         """Send ``kwargs`` on the event ``event_name``.
 
@@ -201,6 +226,11 @@ class Routine:
         if run is not None and (flow is None or flow is run.flow):
             run.emit(self, event, kwargs)
             return
+        if flow is not None and not _is_flow(flow):
+            raise DefinitionError(
+                f"emit({event_name!r}) of {self!r}: 'flow' is reserved for the Flow to emit "
+                f"in, got {type(flow).__name__} {flow!r}; send data under another key"
+            )
         event.emit(flow=flow, **kwargs)
 
     def _require_context(self, what: str) -> ExecutionContext:
@@ -277,6 +307,14 @@ class Routine:
         if len(kwargs) == 1:
             return next(iter(kwargs.values()))
         return kwargs or {}
+
+
+#: Keyword names ``emit()`` keeps for itself, with what they mean; an event
+#: cannot declare them as parameters.
+RESERVED_EMIT_NAMES = {
+    "flow": "emit(..., flow=...) names the Flow to emit in",
+    "event_name": "emit's first argument",
+}
 
 
 def _accepts_bool(expected: ConfigType) -> bool:

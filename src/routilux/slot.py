@@ -160,7 +160,7 @@ class Slot:
 
     def __repr__(self) -> str:
         if self.routine is not None:
-            return f"Slot[{self.routine._id}.{self.name}]"
+            return f"Slot[{self.routine._label}.{self.name}]"
         return f"Slot[{self.name}]"
 
     def serialize(self) -> dict[str, Any]:

@@ -162,7 +162,7 @@ class BuiltinRoutine(Routine):
 
     # -- expressions at run time -----------------------------------------------------
 
-    def _label(self) -> str:
+    def _name_in_job(self) -> str:
         """This routine as error messages name it: by its id in the flow inside a job."""
         ctx = self.get_execution_context()
         if ctx is None:
@@ -171,7 +171,7 @@ class BuiltinRoutine(Routine):
 
     def _expression_failure(self, exc: ExpressionError, what: str) -> ExpressionError:
         """``exc`` again (same class), naming this routine and ``what`` failed."""
-        return type(exc)(f"{self._label()}: {what}: {exc}")
+        return type(exc)(f"{self._name_in_job()}: {what}: {exc}")
 
     def _evaluate(self, key: str, expression: str, data: Any) -> Any:
         """Evaluate the expression of config ``key`` on ``data`` (with this routine's

@@ -111,8 +111,11 @@ class JobRun:
         self._cond_obj: threading.Condition | None = None
         self._work_ready_obj: threading.Condition | None = None
         self._state = RUNNING
-        self._outstanding = 0
-        self._running = 0
+        # The first step (the entry handler, or a resume's re-emissions) counts
+        # from the moment the run exists, not from start(): a pause or cancel
+        # that finds the registered run before it starts must not settle it.
+        self._outstanding = 1
+        self._running = 1
         self._pausing = 0  # running handlers that are inside pause()
         self._drainer_waiting = False
         self._settling = False
@@ -163,15 +166,15 @@ class JobRun:
         job's first unit of work, on the calling thread, then drain if sequential.
 
         ``first_steps`` returns False when it handed an ``async def`` handler to the
-        loop: that coroutine then ends the unit of work itself."""
-        with self._lock:
-            self._outstanding += 1
-            self._running += 1
+        loop: that coroutine then ends the unit of work itself.  A run cancelled
+        before it started skips them (a paused one runs them: what they queue is
+        saved in ``pending_tasks``)."""
         token = bind(self)
         try:
             done = True
             try:
-                done = first_steps() is not False
+                if self._state is not STOPPED:
+                    done = first_steps() is not False
             except Exception as exc:  # noqa: BLE001 - engine failure, see _engine_failure
                 self._engine_failure(exc)
             except BaseException:
@@ -1034,16 +1037,22 @@ class JobRun:
 
     # -- pause, cancel, stop ---------------------------------------------------
 
-    def stop(self, status: str, reason: str = "") -> None:
-        """End the job as ``failed`` or ``cancelled``: drop everything not yet started."""
+    def stop(self, status: str, reason: str = "", *, status_set: bool = False) -> None:
+        """End the job as ``failed`` or ``cancelled``: drop everything not yet started.
+
+        The status goes through the JobState's state machine: cancelling a
+        finished job raises ``JobStateError`` (and drops nothing); a failure of a
+        job already cancelled or failed keeps that final status.  ``status_set``:
+        the caller (``flow.cancel``) has already made the status change.
+        """
         js = self.job_state
         # The JobState is written outside the run's lock: handlers may hold the
         # job's lock while they emit (lock order is always job lock -> run lock).
-        if status == "cancelled":
-            js._set_cancelled(reason)
-        else:
-            with js.lock:
-                js.status = status
+        if not status_set:
+            if status == "cancelled":
+                js._set_cancelled(reason)
+            else:
+                js._set_failed()
         with self._lock:
             self._state = STOPPED
             dropped = len(self._queue) + len(self._async_queue)
@@ -1088,11 +1097,23 @@ class JobRun:
                 cancelled.append(task)
         return cancelled if collect else len(cancelled)
 
-    def pause(self, reason: str, checkpoint: dict[str, Any] | None, wait: float) -> None:
-        """Stop starting tasks, save the rest in ``pending_tasks`` and wait for running ones."""
+    def pause(
+        self,
+        reason: str,
+        checkpoint: dict[str, Any] | None,
+        wait: float,
+        point: dict[str, Any] | None = None,
+    ) -> None:
+        """Stop starting tasks, save the rest in ``pending_tasks`` and wait for running ones.
+
+        A failed or cancelled job raises ``JobStateError`` (the state machine).
+        ``point``: the pause point of a status change the caller (``flow.pause``)
+        has already made.
+        """
         js = self.job_state
         own = 1 if current_run() is self else 0
-        point = js._set_paused(reason, checkpoint)
+        if point is None:
+            point = js._set_paused(reason, checkpoint, active=True)
         with self._lock:
             if self._state is RUNNING:
                 self._state = PAUSED
@@ -1139,11 +1160,7 @@ class JobRun:
         """The job has no live work left: write its final status and wake waiters."""
         js = self.job_state
         entry_id = self.entry_id
-        completed = False
-        with js.lock:
-            if js.status == "running":
-                js.status = "completed"
-                completed = True
+        completed = js._set_completed()
         if completed and entry_id is not None:
             end = datetime.now()
             state = js.get_routine_state(entry_id) or {}

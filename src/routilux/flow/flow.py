@@ -8,6 +8,7 @@ everything a job changes lives in that job's JobState and JobRun.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import uuid
@@ -84,10 +85,14 @@ class Flow:
     ``execution_strategy`` is ``"sequential"`` (the calling thread runs every
     task, in FIFO order) or ``"concurrent"`` (tasks run on a pool of
     ``max_workers`` threads shared by all jobs of the flow).  ``history_limit``
-    keeps only the newest N history records of each job.  ``handler_timeout``
-    (seconds) bounds every delivery whose slot has no ``timeout`` of its own;
-    ``max_deliveries`` fails a job that makes more deliveries than that (a
-    cycle); see docs/execution-model.md, "Timeouts" and "Limits".
+    keeps only the newest N history records of each job, ``output_limit`` the
+    newest N entries of its output log (default: the history limit).
+    ``strict=True`` makes :meth:`connect` refuse, with a ``FlowError``, a handler
+    whose signature cannot take the event's declared parameters (by default it
+    warns with a ``RoutiluxWarning``).  ``handler_timeout`` (seconds) bounds
+    every delivery whose slot has no ``timeout`` of its own; ``max_deliveries``
+    fails a job that makes more deliveries than that (a cycle); see
+    docs/execution-model.md, "Timeouts" and "Limits".
     """
 
     def __init__(
@@ -97,23 +102,26 @@ class Flow:
         max_workers: int = 5,
         *,
         history_limit: int | None = None,
+        output_limit: int | None = None,
+        strict: bool = False,
         handler_timeout: float | None = None,
         max_deliveries: int | None = None,
     ) -> None:
         self.flow_id = flow_id or str(uuid.uuid4())
         _check_workers(self.flow_id, max_workers)
         self.handler_timeout = check_timeout(handler_timeout, f"Flow '{self.flow_id}' handler")
-        if max_deliveries is not None and not _positive_int(max_deliveries):
-            raise InvalidArgumentError(
-                f"Flow '{self.flow_id}': max_deliveries must be a positive integer or None, "
-                f"got {max_deliveries!r}"
-            )
+        limits = (
+            ("history_limit", history_limit),
+            ("output_limit", output_limit),
+            ("max_deliveries", max_deliveries),
+        )
+        for name, limit in limits:
+            if limit is not None and not _positive_int(limit):
+                raise InvalidArgumentError(
+                    f"Flow '{self.flow_id}': {name} must be a positive integer or None, "
+                    f"got {limit!r}"
+                )
         self.max_deliveries: int | None = max_deliveries
-        if history_limit is not None and not _positive_int(history_limit):
-            raise InvalidArgumentError(
-                f"Flow '{self.flow_id}': history_limit must be a positive integer or None, "
-                f"got {history_limit!r}"
-            )
         self.routines: dict[str, Routine] = {}
         self.connections: list[Connection] = []
         if execution_strategy not in STRATEGIES:
@@ -127,6 +135,8 @@ class Flow:
         self.error_handler: ErrorHandler | None = None
         self.execution_tracker: ExecutionTracker | None = None
         self.history_limit = history_limit
+        self.output_limit = output_limit
+        self.strict = bool(strict)
         self._routine_ids: dict[int, str] = {}
         self._connection_index: dict[tuple[int, int], Connection] = {}
         self._executor: WorkerPool | None = None
@@ -173,6 +183,8 @@ class Flow:
         self.routines[rid] = routine
         # Identity lookups find the first id a routine object was added under.
         self._routine_ids.setdefault(id(routine), rid)
+        if routine._added_as is None:
+            routine._added_as = rid  # messages name the routine by it (see Routine._label)
         return rid
 
     def connect(
@@ -206,6 +218,16 @@ class Flow:
                 f"(str -> str), got {param_mapping!r}"
             )
         connection = Connection(event, slot, param_mapping)
+        problem = _signature_problem(event, slot, connection)
+        if problem is not None:
+            message = (
+                f"Flow '{self.flow_id}': connect({source_routine_id!r}, {source_event!r}, "
+                f"{target_routine_id!r}, {target_slot!r}): {problem}. Name the handler's "
+                "parameters after the keys, add a param_mapping, or take 'data' or **kwargs"
+            )
+            if self.strict:
+                raise FlowError(message)
+            warnings.warn(message, RoutiluxWarning, stacklevel=2)
         connection._source_routine_id = source_routine_id
         connection._target_routine_id = target_routine_id
         self.connections.append(connection)
@@ -380,8 +402,10 @@ class Flow:
                 f"got {type(entry_params).__name__}"
             )
         self._check_strategy(execution_strategy)
-        job_state = JobState(self.flow_id, history_limit=self.history_limit)
-        job_state.status = "running"
+        job_state = JobState(
+            self.flow_id, history_limit=self.history_limit, output_limit=self.output_limit
+        )
+        job_state._set_started()
         job_state.current_routine_id = entry_routine_id
         if output_handler is not None:
             job_state.set_output_handler(output_handler)
@@ -447,27 +471,44 @@ class Flow:
         Deferred events are emitted first, then the saved pending tasks run.
         Like :meth:`execute`, waits until the job has no work left unless
         ``wait=False``.  Returns the same JobState.
+
+        A run of the job still active here (a pause still finishing its handlers,
+        another resume) is waited for first.  A completed job, or one paused
+        after it completed, is returned ``completed`` without running anything.
+        A ``failed``, ``cancelled`` or never started job, and a JobState saved
+        while it was running (it holds no pending work), raise
+        :class:`~routilux.JobStateError`.
         """
         _refuse_to_block_the_engine_loop(wait)
         self._check_owner(job_state)
         current = job_state.current_routine_id
         if current is not None and current not in self.routines:
             raise JobStateError(f"Current routine '{current}' not found in flow")
-        with self._runs_cond:
-            previous = self._runs.get(job_state.job_id)
-        if previous is not None:
-            if current_run() is previous:
-                raise JobStateError(
-                    f"job {job_state.job_id} cannot be resumed from one of its own handlers"
-                )
-            previous.wait()
         self._check_strategy(execution_strategy)
-        job_state._set_running()
-        with job_state.lock:
-            pending, job_state.pending_tasks = job_state.pending_tasks, []
-            deferred, job_state.deferred_events = job_state.deferred_events, []
-        run = JobRun(self, job_state, None, current)
-        self._register(run, execution_strategy)
+        own = current_run()
+        if own is not None and own.job_state is job_state:
+            # It would wait for its own run to settle, forever.
+            raise JobStateError(
+                f"job {job_state.job_id} cannot be resumed from one of its own handlers"
+            )
+        while True:
+            # The status change, taking the pending work and registering the new
+            # run are one step under the job's lock: a pause or cancel racing this
+            # resume sees either the paused job or the new run, never neither.
+            with job_state.lock:
+                step = job_state._begin_resume()
+                if step == "done":
+                    return job_state
+                if step == "run":
+                    pending, job_state.pending_tasks = job_state.pending_tasks, []
+                    deferred, job_state.deferred_events = job_state.deferred_events, []
+                    run = JobRun(self, job_state, None, current)
+                    self._register(run, execution_strategy)
+                    break
+            # A run of the job is still active (a pause finishing its handlers, or
+            # another resume's run): wait until it settles (the latch opens last,
+            # so the new run will own it), then look at the status it left.
+            job_state.wait_for_completion()
 
         def first_steps() -> bool:
             for event in deferred:
@@ -591,8 +632,15 @@ class Flow:
             )
 
     def _active_run(self, job_state: JobState) -> JobRun | None:
+        """The run of this very JobState object, if the flow runs it.
+
+        A copy of the job (loaded from a file, with the same ``job_id``) is not
+        the object the run writes to: controlling the run through it would change
+        the run but not the copy's status.
+        """
         with self._runs_cond:
-            return self._runs.get(job_state.job_id)
+            run = self._runs.get(job_state.job_id)
+        return run if run is not None and run.job_state is job_state else None
 
     def pause(
         self,
@@ -608,28 +656,101 @@ class Flow:
 
         On the engine's event loop (in an ``async def`` handler) it does not
         wait at all: waiting there would stall the very handlers it waits for.
+
+        A ``failed`` or ``cancelled`` job, one never started, and a JobState saved
+        while it was running raise :class:`~routilux.JobStateError`.  Pausing a
+        completed job (kept for seed-era code) makes it ``paused`` with nothing
+        pending; resuming it returns it ``completed`` without running anything.
         """
         self._check_owner(job_state)
         if aio.on_engine_loop():
             wait_timeout = 0.0
-        run = self._active_run(job_state)
-        if run is None or run.finished:
-            point = job_state._set_paused(reason, checkpoint)
-            point["pending_tasks_count"] = len(job_state.pending_tasks)
-            return
-        run.pause(reason, checkpoint, wait_timeout)
+        # Finding the run and changing the status are one step under the job's
+        # lock, so a resume racing this pause cannot slip a new run in between.
+        with job_state.lock:
+            run = self._active_run(job_state)
+            active = run is not None and not run.finished
+            point = job_state._set_paused(reason, checkpoint, active=active)
+            if run is None or not active:
+                point["pending_tasks_count"] = len(job_state.pending_tasks)
+                return
+        run.pause(reason, checkpoint, wait_timeout, point=point)
 
     def cancel(self, job_state: JobState, reason: str = "") -> None:
         """Cancel a job: queued, pending and scheduled work is dropped; running
-        handlers finish but what they emit is discarded."""
+        handlers finish but what they emit is discarded.
+
+        Only a pending, running or paused job can be cancelled: a ``completed``,
+        ``failed`` or ``cancelled`` one raises :class:`~routilux.JobStateError`
+        (a cancel racing the job's natural completion either wins, and the job
+        ends ``cancelled``, or raises, and the job stays ``completed``).
+        """
         self._check_owner(job_state)
-        run = self._active_run(job_state)
-        if run is None or run.finished:
+        with job_state.lock:
+            run = self._active_run(job_state)
             job_state._set_cancelled(reason)
-            job_state.pending_tasks.clear()
-            job_state.deferred_events.clear()
-            return
-        run.stop("cancelled", reason)
+            if run is None or run.finished:
+                job_state.pending_tasks.clear()
+                job_state.deferred_events.clear()
+                return
+        run.stop("cancelled", reason, status_set=True)
+
+
+def _signature_problem(event: Event, slot: Slot, connection: Connection) -> str | None:
+    """Why the slot's handler cannot take what the event declares, or None.
+
+    Follows the dispatch rule (spec 10 §3.3, ``slot._dispatch_plan``) with the
+    event's declared ``output_params`` renamed by the connection's mapping.  Only
+    sure mismatches count: no declared parameters, a custom merge function (its
+    result's keys are unknown), ``**kwargs``, a lone ``data`` or ``*args``, and
+    unmatched parameters that have defaults are all fine.
+    """
+    handler = slot.handler
+    if handler is None or not event.output_params or callable(slot.merge_strategy):
+        return None
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):  # no signature: it gets the dict
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    keys = list(connection._apply_mapping(dict.fromkeys(event.output_params)))
+    named = [p for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    shown = ", ".join(repr(k) for k in keys)
+    if not named:
+        if len(params) > len(named):
+            return None  # only *args: the dict arrives as args[0]
+        return f"its handler takes no parameter, but the event sends {shown}"
+    if any(p.name in keys for p in named):
+        missing = [
+            p.name
+            for p in named
+            if p.name not in keys
+            and p.default is inspect.Parameter.empty
+            and p.kind is not inspect.Parameter.VAR_POSITIONAL
+        ]
+        if len(named) > 1 and missing:
+            return (
+                f"its handler's parameter(s) {', '.join(repr(m) for m in missing)} have no "
+                f"default and are not among the keys the event sends ({shown})"
+            )
+        return None
+    # No parameter matches: the handler is called with the whole dict, positionally.
+    names = ", ".join(repr(p.name) for p in named)
+    try:
+        bound = inspect.signature(handler).bind(None).arguments
+    except TypeError:
+        return (
+            f"none of its handler's parameters ({names}) is a key the event sends ({shown}), "
+            "and the handler cannot be called with the whole dict either"
+        )
+    (taker,) = bound  # the one parameter that would receive the dict
+    if taker == "data" or taker not in {p.name for p in named}:
+        return None  # a 'data' parameter, or *args, takes the dict on purpose
+    return (
+        f"none of its handler's parameters ({names}) is a key the event sends ({shown}), "
+        f"so its parameter {taker!r} would receive the whole dict"
+    )
 
 
 def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
