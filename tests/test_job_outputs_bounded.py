@@ -152,3 +152,23 @@ def test_a_flow_output_limit_round_trips() -> None:
     assert outputs(js) == [2, 3, 4] and js.output_dropped == 2
     # Not written when unset, so files of flows without it are unchanged.
     assert "output_limit" not in Flow("plain").serialize()
+
+
+def test_outputs_sent_from_many_threads_are_kept_or_counted() -> None:
+    import threading
+
+    js = JobState("f", output_limit=50)
+    start = threading.Barrier(8, timeout=30)
+
+    def send(worker: int) -> None:
+        start.wait()
+        for i in range(500):
+            js.send_output(f"w{worker}", "progress", {"i": i})
+
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(js.output_log) == 50
+    assert js.output_dropped + len(js.output_log) == 8 * 500

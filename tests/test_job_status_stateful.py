@@ -278,7 +278,7 @@ class JobStatusMachine(RuleBasedStateMachine):
 
 
 JobStatusMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("SM_EXAMPLES", "80")),
+    max_examples=int(os.environ.get("SM_EXAMPLES", "200")),
     stateful_step_count=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
