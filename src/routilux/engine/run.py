@@ -484,11 +484,7 @@ class JobRun:
                 return False
             if not done:
                 return True  # an awaitable result: the coroutine ends the task
-            self._running -= 1
-            self._outstanding -= 1
-            if self._state is not RUNNING:
-                self._wake_waiters()  # a pause may wait for running tasks
-            finish = self._settle_if_idle_locked()
+            finish = self._task_done_locked()
         if finish:
             self._finish()
         return True
@@ -946,13 +942,17 @@ class JobRun:
 
     def _task_done(self) -> None:
         with self._lock:
-            self._running -= 1
-            self._outstanding -= 1
-            if self._state is not RUNNING:
-                self._wake_waiters()  # a pause may wait for running tasks
-            finish = self._settle_if_idle_locked()
+            finish = self._task_done_locked()
         if finish:
             self._finish()
+
+    def _task_done_locked(self) -> bool:
+        """A running task ended (lock held): True when the caller must :meth:`_finish`."""
+        self._running -= 1
+        self._outstanding -= 1
+        if self._state is not RUNNING:
+            self._wake_waiters()  # a pause may wait for running tasks
+        return self._settle_if_idle_locked()
 
     # -- failures -------------------------------------------------------------
 
