@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._context import current_run
 from .exceptions import InvalidArgumentError, SerializationError
 from .serialization import lookup_exception_class, register_serializable, short_repr
 
@@ -138,8 +139,6 @@ class ErrorHandler:
         Records like the engine does when called inside a job, but never sleeps:
         a RETRY answer only counts the retry; the caller schedules it.
         """
-        from .engine.context import current_run
-
         run = current_run()
         js = run.job_state if run is not None else None
         strategy = self.strategy

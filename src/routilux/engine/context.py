@@ -1,21 +1,12 @@
-"""Which job the current thread or asyncio task is working for.
+"""Which job the current thread or asyncio task is working for, as the engine sees it.
 
-The binding travels with the task through :mod:`contextvars` (DESIGN invariant
-7): a worker binds the job before running a task and unbinds it afterwards, so
-a pooled thread never leaks one job into another's task.
+The variable itself lives in :mod:`routilux._context` (the state layer), so that layers
+below the engine -- the error policy -- can read it without importing upwards. These are
+the same objects, re-exported: the engine binds, everybody reads.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Optional
+from .._context import bind, current_run, unbind
 
-if TYPE_CHECKING:
-    from .run import JobRun
-
-_current: ContextVar[Optional[JobRun]] = ContextVar("routilux_current_job", default=None)
-
-#: Fast accessor for the hot path.
-current_run = _current.get
-bind = _current.set
-unbind = _current.reset
+__all__ = ["bind", "current_run", "unbind"]
