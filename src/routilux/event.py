@@ -91,7 +91,6 @@ class Event:
 
 
 def _is_flow(value: object) -> bool:
-    # Imported here: the flow package imports this module.
-    from .flow.flow import Flow
-
-    return isinstance(value, Flow)
+    # A Flow (or a subclass) says so with a class attribute: the flow package sits above
+    # this module and imports it, so importing Flow here would close an import cycle.
+    return getattr(type(value), "_routilux_flow", False) is True

@@ -14,7 +14,7 @@ import threading
 import uuid
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..connection import Connection
 from ..engine import aio
@@ -94,6 +94,9 @@ class Flow:
     fails a job that makes more deliveries than that (a cycle); see
     docs/execution-model.md, "Timeouts" and "Limits".
     """
+
+    #: How ``Event.emit``/``Routine.emit`` recognise a flow without importing this module.
+    _routilux_flow: ClassVar[bool] = True
 
     def __init__(
         self,
