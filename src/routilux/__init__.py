@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import logging
 
+# Registers the serialization layout of every class (Routine, Flow, JobState, ...): their
+# serialize/deserialize/save/load methods find it through the codec's registry, so none
+# of them imports persistence. Importing any routilux module runs this file first.
+from . import persistence  # noqa: F401
 from .builtin_routines import (
     Aggregator,
     Batcher,

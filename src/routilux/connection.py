@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .serialization import register_serializable
+from .serialization import layout_of, register_serializable
 
 if TYPE_CHECKING:
     from .event import Event
@@ -35,17 +35,13 @@ class Connection:
         return f"Connection[{self.source_event!r} -> {self.target_slot!r}]"
 
     def serialize(self) -> dict[str, Any]:
-        """This connection as JSON-safe data (see ``routilux.persistence``)."""
-        from .persistence import serialize_connection
-
-        return serialize_connection(self)
+        """This connection as JSON-safe data (its layout: ``routilux.persistence``)."""
+        return layout_of(type(self)).serialize(self)
 
     def deserialize(self, data: dict[str, Any]) -> Connection:
         """Restore from :meth:`serialize` output; the ends stay None until a flow
         resolves them.  Returns ``self``."""
-        from .persistence import deserialize_connection
-
-        deserialize_connection(self, data)
+        layout_of(type(self)).deserialize(self, data)
         return self
 
     def _apply_mapping(self, data: dict[str, Any]) -> dict[str, Any]:

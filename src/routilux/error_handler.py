@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._context import current_run
-from .exceptions import InvalidArgumentError, SerializationError
-from .serialization import lookup_exception_class, register_serializable, short_repr
+from .exceptions import InvalidArgumentError
+from .serialization import layout_of, register_serializable, short_repr
 
 if TYPE_CHECKING:
     from .routine import Routine
@@ -167,20 +167,9 @@ class ErrorHandler:
         return not self.is_critical
 
     def serialize(self) -> dict[str, Any]:
-        """A JSON-safe dict; retryable exception classes are written as dotted names."""
-        return {
-            "_type": "ErrorHandler",
-            "strategy": self.strategy.value,
-            "max_retries": self.max_retries,
-            "retry_delay": self.retry_delay,
-            "retry_backoff": self.retry_backoff,
-            "retry_count": self.retry_count,
-            "is_critical": self.is_critical,
-            "is_optional": self.is_optional,
-            "retryable_exceptions": [
-                f"{cls.__module__}.{cls.__qualname__}" for cls in self.retryable_exceptions
-            ],
-        }
+        """A JSON-safe dict; retryable exception classes are written as dotted names
+        (the layout: ``routilux.persistence``)."""
+        return layout_of(type(self)).serialize(self)
 
     def deserialize(self, data: dict[str, Any]) -> ErrorHandler:
         """Restore from :meth:`serialize` output; returns ``self``.
@@ -190,45 +179,7 @@ class ErrorHandler:
         :func:`routilux.serialization.lookup_exception_class`). A bad value raises
         :class:`SerializationError` naming its key, e.g. ``'retry_delay'``.
         """
-        if not isinstance(data, Mapping):
-            raise SerializationError(
-                f"ErrorHandler data must be a JSON object (dict), got {type(data).__name__}"
-            )
-        strategy = data.get("strategy", "stop")
-        try:
-            checked_strategy = _strategy(strategy)
-            max_retries = _bounded_int("max_retries", data.get("max_retries", 3), MAX_RETRIES)
-            retry_delay = _bounded_number(
-                "retry_delay", data.get("retry_delay", 1.0), MAX_RETRY_DELAY
-            )
-            retry_backoff = _bounded_number(
-                "retry_backoff", data.get("retry_backoff", 2.0), MAX_RETRY_BACKOFF
-            )
-            retry_count = _bounded_int("retry_count", data.get("retry_count", 0), MAX_RETRIES)
-        except InvalidArgumentError as exc:
-            raise SerializationError(str(exc)) from None
-        is_critical = _saved_bool(data, "is_critical")
-        is_optional = _saved_bool(data, "is_optional")
-        names = data.get("retryable_exceptions")
-        if names is None:
-            names = []
-        if not isinstance(names, list):
-            raise SerializationError(
-                f"'retryable_exceptions' must be a list of class names, got "
-                f"{type(names).__name__}: {short_repr(names)}"
-            )
-        classes = tuple(
-            _exception_class(name, f"retryable_exceptions[{index}]")
-            for index, name in enumerate(names)
-        )
-        self.strategy = checked_strategy
-        self.max_retries = max_retries
-        self.retry_delay = retry_delay
-        self.retry_backoff = retry_backoff
-        self.retry_count = retry_count
-        self.is_critical = is_critical
-        self.is_optional = is_optional
-        self.retryable_exceptions = classes or (Exception,)
+        layout_of(type(self)).deserialize(self, data)
         return self
 
 
@@ -290,29 +241,3 @@ def _exception_classes(
                 f"'retryable_exceptions' must hold exception classes, got {short_repr(cls)}"
             )
     return classes or (Exception,)
-
-
-def _saved_bool(data: Mapping[str, Any], key: str) -> bool:
-    value = data.get(key, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        # bool("false") is True: a file must say true or false.
-        raise SerializationError(f"'{key}' must be true or false, got {short_repr(value)}")
-    return value
-
-
-def _exception_class(dotted: object, where: str) -> type[BaseException]:
-    """Resolve a saved exception class name; never imports anything (DESIGN invariant 8).
-
-    Builtin exceptions, routilux's own and registered classes only (see
-    :func:`routilux.serialization.lookup_exception_class`).
-    """
-    if not isinstance(dotted, str):
-        raise SerializationError(
-            f"'{where}' must be an exception class name (a string), got {short_repr(dotted)}"
-        )
-    try:
-        return lookup_exception_class(dotted)
-    except SerializationError as exc:
-        raise SerializationError(f"'{where}': {exc}") from None

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .engine.context import current_run
 from .exceptions import DefinitionError
-from .serialization import register_serializable
+from .serialization import layout_of, register_serializable
 
 if TYPE_CHECKING:
     from .routine import Routine
@@ -34,16 +34,12 @@ class Event:
         return f"Event[{self.name}]"
 
     def serialize(self) -> dict[str, Any]:
-        """This event as JSON-safe data (see ``routilux.persistence``)."""
-        from .persistence import serialize_event
-
-        return serialize_event(self)
+        """This event as JSON-safe data (its layout: ``routilux.persistence``)."""
+        return layout_of(type(self)).serialize(self)
 
     def deserialize(self, data: dict[str, Any]) -> Event:
         """Restore from :meth:`serialize` output in place; returns ``self``."""
-        from .persistence import deserialize_event
-
-        deserialize_event(self, data)
+        layout_of(type(self)).deserialize(self, data)
         return self
 
     def connect(self, slot: Slot, param_mapping: dict[str, str] | None = None) -> None:

@@ -24,8 +24,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Callable, Union
 
-from routilux.exceptions import SerializationError
-from routilux.serialization import check_format_version, register_serializable
+from routilux.serialization import layout_of, register_serializable
 
 __all__ = ["ExecutionTracker"]
 
@@ -52,10 +51,6 @@ def _format_event(raw: Any, target_of: Callable[[str, str], str | None] | None) 
         "target_routine_id": target,
         "data": data or {},
     }
-
-
-def _or_default(value: Any, default: Any) -> Any:
-    return default if value is None else value
 
 
 def _parse_iso(value: object) -> datetime | None:
@@ -262,20 +257,8 @@ class ExecutionTracker:
     def serialize(self) -> dict[str, Any]:
         """``{"_type", "flow_id", "routine_executions", "event_flow",
         "performance_metrics"}`` (and ``max_events`` when set); records are copied,
-        event data is not."""
-        data: dict[str, Any] = {
-            "_type": type(self).__name__,
-            "flow_id": self.flow_id,
-            "routine_executions": {
-                routine_id: [dict(r) for r in records]
-                for routine_id, records in list(self.routine_executions.items())
-            },
-            "event_flow": [dict(e) for e in self.event_flow],
-            "performance_metrics": dict(self.performance_metrics),
-        }
-        if self.max_events is not None:  # the spec's five keys otherwise
-            data["max_events"] = self.max_events
-        return data
+        event data is not. The layout is in ``routilux.persistence``."""
+        return layout_of(type(self)).serialize(self)
 
     def deserialize(self, data: Mapping[str, Any]) -> ExecutionTracker:
         """Replace this tracker's contents with ``data`` (from ``serialize``); returns self.
@@ -283,50 +266,5 @@ class ExecutionTracker:
         Unknown keys are ignored; missing ones get their defaults. Wrongly typed values
         raise :class:`SerializationError`.
         """
-        data = check_format_version(data, "ExecutionTracker")
-        type_name = data.get("_type")
-        accepted = {cls.__name__ for cls in type(self).__mro__}
-        if type_name is not None and type_name not in accepted:
-            raise SerializationError(
-                f"Cannot deserialize {type_name!r} data into {type(self).__name__}"
-            )
-
-        flow_id = data.get("flow_id", "")
-        if flow_id is None:
-            flow_id = ""
-        if not isinstance(flow_id, str):
-            raise SerializationError(f"ExecutionTracker.flow_id must be a string, got {flow_id!r}")
-
-        executions = _or_default(data.get("routine_executions"), {})
-        if not isinstance(executions, dict):
-            raise SerializationError("ExecutionTracker.routine_executions must be a dict")
-        restored: dict[str, list[dict[str, Any]]] = {}
-        for routine_id, records in executions.items():
-            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-                raise SerializationError(
-                    f"ExecutionTracker.routine_executions[{routine_id!r}] must be a list of dicts"
-                )
-            restored[str(routine_id)] = [dict(r) for r in records]
-
-        events = _or_default(data.get("event_flow"), [])
-        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-            raise SerializationError("ExecutionTracker.event_flow must be a list of dicts")
-
-        metrics = _or_default(data.get("performance_metrics"), {})
-        if not isinstance(metrics, dict):
-            raise SerializationError("ExecutionTracker.performance_metrics must be a dict")
-
-        max_events = data.get("max_events")
-        if max_events is not None and (
-            not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 1
-        ):
-            raise SerializationError(
-                f"ExecutionTracker.max_events must be a positive integer, got {max_events!r}"
-            )
-
-        self.flow_id = flow_id
-        self.max_events = max_events
-        self.routine_executions = restored
-        self.event_flow = events
-        self.performance_metrics = dict(metrics)
+        layout_of(type(self)).deserialize(self, data)
         return self

@@ -16,8 +16,8 @@ import warnings
 from datetime import datetime
 from typing import Any, Callable
 
-from .exceptions import InvalidArgumentError, JobStateError, SerializationError
-from .serialization import from_iso, register_serializable
+from .exceptions import InvalidArgumentError, JobStateError
+from .serialization import layout_of, register_serializable
 
 __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
 
@@ -86,25 +86,12 @@ class ExecutionRecord:
     __hash__ = None  # type: ignore[assignment]
 
     def serialize(self) -> dict[str, Any]:
-        """A JSON-safe dict (the timestamp as an ISO string)."""
-        return {
-            "_type": "ExecutionRecord",
-            "routine_id": self.routine_id,
-            "event_name": self.event_name,
-            "data": self.data,
-            "timestamp": self.timestamp.isoformat(),
-        }
+        """A JSON-safe dict (the timestamp as an ISO string; layout: ``routilux.persistence``)."""
+        return layout_of(type(self)).serialize(self)
 
     def deserialize(self, data: dict[str, Any]) -> ExecutionRecord:
         """Restore from :meth:`serialize` output; returns ``self``."""
-        self.routine_id = data.get("routine_id", "")
-        self.event_name = data.get("event_name", "")
-        self.data = data.get("data") or {}
-        ts = data.get("timestamp")
-        try:
-            self.timestamp = from_iso(ts) if ts is not None else datetime.now()
-        except SerializationError as exc:
-            raise SerializationError(f"ExecutionRecord field 'timestamp': {exc}") from None
+        layout_of(type(self)).deserialize(self, data)
         return self
 
 
@@ -172,29 +159,22 @@ class JobState:
 
     def serialize(self) -> dict[str, Any]:
         """The whole job state as JSON-safe data (the output handler is never saved)."""
-        from .persistence import serialize_job_state
-
-        return serialize_job_state(self)
+        return layout_of(type(self)).serialize(self)
 
     def deserialize(self, data: dict[str, Any]) -> JobState:
         """Restore from :meth:`serialize` output in place; returns ``self``."""
-        from .persistence import deserialize_job_state
-
-        deserialize_job_state(self, data)
+        layout_of(type(self)).deserialize(self, data)
         return self
 
     def save(self, filepath: str | os.PathLike[str]) -> None:
         """Write the job state to ``filepath`` as JSON (atomically)."""
-        from .persistence import save_job_state
-
-        save_job_state(self, filepath)
+        layout_of(type(self)).save(self, filepath)
 
     @classmethod
     def load(cls, filepath: str | os.PathLike[str]) -> JobState:
         """Read a job state written by :meth:`save`."""
-        from .persistence import load_job_state
-
-        return load_job_state(filepath, cls)
+        loaded: JobState = layout_of(cls).load(filepath, cls)
+        return loaded
 
     # -- routine state ---------------------------------------------------
 

@@ -1,16 +1,20 @@
 """Saving and restoring flows, routines and job states (spec 50 §3, 30 §9).
 
-This module owns the *layout* of saved Routilux objects; ``routilux.serialization``
-owns the codec underneath (class registry, callable codec, format version, atomic JSON
-files). Each class keeps a thin ``serialize``/``deserialize`` method that calls in here.
+This module owns the *layout* of every saved Routilux object -- Slot, Event, Connection,
+Routine, Flow, ErrorHandler, ExecutionRecord, JobState, ExecutionTracker -- and registers
+each with :func:`routilux.serialization.register_layout` when it is imported
+(``routilux/__init__`` imports it). The classes' public ``serialize``/``deserialize`` (and
+JobState's ``save``/``load``) look their layout up there, so none of them imports this
+module: it sits above the classes whose private attributes it reads, and only imports
+downwards. ``routilux.serialization`` owns the codec underneath (class registry, callable
+codec, format version, atomic JSON files).
 
 Invariants:
 
 * **Data, not code** (DESIGN invariant 8). Classes come only from the registry
   (``lookup_class(name)()``); callables only through ``decode_callable``. Nothing here
-  imports a module named by the data. The only import made while loading is of
-  ``routilux.builtin_routines`` -- a fixed module of this library, chosen by the code --
-  when a class name is not registered yet (built-ins register themselves on import).
+  imports a module named by the data, and nothing is imported while loading (the
+  built-in routines are registered by ``import routilux``, before this module runs).
 * **Restored in place.** A routine is rebuilt as ``cls()`` and then updated: the slots
   and events its ``__init__`` created stay the same objects (``self.input_slot is
   self._slots["input"]``); missing ones are created.
@@ -42,11 +46,21 @@ import warnings
 from collections import ChainMap
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, Union, cast
+from typing import Any, Callable, TypeVar, Union, cast
 
 from .connection import Connection
 from .engine.tasks import check_task_entry
-from .error_handler import ErrorHandler
+
+# The constructor's own range checks, so a saved handler is held to the same bounds.
+from .error_handler import (
+    MAX_RETRIES,
+    MAX_RETRY_BACKOFF,
+    MAX_RETRY_DELAY,
+    ErrorHandler,
+    _bounded_int,
+    _bounded_number,
+    _strategy,
+)
 from .event import Event
 from .exceptions import (
     InvalidArgumentError,
@@ -54,8 +68,10 @@ from .exceptions import (
     RoutiluxError,
     SerializationError,
 )
-from .flow.flow import MAX_WORKERS
+from .execution_tracker import ExecutionTracker
+from .flow.flow import MAX_WORKERS, Flow
 from .job_state import ExecutionRecord, JobState
+from .routine import Routine
 from .serialization import (
     check_format_version,
     decode_callable,
@@ -64,7 +80,9 @@ from .serialization import (
     from_iso,
     key_path,
     lookup_class,
+    lookup_exception_class,
     read_json,
+    register_layout,
     required_init_parameters,
     short_repr,
     stamp,
@@ -72,10 +90,6 @@ from .serialization import (
     write_json,
 )
 from .slot import Slot, check_timeout
-
-if TYPE_CHECKING:
-    from .flow.flow import Flow
-    from .routine import Routine
 
 __all__ = [
     "NotConstructableError",
@@ -281,16 +295,12 @@ def _check_type(data: Mapping[str, Any], expected: str, where: str) -> None:
 
 
 def _lookup(name: Any, where: str) -> type:
-    """The registered class ``name``; built-in routines are registered on first need."""
+    """The registered class ``name`` (the built-ins are registered: ``import routilux``
+    imports them before this module)."""
     try:
         return lookup_class(name)
-    except SerializationError as first:
-        import routilux.builtin_routines  # noqa: F401 - fixed library module; registers built-ins
-
-        try:
-            return lookup_class(name)
-        except SerializationError:
-            raise SerializationError(f"In field '{where}': {first}") from None
+    except SerializationError as exc:
+        raise SerializationError(f"In field '{where}': {exc}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -482,6 +492,93 @@ def _param_mapping(data: Mapping[str, Any], where: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------
+# ErrorHandler
+# ---------------------------------------------------------------------------
+
+
+def serialize_error_handler(h: ErrorHandler) -> dict[str, Any]:
+    """``{"_type": "ErrorHandler", "strategy", "max_retries", "retry_delay",
+    "retry_backoff", "retry_count", "is_critical", "is_optional",
+    "retryable_exceptions"}``; exception classes as ``"<module>.<qualname>"``."""
+    return {
+        "_type": "ErrorHandler",
+        "strategy": h.strategy.value,
+        "max_retries": h.max_retries,
+        "retry_delay": h.retry_delay,
+        "retry_backoff": h.retry_backoff,
+        "retry_count": h.retry_count,
+        "is_critical": h.is_critical,
+        "is_optional": h.is_optional,
+        "retryable_exceptions": [
+            f"{cls.__module__}.{cls.__qualname__}" for cls in h.retryable_exceptions
+        ],
+    }
+
+
+def deserialize_error_handler(h: ErrorHandler, data: Any) -> None:
+    """Restore ``h`` in place; every value is checked (with the constructor's own
+    checks) before anything changes."""
+    if not isinstance(data, Mapping):
+        raise SerializationError(
+            f"ErrorHandler data must be a JSON object (dict), got {type(data).__name__}"
+        )
+    try:
+        strategy = _strategy(data.get("strategy", "stop"))
+        max_retries = _bounded_int("max_retries", data.get("max_retries", 3), MAX_RETRIES)
+        retry_delay = _bounded_number("retry_delay", data.get("retry_delay", 1.0), MAX_RETRY_DELAY)
+        retry_backoff = _bounded_number(
+            "retry_backoff", data.get("retry_backoff", 2.0), MAX_RETRY_BACKOFF
+        )
+        retry_count = _bounded_int("retry_count", data.get("retry_count", 0), MAX_RETRIES)
+    except InvalidArgumentError as exc:
+        raise SerializationError(str(exc)) from None
+    is_critical = _saved_bool(data, "is_critical")
+    is_optional = _saved_bool(data, "is_optional")
+    names = data.get("retryable_exceptions")
+    if names is None:
+        names = []
+    if not isinstance(names, list):
+        raise SerializationError(
+            f"'retryable_exceptions' must be a list of class names, got "
+            f"{type(names).__name__}: {short_repr(names)}"
+        )
+    classes = tuple(
+        _exception_class(name, f"retryable_exceptions[{index}]") for index, name in enumerate(names)
+    )
+    h.strategy = strategy
+    h.max_retries = max_retries
+    h.retry_delay = retry_delay
+    h.retry_backoff = retry_backoff
+    h.retry_count = retry_count
+    h.is_critical = is_critical
+    h.is_optional = is_optional
+    h.retryable_exceptions = classes or (Exception,)
+
+
+def _saved_bool(data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        # bool("false") is True: a file must say true or false.
+        raise SerializationError(f"'{key}' must be true or false, got {short_repr(value)}")
+    return value
+
+
+def _exception_class(dotted: object, where: str) -> type[BaseException]:
+    """A saved exception class name, resolved without importing anything (DESIGN
+    invariant 8): see :func:`routilux.serialization.lookup_exception_class`."""
+    if not isinstance(dotted, str):
+        raise SerializationError(
+            f"'{where}' must be an exception class name (a string), got {short_repr(dotted)}"
+        )
+    try:
+        return lookup_exception_class(dotted)
+    except SerializationError as exc:
+        raise SerializationError(f"'{where}': {exc}") from None
+
+
+# ---------------------------------------------------------------------------
 # Routine
 # ---------------------------------------------------------------------------
 
@@ -568,8 +665,6 @@ def _rebuild_error_handler(data: Any, where: str) -> ErrorHandler | None:
 
 
 def _new_routine(data: Any, where: str) -> Routine:
-    from .routine import Routine
-
     data = _expect_dict(data, where)
     name = data.get("_type")
     if not isinstance(name, str):
@@ -770,6 +865,30 @@ def _resolve_connections(
 _JOB_LISTS = ("pause_points", "pending_tasks", "deferred_events", "shared_log", "output_log")
 
 
+def serialize_execution_record(record: ExecutionRecord) -> dict[str, Any]:
+    """``{"_type": "ExecutionRecord", "routine_id", "event_name", "data",
+    "timestamp"}``, the timestamp as an ISO string; ``data`` is not copied."""
+    return {
+        "_type": "ExecutionRecord",
+        "routine_id": record.routine_id,
+        "event_name": record.event_name,
+        "data": record.data,
+        "timestamp": record.timestamp.isoformat(),
+    }
+
+
+def deserialize_execution_record(record: ExecutionRecord, data: Any) -> None:
+    """Restore ``record`` in place; a missing timestamp becomes now."""
+    record.routine_id = data.get("routine_id", "")
+    record.event_name = data.get("event_name", "")
+    record.data = data.get("data") or {}
+    ts = data.get("timestamp")
+    try:
+        record.timestamp = from_iso(ts) if ts is not None else datetime.now()
+    except SerializationError as exc:
+        raise SerializationError(f"ExecutionRecord field 'timestamp': {exc}") from None
+
+
 def serialize_job_state(js: JobState) -> dict[str, Any]:
     """Every field of the job except its output handler (spec 30 §9, 50 §3), plus
     ``format_version``, ``slot_buffers``, ``history_limit`` and ``history_dropped``;
@@ -780,7 +899,7 @@ def serialize_job_state(js: JobState) -> dict[str, Any]:
 
 def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
     with js.lock:
-        history = [record.serialize() for record in js.execution_history]
+        history = [serialize_execution_record(r) for r in js.execution_history]
         copy = _copy_strict if strict else _copy
         for index, saved in enumerate(history):
             try:
@@ -995,3 +1114,101 @@ def load_job_state(path: PathLike, cls: type[JobState] = JobState) -> JobState:
     except SerializationError as exc:
         raise SerializationError(f"Cannot load JobState file '{path}': {exc}") from None
     return js
+
+
+# ---------------------------------------------------------------------------
+# ExecutionTracker
+# ---------------------------------------------------------------------------
+
+
+def serialize_execution_tracker(t: ExecutionTracker) -> dict[str, Any]:
+    """``{"_type", "flow_id", "routine_executions", "event_flow",
+    "performance_metrics"}``, plus ``max_events`` when set; records are copied, event
+    data is not."""
+    data: dict[str, Any] = {
+        "_type": type(t).__name__,
+        "flow_id": t.flow_id,
+        "routine_executions": {
+            routine_id: [dict(r) for r in records]
+            for routine_id, records in list(t.routine_executions.items())
+        },
+        "event_flow": [dict(e) for e in t.event_flow],
+        "performance_metrics": dict(t.performance_metrics),
+    }
+    if t.max_events is not None:  # the spec's five keys otherwise
+        data["max_events"] = t.max_events
+    return data
+
+
+def deserialize_execution_tracker(t: ExecutionTracker, data: Any) -> None:
+    """Replace the contents of ``t``; unknown keys are ignored, missing ones get their
+    defaults, wrongly typed values raise SerializationError."""
+    data = check_format_version(data, "ExecutionTracker")
+    type_name = data.get("_type")
+    accepted = {cls.__name__ for cls in type(t).__mro__}
+    if type_name is not None and type_name not in accepted:
+        raise SerializationError(f"Cannot deserialize {type_name!r} data into {type(t).__name__}")
+
+    flow_id = data.get("flow_id", "")
+    if flow_id is None:
+        flow_id = ""
+    if not isinstance(flow_id, str):
+        raise SerializationError(f"ExecutionTracker.flow_id must be a string, got {flow_id!r}")
+
+    executions = _or_default(data.get("routine_executions"), {})
+    if not isinstance(executions, dict):
+        raise SerializationError("ExecutionTracker.routine_executions must be a dict")
+    restored: dict[str, list[dict[str, Any]]] = {}
+    for routine_id, records in executions.items():
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise SerializationError(
+                f"ExecutionTracker.routine_executions[{routine_id!r}] must be a list of dicts"
+            )
+        restored[str(routine_id)] = [dict(r) for r in records]
+
+    events = _or_default(data.get("event_flow"), [])
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise SerializationError("ExecutionTracker.event_flow must be a list of dicts")
+
+    metrics = _or_default(data.get("performance_metrics"), {})
+    if not isinstance(metrics, dict):
+        raise SerializationError("ExecutionTracker.performance_metrics must be a dict")
+
+    max_events = data.get("max_events")
+    if max_events is not None and (
+        not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 1
+    ):
+        raise SerializationError(
+            f"ExecutionTracker.max_events must be a positive integer, got {max_events!r}"
+        )
+
+    t.flow_id = flow_id
+    t.max_events = max_events
+    t.routine_executions = restored
+    t.event_flow = events
+    t.performance_metrics = dict(metrics)
+
+
+def _or_default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+# ---------------------------------------------------------------------------
+# The layouts, registered (routilux/__init__ imports this module)
+# ---------------------------------------------------------------------------
+
+register_layout(Slot, serialize_slot, deserialize_slot)
+register_layout(Event, serialize_event, deserialize_event)
+register_layout(Connection, serialize_connection, deserialize_connection)
+register_layout(Routine, serialize_routine, deserialize_routine)
+register_layout(Flow, serialize_flow, deserialize_flow)
+register_layout(ErrorHandler, serialize_error_handler, deserialize_error_handler)
+register_layout(ExecutionRecord, serialize_execution_record, deserialize_execution_record)
+register_layout(ExecutionTracker, serialize_execution_tracker, deserialize_execution_tracker)
+register_layout(
+    JobState,
+    serialize_job_state,
+    deserialize_job_state,
+    save=save_job_state,
+    load=load_job_state,
+)

@@ -11,7 +11,7 @@ from .engine.tasks import Task
 from .error_handler import ErrorHandler, ErrorStrategy
 from .event import Event, _is_flow
 from .exceptions import ConfigError, DefinitionError, ExecutionContextError
-from .serialization import register_serializable
+from .serialization import layout_of, register_serializable
 from .slot import MergeStrategy, Slot
 
 if TYPE_CHECKING:
@@ -70,16 +70,12 @@ class Routine:
         return None
 
     def serialize(self) -> dict[str, Any]:
-        """This routine as JSON-safe data (see ``routilux.persistence``)."""
-        from .persistence import serialize_routine
-
-        return serialize_routine(self)
+        """This routine as JSON-safe data (its layout: ``routilux.persistence``)."""
+        return layout_of(type(self)).serialize(self)
 
     def deserialize(self, data: dict[str, Any]) -> Routine:
         """Restore from :meth:`serialize` output in place; returns ``self``."""
-        from .persistence import deserialize_routine
-
-        deserialize_routine(self, data)
+        layout_of(type(self)).deserialize(self, data)
         return self
 
     # -- definition ----------------------------------------------------------

@@ -6,6 +6,9 @@ This module owns:
   the one place where files written by older versions get upgraded;
 * the **class registry** (``register_serializable``, ``lookup_class``): the only way a class
   named in saved data is turned back into a class;
+* the **layout registry** (``register_layout``, ``layout_of``): the one convention by which
+  every class's ``serialize``/``deserialize`` (and JobState's ``save``/``load``) reach the
+  layout that :mod:`routilux.persistence` registers for it;
 * the **function registry** (``register_function``) and the **callable codec**
   (``encode_callable``, ``decode_callable``) for handlers, merge strategies and conditions;
 * **JSON file helpers** (``write_json``, ``read_json``) and **datetime helpers**
@@ -41,23 +44,26 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, Union, overload
+from typing import Any, NamedTuple, TypeVar, Union, overload
 
 import routilux.exceptions as _routilux_exceptions
 from routilux.exceptions import SerializationError
 
 __all__ = [
     "FORMAT_VERSION",
+    "Layout",
     "SAFE_BUILTINS",
     "check_format_version",
     "decode_callable",
     "encode_callable",
     "from_iso",
     "loads_json",
+    "layout_of",
     "lookup_class",
     "lookup_exception_class",
     "read_json",
     "register_function",
+    "register_layout",
     "register_serializable",
     "register_upgrade",
     "registered_classes",
@@ -261,6 +267,87 @@ def registered_classes() -> dict[str, type]:
     """A snapshot of the class registry (name -> class)."""
     with _registry_lock:
         return dict(_CLASSES)
+
+
+# ---------------------------------------------------------------------------
+# Layouts
+# ---------------------------------------------------------------------------
+
+
+def _no_file_form(cls: type) -> tuple[Callable[[Any, PathLike], None], Callable[..., Any]]:
+    def save(obj: Any, path: PathLike) -> None:
+        raise SerializationError(f"{cls.__name__} objects are not saved as files of their own")
+
+    def load(path: PathLike, target: type) -> Any:
+        raise SerializationError(f"{cls.__name__} objects are not loaded from files of their own")
+
+    return save, load
+
+
+class Layout(NamedTuple):
+    """How the objects of one class become saved data and come back.
+
+    ``serialize(obj)`` returns a JSON-safe dict; ``deserialize(obj, data)`` restores
+    ``obj`` in place; ``save(obj, path)`` and ``load(path, cls)`` are the file forms
+    (only for classes saved as files of their own, such as JobState).
+    """
+
+    serialize: Callable[[Any], dict[str, Any]]
+    deserialize: Callable[[Any, Any], None]
+    save: Callable[[Any, PathLike], None]
+    load: Callable[[PathLike, type], Any]
+
+
+# Layouts as registered, and the layout each class found along its MRO (filled lazily,
+# emptied by every registration so a new layout for a base class is seen).
+_LAYOUTS: dict[type, Layout] = {}
+_LAYOUT_OF: dict[type, Layout] = {}
+
+
+def register_layout(
+    cls: type,
+    serialize: Callable[[Any], dict[str, Any]],
+    deserialize: Callable[[Any, Any], None],
+    *,
+    save: Callable[[Any, PathLike], None] | None = None,
+    load: Callable[[PathLike, type], Any] | None = None,
+) -> None:
+    """Make ``serialize``/``deserialize`` (and the optional file forms) the layout of
+    ``cls`` and of its subclasses that have none of their own.
+
+    The library's classes call :func:`layout_of` from their public ``serialize``,
+    ``deserialize``, ``save`` and ``load`` methods; :mod:`routilux.persistence` registers
+    their layouts and ``import routilux`` imports it, so the classes never import the
+    module that knows their layout.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_layout expects a class, got {cls!r}")
+    default_save, default_load = _no_file_form(cls)
+    layout = Layout(serialize, deserialize, save or default_save, load or default_load)
+    with _registry_lock:
+        _LAYOUTS[cls] = layout
+        _LAYOUT_OF.clear()
+
+
+def layout_of(cls: type) -> Layout:
+    """The layout registered for ``cls`` or its nearest base class.
+
+    Raises :class:`SerializationError` when there is none -- for the library's own
+    classes only possible while ``routilux`` itself is still being imported.
+    """
+    found = _LAYOUT_OF.get(cls)
+    if found is not None:
+        return found
+    with _registry_lock:
+        for base in cls.__mro__:
+            layout = _LAYOUTS.get(base)
+            if layout is not None:
+                _LAYOUT_OF[cls] = layout
+                return layout
+    raise SerializationError(
+        f"no serialization layout is registered for {cls.__qualname__} (the library's "
+        f"layouts are registered by routilux.persistence, which 'import routilux' loads)"
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 
 from .engine.context import current_run
 from .exceptions import InvalidArgumentError
-from .serialization import register_serializable
+from .serialization import layout_of, register_serializable
 
 if TYPE_CHECKING:
     from .event import Event
@@ -164,16 +164,12 @@ class Slot:
         return f"Slot[{self.name}]"
 
     def serialize(self) -> dict[str, Any]:
-        """This slot as JSON-safe data (see ``routilux.persistence``)."""
-        from .persistence import serialize_slot
-
-        return serialize_slot(self)
+        """This slot as JSON-safe data (its layout: ``routilux.persistence``)."""
+        return layout_of(type(self)).serialize(self)
 
     def deserialize(self, data: dict[str, Any]) -> Slot:
         """Restore from :meth:`serialize` output in place; returns ``self``."""
-        from .persistence import deserialize_slot
-
-        deserialize_slot(self, data)
+        layout_of(type(self)).deserialize(self, data)
         return self
 
     @staticmethod

@@ -32,7 +32,7 @@ from ..exceptions import (
 )
 from ..job_state import JobState
 from ..routine import Routine
-from ..serialization import register_serializable
+from ..serialization import layout_of, register_serializable
 from ..slot import check_timeout
 from .dependency import build_dependency_graph, get_ready_routines
 
@@ -156,15 +156,11 @@ class Flow:
 
     def serialize(self) -> dict[str, Any]:
         """The flow's definition as JSON-safe data (never any job's state)."""
-        from ..persistence import serialize_flow
-
-        return serialize_flow(self)
+        return layout_of(type(self)).serialize(self)
 
     def deserialize(self, data: dict[str, Any]) -> Flow:
         """Restore a definition written by :meth:`serialize` in place; returns ``self``."""
-        from ..persistence import deserialize_flow
-
-        deserialize_flow(self, data)
+        layout_of(type(self)).deserialize(self, data)
         return self
 
     # -- building ------------------------------------------------------------
