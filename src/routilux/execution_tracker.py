@@ -13,6 +13,9 @@ once without a lock.
 Building the public dicts (ISO timestamps, ``data or {}``) is deferred to the first read of
 ``event_flow``, which converts only what was recorded since the previous read, under a lock
 that the recording side never takes.
+
+The engine does not know the tracker: the flow installs a :class:`TrackerHooks` (a
+lifecycle hook, ``hooks.py``) for every run, which feeds the run's tracker.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from routilux.exceptions import SerializationError
+from routilux.hooks import JobHooks
 from routilux.serialization import check_format_version, register_serializable
 
-__all__ = ["ExecutionTracker"]
+if TYPE_CHECKING:
+    from routilux.job_state import ExecutionRecord, JobState
+
+__all__ = ["ExecutionTracker", "TrackerHooks"]
 
 logger = logging.getLogger("routilux.execution_tracker")
 
@@ -330,3 +337,54 @@ class ExecutionTracker:
         self.event_flow = events
         self.performance_metrics = dict(metrics)
         return self
+
+
+class TrackerHooks(JobHooks):
+    """The lifecycle hook that feeds one run's :class:`ExecutionTracker` (spec 70 §2).
+
+    It records the entry routine's start (with its parameters) and end (its final
+    status, or ``failed`` with the error when a STOP failure of the entry routine
+    fails the job) and every emission.  ``entry_id`` is None for a resumed run,
+    which records emissions only.
+    """
+
+    # Called directly by the engine (see hooks.py): it never raises and its
+    # on_emit runs once per emission.
+    _routilux_trusted = True
+
+    def __init__(
+        self,
+        tracker: ExecutionTracker,
+        entry_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.entry_id = entry_id
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"TrackerHooks({self.tracker!r})"
+
+    def on_job_start(self, job_state: JobState) -> None:
+        if self.entry_id is not None:
+            self.tracker.record_routine_start(self.entry_id, self.params)
+
+    def on_emit(self, job_state: JobState, record: ExecutionRecord) -> None:
+        # record_emission, inlined: this runs once per emission.
+        tracker = self.tracker
+        tracker._pending.append(record)
+        if tracker.max_events is not None:
+            tracker._bound_pending(tracker.max_events)
+
+    def on_job_end(self, job_state: JobState) -> None:
+        entry = self.entry_id
+        if entry is None:
+            return
+        status = job_state.status
+        state = job_state.routine_states.get(entry) or {}
+        if status == "completed" or job_state._paused_after_completion:
+            # The engine has merged the entry's final status into its state.
+            self.tracker.record_routine_end(entry, str(state.get("status", "completed")))
+        elif status == "failed" and state.get("status") == "failed":
+            # A STOP failure of the entry routine (only the entry has a record).
+            self.tracker.record_routine_end(entry, "failed", error=state.get("error"))
