@@ -65,15 +65,6 @@ def _or_default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _parse_iso(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 @register_serializable
 class ExecutionTracker:
     """Records routine executions and emitted events of one job.
@@ -215,7 +206,14 @@ class ExecutionTracker:
             record["result"] = result
         if error is not None:
             record["error"] = error
-        start = _parse_iso(record.get("start_time"))
+        # Parsed inline (no helper call): a flow closes the entry's record once per job.
+        start_text = record.get("start_time")
+        start = None
+        if isinstance(start_text, str):
+            try:
+                start = datetime.fromisoformat(start_text)
+            except ValueError:
+                pass
         if start is None:
             logger.debug("record of %r has no valid start_time; no execution_time", routine_id)
             return
@@ -340,51 +338,46 @@ class ExecutionTracker:
 
 
 class TrackerHooks(JobHooks):
-    """The lifecycle hook that feeds one run's :class:`ExecutionTracker` (spec 70 §2).
+    """The lifecycle hook that feeds a job's tracker (``job_state.execution_tracker``).
 
-    It records the entry routine's start (with its parameters) and end (its final
-    status, or ``failed`` with the error when a STOP failure of the entry routine
-    fails the job) and every emission.  ``entry_id`` is None for a resumed run,
-    which records emissions only.
+    The flow makes a new :class:`ExecutionTracker` for every run and records the
+    entry routine's start in it (``record_routine_start``, with the entry
+    parameters); this hook records every emission and closes the entry's record
+    when the run ends: with its final status, or ``failed`` and the error when a
+    STOP failure of the entry routine failed the job (spec 70 §2).  A resumed
+    run's tracker has no routine record: it gets emissions only.  The hook keeps
+    no state, so one instance serves every job.
     """
 
     # Called directly by the engine (see hooks.py): it never raises and its
     # on_emit runs once per emission.
     _routilux_trusted = True
 
-    def __init__(
-        self,
-        tracker: ExecutionTracker,
-        entry_id: str | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> None:
-        self.tracker = tracker
-        self.entry_id = entry_id
-        self.params = params
-
     def __repr__(self) -> str:
-        return f"TrackerHooks({self.tracker!r})"
-
-    def on_job_start(self, job_state: JobState) -> None:
-        if self.entry_id is not None:
-            self.tracker.record_routine_start(self.entry_id, self.params)
+        return "TrackerHooks()"
 
     def on_emit(self, job_state: JobState, record: ExecutionRecord) -> None:
         # record_emission, inlined: this runs once per emission.
-        tracker = self.tracker
-        tracker._pending.append(record)
-        if tracker.max_events is not None:
-            tracker._bound_pending(tracker.max_events)
+        tracker = job_state.execution_tracker
+        if tracker is not None:
+            tracker._pending.append(record)
+            if tracker.max_events is not None:
+                tracker._bound_pending(tracker.max_events)
 
     def on_job_end(self, job_state: JobState) -> None:
-        entry = self.entry_id
-        if entry is None:
+        tracker = job_state.execution_tracker
+        if tracker is None or not tracker.routine_executions:
             return
         status = job_state.status
-        state = job_state.routine_states.get(entry) or {}
-        if status == "completed" or job_state._paused_after_completion:
-            # The engine has merged the entry's final status into its state.
-            self.tracker.record_routine_end(entry, str(state.get("status", "completed")))
-        elif status == "failed" and state.get("status") == "failed":
-            # A STOP failure of the entry routine (only the entry has a record).
-            self.tracker.record_routine_end(entry, "failed", error=state.get("error"))
+        for entry in tuple(tracker.routine_executions):  # the entry routine only
+            state = job_state.routine_states.get(entry) or {}
+            if status == "completed" or job_state._paused_after_completion:
+                # The engine has merged the entry's final status into its state.
+                tracker.record_routine_end(entry, str(state.get("status", "completed")))
+            elif status == "failed" and state.get("status") == "failed":
+                # A STOP failure of the entry routine.
+                tracker.record_routine_end(entry, "failed", error=state.get("error"))
+
+
+#: The one instance every job uses.
+TRACKER_HOOKS = TrackerHooks()

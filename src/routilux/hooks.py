@@ -242,6 +242,9 @@ class HookSet:
             plan = plan_for(tuple(map(type, hooks)))
         # Once per job, so kept lean: a few bound methods, nothing else.
         own = self.__dict__
+        # Every caller in the instance (None included): the fastest lookups.
+        own.update(dict.fromkeys(_SLOT_NAMES))
+        own["deliveries"] = False
         for slot, name, index in plan.direct:
             own[slot] = getattr(hooks[index], name)
         if plan.guarded:
@@ -257,6 +260,9 @@ class HookSet:
 
     def __repr__(self) -> str:
         return f"HookSet({list(self.hooks)!r})"
+
+
+_SLOT_NAMES = tuple(name[3:] for name in HOOK_METHODS)
 
 
 def _ignore(*_args: Any) -> None:

@@ -253,10 +253,12 @@ class JobRun:
                         f"whose routine is not in flow '{self.flow.flow_id}'"
                     )
                 tasks.append(Task(target_rid, slot, data, index.get((event_key, id(slot)))))
-        record = self.job_state.record_execution(rid, event.name, data)
+        js = self.job_state
         on_emit = self._on_emit
-        if on_emit is not None:
-            on_emit(self.job_state, record)
+        if on_emit is None:
+            js.record_execution(rid, event.name, data)
+        else:
+            on_emit(js, js.record_execution(rid, event.name, data))
         if tasks:
             self._enqueue_new(tasks)
 

@@ -32,8 +32,8 @@ from ..exceptions import (
     JobStateError,
     RoutiluxWarning,
 )
-from ..execution_tracker import ExecutionTracker, TrackerHooks
-from ..hooks import HookSet, check_hooks, plan_for
+from ..execution_tracker import TRACKER_HOOKS, ExecutionTracker
+from ..hooks import HookSet, check_hooks
 from ..job_state import JobState
 from ..output_handler import OUTPUT_HANDLER_HOOKS
 from ..routine import Routine
@@ -353,33 +353,31 @@ class Flow:
         """Add lifecycle hooks for the jobs started (or resumed) from now on;
         they run after the flow's earlier hooks and before a call's own."""
         self._hooks = (*self._hooks, *check_hooks(hooks, f"Flow '{self.flow_id}'"))
-        # The plan of a job without hooks of its own, kept: a job only binds it.
-        self._hooks_plan = plan_for(
-            (TrackerHooks, type(OUTPUT_HANDLER_HOOKS), *map(type, self._hooks))
-        )
+        # The hooks of a job without hooks of its own: the same for every job.
+        self._job_hooks = HookSet((TRACKER_HOOKS, OUTPUT_HANDLER_HOOKS, *self._hooks))
 
-    def _hook_set(
+    def _hook_set(self, call_hooks: tuple[JobHooks, ...]) -> HookSet:
+        """The hooks of a new run: the tracker's, the output handler's, the
+        flow's, the call's (in that order)."""
+        if call_hooks:
+            return HookSet((*self._job_hooks.hooks, *call_hooks))
+        return self._job_hooks
+
+    def _install(
         self,
         job_state: JobState,
-        call_hooks: tuple[JobHooks, ...],
+        hooks: HookSet,
         entry_id: str | None = None,
         params: dict[str, Any] | None = None,
-    ) -> HookSet:
-        """The hooks of a new run: a new ExecutionTracker's, the output
-        handler's, the flow's, the call's (in that order)."""
+    ) -> None:
+        """Start a run's hooks: a new tracker for the job (the flow's latest too),
+        opened with the entry routine's start; ``hooks`` become the job's."""
         tracker = ExecutionTracker(self.flow_id, max_events=job_state.history_limit)
         tracker._target_of = self._first_target
-        hooks = (TrackerHooks(tracker, entry_id, params), OUTPUT_HANDLER_HOOKS, *self._hooks)
-        if call_hooks:
-            return HookSet((*hooks, *call_hooks))
-        return HookSet(hooks, self._hooks_plan)
-
-    def _install(self, job_state: JobState, hooks: HookSet) -> None:
-        """Make ``hooks`` the job's (and its tracker the job's and the flow's latest)."""
+        if entry_id is not None:
+            tracker.record_routine_start(entry_id, params)
+        job_state.execution_tracker = self.execution_tracker = tracker
         job_state._hooks = hooks
-        tracker = hooks.hooks[0].tracker
-        job_state.execution_tracker = tracker
-        self.execution_tracker = tracker
         if hooks.job_start is not None:
             hooks.job_start(job_state)
 
@@ -461,8 +459,8 @@ class Flow:
         if output_handler is not None:
             job_state.set_output_handler(output_handler)
         params = entry_params if entry_params is not None else {}
-        hooks = self._hook_set(job_state, extra, entry_routine_id, params)
-        self._install(job_state, hooks)
+        hooks = self._hook_set(extra) if extra else self._job_hooks
+        self._install(job_state, hooks, entry_routine_id, params)
         job_state._set_started()
         run = JobRun(self, job_state, None, entry_routine_id, hooks)
         self._register(run, execution_strategy)
@@ -555,7 +553,7 @@ class Flow:
             # The status change, taking the pending work and registering the new
             # run are one step under the job's lock: a pause or cancel racing this
             # resume sees either the paused job or the new run, never neither.
-            new_hooks = self._hook_set(job_state, extra)
+            new_hooks = self._hook_set(extra)
             with job_state.lock:
                 step = job_state._begin_resume(partial(self._install, job_state, new_hooks))
                 if step == "done":
