@@ -1250,7 +1250,7 @@ class JobRun:
         completed = js._set_completed()
         if completed and entry_id is not None:
             end = datetime.now()
-            state = js.get_routine_state(entry_id) or {}
+            state = js.routine_states.get(entry_id) or {}  # get_routine_state, inlined
             final = state.get("status") if state.get("status") in _ABSORBED else "completed"
             js.merge_routine_state(
                 entry_id,
