@@ -12,9 +12,10 @@ Invariants:
   exception is logged on the ``routilux.hooks`` logger and the job and the
   other hooks go on.  (Hooks of the library itself are marked trusted and
   called directly: they do not raise and they sit on hot paths.)
-* No hook, no cost.  A HookSet resolves, once per job, which hooks override
-  which method; an event nobody listens to has no caller (``None``) and the
-  engine skips it with one ``is None`` check: no allocation, no call.
+* No hook, no cost.  A HookSet resolves once which hooks override which
+  method; an event nobody listens to has no caller (``None``) and the engine
+  skips it with one ``is None`` check: no allocation, no call.  Jobs that
+  bring no hooks of their own share their flow's HookSet.
 * Hooks are called synchronously, on the thread (or asyncio task) where the
   thing happened, in the order the hooks were given.
 """
@@ -181,78 +182,39 @@ def _guarded(name: str, hooks: tuple[Any, ...]) -> Callable[..., None]:
     return call
 
 
-class _Plan:
-    """Which hooks of a tuple of hook classes listen to which method (built once)."""
-
-    __slots__ = ("direct", "guarded", "deliveries")
-
-    def __init__(self, classes: tuple[type, ...]) -> None:
-        #: (slot, method, index): one trusted hook, called directly.
-        self.direct: list[tuple[str, str, int]] = []
-        #: (slot, method, indices): called through a guard.
-        self.guarded: list[tuple[str, str, tuple[int, ...]]] = []
-        for name in HOOK_METHODS:
-            listening = tuple(i for i, cls in enumerate(classes) if name in _methods_of(cls))
-            if not listening:
-                continue
-            if len(listening) == 1 and getattr(classes[listening[0]], "_routilux_trusted", False):
-                self.direct.append((name[3:], name, listening[0]))
-            else:
-                self.guarded.append((name[3:], name, listening))
-        self.deliveries = any(
-            slot in ("delivery_start", "delivery_end") for slot, *_ in (*self.direct, *self.guarded)
-        )
-
-
-_plans: dict[tuple[type, ...], _Plan] = {}
-
-
-def plan_for(classes: tuple[type, ...]) -> _Plan:
-    """The (cached) plan of a tuple of hook classes; see :class:`HookSet`."""
-    plan = _plans.get(classes)
-    if plan is None:
-        plan = _plans[classes] = _Plan(classes)
-    return plan
-
-
 class HookSet:
-    """The hooks of one job, resolved once: one caller (or None) per method.
+    """The hooks of a job, resolved once: one caller (or None) per method.
 
-    Built by the flow when it starts or resumes a job and installed on the
+    The flow builds one for its own hooks (shared by every job that brings no
+    hooks of its own) and one per job that does, and installs it on the
     JobState (``job_state._hooks``); the engine reads its callers.  A caller
-    never raises because of a user hook.
+    never raises because of a user hook.  Immutable once built.
     """
 
-    # Callers nobody listens to stay these class-level Nones.
-    job_start: Caller = None
-    job_end: Caller = None
-    status: Caller = None
-    delivery_start: Caller = None
-    delivery_end: Caller = None
-    emit: Caller = None
-    output: Caller = None
-    timer: Caller = None
+    job_start: Caller
+    job_end: Caller
+    status: Caller
+    delivery_start: Caller
+    delivery_end: Caller
+    emit: Caller
+    output: Caller
+    timer: Caller
     #: True when someone listens to deliveries (the engine then reports them).
-    deliveries = False
+    deliveries: bool
 
-    def __init__(self, hooks: tuple[Any, ...], plan: _Plan | None = None) -> None:
-        """``plan``: ``plan_for`` the hooks' classes, if the caller keeps it."""
+    def __init__(self, hooks: tuple[Any, ...]) -> None:
         self.hooks = hooks
-        if plan is None:
-            plan = plan_for(tuple(map(type, hooks)))
-        # Once per job, so kept lean: a few bound methods, nothing else.
-        own = self.__dict__
-        # Every caller in the instance (None included): the fastest lookups.
-        own.update(dict.fromkeys(_SLOT_NAMES))
-        own["deliveries"] = False
-        for slot, name, index in plan.direct:
-            own[slot] = getattr(hooks[index], name)
-        if plan.guarded:
-            for slot, name, indices in plan.guarded:
-                own[slot] = _guarded(name, tuple(hooks[i] for i in indices))
-        if plan.deliveries:
+        for name in HOOK_METHODS:
+            listening = tuple(h for h in hooks if name in _methods_of(type(h)))
+            caller: Caller = None
+            if len(listening) == 1 and getattr(listening[0], "_routilux_trusted", False):
+                caller = getattr(listening[0], name)  # the library's own: called directly
+            elif listening:
+                caller = _guarded(name, listening)
+            setattr(self, name[3:], caller)
+        self.deliveries = self.delivery_start is not None or self.delivery_end is not None
+        if self.deliveries:
             # Start and end come in pairs: both get a caller.
-            self.deliveries = True
             if self.delivery_start is None:
                 self.delivery_start = _ignore
             if self.delivery_end is None:
@@ -260,9 +222,6 @@ class HookSet:
 
     def __repr__(self) -> str:
         return f"HookSet({list(self.hooks)!r})"
-
-
-_SLOT_NAMES = tuple(name[3:] for name in HOOK_METHODS)
 
 
 def _ignore(*_args: Any) -> None:
