@@ -275,8 +275,10 @@ def test_a_hook_without_the_base_class_and_bad_hooks() -> None:
     with pytest.raises(InvalidArgumentError, match="not a hook"):
         chain(Double(), Collect()).execute("source", hooks=["on_emit"])
     with pytest.raises(InvalidArgumentError, match="list of JobHooks"):
-        Flow().add_hooks(*[])  # nothing is fine
         Flow(hooks=Recorder())  # type: ignore[arg-type]
+    flow = Flow()
+    flow.add_hooks()  # adding nothing is fine
+    assert flow.hooks == ()
 
 
 # ---------------------------------------------------------------------------
