@@ -54,6 +54,7 @@ from .exceptions import (
 from .execution_tracker import ExecutionTracker
 from .flow import Flow
 from .flow.flow import ValidationReport
+from .hooks import Delivery, JobHooks
 from .job_state import ExecutionRecord, JobState
 from .output_handler import (
     CallbackOutputHandler,
@@ -118,4 +119,6 @@ __all__ = [
     "ValidationReport",
     "HandlerTimeoutError",
     "RoutiluxWarning",
+    "JobHooks",
+    "Delivery",
 ]

@@ -13,6 +13,9 @@ once without a lock.
 Building the public dicts (ISO timestamps, ``data or {}``) is deferred to the first read of
 ``event_flow``, which converts only what was recorded since the previous read, under a lock
 that the recording side never takes.
+
+The engine does not know the tracker: the flow installs a :class:`TrackerHooks` (a
+lifecycle hook, ``hooks.py``) for every run, which feeds the run's tracker.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
+from routilux.hooks import JobHooks
 from routilux.serialization import layout_of, register_serializable
 
-__all__ = ["ExecutionTracker"]
+if TYPE_CHECKING:
+    from routilux.job_state import ExecutionRecord, JobState
+
+__all__ = ["ExecutionTracker", "TrackerHooks"]
 
 logger = logging.getLogger("routilux.execution_tracker")
 
@@ -51,15 +58,6 @@ def _format_event(raw: Any, target_of: Callable[[str, str], str | None] | None) 
         "target_routine_id": target,
         "data": data or {},
     }
-
-
-def _parse_iso(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 @register_serializable
@@ -203,7 +201,14 @@ class ExecutionTracker:
             record["result"] = result
         if error is not None:
             record["error"] = error
-        start = _parse_iso(record.get("start_time"))
+        # Parsed inline (no helper call): a flow closes the entry's record once per job.
+        start_text = record.get("start_time")
+        start = None
+        if isinstance(start_text, str):
+            try:
+                start = datetime.fromisoformat(start_text)
+            except ValueError:
+                pass
         if start is None:
             logger.debug("record of %r has no valid start_time; no execution_time", routine_id)
             return
@@ -268,3 +273,49 @@ class ExecutionTracker:
         """
         layout_of(type(self)).deserialize(self, data)
         return self
+
+
+class TrackerHooks(JobHooks):
+    """The lifecycle hook that feeds a job's tracker (``job_state.execution_tracker``).
+
+    The flow makes a new :class:`ExecutionTracker` for every run and records the
+    entry routine's start in it (``record_routine_start``, with the entry
+    parameters); this hook records every emission and closes the entry's record
+    when the run ends: with its final status, or ``failed`` and the error when a
+    STOP failure of the entry routine failed the job (spec 70 §2).  A resumed
+    run's tracker has no routine record: it gets emissions only.  The hook keeps
+    no state, so one instance serves every job.
+    """
+
+    # Called directly by the engine (see hooks.py): it never raises and its
+    # on_emit runs once per emission.
+    _routilux_trusted = True
+
+    def __repr__(self) -> str:
+        return "TrackerHooks()"
+
+    def on_emit(self, job_state: JobState, record: ExecutionRecord) -> None:
+        # record_emission, inlined: this runs once per emission.
+        tracker = job_state.execution_tracker
+        if tracker is not None:
+            tracker._pending.append(record)
+            if tracker.max_events is not None:
+                tracker._bound_pending(tracker.max_events)
+
+    def on_job_end(self, job_state: JobState) -> None:
+        tracker = job_state.execution_tracker
+        if tracker is None or not tracker.routine_executions:
+            return
+        status = job_state.status
+        for entry in tuple(tracker.routine_executions):  # the entry routine only
+            state = job_state.routine_states.get(entry) or {}
+            if status == "completed" or job_state._paused_after_completion:
+                # The engine has merged the entry's final status into its state.
+                tracker.record_routine_end(entry, str(state.get("status", "completed")))
+            elif status == "failed" and state.get("status") == "failed":
+                # A STOP failure of the entry routine.
+                tracker.record_routine_end(entry, "failed", error=state.get("error"))
+
+
+#: The one instance every job uses.
+TRACKER_HOOKS = TrackerHooks()

@@ -14,10 +14,13 @@ import threading
 import uuid
 import warnings
 from datetime import datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .exceptions import InvalidArgumentError, JobStateError
 from .serialization import layout_of, register_serializable
+
+if TYPE_CHECKING:
+    from .hooks import HookSet
 
 __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
 
@@ -146,6 +149,11 @@ class JobState:
         # A latch: held while the job has work queued, running or scheduled.
         # (A bare lock is much cheaper to make than an Event, and jobs are many.)
         self._busy = threading.Lock()
+
+    #: The lifecycle hooks of the job's latest run (a ``hooks.HookSet``), installed
+    #: by the flow when it starts or resumes the job; None for a JobState no flow
+    #: has run.  Status changes and outputs are reported to it.  Never saved.
+    _hooks: HookSet | None = None
 
     def __repr__(self) -> str:
         return f"JobState[{self.job_id}:{self.status}]"
@@ -293,20 +301,16 @@ class JobState:
         self.output_handler = handler
 
     def send_output(self, routine_id: str, output_type: str, data: dict[str, Any]) -> None:
-        """Pass output to the output handler (if any) and append it to :attr:`output_log`."""
+        """Pass output to the output handler (if any) and append it to :attr:`output_log`.
+
+        In a job run by a flow the output goes to the job's hooks (``on_output``),
+        one of which hands it to the output handler."""
         ts = datetime.now()
-        handler = self.output_handler
-        if handler is not None:
-            try:
-                handler.handle(
-                    job_id=self.job_id,
-                    routine_id=routine_id,
-                    output_type=output_type,
-                    data=data,
-                    timestamp=ts,
-                )
-            except Exception as exc:  # noqa: BLE001 - a broken sink must not stop the job
-                warnings.warn(f"Output handler failed: {exc}", RuntimeWarning, stacklevel=2)
+        hooks = self._hooks
+        if hooks is None:
+            self._hand_to_output_handler(routine_id, output_type, data, ts, stacklevel=3)
+        elif hooks.output is not None:
+            hooks.output(self, routine_id, output_type, data, ts)
         with self._lock:
             log = self.output_log
             log.append(
@@ -324,6 +328,25 @@ class JobState:
                 del log[:excess]
                 self.output_dropped += excess
             self.updated_at = ts
+
+    def _hand_to_output_handler(
+        self, routine_id: str, output_type: str, data: Any, ts: datetime, stacklevel: int
+    ) -> None:
+        """Call the output handler, if one is set; its failure becomes a warning
+        (``stacklevel`` points it at the routine's ``send_output`` call)."""
+        handler = self.output_handler
+        if handler is None:
+            return
+        try:
+            handler.handle(
+                job_id=self.job_id,
+                routine_id=routine_id,
+                output_type=output_type,
+                data=data,
+                timestamp=ts,
+            )
+        except Exception as exc:  # noqa: BLE001 - a broken sink must not stop the job
+            warnings.warn(f"Output handler failed: {exc}", RuntimeWarning, stacklevel=stacklevel)
 
     # -- status ------------------------------------------------------------
     #
@@ -373,6 +396,10 @@ class JobState:
             raise self._refuse(action, why)
         self.status = new_status
         self.updated_at = datetime.now()
+        # Reported with the lock held, so hooks see statuses in their order.
+        hooks = self._hooks
+        if hooks is not None and hooks.status is not None:
+            hooks.status(self, old, new_status)
         return old
 
     def _refuse_if_saved_while_running(self, action: str) -> None:
@@ -417,7 +444,7 @@ class JobState:
             self.pause_points.append(point)
         return point
 
-    def _begin_resume(self) -> str | None:
+    def _begin_resume(self, starting: Callable[[], None] | None = None) -> str | None:
         """The status part of ``flow.resume``, with the lock held.
 
         Returns ``"run"`` (paused -> running: the caller runs the pending work),
@@ -425,6 +452,7 @@ class JobState:
         now ``completed`` again: nothing to run) or None (a run of the job is
         still active: wait for it to settle and ask again).  A status no resume
         can take (final, never started) raises at once, even while a run is active.
+        ``starting`` is called just before paused -> running (``"run"``).
         """
         status = self.status
         if status == "pending":
@@ -440,6 +468,8 @@ class JobState:
         if self._paused_after_completion:
             self._transition("completed", "resume")
             return "done"
+        if starting is not None:
+            starting()
         self._transition("running", "resume")
         return "run"
 
@@ -472,6 +502,9 @@ class JobState:
             if self.status != "pending":
                 raise self._refuse("execute", "only a new JobState can be started")
             self.status = "running"
+            hooks = self._hooks
+            if hooks is not None and hooks.status is not None:
+                hooks.status(self, "pending", "running")
 
     def _set_completed(self) -> bool:
         """running -> completed when the job settles; True when it changed."""
@@ -480,6 +513,9 @@ class JobState:
             if self.status != "running":
                 return False
             self.status = "completed"
+            hooks = self._hooks
+            if hooks is not None and hooks.status is not None:
+                hooks.status(self, "running", "completed")
             return True
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:

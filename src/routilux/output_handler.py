@@ -4,6 +4,10 @@ This module owns the ``OutputHandler`` interface and its three stock implementat
 (spec 70 §1). ``JobState.send_output`` calls ``handler.handle(...)`` with keyword
 arguments and turns any exception from it into a warning, so a handler never fails a job.
 Handlers are runtime wiring, not state: they are never serialized.
+
+In a job run by a flow, outputs reach the handler through a lifecycle hook
+(:data:`OUTPUT_HANDLER_HOOKS`, installed by the flow for every run), so the
+handler takes its turn among the job's other hooks.
 """
 
 from __future__ import annotations
@@ -12,7 +16,12 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .hooks import JobHooks
+
+if TYPE_CHECKING:
+    from .job_state import JobState
 
 __all__ = [
     "CallbackOutputHandler",
@@ -120,3 +129,30 @@ class NullOutputHandler(OutputHandler):
 
     def __repr__(self) -> str:
         return "NullOutputHandler()"
+
+
+class OutputHandlerHooks(JobHooks):
+    """The lifecycle hook that hands a job's outputs to ``job_state.output_handler``
+    (whichever is set when the output is sent; see ``JobState.set_output_handler``)."""
+
+    # Called directly (see hooks.py): it never raises -- a failing handler
+    # becomes a RuntimeWarning, as spec 70 §1 says.
+    _routilux_trusted = True
+
+    def on_output(
+        self,
+        job_state: JobState,
+        routine_id: str,
+        output_type: str,
+        data: Any,
+        timestamp: datetime,
+    ) -> None:
+        # stacklevel: the warning points at the routine's send_output call.
+        job_state._hand_to_output_handler(routine_id, output_type, data, timestamp, stacklevel=4)
+
+    def __repr__(self) -> str:
+        return "OutputHandlerHooks()"
+
+
+#: The one instance every run uses (it keeps no state).
+OUTPUT_HANDLER_HOOKS = OutputHandlerHooks()

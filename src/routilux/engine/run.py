@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..error_handler import Decision
 from ..exceptions import FlowError, HandlerTimeoutError
-from ..execution_tracker import ExecutionTracker
+from ..hooks import Delivery
 from . import aio
 from .context import bind, current_run, unbind
 from .pool import start_thread
@@ -53,6 +53,7 @@ from .timers import TimerHandle, timer_service
 if TYPE_CHECKING:
     from ..event import Event
     from ..flow.flow import Flow
+    from ..hooks import HookSet
     from ..job_state import JobState
     from ..routine import Routine
     from .pool import WorkerPool
@@ -85,15 +86,24 @@ class JobRun:
         job_state: JobState,
         executor: WorkerPool | None,
         entry_id: str | None,
+        hooks: HookSet | None = None,
     ) -> None:
         self.flow = flow
         self.job_state = job_state
         self.routine_ids = flow._routine_ids
         self.executor = executor
         self.entry_id = entry_id
-        self.tracker = ExecutionTracker(flow.flow_id, max_events=job_state.history_limit)
-        self.tracker._target_of = flow._first_target
-        job_state.execution_tracker = self.tracker
+        # The job's lifecycle hooks (hooks.py), resolved once: the engine reads
+        # one caller per event, None when nobody listens (then it costs nothing).
+        # (The rarely used ones are read from job_state._hooks when needed.)
+        if hooks is not None:
+            self._on_emit = hooks.emit
+            if hooks.deliveries:
+                self._watch = hooks
+                self._reports = {}
+                # Every delivery goes through the reporting wrapper; without
+                # delivery hooks _execute is the plain method (no check at all).
+                self._execute = self._execute_watched  # type: ignore[method-assign]
         self.started_at = datetime.now()
         self._queue: deque[Task] = deque()
         # Concurrent strategy only: ready deliveries of ``async def`` handlers.
@@ -141,6 +151,12 @@ class JobRun:
     _coroutines: Any = frozenset()  # other coroutines of the job (cancel() cancels)
     _timed: Any = frozenset()  # running deliveries under a timeout
     _on_settle: list[Callable[[], None]] | None = None  # callbacks for _finish
+    # Hook callers (see __init__); None: nobody listens.
+    _on_emit: Callable[[JobState, Any], None] | None = None
+    # Set when hooks listen to deliveries: then every delivery is reported, and
+    # ``_reports`` maps each open one's Task to [Delivery, start, error].
+    _watch: HookSet | None = None
+    _reports: dict[Task, list[Any]] = MappingProxyType({})  # type: ignore[assignment]
 
     def _own_set(self, name: str) -> set[Any]:
         """This job's own set ``name`` (lock held), made on first write."""
@@ -237,7 +253,12 @@ class JobRun:
                         f"whose routine is not in flow '{self.flow.flow_id}'"
                     )
                 tasks.append(Task(target_rid, slot, data, index.get((event_key, id(slot)))))
-        self.tracker.record_emission(self.job_state.record_execution(rid, event.name, data))
+        js = self.job_state
+        on_emit = self._on_emit
+        if on_emit is None:
+            js.record_execution(rid, event.name, data)
+        else:
+            on_emit(js, js.record_execution(rid, event.name, data))
         if tasks:
             self._enqueue_new(tasks)
 
@@ -350,6 +371,9 @@ class JobRun:
             self._timers[handle] = task
             if name is not None:
                 self._named[(task.rid, name)] = handle
+        hooks = self.job_state._hooks
+        if hooks is not None and hooks.timer is not None:
+            hooks.timer(self.job_state, task.rid, task.slot.name, delay)
         return Scheduled(self, handle)
 
     def _timer_fired(self, handle: TimerHandle) -> None:
@@ -508,6 +532,8 @@ class JobRun:
         me = asyncio.current_task()
         with self._lock:
             self._own_dict("_aio_live")[me] = task
+        if self._watch is not None:
+            self._open_delivery(task)
         try:
             merged = self._merged(task)
             if task.slot._keeps_buffer:
@@ -520,6 +546,8 @@ class JobRun:
                 self._handle_failure(task, merged, exc)
         except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
             # Unless the engine cancelled it (cancel(), Ctrl-C).
+            if self._watch is not None:
+                self._note_error(task, exc)
             if self._state is RUNNING and me not in self._abandoned:
                 self._fail(task, exc, {"action": "stop"})
         finally:
@@ -529,6 +557,8 @@ class JobRun:
                 if self._abandoned:
                     self._abandoned.discard(me)
             if owned:
+                if self._watch is not None:
+                    self._close_delivery(task)
                 self._task_done()
 
     async def _await_bounded(self, task: Task, merged: Any, awaitable: Any) -> None:
@@ -623,6 +653,52 @@ class JobRun:
             raise
         return True
 
+    # -- reporting deliveries to hooks (only when some hook listens) -----------
+
+    def _execute_watched(self, task: Task) -> bool:
+        """:meth:`_execute`, reported to the hooks as one delivery."""
+        self._open_delivery(task)
+        try:
+            done = JobRun._execute(self, task)
+        except BaseException as exc:
+            self._close_delivery(task, exc)
+            raise
+        # Not done: a coroutine finishes it.  Abandoned: whoever gave up on it
+        # (the timeout, Ctrl-C) has reported its end.
+        if done and not (self._abandoned and self._is_abandoned()):
+            self._close_delivery(task)
+        return done
+
+    def _open_delivery(self, task: Task) -> None:
+        watch = self._watch
+        assert watch is not None and watch.delivery_start is not None
+        delivery = Delivery(task.rid, task.slot.name, task.retries + 1, task.entry, task.data)
+        self._reports[task] = [delivery, time.perf_counter(), None]
+        watch.delivery_start(self.job_state, delivery)
+
+    def _note_error(self, task: Task, exc: BaseException) -> None:
+        """Remember why an open delivery failed (its end reports it)."""
+        report = self._reports.get(task)
+        if report is not None and report[2] is None:
+            report[2] = exc
+
+    def _close_delivery(self, task: Task, error: BaseException | None = None) -> None:
+        """Report the end of ``task``'s delivery, once (whoever comes first)."""
+        report = self._reports.pop(task, None)  # atomic: only one caller gets it
+        if report is None:
+            return
+        delivery, started, noted = report
+        watch = self._watch
+        assert watch is not None and watch.delivery_end is not None
+        duration = time.perf_counter() - started
+        watch.delivery_end(self.job_state, delivery, duration, noted or error)
+
+    def _close_all_deliveries(self, error: BaseException) -> None:
+        """The job gave up on every running delivery (Ctrl-C): report their ends."""
+        for task in list(self._reports):
+            self._note_error(task, error)
+            self._close_delivery(task)
+
     def _merged(self, task: Task) -> Any:
         """The data the handler gets: mapped by the connection, merged into the buffer."""
         if task.premerged:
@@ -659,6 +735,8 @@ class JobRun:
             except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
                 # Unless the engine cancelled it (cancel(), Ctrl-C): then the job
                 # has already stopped or paused.
+                if self._watch is not None:
+                    self._note_error(task, exc)
                 if not interrupted and self._state is RUNNING and me not in self._abandoned:
                     self._fail(task, exc, {"action": "stop"})
             finally:
@@ -670,6 +748,8 @@ class JobRun:
                     if self._abandoned:
                         self._abandoned.discard(me)
                 if owned:
+                    if self._watch is not None:
+                        self._close_delivery(task)
                     self._task_done()
 
         future = aio.submit(guarded())
@@ -774,6 +854,8 @@ class JobRun:
         logger.warning("routine %s, slot %s: handler over %gs", task.rid, task.slot.name, timeout)
         if not stopped:
             self._handle_failure(task, merged, self._timeout_error(task, timeout))
+        if self._watch is not None:
+            self._close_delivery(task)
         self._task_done()
 
     def _more_pulls_locked(self) -> int:
@@ -913,6 +995,8 @@ class JobRun:
             for thread in threads:
                 self.executor.abandon(thread)
         self._cancel_coroutines(coroutines)
+        if self._watch is not None:
+            self._close_all_deliveries(KeyboardInterrupt())
         logger.warning(
             "job %s interrupted: paused with %d pending tasks", js.job_id, len(js.pending_tasks)
         )
@@ -958,6 +1042,8 @@ class JobRun:
 
     def _handle_failure(self, task: Task, merged: Any, exc: Exception) -> None:
         """Apply the routine's error strategy to a failed delivery (DESIGN README 6)."""
+        if self._watch is not None:
+            self._note_error(task, exc)
         rid = task.rid
         js = self.job_state
         routine = self.flow.routines.get(rid)
@@ -1007,6 +1093,8 @@ class JobRun:
 
     def _fail(self, task: Task, exc: BaseException, info: dict[str, Any]) -> None:
         """STOP: record the failure and end the job as ``failed``."""
+        if self._watch is not None:
+            self._note_error(task, exc)
         rid = task.rid
         js = self.job_state
         logger.error("routine %s failed; job %s stops", rid, js.job_id, exc_info=exc)
@@ -1022,7 +1110,6 @@ class JobRun:
             rid,
             {"status": "failed", "error": str(exc), "error_time": datetime.now().isoformat()},
         )
-        self.tracker.record_routine_end(rid, "failed", error=str(exc))
         self.stop("failed")
 
     def _engine_failure(self, exc: Exception) -> None:
@@ -1163,7 +1250,7 @@ class JobRun:
         completed = js._set_completed()
         if completed and entry_id is not None:
             end = datetime.now()
-            state = js.get_routine_state(entry_id) or {}
+            state = js.routine_states.get(entry_id) or {}  # get_routine_state, inlined
             final = state.get("status") if state.get("status") in _ABSORBED else "completed"
             js.merge_routine_state(
                 entry_id,
@@ -1174,7 +1261,9 @@ class JobRun:
                     "end_time": end.isoformat(),
                 },
             )
-            self.tracker.record_routine_end(entry_id, str(final))
+        hooks = js._hooks  # this run's: a new run installs its own only after we settle
+        if hooks is not None and hooks.job_end is not None:
+            hooks.job_end(js)
         # The flow forgets the job before anyone is woken, so a woken caller
         # already sees ``flow.wait_for_completion(0)`` agree.
         self.flow._run_settled(self)

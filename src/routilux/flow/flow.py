@@ -13,7 +13,9 @@ import logging
 import threading
 import uuid
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..connection import Connection
@@ -30,7 +32,10 @@ from ..exceptions import (
     JobStateError,
     RoutiluxWarning,
 )
+from ..execution_tracker import TRACKER_HOOKS, ExecutionTracker
+from ..hooks import HookSet, check_hooks
 from ..job_state import JobState
+from ..output_handler import OUTPUT_HANDLER_HOOKS
 from ..routine import Routine
 from ..serialization import layout_of, register_serializable
 from ..slot import check_timeout
@@ -38,7 +43,7 @@ from .dependency import build_dependency_graph, get_ready_routines
 
 if TYPE_CHECKING:
     from ..event import Event
-    from ..execution_tracker import ExecutionTracker
+    from ..hooks import JobHooks
     from ..slot import Slot
 
 logger = logging.getLogger("routilux.flow")
@@ -92,7 +97,8 @@ class Flow:
     warns with a ``RoutiluxWarning``).  ``handler_timeout`` (seconds) bounds
     every delivery whose slot has no ``timeout`` of its own; ``max_deliveries``
     fails a job that makes more deliveries than that (a cycle); see
-    docs/execution-model.md, "Timeouts" and "Limits".
+    docs/execution-model.md, "Timeouts" and "Limits".  ``hooks``: lifecycle
+    hooks (:class:`~routilux.JobHooks`) for every job of the flow (docs/hooks.md).
     """
 
     #: How ``Event.emit``/``Routine.emit`` recognise a flow without importing this module.
@@ -109,6 +115,7 @@ class Flow:
         strict: bool = False,
         handler_timeout: float | None = None,
         max_deliveries: int | None = None,
+        hooks: Iterable[JobHooks] | None = None,
     ) -> None:
         self.flow_id = flow_id or str(uuid.uuid4())
         _check_workers(self.flow_id, max_workers)
@@ -140,6 +147,8 @@ class Flow:
         self.history_limit = history_limit
         self.output_limit = output_limit
         self.strict = bool(strict)
+        self._hooks: tuple[JobHooks, ...] = ()
+        self.add_hooks(*check_hooks(hooks, f"Flow '{self.flow_id}'"))
         self._routine_ids: dict[int, str] = {}
         self._connection_index: dict[tuple[int, int], Connection] = {}
         self._executor: WorkerPool | None = None
@@ -334,6 +343,43 @@ class Flow:
                 return
         executor.shutdown(wait=False)
 
+    @property
+    def hooks(self) -> tuple[JobHooks, ...]:
+        """The lifecycle hooks of every job of this flow (see :meth:`add_hooks`)."""
+        return self._hooks
+
+    def add_hooks(self, *hooks: JobHooks) -> None:
+        """Add lifecycle hooks for the jobs started (or resumed) from now on;
+        they run after the flow's earlier hooks and before a call's own."""
+        self._hooks = (*self._hooks, *check_hooks(hooks, f"Flow '{self.flow_id}'"))
+        # The hooks of a job without hooks of its own: the same for every job.
+        self._job_hooks = HookSet((TRACKER_HOOKS, OUTPUT_HANDLER_HOOKS, *self._hooks))
+
+    def _hook_set(self, call_hooks: tuple[JobHooks, ...]) -> HookSet:
+        """The hooks of a new run: the tracker's, the output handler's, the
+        flow's, the call's (in that order)."""
+        if call_hooks:
+            return HookSet((*self._job_hooks.hooks, *call_hooks))
+        return self._job_hooks
+
+    def _install(
+        self,
+        job_state: JobState,
+        hooks: HookSet,
+        entry_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        """Start a run's hooks: a new tracker for the job (the flow's latest too),
+        opened with the entry routine's start; ``hooks`` become the job's."""
+        tracker = ExecutionTracker(self.flow_id, max_events=job_state.history_limit)
+        tracker._target_of = self._first_target
+        if entry_id is not None:
+            tracker.record_routine_start(entry_id, params)
+        job_state.execution_tracker = self.execution_tracker = tracker
+        job_state._hooks = hooks
+        if hooks.job_start is not None:
+            hooks.job_start(job_state)
+
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """The error handler of every routine that has none of its own."""
         self.error_handler = handler
@@ -367,6 +413,7 @@ class Flow:
         wait: bool = True,
         timeout: float | None = None,
         output_handler: Any = None,
+        hooks: Iterable[JobHooks] | None = None,
     ) -> JobState:
         """Run a new job from the entry routine's ``trigger`` slot; returns its JobState.
 
@@ -375,11 +422,12 @@ class Flow:
         running), or after ``timeout`` seconds.  With ``wait=False`` it returns
         at once; ``job_state.wait_for_completion()`` waits later.
         ``output_handler`` receives the job's ``send_output`` calls from the start.
+        ``hooks``: lifecycle hooks for this job only, after the flow's.
         Ctrl-C (KeyboardInterrupt) while it waits pauses the job and propagates.
         """
         _refuse_to_block_the_engine_loop(wait)
         run, first_steps = self._new_job(
-            entry_routine_id, entry_params, execution_strategy, output_handler
+            entry_routine_id, entry_params, execution_strategy, output_handler, hooks
         )
         self._launch(run, first_steps, wait, timeout)
         return run.job_state
@@ -390,6 +438,7 @@ class Flow:
         entry_params: dict[str, Any] | None,
         execution_strategy: str | None,
         output_handler: Any,
+        call_hooks: Iterable[JobHooks] | None,
     ) -> tuple[JobRun, Callable[[], bool | None]]:
         """Check the arguments and register a new job; returns it and its entry step."""
         routine = self.routines.get(entry_routine_id)
@@ -401,17 +450,19 @@ class Flow:
                 f"got {type(entry_params).__name__}"
             )
         self._check_strategy(execution_strategy)
+        extra = check_hooks(call_hooks, "execute()") if call_hooks is not None else ()
         job_state = JobState(
             self.flow_id, history_limit=self.history_limit, output_limit=self.output_limit
         )
-        job_state._set_started()
         job_state.current_routine_id = entry_routine_id
         if output_handler is not None:
             job_state.set_output_handler(output_handler)
         params = entry_params if entry_params is not None else {}
-        run = JobRun(self, job_state, None, entry_routine_id)
+        hooks = self._hook_set(extra) if extra else self._job_hooks
+        self._install(job_state, hooks, entry_routine_id, params)
+        job_state._set_started()
+        run = JobRun(self, job_state, None, entry_routine_id, hooks)
         self._register(run, execution_strategy)
-        run.tracker.record_routine_start(entry_routine_id, params)
         handler = routine.get_error_handler() or self.error_handler
         if handler is not None:
             handler.reset()
@@ -426,6 +477,7 @@ class Flow:
         wait: bool = True,
         timeout: float | None = None,
         output_handler: Any = None,
+        hooks: Iterable[JobHooks] | None = None,
     ) -> JobState:
         """Awaitable :meth:`execute`: the job runs off the caller's event loop.
 
@@ -448,7 +500,7 @@ class Flow:
                 pass
 
         run, first_steps = self._new_job(
-            entry_routine_id, entry_params, execution_strategy, output_handler
+            entry_routine_id, entry_params, execution_strategy, output_handler, hooks
         )
         if wait:
             run.on_settle(on_settle)
@@ -464,6 +516,7 @@ class Flow:
         wait: bool = True,
         timeout: float | None = None,
         execution_strategy: str | None = None,
+        hooks: Iterable[JobHooks] | None = None,
     ) -> JobState:
         """Continue a paused job (in this process or after loading it from a file).
 
@@ -477,9 +530,14 @@ class Flow:
         A ``failed``, ``cancelled`` or never started job, and a JobState saved
         while it was running (it holds no pending work), raise
         :class:`~routilux.JobStateError`.
+
+        ``hooks``: lifecycle hooks for this run only, after the flow's.  A resume
+        with nothing to run starts no run: its status change goes to the hooks
+        of the job's previous run.
         """
         _refuse_to_block_the_engine_loop(wait)
         self._check_owner(job_state)
+        extra = check_hooks(hooks, "resume()")
         current = job_state.current_routine_id
         if current is not None and current not in self.routines:
             raise JobStateError(f"Current routine '{current}' not found in flow")
@@ -494,14 +552,15 @@ class Flow:
             # The status change, taking the pending work and registering the new
             # run are one step under the job's lock: a pause or cancel racing this
             # resume sees either the paused job or the new run, never neither.
+            new_hooks = self._hook_set(extra)
             with job_state.lock:
-                step = job_state._begin_resume()
+                step = job_state._begin_resume(partial(self._install, job_state, new_hooks))
                 if step == "done":
                     return job_state
                 if step == "run":
                     pending, job_state.pending_tasks = job_state.pending_tasks, []
                     deferred, job_state.deferred_events = job_state.deferred_events, []
-                    run = JobRun(self, job_state, None, current)
+                    run = JobRun(self, job_state, None, current, new_hooks)
                     self._register(run, execution_strategy)
                     break
             # A run of the job is still active (a pause finishing its handlers, or
@@ -544,7 +603,6 @@ class Flow:
             if (strategy or self.execution_strategy) == "concurrent":
                 run.use_pool(self._get_executor(), self._pool_size)
             self._runs[run.job_state.job_id] = run
-        self.execution_tracker = run.tracker
 
     def _launch(
         self,
