@@ -14,7 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "persistence.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "persistence.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)  # as test_docs_examples.py
 
 
