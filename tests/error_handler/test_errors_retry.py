@@ -12,41 +12,13 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from datetime import timedelta
-from typing import Any, Callable
 
 import pytest
 
-from routilux import ErrorHandler, Flow, Routine
+from helpers import Step, failures, forward
+from routilux import ErrorHandler, Flow
 
 WAIT = 10.0  # generous upper bound for an Event wait; the tests normally take ms
-
-
-class Step(Routine):
-    """One input slot whose handler calls ``action(self, data)``; one event ``out``."""
-
-    def __init__(
-        self,
-        action: Callable[[Routine, dict[str, Any]], Any],
-        slot: str = "in",
-        merge_strategy: str = "override",
-    ) -> None:
-        super().__init__()
-        self._action = action
-        self.define_slot(slot, handler=self._on_data, merge_strategy=merge_strategy)
-        self.define_event("out")
-
-    def _on_data(self, **data: Any) -> Any:
-        return self._action(self, data)
-
-
-def forward(routine: Routine, data: dict[str, Any]) -> None:
-    routine.emit("out", **data)
-
-
-def failures(job, rid):
-    return [
-        r for r in job.get_execution_history(rid) if r.event_name in ("error", "error_continued")
-    ]
 
 
 def two_step_flow(action, execution_strategy="sequential", max_workers=1, merge="override"):

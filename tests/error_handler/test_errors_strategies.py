@@ -19,27 +19,8 @@ from typing import Any, Callable
 
 import pytest
 
+from helpers import Step, failures
 from routilux import ErrorHandler, ErrorStrategy, Flow, Routine
-
-FAILURE_EVENTS = ("error", "error_continued")
-
-
-class Step(Routine):
-    """One input slot whose handler calls ``action(self, data)``; one event ``out``."""
-
-    def __init__(
-        self,
-        action: Callable[[Routine, dict[str, Any]], Any],
-        slot: str = "in",
-        merge_strategy: str = "override",
-    ) -> None:
-        super().__init__()
-        self._action = action
-        self.define_slot(slot, handler=self._on_data, merge_strategy=merge_strategy)
-        self.define_event("out")
-
-    def _on_data(self, **data: Any) -> Any:
-        return self._action(self, data)
 
 
 class Calls:
@@ -57,11 +38,6 @@ class Calls:
     def count(self, rid: str) -> int:
         with self._lock:
             return len(self.by_routine[rid])
-
-
-def failures(job, rid):
-    """The failure records of ``rid`` in the job's history, oldest first."""
-    return [r for r in job.get_execution_history(rid) if r.event_name in FAILURE_EVENTS]
 
 
 def build_chain(

@@ -22,6 +22,7 @@ import pytest
 
 import routilux.builtin_routines  # noqa: F401 - imported up front: not a "new" module
 import routilux.persistence  # noqa: F401 - idem
+from helpers import Sink
 from routilux import Flow, Routine, SerializationError, register_serializable
 from routilux.builtin_routines import Mapper
 
@@ -44,16 +45,6 @@ class GadgetSource(Routine):
         self.emit("output", route=route, data=data)
 
 
-@register_serializable
-class GadgetSink(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("input", handler=self.store)
-
-    def store(self, **_: Any) -> None:
-        pass
-
-
 @pytest.fixture(autouse=True)
 def nothing_new_imported(tmp_path: Path) -> Iterator[None]:
     before = set(sys.modules)
@@ -71,7 +62,7 @@ def test_write_json_handler_gadget_is_refused_at_load(tmp_path: Path) -> None:
     sentinel = tmp_path / "overwritten.json"
     flow = Flow("gadget-a")
     flow.add_routine(GadgetSource(), "src")
-    flow.add_routine(GadgetSink(), "r")
+    flow.add_routine(Sink(), "r")
     flow.connect("src", "output", "r", "input", param_mapping={"route": "path"})
     data = _round_trip(flow.serialize())
     data["routines"]["r"]["_slots"]["input"]["handler"] = {

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from helpers import Source
 from routilux import (
     ErrorHandler,
     Flow,
@@ -21,17 +22,6 @@ from routilux import (
 
 def trip(flow: Flow) -> Flow:
     return Flow().deserialize(json.loads(json.dumps(flow.serialize())))
-
-
-@register_serializable
-class RegSource(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", handler=self.start)
-        self.define_event("output", ["value"])
-
-    def start(self, value: Any = 1, **_: Any) -> None:
-        self.emit("output", value=value)
 
 
 @register_serializable
@@ -92,7 +82,7 @@ RESULTS: list[tuple[str, Any]] = []
 @pytest.mark.parametrize("handler", [plain_handler, named_handler, keyword_handler, called_handler])
 def test_each_spelling_of_register_function_restores_a_handler(handler: Any) -> None:
     flow = Flow("reg")
-    flow.add_routine(RegSource(), "src")
+    flow.add_routine(Source(), "src")
     sink = RegSink()
     sink.define_slot("fn", handler=handler, merge_strategy=keep_max)
     flow.add_routine(sink, "sink")
@@ -107,7 +97,7 @@ def test_each_spelling_of_register_function_restores_a_handler(handler: Any) -> 
 
 def test_a_method_of_a_registered_class_restores_on_the_new_object() -> None:
     flow = Flow("reg-method")
-    flow.add_routine(RegSource(), "src")
+    flow.add_routine(Source(), "src")
     sink = RegSink()
     sink.define_slot("alt", handler=sink.other)  # not what __init__ installs
     flow.add_routine(sink, "sink")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from helpers import Collector, Values
 from routilux import (
     Connection,
     ErrorHandler,
@@ -86,33 +87,6 @@ class RtWorker(Routine):
         ctx = self.get_execution_context()
         assert ctx is not None
         ctx.job_state.update_shared_data("extra", kwargs)
-
-
-@register_serializable
-class RtSource(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.trigger_slot = self.define_slot("trigger", handler=self.run)
-        self.output_event = self.define_event("output", ["value"])
-
-    def run(self, values: list[int] | None = None, **_: Any) -> None:
-        for value in values or []:
-            self.emit("output", value=value)
-
-
-@register_serializable
-class RtSink(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.input_slot = self.define_slot("input", handler=self.on_value)
-
-    def on_value(self, **kwargs: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
-        with ctx.job_state.lock:
-            seen = list(ctx.job_state.get_shared_data("sink", []))
-            seen.append(kwargs)
-            ctx.job_state.update_shared_data("sink", seen)
 
 
 @register_serializable
@@ -291,9 +265,9 @@ def test_unregistered_lambda_handler_is_refused_at_load() -> None:
 
 def test_lambda_installed_by_init_is_kept() -> None:
     flow = Flow("lambda-init")
-    flow.add_routine(RtSource(), "src")
+    flow.add_routine(Values(), "src")
     flow.add_routine(RtLambdaInit(), "triple")
-    flow.add_routine(RtSink(), "sink")
+    flow.add_routine(Collector(), "sink")
     flow.connect("src", "output", "triple", "input")
     flow.connect("triple", "output", "sink", "input")
     with warnings.catch_warnings():
@@ -340,7 +314,7 @@ def build_chain_flow() -> Flow:
     """Built-in style routines that all use "input"/"output", under ids that are not
     their ``_id``, plus real built-ins."""
     flow = Flow("chain", history_limit=500)
-    flow.add_routine(RtSource(), "src")
+    flow.add_routine(Values(), "src")
     for rid, step in (("plus1", 1), ("plus10", 10), ("plus100", 100)):
         worker = RtWorker()
         worker.set_config(step=step)
@@ -351,8 +325,8 @@ def build_chain_flow() -> Flow:
     evens = Filter()
     evens.set_config(condition="data % 4 == 0")
     flow.add_routine(evens, "evens")
-    flow.add_routine(RtSink(), "kept")
-    flow.add_routine(RtSink(), "dropped")
+    flow.add_routine(Collector(), "kept")
+    flow.add_routine(Collector(), "dropped")
     flow.connect("src", "output", "plus1", "input")
     flow.connect("plus1", "output", "plus10", "input")
     flow.connect("plus10", "output", "plus100", "input")
@@ -408,8 +382,8 @@ def test_flow_round_trip_keeps_wiring_of_reused_names() -> None:
 
 def test_flow_connections_without_ids_fall_back_to_first_routine_by_name() -> None:
     flow = Flow("fallback")
-    flow.add_routine(RtSource(), "src")
-    flow.add_routine(RtSink(), "sink")
+    flow.add_routine(Values(), "src")
+    flow.add_routine(Collector(), "sink")
     flow.connect("src", "output", "sink", "input")
     data = json_trip(flow.serialize())
     for conn in data["connections"]:
@@ -421,8 +395,8 @@ def test_flow_connections_without_ids_fall_back_to_first_routine_by_name() -> No
 
 def test_unresolvable_connection_is_dropped_with_a_warning() -> None:
     flow = Flow("drop")
-    flow.add_routine(RtSource(), "src")
-    flow.add_routine(RtSink(), "sink")
+    flow.add_routine(Values(), "src")
+    flow.add_routine(Collector(), "sink")
     flow.connect("src", "output", "sink", "input")
     data = json_trip(flow.serialize())
     data["connections"].append(
@@ -463,11 +437,12 @@ def test_flow_error_handler_round_trip() -> None:
 
 def test_handler_bound_to_another_routine_is_rebound_in_the_new_flow() -> None:
     flow = Flow("cross")
-    flow.add_routine(RtSource(), "src")
+    flow.add_routine(Values(), "src")
     helper = RtWorker()
     flow.add_routine(helper, "helper")
-    consumer = RtSink()
-    consumer.input_slot.handler = helper.extra  # handled by another routine's method
+    consumer = Collector()
+    # handled by another routine's method
+    consumer.get_slot("input").handler = helper.extra  # type: ignore[union-attr]
     flow.add_routine(consumer, "consumer")
     flow.connect("src", "output", "consumer", "input")
     restored = Flow().deserialize(json_trip(flow.serialize()))
@@ -507,7 +482,7 @@ def test_unregistered_routine_serializes_but_does_not_load() -> None:
 def test_deserialize_into_non_empty_flow_is_refused() -> None:
     data = json_trip(build_chain_flow().serialize())
     target = Flow("busy")
-    target.add_routine(RtSink(), "x")
+    target.add_routine(Collector(), "x")
     with pytest.raises(SerializationError, match="new Flow"):
         target.deserialize(data)
     assert list(target.routines) == ["x"]
@@ -805,12 +780,12 @@ def test_router_events_made_from_config_are_wired_after_a_round_trip() -> None:
     from routilux.builtin_routines import ConditionalRouter
 
     flow = Flow("router")
-    flow.add_routine(RtSource(), "src")
+    flow.add_routine(Values(), "src")
     router = ConditionalRouter()
     router.set_config(routes=[("big", "data > 10")])
     flow.add_routine(router, "router")
-    flow.add_routine(RtSink(), "big_sink")
-    flow.add_routine(RtSink(), "small_sink")
+    flow.add_routine(Collector(), "big_sink")
+    flow.add_routine(Collector(), "small_sink")
     flow.connect("src", "output", "router", "input")
     flow.connect("router", "big", "big_sink", "input")
     flow.connect("router", "output", "small_sink", "input")

@@ -17,47 +17,23 @@ from typing import Any
 
 import pytest
 
+from helpers import Source, Store
 from routilux import (
     ErrorHandler,
     Flow,
     InvalidArgumentError,
     JobState,
-    Routine,
     SerializationError,
-    register_serializable,
 )
 from routilux.error_handler import MAX_RETRIES, MAX_RETRY_BACKOFF, MAX_RETRY_DELAY
 from routilux.flow.flow import MAX_WORKERS
 from routilux.serialization import short_repr
 
 
-@register_serializable
-class ValSource(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", handler=self.start)
-        self.define_event("output", ["value"])
-
-    def start(self, value: Any = 1, **_: Any) -> None:
-        self.emit("output", value=value)
-
-
-@register_serializable
-class ValSink(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("input", handler=self.store)
-
-    def store(self, value: Any = None, **_: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
-        ctx.job_state.update_shared_data("got", value)
-
-
 def saved_flow() -> dict[str, Any]:
     flow = Flow("val", execution_strategy="concurrent", max_workers=4, history_limit=50)
-    flow.add_routine(ValSource(), "src")
-    sink = ValSink()
+    flow.add_routine(Source(), "src")
+    sink = Store()
     sink.set_error_handler(ErrorHandler("retry", max_retries=2, retry_delay=0.5))
     flow.add_routine(sink, "sink")
     flow.connect("src", "output", "sink", "input")
@@ -306,13 +282,13 @@ def test_flow_file_history_limit_is_checked(value: Any) -> None:
 def test_routine_deserialize_names_the_bad_field(
     where: tuple[str, ...], value: Any, match: str
 ) -> None:
-    data = json.loads(json.dumps(ValSink().serialize()))
+    data = json.loads(json.dumps(Store().serialize()))
     target = data
     for key in where[:-1]:
         target = target[key]
     target[where[-1]] = value
     with pytest.raises(SerializationError, match=match):
-        ValSink().deserialize(data)
+        Store().deserialize(data)
 
 
 def test_slot_event_connection_deserialize_raise_serialization_errors() -> None:
