@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from helpers import Sink
 from routilux import Flow, Routine
 
 STRATEGIES = ["sequential", "concurrent"]
@@ -155,15 +156,6 @@ def test_pause_in_an_async_handler_does_not_block_the_loop() -> None:
     assert job.pause_points[-1]["reason"] == "stop here"
     flow.resume(job, timeout=20)
     assert job.status == "completed"
-
-
-class Sink(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("input", handler=self.take)
-
-    def take(self, **_: Any) -> None:
-        pass
 
 
 class Boom(Routine):

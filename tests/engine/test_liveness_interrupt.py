@@ -17,10 +17,10 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from helpers import Numbers
 from routilux import Flow, JobState, Routine
 from routilux.exceptions import JobInterrupted
 
@@ -147,17 +147,6 @@ def test_ctrl_c_pauses_the_job_and_a_resume_finishes_each_item_once(
 # -- in this process: the engine side of an interrupt, without signals ---------
 
 
-class Numbers(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", handler=self.start)
-        self.define_event("output", ["value"])
-
-    def start(self, n: int = 5, **_: Any) -> None:
-        for i in range(n):
-            self.emit("output", value=i)
-
-
 class Collect(Routine):
     """An ``append`` slot whose third delivery is interrupted once, as Ctrl-C
     in a handler on the main thread would."""
@@ -179,7 +168,7 @@ class Collect(Routine):
 def test_an_interrupted_delivery_is_kept_premerged_and_resumed_once(tmp_path: Path) -> None:
     collect = Collect(interrupt_at=(2, 3))  # once in execute(), once in resume()
     flow = Flow("interrupt-in-process")
-    flow.add_routine(Numbers(), "numbers")
+    flow.add_routine(Numbers(5), "numbers")
     flow.add_routine(collect, "collect")
     flow.connect("numbers", "output", "collect", "input")
     with pytest.raises(JobInterrupted) as caught:
@@ -236,7 +225,7 @@ def test_interrupting_a_concurrent_job_abandons_its_running_deliveries() -> None
             logged.append(value)
 
     flow = Flow("interrupt-pool", execution_strategy="concurrent", max_workers=2)
-    flow.add_routine(Numbers(), "numbers")
+    flow.add_routine(Numbers(5), "numbers")
     flow.add_routine(Work(), "work")
     flow.add_routine(Log(), "log")
     flow.connect("numbers", "output", "work", "input")

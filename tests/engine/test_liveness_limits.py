@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from helpers import Sink
 from routilux import Flow, RoutiluxWarning, Routine
 from routilux.exceptions import FlowError, InvalidArgumentError
 
@@ -25,15 +26,6 @@ class Node(Routine):
 
     def forward(self, value: int = 0, **_: Any) -> None:
         self.emit("output", value=value + 1)
-
-
-class Sink(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("input", handler=self.take)
-
-    def take(self, value: int) -> None:
-        pass
 
 
 def cycle_flow(strategy: str, **options: Any) -> Flow:

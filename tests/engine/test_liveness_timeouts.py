@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from helpers import Numbers
 from routilux import ErrorHandler, ErrorStrategy, Flow, Routine
 from routilux.exceptions import HandlerTimeoutError, InvalidArgumentError
 
@@ -31,17 +32,6 @@ def release() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
-
-
-class Source(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", handler=self.start)
-        self.define_event("output", ["value"])
-
-    def start(self, n: int = 1, **_: Any) -> None:
-        for i in range(n):
-            self.emit("output", value=i)
 
 
 class Stuck(Routine):
@@ -88,7 +78,7 @@ class Sink(Routine):
 
 def build(strategy: str, stuck: Stuck, **options: Any) -> Flow:
     flow = Flow(execution_strategy=strategy, max_workers=2, **options)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(Numbers(), "source")
     flow.add_routine(stuck, "worker")
     flow.add_routine(Sink(), "sink")
     flow.connect("source", "output", "worker", "input")
@@ -194,7 +184,7 @@ def test_the_flow_default_applies_and_the_slot_timeout_wins(
 def test_the_next_job_gets_a_worker_after_a_stuck_one(release: threading.Event) -> None:
     stuck = Stuck(release, [0])
     flow = Flow(execution_strategy="concurrent", max_workers=1)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(Numbers(), "source")
     flow.add_routine(stuck, "worker")
     flow.connect("source", "output", "worker", "input")
     first = flow.execute("source", {"n": 1}, timeout=30)
@@ -222,7 +212,7 @@ def test_cancel_settles_a_job_whose_timed_sync_handler_hangs(
             release.wait()
 
     flow = Flow(execution_strategy=strategy)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(Numbers(), "source")
     flow.add_routine(Hang(), "hang")
     flow.connect("source", "output", "hang", "input")
     job = flow.execute("source", {"n": 1}, wait=False)
@@ -256,7 +246,7 @@ class Sleeper(Routine):
 def test_an_async_handler_over_time_is_cancelled(strategy: str) -> None:
     sleeper = Sleeper(SHORT)
     flow = Flow(execution_strategy=strategy)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(Numbers(), "source")
     flow.add_routine(sleeper, "sleeper")
     flow.connect("source", "output", "sleeper", "input")
     job = flow.execute("source", {"n": 1}, timeout=30)
@@ -272,7 +262,7 @@ def test_an_async_handler_over_time_is_cancelled(strategy: str) -> None:
 def test_cancel_cancels_a_stuck_async_handler(strategy: str) -> None:
     sleeper = Sleeper(None)
     flow = Flow(execution_strategy=strategy)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(Numbers(), "source")
     flow.add_routine(sleeper, "sleeper")
     flow.connect("source", "output", "sleeper", "input")
     job = flow.execute("source", {"n": 1}, wait=False)
@@ -390,7 +380,7 @@ def test_many_jobs_with_timed_out_and_retried_deliveries_all_settle_exactly(
             self.emit("done", value=value)
 
     flow = Flow(execution_strategy="concurrent", max_workers=4)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(Numbers(), "source")
     flaky = Flaky()
     flaky.set_error_handler(
         ErrorHandler(strategy=ErrorStrategy.RETRY, max_retries=2, retry_delay=0.0)

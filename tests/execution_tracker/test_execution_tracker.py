@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from helpers import Numbers, Sink
 from routilux.exceptions import SerializationError
 from routilux.execution_tracker import ExecutionTracker
 from routilux.serialization import FORMAT_VERSION, lookup_class
@@ -331,30 +332,15 @@ def test_max_events_must_be_positive() -> None:
 
 
 def test_a_flow_job_tracks_its_events_within_its_history_limit() -> None:
-    from routilux import Flow, Routine
-
-    class Source(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-            self.define_event("out")
-
-        def go(self, n: int = 0, **_: object) -> None:
-            for i in range(n):
-                self.emit("out", i=i)
-
-    class Sink(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("in", handler=lambda **_: None)
+    from routilux import Flow
 
     flow = Flow("tracked", history_limit=5)
-    flow.add_routine(Source(), "s")
+    flow.add_routine(Numbers(), "s")
     flow.add_routine(Sink(), "k")
-    flow.connect("s", "out", "k", "in")
+    flow.connect("s", "output", "k", "input")
     job = flow.execute("s", {"n": 100})
     events = job.execution_tracker.event_flow
-    assert [e["data"]["i"] for e in events] == [95, 96, 97, 98, 99]
+    assert [e["data"]["value"] for e in events] == [95, 96, 97, 98, 99]
     assert {e["target_routine_id"] for e in events} == {"k"}
     assert {e["source_routine_id"] for e in events} == {"s"}
     assert flow.execution_tracker is job.execution_tracker

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from helpers import AsyncDoubler, Doubler
 from routilux import (
     CallbackOutputHandler,
     Delivery,
@@ -107,27 +108,6 @@ class Source(Routine):
             self.emit("out", i=i)
 
 
-class Double(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("input", handler=self.on_input)
-        self.define_event("out", ["i"])
-
-    def on_input(self, i: int) -> None:
-        self.emit("out", i=2 * i)
-
-
-class AsyncDouble(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("input", handler=self.on_input)
-        self.define_event("out", ["i"])
-
-    async def on_input(self, i: int) -> None:
-        await asyncio.sleep(0)
-        self.emit("out", i=2 * i)
-
-
 class Collect(Routine):
     def __init__(self) -> None:
         super().__init__()
@@ -162,7 +142,7 @@ def chain(middle: Routine, sink: Routine, strategy: str = "sequential", **kw: An
 
 def test_a_hook_sees_every_delivery_of_a_concurrent_job_with_async_handlers() -> None:
     hook = Recorder()
-    flow = chain(AsyncDouble(), AsyncCollect(), "concurrent", hooks=[hook])
+    flow = chain(AsyncDoubler(), AsyncCollect(), "concurrent", hooks=[hook])
     js = flow.execute("source", {"n": 30})
     assert js.status == "completed"
     assert sorted(js.shared_data["seen"]) == [2 * i for i in range(30)]
@@ -192,7 +172,7 @@ def test_a_hook_sees_every_delivery_of_a_concurrent_job_with_async_handlers() ->
 @pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
 def test_hooks_under_both_strategies(strategy: str) -> None:
     hook = Recorder()
-    flow = chain(Double(), Collect(), strategy)
+    flow = chain(Doubler(), Collect(), strategy)
     js = flow.execute("source", {"n": 5}, hooks=[hook])
     assert js.status == "completed"
     ends = hook.check_deliveries_pair()
@@ -209,14 +189,14 @@ def test_hooks_under_both_strategies(strategy: str) -> None:
 
 def test_sequential_async_handlers_are_reported_too() -> None:
     hook = Recorder()
-    js = chain(AsyncDouble(), AsyncCollect()).execute("source", {"n": 4}, hooks=[hook])
+    js = chain(AsyncDoubler(), AsyncCollect()).execute("source", {"n": 4}, hooks=[hook])
     assert js.status == "completed"
     assert len(hook.check_deliveries_pair()) == 9
 
 
 def test_execute_async_takes_hooks() -> None:
     hook = Recorder()
-    flow = chain(AsyncDouble(), AsyncCollect(), "concurrent")
+    flow = chain(AsyncDoubler(), AsyncCollect(), "concurrent")
 
     async def main() -> JobState:
         return await flow.execute_async("source", {"n": 3}, hooks=[hook])
@@ -229,7 +209,7 @@ def test_execute_async_takes_hooks() -> None:
 
 def test_per_call_hooks_see_only_their_job_and_flow_hooks_see_all() -> None:
     everywhere, once = Recorder(), Recorder()
-    flow = chain(Double(), Collect())
+    flow = chain(Doubler(), Collect())
     flow.add_hooks(everywhere)
     assert flow.hooks == (everywhere,)
     first = flow.execute("source", {"n": 1})
@@ -253,7 +233,7 @@ def test_flow_hooks_run_before_call_hooks_and_after_the_output_handler() -> None
         def on_output(self, job_state: JobState, *args: Any) -> None:
             order.append(self.name)
 
-    flow = chain(Double(), Collect(), hooks=[Named("flow")])
+    flow = chain(Doubler(), Collect(), hooks=[Named("flow")])
     handler = CallbackOutputHandler(lambda *a: order.append("handler"))
     flow.execute("source", {"n": 1}, output_handler=handler, hooks=[Named("call")])
     assert order == ["handler", "flow", "call"]
@@ -268,12 +248,12 @@ def test_a_hook_without_the_base_class_and_bad_hooks() -> None:
             self.ends.append(job_state.status)
 
     duck = Duck()
-    chain(Double(), Collect()).execute("source", hooks=[duck])
+    chain(Doubler(), Collect()).execute("source", hooks=[duck])
     assert duck.ends == ["completed"]
     with pytest.raises(InvalidArgumentError, match="not a hook"):
         Flow(hooks=[object()])
     with pytest.raises(InvalidArgumentError, match="not a hook"):
-        chain(Double(), Collect()).execute("source", hooks=["on_emit"])
+        chain(Doubler(), Collect()).execute("source", hooks=["on_emit"])
     with pytest.raises(InvalidArgumentError, match="list of JobHooks"):
         Flow(hooks=Recorder())  # type: ignore[arg-type]
     flow = Flow()
@@ -389,7 +369,7 @@ def test_pause_and_resume_each_are_a_run_with_their_own_call_hooks(strategy: str
 
 def test_a_resume_with_nothing_to_run_reports_to_the_previous_runs_hooks() -> None:
     before, after = Recorder(), Recorder()
-    flow = chain(Double(), Collect())
+    flow = chain(Doubler(), Collect())
     js = flow.execute("source", {"n": 1}, hooks=[before])
     flow.pause(js)  # paused after completion
     flow.resume(js, hooks=[after])
@@ -482,7 +462,7 @@ def test_a_raising_hook_does_not_fail_the_job_and_is_logged(
 
 
 def test_no_hooks_the_tracker_and_output_log_still_work() -> None:
-    flow = chain(Double(), Collect())
+    flow = chain(Doubler(), Collect())
     js = flow.execute("source", {"n": 2})
     assert flow.execution_tracker is js.execution_tracker
     tracker = js.execution_tracker
