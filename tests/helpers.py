@@ -66,6 +66,22 @@ class Numbers(Routine):
             self.emit("output", value=i)
 
 
+@register_serializable
+class TaggedSource(Routine):
+    """Entry routine: ``trigger(tag="", n=1)`` writes ``tag`` into the job's shared data
+    (so each job shows which call it is), then emits ``out(tag=tag, i=i)`` for ``i < n``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.start)
+        self.define_event("out", ["tag", "i"])
+
+    def start(self, tag: str = "", n: int = 1, **_: Any) -> None:
+        self.context.job_state.update_shared_data("tag", tag)
+        for i in range(n):
+            self.emit("out", tag=tag, i=i)
+
+
 # -- sinks ------------------------------------------------------------------------------
 
 

@@ -13,28 +13,13 @@ from typing import Any, Callable
 
 import pytest
 
+from helpers import TaggedSource
 from routilux import ErrorHandler, ErrorStrategy, Flow, Routine
 
 #: Upper bound for every wait in this file; reached only when something is broken.
 TIMEOUT = 10.0
 
 INVALID = "Invalid execution strategy: {}. Must be 'sequential' or 'concurrent'"
-
-
-class Source(Routine):
-    """Entry routine: emits ``n`` items ``{"tag": tag, "i": i}`` on ``out``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", handler=self.start)
-        self.define_event("out", ["tag", "i"])
-
-    def start(self, tag: str = "", n: int = 1, **_: Any) -> None:
-        ctx = self.get_execution_context()
-        assert ctx is not None
-        ctx.job_state.update_shared_data("tag", tag)
-        for i in range(n):
-            self.emit("out", tag=tag, i=i)
 
 
 class Call(Routine):
@@ -56,7 +41,7 @@ class Call(Routine):
 def fan_flow(fn: Callable[[Routine, dict[str, Any]], Any], **flow_kwargs: Any) -> Flow:
     """source --out--> worker(fn) --out--> sink."""
     flow = Flow(**flow_kwargs)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(TaggedSource(), "source")
     flow.add_routine(Call(fn, emits=True), "worker")
     flow.add_routine(Call(lambda r, d: None), "sink")
     flow.connect("source", "out", "worker", "in")
@@ -425,7 +410,7 @@ class TestShutdown:
                 super()._register(run, strategy)
 
         flow = RacingFlow(execution_strategy="concurrent", max_workers=2)
-        flow.add_routine(Source(), "source")
+        flow.add_routine(TaggedSource(), "source")
         flow.add_routine(Call(lambda r, d: None), "sink")
         flow.connect("source", "out", "sink", "in")
         js = flow.execute("source", {"tag": "t", "n": 2}, timeout=TIMEOUT)
@@ -534,7 +519,7 @@ class TestSimultaneousJobs:
         flows = {}
         for tag in "ab":
             flow = Flow(flow_id=f"flow-{tag}", execution_strategy="concurrent", max_workers=2)
-            flow.add_routine(Source(), "source")
+            flow.add_routine(TaggedSource(), "source")
             flow.add_routine(shared, f"sink-{tag}")
             flow.connect("source", "out", f"sink-{tag}", "in")
             flows[tag] = flow
@@ -608,7 +593,7 @@ class TestFailuresAndTimers:
                 raise RuntimeError("first attempt fails")
 
         flow = Flow(execution_strategy="concurrent", max_workers=1)
-        flow.add_routine(Source(), "source")
+        flow.add_routine(TaggedSource(), "source")
         flaky_routine = Call(flaky)
         flaky_routine.set_error_handler(
             ErrorHandler(strategy=ErrorStrategy.RETRY, max_retries=1, retry_delay=0.5)

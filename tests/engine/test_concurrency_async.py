@@ -14,22 +14,10 @@ from typing import Any
 
 import pytest
 
+from helpers import TaggedSource
 from routilux import Flow, Routine
 
 TIMEOUT = 10.0
-
-
-class Source(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", handler=self.start)
-        self.define_event("out", ["tag", "i"])
-
-    def start(self, tag: str = "", n: int = 1) -> None:
-        ctx = self.get_execution_context()
-        ctx.job_state.update_shared_data("tag", tag)
-        for i in range(n):
-            self.emit("out", tag=tag, i=i)
 
 
 class AsyncWorker(Routine):
@@ -48,7 +36,7 @@ class AsyncWorker(Routine):
 
 def async_flow(body: Any, **flow_kwargs: Any) -> Flow:
     flow = Flow(**flow_kwargs)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(TaggedSource(), "source")
     flow.add_routine(AsyncWorker(body), "worker")
     flow.connect("source", "out", "worker", "in")
     return flow
@@ -170,7 +158,7 @@ def test_async_handler_never_holds_a_worker_while_it_awaits():
                 holder["loop"].call_soon_threadsafe(holder["event"].set)
 
     flow = Flow(execution_strategy="concurrent", max_workers=1)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(TaggedSource(), "source")
     flow.add_routine(Waiter(), "waiter")
     flow.add_routine(Releaser(), "releaser")
     flow.connect("source", "out", "waiter", "in")  # queued first
@@ -268,7 +256,7 @@ def test_execute_async_does_not_block_the_callers_loop(strategy):
     """The job's handler waits for a gate that only a coroutine on the caller's loop opens."""
     started, gate, seen = threading.Event(), threading.Event(), []
     flow = Flow(execution_strategy=strategy, max_workers=2)
-    flow.add_routine(Source(), "source")
+    flow.add_routine(TaggedSource(), "source")
     flow.add_routine(Blocker(started, gate, seen), "blocker")
     flow.connect("source", "out", "blocker", "in")
 

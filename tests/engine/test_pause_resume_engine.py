@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
+from helpers import routine_seen
 from routilux import Flow, JobState, JobStateError, Routine, register_serializable
 from routilux.flow.state_management import cancel_flow, pause_flow, resume_flow
 
@@ -109,10 +110,6 @@ def stage(flow: Flow) -> PrStage:
     return routine
 
 
-def seen(js: JobState, rid: str = "stage") -> list[int]:
-    return list((js.get_routine_state(rid) or {}).get("seen", []))
-
-
 def history(js: JobState) -> Counter[tuple[str, str, str]]:
     return Counter(
         (r.routine_id, r.event_name, json.dumps(r.data, sort_keys=True))
@@ -159,14 +156,14 @@ def test_pause_from_another_thread_while_a_handler_runs(strategy: str) -> None:
     stage_values = sorted(t["data"]["value"] for t in pending if t["slot_routine_id"] == "stage")
     assert stage_values == [1, 2, 3, 4, 5]
     assert [t["data"] for t in pending if t["slot_routine_id"] == "collect"] == [{"value": 0}]
-    assert seen(js) == [0]
+    assert routine_seen(js, "stage") == [0]
     assert "values" not in js.shared_data
     assert len(js.pause_points) == 1
     assert js.pause_points[0]["reason"] == "operator"
 
     flow.resume(js)
     assert js.status == "completed"
-    assert sorted(seen(js)) == list(range(6))
+    assert sorted(routine_seen(js, "stage")) == list(range(6))
     assert sorted(js.shared_data["values"]) == list(range(6))
     assert js.pending_tasks == []
 
@@ -227,7 +224,7 @@ def test_pause_without_waiting_then_release() -> None:
     assert js.status == "paused"
     targets = Counter(t["slot_routine_id"] for t in js.pending_tasks)
     assert targets == {"stage": 2, "collect": 1}
-    assert seen(js) == [0]
+    assert routine_seen(js, "stage") == [0]
 
     flow.resume(js)
     assert js.status == "completed"
@@ -314,7 +311,7 @@ def test_scheduled_delivery_is_saved_when_paused_and_made_on_resume() -> None:
     restored = JobState().deserialize(json_trip(js.serialize()))
     restored_flow.resume(restored)
     assert restored.status == "completed"
-    assert sorted(seen(restored)) == [5, 6]
+    assert sorted(routine_seen(restored, "stage")) == [5, 6]
     assert sorted(restored.shared_data["values"]) == [5, 6]
 
 
@@ -406,7 +403,7 @@ def test_resume_without_waiting() -> None:
     worker.on_value = pause_on_one
     js = flow.execute("src", {"values": [1, 2, 3]})
     assert js.status == "paused"
-    assert seen(js) == [1]
+    assert routine_seen(js, "stage") == [1]
 
     worker.on_value = None
     gate, entered = threading.Event(), threading.Event()
@@ -440,7 +437,7 @@ def test_cancel_while_a_handler_runs() -> None:
     gate.set()
     assert js.wait_for_completion(LONG)
     assert js.status == "cancelled"
-    assert seen(js) == [0]  # nothing else started
+    assert routine_seen(js, "stage") == [0]  # nothing else started
     assert "values" not in js.shared_data  # the held handler's emission was discarded
     assert js.pending_tasks == []
     assert js.get_routine_state("_cancellation") == {"reason": "user abort"}

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import pytest
 
+from helpers import Step
 from routilux import Connection, Flow, InvalidArgumentError, JobState, Routine
 
 TIMEOUT = 5.0
@@ -336,12 +337,7 @@ def test_execute_returns_completed_job_state_after_downstream_ran():
 def test_execute_trivial_flow_returns_completed():
     flow = Flow()
 
-    class Nop(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=lambda **kw: None)
-
-    flow.add_routine(Nop(), "nop")
+    flow.add_routine(Step(lambda routine, data: None, "trigger"), "nop")
     js = flow.execute("nop")
     assert js.status == "completed"
     assert js.get_execution_history() == []
@@ -989,17 +985,12 @@ def test_context_is_none_for_a_routine_outside_the_flow_even_inside_a_job():
     outsider = Routine()
     seen = []
 
-    class Ask(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-
-        def go(self, **kwargs):
-            seen.append(("outsider", outsider.get_execution_context()))
-            seen.append(("self", self.get_execution_context() is not None))
+    def ask(routine, data):
+        seen.append(("outsider", outsider.get_execution_context()))
+        seen.append(("self", routine.get_execution_context() is not None))
 
     flow = Flow()
-    flow.add_routine(Ask(), "ask")
+    flow.add_routine(Step(ask, "trigger"), "ask")
     flow.execute("ask")
     assert seen == [("outsider", None), ("self", True)]
 
@@ -1007,19 +998,14 @@ def test_context_is_none_for_a_routine_outside_the_flow_even_inside_a_job():
 def test_context_does_not_leak_into_threads_a_handler_starts():
     seen = []
 
-    class Spawn(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-
-        def go(self, **kwargs):
-            t = threading.Thread(target=lambda: seen.append(self.get_execution_context()))
-            t.start()
-            t.join(TIMEOUT)
-            seen.append(self.get_execution_context() is not None)
+    def spawn(routine, data):
+        t = threading.Thread(target=lambda: seen.append(routine.get_execution_context()))
+        t.start()
+        t.join(TIMEOUT)
+        seen.append(routine.get_execution_context() is not None)
 
     flow = Flow()
-    flow.add_routine(Spawn(), "s")
+    flow.add_routine(Step(spawn, "trigger"), "s")
     flow.execute("s")
     assert seen == [None, True]
 
@@ -1035,16 +1021,11 @@ def test_slot_receive_inside_a_job_records_handler_error():
 
     bad = Bad()
 
-    class Caller(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-
-        def go(self, **kwargs):
-            bad.get_slot("input").receive({"x": 1})  # swallowed, but recorded
+    def call_bad(routine, data):
+        bad.get_slot("input").receive({"x": 1})  # swallowed, but recorded
 
     flow = Flow()
-    flow.add_routine(Caller(), "caller")
+    flow.add_routine(Step(call_bad, "trigger"), "caller")
     flow.add_routine(bad, "bad")
     js = flow.execute("caller")
     assert js.status == "completed"
@@ -1057,16 +1038,11 @@ def test_slot_receive_inside_a_job_records_handler_error():
 def test_context_for_routine_registered_twice_names_the_first_id():
     seen = []
 
-    class Ask(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-
-        def go(self, **kwargs):
-            seen.append(self.get_execution_context().routine_id)
+    def ask(routine, data):
+        seen.append(routine.get_execution_context().routine_id)
 
     flow = Flow()
-    r = Ask()
+    r = Step(ask, "trigger")
     flow.add_routine(r, "first")
     flow.add_routine(r, "second")
     flow.execute("second")
@@ -1076,16 +1052,11 @@ def test_context_for_routine_registered_twice_names_the_first_id():
 def test_current_execution_job_state_view():
     seen = []
 
-    class Ask(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-
-        def go(self, **kwargs):
-            seen.append(self.get_execution_context().flow._current_execution_job_state.value)
+    def ask(routine, data):
+        seen.append(routine.get_execution_context().flow._current_execution_job_state.value)
 
     flow = Flow()
-    flow.add_routine(Ask(), "ask")
+    flow.add_routine(Step(ask, "trigger"), "ask")
     js = flow.execute("ask")
     assert seen == [js]
     assert getattr(flow._current_execution_job_state, "value", None) is None

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from helpers import routine_seen
 from routilux import Flow, JobState, JobStateError, Routine, register_serializable
 
 LONG = 30.0  # seconds; only reached when something is broken
@@ -83,10 +84,6 @@ def stage(flow: Flow) -> StStage:
     return routine
 
 
-def seen(js: JobState) -> list[int]:
-    return list((js.get_routine_state("stage") or {}).get("seen", []))
-
-
 def paused_with_pending(flow: Flow, values: list[int], held: int = 1) -> JobState:
     """A job paused from another thread while its first ``held`` deliveries ran
     (one per pool worker, so no worker can run the later ones meanwhile)."""
@@ -140,7 +137,7 @@ def test_a_failed_job_refuses_pause_resume_and_cancel() -> None:
     for call in (flow.pause, flow.resume, flow.cancel):
         assert_refused(call, js, "failed")
     assert js.status == "failed"
-    assert seen(js) == [1, 2]
+    assert routine_seen(js, "stage") == [1, 2]
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
@@ -159,7 +156,7 @@ def test_cancel_pause_resume_of_a_running_job_never_completes_it(strategy: str) 
     gate.set()
     assert js.wait_for_completion(LONG)
     assert js.status == "cancelled"
-    assert seen(js) == [0]
+    assert routine_seen(js, "stage") == [0]
     assert_refused(flow.resume, js, "cancelled")
     assert js.status == "cancelled"
 
@@ -211,12 +208,12 @@ def test_a_completed_job_paused_then_saved_resumes_completed_running_nothing(
     assert_refused(flow.cancel, loaded, "completed")
     assert flow.resume(loaded) is loaded
     assert loaded.status == "completed"
-    assert seen(loaded) == [1]  # the deferred event was not emitted
+    assert routine_seen(loaded, "stage") == [1]  # the deferred event was not emitted
     assert len(loaded.execution_history) == len(js.execution_history)
     # ... and the in-process object resumes the same way.
     flow.resume(js)
     assert js.status == "completed"
-    assert seen(js) == [1]
+    assert routine_seen(js, "stage") == [1]
 
 
 def test_resuming_a_completed_job_runs_nothing() -> None:
@@ -224,7 +221,7 @@ def test_resuming_a_completed_job_runs_nothing() -> None:
     js = flow.execute("src", {"values": [1], "defer": 7})
     assert flow.resume(js) is js
     assert js.status == "completed"
-    assert seen(js) == [1]
+    assert routine_seen(js, "stage") == [1]
 
 
 # ---------------------------------------------------------------- saved while running
@@ -253,7 +250,7 @@ def test_a_job_saved_while_running_cannot_be_resumed(strategy: str, tmp_path: Pa
         assert loaded.job_id in str(info.value)
         assert "paused" in str(info.value)
     assert loaded.status == "running"
-    assert seen(loaded) == [0]  # nothing ran
+    assert routine_seen(loaded, "stage") == [0]  # nothing ran
     # A stale copy may still be cancelled.
     flow.cancel(loaded)
     assert loaded.status == "cancelled"
@@ -279,7 +276,7 @@ def test_resuming_a_job_whose_paused_run_is_still_active_works(strategy: str) ->
     assert flow.resume(js) is js  # waits for the paused run, then resumes it
     helper.join(LONG)
     assert js.status == "completed"
-    assert sorted(seen(js)) == [0, 1, 2]
+    assert sorted(routine_seen(js, "stage")) == [0, 1, 2]
 
 
 def test_a_job_never_started_cannot_be_resumed() -> None:
@@ -299,7 +296,7 @@ def test_a_job_state_built_by_hand_and_paused_resumes_its_pending_tasks() -> Non
     flow.pause(js, reason="built by hand")
     flow.resume(js)
     assert js.status == "completed"
-    assert seen(js) == [4]
+    assert routine_seen(js, "stage") == [4]
 
 
 # ---------------------------------------------------------------- races
@@ -337,7 +334,7 @@ def test_cancel_racing_the_natural_completion_gives_one_consistent_outcome(
         outcomes.add(outcome)
         if outcome == "refused":
             assert js.status == "completed"
-            assert sorted(seen(js)) == [0, 1]
+            assert sorted(routine_seen(js, "stage")) == [0, 1]
         else:
             assert js.status == "cancelled"
             assert js.pending_tasks == []
@@ -384,13 +381,13 @@ def test_a_run_paused_or_cancelled_before_it_starts_does_not_settle_early(
     if action == "cancel":
         assert js.status == "cancelled"
         assert js.pending_tasks == []
-        assert seen(js) == [1]
+        assert routine_seen(js, "stage") == [1]
         return
     assert js.status == "paused"
     assert len(js.pending_tasks) == 2
     flow.resume(js)
     assert js.status == "completed"
-    assert sorted(seen(js)) == [1, 2, 3]
+    assert sorted(routine_seen(js, "stage")) == [1, 2, 3]
 
 
 def test_a_loaded_copy_of_a_running_job_does_not_control_the_original() -> None:
@@ -413,7 +410,7 @@ def test_a_loaded_copy_of_a_running_job_does_not_control_the_original() -> None:
     assert js.wait_for_completion(LONG)
     assert js.status == "completed"
     assert js.pending_tasks == []
-    assert sorted(seen(js)) == [0, 1, 2]
+    assert sorted(routine_seen(js, "stage")) == [0, 1, 2]
 
 
 def test_a_handler_failing_after_a_pause_fails_the_job_for_good() -> None:
@@ -456,7 +453,7 @@ def test_two_resumes_at_once_run_every_delivery_once(strategy: str) -> None:
         thread.join(LONG)
     assert errors == [] and returned == [js, js]
     assert js.status == "completed"
-    assert sorted(seen(js)) == [1, 2, 3, 4]
+    assert sorted(routine_seen(js, "stage")) == [1, 2, 3, 4]
     assert js.pending_tasks == []
 
 
