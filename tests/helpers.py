@@ -14,6 +14,7 @@ is keyed by class name.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, Callable
 
 from routilux import Flow, JobState, Routine, register_serializable
@@ -46,6 +47,20 @@ class Values(Routine):
     def start(self, values: list[Any] | None = None, **_: Any) -> None:
         for value in values or []:
             self.emit("output", value=value)
+
+
+@register_serializable
+class Items(Routine):
+    """Entry routine: ``trigger(items=[...])`` emits ``output(data=item)`` for each item."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.start)
+        self.define_event("output", ["data"])
+
+    def start(self, items: Any = None, **_: Any) -> None:
+        for item in items or []:
+            self.emit("output", data=item)
 
 
 @register_serializable
@@ -198,6 +213,11 @@ def failures(job: JobState, routine_id: str) -> list[Any]:
 def routine_seen(job: JobState, routine_id: str) -> list[Any]:
     """The ``"seen"`` list a routine keeps in its routine state in ``job``."""
     return list((job.get_routine_state(routine_id) or {}).get("seen", []))
+
+
+def json_trip(data: Any) -> Any:
+    """``data`` as a JSON file would give it back (written, then read)."""
+    return json.loads(json.dumps(data, ensure_ascii=False))
 
 
 # -- building flows ---------------------------------------------------------------------

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from routilux import ErrorHandler, ErrorStrategy, Flow, Routine, register_serializable
+from helpers import Items
+from routilux import ErrorHandler, ErrorStrategy, Flow, Routine
 from routilux.builtin_routines import ConditionalRouter, DataTransformer, Filter, Mapper
 from routilux.builtin_routines._expressions import (
     MAX_DEPTH,
@@ -261,23 +262,9 @@ class TestAttributeAccess:
 # ---------------------------------------------------------------------------
 
 
-@register_serializable
-class BudgetTestSource(Routine):
-    """Entry: emits each of ``items`` as ``data``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", self._trigger)
-        self.define_event("output", ["data"])
-
-    def _trigger(self, items: Any = None, **kwargs: Any) -> None:
-        for item in items or []:
-            self.emit("output", data=item)
-
-
 def flow_with(routine_id: str, routine: Routine) -> Flow:
     flow = Flow(flow_id=f"budget-{routine_id}")
-    flow.add_routine(BudgetTestSource(), "source")
+    flow.add_routine(Items(), "source")
     flow.add_routine(routine, routine_id)
     flow.connect("source", "output", routine_id, "input")
     return flow

@@ -9,23 +9,10 @@ from typing import Any
 
 import pytest
 
-from routilux import Flow, Routine, register_serializable
+from helpers import Items
+from routilux import Flow
 from routilux.builtin_routines import ConditionalRouter
 from routilux.exceptions import ConfigError, SerializationError
-
-
-@register_serializable
-class RouterTestSource(Routine):
-    """Entry: emits each of ``items`` as ``data``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", self._trigger)
-        self.define_event("output", ["data"])
-
-    def _trigger(self, items: Any = None, **kwargs: Any) -> None:
-        for item in items or []:
-            self.emit("output", data=item)
 
 
 def routed(job: Any) -> list[tuple[str, Any]]:
@@ -34,7 +21,7 @@ def routed(job: Any) -> list[tuple[str, Any]]:
 
 def router_flow(router: ConditionalRouter) -> Flow:
     flow = Flow(flow_id="router-config")
-    flow.add_routine(RouterTestSource(), "source")
+    flow.add_routine(Items(), "source")
     flow.add_routine(router, "router")
     flow.connect("source", "output", "router", "input")
     return flow

@@ -38,6 +38,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from helpers import json_trip
 from routilux import ErrorHandler, Flow, JobState, Routine, register_serializable
 from routilux.serialization import register_function
 
@@ -345,10 +346,6 @@ def new_flow_id() -> str:
 
 def params(values: Any, **control: Any) -> dict[str, Any]:
     return {"values": list(values), "control": control}
-
-
-def json_trip(data: Any) -> Any:
-    return json.loads(json.dumps(data))
 
 
 def reload(js: JobState) -> JobState:

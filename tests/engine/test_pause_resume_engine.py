@@ -15,15 +15,11 @@ from typing import Any, Callable
 
 import pytest
 
-from helpers import routine_seen
+from helpers import json_trip, routine_seen
 from routilux import Flow, JobState, JobStateError, Routine, register_serializable
 from routilux.flow.state_management import cancel_flow, pause_flow, resume_flow
 
 LONG = 30.0  # seconds; only reached when something is broken
-
-
-def json_trip(data: Any) -> Any:
-    return json.loads(json.dumps(data))
 
 
 @register_serializable

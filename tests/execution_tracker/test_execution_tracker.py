@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from helpers import Numbers, Sink
+from helpers import Numbers, Sink, pipeline
 from routilux.exceptions import SerializationError
 from routilux.execution_tracker import ExecutionTracker
 from routilux.serialization import FORMAT_VERSION, lookup_class
@@ -332,12 +332,8 @@ def test_max_events_must_be_positive() -> None:
 
 
 def test_a_flow_job_tracks_its_events_within_its_history_limit() -> None:
-    from routilux import Flow
 
-    flow = Flow("tracked", history_limit=5)
-    flow.add_routine(Numbers(), "s")
-    flow.add_routine(Sink(), "k")
-    flow.connect("s", "output", "k", "input")
+    flow = pipeline(("s", Numbers()), ("k", Sink()), flow_id="tracked", history_limit=5)
     job = flow.execute("s", {"n": 100})
     events = job.execution_tracker.event_flow
     assert [e["data"]["value"] for e in events] == [95, 96, 97, 98, 99]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from helpers import AsyncDoubler, Doubler
+from helpers import AsyncDoubler, Doubler, pipeline
 from routilux import (
     CallbackOutputHandler,
     Delivery,
@@ -126,13 +126,15 @@ class AsyncCollect(Collect):
 
 
 def chain(middle: Routine, sink: Routine, strategy: str = "sequential", **kw: Any) -> Flow:
-    flow = Flow(execution_strategy=strategy, max_workers=4, **kw)
-    flow.add_routine(Source(), "source")
-    flow.add_routine(middle, "middle")
-    flow.add_routine(sink, "sink")
-    flow.connect("source", "out", "middle", "input")
-    flow.connect("middle", "out", "sink", "input")
-    return flow
+    return pipeline(
+        ("source", Source()),
+        ("middle", middle),
+        ("sink", sink),
+        event="out",
+        execution_strategy=strategy,
+        max_workers=4,
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from helpers import Collector, Values
+from helpers import Collector, Values, json_trip
 from routilux import (
     Connection,
     ErrorHandler,
@@ -30,11 +30,6 @@ from routilux import (
 from routilux.builtin_routines import Filter, Mapper
 from routilux.persistence import NotConstructableError
 from routilux.serialization import FORMAT_VERSION, lookup_class, register_function
-
-
-def json_trip(data: Any) -> Any:
-    """What a file would give back."""
-    return json.loads(json.dumps(data, ensure_ascii=False))
 
 
 @register_serializable  # a saved retryable exception class must be registered (issue 9)
