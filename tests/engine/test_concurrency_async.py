@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from helpers import TaggedSource
+from helpers import Step, TaggedSource
 from routilux import Flow, Routine
 
 TIMEOUT = 10.0
@@ -148,19 +148,14 @@ def test_async_handler_never_holds_a_worker_while_it_awaits():
             except asyncio.TimeoutError:
                 outcome.append("timed out")
 
-    class Releaser(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("in", handler=self.release)
-
-        def release(self, **_: Any) -> None:
-            if ready.wait(TIMEOUT):
-                holder["loop"].call_soon_threadsafe(holder["event"].set)
+    def release(routine: Routine, data: dict[str, Any]) -> None:
+        if ready.wait(TIMEOUT):
+            holder["loop"].call_soon_threadsafe(holder["event"].set)
 
     flow = Flow(execution_strategy="concurrent", max_workers=1)
     flow.add_routine(TaggedSource(), "source")
     flow.add_routine(Waiter(), "waiter")
-    flow.add_routine(Releaser(), "releaser")
+    flow.add_routine(Step(release), "releaser")
     flow.connect("source", "out", "waiter", "in")  # queued first
     flow.connect("source", "out", "releaser", "in")
     js = flow.execute("source", {"tag": "t"})
@@ -355,12 +350,7 @@ def test_an_async_entry_handler_finishes_before_execute_returns(strategy):
 def test_an_async_handler_cannot_block_on_a_job_but_can_await_one():
     inner = Flow("inner")
 
-    class Leaf(Routine):
-        def __init__(self):
-            super().__init__()
-            self.define_slot("trigger", handler=lambda **kw: None)
-
-    inner.add_routine(Leaf(), "leaf")
+    inner.add_routine(Step(lambda routine, data: None, "trigger"), "leaf")
     outcome = {}
 
     class Outer(Routine):

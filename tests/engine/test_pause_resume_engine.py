@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pytest
 
-from helpers import json_trip, routine_seen
+from helpers import Step, json_trip, routine_seen
 from routilux import Flow, JobState, JobStateError, Routine, register_serializable
 from routilux.flow.state_management import cancel_flow, pause_flow, resume_flow
 
@@ -518,22 +518,17 @@ def test_a_retry_waiting_for_its_backoff_is_saved_and_made_on_resume() -> None:
 def test_resume_from_a_handler_of_the_same_job_is_refused() -> None:
     outcome: list[str] = []
 
-    class SelfResumer(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-
-        def go(self, **_: object) -> None:
-            ctx = self.get_execution_context()
-            assert ctx is not None
-            ctx.flow.pause(ctx.job_state)
-            try:
-                ctx.flow.resume(ctx.job_state)
-            except JobStateError as exc:
-                outcome.append(str(exc))
+    def resume_itself(routine: Routine, data: dict[str, Any]) -> None:
+        ctx = routine.get_execution_context()
+        assert ctx is not None
+        ctx.flow.pause(ctx.job_state)
+        try:
+            ctx.flow.resume(ctx.job_state)
+        except JobStateError as exc:
+            outcome.append(str(exc))
 
     flow = Flow("self_resume")
-    flow.add_routine(SelfResumer(), "s")
+    flow.add_routine(Step(resume_itself, "trigger"), "s")
     js = flow.execute("s")
     assert js.status == "paused"
     assert outcome and "cannot be resumed from one of its own handlers" in outcome[0]

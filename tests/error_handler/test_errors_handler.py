@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from helpers import Step
 from routilux import ErrorHandler, ErrorStrategy, Flow, Routine, SerializationError
 from routilux.flow.error_handling import get_error_handler_for_routine
 
@@ -108,16 +109,11 @@ def test_handle_error_inside_a_job_records_in_the_job(strategy):
     policy = ErrorHandler(strategy)
     answers = []
 
-    class Probe(Routine):
-        def __init__(self):
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-
-        def go(self, **_):
-            answers.append(policy.handle_error(KeyError("k"), self, "probe", None))
+    def ask_policy(routine, data):
+        answers.append(policy.handle_error(KeyError("k"), routine, "probe", None))
 
     flow = Flow()
-    flow.add_routine(Probe(), "probe")
+    flow.add_routine(Step(ask_policy, "trigger"), "probe")
     job = flow.execute("probe")
     assert answers == [True]
     assert job.status == "completed"

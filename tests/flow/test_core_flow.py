@@ -886,19 +886,13 @@ def test_downstream_failure_fails_the_job_and_drops_queued_tasks():
 
 
 def test_entry_failure_fails_the_job():
-    class Bad(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-            self.define_event("output")
-
-        def go(self, **kwargs):
-            ctx = self.get_execution_context()
-            ctx.job_state.update_routine_state(ctx.routine_id, {"mine": 1})
-            raise ValueError("entry broke")
+    def break_entry(routine, data):
+        ctx = routine.get_execution_context()
+        ctx.job_state.update_routine_state(ctx.routine_id, {"mine": 1})
+        raise ValueError("entry broke")
 
     flow = Flow()
-    flow.add_routine(Bad(), "bad")
+    flow.add_routine(Step(break_entry, "trigger"), "bad")
     js = flow.execute("bad")
     assert js.status == "failed"
     state = js.get_routine_state("bad")

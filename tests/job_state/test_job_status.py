@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from helpers import routine_seen
+from helpers import Step, routine_seen
 from routilux import Flow, JobState, JobStateError, Routine, register_serializable
 
 LONG = 30.0  # seconds; only reached when something is broken
@@ -462,22 +462,17 @@ def test_a_handler_resuming_its_own_job_through_a_twin_flow_is_refused() -> None
     whose handler is calling it."""
     outcome: list[str] = []
 
-    class SelfResumer(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=self.go)
-
-        def go(self, **_: object) -> None:
-            ctx = self.context
-            ctx.flow.pause(ctx.job_state)
-            try:
-                twin.resume(ctx.job_state)
-            except JobStateError as exc:
-                outcome.append(str(exc))
+    def resume_on_twin(routine: Routine, data: dict[str, Any]) -> None:
+        ctx = routine.context
+        ctx.flow.pause(ctx.job_state)
+        try:
+            twin.resume(ctx.job_state)
+        except JobStateError as exc:
+            outcome.append(str(exc))
 
     flow, twin = Flow("st-twin"), Flow("st-twin")
-    flow.add_routine(SelfResumer(), "s")
-    twin.add_routine(SelfResumer(), "s")
+    flow.add_routine(Step(resume_on_twin, "trigger"), "s")
+    twin.add_routine(Step(resume_on_twin, "trigger"), "s")
     js = flow.execute("s")
     assert js.status == "paused"
     assert outcome and "cannot be resumed from one of its own handlers" in outcome[0]
