@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from helpers import Numbers
 from routilux import ExecutionRecord, Flow, JobState, JobStateError, Routine
 
 TIMEOUT = 5.0
@@ -250,32 +251,21 @@ def test_job_state_without_limit_keeps_everything():
     assert js.history_dropped == 0
 
 
-class Burst(Routine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.define_slot("trigger", handler=self.go)
-        self.define_event("out")
-
-    def go(self, n):
-        for i in range(n):
-            self.emit("out", i=i)
-
-
 def test_flow_history_limit_applies_to_each_job():
     flow = Flow("limited", history_limit=3)
-    flow.add_routine(Burst(), "b")
+    flow.add_routine(Numbers(), "b")
     js = flow.execute("b", {"n": 10})
     assert js.status == "completed"
-    assert [r.data["i"] for r in js.get_execution_history()] == [7, 8, 9]
+    assert [r.data["value"] for r in js.get_execution_history()] == [7, 8, 9]
     assert js.history_dropped == 7
     js2 = flow.execute("b", {"n": 2})
-    assert [r.data["i"] for r in js2.get_execution_history()] == [0, 1]
+    assert [r.data["value"] for r in js2.get_execution_history()] == [0, 1]
     assert js2.history_dropped == 0
 
 
 def test_flow_without_history_limit_keeps_everything():
     flow = Flow("unlimited")
-    flow.add_routine(Burst(), "b")
+    flow.add_routine(Numbers(), "b")
     js = flow.execute("b", {"n": 50})
     assert len(js.get_execution_history()) == 50
     assert js.history_dropped == 0
