@@ -294,14 +294,8 @@ def test_connect_same_pair_twice_delivers_once_with_latest_mapping():
 def test_param_mapping_is_applied_on_delivery():
     log = []
     flow = Flow()
-
-    class Pair(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("trigger", handler=lambda **kw: self.emit("out", a=1, b=2, c=3))
-            self.define_event("out")
-
-    flow.add_routine(Pair(), "src")
+    emit_abc = Step(lambda routine, data: routine.emit("out", a=1, b=2, c=3), "trigger")
+    flow.add_routine(emit_abc, "src")
     flow.add_routine(Probe("p", log), "sink")
     flow.connect("src", "out", "sink", "input", {"a": "x", "b": "y"})
     js = flow.execute("src")
@@ -669,18 +663,13 @@ def test_sequential_runs_everything_on_the_calling_thread():
 def _overlap_flow(barrier, results, **flow_kwargs):
     """source emits twice to a sink whose handler needs two parties at a barrier."""
 
-    class Meet(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("input", handler=self.meet)
-
-        def meet(self, **kwargs):
-            barrier.wait(timeout=TIMEOUT)
-            results.append((kwargs["data"], threading.get_ident()))
+    def meet(routine, data):
+        barrier.wait(timeout=TIMEOUT)
+        results.append((data["data"], threading.get_ident()))
 
     flow = Flow("overlap", **flow_kwargs)
     flow.add_routine(Source(), "src")
-    flow.add_routine(Meet(), "meet")
+    flow.add_routine(Step(meet, "input"), "meet")
     flow.connect("src", "output", "meet", "input")
     return flow
 
