@@ -758,18 +758,13 @@ def test_concurrent_append_merges_lose_nothing():
     captured = []
     lock = threading.Lock()
 
-    class Acc(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("input", handler=self.acc, merge_strategy="append")
-
-        def acc(self, **kwargs):
-            with lock:
-                captured.append(kwargs["data"])
+    def acc(routine, data):
+        with lock:
+            captured.append(data["data"])
 
     flow = Flow(execution_strategy="concurrent", max_workers=4)
     flow.add_routine(Source(), "src")
-    flow.add_routine(Acc(), "acc")
+    flow.add_routine(Step(acc, "input", merge_strategy="append"), "acc")
     flow.connect("src", "output", "acc", "input")
     try:
         js = flow.execute("src", {"items": list(range(60))})
@@ -1083,21 +1078,16 @@ def test_emit_deferred_event_and_send_output_inside_a_job():
 def test_jobs_one_after_another_are_isolated():
     seen = []
 
-    class Acc(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("input", handler=self.acc, merge_strategy="append")
-
-        def acc(self, **kwargs):
-            values = kwargs["data"]  # the live accumulated list
-            seen.append(list(values))
-            ctx = self.get_execution_context()
-            ctx.job_state.update_shared_data("seen", list(values))
-            ctx.job_state.update_routine_state(ctx.routine_id, {"n": len(values)})
+    def acc(routine, data):
+        values = data["data"]  # the live accumulated list
+        seen.append(list(values))
+        ctx = routine.get_execution_context()
+        ctx.job_state.update_shared_data("seen", list(values))
+        ctx.job_state.update_routine_state(ctx.routine_id, {"n": len(values)})
 
     flow = Flow()
     flow.add_routine(Source(), "src")
-    flow.add_routine(Acc(), "acc")
+    flow.add_routine(Step(acc, "input", merge_strategy="append"), "acc")
     flow.connect("src", "output", "acc", "input")
     js1 = flow.execute("src", {"items": ["a", "b"]})
     js2 = flow.execute("src", {"items": ["c"]})
@@ -1122,18 +1112,13 @@ def test_jobs_running_at_the_same_time_are_isolated():
             self.emit("output", data=f"{tag}-1")
             self.emit("output", data=f"{tag}-2")
 
-    class Acc(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("input", handler=self.acc, merge_strategy="append")
-
-        def acc(self, **kwargs):
-            ctx = self.get_execution_context()
-            ctx.job_state.update_shared_data("last", list(kwargs["data"]))
+    def acc(routine, data):
+        ctx = routine.get_execution_context()
+        ctx.job_state.update_shared_data("last", list(data["data"]))
 
     flow = Flow()
     flow.add_routine(Src(), "src")
-    flow.add_routine(Acc(), "acc")
+    flow.add_routine(Step(acc, "input", merge_strategy="append"), "acc")
     flow.connect("src", "output", "acc", "input")
     results = {}
 
