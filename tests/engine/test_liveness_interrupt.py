@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Numbers
+from helpers import Numbers, Step
 from routilux import Flow, JobState, Routine
 from routilux.exceptions import JobInterrupted
 
@@ -216,18 +216,10 @@ def test_interrupting_a_concurrent_job_abandons_its_running_deliveries() -> None
                 return
             self.emit("done", value=value)
 
-    class Log(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("input", handler=self.take)
-
-        def take(self, value: int) -> None:
-            logged.append(value)
-
     flow = Flow("interrupt-pool", execution_strategy="concurrent", max_workers=2)
     flow.add_routine(Numbers(5), "numbers")
     flow.add_routine(Work(), "work")
-    flow.add_routine(Log(), "log")
+    flow.add_routine(Step(lambda routine, data: logged.append(data["value"]), "input"), "log")
     flow.connect("numbers", "output", "work", "input")
     flow.connect("work", "done", "log", "input")
     try:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import pytest
 
-from helpers import Step, failures
+from helpers import Step, failures, forward
 from routilux import ErrorHandler, ErrorStrategy, Flow, Routine
 
 
@@ -500,7 +500,7 @@ def test_async_handler_failures_follow_the_same_rules(strategy, execution_strate
                 raise TimeoutError("slow")
 
     flow = Flow(execution_strategy=execution_strategy, max_workers=2)
-    flow.add_routine(Step(lambda r, d: r.emit("out", **d), "trigger"), "src")
+    flow.add_routine(Step(forward, "trigger"), "src")
     flow.add_routine(AsyncStep(), "async")
     flow.connect("src", "out", "async", "in")
     flow.set_error_handler(ErrorHandler(strategy, max_retries=1, retry_delay=0.01))
@@ -569,7 +569,7 @@ def test_stop_drops_the_jobs_scheduled_retries():
         calls.add("stopping", data)
         raise ValueError("fatal")
 
-    flow.add_routine(Step(lambda r, d: r.emit("out", **d), "trigger"), "src")
+    flow.add_routine(Step(forward, "trigger"), "src")
     flow.add_routine(Step(waits_for_retry), "retrying")
     flow.add_routine(Step(stops), "stopping")
     flow.connect("src", "out", "retrying", "in")  # fails first, retry in 30 s
@@ -594,7 +594,7 @@ def test_a_failing_merge_function_is_handled_like_a_handler_failure(strategy):
         return dict(new)
 
     flow = Flow()
-    flow.add_routine(Step(lambda r, d: r.emit("out", **d), "trigger"), "src")
+    flow.add_routine(Step(forward, "trigger"), "src")
     flow.add_routine(
         Step(lambda r, d: delivered.add("m", d), merge_strategy=merge_once_broken), "m"
     )
@@ -627,7 +627,7 @@ def test_async_handler_raising_cancelled_error_is_not_swallowed(execution_strate
             raise asyncio.CancelledError("handler gave up")
 
     flow = Flow(execution_strategy=execution_strategy)
-    flow.add_routine(Step(lambda r, d: r.emit("out", **d), "trigger"), "src")
+    flow.add_routine(Step(forward, "trigger"), "src")
     flow.add_routine(Cancelling(), "cancelling")
     flow.connect("src", "out", "cancelling", "in")
     job = flow.execute("src", {"n": 1}, timeout=10)
@@ -649,7 +649,7 @@ def test_a_base_exception_in_a_handler_does_not_leave_the_job_running_forever():
         raise _Abort("abort")
 
     flow = Flow(execution_strategy="concurrent", max_workers=1)
-    flow.add_routine(Step(lambda r, d: r.emit("out", **d), "trigger"), "src")
+    flow.add_routine(Step(forward, "trigger"), "src")
     flow.add_routine(Step(aborts), "aborts")
     flow.connect("src", "out", "aborts", "in")
     job = flow.execute("src", {"n": 1}, wait=False)
