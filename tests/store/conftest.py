@@ -24,7 +24,14 @@ _TABLES = "routilux_job, routilux_task, routilux_delta, routilux_runner"
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jobs.db'}"
-    dsn: str = request.getfixturevalue("postgres_dsn")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_dsn: str) -> str:  # noqa: F811 - the fixture, by name
+    """The PostgreSQL test database, its tables emptied."""
+    dsn = postgres_dsn
     # Open once so the tables exist, then empty them: every test starts from nothing.
     with open_store(dsn) as first:
         del first
