@@ -234,11 +234,16 @@ class Store(Protocol):
 # ---------------------------------------------------------------------------
 
 
+# One encoder for every write: json.dumps() with options builds a new one per call,
+# which costs more than encoding a small record.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def dumps(value: Any, where: str) -> str:
     """``value`` as compact JSON; anything JSON cannot hold raises StoreError."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return _ENCODE(value)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise StoreError(f"{where} is not JSON-safe: {exc}") from None
 
 
@@ -263,11 +268,58 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_task(task: Any, where: str, *, input_task: bool = False) -> TaskRow:
-    """A normalised copy of a TaskRow (missing optional fields filled in)."""
+_TASK_KEYS = frozenset({"seq", "kind", "routine", "slot", "data", "retries", "due_at", "extra"})
+_RECORD_KEYS = frozenset(
+    {"seq", "consumed", "ops", "tasks_added", "tasks_removed", "status", "waiting_for"}
+)
+
+
+def _fast_task(task: Any) -> Optional[TaskRow]:
+    """The normalised TaskRow when ``task`` is a plain, valid one; None to look closer.
+
+    The common case costs a few dict reads and no message strings.
+    """
+    if type(task) is not dict or not task.keys() <= _TASK_KEYS:
+        return None
+    seq = task.get("seq")
+    kind = task.get("kind")
+    routine = task.get("routine")
+    slot = task.get("slot")
+    retries = task.get("retries", 0)
+    due_at = task.get("due_at")
+    extra = task.get("extra") or {}
+    if (
+        type(seq) is int
+        and seq >= 0
+        and kind in TASK_KINDS
+        and type(routine) is str
+        and routine
+        and type(slot) is str
+        and slot
+        and type(retries) is int
+        and retries >= 0
+        and (due_at is None or (type(due_at) in (int, float) and math.isfinite(due_at)))
+        and type(extra) is dict
+    ):
+        return {
+            "seq": seq,
+            "kind": kind,
+            "routine": routine,
+            "slot": slot,
+            "data": task.get("data"),
+            "retries": retries,
+            "due_at": None if due_at is None else float(due_at),
+            "extra": dict(extra),
+        }
+    return None
+
+
+def check_task_fully(task: Any, where: str, *, input_task: bool = False) -> TaskRow:
+    """:func:`check_task` field by field, naming the first one at fault; also checks
+    input tasks (kind ``"input"``, seq allocated by the store)."""
     if not isinstance(task, Mapping):
         raise StoreError(f"{where} must be a dict (a TaskRow), got {type(task).__name__}")
-    unknown = set(task) - {"seq", "kind", "routine", "slot", "data", "retries", "due_at", "extra"}
+    unknown = set(task) - _TASK_KEYS
     if unknown:
         raise StoreError(f"{where} has unknown keys {sorted(unknown)}")
     row: TaskRow = {}
@@ -287,8 +339,8 @@ def check_task(task: Any, where: str, *, input_task: bool = False) -> TaskRow:
     row["kind"] = kind
     row["routine"] = check_id(task.get("routine"), f"{where}.routine")
     row["slot"] = check_id(task.get("slot"), f"{where}.slot")
+    # data and extra are checked for JSON when the store encodes them, naming the task.
     row["data"] = task.get("data")
-    check_json(row["data"], f"{where}.data")
     retries = task.get("retries", 0)
     if not _is_int(retries) or retries < 0:
         raise StoreError(f"{where}.retries must be a non-negative integer, got {retries!r}")
@@ -305,17 +357,24 @@ def check_task(task: Any, where: str, *, input_task: bool = False) -> TaskRow:
     if not isinstance(extra, Mapping):
         raise StoreError(f"{where}.extra must be a dict, got {type(extra).__name__}")
     row["extra"] = dict(extra)
-    check_json(row["extra"], f"{where}.extra")
     return row
 
 
 def check_tasks(tasks: Sequence[Any], where: str) -> list[TaskRow]:
-    rows = [check_task(task, f"{where}[{index}]") for index, task in enumerate(tasks)]
-    seen: set[int] = set()
-    for row in rows:
-        if row["seq"] in seen:
-            raise StoreError(f"{where}: task seq {row['seq']} appears twice")
-        seen.add(row["seq"])
+    """A normalised copy of each of a job's own tasks; a seq twice is refused.
+
+    ``where`` names the list in messages.
+    """
+    rows: list[TaskRow] = []
+    for index, task in enumerate(tasks):
+        row = _fast_task(task)
+        rows.append(row if row is not None else check_task_fully(task, f"{where}[{index}]"))
+    if len(rows) > 1:
+        seen: set[int] = set()
+        for row in rows:
+            if row["seq"] in seen:
+                raise StoreError(f"{where}: task seq {row['seq']} appears twice")
+            seen.add(row["seq"])
     return rows
 
 
@@ -343,54 +402,76 @@ def check_records(job_id: str, first_seq: int, records: Sequence[Any]) -> list[D
     if isinstance(records, Mapping) or not isinstance(records, Sequence):
         raise StoreError(f"job {job_id!r}: records must be a list of DeltaRecords")
     checked: list[DeltaRecord] = []
-    allowed = {
-        "seq",
-        "consumed",
-        "ops",
-        "tasks_added",
-        "tasks_removed",
-        "status",
-        "waiting_for",
-    }
     expected = first_seq
     for index, record in enumerate(records):
-        where = f"job {job_id!r} record[{index}]"
         if not isinstance(record, Mapping):
-            raise StoreError(f"{where} must be a dict (a DeltaRecord)")
-        unknown = set(record) - allowed
-        if unknown:
-            raise StoreError(f"{where} has unknown keys {sorted(unknown)}")
+            raise StoreError(f"{_record_name(job_id, index)} must be a dict (a DeltaRecord)")
+        if not record.keys() <= _RECORD_KEYS:
+            unknown = sorted(set(record) - _RECORD_KEYS)
+            raise StoreError(f"{_record_name(job_id, index)} has unknown keys {unknown}")
         seq = record.get("seq")
-        if not _is_int(seq) or seq != expected:
+        if type(seq) is not int or seq != expected:
             raise StoreError(
-                f"{where}: seq must be {expected} (the job's commit seq + 1), got {seq!r}"
+                f"{_record_name(job_id, index)}: seq must be {expected} (the job's commit "
+                f"seq + 1), got {seq!r}"
             )
         consumed = record.get("consumed")
-        if consumed is not None and not _is_int(consumed):
-            raise StoreError(f"{where}.consumed must be a task seq or None, got {consumed!r}")
+        if consumed is not None and type(consumed) is not int:
+            raise StoreError(
+                f"{_record_name(job_id, index)}.consumed must be a task seq or None, "
+                f"got {consumed!r}"
+            )
         ops = record.get("ops") or []
-        if not isinstance(ops, list):
-            raise StoreError(f"{where}.ops must be a list, got {type(ops).__name__}")
-        check_json(ops, f"{where}.ops")
-        removed = list(record.get("tasks_removed") or [])
-        if not all(_is_int(item) for item in removed):
-            raise StoreError(f"{where}.tasks_removed must be task seqs, got {removed!r}")
+        if type(ops) is not list:
+            raise StoreError(
+                f"{_record_name(job_id, index)}.ops must be a list, got {type(ops).__name__}"
+            )
+        # ops are checked for JSON when the record is encoded (one pass, not two).
+        removed = record.get("tasks_removed") or []
+        if removed:
+            removed = list(removed)
+            if not all(_is_int(item) for item in removed):
+                raise StoreError(
+                    f"{_record_name(job_id, index)}.tasks_removed must be task seqs, "
+                    f"got {removed!r}"
+                )
         status = record.get("status")
-        if status is not None and not (isinstance(status, str) and status):
-            raise StoreError(f"{where}.status must be a status name or None, got {status!r}")
+        if status is not None and not (type(status) is str and status):
+            raise StoreError(
+                f"{_record_name(job_id, index)}.status must be a status name or None, "
+                f"got {status!r}"
+            )
+        added = record.get("tasks_added") or []
+        if added:
+            # One plain task (the usual case) needs no message and no duplicate check.
+            single = _fast_task(added[0]) if type(added) is list and len(added) == 1 else None
+            if not isinstance(added, (list, tuple)):
+                raise StoreError(f"{_record_name(job_id, index)}.tasks_added must be a list")
+            added = (
+                [single]
+                if single is not None
+                else check_tasks(added, f"{_record_name(job_id, index)}.tasks_added")
+            )
+        waiting = record.get("waiting_for")
         checked.append(
             {
                 "seq": seq,
                 "consumed": consumed,
                 "ops": ops,
-                "tasks_added": check_tasks(record.get("tasks_added") or [], f"{where}.tasks_added"),
+                "tasks_added": added,
                 "tasks_removed": removed,
                 "status": status,
-                "waiting_for": check_waiting_change(record.get("waiting_for"), where),
+                "waiting_for": None
+                if waiting is None
+                else check_waiting_change(waiting, _record_name(job_id, index)),
             }
         )
         expected += 1
     return checked
+
+
+def _record_name(job_id: str, index: int) -> str:
+    return f"job {job_id!r} record[{index}]"
 
 
 def check_page(limit: Any, offset: Any) -> None:

@@ -34,7 +34,7 @@ from ._base import (
     check_page,
     check_records,
     check_stale_after,
-    check_task,
+    check_task_fully,
     check_tasks,
     owner_dead,
     status_filter,
@@ -127,7 +127,6 @@ class SQLStore:
     def _insert_tasks(self, cur: Any, job_id: str, rows: Sequence[TaskRow]) -> None:
         if not rows:
             return
-        where = f"job {job_id!r} task"
         cur.executemany(
             self._sql(
                 f"INSERT INTO routilux_task (job_id, {_TASK_COLUMNS})"
@@ -140,10 +139,10 @@ class SQLStore:
                     row["kind"],
                     row["routine"],
                     row["slot"],
-                    self._jin(row["data"], where),
+                    self._jin(row["data"], f"job {job_id!r} task {row['seq']} data"),
                     row["retries"],
                     row["due_at"],
-                    self._jin(row["extra"], where),
+                    self._jin(row["extra"], f"job {job_id!r} task {row['seq']} extra"),
                 )
                 for row in rows
             ],
@@ -264,7 +263,12 @@ class SQLStore:
                 "INSERT INTO routilux_delta (job_id, seq, consumed, record) VALUES (?, ?, ?, ?)"
             ),
             [
-                (job_id, record["seq"], record["consumed"], self._jin(record, where))
+                (
+                    job_id,
+                    record["seq"],
+                    record["consumed"],
+                    self._jin(record, f"{where} seq {record['seq']}"),
+                )
                 for record in checked
             ],
         )
@@ -457,7 +461,7 @@ class SQLStore:
         gives its own tasks. A finished job accepts no input (StoreError).
         """
         check_id(job_id, "job_id")
-        row = check_task(task, f"job {job_id!r} input", input_task=True)
+        row = check_task_fully(task, f"job {job_id!r} input", input_task=True)
         with self._transaction(write=True) as cur:
             cur.execute(
                 self._sql(

@@ -108,7 +108,15 @@ class JournalWriter:
             self._put_count += 1
             ticket = self._put_count
             self._queue.append((ticket, job_id, epoch, record))
-            self._cond.notify_all()
+            # Wake the writer only when it has something new to do: its first record,
+            # a full batch, or a caller that waits. (A wake-up per record would make
+            # the two threads trade the GIL for nothing.)
+            if (
+                len(self._queue) == 1
+                or len(self._queue) >= self.max_batch
+                or (self.durability == "sync")
+            ):
+                self._cond.notify_all()
             if self.durability == "sync":
                 self._urgent += 1
                 try:
