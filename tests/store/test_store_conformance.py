@@ -140,6 +140,14 @@ def test_commit_applies_tasks_status_and_waiting(store: Store) -> None:
         ([record(2, tasks_added=[task(0)])], r"'j1'.*tasks \[0\] that are already pending"),
         ([record(2, tasks_added=[task(8), task(8)])], "appears twice"),
         ([record(2, surprise=1)], "unknown keys"),
+        ([record(2, tasks_added={"seq": 9})], r"record\[0\]\.tasks_added must be a list"),
+        (
+            [record(2), record(3, tasks_added=[{"seq": 9, "kind": "nope", "routine": "r"}])],
+            r"'j1' record\[1\]\.tasks_added\[0\]\.kind must be one of",
+        ),
+        ([record(2, tasks_added=[task(9, data={1, 2})])], "task 9 data is not JSON-safe"),
+        ([record(2, consumed="0")], "consumed must be a task seq"),
+        ([record(2, status="")], "status must be a status name"),
     ],
 )
 def test_bad_batches_write_nothing(store: Store, records: list[Any], message: str) -> None:
