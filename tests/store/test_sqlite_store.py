@@ -215,3 +215,21 @@ def test_kill_9_keeps_every_flushed_record_and_no_partial_batch(
     assert [delta["seq"] for delta in job.deltas] == list(range(1, job.commit_seq + 1))
     assert [task["seq"] for task in job.tasks] == [job.commit_seq]
     assert job.deltas[-1]["ops"] == [["shared_set", "count", job.commit_seq]]
+
+
+def test_full_disk_reaches_the_writers_caller(tmp_path: Path) -> None:
+    from routilux.store import JournalWriter
+
+    with SQLiteStore(tmp_path / "jobs.db") as store:
+        store.create_job("j1", "flow", "running", SNAPSHOT, [])
+        pages = pragma(store, "page_count")
+        store._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        errors: list[str] = []
+        with JournalWriter(store, on_error=lambda job, error: errors.append(job)) as writer:
+            writer.put("j1", 1, {"seq": 1, "consumed": None, "ops": [["s", "k", "x" * 100_000]]})
+            with pytest.raises(StoreError, match="full"):
+                writer.flush()
+            with pytest.raises(StoreError, match="full"):
+                writer.put("j1", 1, {"seq": 1, "consumed": None, "ops": []})
+        assert errors == ["j1"]
+        assert store.load("j1").commit_seq == 0
