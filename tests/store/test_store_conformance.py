@@ -347,18 +347,25 @@ def test_runner_rows(store: Store) -> None:
         store.register_runner("y", pid=0)
 
 
+CONTESTED = [f"contested-{index}" for index in range(40)]
+
+
 def _claimer(url: str, index: int, barrier: Any, done: Any, results: Any) -> None:
     with open_store(url) as child:
         runner = f"runner-{index}"
         child.register_runner(runner)
         barrier.wait()
-        results.put((runner, child.claim("contested", runner, stale_after=60)))
-        # Stay alive (the winner's lease must look live) until everyone has claimed.
+        won = {}
+        for job_id in CONTESTED:
+            won[job_id] = child.claim(job_id, runner, stale_after=60)
+        results.put((runner, won))
+        # Stay alive (the winners' leases must look live) until everyone has claimed.
         done.wait()
 
 
 def test_concurrent_claims_have_exactly_one_winner(store: Store, store_url: str) -> None:
-    new_job(store, "contested", owner="ghost")
+    for job_id in CONTESTED:
+        new_job(store, job_id, owner="ghost")
     context = multiprocessing.get_context("fork")
     count = 3
     barrier, done, results = context.Barrier(count), context.Barrier(count + 1), context.Queue()
@@ -368,15 +375,17 @@ def test_concurrent_claims_have_exactly_one_winner(store: Store, store_url: str)
     ]
     for child in children:
         child.start()
-    outcomes = [results.get(timeout=60) for _ in children]
+    outcomes = dict(results.get(timeout=60) for _ in children)
     done.wait(timeout=60)
     for child in children:
         child.join(timeout=60)
         assert child.exitcode == 0
-    winners = [(runner, epoch) for runner, epoch in outcomes if epoch is not None]
-    assert len(winners) == 1 and winners[0][1] == 2
-    job = store.load("contested")
-    assert (job.owner, job.epoch) == (winners[0][0], 2)
+    for job_id in CONTESTED:
+        winners = [runner for runner, won in outcomes.items() if won[job_id] is not None]
+        assert len(winners) == 1, (job_id, outcomes)
+        assert outcomes[winners[0]][job_id] == 2
+        job = store.load(job_id)
+        assert (job.owner, job.epoch) == (winners[0], 2)
 
 
 # ---------------------------------------------------------------- input
