@@ -509,6 +509,15 @@ def test_writer_sync_commits_before_put_returns(store: Store, store_url: str) ->
             assert reader.load("j1").commit_seq == item["seq"]
 
 
+def test_writer_close_raises_what_nobody_reported(store: Store) -> None:
+    new_job(store)
+    writer = JournalWriter(store, max_delay=10)
+    writer.put("j1", 1, record(3))  # a gap
+    with pytest.raises(StoreError, match="seq must be 1"):
+        writer.close()
+    writer.close()  # reported once
+
+
 def test_writer_close_commits_what_is_queued(store: Store) -> None:
     new_job(store)
     writer = JournalWriter(store, max_delay=10)

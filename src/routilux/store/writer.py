@@ -170,21 +170,32 @@ class JournalWriter:
             self._failed.pop(job_id, None)
 
     def close(self, timeout: Optional[float] = None) -> None:
-        """Commit what is queued, then stop the thread. The store stays open."""
+        """Commit what is queued, then stop the thread. The store stays open.
+
+        Raises (once) an error of the last records that no ``put`` or ``flush`` has
+        reported yet.
+        """
         with self._cond:
-            if self._closed:
-                return
-            self._closing = True
-            self._cond.notify_all()
+            if not self._closed:
+                self._closing = True
+                self._cond.notify_all()
         self._thread.join(timeout)
         with self._cond:
             self._closed = True
+            self._raise_unreported()
 
     def __enter__(self) -> JournalWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # An exception is on its way out already: do not replace it with ours.
+        try:
+            self.close()
+        except StoreError:
+            pass
 
     # -- caller helpers (lock held) --------------------------------------------
 
