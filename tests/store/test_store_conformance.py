@@ -618,3 +618,19 @@ def test_open_store_dispatches_postgres_urls(store_url: str) -> None:
     with open_store(store_url.replace("postgresql://", "postgres://", 1)) as opened:
         assert isinstance(opened, PostgresStore)
         assert "password" not in opened.location
+
+
+def test_list_jobs_orders_by_creation_not_by_id(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from routilux.store import _sql
+
+    # Every job created in the same clock tick: the insertion order must decide.
+    monkeypatch.setattr(_sql, "time", SimpleNamespace(time=lambda: 1_000.0))
+    names = ["m", "z", "a", "k", "b"]
+    for name in names:
+        new_job(store, name)
+    assert [s.job_id for s in store.list_jobs()] == names[::-1]
+    assert store.claimable_jobs("flow", 60) == names

@@ -59,6 +59,8 @@ class SQLStore:
     _FOR_SHARE = ""
     #: Appended to the SELECT of ``claim``: a row another claimer holds is skipped.
     _FOR_CLAIM = ""
+    #: A job-row column that grows with each insert: orders jobs created in one tick.
+    _INSERT_ORDER = "rowid"
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -425,7 +427,7 @@ class SQLStore:
             cur.execute(
                 self._sql(
                     f"SELECT {_SUMMARY_COLUMNS} FROM routilux_job{where}"
-                    " ORDER BY created_at DESC, job_id DESC LIMIT ? OFFSET ?"
+                    f" ORDER BY created_at DESC, {self._INSERT_ORDER} DESC LIMIT ? OFFSET ?"
                 ),
                 (*params, limit, offset),
             )
@@ -599,7 +601,7 @@ class SQLStore:
                     "SELECT j.job_id, j.owner, r.runner_id, r.host, r.pid, r.heartbeat"
                     " FROM routilux_job j LEFT JOIN routilux_runner r ON r.runner_id = j.owner"
                     f" WHERE j.status NOT IN ({', '.join('?' * len(skipped))}){clause}"
-                    " ORDER BY j.created_at, j.job_id"
+                    f" ORDER BY j.created_at, j.{self._INSERT_ORDER}"
                 ),
                 params,
             )

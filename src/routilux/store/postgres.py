@@ -34,7 +34,8 @@ CREATE TABLE routilux_job (
     input_seq BIGINT NOT NULL,
     created_at DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
-    waiting_for JSONB
+    waiting_for JSONB,
+    insert_order BIGSERIAL
 );
 CREATE INDEX routilux_job_by_flow ON routilux_job (flow_id, created_at);
 CREATE INDEX routilux_job_by_status ON routilux_job (status, created_at);
@@ -100,6 +101,7 @@ class PostgresStore(SQLStore):
     _FOR_UPDATE = " FOR UPDATE"
     _FOR_SHARE = " FOR SHARE"
     _FOR_CLAIM = " FOR UPDATE SKIP LOCKED"
+    _INSERT_ORDER = "insert_order"
 
     def __init__(self, dsn: str, *, connect_timeout: float = 10.0) -> None:
         super().__init__()
