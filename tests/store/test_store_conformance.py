@@ -634,3 +634,34 @@ def test_list_jobs_orders_by_creation_not_by_id(
         new_job(store, name)
     assert [s.job_id for s in store.list_jobs()] == names[::-1]
     assert store.claimable_jobs("flow", 60) == names
+
+
+def test_heartbeat_keeps_a_lease_and_stop_releases_it(store: Store) -> None:
+    from routilux.store import Heartbeat
+
+    with Heartbeat(store, "beating", interval=0.01) as beat:
+        new_job(store, owner="beating")
+        assert beat.wait_beats(3, timeout=60)
+        # Alive: this process's PID and a heartbeat renewed a moment ago.
+        assert store.claim("j1", "me", stale_after=60) is None
+    # Stopped and removed: the job is free.
+    assert store.claim("j1", "me", stale_after=60) == 2
+    with pytest.raises(StoreError, match="interval"):
+        Heartbeat(store, interval=0)
+
+
+def test_heartbeat_reports_failures(store: Store) -> None:
+    from routilux.store import Heartbeat
+
+    failures: list[StoreError] = []
+    got = threading.Event()
+
+    def on_error(error: StoreError) -> None:
+        failures.append(error)
+        got.set()
+
+    beat = Heartbeat(store, "short-lived", interval=0.01, on_error=on_error)
+    store.remove_runner("short-lived")  # the next renewal finds no row
+    assert got.wait(60)
+    beat.stop(remove=False)
+    assert "runner 'short-lived'" in str(failures[0])

@@ -5,7 +5,8 @@ JobState and the commit seq the snapshot covers), its pending tasks, the deltas
 committed since the snapshot, and the runners that own jobs. :class:`Store` is the
 protocol; :class:`SQLiteStore` (standard library) and :class:`PostgresStore`
 (``routilux[postgres]``) implement it, and :func:`open_store` picks one from a URL.
-:class:`JournalWriter` group-commits records from a running job. See
+:class:`JournalWriter` group-commits records from a running job; :class:`Heartbeat`
+keeps a runner's lease fresh. See
 ``docs/durability.md``.
 """
 
@@ -33,6 +34,7 @@ from ._base import (
     Store,
     TaskRow,
 )
+from .lease import Heartbeat
 from .postgres import PostgresStore
 from .sqlite import SQLiteStore
 from .writer import JournalWriter
@@ -44,6 +46,7 @@ __all__ = [
     "UNCHANGED",
     "ApplyOps",
     "DeltaRecord",
+    "Heartbeat",
     "JobNotFoundError",
     "JobSummary",
     "JournalWriter",
