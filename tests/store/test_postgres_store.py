@@ -62,3 +62,12 @@ def test_messages_hide_the_password(store_url: str) -> None:
     with pytest.raises(StoreError) as caught:
         PostgresStore(bad)
     assert "s3cret" not in str(caught.value) and "nodb" in str(caught.value)
+
+
+def test_open_store_dispatches_postgres_urls(store_url: str) -> None:
+    from routilux.store import open_store
+
+    with open_store(store_url.replace("postgresql://", "postgres://", 1)) as opened:
+        assert isinstance(opened, PostgresStore)
+    with open_store(store_url) as opened:
+        assert isinstance(opened, PostgresStore)

@@ -610,16 +610,6 @@ def test_writer_rejects_bad_settings(store: Store) -> None:
             JournalWriter(store, **bad)
 
 
-def test_open_store_dispatches_postgres_urls(store_url: str) -> None:
-    if not store_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL URLs only")
-    from routilux.store import PostgresStore
-
-    with open_store(store_url.replace("postgresql://", "postgres://", 1)) as opened:
-        assert isinstance(opened, PostgresStore)
-        assert "password" not in opened.location
-
-
 def test_list_jobs_orders_by_creation_not_by_id(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
