@@ -315,7 +315,8 @@ def _fast_task(task: Any) -> Optional[TaskRow]:
 
 
 def check_task_fully(task: Any, where: str, *, input_task: bool = False) -> TaskRow:
-    """:func:`check_task` field by field, naming the first one at fault; also checks
+    """A normalised copy of a TaskRow, checked field by field and naming the first one
+    at fault (the slow path of :func:`check_tasks`); also checks
     input tasks (kind ``"input"``, seq allocated by the store)."""
     if not isinstance(task, Mapping):
         raise StoreError(f"{where} must be a dict (a TaskRow), got {type(task).__name__}")
