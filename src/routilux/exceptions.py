@@ -85,3 +85,31 @@ class JobInterrupted(KeyboardInterrupt):
     def __init__(self, job_state: Any) -> None:
         super().__init__(f"job {job_state.job_id} interrupted; it is paused")
         self.job_state = job_state
+
+
+class StoreError(RoutiluxError, RuntimeError):
+    """A job store (``routilux.store``) could not be opened, read or written.
+
+    The message names the store (file or database) and, where there is one, the job,
+    runner or key at fault.
+    """
+
+
+class JobNotFoundError(StoreError, KeyError):
+    """A store holds no job (or runner) with the id asked for."""
+
+    def __str__(self) -> str:
+        # KeyError's str() would quote the message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class StaleEpochError(StoreError):
+    """A write named an epoch that is no longer the job's: another runner claimed it.
+
+    Nothing of the refused write is stored; the process that got it must stop
+    advancing the job.
+    """
+
+
+class SchemaVersionError(StoreError):
+    """A store was written by a newer version of Routilux than this one can read."""

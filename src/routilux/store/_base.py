@@ -1,0 +1,590 @@
+"""What every job store shares: the journal's record types, the ``Store`` protocol,
+the checks of records and tasks before they are written, and the lease rule.
+
+The SQL back ends (:mod:`routilux.store.sqlite`, :mod:`routilux.store.postgres`) only
+move rows; what a valid record is, which jobs count as finished and when an owner
+counts as dead is decided here, once, so both stores answer the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, runtime_checkable
+
+from routilux.exceptions import StoreError
+
+if TYPE_CHECKING:
+    from routilux.job_state import JobState
+
+#: The version of the tables this code writes. A store whose ``meta`` table says more
+#: is refused (:class:`~routilux.exceptions.SchemaVersionError`); nothing is migrated.
+SCHEMA_VERSION = 1
+
+#: Statuses after which a job never runs again: never claimable, no input accepted.
+FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+#: Statuses a job is left in on purpose; :meth:`Store.claimable_jobs` does not list
+#: them (a paused or waiting job is taken over only by an explicit :meth:`Store.claim`).
+PARKED_STATUSES = frozenset({"paused", "waiting"})
+
+TASK_KINDS = frozenset({"ready", "timer", "at_end", "input"})
+
+#: A pending piece of work of a job, JSON-safe::
+#:
+#:     {"seq": int, "kind": "ready"|"timer"|"at_end"|"input", "routine": str,
+#:      "slot": str, "data": <JSON>, "retries": int, "due_at": float | None,
+#:      "extra": dict}
+TaskRow = dict[str, Any]
+
+#: One committed change of a job (one finished delivery, or a job-level change)::
+#:
+#:     {"seq": int, "consumed": int | None, "ops": list, "tasks_added": [TaskRow],
+#:      "tasks_removed": [int], "status": str | None,
+#:      "waiting_for": None | {"set": <JSON>} | {"clear": True}}
+DeltaRecord = dict[str, Any]
+
+#: ``apply_ops(job_state, ops)``: applies a delta's state ops to a JobState in order.
+ApplyOps = Callable[["JobState", list[Any]], None]
+
+# The default of ``set_status(waiting_for=...)``: leave waiting_for as it is.
+UNCHANGED: Any = type("Unchanged", (), {"__repr__": lambda self: "UNCHANGED"})()
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """One line of :meth:`Store.list_jobs`: a job's row without its state.
+
+    Times are Unix timestamps (seconds). ``owner`` is the id of the runner that holds
+    the job, or None when no runner does.
+    """
+
+    job_id: str
+    flow_id: str
+    status: str
+    owner: Optional[str]
+    epoch: int
+    created_at: float
+    updated_at: float
+    waiting_for: Any = None
+
+
+@dataclass(frozen=True)
+class JournaledJob:
+    """Everything a store holds about one job (:meth:`Store.load`).
+
+    ``snapshot`` is the JobState's saved form covering commits up to ``snapshot_seq``;
+    ``deltas`` are the commits after it, in seq order (their ops still to be applied to
+    the snapshot); ``tasks`` is the job's *current* pending work (every commit already
+    applied), the job's own tasks in seq order followed by inputs in arrival order.
+    ``commit_seq`` is the seq of the last commit (0 before the first).
+    """
+
+    job_id: str
+    flow_id: str
+    status: str
+    owner: Optional[str]
+    epoch: int
+    created_at: float
+    updated_at: float
+    waiting_for: Any
+    snapshot: dict[str, Any]
+    snapshot_seq: int
+    commit_seq: int
+    deltas: list[DeltaRecord] = field(default_factory=list)
+    tasks: list[TaskRow] = field(default_factory=list)
+
+    @property
+    def summary(self) -> JobSummary:
+        """The job's row as :meth:`Store.list_jobs` reports it."""
+        return JobSummary(
+            self.job_id,
+            self.flow_id,
+            self.status,
+            self.owner,
+            self.epoch,
+            self.created_at,
+            self.updated_at,
+            self.waiting_for,
+        )
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A durable home for journaled jobs. Every method is one transaction.
+
+    Writes that advance a job name its ``epoch``: a different epoch than the job's
+    raises :class:`~routilux.exceptions.StaleEpochError` and writes nothing, so a
+    process whose job was claimed by another runner can never advance it again.
+    Methods are safe to call from several threads; the store serialises them.
+    """
+
+    #: Where the store lives, for messages: a file path or a DSN without password.
+    location: str
+
+    def create_job(
+        self,
+        job_id: str,
+        flow_id: str,
+        status: str,
+        snapshot: Mapping[str, Any],
+        tasks: Sequence[TaskRow] = (),
+        owner: Optional[str] = None,
+    ) -> int:
+        """Store a new job (row and tasks together) and return its epoch, 1.
+
+        A job id already stored raises StoreError.
+        """
+        ...
+
+    def commit(self, job_id: str, epoch: int, records: Sequence[DeltaRecord]) -> None:
+        """Append ``records`` to the job's journal, all or nothing.
+
+        Each record's seq must continue the job's commit seq by one; its consumed task
+        and ``tasks_removed`` are deleted, ``tasks_added`` inserted, and ``status`` /
+        ``waiting_for`` applied when present.
+        """
+        ...
+
+    def commit_many(self, batches: Sequence[tuple[str, int, Sequence[DeltaRecord]]]) -> None:
+        """:meth:`commit` for several ``(job_id, epoch, records)`` in ONE transaction:
+        if any job's batch is refused, nothing of any of them is written."""
+        ...
+
+    def write_snapshot(
+        self, job_id: str, epoch: int, snapshot: Mapping[str, Any], upto_seq: int
+    ) -> None:
+        """Replace the snapshot by one covering commits up to ``upto_seq`` and drop
+        the deltas it covers."""
+        ...
+
+    def load(self, job_id: str) -> JournaledJob:
+        """The job's row, snapshot, deltas after it and current tasks."""
+        ...
+
+    def load_job(self, job_id: str, apply_ops: Optional[ApplyOps] = None) -> JobState:
+        """The job's JobState: the snapshot with every later delta applied."""
+        ...
+
+    def list_jobs(
+        self,
+        flow_id: Optional[str] = None,
+        status: Union[str, Collection[str], None] = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobSummary]:
+        """Summaries of the stored jobs, most recently created first."""
+        ...
+
+    def set_status(
+        self, job_id: str, epoch: int, status: str, waiting_for: Any = UNCHANGED
+    ) -> None:
+        """Set the job's status (and ``waiting_for``: a value, or None to clear)."""
+        ...
+
+    def add_input(self, job_id: str, task: Mapping[str, Any]) -> int:
+        """Append an ``"input"`` task from any process (no epoch); returns its seq."""
+        ...
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove the job, its tasks and its deltas."""
+        ...
+
+    def register_runner(
+        self, runner_id: str, host: Optional[str] = None, pid: Optional[int] = None
+    ) -> None:
+        """Record (or renew) a runner: its host, its PID and a fresh heartbeat."""
+        ...
+
+    def heartbeat(self, runner_id: str) -> None:
+        """Renew the runner's heartbeat."""
+        ...
+
+    def remove_runner(self, runner_id: str) -> None:
+        """Forget a runner (a clean exit); its jobs become claimable."""
+        ...
+
+    def claim(self, job_id: str, runner_id: str, stale_after: float) -> Optional[int]:
+        """Take over an unfinished job whose owner is dead: the new epoch, else None."""
+        ...
+
+    def claimable_jobs(self, flow_id: Optional[str], stale_after: float) -> list[str]:
+        """Ids of the jobs that :meth:`claim` would take and recovery should resume."""
+        ...
+
+    def release(self, job_id: str, epoch: int) -> None:
+        """Clear the job's owner (the epoch stays); anyone may claim it next."""
+        ...
+
+    def close(self) -> None:
+        """Close the store's connections; later calls raise StoreError."""
+        ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+# ---------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------
+
+
+# One encoder for every write: json.dumps() with options builds a new one per call,
+# which costs more than encoding a small record.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def dumps(value: Any, where: str) -> str:
+    """``value`` as compact JSON; anything JSON cannot hold raises StoreError."""
+    try:
+        return _ENCODE(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StoreError(f"{where} is not JSON-safe: {exc}") from None
+
+
+def check_json(value: Any, where: str) -> None:
+    """Raise StoreError when ``value`` cannot be written as JSON."""
+    dumps(value, where)
+
+
+def check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise StoreError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def check_epoch(value: Any, job_id: str) -> int:
+    if not _is_int(value) or value < 1:
+        raise StoreError(f"job {job_id!r}: epoch must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TASK_KEYS = frozenset({"seq", "kind", "routine", "slot", "data", "retries", "due_at", "extra"})
+_RECORD_KEYS = frozenset(
+    {"seq", "consumed", "ops", "tasks_added", "tasks_removed", "status", "waiting_for"}
+)
+
+
+def _fast_task(task: Any) -> Optional[TaskRow]:
+    """The normalised TaskRow when ``task`` is a plain, valid one; None to look closer.
+
+    The common case costs a few dict reads and no message strings.
+    """
+    if type(task) is not dict or not task.keys() <= _TASK_KEYS:
+        return None
+    seq = task.get("seq")
+    kind = task.get("kind")
+    routine = task.get("routine")
+    slot = task.get("slot")
+    retries = task.get("retries", 0)
+    due_at = task.get("due_at")
+    extra = task.get("extra") or {}
+    if (
+        type(seq) is int
+        and seq >= 0
+        and kind in TASK_KINDS
+        and type(routine) is str
+        and routine
+        and type(slot) is str
+        and slot
+        and type(retries) is int
+        and retries >= 0
+        and (due_at is None or (type(due_at) in (int, float) and math.isfinite(due_at)))
+        and type(extra) is dict
+    ):
+        return {
+            "seq": seq,
+            "kind": kind,
+            "routine": routine,
+            "slot": slot,
+            "data": task.get("data"),
+            "retries": retries,
+            "due_at": None if due_at is None else float(due_at),
+            "extra": dict(extra),
+        }
+    return None
+
+
+def check_task_fully(task: Any, where: str, *, input_task: bool = False) -> TaskRow:
+    """A normalised copy of a TaskRow, checked field by field and naming the first one
+    at fault (the slow path of :func:`check_tasks`); also checks
+    input tasks (kind ``"input"``, seq allocated by the store)."""
+    if not isinstance(task, Mapping):
+        raise StoreError(f"{where} must be a dict (a TaskRow), got {type(task).__name__}")
+    unknown = set(task) - _TASK_KEYS
+    if unknown:
+        raise StoreError(f"{where} has unknown keys {sorted(unknown)}")
+    row: TaskRow = {}
+    if input_task:
+        kind = task.get("kind", "input")
+        if kind != "input":
+            raise StoreError(f"{where}: an input task has kind 'input', got {kind!r}")
+        row["seq"] = None  # allocated by the store
+    else:
+        seq = task.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise StoreError(f"{where}.seq must be a non-negative integer, got {seq!r}")
+        kind = task.get("kind")
+        if kind not in TASK_KINDS:
+            raise StoreError(f"{where}.kind must be one of {sorted(TASK_KINDS)}, got {kind!r}")
+        row["seq"] = seq
+    row["kind"] = kind
+    row["routine"] = check_id(task.get("routine"), f"{where}.routine")
+    row["slot"] = check_id(task.get("slot"), f"{where}.slot")
+    # data and extra are checked for JSON when the store encodes them, naming the task.
+    row["data"] = task.get("data")
+    retries = task.get("retries", 0)
+    if not _is_int(retries) or retries < 0:
+        raise StoreError(f"{where}.retries must be a non-negative integer, got {retries!r}")
+    row["retries"] = retries
+    due_at = task.get("due_at")
+    if due_at is not None and (
+        isinstance(due_at, bool)
+        or not isinstance(due_at, (int, float))
+        or not math.isfinite(due_at)
+    ):
+        raise StoreError(f"{where}.due_at must be a Unix time in seconds or None, got {due_at!r}")
+    row["due_at"] = None if due_at is None else float(due_at)
+    extra = task.get("extra") or {}
+    if not isinstance(extra, Mapping):
+        raise StoreError(f"{where}.extra must be a dict, got {type(extra).__name__}")
+    row["extra"] = dict(extra)
+    return row
+
+
+def check_tasks(tasks: Sequence[Any], where: str) -> list[TaskRow]:
+    """A normalised copy of each of a job's own tasks; a seq twice is refused.
+
+    ``where`` names the list in messages.
+    """
+    rows: list[TaskRow] = []
+    for index, task in enumerate(tasks):
+        row = _fast_task(task)
+        rows.append(row if row is not None else check_task_fully(task, f"{where}[{index}]"))
+    if len(rows) > 1:
+        seen: set[int] = set()
+        for row in rows:
+            if row["seq"] in seen:
+                raise StoreError(f"{where}: task seq {row['seq']} appears twice")
+            seen.add(row["seq"])
+    return rows
+
+
+def check_waiting_change(change: Any, where: str) -> Any:
+    """None (unchanged), or the dict ``{"set": value}`` / ``{"clear": True}``."""
+    if change is None:
+        return None
+    if isinstance(change, Mapping):
+        if set(change) == {"set"}:
+            check_json(change["set"], f"{where}.waiting_for.set")
+            return {"set": change["set"]}
+        if dict(change) == {"clear": True}:
+            return {"clear": True}
+    raise StoreError(
+        f"{where}.waiting_for must be None (unchanged), {{'set': value}} or "
+        f"{{'clear': True}}, got {change!r}"
+    )
+
+
+def check_records(job_id: str, first_seq: int, records: Sequence[Any]) -> list[DeltaRecord]:
+    """Normalised copies of ``records``; their seqs must run ``first_seq``, +1, ...
+
+    A gap or a repeat raises StoreError naming the job and both seqs.
+    """
+    if isinstance(records, Mapping) or not isinstance(records, Sequence):
+        raise StoreError(f"job {job_id!r}: records must be a list of DeltaRecords")
+    checked: list[DeltaRecord] = []
+    expected = first_seq
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise StoreError(f"{_record_name(job_id, index)} must be a dict (a DeltaRecord)")
+        if not record.keys() <= _RECORD_KEYS:
+            unknown = sorted(set(record) - _RECORD_KEYS)
+            raise StoreError(f"{_record_name(job_id, index)} has unknown keys {unknown}")
+        seq = record.get("seq")
+        if type(seq) is not int or seq != expected:
+            raise StoreError(
+                f"{_record_name(job_id, index)}: seq must be {expected} (the job's commit "
+                f"seq + 1), got {seq!r}"
+            )
+        consumed = record.get("consumed")
+        if consumed is not None and type(consumed) is not int:
+            raise StoreError(
+                f"{_record_name(job_id, index)}.consumed must be a task seq or None, "
+                f"got {consumed!r}"
+            )
+        ops = record.get("ops") or []
+        if type(ops) is not list:
+            raise StoreError(
+                f"{_record_name(job_id, index)}.ops must be a list, got {type(ops).__name__}"
+            )
+        # ops are checked for JSON when the record is encoded (one pass, not two).
+        removed = record.get("tasks_removed") or []
+        if removed:
+            removed = list(removed)
+            if not all(_is_int(item) for item in removed):
+                raise StoreError(
+                    f"{_record_name(job_id, index)}.tasks_removed must be task seqs, "
+                    f"got {removed!r}"
+                )
+        status = record.get("status")
+        if status is not None and not (type(status) is str and status):
+            raise StoreError(
+                f"{_record_name(job_id, index)}.status must be a status name or None, "
+                f"got {status!r}"
+            )
+        added = record.get("tasks_added") or []
+        if added:
+            # One plain task (the usual case) needs no message and no duplicate check.
+            single = _fast_task(added[0]) if type(added) is list and len(added) == 1 else None
+            if not isinstance(added, (list, tuple)):
+                raise StoreError(f"{_record_name(job_id, index)}.tasks_added must be a list")
+            added = (
+                [single]
+                if single is not None
+                else check_tasks(added, f"{_record_name(job_id, index)}.tasks_added")
+            )
+        waiting = record.get("waiting_for")
+        checked.append(
+            {
+                "seq": seq,
+                "consumed": consumed,
+                "ops": ops,
+                "tasks_added": added,
+                "tasks_removed": removed,
+                "status": status,
+                "waiting_for": None
+                if waiting is None
+                else check_waiting_change(waiting, _record_name(job_id, index)),
+            }
+        )
+        expected += 1
+    return checked
+
+
+def _record_name(job_id: str, index: int) -> str:
+    return f"job {job_id!r} record[{index}]"
+
+
+def check_page(limit: Any, offset: Any) -> None:
+    if not _is_int(limit) or not 1 <= limit <= 10_000:
+        raise StoreError(f"list_jobs: limit must be an integer from 1 to 10000, got {limit!r}")
+    if not _is_int(offset) or offset < 0:
+        raise StoreError(f"list_jobs: offset must be a non-negative integer, got {offset!r}")
+
+
+def status_filter(status: Union[str, Collection[str], None]) -> Optional[list[str]]:
+    """The statuses to keep (None: all of them)."""
+    if status is None:
+        return None
+    if isinstance(status, str):
+        return [status]
+    statuses = list(status)
+    if not statuses or not all(isinstance(item, str) for item in statuses):
+        raise StoreError(
+            f"list_jobs: status must be a status name or a non-empty collection of them, "
+            f"got {status!r}"
+        )
+    return statuses
+
+
+def check_stale_after(stale_after: Any) -> float:
+    if (
+        isinstance(stale_after, bool)
+        or not isinstance(stale_after, (int, float))
+        or not stale_after > 0
+    ):
+        raise StoreError(f"stale_after must be a positive number of seconds, got {stale_after!r}")
+    return float(stale_after)
+
+
+# ---------------------------------------------------------------------------
+# Leases
+# ---------------------------------------------------------------------------
+
+HOST = socket.gethostname()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is just someone else's
+    except OSError:
+        return False
+    return True
+
+
+def owner_dead(
+    owner: Optional[str],
+    runner: Optional[tuple[str, int, float]],
+    now: float,
+    stale_after: float,
+) -> bool:
+    """Whether a job with this owner may be claimed.
+
+    ``runner`` is the owner's ``(host, pid, heartbeat)`` row, or None when the store
+    has none. The owner is dead when there is no owner or no runner row, when it ran
+    on this host and its PID is gone, or when its heartbeat is older than
+    ``stale_after`` seconds.
+    """
+    if owner is None or runner is None:
+        return True
+    host, pid, beat = runner
+    if host == HOST and not pid_alive(pid):
+        return True
+    return now - beat > stale_after
+
+
+def resolve_apply_ops(apply_ops: Optional[ApplyOps]) -> ApplyOps:
+    """``apply_ops`` itself, or the library's ``routilux.changes.apply_ops``."""
+    if apply_ops is not None:
+        return apply_ops
+    import importlib
+
+    try:
+        module = importlib.import_module("routilux.changes")
+    except ImportError as exc:
+        raise StoreError(
+            "load_job needs routilux.changes.apply_ops to replay the journal; "
+            f"it cannot be imported ({exc}); pass apply_ops=..."
+        ) from None
+    found: ApplyOps = module.apply_ops
+    return found
+
+
+def build_job_state(job: JournaledJob, apply_ops: Optional[ApplyOps]) -> JobState:
+    """The JobState of ``job``: its snapshot deserialized, every delta's ops applied in
+    seq order, and its status set to the stored one."""
+    from routilux.job_state import JobState
+    from routilux.serialization import layout_of
+
+    state = JobState(job.flow_id)
+    try:
+        layout_of(JobState).deserialize(state, job.snapshot)
+    except Exception as exc:
+        raise StoreError(f"job {job.job_id!r}: its snapshot cannot be read: {exc}") from exc
+    if job.deltas:
+        apply = resolve_apply_ops(apply_ops)
+        for delta in job.deltas:
+            try:
+                apply(state, delta["ops"])
+            except Exception as exc:
+                raise StoreError(
+                    f"job {job.job_id!r}: delta seq {delta['seq']} cannot be applied: {exc}"
+                ) from exc
+    state.job_id = job.job_id
+    state.status = job.status
+    return state

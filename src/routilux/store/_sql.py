@@ -1,0 +1,639 @@
+"""The journal's SQL, written once for both back ends.
+
+:class:`SQLStore` implements every :class:`~routilux.store.Store` method on top of a
+few hooks a back end provides: a transaction that yields a DB-API cursor, how JSON
+goes in and comes out, and the row-locking clauses. Statements are written with
+``?`` placeholders; a back end whose driver wants ``%s`` converts them once
+(:meth:`SQLStore._sql`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from routilux.exceptions import JobNotFoundError, StaleEpochError, StoreError
+
+from ._base import (
+    FINISHED_STATUSES,
+    HOST,
+    PARKED_STATUSES,
+    UNCHANGED,
+    ApplyOps,
+    DeltaRecord,
+    JobSummary,
+    JournaledJob,
+    TaskRow,
+    build_job_state,
+    check_epoch,
+    check_id,
+    check_json,
+    check_page,
+    check_records,
+    check_stale_after,
+    check_task_fully,
+    check_tasks,
+    owner_dead,
+    status_filter,
+)
+
+if TYPE_CHECKING:
+    from routilux.job_state import JobState
+
+# The columns of routilux_job a summary is made of, in JobSummary's order.
+_SUMMARY_COLUMNS = "job_id, flow_id, status, owner, epoch, created_at, updated_at, waiting_for"
+_TASK_COLUMNS = "seq, kind, routine, slot, data, retries, due_at, extra"
+
+
+class SQLStore:
+    """The shared implementation of the SQL stores; see :class:`routilux.store.Store`."""
+
+    #: Where the store lives, for messages (a file, or a DSN without its password).
+    location: str = ""
+    #: Appended to a SELECT of a job row that the transaction will change.
+    _FOR_UPDATE = ""
+    #: Appended to a SELECT of a job row that the transaction only reads.
+    _FOR_SHARE = ""
+    #: Appended to the SELECT of ``claim``: a row another claimer holds is skipped.
+    _FOR_CLAIM = ""
+    #: A job-row column that grows with each insert: orders jobs created in one tick.
+    _INSERT_ORDER = "rowid"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- hooks ---------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Any]:  # pragma: no cover - abstract
+        """One transaction; yields a cursor. Driver errors become StoreError."""
+        raise NotImplementedError
+        yield None
+
+    def _jin(self, value: Any, where: str) -> Any:  # pragma: no cover - abstract
+        """``value`` as the driver stores a JSON column."""
+        raise NotImplementedError
+
+    def _jout(self, raw: Any) -> Any:  # pragma: no cover - abstract
+        """A JSON column as read back."""
+        raise NotImplementedError
+
+    def _sql(self, statement: str) -> str:
+        return statement
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.location} is closed")
+
+    # -- jobs ------------------------------------------------------------------
+
+    def create_job(
+        self,
+        job_id: str,
+        flow_id: str,
+        status: str,
+        snapshot: Mapping[str, Any],
+        tasks: Sequence[TaskRow] = (),
+        owner: Optional[str] = None,
+    ) -> int:
+        """Store a new job with epoch 1 (row and tasks in one transaction); returns 1."""
+        check_id(job_id, "job_id")
+        check_id(flow_id, f"job {job_id!r}: flow_id")
+        check_id(status, f"job {job_id!r}: status")
+        if owner is not None:
+            check_id(owner, f"job {job_id!r}: owner")
+        if not isinstance(snapshot, Mapping):
+            raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
+        snap = self._jin(dict(snapshot), f"job {job_id!r} snapshot")
+        rows = check_tasks(list(tasks), f"job {job_id!r} tasks")
+        now = time.time()
+        with self._transaction(write=True) as cur:
+            cur.execute(self._sql("SELECT 1 FROM routilux_job WHERE job_id = ?"), (job_id,))
+            if cur.fetchone() is not None:
+                raise StoreError(f"store {self.location}: job {job_id!r} already exists")
+            cur.execute(
+                self._sql(
+                    "INSERT INTO routilux_job (job_id, flow_id, status, owner, epoch, snapshot,"
+                    " snapshot_seq, commit_seq, input_seq, created_at, updated_at, waiting_for)"
+                    " VALUES (?, ?, ?, ?, 1, ?, 0, 0, 0, ?, ?, NULL)"
+                ),
+                (job_id, flow_id, status, owner, snap, now, now),
+            )
+            self._insert_tasks(cur, job_id, rows)
+        return 1
+
+    def _insert_tasks(self, cur: Any, job_id: str, rows: Sequence[TaskRow]) -> None:
+        if not rows:
+            return
+        cur.executemany(
+            self._sql(
+                f"INSERT INTO routilux_task (job_id, {_TASK_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            [
+                (
+                    job_id,
+                    row["seq"],
+                    row["kind"],
+                    row["routine"],
+                    row["slot"],
+                    self._jin(row["data"], f"job {job_id!r} task {row['seq']} data"),
+                    row["retries"],
+                    row["due_at"],
+                    self._jin(row["extra"], f"job {job_id!r} task {row['seq']} extra"),
+                )
+                for row in rows
+            ],
+        )
+
+    def _job_for_write(self, cur: Any, job_id: str, epoch: int) -> tuple[int, int, str]:
+        """Lock the job row; its (commit_seq, snapshot_seq, status). Checks the epoch."""
+        check_epoch(epoch, job_id)
+        cur.execute(
+            self._sql(
+                "SELECT epoch, commit_seq, snapshot_seq, status FROM routilux_job"
+                " WHERE job_id = ?" + self._FOR_UPDATE
+            ),
+            (job_id,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
+        if row[0] != epoch:
+            raise StaleEpochError(
+                f"job {job_id!r}: write under epoch {epoch} refused, the job's epoch is "
+                f"{row[0]} (another runner claimed it)"
+            )
+        return int(row[1]), int(row[2]), str(row[3])
+
+    def commit(self, job_id: str, epoch: int, records: Sequence[DeltaRecord]) -> None:
+        """Append ``records`` (seqs continuing the job's commit seq) in one transaction.
+
+        Each record's consumed task must be pending (or added earlier in the batch);
+        ``tasks_removed`` seqs that are not pending are ignored. The epoch must be the
+        job's (else :class:`StaleEpochError` and nothing is written).
+        """
+        self.commit_many([(job_id, epoch, records)])
+
+    def commit_many(self, batches: Sequence[tuple[str, int, Sequence[DeltaRecord]]]) -> None:
+        """:meth:`commit` for several jobs in one transaction (all or nothing)."""
+        batches = list(batches)
+        if not batches:
+            return
+        with self._transaction(write=True) as cur:
+            for job_id, epoch, records in batches:
+                check_id(job_id, "job_id")
+                self._commit_one(cur, job_id, epoch, records)
+
+    def _commit_one(
+        self, cur: Any, job_id: str, epoch: int, records: Sequence[DeltaRecord]
+    ) -> None:
+        commit_seq, _, _ = self._job_for_write(cur, job_id, epoch)
+        checked = check_records(job_id, commit_seq + 1, records)
+        if not checked:
+            return
+        # The batch's net effect on the task table: tasks added and consumed inside
+        # the batch never touch it.
+        added: dict[int, TaskRow] = {}
+        consumed_rows: list[int] = []
+        removed_rows: list[int] = []
+        status: Optional[str] = None
+        waiting: Any = None
+        for record in checked:
+            consumed = record["consumed"]
+            if consumed is not None:
+                if consumed in added:
+                    del added[consumed]
+                else:
+                    consumed_rows.append(consumed)
+            for seq in record["tasks_removed"]:
+                if seq in added:
+                    del added[seq]
+                else:
+                    removed_rows.append(seq)
+            for task in record["tasks_added"]:
+                if task["seq"] in added:
+                    raise StoreError(
+                        f"job {job_id!r} record seq {record['seq']}: task seq "
+                        f"{task['seq']} is added twice"
+                    )
+                added[task["seq"]] = task
+            if record["status"] is not None:
+                status = record["status"]
+            if record["waiting_for"] is not None:
+                waiting = record["waiting_for"]
+        if consumed_rows:
+            if len(set(consumed_rows)) != len(consumed_rows):
+                raise StoreError(f"job {job_id!r}: a task is consumed twice in one batch")
+            marks = ", ".join("?" * len(consumed_rows))
+            cur.execute(
+                self._sql(f"SELECT seq FROM routilux_task WHERE job_id = ? AND seq IN ({marks})"),
+                (job_id, *consumed_rows),
+            )
+            missing = set(consumed_rows) - {int(row[0]) for row in cur.fetchall()}
+            if missing:
+                raise StoreError(
+                    f"job {job_id!r}: records consume tasks {sorted(missing)} that are not "
+                    "pending (consumed before, or never added)"
+                )
+        doomed = consumed_rows + removed_rows
+        fresh = sorted(set(added) - set(doomed))
+        if fresh:
+            marks = ", ".join("?" * len(fresh))
+            cur.execute(
+                self._sql(f"SELECT seq FROM routilux_task WHERE job_id = ? AND seq IN ({marks})"),
+                (job_id, *fresh),
+            )
+            clash = sorted(int(row[0]) for row in cur.fetchall())
+            if clash:
+                raise StoreError(
+                    f"job {job_id!r}: records add tasks {clash} that are already pending"
+                )
+        if doomed:
+            cur.executemany(
+                self._sql("DELETE FROM routilux_task WHERE job_id = ? AND seq = ?"),
+                [(job_id, seq) for seq in doomed],
+            )
+        self._insert_tasks(cur, job_id, list(added.values()))
+        where = f"job {job_id!r} delta"
+        cur.executemany(
+            self._sql(
+                "INSERT INTO routilux_delta (job_id, seq, consumed, record) VALUES (?, ?, ?, ?)"
+            ),
+            [
+                (
+                    job_id,
+                    record["seq"],
+                    record["consumed"],
+                    self._jin(record, f"{where} seq {record['seq']}"),
+                )
+                for record in checked
+            ],
+        )
+        assignments = ["commit_seq = ?", "updated_at = ?"]
+        params: list[Any] = [checked[-1]["seq"], time.time()]
+        if status is not None:
+            assignments.append("status = ?")
+            params.append(status)
+        if waiting is not None:
+            assignments.append("waiting_for = ?")
+            params.append(
+                None if "clear" in waiting else self._jin(waiting["set"], f"{where} waiting_for")
+            )
+        cur.execute(
+            self._sql(f"UPDATE routilux_job SET {', '.join(assignments)} WHERE job_id = ?"),
+            (*params, job_id),
+        )
+
+    def write_snapshot(
+        self, job_id: str, epoch: int, snapshot: Mapping[str, Any], upto_seq: int
+    ) -> None:
+        """Replace the snapshot by one covering commits ``<= upto_seq``; drop those deltas.
+
+        ``upto_seq`` must lie between the current snapshot's seq and the job's commit
+        seq. The task table is untouched: it always holds the current pending work.
+        """
+        if not isinstance(snapshot, Mapping):
+            raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
+        snap = self._jin(dict(snapshot), f"job {job_id!r} snapshot")
+        with self._transaction(write=True) as cur:
+            commit_seq, snapshot_seq, _ = self._job_for_write(cur, job_id, epoch)
+            if (
+                not isinstance(upto_seq, int)
+                or isinstance(upto_seq, bool)
+                or not snapshot_seq <= upto_seq <= commit_seq
+            ):
+                raise StoreError(
+                    f"job {job_id!r}: a snapshot must cover a seq from {snapshot_seq} (the "
+                    f"current snapshot) to {commit_seq} (the last commit), got {upto_seq!r}"
+                )
+            cur.execute(
+                self._sql(
+                    "UPDATE routilux_job SET snapshot = ?, snapshot_seq = ?, updated_at = ?"
+                    " WHERE job_id = ?"
+                ),
+                (snap, upto_seq, time.time(), job_id),
+            )
+            cur.execute(
+                self._sql("DELETE FROM routilux_delta WHERE job_id = ? AND seq <= ?"),
+                (job_id, upto_seq),
+            )
+
+    def load(self, job_id: str) -> JournaledJob:
+        """The job's row, snapshot, deltas after the snapshot and current tasks."""
+        check_id(job_id, "job_id")
+        with self._transaction(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    f"SELECT {_SUMMARY_COLUMNS}, snapshot, snapshot_seq, commit_seq"
+                    " FROM routilux_job WHERE job_id = ?" + self._FOR_SHARE
+                ),
+                (job_id,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
+            cur.execute(
+                self._sql(
+                    "SELECT record FROM routilux_delta WHERE job_id = ? AND seq > ? ORDER BY seq"
+                ),
+                (job_id, row[9]),
+            )
+            deltas = [self._jout(item[0]) for item in cur.fetchall()]
+            cur.execute(
+                self._sql(f"SELECT {_TASK_COLUMNS} FROM routilux_task WHERE job_id = ?"),
+                (job_id,),
+            )
+            tasks = [self._task(item) for item in cur.fetchall()]
+        # The job's own tasks in seq order, then inputs (negative seqs) as they arrived.
+        tasks.sort(key=lambda task: (task["seq"] < 0, abs(task["seq"])))
+        summary = self._summary(row)
+        return JournaledJob(
+            job_id=summary.job_id,
+            flow_id=summary.flow_id,
+            status=summary.status,
+            owner=summary.owner,
+            epoch=summary.epoch,
+            created_at=summary.created_at,
+            updated_at=summary.updated_at,
+            waiting_for=summary.waiting_for,
+            snapshot=self._jout(row[8]),
+            snapshot_seq=int(row[9]),
+            commit_seq=int(row[10]),
+            deltas=deltas,
+            tasks=tasks,
+        )
+
+    def load_job(self, job_id: str, apply_ops: Optional[ApplyOps] = None) -> JobState:
+        """The job's JobState: its snapshot with every later delta's ops applied.
+
+        ``apply_ops(job_state, ops)`` replays one delta (default:
+        ``routilux.changes.apply_ops``). The state's ``status`` is the stored one; its
+        pending work is ``load(job_id).tasks``, not ``pending_tasks``.
+        """
+        return build_job_state(self.load(job_id), apply_ops)
+
+    def _task(self, row: Sequence[Any]) -> TaskRow:
+        return {
+            "seq": int(row[0]),
+            "kind": row[1],
+            "routine": row[2],
+            "slot": row[3],
+            "data": self._jout(row[4]),
+            "retries": int(row[5]),
+            "due_at": None if row[6] is None else float(row[6]),
+            "extra": self._jout(row[7]),
+        }
+
+    def _summary(self, row: Sequence[Any]) -> JobSummary:
+        return JobSummary(
+            job_id=row[0],
+            flow_id=row[1],
+            status=row[2],
+            owner=row[3],
+            epoch=int(row[4]),
+            created_at=float(row[5]),
+            updated_at=float(row[6]),
+            waiting_for=None if row[7] is None else self._jout(row[7]),
+        )
+
+    def list_jobs(
+        self,
+        flow_id: Optional[str] = None,
+        status: Union[str, Collection[str], None] = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobSummary]:
+        """Summaries, most recently created first; filters by flow and status(es).
+
+        ``limit`` is 1..10000, ``offset`` >= 0.
+        """
+        check_page(limit, offset)
+        statuses = status_filter(status)
+        clauses: list[str] = []
+        params: list[Any] = []
+        if flow_id is not None:
+            clauses.append("flow_id = ?")
+            params.append(flow_id)
+        if statuses is not None:
+            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._transaction(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    f"SELECT {_SUMMARY_COLUMNS} FROM routilux_job{where}"
+                    f" ORDER BY created_at DESC, {self._INSERT_ORDER} DESC LIMIT ? OFFSET ?"
+                ),
+                (*params, limit, offset),
+            )
+            return [self._summary(row) for row in cur.fetchall()]
+
+    def set_status(
+        self, job_id: str, epoch: int, status: str, waiting_for: Any = UNCHANGED
+    ) -> None:
+        """Set the job's status; ``waiting_for`` a JSON value, None to clear, or unchanged."""
+        check_id(status, f"job {job_id!r}: status")
+        assignments = ["status = ?", "updated_at = ?"]
+        params: list[Any] = [status, time.time()]
+        if waiting_for is not UNCHANGED:
+            check_json(waiting_for, f"job {job_id!r} waiting_for")
+            assignments.append("waiting_for = ?")
+            params.append(
+                None
+                if waiting_for is None
+                else self._jin(waiting_for, f"job {job_id!r} waiting_for")
+            )
+        with self._transaction(write=True) as cur:
+            self._job_for_write(cur, job_id, epoch)
+            cur.execute(
+                self._sql(f"UPDATE routilux_job SET {', '.join(assignments)} WHERE job_id = ?"),
+                (*params, job_id),
+            )
+
+    def add_input(self, job_id: str, task: Mapping[str, Any]) -> int:
+        """Append an input task (``routine``, ``slot``, ``data``, optional ``extra``).
+
+        Any process may call it: there is no epoch. Inputs get negative seqs -1, -2,
+        ... in arrival order, so they never collide with the seqs the job's owner
+        gives its own tasks. A finished job accepts no input (StoreError).
+        """
+        check_id(job_id, "job_id")
+        row = check_task_fully(task, f"job {job_id!r} input", input_task=True)
+        with self._transaction(write=True) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT status, input_seq FROM routilux_job WHERE job_id = ?" + self._FOR_UPDATE
+                ),
+                (job_id,),
+            )
+            found = cur.fetchone()
+            if found is None:
+                raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
+            if found[0] in FINISHED_STATUSES:
+                raise StoreError(f"job {job_id!r} is {found[0]}: it takes no more input")
+            number = int(found[1]) + 1
+            row["seq"] = -number
+            self._insert_tasks(cur, job_id, [row])
+            cur.execute(
+                self._sql("UPDATE routilux_job SET input_seq = ?, updated_at = ? WHERE job_id = ?"),
+                (number, time.time(), job_id),
+            )
+        return -number
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove the job, its tasks and its deltas (JobNotFoundError if unknown)."""
+        check_id(job_id, "job_id")
+        with self._transaction(write=True) as cur:
+            cur.execute(self._sql("DELETE FROM routilux_job WHERE job_id = ?"), (job_id,))
+            if cur.rowcount == 0:
+                raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
+            cur.execute(self._sql("DELETE FROM routilux_task WHERE job_id = ?"), (job_id,))
+            cur.execute(self._sql("DELETE FROM routilux_delta WHERE job_id = ?"), (job_id,))
+
+    # -- runners and leases ----------------------------------------------------
+
+    def register_runner(
+        self, runner_id: str, host: Optional[str] = None, pid: Optional[int] = None
+    ) -> None:
+        """Record (or renew) a runner; host and PID default to this process's."""
+        import os
+
+        check_id(runner_id, "runner_id")
+        host = HOST if host is None else check_id(host, f"runner {runner_id!r}: host")
+        pid = os.getpid() if pid is None else pid
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid < 1:
+            raise StoreError(f"runner {runner_id!r}: pid must be a positive integer, got {pid!r}")
+        now = time.time()
+        with self._transaction(write=True) as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO routilux_runner (runner_id, host, pid, heartbeat, started_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (runner_id) DO UPDATE SET"
+                    " host = excluded.host, pid = excluded.pid, heartbeat = excluded.heartbeat"
+                ),
+                (runner_id, host, pid, now, now),
+            )
+
+    def heartbeat(self, runner_id: str) -> None:
+        """Renew the runner's heartbeat (JobNotFoundError for an unregistered runner)."""
+        check_id(runner_id, "runner_id")
+        with self._transaction(write=True) as cur:
+            cur.execute(
+                self._sql("UPDATE routilux_runner SET heartbeat = ? WHERE runner_id = ?"),
+                (time.time(), runner_id),
+            )
+            if cur.rowcount == 0:
+                raise JobNotFoundError(f"store {self.location} has no runner {runner_id!r}")
+
+    def remove_runner(self, runner_id: str) -> None:
+        """Forget the runner; the jobs it owned become claimable."""
+        check_id(runner_id, "runner_id")
+        with self._transaction(write=True) as cur:
+            cur.execute(self._sql("DELETE FROM routilux_runner WHERE runner_id = ?"), (runner_id,))
+
+    def _owner_row(self, cur: Any, owner: Optional[str]) -> Optional[tuple[str, int, float]]:
+        if owner is None:
+            return None
+        cur.execute(
+            self._sql("SELECT host, pid, heartbeat FROM routilux_runner WHERE runner_id = ?"),
+            (owner,),
+        )
+        row = cur.fetchone()
+        return None if row is None else (row[0], int(row[1]), float(row[2]))
+
+    def claim(self, job_id: str, runner_id: str, stale_after: float) -> Optional[int]:
+        """Take over the job if it is unfinished and its owner is dead.
+
+        Dead: no owner, no runner row for it, its PID gone on this host, or its
+        heartbeat older than ``stale_after`` seconds. Then the owner becomes
+        ``runner_id`` and the epoch grows by one; the new epoch is returned. Otherwise
+        (finished, or owned by a live runner, or being claimed by another process this
+        very moment) None. Paused and waiting jobs are claimable this way.
+        """
+        check_id(job_id, "job_id")
+        check_id(runner_id, "runner_id")
+        stale = check_stale_after(stale_after)
+        with self._transaction(write=True) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT owner, status, epoch FROM routilux_job WHERE job_id = ?"
+                    + self._FOR_CLAIM
+                ),
+                (job_id,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(self._sql("SELECT 1 FROM routilux_job WHERE job_id = ?"), (job_id,))
+                if cur.fetchone() is None:
+                    raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
+                return None  # another process holds the row: it is claiming it now
+            owner, status, epoch = row[0], row[1], int(row[2])
+            if status in FINISHED_STATUSES:
+                return None
+            if not owner_dead(owner, self._owner_row(cur, owner), time.time(), stale):
+                return None
+            cur.execute(
+                self._sql(
+                    "UPDATE routilux_job SET owner = ?, epoch = ?, updated_at = ? WHERE job_id = ?"
+                ),
+                (runner_id, epoch + 1, time.time(), job_id),
+            )
+            return epoch + 1
+
+    def claimable_jobs(self, flow_id: Optional[str], stale_after: float) -> list[str]:
+        """Jobs to recover: unfinished, not paused or waiting, owner dead (as in
+        :meth:`claim`), oldest first. ``flow_id=None`` lists every flow's."""
+        stale = check_stale_after(stale_after)
+        skipped = sorted(FINISHED_STATUSES | PARKED_STATUSES)
+        params: list[Any] = list(skipped)
+        clause = ""
+        if flow_id is not None:
+            clause = " AND j.flow_id = ?"
+            params.append(flow_id)
+        with self._transaction(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT j.job_id, j.owner, r.runner_id, r.host, r.pid, r.heartbeat"
+                    " FROM routilux_job j LEFT JOIN routilux_runner r ON r.runner_id = j.owner"
+                    f" WHERE j.status NOT IN ({', '.join('?' * len(skipped))}){clause}"
+                    f" ORDER BY j.created_at, j.{self._INSERT_ORDER}"
+                ),
+                params,
+            )
+            rows = cur.fetchall()
+        now = time.time()
+        return [
+            row[0]
+            for row in rows
+            if owner_dead(
+                row[1],
+                None if row[2] is None else (row[3], int(row[4]), float(row[5])),
+                now,
+                stale,
+            )
+        ]
+
+    def release(self, job_id: str, epoch: int) -> None:
+        """Clear the job's owner (its epoch stays); the next claim takes it at once."""
+        with self._transaction(write=True) as cur:
+            self._job_for_write(cur, job_id, epoch)
+            cur.execute(
+                self._sql("UPDATE routilux_job SET owner = NULL, updated_at = ? WHERE job_id = ?"),
+                (time.time(), job_id),
+            )
+
+    # -- lifetime --------------------------------------------------------------
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        self._closed = True

@@ -1,0 +1,188 @@
+"""The PostgreSQL job store (psycopg 3, the ``routilux[postgres]`` extra): many hosts.
+
+JSON columns are JSONB. A write locks its job row (``SELECT ... FOR UPDATE``), so the
+epoch check and the write are one step; :meth:`claim` uses ``FOR UPDATE SKIP LOCKED``,
+so a job another process is claiming (or committing) right now is passed over instead
+of waited for. Batches of rows go through ``executemany`` (pipelined by psycopg). The
+tables are created on first use, under an advisory lock so two processes starting at
+once do not race.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from routilux.exceptions import SchemaVersionError, StoreError
+
+from ._base import SCHEMA_VERSION, check_json
+from ._sql import SQLStore
+
+_SCHEMA = """
+CREATE TABLE routilux_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE routilux_job (
+    job_id TEXT PRIMARY KEY,
+    flow_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    owner TEXT,
+    epoch BIGINT NOT NULL,
+    snapshot JSONB NOT NULL,
+    snapshot_seq BIGINT NOT NULL,
+    commit_seq BIGINT NOT NULL,
+    input_seq BIGINT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    waiting_for JSONB,
+    insert_order BIGSERIAL
+);
+CREATE INDEX routilux_job_by_flow ON routilux_job (flow_id, created_at);
+CREATE INDEX routilux_job_by_status ON routilux_job (status, created_at);
+CREATE TABLE routilux_task (
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    routine TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    data JSONB NOT NULL,
+    retries INTEGER NOT NULL,
+    due_at DOUBLE PRECISION,
+    extra JSONB NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE routilux_delta (
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    consumed BIGINT,
+    record JSONB NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE routilux_runner (
+    runner_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    heartbeat DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL
+);
+"""
+
+# pg_advisory_xact_lock key held while the schema is checked or created ("rtlx").
+_SCHEMA_LOCK = 0x72746C78
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError(
+            "PostgresStore needs psycopg 3: pip install 'routilux[postgres]'"
+        ) from None
+    return psycopg
+
+
+def _safe_dsn(psycopg: Any, dsn: str) -> str:
+    """The DSN as messages may show it: without its password."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except Exception:
+        return "<unparsable DSN>"
+    parts.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**parts)
+
+
+class PostgresStore(SQLStore):
+    """A :class:`~routilux.store.Store` in a PostgreSQL database.
+
+    ``dsn`` is a libpq connection string or ``postgresql://`` URL. One connection,
+    used by one transaction at a time (a lock orders the store's callers).
+    """
+
+    _FOR_UPDATE = " FOR UPDATE"
+    _FOR_SHARE = " FOR SHARE"
+    _FOR_CLAIM = " FOR UPDATE SKIP LOCKED"
+    _INSERT_ORDER = "insert_order"
+
+    def __init__(self, dsn: str, *, connect_timeout: float = 10.0) -> None:
+        super().__init__()
+        psycopg = _import_psycopg()
+        self._psycopg = psycopg
+        from psycopg.types.json import Jsonb
+
+        self._jsonb = Jsonb
+        self.location = f"PostgreSQL {_safe_dsn(psycopg, dsn)}"
+        try:
+            self._conn = psycopg.connect(
+                dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout))
+            )
+        except psycopg.Error as exc:
+            raise StoreError(f"store {self.location}: cannot connect: {exc}") from None
+        self._statements: dict[str, str] = {}
+        self._statements_lock = threading.Lock()
+        try:
+            self._prepare()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _prepare(self) -> None:
+        with self._transaction(write=True) as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            cur.execute("SELECT to_regclass('routilux_meta')")
+            row = cur.fetchone()
+            if row is None or row[0] is None:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO routilux_meta (key, value) VALUES ('schema_version', %s)",
+                    (str(SCHEMA_VERSION),),
+                )
+                return
+            cur.execute("SELECT value FROM routilux_meta WHERE key = 'schema_version'")
+            found = cur.fetchone()
+            try:
+                version = int(found[0]) if found is not None else None
+            except ValueError:
+                version = None
+            if version is None:
+                raise StoreError(f"store {self.location}: its schema_version is missing or bad")
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"store {self.location} has schema version {version}; this Routilux "
+                    f"reads version {SCHEMA_VERSION} and older"
+                )
+
+    def _sql(self, statement: str) -> str:
+        # Every statement's placeholders are '?', and no statement has a literal '?'.
+        converted = self._statements.get(statement)
+        if converted is None:
+            converted = statement.replace("?", "%s")
+            with self._statements_lock:
+                self._statements[statement] = converted
+        return converted
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Any]:
+        psycopg = self._psycopg
+        with self._lock:
+            self._check_open()
+            try:
+                with self._conn.transaction(), self._conn.cursor() as cur:
+                    yield cur
+            except psycopg.Error as exc:
+                raise StoreError(f"store {self.location}: {exc}") from None
+
+    def _jin(self, value: Any, where: str) -> Any:
+        check_json(value, where)
+        return self._jsonb(value)
+
+    def _jout(self, raw: Any) -> Any:
+        return raw
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()

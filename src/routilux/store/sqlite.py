@@ -1,0 +1,275 @@
+"""The SQLite job store (standard library ``sqlite3``): one file, one host.
+
+The database runs in WAL mode with ``synchronous=NORMAL`` by default — a committed
+transaction survives the death of the process (kill -9); ``FULL`` also survives a
+power cut. Writes take the database lock up front (``BEGIN IMMEDIATE``) so two
+processes never deadlock upgrading a read lock, and wait up to ``busy_timeout``
+seconds for each other. One connection per store, guarded by a lock, serves every
+thread (the journal writer's and the user's).
+
+A file that is not a database, is truncated, or is a database of something else is
+refused with :class:`~routilux.exceptions.StoreError` before anything is written to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Union
+
+from routilux.exceptions import SchemaVersionError, StoreError
+
+from ._base import SCHEMA_VERSION, dumps
+from ._sql import SQLStore
+
+_SCHEMA = """
+CREATE TABLE routilux_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE routilux_job (
+    job_id TEXT PRIMARY KEY,
+    flow_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    owner TEXT,
+    epoch INTEGER NOT NULL,
+    snapshot TEXT NOT NULL,
+    snapshot_seq INTEGER NOT NULL,
+    commit_seq INTEGER NOT NULL,
+    input_seq INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    waiting_for TEXT
+);
+CREATE INDEX routilux_job_by_flow ON routilux_job (flow_id, created_at);
+CREATE INDEX routilux_job_by_status ON routilux_job (status, created_at);
+CREATE TABLE routilux_task (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    routine TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    data TEXT NOT NULL,
+    retries INTEGER NOT NULL,
+    due_at REAL,
+    extra TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE routilux_delta (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    consumed INTEGER,
+    record TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE routilux_runner (
+    runner_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    heartbeat REAL NOT NULL,
+    started_at REAL NOT NULL
+);
+"""
+
+_SYNCHRONOUS = {"NORMAL": 1, "FULL": 2}
+_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that cannot be a whole SQLite database, reading only its header.
+
+    SQLite opens a truncated database happily and fails later, mid-job; the header
+    says how many pages the file has (when its "valid-for" counter matches the change
+    counter), so a shorter file is caught here, before anything writes to it.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return  # a new store
+    except OSError as exc:
+        raise StoreError(f"SQLite store {path}: cannot read the file: {exc}") from None
+    if size == 0:
+        return  # SQLite treats an empty file as an empty database
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise StoreError(f"SQLite store {path}: cannot read the file: {exc}") from None
+    if len(header) < 100 or not header.startswith(_MAGIC):
+        raise StoreError(f"SQLite store {path}: the file is not a SQLite database")
+    (page_size,) = struct.unpack(">H", header[16:18])
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter, pages = struct.unpack(">II", header[24:32])
+    (valid_for,) = struct.unpack(">I", header[92:96])
+    if valid_for == change_counter and pages and size < pages * page_size:
+        raise StoreError(
+            f"SQLite store {path}: the file is truncated ({size} bytes, its header says "
+            f"{pages} pages of {page_size} bytes)"
+        )
+
+
+class SQLiteStore(SQLStore):
+    """A :class:`~routilux.store.Store` in one SQLite file.
+
+    ``synchronous`` is ``"NORMAL"`` (default; durable against a process crash) or
+    ``"FULL"`` (also against an OS crash or power cut). ``busy_timeout`` is how long
+    (seconds) a write waits for another process's. ``read_only=True`` opens an
+    existing store for reading only (every write raises StoreError).
+    """
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str]],
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 5.0,
+        *,
+        read_only: bool = False,
+    ) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.location = str(self.path)
+        mode = str(synchronous).upper()
+        if mode not in _SYNCHRONOUS:
+            raise StoreError(
+                f"SQLite store {self.path}: synchronous must be 'NORMAL' or 'FULL', "
+                f"got {synchronous!r}"
+            )
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, (int, float))
+            or (busy_timeout < 0)
+        ):
+            raise StoreError(
+                f"SQLite store {self.path}: busy_timeout must be seconds >= 0, got {busy_timeout!r}"
+            )
+        self.synchronous = mode
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise StoreError(f"SQLite store {self.path}: no such file (opened read-only)")
+        _check_header(self.path)
+        try:
+            if read_only:
+                target = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._conn = sqlite3.connect(
+                    target, uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                self._conn = sqlite3.connect(
+                    str(self.path), isolation_level=None, check_same_thread=False
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: cannot open the file: {exc}") from None
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._prepare()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _prepare(self) -> None:
+        """Check (or create) the schema, then switch to WAL — in that order, so a file
+        that is refused is never written to."""
+        try:
+            names = {
+                row[0]
+                for row in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                ).fetchall()
+            }
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"SQLite store {self.path}: the file is not a readable SQLite database: {exc}"
+            ) from None
+        if "routilux_meta" in names:
+            self._check_version()
+        elif names:
+            raise StoreError(
+                f"SQLite store {self.path}: the database holds other tables "
+                f"({', '.join(sorted(names)[:5])}) and is not a Routilux store"
+            )
+        elif self.read_only:
+            raise StoreError(f"SQLite store {self.path}: the file is not a Routilux store")
+        if not self.read_only:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path}: cannot enable WAL: {exc}") from None
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"SQLite store {self.path}: WAL mode is not available (got {mode!r})"
+                )
+            if not names:
+                self._create_schema()
+        self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+
+    def _create_schema(self) -> None:
+        with self._transaction(write=True) as cur:
+            # Another process may have created it since we looked.
+            cur.execute("SELECT 1 FROM sqlite_master WHERE name = 'routilux_meta'")
+            if cur.fetchone() is not None:
+                return
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            cur.execute(
+                "INSERT INTO routilux_meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _check_version(self) -> None:
+        try:
+            row = self._conn.execute(
+                "SELECT value FROM routilux_meta WHERE key = 'schema_version'"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: cannot read its version: {exc}") from None
+        try:
+            version = int(row[0]) if row is not None else None
+        except ValueError:
+            version = None
+        if version is None:
+            raise StoreError(f"SQLite store {self.path}: its schema_version is missing or bad")
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"SQLite store {self.path} has schema version {version}; this Routilux "
+                f"reads version {SCHEMA_VERSION} and older"
+            )
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Any]:
+        with self._lock:
+            self._check_open()
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+            try:
+                yield conn.cursor()
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite may have rolled back already (e.g. disk full)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc) from None
+                raise
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"SQLite store {self.path}: {exc}")
+
+    def _jin(self, value: Any, where: str) -> str:
+        return dumps(value, where)
+
+    def _jout(self, raw: Any) -> Any:
+        return json.loads(raw)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()

@@ -1,0 +1,354 @@
+"""The group-commit journal writer: one thread that turns many small records into few
+transactions.
+
+A caller hands over a job's records with :meth:`JournalWriter.put` and goes on; the
+writer thread takes everything queued (up to ``max_batch`` records, waiting at most
+``max_delay`` seconds for a batch to fill) and commits it with one
+:meth:`~routilux.store.Store.commit_many` — records of several jobs share the
+transaction, each job's in the order they were put. :meth:`flush` waits until
+everything put before it is durable; with ``durability="sync"`` every ``put`` waits for
+its own record.
+
+Nothing fails silently: a batch that the store refuses is retried job by job (so only
+the job at fault is hit), and a job's error is raised from every later ``put`` for that
+job, once from the next :meth:`flush`, and passed to ``on_error(job_id, error)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from typing import Callable, Optional
+
+from routilux.exceptions import StoreError
+
+from ._base import DeltaRecord, Store
+
+_log = logging.getLogger("routilux.store")
+
+#: ``on_error(job_id, error)``: called on the writer thread when a job's records fail.
+ErrorCallback = Callable[[str, StoreError], None]
+
+
+class JournalWriter:
+    """A single writer thread committing :data:`DeltaRecord` batches to ``store``.
+
+    ``durability``: ``"batch"`` (default: ``put`` returns at once; records become
+    durable within ``max_delay`` or at the next ``flush``) or ``"sync"`` (``put``
+    returns once its record is committed). ``max_batch`` records at most per
+    transaction. Records must be put in each job's seq order (the store checks it).
+
+    The writer never touches an asyncio loop; from a coroutine await
+    :meth:`flush_async`, which waits in a worker thread.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        durability: str = "batch",
+        max_batch: int = 64,
+        max_delay: float = 0.002,
+        on_error: Optional[ErrorCallback] = None,
+        name: str = "routilux-journal",
+    ) -> None:
+        if durability not in ("batch", "sync"):
+            raise StoreError(
+                f"JournalWriter: durability must be 'batch' or 'sync', got {durability!r}"
+            )
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise StoreError(
+                f"JournalWriter: max_batch must be a positive integer, got {max_batch!r}"
+            )
+        if (
+            isinstance(max_delay, bool)
+            or not isinstance(max_delay, (int, float))
+            or not 0 <= max_delay <= 10
+        ):
+            raise StoreError(f"JournalWriter: max_delay must be 0..10 seconds, got {max_delay!r}")
+        self.store = store
+        self.durability = durability
+        self.max_batch = max_batch
+        self.max_delay = float(max_delay)
+        self.on_error = on_error
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[int, str, int, DeltaRecord]] = deque()
+        self._put_count = 0  # records accepted so far (the ticket of the latest)
+        self._done_count = 0  # every record with a ticket <= this has been handled
+        self._urgent = 0  # callers waiting now: do not hold a batch back for them
+        self._failed: dict[str, StoreError] = {}  # job -> the error that stopped it
+        self._failed_tickets: dict[int, StoreError] = {}  # for sync puts
+        self._unreported: deque[tuple[str, StoreError]] = deque()
+        self._closing = False
+        self._closed = False
+        #: Transactions committed and records in them (for tests and benchmarks).
+        self.transactions = 0
+        self.records_written = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # -- callers ---------------------------------------------------------------
+
+    def put(self, job_id: str, epoch: int, record: DeltaRecord) -> None:
+        """Queue ``record`` for ``job_id`` (under ``epoch``).
+
+        Raises the error that stopped this job's journal earlier, or (once) an error of
+        another job not yet reported; in ``"sync"`` mode also this record's own.
+        """
+        with self._cond:
+            if self._closing:
+                raise StoreError("JournalWriter is closed")
+            failed = self._failed.get(job_id)
+            if failed is not None:
+                raise failed
+            self._raise_unreported()
+            self._put_count += 1
+            ticket = self._put_count
+            self._queue.append((ticket, job_id, epoch, record))
+            # Wake the writer only when it has something new to do: its first record,
+            # a full batch, or a caller that waits. (A wake-up per record would make
+            # the two threads trade the GIL for nothing.)
+            if (
+                len(self._queue) == 1
+                or len(self._queue) >= self.max_batch
+                or (self.durability == "sync")
+            ):
+                self._cond.notify_all()
+            if self.durability == "sync":
+                self._urgent += 1
+                try:
+                    while self._done_count < ticket:
+                        self._cond.wait()
+                finally:
+                    self._urgent -= 1
+                error = self._failed_tickets.pop(ticket, None)
+                if error is not None:
+                    self._discard_report(error)
+                    raise error
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Block until every record put so far is committed (or failed).
+
+        Returns False if ``timeout`` seconds passed first. Raises (once) an error not
+        yet reported by ``put`` or ``flush``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._put_count
+            self._urgent += 1
+            self._cond.notify_all()
+            try:
+                while self._done_count < target:
+                    if deadline is None:
+                        self._cond.wait()
+                    else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            return False
+                        self._cond.wait(left)
+            finally:
+                self._urgent -= 1
+            self._raise_unreported()
+        return True
+
+    async def flush_async(self, timeout: Optional[float] = None) -> bool:
+        """:meth:`flush` for a coroutine: waits in a worker thread, never on the loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.flush, timeout)
+
+    def error_of(self, job_id: str) -> Optional[StoreError]:
+        """The error that stopped ``job_id``'s journal, or None."""
+        with self._cond:
+            return self._failed.get(job_id)
+
+    def forget(self, job_id: str) -> None:
+        """Drop the error kept for ``job_id`` (after the job was dealt with)."""
+        with self._cond:
+            self._failed.pop(job_id, None)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Commit what is queued, then stop the thread. The store stays open.
+
+        Raises (once) an error of the last records that no ``put`` or ``flush`` has
+        reported yet.
+        """
+        with self._cond:
+            if not self._closed:
+                self._closing = True
+                self._cond.notify_all()
+        self._thread.join(timeout)
+        with self._cond:
+            self._closed = True
+            self._raise_unreported()
+
+    def __enter__(self) -> JournalWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # An exception is on its way out already: do not replace it with ours.
+        try:
+            self.close()
+        except StoreError:
+            pass
+
+    # -- caller helpers (lock held) --------------------------------------------
+
+    def _raise_unreported(self) -> None:
+        if self._unreported:
+            _, error = self._unreported.popleft()
+            raise error
+
+    def _discard_report(self, error: StoreError) -> None:
+        for index, (_, item) in enumerate(self._unreported):
+            if item is error:
+                del self._unreported[index]
+                return
+
+    # -- the writer thread -------------------------------------------------------
+
+    def _take_batch(self) -> Optional[list[tuple[int, str, int, DeltaRecord]]]:
+        """Wait for records; the next batch, or None when closing with nothing left."""
+        with self._cond:
+            while not self._queue:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            if len(self._queue) < self.max_batch and self.max_delay > 0:
+                # Hold the batch open for stragglers, unless someone is waiting on it.
+                deadline = time.monotonic() + self.max_delay
+                while len(self._queue) < self.max_batch and not self._urgent and not self._closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            count = min(len(self._queue), self.max_batch)
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self._take_batch()
+                if batch is None:
+                    return
+                failures = self._write(batch)
+                new: list[tuple[str, StoreError]] = []
+                with self._cond:
+                    for ticket, job_id, error in failures:
+                        if job_id not in self._failed:
+                            self._failed[job_id] = error
+                            self._unreported.append((job_id, error))
+                            new.append((job_id, error))
+                        self._failed_tickets[ticket] = error
+                    # Tickets are handed out in queue order, so the batch's last one
+                    # covers every record taken so far.
+                    self._done_count = batch[-1][0]
+                    self._cond.notify_all()
+                for job_id, error in new:
+                    self._report(job_id, error)
+        except BaseException as exc:
+            # A bug here must not leave flush() waiting forever: fail what is queued
+            # and refuse further records.
+            error = StoreError(f"JournalWriter thread died: {exc!r}")
+            error.__cause__ = exc
+            with self._cond:
+                self._closing = True
+                while self._queue:
+                    ticket, job_id, _, _ = self._queue.popleft()
+                    self._failed_tickets[ticket] = error
+                self._unreported.append(("", error))
+                self._done_count = self._put_count
+                self._cond.notify_all()
+            raise
+
+    def _write(
+        self, batch: list[tuple[int, str, int, DeltaRecord]]
+    ) -> list[tuple[int, str, StoreError]]:
+        """Commit ``batch``; the records that failed, with their job's error."""
+        with self._cond:
+            stopped = dict(self._failed)
+        jobs: dict[str, tuple[int, list[tuple[int, DeltaRecord]]]] = {}
+        failures: list[tuple[int, str, StoreError]] = []
+        for ticket, job_id, epoch, record in batch:
+            if job_id in stopped:
+                # A record after a failed one would leave a gap: refuse it the same way.
+                failures.append((ticket, job_id, stopped[job_id]))
+                continue
+            entry = jobs.setdefault(job_id, (epoch, []))
+            if entry[0] != epoch:
+                # One commit per epoch: flush the older epoch's records first.
+                self._commit_jobs({job_id: entry}, failures, stopped)
+                jobs[job_id] = entry = (epoch, [])
+            entry[1].append((ticket, record))
+        self._commit_jobs(jobs, failures, stopped)
+        return failures
+
+    def _commit_jobs(
+        self,
+        jobs: dict[str, tuple[int, list[tuple[int, DeltaRecord]]]],
+        failures: list[tuple[int, str, StoreError]],
+        stopped: dict[str, StoreError],
+    ) -> None:
+        live = {job: entry for job, entry in jobs.items() if job not in stopped and entry[1]}
+        if not live:
+            return
+        batches = [
+            (job_id, epoch, [record for _, record in items])
+            for job_id, (epoch, items) in live.items()
+        ]
+        try:
+            self.store.commit_many(batches)
+        except Exception:
+            if len(batches) == 1:
+                self._fail(batches[0][0], live, failures, stopped)
+                return
+            # Some job's batch was refused and the transaction wrote nothing: commit
+            # them one by one, so only the job at fault fails.
+            for job_id, epoch, records in batches:
+                try:
+                    self.store.commit(job_id, epoch, records)
+                except Exception:
+                    self._fail(job_id, live, failures, stopped)
+                else:
+                    self._count(1, len(records))
+            return
+        self._count(1, sum(len(records) for _, _, records in batches))
+
+    def _fail(
+        self,
+        job_id: str,
+        live: dict[str, tuple[int, list[tuple[int, DeltaRecord]]]],
+        failures: list[tuple[int, str, StoreError]],
+        stopped: dict[str, StoreError],
+    ) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, StoreError):
+            error = exc
+        else:
+            error = StoreError(f"job {job_id!r}: journal commit failed: {exc!r}")
+            error.__cause__ = exc
+        stopped[job_id] = error
+        for ticket, _ in live[job_id][1]:
+            failures.append((ticket, job_id, error))
+
+    def _count(self, transactions: int, records: int) -> None:
+        with self._cond:
+            self.transactions += transactions
+            self.records_written += records
+
+    def _report(self, job_id: str, error: StoreError) -> None:
+        if self.on_error is None:
+            return
+        try:
+            self.on_error(job_id, error)
+        except Exception:
+            # A broken callback must not stop the journal; the error itself stays
+            # kept for put/flush, and the callback's failure is logged.
+            _log.exception("JournalWriter: on_error callback failed for job %r", job_id)

@@ -1,0 +1,657 @@
+"""One behaviour, two stores: every test here runs on SQLite and on PostgreSQL.
+
+The journal contract (docs/durability.md): atomic commits with strict seqs, epoch
+fencing, snapshots that truncate deltas, summaries, leases that pass a dead owner's
+job to exactly one claimer, input from any process, schema version refusal, and the
+group-commit writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+import routilux  # noqa: F401  (registers the JobState layout)
+from routilux.job_state import JobState
+from routilux.serialization import layout_of
+from routilux.store import (
+    JobNotFoundError,
+    JobSummary,
+    JournalWriter,
+    SchemaVersionError,
+    StaleEpochError,
+    Store,
+    StoreError,
+    open_store,
+)
+
+
+def snapshot_of(**shared: Any) -> dict[str, Any]:
+    state = JobState("flow")
+    state.shared_data.update(shared)
+    return layout_of(JobState).serialize(state)
+
+
+def task(seq: int, kind: str = "ready", **extra: Any) -> dict[str, Any]:
+    return {"seq": seq, "kind": kind, "routine": "r", "slot": "in", "data": {"n": seq}, **extra}
+
+
+def record(seq: int, consumed: int | None = None, **fields: Any) -> dict[str, Any]:
+    return {"seq": seq, "consumed": consumed, "ops": [["shared_set", f"k{seq}", seq]], **fields}
+
+
+def fake_apply(state: JobState, ops: list[Any]) -> None:
+    """Stands in for routilux.changes.apply_ops: only the shared_set op."""
+    for op in ops:
+        assert op[0] == "shared_set"
+        state.shared_data[op[1]] = op[2]
+
+
+def new_job(store: Store, job_id: str = "j1", flow_id: str = "flow", **kw: Any) -> int:
+    kw.setdefault("status", "running")
+    kw.setdefault("snapshot", snapshot_of())
+    kw.setdefault("tasks", [task(0)])
+    return store.create_job(job_id, flow_id, **kw)
+
+
+# ---------------------------------------------------------------- create / commit / load
+
+
+def test_stores_implement_the_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+    assert store.location
+
+
+def test_create_and_load_round_trip(store: Store) -> None:
+    snapshot = snapshot_of(a=[1, {"b": None}])
+    epoch = new_job(
+        store,
+        snapshot=snapshot,
+        tasks=[task(0), task(1, "timer", due_at=1e9, extra={"name": "t"})],
+    )
+    assert epoch == 1
+    job = store.load("j1")
+    assert (job.job_id, job.flow_id, job.status, job.epoch) == ("j1", "flow", "running", 1)
+    assert job.owner is None and job.commit_seq == 0 and job.snapshot_seq == 0
+    assert job.deltas == []
+    assert [t["seq"] for t in job.tasks] == [0, 1]
+    assert job.tasks[1] == {
+        "seq": 1,
+        "kind": "timer",
+        "routine": "r",
+        "slot": "in",
+        "data": {"n": 1},
+        "retries": 0,
+        "due_at": 1e9,
+        "extra": {"name": "t"},
+    }
+    assert job.snapshot == snapshot
+
+
+def test_duplicate_job_is_refused(store: Store) -> None:
+    new_job(store)
+    with pytest.raises(StoreError, match="'j1' already exists"):
+        new_job(store)
+
+
+def test_unknown_job_is_named(store: Store) -> None:
+    with pytest.raises(JobNotFoundError, match="'nope'"):
+        store.load("nope")
+    with pytest.raises(JobNotFoundError, match="'nope'"):
+        store.commit("nope", 1, [record(1)])
+    with pytest.raises(JobNotFoundError, match="'nope'"):
+        store.delete_job("nope")
+
+
+def test_commit_applies_tasks_status_and_waiting(store: Store) -> None:
+    new_job(store)
+    store.commit(
+        "j1",
+        1,
+        [
+            record(1, consumed=0, tasks_added=[task(1), task(2)]),
+            record(2, consumed=1, tasks_added=[task(3)], tasks_removed=[2]),
+            record(3, status="waiting", waiting_for={"set": {"slot": "decision"}}),
+        ],
+    )
+    job = store.load("j1")
+    assert job.commit_seq == 3
+    assert [d["seq"] for d in job.deltas] == [1, 2, 3]
+    assert job.deltas[0]["ops"] == [["shared_set", "k1", 1]]
+    assert [t["seq"] for t in job.tasks] == [3]
+    assert job.status == "waiting" and job.waiting_for == {"slot": "decision"}
+    store.commit("j1", 1, [record(4, waiting_for={"clear": True}, status="running")])
+    job = store.load("j1")
+    assert job.waiting_for is None and job.status == "running"
+
+
+# Each batch follows a first commit (seq 1, which added task 5; task 0 is pending).
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ([record(3)], "seq must be 2"),
+        ([record(2), record(2)], "seq must be 3"),
+        ([record(2), record(4)], "seq must be 3"),
+        ([record(2, consumed=7)], r"tasks \[7\] that are not pending"),
+        ([record(2, consumed=0), record(3, consumed=0)], "consumed twice"),
+        ([record(2, waiting_for="x")], "waiting_for"),
+        ([record(2, ops=[{1, 2}])], "not JSON-safe"),
+        ([record(2, tasks_added=[task(0)])], r"'j1'.*tasks \[0\] that are already pending"),
+        ([record(2, tasks_added=[task(8), task(8)])], "appears twice"),
+        ([record(2, surprise=1)], "unknown keys"),
+        ([record(2, tasks_added={"seq": 9})], r"record\[0\]\.tasks_added must be a list"),
+        (
+            [record(2), record(3, tasks_added=[{"seq": 9, "kind": "nope", "routine": "r"}])],
+            r"'j1' record\[1\]\.tasks_added\[0\]\.kind must be one of",
+        ),
+        ([record(2, tasks_added=[task(9, data={1, 2})])], "task 9 data is not JSON-safe"),
+        ([record(2, consumed="0")], "consumed must be a task seq"),
+        ([record(2, status="")], "status must be a status name"),
+    ],
+)
+def test_bad_batches_write_nothing(store: Store, records: list[Any], message: str) -> None:
+    new_job(store)
+    store.commit("j1", 1, [record(1, tasks_added=[task(5)])])
+    with pytest.raises(StoreError, match=message):
+        store.commit("j1", 1, records)
+    job = store.load("j1")
+    assert job.commit_seq == 1
+    assert [d["seq"] for d in job.deltas] == [1]
+    assert [t["seq"] for t in job.tasks] == [0, 5]
+
+
+def test_commit_many_is_all_or_nothing(store: Store) -> None:
+    new_job(store, "a")
+    new_job(store, "b")
+    with pytest.raises(StaleEpochError):
+        store.commit_many([("a", 1, [record(1)]), ("b", 9, [record(1)])])
+    assert store.load("a").commit_seq == 0
+    store.commit_many([("a", 1, [record(1)]), ("b", 1, [record(1), record(2)])])
+    assert (store.load("a").commit_seq, store.load("b").commit_seq) == (1, 2)
+
+
+def test_epoch_fencing_refuses_and_writes_nothing(store: Store) -> None:
+    new_job(store, owner=None)
+    assert store.claim("j1", "r2", stale_after=60) == 2
+    for call in (
+        lambda: store.commit("j1", 1, [record(1, consumed=0)]),
+        lambda: store.set_status("j1", 1, "failed"),
+        lambda: store.write_snapshot("j1", 1, snapshot_of(), 0),
+        lambda: store.release("j1", 1),
+    ):
+        with pytest.raises(StaleEpochError, match="epoch 1 refused.*epoch is 2"):
+            call()
+    job = store.load("j1")
+    assert (job.commit_seq, job.status, job.owner, job.epoch) == (0, "running", "r2", 2)
+    assert [t["seq"] for t in job.tasks] == [0]
+    store.commit("j1", 2, [record(1, consumed=0)])
+    assert store.load("j1").commit_seq == 1
+
+
+def test_snapshot_truncates_deltas_and_load_job_replays_the_rest(store: Store) -> None:
+    new_job(store, snapshot=snapshot_of(base=0))
+    store.commit("j1", 1, [record(1), record(2), record(3)])
+    store.write_snapshot("j1", 1, snapshot_of(base=1, k1=1, k2=2), upto_seq=2)
+    job = store.load("j1")
+    assert job.snapshot_seq == 2 and [d["seq"] for d in job.deltas] == [3]
+    state = store.load_job("j1", apply_ops=fake_apply)
+    assert isinstance(state, JobState)
+    assert state.job_id == "j1" and state.status == "running"
+    assert state.shared_data == {"base": 1, "k1": 1, "k2": 2, "k3": 3}
+    with pytest.raises(StoreError, match="from 2 .* to 3"):
+        store.write_snapshot("j1", 1, snapshot_of(), upto_seq=1)
+    with pytest.raises(StoreError, match="from 2 .* to 3"):
+        store.write_snapshot("j1", 1, snapshot_of(), upto_seq=4)
+
+
+def test_load_job_without_deltas_needs_no_replay(store: Store) -> None:
+    new_job(store, snapshot=snapshot_of(x=1))
+    state = store.load_job("j1")
+    assert state.shared_data == {"x": 1} and state.job_id == "j1"
+
+
+def test_load_job_names_a_bad_delta(store: Store) -> None:
+    new_job(store)
+    store.commit("j1", 1, [record(1, ops=[["nonsense"]])])
+    with pytest.raises(StoreError, match="'j1': delta seq 1"):
+        store.load_job("j1", apply_ops=fake_apply)
+
+
+def test_delete_job(store: Store) -> None:
+    new_job(store)
+    store.commit("j1", 1, [record(1, consumed=0, tasks_added=[task(1)])])
+    store.delete_job("j1")
+    with pytest.raises(JobNotFoundError):
+        store.load("j1")
+    new_job(store)  # the id is free again, with nothing left over
+    assert store.load("j1").deltas == [] and [t["seq"] for t in store.load("j1").tasks] == [0]
+
+
+# ---------------------------------------------------------------- list_jobs
+
+
+def test_list_jobs_filters_orders_and_pages(store: Store) -> None:
+    for index, (flow, status) in enumerate(
+        [
+            ("f1", "running"),
+            ("f2", "running"),
+            ("f1", "completed"),
+            ("f1", "paused"),
+            ("f2", "failed"),
+        ]
+    ):
+        new_job(store, f"j{index}", flow, status=status)
+    listed = store.list_jobs()
+    assert [s.job_id for s in listed] == ["j4", "j3", "j2", "j1", "j0"]
+    assert all(isinstance(s, JobSummary) for s in listed)
+    assert [s.job_id for s in store.list_jobs(flow_id="f1")] == ["j3", "j2", "j0"]
+    assert [s.job_id for s in store.list_jobs(status="running")] == ["j1", "j0"]
+    assert [s.job_id for s in store.list_jobs(flow_id="f1", status={"running", "paused"})] == [
+        "j3",
+        "j0",
+    ]
+    assert [s.job_id for s in store.list_jobs(limit=2, offset=1)] == ["j3", "j2"]
+    assert store.list_jobs(offset=10) == []
+    first = listed[0]
+    assert (first.flow_id, first.status, first.epoch, first.owner) == ("f2", "failed", 1, None)
+    assert first.created_at <= first.updated_at
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"offset": -1}, {"limit": "5"}, {"status": []}):
+        with pytest.raises(StoreError, match="list_jobs"):
+            store.list_jobs(**bad)
+
+
+def test_set_status_and_waiting_for(store: Store) -> None:
+    new_job(store)
+    store.set_status("j1", 1, "waiting", waiting_for={"slot": "decision"})
+    (summary,) = store.list_jobs()
+    assert (summary.status, summary.waiting_for) == ("waiting", {"slot": "decision"})
+    store.set_status("j1", 1, "running")  # waiting_for unchanged
+    assert store.list_jobs()[0].waiting_for == {"slot": "decision"}
+    store.set_status("j1", 1, "running", waiting_for=None)
+    assert store.list_jobs()[0].waiting_for is None
+
+
+# ---------------------------------------------------------------- leases
+
+
+def dead_pid() -> int:
+    """The PID of a real process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_claim_takes_a_dead_owners_job(store: Store) -> None:
+    pid = dead_pid()
+    store.register_runner("dead", pid=pid)
+    new_job(store, owner="dead")
+    assert store.claimable_jobs("flow", stale_after=60) == ["j1"]
+    assert store.claim("j1", "me", stale_after=60) == 2
+    job = store.load("j1")
+    assert (job.owner, job.epoch) == ("me", 2)
+
+
+def test_claim_leaves_a_live_owner_alone(store: Store) -> None:
+    store.register_runner("alive")  # this process: alive, fresh heartbeat
+    new_job(store, owner="alive")
+    assert store.claim("j1", "me", stale_after=60) is None
+    assert store.claimable_jobs(None, stale_after=60) == []
+    assert store.load("j1").epoch == 1
+
+
+def test_claim_by_heartbeat_age_on_another_host(store: Store) -> None:
+    store.register_runner("far", host="elsewhere.invalid", pid=1)
+    new_job(store, owner="far")
+    assert store.claim("j1", "me", stale_after=3600) is None  # fresh heartbeat
+    # Any heartbeat is older than a nanosecond by the time claim looks at it.
+    assert store.claim("j1", "me", stale_after=1e-9) == 2
+
+
+def test_claim_without_runner_row_and_after_release(store: Store) -> None:
+    new_job(store, owner="ghost")  # no runner row: dead
+    assert store.claim("j1", "a", 60) == 2
+    store.register_runner("a")
+    assert store.claim("j1", "b", 60) is None
+    store.release("j1", 2)
+    assert store.load("j1").owner is None
+    assert store.claim("j1", "b", 60) == 3
+
+
+def test_finished_parked_and_unknown_jobs(store: Store) -> None:
+    new_job(store, "done", status="completed", owner="ghost")
+    new_job(store, "parked", status="paused", owner="ghost")
+    new_job(store, "wait", status="waiting", owner="ghost")
+    new_job(store, "run", status="running", owner="ghost")
+    new_job(store, "other", flow_id="flow2", status="running", owner="ghost")
+    assert store.claimable_jobs("flow", 60) == ["run"]
+    assert sorted(store.claimable_jobs(None, 60)) == ["other", "run"]
+    assert store.claim("done", "me", 60) is None
+    assert store.claim("parked", "me", 60) == 2  # explicitly: yes
+    with pytest.raises(JobNotFoundError, match="'nope'"):
+        store.claim("nope", "me", 60)
+    with pytest.raises(StoreError, match="stale_after"):
+        store.claim("run", "me", 0)
+
+
+def test_runner_rows(store: Store) -> None:
+    with pytest.raises(JobNotFoundError, match="runner 'x'"):
+        store.heartbeat("x")
+    store.register_runner("x")
+    store.heartbeat("x")
+    new_job(store, owner="x")
+    assert store.claim("j1", "me", 60) is None
+    store.remove_runner("x")
+    assert store.claim("j1", "me", 60) == 2
+    with pytest.raises(StoreError, match="pid"):
+        store.register_runner("y", pid=0)
+
+
+CONTESTED = [f"contested-{index}" for index in range(40)]
+
+
+def _claimer(url: str, index: int, barrier: Any, done: Any, results: Any) -> None:
+    with open_store(url) as child:
+        runner = f"runner-{index}"
+        child.register_runner(runner)
+        barrier.wait()
+        won = {}
+        for job_id in CONTESTED:
+            won[job_id] = child.claim(job_id, runner, stale_after=60)
+        results.put((runner, won))
+        # Stay alive (the winners' leases must look live) until everyone has claimed.
+        done.wait()
+
+
+def test_concurrent_claims_have_exactly_one_winner(store: Store, store_url: str) -> None:
+    for job_id in CONTESTED:
+        new_job(store, job_id, owner="ghost")
+    # No open connection may cross a fork (SQLite's rule); the children open their own.
+    store.close()
+    context = multiprocessing.get_context("fork")
+    count = 3
+    barrier, done, results = context.Barrier(count), context.Barrier(count + 1), context.Queue()
+    children = [
+        context.Process(target=_claimer, args=(store_url, i, barrier, done, results))
+        for i in range(count)
+    ]
+    for child in children:
+        child.start()
+    outcomes = dict(results.get(timeout=60) for _ in children)
+    done.wait(timeout=60)
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    with open_store(store_url) as reopened:
+        for job_id in CONTESTED:
+            winners = [runner for runner, won in outcomes.items() if won[job_id] is not None]
+            assert len(winners) == 1, (job_id, outcomes)
+            assert outcomes[winners[0]][job_id] == 2
+            job = reopened.load(job_id)
+            assert (job.owner, job.epoch) == (winners[0], 2)
+
+
+# ---------------------------------------------------------------- input
+
+
+def test_add_input_from_anyone(store: Store, store_url: str) -> None:
+    new_job(store, status="waiting", tasks=[task(0), task(3)])
+    with open_store(store_url) as other:  # another connection: no epoch needed
+        assert (
+            other.add_input("j1", {"routine": "rev", "slot": "decision", "data": {"ok": 1}}) == -1
+        )
+        assert other.add_input("j1", {"routine": "rev", "slot": "decision", "data": 2}) == -2
+    job = store.load("j1")
+    assert [(t["seq"], t["kind"]) for t in job.tasks] == [
+        (0, "ready"),
+        (3, "ready"),
+        (-1, "input"),
+        (-2, "input"),
+    ]
+    assert job.tasks[2]["data"] == {"ok": 1} and job.tasks[2]["routine"] == "rev"
+    store.commit("j1", 1, [record(1, consumed=-1, status="running")])
+    assert [t["seq"] for t in store.load("j1").tasks] == [0, 3, -2]
+    with pytest.raises(StoreError, match="slot"):
+        store.add_input("j1", {"routine": "rev", "data": 1})
+    with pytest.raises(StoreError, match="kind"):
+        store.add_input("j1", {"routine": "rev", "slot": "s", "kind": "ready"})
+    with pytest.raises(JobNotFoundError):
+        store.add_input("nope", {"routine": "rev", "slot": "s"})
+    store.set_status("j1", 1, "completed")
+    with pytest.raises(StoreError, match="completed: it takes no more input"):
+        store.add_input("j1", {"routine": "rev", "slot": "s"})
+
+
+# ---------------------------------------------------------------- schema version
+
+
+def _set_version(store_url: str, version: str) -> None:
+    if store_url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(store_url[len("sqlite:///") :])
+        with conn:
+            conn.execute(
+                "UPDATE routilux_meta SET value = ? WHERE key = 'schema_version'", (version,)
+            )
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE routilux_meta SET value = %s WHERE key = 'schema_version'", (version,)
+            )
+
+
+def test_newer_schema_is_refused(store: Store, store_url: str) -> None:
+    new_job(store)
+    store.close()
+    _set_version(store_url, "99")
+    with pytest.raises(SchemaVersionError, match="schema version 99.*version 1 and older"):
+        open_store(store_url)
+    _set_version(store_url, "banana")
+    with pytest.raises(StoreError, match="schema_version is missing or bad"):
+        open_store(store_url)
+    _set_version(store_url, "1")
+    with open_store(store_url) as again:
+        assert again.load("j1").epoch == 1
+
+
+def test_closed_store_refuses(store: Store) -> None:
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.list_jobs()
+
+
+# ---------------------------------------------------------------- the writer
+
+
+def chain(count: int, start: int = 1) -> list[dict[str, Any]]:
+    """Records that each consume the previous one's task and add their own."""
+    return [
+        record(seq, consumed=seq - 1, tasks_added=[task(seq)])
+        for seq in range(start, start + count)
+    ]
+
+
+def test_writer_groups_records_and_flush_makes_them_durable(store: Store) -> None:
+    new_job(store)
+    # A long max_delay: batches close only when full or when flush() asks.
+    with JournalWriter(store, max_batch=64, max_delay=10) as writer:
+        for item in chain(200):
+            writer.put("j1", 1, item)
+        assert writer.flush(timeout=60)
+        assert store.load("j1").commit_seq == 200
+        assert (writer.transactions, writer.records_written) == (4, 200)
+    job = store.load("j1")
+    assert [t["seq"] for t in job.tasks] == [200] and len(job.deltas) == 200
+
+
+def test_writer_shares_a_transaction_between_jobs(store: Store) -> None:
+    for name in "abc":
+        new_job(store, name)
+    with JournalWriter(store, max_batch=64, max_delay=10) as writer:
+        for item in chain(10):
+            for name in "abc":
+                writer.put(name, 1, item)
+        writer.flush()
+        assert writer.transactions == 1
+    assert [store.load(name).commit_seq for name in "abc"] == [10, 10, 10]
+
+
+def test_writer_sync_commits_before_put_returns(store: Store, store_url: str) -> None:
+    new_job(store)
+    with (
+        open_store(store_url) as reader,
+        JournalWriter(store, durability="sync", max_delay=10) as w,
+    ):
+        for item in chain(5):
+            w.put("j1", 1, item)
+            assert reader.load("j1").commit_seq == item["seq"]
+
+
+def test_writer_close_raises_what_nobody_reported(store: Store) -> None:
+    new_job(store)
+    writer = JournalWriter(store, max_delay=10)
+    writer.put("j1", 1, record(3))  # a gap
+    with pytest.raises(StoreError, match="seq must be 1"):
+        writer.close()
+    writer.close()  # reported once
+
+
+def test_writer_close_commits_what_is_queued(store: Store) -> None:
+    new_job(store)
+    writer = JournalWriter(store, max_delay=10)
+    for item in chain(7):
+        writer.put("j1", 1, item)
+    writer.close()
+    assert store.load("j1").commit_seq == 7
+    with pytest.raises(StoreError, match="closed"):
+        writer.put("j1", 1, record(8))
+
+
+def test_writer_errors_are_kept_reported_and_isolated(store: Store) -> None:
+    new_job(store, "bad")
+    new_job(store, "good")
+    seen: list[tuple[str, StoreError]] = []
+    reported = threading.Event()
+
+    def on_error(job_id: str, error: StoreError) -> None:
+        seen.append((job_id, error))
+        reported.set()
+
+    with JournalWriter(store, max_delay=10, on_error=on_error) as writer:
+        writer.put("good", 1, record(1))
+        writer.put("bad", 1, record(5))  # a gap: seq must be 1
+        writer.put("good", 1, record(2))
+        with pytest.raises(StoreError, match="'bad'.*seq must be 1"):
+            writer.flush()
+        assert reported.wait(60)
+        assert [job for job, _ in seen] == ["bad"]
+        assert store.load("good").commit_seq == 2  # the other job's records went in
+        assert store.load("bad").commit_seq == 0
+        # The failed job stays failed; later records for it are refused at once.
+        with pytest.raises(StoreError, match="seq must be 1"):
+            writer.put("bad", 1, record(1))
+        assert isinstance(writer.error_of("bad"), StoreError)
+        writer.flush()  # reported once: the next flush is clean
+        writer.forget("bad")
+        writer.put("bad", 1, record(1))
+        writer.flush()
+    assert store.load("bad").commit_seq == 1
+
+
+def test_writer_stale_epoch_reaches_the_caller(store: Store) -> None:
+    new_job(store, owner="ghost")
+    assert store.claim("j1", "thief", 60) == 2
+    with JournalWriter(store, durability="sync") as writer:
+        with pytest.raises(StaleEpochError):
+            writer.put("j1", 1, record(1))
+        with pytest.raises(StaleEpochError):
+            writer.put("j1", 1, record(1))
+        writer.flush()  # the sync put already raised it: nothing left to report
+    assert store.load("j1").commit_seq == 0
+
+
+def test_writer_flush_async_does_not_block_the_loop(store: Store) -> None:
+    new_job(store)
+
+    async def main() -> int:
+        with JournalWriter(store, max_delay=10) as writer:
+            for item in chain(3):
+                writer.put("j1", 1, item)
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            tick = asyncio.ensure_future(ticker())
+            assert await writer.flush_async(timeout=60)
+            tick.cancel()
+            return ticks
+
+    assert asyncio.run(main()) >= 1
+    assert store.load("j1").commit_seq == 3
+
+
+def test_writer_rejects_bad_settings(store: Store) -> None:
+    for bad in ({"durability": "eventually"}, {"max_batch": 0}, {"max_delay": -1}):
+        with pytest.raises(StoreError, match="JournalWriter"):
+            JournalWriter(store, **bad)
+
+
+def test_list_jobs_orders_by_creation_not_by_id(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from routilux.store import _sql
+
+    # Every job created in the same clock tick: the insertion order must decide.
+    monkeypatch.setattr(_sql, "time", SimpleNamespace(time=lambda: 1_000.0))
+    names = ["m", "z", "a", "k", "b"]
+    for name in names:
+        new_job(store, name)
+    assert [s.job_id for s in store.list_jobs()] == names[::-1]
+    assert store.claimable_jobs("flow", 60) == names
+
+
+def test_heartbeat_keeps_a_lease_and_stop_releases_it(store: Store) -> None:
+    from routilux.store import Heartbeat
+
+    with Heartbeat(store, "beating", interval=0.01) as beat:
+        new_job(store, owner="beating")
+        assert beat.wait_beats(3, timeout=60)
+        # Alive: this process's PID and a heartbeat renewed a moment ago.
+        assert store.claim("j1", "me", stale_after=60) is None
+    # Stopped and removed: the job is free.
+    assert store.claim("j1", "me", stale_after=60) == 2
+    with pytest.raises(StoreError, match="interval"):
+        Heartbeat(store, interval=0)
+
+
+def test_heartbeat_reports_failures(store: Store) -> None:
+    from routilux.store import Heartbeat
+
+    failures: list[StoreError] = []
+    got = threading.Event()
+
+    def on_error(error: StoreError) -> None:
+        failures.append(error)
+        got.set()
+
+    beat = Heartbeat(store, "short-lived", interval=0.01, on_error=on_error)
+    store.remove_runner("short-lived")  # the next renewal finds no row
+    assert got.wait(60)
+    beat.stop(remove=False)
+    assert "runner 'short-lived'" in str(failures[0])
