@@ -35,7 +35,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "routilux.cli.*",
             "routilux.flowfile",
-            "routilux.diagram",
             "routilux.otel",
             "routilux.celery",
             "routilux.ui.*",
