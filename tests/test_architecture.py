@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "integrations",
         (
             "routilux.cli.*",
-            "routilux.flowfile",
+            "routilux.flowfile.*",
             "routilux.otel",
             "routilux.celery",
             "routilux.ui.*",

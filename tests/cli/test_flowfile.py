@@ -353,6 +353,17 @@ def test_alias_bomb_is_bounded(tmp_path: Path) -> None:
         load_flow(path)
 
 
+def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    deep = "[" * 70 + "]" * 70
+    path = write(tmp_path, f"routines:\n  a: {{class: Mapper, config: {{expression: {deep}}}}}\n")
+    with pytest.raises(FlowFileError, match="nested more than 64 levels"):
+        load_flow(path)
+    deeper = "[" * 100_000
+    path = write(tmp_path, f"routines: {deeper}\n")
+    with pytest.raises(FlowFileError):
+        load_flow(path)
+
+
 def test_signature_warning_names_the_connection(tmp_path: Path) -> None:
     @routilux.register_serializable
     class FlowFileStrictTaker(Routine):
@@ -408,6 +419,25 @@ def test_os_system_imports_nothing(tmp_path: Path) -> None:
     path = write(tmp_path, "routines:\n  boom: {class: 'os:system'}\n")
     with pytest.raises(FlowFileError, match="is not a Routine class"):
         load_flow(path, allow_imports=["os"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "!!python/object/apply:os.system [echo owned]",
+        "!!python/name:os.system",
+        "!!python/object:os.PathLike {}",
+        "!!set {a, b}",
+        "!custom {a: 1}",
+    ],
+)
+def test_yaml_tags_build_nothing(tmp_path: Path, value: str) -> None:
+    text = f"routines:\n  a:\n    class: Mapper\n    config:\n      expression: {value}\n"
+    path = write(tmp_path, text)
+    with pytest.raises(
+        FlowFileError, match=r"flow\.yaml:5:.*routines\.a\.config\.expression: .*tag"
+    ):
+        load_flow(path)
 
 
 def test_dotted_name_without_colon_is_only_a_registry_name(

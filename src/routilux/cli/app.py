@@ -265,7 +265,9 @@ def run(
         stop.set()
         job = interrupted.job_state
         if json_output:
-            typer.echo(json.dumps(_summary(file, start, job, progress, interrupted=True)))
+            typer.echo(
+                json.dumps(_summary(file, start, job, progress, interrupted=True), default=str)
+            )
         else:
             _print_summary(file, start, job, progress)
             err.print(
