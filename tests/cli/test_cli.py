@@ -19,11 +19,25 @@ from routilux.cli.app import parse_params, routine_catalogue  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = ROOT / "examples" / "flows" / "orders.yaml"
 
-runner = CliRunner()
+
+def _runner() -> CliRunner:
+    """A runner that keeps stderr apart from stdout (click < 8.2 needs asking)."""
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:  # click >= 8.2: always apart (and `output` has both)
+        return CliRunner()
+
+
+runner = _runner()
 
 
 def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def everything(result) -> str:
+    """stdout and stderr of a run (``result.output`` is stdout only on click < 8.2)."""
+    return result.stdout + result.stderr
 
 
 def write(tmp_path: Path, text: str, name: str = "flow.yaml") -> Path:
@@ -175,7 +189,7 @@ def test_run_ctrl_c_exits_130(tmp_path: Path) -> None:
 def test_run_bad_usage_exits_2(args: list[str], needle: str) -> None:
     result = invoke("run", str(ORDERS), *args)
     assert result.exit_code == 2
-    assert needle in result.output
+    assert needle in everything(result)
 
 
 def test_run_bad_file_exits_2(tmp_path: Path) -> None:
@@ -340,7 +354,7 @@ def test_graph_missing_renderer_exits_1(monkeypatch: pytest.MonkeyPatch) -> None
 )
 def test_graph_bad_usage(args: list[str], needle: str) -> None:
     result = invoke("graph", str(ORDERS), *args)
-    assert result.exit_code == 2 and needle in result.output
+    assert result.exit_code == 2 and needle in everything(result)
 
 
 # ---------------------------------------------------------------------------

@@ -9,8 +9,9 @@ The ``jobs`` commands and ``--store`` need the durable job store (``routilux.sto
 until it is installed they stop with exit code 2 and say so.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Typer reads the parameters'
+# Annotated[...] metadata at run time, and on Python 3.9 it cannot see it in string
+# annotations. So every annotation below must also be valid at run time on 3.9.
 import importlib
 import importlib.metadata
 import json
