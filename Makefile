@@ -13,7 +13,7 @@ WHEEL_VENV := build/wheel-venv
 # Lint only the folders that exist yet (ruff errors on a missing path).
 LINT_PATHS := $(wildcard src tests benchmarks examples)
 
-.PHONY: venv demo test wheel-check docs seed-check bench format clean
+.PHONY: venv demo test wheel-check docs docs-picture seed-check bench format clean
 
 venv: $(PY)
 
@@ -73,6 +73,15 @@ docs: venv
 	$(PIP) install $(PIP_Q) -e '.[dev]'
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 	@echo "open site/index.html"
+
+# The front page's picture: the orders flow after a run with n=100 (needs Graphviz's dot).
+docs-picture: venv
+	$(PIP) install $(PIP_Q) -e '.[cli]'
+	$(PY) -c "from routilux.flowfile import read_flow_file; \
+	from routilux.flow.diagram import render; \
+	f = read_flow_file('examples/flows/orders.yaml'); \
+	job = f.flow.execute(f.entry, {'n': 100}); \
+	open('docs/assets/orders.svg', 'wb').write(render(f.flow, 'svg', job, direction='TB'))"
 
 bench: venv
 	$(PIP) install $(PIP_Q) -e .

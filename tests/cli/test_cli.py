@@ -315,6 +315,8 @@ def test_graph_mermaid_and_dot(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert result.stdout.startswith("flowchart LR")
     assert "(index→data)" in result.stdout
+    down = invoke("graph", str(ORDERS), "--direction", "TB")
+    assert down.exit_code == 0 and down.stdout.startswith("flowchart TB")
     dot = invoke("graph", str(ORDERS), "--format", "dot")
     assert dot.exit_code == 0 and dot.stdout.startswith('digraph "orders"')
     out = tmp_path / "o.mmd"
@@ -348,6 +350,7 @@ def test_graph_missing_renderer_exits_1(monkeypatch: pytest.MonkeyPatch) -> None
     ("args", "needle"),
     [
         (["--format", "gif"], "choose one of"),
+        (["--direction", "up"], "unknown diagram direction"),
         (["--job", "x"], "go together"),
         (["--job", "x", "--store", "sqlite:///j.db"], "durable job store"),
     ],

@@ -27,7 +27,7 @@ def parse_mermaid(text: str) -> dict:
     header, a node, an edge, a classDef or a class; edges and classes name declared
     nodes; classes name declared classDefs. Raises AssertionError otherwise."""
     lines = text.splitlines()
-    assert lines[0] == "flowchart LR", lines[0]
+    assert lines[0] in ("flowchart LR", "flowchart TB"), lines[0]
     nodes: dict[str, str] = {}
     edges: list[tuple[str, str, str]] = []
     classdefs: set[str] = set()
@@ -149,6 +149,13 @@ def test_dot_structure() -> None:
     assert dot.startswith('digraph "pic" {') and dot.rstrip().endswith("}")
     assert 'r_keep -> r_price [label="output → input (data→data, index→position)"];' in dot
     assert dot.count("->") == 3
+
+
+def test_direction() -> None:
+    assert to_mermaid(_flow(), direction="TB").startswith("flowchart TB\n")
+    assert "rankdir=TB;" in to_dot(_flow(), direction="TB")
+    with pytest.raises(DiagramError, match="unknown diagram direction 'up'"):
+        to_dot(_flow(), direction="up")
 
 
 def test_unknown_format() -> None:

@@ -29,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from routilux.exceptions import JobInterrupted, RoutiluxWarning
-from routilux.flow.diagram import FORMATS, DiagramError, render, to_mermaid
+from routilux.flow.diagram import DIRECTIONS, FORMATS, DiagramError, render, to_mermaid
 from routilux.flowfile import FlowFile, FlowFileError, flow_file_schema, read_flow_file
 from routilux.routine import Routine
 from routilux.serialization import registered_classes
@@ -421,6 +421,9 @@ def graph(
         str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")
     ] = "mermaid",
     output: OUTPUT = None,
+    direction: Annotated[
+        str, typer.Option("--direction", help="LR (left to right) or TB (top to bottom).")
+    ] = "LR",
     job: Annotated[
         Optional[str],
         typer.Option("--job", help="Colour by this job of the durable store (needs --store)."),
@@ -437,13 +440,18 @@ def graph(
         raise typer.BadParameter(
             f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="'--format'"
         )
+    if direction not in DIRECTIONS:
+        raise typer.BadParameter(
+            f"unknown diagram direction {direction!r}; choose one of {', '.join(DIRECTIONS)}",
+            param_hint="'--direction'",
+        )
     if job is not None or store is not None:
         if job is None or store is None:
             raise typer.BadParameter("--job and --store go together", param_hint="'--job'")
         _require_store(store)
     file = _load(flowfile, imports)
     try:
-        data = render(file.flow, fmt)
+        data = render(file.flow, fmt, direction=direction)
     except DiagramError as exc:
         _fail(str(exc), EXIT_FAILED)
     if output is not None:

@@ -38,6 +38,9 @@ STATUS_COLOURS = {
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 
+DIRECTIONS = ("LR", "TB")
+"""Which way a diagram runs: left to right (the default) or top to bottom."""
+
 
 class DiagramError(RoutiluxError):
     """A diagram could not be made (a missing renderer, an unknown format)."""
@@ -175,14 +178,22 @@ def _edge_label(event: str, slot: str, mapping: dict[str, str]) -> str:
     return label
 
 
-def to_mermaid(flow: Flow, job_state: Optional[JobState] = None) -> str:
+def _direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise DiagramError(
+            f"unknown diagram direction {direction!r}; choose one of {', '.join(DIRECTIONS)}"
+        )
+    return direction
+
+
+def to_mermaid(flow: Flow, job_state: Optional[JobState] = None, *, direction: str = "LR") -> str:
     """The flow as a Mermaid ``flowchart``: one node per routine (its id, class, slots
     and events), one arrow per connection labelled ``event → slot`` and its parameter
     mapping. With ``job_state`` every node is coloured by what it did in that job and
     shows its delivery counts."""
     done = activity(flow, job_state) if job_state is not None else None
     ids: dict[str, str] = {}
-    lines = ["flowchart LR"]
+    lines = [f"flowchart {_direction(direction)}"]
     for rid, routine in flow.routines.items():
         node = _node_id(rid, ids)
         label = (
@@ -209,13 +220,13 @@ def _dot_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def to_dot(flow: Flow, job_state: Optional[JobState] = None) -> str:
+def to_dot(flow: Flow, job_state: Optional[JobState] = None, *, direction: str = "LR") -> str:
     """The flow as a Graphviz ``digraph`` (same content as :func:`to_mermaid`)."""
     done = activity(flow, job_state) if job_state is not None else None
     ids: dict[str, str] = {}
     lines = [
         f'digraph "{_dot_text(flow.flow_id)}" {{',
-        "    rankdir=LR;",
+        f"    rankdir={_direction(direction)};",
         '    node [shape=box, style="rounded,filled", fillcolor="#ffffff", fontname="Helvetica"];',
         '    edge [fontname="Helvetica", fontsize=10];',
     ]
@@ -239,13 +250,15 @@ def to_dot(flow: Flow, job_state: Optional[JobState] = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(flow: Flow, fmt: str, job_state: Optional[JobState] = None) -> bytes:
+def render(
+    flow: Flow, fmt: str, job_state: Optional[JobState] = None, *, direction: str = "LR"
+) -> bytes:
     """The diagram in ``fmt`` (one of :data:`FORMATS`) as bytes: Mermaid and DOT as
-    UTF-8 text, SVG and PNG rendered by Graphviz."""
+    UTF-8 text, SVG and PNG rendered by Graphviz. ``direction``: ``"LR"`` or ``"TB"``."""
     if fmt == "mermaid":
-        return to_mermaid(flow, job_state).encode("utf-8")
+        return to_mermaid(flow, job_state, direction=direction).encode("utf-8")
     if fmt == "dot":
-        return to_dot(flow, job_state).encode("utf-8")
+        return to_dot(flow, job_state, direction=direction).encode("utf-8")
     if fmt not in FORMATS:
         raise DiagramError(f"unknown diagram format {fmt!r}; choose one of {', '.join(FORMATS)}")
     try:
@@ -261,7 +274,7 @@ def render(flow: Flow, fmt: str, job_state: Optional[JobState] = None) -> bytes:
             f"rendering {fmt.upper()} needs Graphviz's 'dot' program on PATH "
             "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz)"
         )
-    source = to_dot(flow, job_state)
+    source = to_dot(flow, job_state, direction=direction)
     try:
         data = graphviz.pipe("dot", fmt, source.encode("utf-8"))
     except Exception as exc:  # noqa: BLE001 - graphviz's own error classes vary by version
