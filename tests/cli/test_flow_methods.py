@@ -43,3 +43,29 @@ def test_diagram_methods() -> None:
     job = flow.execute("split", {"data": [1, 2]})
     assert flow.to_mermaid() == diagram.to_mermaid(flow)
     assert flow.to_dot(job) == diagram.to_dot(flow, job)
+
+
+def test_from_file_allow_imports(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    import pytest
+
+    from routilux.flowfile import FlowFileError
+
+    name = f"rx_methods_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(
+        "from routilux import Routine\n"
+        "class Echo(Routine):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.define_slot('trigger')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "f.yaml"
+    path.write_text(f"routines:\n  e: {{class: '{name}:Echo'}}\n")
+    with pytest.raises(FlowFileError, match="not allowed"):
+        Flow.from_file(path)
+    assert name not in sys.modules
+    flow = Flow.from_file(path, allow_imports=[name])
+    assert type(flow.routines["e"]).__name__ == "Echo"
+    sys.modules.pop(name, None)
