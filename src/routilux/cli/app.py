@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from routilux.exceptions import JobInterrupted, RoutiluxWarning
+from routilux.exceptions import JobInterrupted, JobStateError, RoutiluxWarning
 from routilux.flow.diagram import DIRECTIONS, FORMATS, DiagramError, render, to_mermaid
 from routilux.flowfile import FlowFile, FlowFileError, flow_file_schema, read_flow_file
 from routilux.routine import Routine
@@ -259,8 +259,11 @@ def run(
             else:
                 job = flow.execute(start, params, hooks=[progress], timeout=limit)
             if job.status in ("pending", "running"):
-                timed_out = True
-                flow.cancel(job, f"timed out after {limit}s")
+                try:
+                    flow.cancel(job, f"timed out after {limit}s")
+                    timed_out = True
+                except JobStateError:
+                    pass  # it completed (or failed) just now: no timeout after all
                 job.wait_for_completion(10)
     except JobInterrupted as interrupted:
         stop.set()
