@@ -34,8 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "integrations",
         (
             "routilux.cli.*",
-            "routilux.flowfile",
-            "routilux.diagram",
+            "routilux.flowfile.*",
             "routilux.otel",
             "routilux.celery",
             "routilux.ui.*",

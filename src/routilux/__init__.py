@@ -54,6 +54,10 @@ from .exceptions import (
 from .execution_tracker import ExecutionTracker
 from .flow import Flow
 from .flow.flow import ValidationReport
+
+# Registers the flow-file codec, so Flow.from_file/to_file reach routilux.flowfile
+# without the definition layer importing an integration.
+from .flowfile import FlowFileError, load_flow, save_flow
 from .hooks import Delivery, JobHooks
 from .job_state import ExecutionRecord, JobState
 from .output_handler import (
@@ -121,4 +125,7 @@ __all__ = [
     "RoutiluxWarning",
     "JobHooks",
     "Delivery",
+    "FlowFileError",
+    "load_flow",
+    "save_flow",
 ]

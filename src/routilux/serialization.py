@@ -11,6 +11,9 @@ This module owns:
   layout that :mod:`routilux.persistence` registers for it;
 * the **function registry** (``register_function``) and the **callable codec**
   (``encode_callable``, ``decode_callable``) for handlers, merge strategies and conditions;
+* the **flow-file codec slot** (``register_flow_file_codec``, ``flow_file_codec``): how
+  ``Flow.from_file``/``Flow.to_file`` reach :mod:`routilux.flowfile`, which fills it
+  when ``import routilux`` imports it;
 * **JSON file helpers** (``write_json``, ``read_json``) and **datetime helpers**
   (``to_iso``, ``from_iso``).
 
@@ -51,17 +54,20 @@ from routilux.exceptions import SerializationError
 
 __all__ = [
     "FORMAT_VERSION",
+    "FlowFileCodec",
     "Layout",
     "SAFE_BUILTINS",
     "check_format_version",
     "decode_callable",
     "encode_callable",
+    "flow_file_codec",
     "from_iso",
     "loads_json",
     "layout_of",
     "lookup_class",
     "lookup_exception_class",
     "read_json",
+    "register_flow_file_codec",
     "register_function",
     "register_layout",
     "register_serializable",
@@ -1004,3 +1010,42 @@ def from_iso(value: str | datetime | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError as exc:
         raise SerializationError(f"invalid ISO datetime {short_repr(value)}") from exc
+
+
+# ---------------------------------------------------------------------------
+# Flow files
+# ---------------------------------------------------------------------------
+
+
+class FlowFileCodec(NamedTuple):
+    """How a flow becomes a flow file (YAML/JSON) and comes back.
+
+    ``load(path, cls, allow_imports)`` returns a new ``cls`` (a Flow class) built from
+    the file; ``save(flow, path)`` writes it.
+    """
+
+    load: Callable[[PathLike, type, Any], Any]
+    save: Callable[[Any, PathLike], None]
+
+
+_FLOW_FILE_CODEC: list[FlowFileCodec] = []
+
+
+def register_flow_file_codec(
+    load: Callable[[PathLike, type, Any], Any], save: Callable[[Any, PathLike], None]
+) -> None:
+    """Make ``load``/``save`` what ``Flow.from_file``/``Flow.to_file`` call
+    (:mod:`routilux.flowfile` registers itself; a later registration replaces it)."""
+    with _registry_lock:
+        _FLOW_FILE_CODEC[:] = [FlowFileCodec(load, save)]
+
+
+def flow_file_codec() -> FlowFileCodec:
+    """The registered flow-file codec; SerializationError when none is (only possible
+    while ``routilux`` itself is still being imported)."""
+    if not _FLOW_FILE_CODEC:
+        raise SerializationError(
+            "no flow-file codec is registered (routilux.flowfile registers it; "
+            "'import routilux' loads it)"
+        )
+    return _FLOW_FILE_CODEC[0]

@@ -15,7 +15,8 @@ class TestTimeProvider:
     def test_slot_is_request(self):
         provider = TimeProvider()
         assert provider.trigger_slot is provider.get_slot("request")
-        assert provider.get_slot("trigger") is None
+        # The trigger slot (so a TimeProvider can be a flow's entry) shares the handler.
+        assert provider.get_slot("trigger").handler == provider.trigger_slot.handler
 
     def test_iso_default(self, capture):
         provider = TimeProvider()

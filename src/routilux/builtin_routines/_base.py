@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Optional
 
 from routilux.exceptions import ConfigError
 from routilux.routine import Routine
+from routilux.slot import Slot
 
 from ._expressions import (
     ExpressionError,
@@ -197,6 +198,18 @@ class BuiltinRoutine(Routine):
         return data
 
     # -- input ---------------------------------------------------------------------
+
+    def _define_input(self, handler: CallableABC[..., Any], name: str = "input") -> Slot:
+        """Define the input slot ``name`` and a ``trigger`` slot with the same handler.
+
+        The engine starts a job at its entry routine's ``trigger`` slot, so the twin
+        slot lets any built-in be the entry of a flow (a flow file of built-ins only,
+        ``routilux run flow.yaml -p data=...``): the trigger takes the same data as
+        the input slot. Returns the input slot.
+        """
+        slot = self.define_slot(name, handler)
+        self.define_slot("trigger", handler)
+        return slot
 
     def _split_input(self, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """The item of a delivery and the keys that travel with it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import threading
 import uuid
 import warnings
@@ -37,8 +38,9 @@ from ..hooks import HookSet, check_hooks
 from ..job_state import JobState
 from ..output_handler import OUTPUT_HANDLER_HOOKS
 from ..routine import Routine
-from ..serialization import layout_of, register_serializable
+from ..serialization import flow_file_codec, layout_of, register_serializable
 from ..slot import check_timeout
+from . import diagram
 from .dependency import build_dependency_graph, get_ready_routines
 
 if TYPE_CHECKING:
@@ -751,6 +753,30 @@ class Flow:
                 job_state.deferred_events.clear()
                 return
         run.stop("cancelled", reason, status_set=True)
+
+    # -- files and diagrams (the work is in routilux.flowfile and flow/diagram.py) --
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, allow_imports: Iterable[str] = ()) -> Flow:
+        """A new flow read from a flow file (YAML, or JSON for ``.json``; see
+        docs/flow-files.md).  ``module:Class`` names may import only the modules
+        of ``allow_imports`` and of ``[tool.routilux] imports`` in the project's
+        pyproject.toml; errors name the file, line, column and key."""
+        flow: Flow = flow_file_codec().load(path, cls, tuple(allow_imports))
+        return flow
+
+    def to_file(self, path: str | os.PathLike[str]) -> None:
+        """Write this flow's definition as a flow file (``.yaml``/``.yml`` or ``.json``)."""
+        flow_file_codec().save(self, path)
+
+    def to_mermaid(self, job_state: JobState | None = None) -> str:
+        """The flow as a Mermaid flowchart; with ``job_state``, coloured by what each
+        routine did in that job (see ``routilux.flow.diagram``)."""
+        return diagram.to_mermaid(self, job_state)
+
+    def to_dot(self, job_state: JobState | None = None) -> str:
+        """The flow as a Graphviz DOT digraph (same content as :meth:`to_mermaid`)."""
+        return diagram.to_dot(self, job_state)
 
 
 def _signature_problem(event: Event, slot: Slot, connection: Connection) -> str | None:

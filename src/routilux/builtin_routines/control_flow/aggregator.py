@@ -41,7 +41,7 @@ class Aggregator(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.flush_slot = self.define_slot("flush", self._handle_flush)
         self.output_event = self.define_event(
             "output", ["items", "key", "count", "expected", "reason"]

@@ -32,7 +32,7 @@ class Batcher(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.flush_slot = self.define_slot("flush", self._handle_flush)
         self.output_event = self.define_event("output", ["batch", "size", "batch_index", "reason"])
         self.set_config(batch_size=10, max_wait=None, flush_on_job_end=True)

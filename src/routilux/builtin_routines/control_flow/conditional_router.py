@@ -54,7 +54,7 @@ class ConditionalRouter(BuiltinRoutine):
     def __init__(self) -> None:
         super().__init__()
         self._events_lock = threading.Lock()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.default_output = self.define_event("output", ["data", "route"])
         self.set_config(routes=[], default_route=None, route_priority="first_match")
 

@@ -28,7 +28,7 @@ class Debouncer(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.flush_slot = self.define_slot("flush", self._handle_flush)
         self.output_event = self.define_event("output", ["data", "count"])
         self.set_config(wait=0.1)

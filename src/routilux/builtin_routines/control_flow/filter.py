@@ -27,7 +27,7 @@ class Filter(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.output_event = self.define_event("output", ["data"])
         self.rejected_event = self.define_event("rejected", ["data"])
         self.set_config(condition=None)

@@ -23,7 +23,7 @@ class Splitter(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.output_event = self.define_event("output", ["data", "index", "total"])
         self.done_event = self.define_event("done", ["total"])
 

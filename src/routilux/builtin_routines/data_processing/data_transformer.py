@@ -69,7 +69,7 @@ class DataTransformer(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.output_event = self.define_event(
             "output", ["transformed_data", "transformation_applied", "errors"]
         )

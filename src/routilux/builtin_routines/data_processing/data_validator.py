@@ -56,7 +56,7 @@ class DataValidator(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.valid_event = self.define_event("valid", ["validated_data"])
         self.invalid_event = self.define_event("invalid", ["errors", "data"])
         self.set_config(

@@ -46,7 +46,7 @@ class Mapper(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.output_event = self.define_event("output", ["data"])
         self.set_config(
             function=None,

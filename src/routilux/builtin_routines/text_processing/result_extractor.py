@@ -264,7 +264,7 @@ class ResultExtractor(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.output_event = self.define_event(
             "output",
             ["extracted_result", "format", "metadata", "confidence", "extraction_path"],

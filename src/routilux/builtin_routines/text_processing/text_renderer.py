@@ -26,7 +26,7 @@ class TextRenderer(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.output_event = self.define_event("output", ["rendered_text", "original_type"])
         self.set_config(tag_format="xml", indent="  ", include_type_hints=False)
 

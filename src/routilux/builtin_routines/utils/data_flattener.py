@@ -27,7 +27,7 @@ class DataFlattener(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_slot = self.define_slot("input", self._handle_input)
+        self.input_slot = self._define_input(self._handle_input)
         self.output_event = self.define_event(
             "output", ["flattened_data", "original_type", "depth"]
         )

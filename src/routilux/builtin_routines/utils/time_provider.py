@@ -17,7 +17,8 @@ _ZH_WEEKDAYS = "一二三四五六日"
 class TimeProvider(BuiltinRoutine):
     """Emit the time on ``output`` whenever the ``request`` slot receives anything.
 
-    The slot is named ``request`` (attribute ``trigger_slot``). A ``format`` key in the
+    The slot is named ``request`` (attribute ``trigger_slot``); a ``trigger`` slot with
+    the same handler lets a TimeProvider start a job. A ``format`` key in the
     delivery (``iso``, ``formatted``, ``timestamp`` or ``custom``) overrides the config.
     """
 
@@ -30,7 +31,7 @@ class TimeProvider(BuiltinRoutine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.trigger_slot = self.define_slot("request", self._handle_request)
+        self.trigger_slot = self._define_input(self._handle_request, "request")
         self.output_event = self.define_event(
             "output", ["time_string", "timestamp", "datetime", "formatted"]
         )
