@@ -128,32 +128,9 @@ _ABSENT: Any = object()
 _UNKNOWN: Any = object()
 
 
-class _Scope:
-    """What one delivery (or the job itself, or a reader) has done so far."""
-
-    __slots__ = ("log", "key", "ops", "seqs", "first", "taken", "ended")
-
-    def __init__(self, log: ChangeLog | None, key: Hashable) -> None:
-        self.log = log
-        self.key = key
-        self.ops: list[list[Any]] = []
-        self.seqs: list[int] = []
-        #: The write sequence number of its first op or take (None: none yet).
-        self.first: int | None = None
-        #: (field, key) pairs of the tracked mappings it took a mutable value from.
-        self.taken: dict[tuple[str, str], None] = {}
-        self.ended = False
-
-
-#: The delivery the current thread or asyncio task is running (None: the job level).
-_current: ContextVar[Optional[_Scope]] = ContextVar("routilux_changes_scope", default=None)
-
-#: Bound by :meth:`ChangeLog.reading`: reads mark nothing taken (a snapshot copies only).
-_READER = _Scope(None, "<reader>")
-
-
 class Record:
-    """A finished delivery, as :meth:`ChangeLog.take_ready` releases it.
+    """One delivery's changes: open while it runs, then a finished record that
+    :meth:`ChangeLog.take_ready` releases.
 
     ``key``: what :meth:`ChangeLog.delivery` was given (None for a record that carries
     only job-level writes).  ``ops``: the ops to store with it and to apply, in order,
@@ -163,27 +140,62 @@ class Record:
     of a group: the journal may end a transaction only after a record whose ``cut``
     is True, since a crash between two records of a group would keep one delivery's
     consumption without its effects, or a value computed from a lost write.
-    ``error``: the SerializationError :meth:`ChangeLog.end` raised for it (an in-place
-    change it could not encode, which is then not in ``ops``), else None.
+    ``end_seq``/``first_seq``: the write sequence numbers of its end and of its first
+    op or take.  ``error``: the SerializationError :meth:`ChangeLog.end` raised for it
+    (an in-place change it could not encode, which is then not in ``ops``), else None.
     """
 
-    __slots__ = ("key", "ops", "end_seq", "first_seq", "cut", "error", "_seqs", "_updated_at")
+    __slots__ = (
+        "key",
+        "ops",
+        "end_seq",
+        "first_seq",
+        "cut",
+        "error",
+        "log",
+        "seqs",
+        "first",
+        "taken",
+        "ended",
+        "updated_at",
+    )
 
-    def __init__(self, scope: _Scope, end_seq: int, updated_at: datetime) -> None:
-        self.key = scope.key
-        self.ops: list[list[Any]] = scope.ops
-        self.end_seq = end_seq
-        self.first_seq = scope.first if scope.first is not None else end_seq
+    def __init__(self, log: ChangeLog | None, key: Hashable) -> None:
+        self.key = key
+        self.ops: list[list[Any]] = []
+        self.end_seq = 0
+        self.first_seq = 0
         self.cut = False
         self.error: SerializationError | None = None
-        self._seqs = scope.seqs
-        self._updated_at = updated_at
+        # While open: the log it belongs to, the write seq of each op, the seq of
+        # its first op or take (None: none yet), the (field, key) pairs of tracked
+        # mappings it took a mutable value from; and whether it has ended.
+        self.log = log
+        self.seqs: list[int] = []
+        self.first: int | None = None
+        self.taken: dict[tuple[str, str], None] | None = None
+        self.ended = False
+        #: The JobState's ``updated_at`` when it ended.
+        self.updated_at: datetime | None = None
+
+    def _finish(self, end_seq: int, updated_at: datetime) -> None:
+        self.ended = True
+        self.end_seq = end_seq
+        self.first_seq = self.first if self.first is not None else end_seq
+        self.updated_at = updated_at
 
     def __repr__(self) -> str:
-        return (
-            f"Record[{self.key!r}: {len(self.ops)} ops, end {self.end_seq}"
-            f"{', cut' if self.cut else ''}]"
-        )
+        state = f"end {self.end_seq}" if self.ended else "open"
+        return f"Record[{self.key!r}: {len(self.ops)} ops, {state}{', cut' if self.cut else ''}]"
+
+
+_Scope = Record
+
+#: The delivery the current thread or asyncio task is running (None: the job level).
+_current: ContextVar[Optional[Record]] = ContextVar("routilux_changes_scope", default=None)
+
+#: Bound by :meth:`ChangeLog.reading`: reads mark nothing taken (a snapshot copies only).
+_READER = Record(None, "<reader>")
 
 
 class _Delivery:
@@ -472,13 +484,12 @@ class ChangeLog:
             if scope.taken:
                 error = self._settle(scope)
             self._seq += 1
-            scope.ended = True
-            record = Record(scope, self._seq, self.job_state.updated_at)
-            record.error = error
-            self._ended.append(record)
+            scope._finish(self._seq, self.job_state.updated_at)
+            scope.error = error
+            self._ended.append(scope)
         if error is not None:
             raise error
-        return record
+        return scope
 
     @property
     def open_deliveries(self) -> int:
@@ -533,12 +544,13 @@ class ChangeLog:
                 limit = min(frontier, min((r.first_seq for r in ended), default=frontier))
                 carried = self._job_ops_below(limit)
                 if carried:
-                    scope = _Scope(self, None)
-                    scope.ops = carried
-                    record = Record(scope, self._seq, self.job_state.updated_at)
+                    record = Record(self, None)
+                    record.ops = carried
+                    record._finish(self._seq, self.job_state.updated_at)
                     record.cut = True
-                    self._touch(record)
                     released.append(record)
+            if released:
+                self._touch(released[-1])
         return released
 
     def _close_group(self, group: list[Record]) -> None:
@@ -548,9 +560,8 @@ class ChangeLog:
         job_ops = self._job.seqs and self._job.seqs[0] < last.end_seq
         if len(group) == 1 and not job_ops:
             last.cut = True
-            self._touch(last)
             return
-        streams: list[Iterator[tuple[int, list[Any]]]] = [zip(r._seqs, r.ops) for r in group]
+        streams: list[Iterator[tuple[int, list[Any]]]] = [zip(r.seqs, r.ops) for r in group]
         if job_ops:
             count = _count_below(self._job.seqs, last.end_seq)
             streams.append(zip(self._job.seqs[:count], self._job.ops[:count]))
@@ -559,10 +570,9 @@ class ChangeLog:
         merged = [op for _, op in heapq.merge(*streams, key=_first)]
         for record in group:
             record.ops = []
-            record._seqs = []
+            record.seqs = []
         last.ops = merged
         last.cut = True
-        self._touch(last)
 
     def _job_ops_below(self, limit: int) -> list[list[Any]]:
         job = self._job
@@ -573,9 +583,11 @@ class ChangeLog:
         return ops
 
     def _touch(self, record: Record) -> None:
-        """Append the ``touch`` op (the JobState's ``updated_at``) when it moved."""
-        stamp = record._updated_at
-        if stamp != self._touched:
+        """Append the ``touch`` op (the JobState's ``updated_at`` when ``record``
+        ended) if it moved.  Once per release, on its last record: a crash that keeps
+        an earlier cut of it keeps an ``updated_at`` a little older than the data."""
+        stamp = record.updated_at
+        if stamp is not None and stamp != self._touched:
             record.ops.append(["touch", stamp.isoformat()])
             self._touched = stamp
 
@@ -641,13 +653,16 @@ class ChangeLog:
                 return
             scope = self._job
         mirror_key = (tracked._field, key)
-        if mirror_key in scope.taken:
+        taken = scope.taken
+        if taken is not None and mirror_key in taken:
             return
         with self._lock:
             self._seq = seq = self._seq + 1
             if scope.first is None and scope is not self._job:
                 scope.first = seq
-            scope.taken[mirror_key] = None
+            if taken is None:
+                taken = scope.taken = {}
+            taken[mirror_key] = None
             count = self._takers.get(mirror_key, 0)
             self._takers[mirror_key] = count + 1
             if count == 0:
@@ -659,7 +674,7 @@ class ChangeLog:
     def _settle(self, scope: _Scope, job_level: bool = False) -> SerializationError | None:
         """Record the changes of the keys ``scope`` took; forget its takes."""
         error: SerializationError | None = None
-        for mirror_key in scope.taken:
+        for mirror_key in scope.taken or ():
             try:
                 self._settle_key(scope, mirror_key)
             except SerializationError as exc:
@@ -670,7 +685,7 @@ class ChangeLog:
             else:
                 del self._takers[mirror_key]
                 del self._mirror[mirror_key]
-        scope.taken = {}
+        scope.taken = None
         if job_level and error is not None:
             raise error
         return error
@@ -710,7 +725,10 @@ class ChangeLog:
     def merge_state(self, routine_id: str, updates: dict[str, Any]) -> None:
         """``JobState.merge_routine_state`` while journaled: encode, merge, record."""
         states: dict[str, Any] = self.job_state.routine_states
-        encoded = encode_value(updates, key_path("routine_states", routine_id))
+        try:
+            encoded = _encode(updates)
+        except (_Unencodable, RecursionError):
+            encoded = encode_value(updates, key_path("routine_states", routine_id))
         state = dict(dict.get(states, routine_id) or {})
         state.update(updates)
         dict.__setitem__(states, routine_id, state)
@@ -725,14 +743,12 @@ class ChangeLog:
 
     def history(self, record: ExecutionRecord) -> None:
         """``JobState.record_execution``: one history record."""
+        try:
+            data = _encode(record.data)
+        except (_Unencodable, RecursionError):
+            data = encode_value(record.data, "execution_history[-1].data")
         self._record(
-            [
-                "history",
-                record.routine_id,
-                record.event_name,
-                encode_value(record.data, "execution_history[-1].data"),
-                record.timestamp.isoformat(),
-            ]
+            ["history", record.routine_id, record.event_name, data, record.timestamp.isoformat()]
         )
 
     def log(self, entry: dict[str, Any]) -> None:

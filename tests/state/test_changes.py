@@ -274,7 +274,7 @@ def test_reading_scope_marks_nothing_taken() -> None:
     js, _, log = new_job()
     with log.reading():
         js.serialize()  # copies every value out through items()
-    assert log._takers == {} and log._job.taken == {}
+    assert log._takers == {} and not log._job.taken
     js.serialize()
     assert log._job.taken  # outside reading(), the same copy takes the keys
 
