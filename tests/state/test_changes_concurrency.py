@@ -322,3 +322,36 @@ def test_threads_hammering_shared_counters_recover_exactly() -> None:
     for available in [0, *cuts[::step], len(released)]:
         durable = released[:available]
         assert logical(recover(start, durable, programs)) == expected
+
+
+def test_asyncio_tasks_each_have_their_own_delivery() -> None:
+    import asyncio
+
+    js = start_state()
+    start = js.serialize()
+    log = ChangeLog(js)
+
+    async def main() -> None:
+        a_wrote, b_wrote = asyncio.Event(), asyncio.Event()
+
+        async def delivery(key: str, mine: asyncio.Event, theirs: asyncio.Event) -> None:
+            with log.delivery(key):
+                js.append_to_shared_log({"d": key, "i": 0})
+                mine.set()
+                await theirs.wait()  # the other task writes while this one is open
+                js.record_execution(f"d{key}", "e", {"i": 1})
+
+        await asyncio.gather(delivery("A", a_wrote, b_wrote), delivery("B", b_wrote, a_wrote))
+
+    asyncio.run(main())
+    released = log.take_ready(flush=True)
+    # B ends first (A's event was already set); A wrote before B ended: one group.
+    assert [r.key for r in released] == ["B", "A"] and [r.cut for r in released] == [False, True]
+    ops = released[-1].ops
+    assert [op[0] for op in ops[:4]] == ["log", "log", "history", "history"]
+    assert [op[1]["d"] for op in ops[:2]] == ["A", "B"]
+    assert [op[1] for op in ops[2:4]] == ["dB", "dA"]
+    replay = JobState().deserialize(start)
+    for record in released:
+        apply_ops(replay, record.ops)
+    assert replay.serialize() == js.serialize()
