@@ -627,16 +627,20 @@ class ChangeLog:
         dict.__setitem__(tracked, key, value)
         field = tracked._field
         self._record([f"{field}_set", key, encoded])
-        mirror_key = (field, key)
-        if mirror_key in self._mirror:
-            self._mirror[mirror_key] = encoded
+        mirror = self._mirror
+        if mirror:  # empty unless some key is taken
+            mirror_key = (field, key)
+            if mirror_key in self._mirror:
+                self._mirror[mirror_key] = encoded
 
     def _deleted(self, tracked: TrackedDict, key: str) -> None:
         field = tracked._field
         self._record([f"{field}_del", key])
-        mirror_key = (field, key)
-        if mirror_key in self._mirror:
-            self._mirror[mirror_key] = _ABSENT
+        mirror = self._mirror
+        if mirror:  # empty unless some key is taken
+            mirror_key = (field, key)
+            if mirror_key in self._mirror:
+                self._mirror[mirror_key] = _ABSENT
 
     def _cleared(self, tracked: TrackedDict) -> None:
         field = tracked._field
@@ -733,13 +737,15 @@ class ChangeLog:
         state.update(updates)
         dict.__setitem__(states, routine_id, state)
         self._record(["state_merge", routine_id, encoded])
-        mirror_key = ("state", routine_id)
-        if mirror_key in self._mirror:
-            old = self._mirror[mirror_key]
-            if old is _ABSENT:
-                self._mirror[mirror_key] = dict(encoded)
-            elif isinstance(old, dict):
-                self._mirror[mirror_key] = {**old, **encoded}
+        mirror = self._mirror
+        if mirror:  # empty unless some key is taken
+            mirror_key = ("state", routine_id)
+            if mirror_key in self._mirror:
+                old = self._mirror[mirror_key]
+                if old is _ABSENT:
+                    self._mirror[mirror_key] = dict(encoded)
+                elif isinstance(old, dict):
+                    self._mirror[mirror_key] = {**old, **encoded}
 
     def history(self, record: ExecutionRecord) -> None:
         """``JobState.record_execution``: one history record."""
