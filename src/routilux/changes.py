@@ -526,12 +526,16 @@ class ChangeLog:
             ready = 0
             while ready < len(ended) and ended[ready].end_seq < frontier:
                 ready += 1
-            later_first = frontier
+            # Held-back records (ended at or after the frontier) are only scanned for
+            # their earliest write; a release touches the ready ones alone.
+            later_first = min(frontier, min((r.first_seq for r in ended[ready:]), default=frontier))
             cuts = [False] * ready
-            for i in range(len(ended) - 1, -1, -1):
-                if i < ready and ended[i].end_seq < later_first:
+            for i in range(ready - 1, -1, -1):
+                record = ended[i]
+                if record.end_seq < later_first:
                     cuts[i] = True
-                later_first = min(later_first, ended[i].first_seq)
+                if record.first_seq < later_first:
+                    later_first = record.first_seq
             last_cut = max((i for i in range(ready) if cuts[i]), default=-1)
             released = ended[: last_cut + 1]
             del ended[: last_cut + 1]
