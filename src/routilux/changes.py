@@ -777,16 +777,14 @@ class ChangeLog:
             ]
         )
 
-    def output(self, entry: dict[str, Any]) -> None:
-        """``JobState.send_output``: one output log entry."""
+    def encode_output(self, data: Any) -> Any:
+        """The encoded ``data`` of a ``send_output`` call (before anyone receives it)."""
+        return encode_value(data, "output_log[-1].data")
+
+    def output(self, entry: dict[str, Any], encoded: Any) -> None:
+        """``JobState.send_output``: one output log entry, its data already encoded."""
         self._record(
-            [
-                "output",
-                entry["routine_id"],
-                entry["output_type"],
-                encode_value(entry["data"], "output_log[-1].data"),
-                entry["timestamp"],
-            ]
+            ["output", entry["routine_id"], entry["output_type"], encoded, entry["timestamp"]]
         )
 
 

@@ -325,6 +325,9 @@ class JobState:
         In a job run by a flow the output goes to the job's hooks (``on_output``),
         one of which hands it to the output handler."""
         ts = datetime.now()
+        changes = self._changes
+        # Journaled: encoded first, so data a save would refuse reaches no one.
+        encoded = changes.encode_output(data) if changes is not None else None
         hooks = self._hooks
         if hooks is None:
             self._hand_to_output_handler(routine_id, output_type, data, ts, stacklevel=3)
@@ -337,9 +340,8 @@ class JobState:
             "timestamp": ts.isoformat(),
         }
         with self._lock:
-            changes = self._changes
             if changes is not None:
-                changes.output(entry)
+                changes.output(entry, encoded)
             log = self.output_log
             log.append(entry)
             limit = self.output_limit

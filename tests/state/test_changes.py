@@ -375,3 +375,20 @@ def test_apply_ops_copies_values_and_trims_like_a_live_run() -> None:
     assert js.history_dropped == 3 and [r.data["i"] for r in js.execution_history] == [3, 4]
     assert js.execution_history[0].timestamp == datetime.fromisoformat(stamp)
     assert js.updated_at == datetime.fromisoformat(stamp)
+
+
+def test_an_unencodable_output_reaches_no_output_handler() -> None:
+    js, _, log = new_job()
+    seen: list[Any] = []
+
+    class Handler:
+        def handle(self, **kwargs: Any) -> None:
+            seen.append(kwargs)
+
+    js.set_output_handler(Handler())
+    with log.delivery(1):
+        with pytest.raises(SerializationError, match=r"output_log\[-1\]\.data\.s"):
+            js.send_output("a", "kind", {"s": {1}})
+        js.send_output("a", "kind", {"ok": 1})
+    assert [call["data"] for call in seen] == [{"ok": 1}]
+    assert [e["data"] for e in js.output_log] == [{"ok": 1}]
