@@ -5,6 +5,8 @@ slot buffers, pending tasks); handlers write into it through
 ``self.get_execution_context().job_state``.  Each public mutator is atomic, so
 handlers of one job running on several threads never lose an update; a
 read-modify-write made of several calls is atomic only under :attr:`JobState.lock`.
+While a :class:`routilux.changes.ChangeLog` is attached (``_changes``), each mutator
+hands it the op to record, under the lock, before it changes anything.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .exceptions import InvalidArgumentError, JobStateError
 from .serialization import layout_of, register_serializable
 
 if TYPE_CHECKING:
+    from .changes import ChangeLog
     from .hooks import HookSet
 
 __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
@@ -155,6 +158,10 @@ class JobState:
     #: has run.  Status changes and outputs are reported to it.  Never saved.
     _hooks: HookSet | None = None
 
+    #: The ChangeLog recording this job's mutations (``routilux.changes``), or None:
+    #: then each mutator pays one attribute check for it.  Never saved.
+    _changes: ChangeLog | None = None
+
     def __repr__(self) -> str:
         return f"JobState[{self.job_id}:{self.status}]"
 
@@ -203,9 +210,13 @@ class JobState:
     def merge_routine_state(self, routine_id: str, updates: dict[str, Any]) -> None:
         """Merge ``updates`` into the state of ``routine_id``, keeping its other keys."""
         with self._lock:
-            state = dict(self.routine_states.get(routine_id) or {})
-            state.update(updates)
-            self.routine_states[routine_id] = state
+            changes = self._changes
+            if changes is not None:
+                changes.merge_state(routine_id, updates)  # merges without a "take"
+            else:
+                state = dict(self.routine_states.get(routine_id) or {})
+                state.update(updates)
+                self.routine_states[routine_id] = state
             self.updated_at = datetime.now()
 
     # -- history -----------------------------------------------------------
@@ -220,15 +231,18 @@ class JobState:
         """Append one history record (an emission or an error) and return it."""
         record = ExecutionRecord(routine_id, event_name, data, timestamp)
         limit = self.history_limit
-        if limit is None:
-            # One list append is atomic; the lock is needed only to trim.
+        changes = self._changes
+        if limit is None and changes is None:
+            # One list append is atomic; the lock is needed only to trim (or journal).
             self.execution_history.append(record)
             self.updated_at = record.timestamp
             return record
         with self._lock:
+            if changes is not None:
+                changes.history(record)
             history = self.execution_history
             history.append(record)
-            if len(history) > limit:
+            if limit is not None and len(history) > limit:
                 # Meant for bounding memory (limits of thousands): dropping from
                 # the front of a list costs a memmove of the limit's size.
                 excess = len(history) - limit
@@ -267,6 +281,9 @@ class JobState:
             entry = dict(entry)
             entry["timestamp"] = now.isoformat()
         with self._lock:
+            changes = self._changes
+            if changes is not None:
+                changes.log(entry)
             self.shared_log.append(entry)
             self.updated_at = now
 
@@ -285,15 +302,17 @@ class JobState:
     def add_deferred_event(self, routine_id: str, event_name: str, data: dict[str, Any]) -> None:
         """Store an event to be emitted when the job is resumed."""
         now = datetime.now()
+        event = {
+            "routine_id": routine_id,
+            "event_name": event_name,
+            "data": data,
+            "timestamp": now.isoformat(),
+        }
         with self._lock:
-            self.deferred_events.append(
-                {
-                    "routine_id": routine_id,
-                    "event_name": event_name,
-                    "data": data,
-                    "timestamp": now.isoformat(),
-                }
-            )
+            changes = self._changes
+            if changes is not None:
+                changes.deferred(event)
+            self.deferred_events.append(event)
             self.updated_at = now
 
     def set_output_handler(self, handler: Any) -> None:
@@ -306,21 +325,25 @@ class JobState:
         In a job run by a flow the output goes to the job's hooks (``on_output``),
         one of which hands it to the output handler."""
         ts = datetime.now()
+        changes = self._changes
+        # Journaled: encoded first, so data a save would refuse reaches no one.
+        encoded = changes.encode_output(data) if changes is not None else None
         hooks = self._hooks
         if hooks is None:
             self._hand_to_output_handler(routine_id, output_type, data, ts, stacklevel=3)
         elif hooks.output is not None:
             hooks.output(self, routine_id, output_type, data, ts)
+        entry = {
+            "routine_id": routine_id,
+            "output_type": output_type,
+            "data": data,
+            "timestamp": ts.isoformat(),
+        }
         with self._lock:
+            if changes is not None:
+                changes.output(entry, encoded)
             log = self.output_log
-            log.append(
-                {
-                    "routine_id": routine_id,
-                    "output_type": output_type,
-                    "data": data,
-                    "timestamp": ts.isoformat(),
-                }
-            )
+            log.append(entry)
             limit = self.output_limit
             if limit is not None and len(log) > limit:
                 # As for history: a memmove of the limit's size per trimmed append.

@@ -1,0 +1,968 @@
+"""Change capture for durable jobs: what each delivery did to a JobState, as JSON-safe ops.
+
+This module owns three things:
+
+* **Capture** -- :class:`ChangeLog`, attached to one :class:`~routilux.job_state.JobState`
+  (``job_state._changes``).  While attached, every mutation of the JobState's data
+  records an *op*: a JSON-safe list such as ``["shared_set", "total", 3]``.  Values are
+  encoded when they are written (:func:`encode_value`: the form a save writes), so a
+  later in-place change never alters a recorded op.  ``shared_data``, ``routine_states``
+  and ``slot_buffers`` become :class:`TrackedDict` while attached, so direct writes are
+  recorded too, and a read that hands out a mutable value marks its key *taken* by the
+  current delivery: when the delivery ends the key's value is encoded again and, if it
+  changed, recorded.  Ops belong to the delivery bound with :meth:`ChangeLog.delivery`
+  (a :mod:`contextvars` scope, so threads and asyncio tasks of concurrent deliveries
+  each have their own); writes outside any delivery belong to the job and travel with
+  the next record released.
+* **Visibility** -- every op (and every take) gets a job-wide write sequence number
+  under the job's lock.  :meth:`ChangeLog.take_ready` releases finished deliveries as
+  :class:`Record` objects only when nothing they could have seen is still unfinished,
+  and in groups that must be made durable together (see ``Record.cut``), so a crash
+  that keeps a prefix of the released records never keeps a value computed from a
+  write that is lost.
+* **Replay** -- :func:`apply_ops` validates ops (they may come from a file) and applies
+  them to a JobState, reproducing the state the live run had.
+
+It knows only the state and codec layers.  What is *not* captured: status, pause
+points and pending tasks (the journal records those beside the ops), and in-place
+changes to a value a routine kept from an earlier delivery (that value is not read
+from the JobState in the delivery that changes it).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import threading
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from contextvars import ContextVar, Token
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Optional
+
+from .exceptions import JobStateError, SerializationError
+from .job_state import ExecutionRecord, JobState
+from .serialization import find_unserializable, key_path, short_repr
+
+__all__ = [
+    "OPS",
+    "ChangeLog",
+    "Record",
+    "TrackedDict",
+    "apply_ops",
+    "encode_value",
+]
+
+# ---------------------------------------------------------------------------
+# Encoding values: the JSON-safe form a save writes
+# ---------------------------------------------------------------------------
+
+#: Types whose values cannot change in place: reading one never marks a key taken.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, complex, frozenset})
+
+
+class _Unencodable(Exception):
+    """Internal: the fast encoder met something JSON cannot hold faithfully."""
+
+
+def _encode(value: Any) -> Any:
+    """A JSON-safe deep copy of ``value``, or :class:`_Unencodable`."""
+    cls = type(value)
+    if cls is str or cls is int or cls is bool or value is None:
+        return value
+    if cls is float:
+        if math.isfinite(value):
+            return value
+        raise _Unencodable
+    if cls is dict or isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Unencodable
+            kind = type(item)
+            out[key] = item if (kind is str or kind is int or kind is bool) else _encode(item)
+        return out
+    if cls is list or isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    # Subclasses of the scalars: JSON writes (and loads back) their base value.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return _encode(float.__float__(value))
+    raise _Unencodable
+
+
+def encode_value(value: Any, path: str) -> Any:
+    """The JSON-safe form of ``value``: what a save of the JobState writes for it.
+
+    Dicts (string keys only) and lists are copied, tuples become lists, subclasses of
+    str/int/float become their base type.  Anything JSON cannot hold faithfully (a
+    set, an object, a non-string key, NaN, a circular or too deeply nested value)
+    raises :class:`SerializationError` naming its key path below ``path``.
+    """
+    try:
+        return _encode(value)
+    except (_Unencodable, RecursionError):
+        pass
+    try:
+        found = find_unserializable(value, path, string_keys=True)
+    except RecursionError:
+        found = None
+    where, problem = found if found is not None else (path, "it is nested too deeply")
+    raise SerializationError(f"cannot save value at '{where}': {problem}") from None
+
+
+# ---------------------------------------------------------------------------
+# Scopes and records
+# ---------------------------------------------------------------------------
+
+#: A field of the JobState whose mapping is tracked: op prefix -> attribute name.
+_FIELDS = {"shared": "shared_data", "state": "routine_states", "buffers": "slot_buffers"}
+
+# Mirror markers: the key is absent / its encoded value could not be known at the take.
+_ABSENT: Any = object()
+_UNKNOWN: Any = object()
+
+
+class Record:
+    """One delivery's changes: open while it runs, then a finished record that
+    :meth:`ChangeLog.take_ready` releases.
+
+    ``key``: what :meth:`ChangeLog.delivery` was given (None for a record that carries
+    only job-level writes).  ``ops``: the ops to store with it and to apply, in order,
+    on recovery.  Deliveries whose writes interleave form a *group*: the ops of all of
+    its records (and the job-level writes among them) travel, in write order, in the
+    group's last record, and the others carry none.  ``cut`` is True on the last record
+    of a group: the journal may end a transaction only after a record whose ``cut``
+    is True, since a crash between two records of a group would keep one delivery's
+    consumption without its effects, or a value computed from a lost write.
+    ``end_seq``/``first_seq``: the write sequence numbers of its end and of its first
+    op or take.  ``error``: the SerializationError :meth:`ChangeLog.end` raised for it
+    (an in-place change it could not encode, which is then not in ``ops``), else None.
+    """
+
+    __slots__ = (
+        "key",
+        "ops",
+        "end_seq",
+        "first_seq",
+        "cut",
+        "error",
+        "log",
+        "seqs",
+        "first",
+        "taken",
+        "ended",
+        "updated_at",
+    )
+
+    def __init__(self, log: ChangeLog | None, key: Hashable) -> None:
+        self.key = key
+        self.ops: list[list[Any]] = []
+        self.end_seq = 0
+        self.first_seq = 0
+        self.cut = False
+        self.error: SerializationError | None = None
+        # While open: the log it belongs to, the write seq of each op, the seq of
+        # its first op or take (None: none yet), the (field, key) pairs of tracked
+        # mappings it took a mutable value from; and whether it has ended.
+        self.log = log
+        self.seqs: list[int] = []
+        self.first: int | None = None
+        self.taken: dict[tuple[str, str], None] | None = None
+        self.ended = False
+        #: The JobState's ``updated_at`` when it ended.
+        self.updated_at: datetime | None = None
+
+    def _finish(self, end_seq: int, updated_at: datetime) -> None:
+        self.ended = True
+        self.end_seq = end_seq
+        self.first_seq = self.first if self.first is not None else end_seq
+        self.updated_at = updated_at
+
+    def __repr__(self) -> str:
+        state = f"end {self.end_seq}" if self.ended else "open"
+        return f"Record[{self.key!r}: {len(self.ops)} ops, {state}{', cut' if self.cut else ''}]"
+
+
+_Scope = Record
+
+#: The delivery the current thread or asyncio task is running (None: the job level).
+_current: ContextVar[Optional[Record]] = ContextVar("routilux_changes_scope", default=None)
+
+#: Bound by :meth:`ChangeLog.reading`: reads mark nothing taken (a snapshot copies only).
+_READER = Record(None, "<reader>")
+
+
+class _Delivery:
+    """The context manager of :meth:`ChangeLog.delivery` (begin, bind, end)."""
+
+    __slots__ = ("_log", "_key", "_token", "_begin")
+
+    def __init__(self, log: ChangeLog, key: Hashable, begin: bool) -> None:
+        self._log = log
+        self._key = key
+        self._begin = begin
+        self._token: Token[Optional[_Scope]] | None = None
+
+    def __enter__(self) -> Hashable:
+        log = self._log
+        scope = log._begin(self._key) if self._begin else log._open_scope(self._key)
+        self._token = _current.set(scope)
+        return self._key
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+        if self._begin:
+            self._log.end(self._key)
+
+
+class _Reading:
+    """The context manager of :meth:`ChangeLog.reading`."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _current.set(_READER)
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
+
+
+# ---------------------------------------------------------------------------
+# Tracked mappings
+# ---------------------------------------------------------------------------
+
+
+class TrackedDict(dict):
+    """A dict of a journaled JobState (``shared_data``, ``routine_states``,
+    ``slot_buffers``) that records every write as an op, and marks a key *taken* when a
+    read hands out its mutable value (see :class:`ChangeLog`).  Installed by
+    ``ChangeLog(job_state)``; the plain dict comes back on :meth:`ChangeLog.detach`."""
+
+    __slots__ = ("_log", "_field")
+
+    def __init__(self, data: Mapping[str, Any], log: ChangeLog, field: str) -> None:
+        dict.__init__(self, data)
+        self._log = log
+        self._field = field
+
+    # -- writes ---------------------------------------------------------------
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        log = self._log
+        with log._lock:
+            log._set(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        log = self._log
+        with log._lock:
+            dict.__delitem__(self, key)  # the KeyError of a plain dict, nothing recorded
+            log._deleted(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        items = dict(*args, **kwargs)
+        log = self._log
+        with log._lock:
+            # Encoded first: a value that cannot be saved leaves the mapping unchanged.
+            encoded = [(k, log._check(self, k, v)) for k, v in items.items()]
+            for (key, enc), value in zip(encoded, items.values()):
+                log._store(self, key, value, enc)
+
+    def __ior__(self, other: Any) -> TrackedDict:
+        self.update(other)
+        return self
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        log = self._log
+        with log._lock:
+            if not dict.__contains__(self, key):
+                log._set(self, key, default)
+            value = dict.__getitem__(self, key)
+            if type(value) not in _IMMUTABLE:
+                log._take(self, key)
+        return value
+
+    def pop(self, key: str, *default: Any) -> Any:
+        log = self._log
+        with log._lock:
+            if dict.__contains__(self, key):
+                value = dict.pop(self, key)
+                log._deleted(self, key)
+                return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def popitem(self) -> tuple[str, Any]:
+        log = self._log
+        with log._lock:
+            key, value = dict.popitem(self)  # the KeyError of a plain dict when empty
+            log._deleted(self, key)
+        return key, value
+
+    def clear(self) -> None:
+        log = self._log
+        with log._lock:
+            dict.clear(self)
+            log._cleared(self)
+
+    # -- reads that hand values out ---------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        value = dict.__getitem__(self, key)
+        if type(value) not in _IMMUTABLE:
+            self._log._take(self, key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            value = dict.__getitem__(self, key)
+        except KeyError:
+            return default
+        if type(value) not in _IMMUTABLE:
+            self._log._take(self, key)
+        return value
+
+    def _take_all(self) -> None:
+        log = self._log
+        for key, value in list(dict.items(self)):
+            if type(value) not in _IMMUTABLE:
+                log._take(self, key)
+
+    def values(self) -> Any:
+        self._take_all()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._take_all()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        self._take_all()
+        return dict(dict.items(self))
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        self._take_all()
+        merged = dict(dict.items(self))
+        merged.update(other)
+        return merged
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copies and pickles are plain dicts: the tracking belongs to the live JobState.
+        return (dict, (dict(dict.items(self)),))
+
+
+# ---------------------------------------------------------------------------
+# The change log
+# ---------------------------------------------------------------------------
+
+
+class ChangeLog:
+    """Records what each delivery does to one JobState; releases finished ones in a
+    safe order.  Creating it attaches it to ``job_state``.
+
+    Capture rules:
+
+    * Every mutator of the JobState and every write to its tracked mappings records
+      an op, with the value encoded at the time of the write (:func:`encode_value`);
+      an unencodable value raises SerializationError and changes nothing.
+    * A read of a mutable value from ``shared_data``, ``routine_states`` or
+      ``slot_buffers`` (``[]``, ``get``, ``setdefault``, ``items``, ``values``,
+      ``copy``, ``|``) marks the key *taken* by the current delivery.  When that
+      delivery ends, the key's current value is encoded again and recorded if it
+      changed: in-place changes to a shared value become part of the delivery that
+      took it out.  (A change between values Python calls equal, such as 1 -> 1.0, is
+      not seen.)  Inside :meth:`reading` reads mark nothing (for snapshots).
+    * The current delivery is the one bound by :meth:`delivery` in this thread or
+      asyncio task (threads and tasks it starts inherit it while it is open).  Writes
+      outside any open delivery of this log -- also writes of a delivery that has
+      ended -- belong to the job level: they are released with the next record.
+
+    Visibility rule: each op and each take gets a job-wide write sequence number
+    under ``job_state.lock``; :meth:`end` freezes a delivery's record with an end
+    sequence number.  A finished record R may become durable only when every write
+    numbered below R's end belongs to a finished delivery (R may have seen any of
+    them), and records are released in end order, in groups (see :class:`Record`)
+    closed under that rule: every write numbered below a group's end is in that group
+    or before it.  So the durable prefix never holds a value computed from a write
+    that is lost, and applying the released ops in order reproduces the live state.
+    """
+
+    def __init__(self, job_state: JobState) -> None:
+        with job_state.lock:
+            if job_state._changes is not None:
+                raise JobStateError(f"job {job_state.job_id} already has a ChangeLog attached")
+            self.job_state = job_state
+            self._lock: threading.RLock = job_state.lock
+            self._seq = 0
+            self._job = _Scope(self, None)
+            self._open: dict[Hashable, _Scope] = {}
+            self._ended: list[Record] = []
+            # (field, key) -> encoded value last recorded, kept while some scope has
+            # the key taken; and how many scopes have it taken.
+            self._mirror: dict[tuple[str, str], Any] = {}
+            self._takers: dict[tuple[str, str], int] = {}
+            self._touched: datetime | None = job_state.updated_at
+            for field, name in _FIELDS.items():
+                setattr(job_state, name, TrackedDict(getattr(job_state, name), self, field))
+            job_state._changes = self
+
+    def __repr__(self) -> str:
+        return f"ChangeLog[{self.job_state.job_id}: {len(self._open)} open, seq {self._seq}]"
+
+    def detach(self) -> None:
+        """Stop recording: the JobState gets plain dicts again and no ChangeLog."""
+        js = self.job_state
+        with self._lock:
+            if js._changes is not self:
+                return
+            for name in _FIELDS.values():
+                setattr(js, name, dict(dict.items(getattr(js, name))))
+            js._changes = None
+
+    # -- scopes ---------------------------------------------------------------
+
+    def delivery(self, key: Hashable) -> _Delivery:
+        """``with log.delivery(key):`` -- begin a delivery, bind it to the current
+        thread or asyncio task, and end it (:meth:`end`) on the way out, also when the
+        body raises.  ``key`` identifies it (e.g. the task sequence number)."""
+        return _Delivery(self, key, begin=True)
+
+    def begin(self, key: Hashable) -> None:
+        """Open delivery ``key`` without binding it (bind it with :meth:`bound`)."""
+        self._begin(key)
+
+    def bound(self, key: Hashable) -> _Delivery:
+        """``with log.bound(key):`` -- bind an open delivery here without ending it."""
+        return _Delivery(self, key, begin=False)
+
+    def reading(self) -> _Reading:
+        """``with log.reading():`` -- reads mark nothing taken (for a snapshot, which
+        only copies); writes inside count as job-level writes."""
+        return _Reading()
+
+    def _begin(self, key: Hashable) -> _Scope:
+        with self._lock:
+            if key in self._open:
+                raise JobStateError(
+                    f"delivery {key!r} of job {self.job_state.job_id} is already open"
+                )
+            scope = self._open[key] = _Scope(self, key)
+        return scope
+
+    def _open_scope(self, key: Hashable) -> _Scope:
+        try:
+            return self._open[key]
+        except KeyError:
+            raise JobStateError(
+                f"no open delivery {key!r} in job {self.job_state.job_id}"
+            ) from None
+
+    def end(self, key: Hashable) -> Record:
+        """End delivery ``key``: record its taken keys' changes, freeze its record.
+
+        An in-place change that cannot be encoded raises SerializationError; the record
+        is ended anyway (so later ones are not held back) with ``error`` set.
+        """
+        error: SerializationError | None = None
+        with self._lock:
+            scope = self._open.pop(key, None)
+            if scope is None:
+                raise JobStateError(f"no open delivery {key!r} in job {self.job_state.job_id}")
+            if scope.taken:
+                error = self._settle(scope)
+            self._seq += 1
+            scope._finish(self._seq, self.job_state.updated_at)
+            scope.error = error
+            self._ended.append(scope)
+        if error is not None:
+            raise error
+        return scope
+
+    @property
+    def open_deliveries(self) -> int:
+        """How many deliveries have begun and not ended."""
+        return len(self._open)
+
+    @property
+    def pending(self) -> int:
+        """How many ended records :meth:`take_ready` has not released yet."""
+        return len(self._ended)
+
+    # -- releasing ------------------------------------------------------------
+
+    def take_ready(self, *, flush: bool = False) -> list[Record]:
+        """The finished records that may become durable now, in commit order.
+
+        Each is returned once.  Commit them in this order, ending transactions only
+        after a record whose ``cut`` is True.  With ``flush``, job-level writes that no
+        record carries become a record of their own (``key`` None) when nothing
+        unfinished precedes them -- e.g. before a pause or at the end of the job.
+        """
+        with self._lock:
+            job = self._job
+            if job.taken:
+                self._settle(job, job_level=True)  # raises only for the job's own writes
+            ended = self._ended
+            frontier = min(
+                (s.first for s in self._open.values() if s.first is not None),
+                default=self._seq + 1,
+            )
+            # Records ending below the frontier saw only finished writes (ends rise,
+            # so they are a prefix); a group may end after record i when no later
+            # finished record wrote before i's end either.
+            ready = 0
+            while ready < len(ended) and ended[ready].end_seq < frontier:
+                ready += 1
+            # Held-back records (ended at or after the frontier) are only scanned for
+            # their earliest write; a release touches the ready ones alone.
+            later_first = min(frontier, min((r.first_seq for r in ended[ready:]), default=frontier))
+            cuts = [False] * ready
+            for i in range(ready - 1, -1, -1):
+                record = ended[i]
+                if record.end_seq < later_first:
+                    cuts[i] = True
+                if record.first_seq < later_first:
+                    later_first = record.first_seq
+            last_cut = max((i for i in range(ready) if cuts[i]), default=-1)
+            released = ended[: last_cut + 1]
+            del ended[: last_cut + 1]
+            start = 0
+            for i in range(len(released)):
+                if cuts[i]:
+                    self._close_group(released[start : i + 1])
+                    start = i + 1
+            if flush and job.ops:
+                limit = min(frontier, min((r.first_seq for r in ended), default=frontier))
+                carried = self._job_ops_below(limit)
+                if carried:
+                    record = Record(self, None)
+                    record.ops = carried
+                    record._finish(self._seq, self.job_state.updated_at)
+                    record.cut = True
+                    released.append(record)
+            if released:
+                self._touch(released[-1])
+        return released
+
+    def _close_group(self, group: list[Record]) -> None:
+        """Put the ops of ``group`` (and the job-level writes before its end) in its
+        last record, in write order; mark it a cut."""
+        last = group[-1]
+        job_ops = self._job.seqs and self._job.seqs[0] < last.end_seq
+        if len(group) == 1 and not job_ops:
+            last.cut = True
+            return
+        streams: list[Iterator[tuple[int, list[Any]]]] = [zip(r.seqs, r.ops) for r in group]
+        if job_ops:
+            count = _count_below(self._job.seqs, last.end_seq)
+            streams.append(zip(self._job.seqs[:count], self._job.ops[:count]))
+            del self._job.seqs[:count]
+            del self._job.ops[:count]
+        merged = [op for _, op in heapq.merge(*streams, key=_first)]
+        for record in group:
+            record.ops = []
+            record.seqs = []
+        last.ops = merged
+        last.cut = True
+
+    def _job_ops_below(self, limit: int) -> list[list[Any]]:
+        job = self._job
+        count = _count_below(job.seqs, limit)
+        ops = job.ops[:count]
+        del job.ops[:count]
+        del job.seqs[:count]
+        return ops
+
+    def _touch(self, record: Record) -> None:
+        """Append the ``touch`` op (the JobState's ``updated_at`` when ``record``
+        ended) if it moved.  Once per release, on its last record: a crash that keeps
+        an earlier cut of it keeps an ``updated_at`` a little older than the data."""
+        stamp = record.updated_at
+        if stamp is not None and stamp != self._touched:
+            record.ops.append(["touch", stamp.isoformat()])
+            self._touched = stamp
+
+    # -- recording (the job's lock is held) -------------------------------------
+
+    def _record(self, op: list[Any], scope: _Scope | None = None) -> None:
+        """Number ``op`` and add it to ``scope`` (default: the current delivery, or
+        the job level when none of this log is open here)."""
+        self._seq = seq = self._seq + 1
+        if scope is None:
+            scope = _current.get()
+            if scope is None or scope.log is not self or scope.ended:
+                scope = self._job
+        if scope.first is None and scope is not self._job:
+            scope.first = seq
+        scope.ops.append(op)
+        scope.seqs.append(seq)
+
+    def _check(self, tracked: TrackedDict, key: Any, value: Any) -> Any:
+        """The encoded ``value`` for ``tracked[key]``, or SerializationError."""
+        name = _FIELDS[tracked._field]
+        if type(key) is not str:
+            raise SerializationError(
+                f"cannot save value at '{name}': its key {short_repr(key)} is a "
+                f"{type(key).__name__}; JSON object keys are strings -- use string keys"
+            )
+        path = key_path(name, key)
+        field = tracked._field
+        if field != "shared":
+            _check_shape(field, value, path, SerializationError)
+        return encode_value(value, path)
+
+    def _set(self, tracked: TrackedDict, key: str, value: Any) -> None:
+        self._store(tracked, key, value, self._check(tracked, key, value))
+
+    def _store(self, tracked: TrackedDict, key: str, value: Any, encoded: Any) -> None:
+        dict.__setitem__(tracked, key, value)
+        field = tracked._field
+        self._record([f"{field}_set", key, encoded])
+        mirror = self._mirror
+        if mirror:  # empty unless some key is taken
+            mirror_key = (field, key)
+            if mirror_key in self._mirror:
+                self._mirror[mirror_key] = encoded
+
+    def _deleted(self, tracked: TrackedDict, key: str) -> None:
+        field = tracked._field
+        self._record([f"{field}_del", key])
+        mirror = self._mirror
+        if mirror:  # empty unless some key is taken
+            mirror_key = (field, key)
+            if mirror_key in self._mirror:
+                self._mirror[mirror_key] = _ABSENT
+
+    def _cleared(self, tracked: TrackedDict) -> None:
+        field = tracked._field
+        self._record([f"{field}_clear"])
+        for mirror_key in self._mirror:
+            if mirror_key[0] == field:
+                self._mirror[mirror_key] = _ABSENT
+
+    def _take(self, tracked: TrackedDict, key: str) -> None:
+        """Mark ``tracked[key]`` taken by the current scope (a write, for visibility)."""
+        scope = _current.get()
+        if scope is None or scope.log is not self or scope.ended:
+            if scope is _READER:
+                return
+            scope = self._job
+        mirror_key = (tracked._field, key)
+        taken = scope.taken
+        if taken is not None and mirror_key in taken:
+            return
+        with self._lock:
+            self._seq = seq = self._seq + 1
+            if scope.first is None and scope is not self._job:
+                scope.first = seq
+            if taken is None:
+                taken = scope.taken = {}
+            taken[mirror_key] = None
+            count = self._takers.get(mirror_key, 0)
+            self._takers[mirror_key] = count + 1
+            if count == 0:
+                try:
+                    self._mirror[mirror_key] = _encode(dict.__getitem__(tracked, key))
+                except (_Unencodable, RecursionError, KeyError):
+                    self._mirror[mirror_key] = _UNKNOWN
+
+    def _settle(self, scope: _Scope, job_level: bool = False) -> SerializationError | None:
+        """Record the changes of the keys ``scope`` took; forget its takes."""
+        error: SerializationError | None = None
+        for mirror_key in scope.taken or ():
+            try:
+                self._settle_key(scope, mirror_key)
+            except SerializationError as exc:
+                error = error or exc
+            count = self._takers[mirror_key] - 1
+            if count:
+                self._takers[mirror_key] = count
+            else:
+                del self._takers[mirror_key]
+                del self._mirror[mirror_key]
+        scope.taken = None
+        if job_level and error is not None:
+            raise error
+        return error
+
+    def _settle_key(self, scope: _Scope, mirror_key: tuple[str, str]) -> None:
+        field, key = mirror_key
+        tracked = getattr(self.job_state, _FIELDS[field])
+        old = self._mirror[mirror_key]
+        if not dict.__contains__(tracked, key):
+            return  # deleted: its op was recorded then
+        current = dict.__getitem__(tracked, key)
+        name = _FIELDS[field]
+        if old is not _ABSENT and old is not _UNKNOWN:
+            if field == "shared" and type(current) is list and type(old) is list:
+                done = len(old)
+                if len(current) >= done and current[:done] == old:
+                    if len(current) > done:
+                        tail = encode_value(current[done:], key_path(name, key))
+                        self._record(["shared_extend", key, tail], scope)
+                        self._mirror[mirror_key] = old + tail
+                    return
+            elif current == old:
+                return
+            if field == "state" and type(current) is dict and type(old) is dict:
+                if all(k in current for k in old):
+                    changed = {k: v for k, v in current.items() if k not in old or old[k] != v}
+                    encoded = encode_value(changed, key_path(name, key))
+                    self._record(["state_merge", key, encoded], scope)
+                    self._mirror[mirror_key] = {**old, **encoded}
+                    return
+        encoded = self._check(tracked, key, current)
+        self._record([f"{field}_set", key, encoded], scope)
+        self._mirror[mirror_key] = encoded
+
+    # -- the JobState's mutators call these (lock held, before they change anything)
+
+    def merge_state(self, routine_id: str, updates: dict[str, Any]) -> None:
+        """``JobState.merge_routine_state`` while journaled: encode, merge, record."""
+        states: dict[str, Any] = self.job_state.routine_states
+        try:
+            encoded = _encode(updates)
+        except (_Unencodable, RecursionError):
+            encoded = encode_value(updates, key_path("routine_states", routine_id))
+        state = dict(dict.get(states, routine_id) or {})
+        state.update(updates)
+        dict.__setitem__(states, routine_id, state)
+        self._record(["state_merge", routine_id, encoded])
+        mirror = self._mirror
+        if mirror:  # empty unless some key is taken
+            mirror_key = ("state", routine_id)
+            if mirror_key in self._mirror:
+                old = self._mirror[mirror_key]
+                if old is _ABSENT:
+                    self._mirror[mirror_key] = dict(encoded)
+                elif isinstance(old, dict):
+                    self._mirror[mirror_key] = {**old, **encoded}
+
+    def history(self, record: ExecutionRecord) -> None:
+        """``JobState.record_execution``: one history record."""
+        try:
+            data = _encode(record.data)
+        except (_Unencodable, RecursionError):
+            data = encode_value(record.data, "execution_history[-1].data")
+        self._record(
+            ["history", record.routine_id, record.event_name, data, record.timestamp.isoformat()]
+        )
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """``JobState.append_to_shared_log``: one stamped entry."""
+        self._record(["log", encode_value(entry, "shared_log[-1]")])
+
+    def deferred(self, event: dict[str, Any]) -> None:
+        """``JobState.add_deferred_event``: one deferred event entry."""
+        self._record(
+            [
+                "deferred",
+                event["routine_id"],
+                event["event_name"],
+                encode_value(event["data"], "deferred_events[-1].data"),
+                event["timestamp"],
+            ]
+        )
+
+    def encode_output(self, data: Any) -> Any:
+        """The encoded ``data`` of a ``send_output`` call (before anyone receives it)."""
+        return encode_value(data, "output_log[-1].data")
+
+    def output(self, entry: dict[str, Any], encoded: Any) -> None:
+        """``JobState.send_output``: one output log entry, its data already encoded."""
+        self._record(
+            ["output", entry["routine_id"], entry["output_type"], encoded, entry["timestamp"]]
+        )
+
+
+def _first(item: tuple[int, Any]) -> int:
+    return item[0]
+
+
+def _count_below(seqs: list[int], limit: int) -> int:
+    """How many of the ascending ``seqs`` are below ``limit``."""
+    count = 0
+    for seq in seqs:
+        if seq >= limit:
+            break
+        count += 1
+    return count
+
+
+def _check_shape(field: str, value: Any, path: str, error: type[Exception]) -> None:
+    """A routine state is a dict; slot buffers are a dict of dicts (as a load checks)."""
+    if not isinstance(value, dict):
+        raise error(f"'{path}' must be a dict, got {type(value).__name__}")
+    if field == "buffers":
+        for slot, buffer in value.items():
+            if not isinstance(buffer, dict):
+                raise error(
+                    f"'{key_path(path, slot)}' must be a dict (a merge buffer), "
+                    f"got {type(buffer).__name__}"
+                )
+
+
+# ---------------------------------------------------------------------------
+# Replay
+# ---------------------------------------------------------------------------
+
+#: Op name -> the types of its arguments after the name (``"json"``: any JSON value,
+#: ``"str?"``: a string or None).
+OPS: dict[str, tuple[str, ...]] = {
+    "shared_set": ("str", "json"),
+    "shared_del": ("str",),
+    "shared_clear": (),
+    "shared_extend": ("str", "list"),
+    "state_set": ("str", "dict"),
+    "state_del": ("str",),
+    "state_clear": (),
+    "state_merge": ("str", "dict"),
+    "buffers_set": ("str", "dict"),
+    "buffers_del": ("str",),
+    "buffers_clear": (),
+    "history": ("str", "str", "dict?", "time"),
+    "log": ("dict",),
+    "deferred": ("str", "str", "dict?", "time"),
+    "output": ("str", "str", "json", "time"),
+    "touch": ("time",),
+}
+
+_KINDS: dict[str, Any] = {"str": str, "dict": dict, "list": list}
+
+
+def _validate(index: int, op: Any) -> None:
+    if not isinstance(op, list) or not op:
+        raise SerializationError(f"op {index}: must be a non-empty list, got {short_repr(op)}")
+    name = op[0]
+    if not isinstance(name, str) or name not in OPS:
+        raise SerializationError(f"op {index}: unknown op {short_repr(name)}")
+    spec = OPS[name]
+    if len(op) != len(spec) + 1:
+        raise SerializationError(
+            f"op {index} ({name}): takes {len(spec)} arguments, got {len(op) - 1}"
+        )
+    for position, (kind, arg) in enumerate(zip(spec, op[1:]), start=1):
+        where = f"op {index} ({name}), argument {position}"
+        if kind == "json":
+            continue
+        if kind == "dict?":
+            if arg is not None and not isinstance(arg, dict):
+                raise SerializationError(f"{where}: must be a dict or null, got {short_repr(arg)}")
+        elif kind == "time":
+            if not isinstance(arg, str):
+                raise SerializationError(
+                    f"{where}: must be an ISO time string, got {short_repr(arg)}"
+                )
+            try:
+                datetime.fromisoformat(arg)
+            except ValueError:
+                raise SerializationError(f"{where}: invalid ISO time {short_repr(arg)}") from None
+        elif not isinstance(arg, _KINDS[kind]):
+            raise SerializationError(
+                f"{where}: must be a {kind}, got {type(arg).__name__}: {short_repr(arg)}"
+            )
+    if name in ("state_set", "buffers_set"):
+        _check_shape(name.split("_")[0], op[2], f"op {index} ({name}) value", SerializationError)
+
+
+def _own(value: Any, index: int) -> Any:
+    """A private copy of an op's value (the ops stay the caller's)."""
+    try:
+        return _encode(value)
+    except (_Unencodable, RecursionError):
+        raise SerializationError(
+            f"op {index}: value is not JSON data or is nested too deeply: {short_repr(value)}"
+        ) from None
+
+
+def apply_ops(job_state: JobState, ops: Iterable[Any]) -> None:
+    """Apply ``ops`` (from :attr:`Record.ops`, possibly read back from a file) to
+    ``job_state`` in order, as the live run applied them.
+
+    Every op is checked before any is applied: an unknown op, a wrong number of
+    arguments or an argument of the wrong type raises :class:`SerializationError`
+    naming the op's index.  An op that does not fit the state it meets (extending a
+    value that is not a list) raises naming the index too, with the earlier ops
+    applied.  Values are copied; history and output limits trim (and count) as live.
+    Writes made here are not recorded by a ChangeLog attached to ``job_state``.
+    """
+    ops = list(ops)
+    for index, op in enumerate(ops):
+        _validate(index, op)
+    js = job_state
+    with js.lock:
+        for index, op in enumerate(ops):
+            name = op[0]
+            prefix, _, action = name.partition("_")
+            if prefix in _FIELDS:
+                target = getattr(js, _FIELDS[prefix])
+                if action == "set":
+                    dict.__setitem__(target, op[1], _own(op[2], index))
+                elif action == "del":
+                    dict.pop(target, op[1], None)
+                elif action == "clear":
+                    dict.clear(target)
+                elif action == "merge":
+                    state = dict(dict.get(target, op[1]) or {})
+                    state.update(_own(op[2], index))
+                    dict.__setitem__(target, op[1], state)
+                else:  # extend
+                    current = dict.get(target, op[1])
+                    if type(current) is not list:
+                        raise SerializationError(
+                            f"op {index} (shared_extend {op[1]!r}): shared_data[{op[1]!r}] "
+                            f"is {type(current).__name__}, not a list"
+                        )
+                    current.extend(_own(op[2], index))
+            elif name == "history":
+                stamp = datetime.fromisoformat(op[4])
+                data = _own(op[3], index)
+                js.execution_history.append(
+                    ExecutionRecord(op[1], op[2], data if data else None, stamp)
+                )
+                limit = js.history_limit
+                excess = len(js.execution_history) - limit if limit is not None else 0
+                if excess > 0:
+                    del js.execution_history[:excess]
+                    js.history_dropped += excess
+                js.updated_at = stamp
+            elif name == "log":
+                js.shared_log.append(_own(op[1], index))
+            elif name == "deferred":
+                js.deferred_events.append(
+                    {
+                        "routine_id": op[1],
+                        "event_name": op[2],
+                        "data": _own(op[3], index),
+                        "timestamp": op[4],
+                    }
+                )
+            elif name == "output":
+                js.output_log.append(
+                    {
+                        "routine_id": op[1],
+                        "output_type": op[2],
+                        "data": _own(op[3], index),
+                        "timestamp": op[4],
+                    }
+                )
+                limit = js.output_limit
+                excess = len(js.output_log) - limit if limit is not None else 0
+                if excess > 0:
+                    del js.output_log[:excess]
+                    js.output_dropped += excess
+            else:  # touch
+                js.updated_at = datetime.fromisoformat(op[1])
