@@ -41,11 +41,13 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..error_handler import Decision
 from ..exceptions import FlowError, HandlerTimeoutError
 from ..hooks import Delivery
 from . import aio
 from .context import bind, current_run, unbind
+from .failure import engine_failure, fail, handle_failure
+from .observer import AT_JOB_END, READY, TIMER
+from .plan import apply_mapping, merge, missing_slot
 from .pool import start_thread
 from .tasks import Task, task_from_dict, task_to_dict
 from .timers import TimerHandle, timer_service
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
     from ..hooks import HookSet
     from ..job_state import JobState
     from ..routine import Routine
+    from .observer import TaskObserver
+    from .plan import Route, SlotPlan
     from .pool import WorkerPool
 
 logger = logging.getLogger("routilux.engine")
@@ -65,6 +69,8 @@ RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 #: Tasks one pool pull runs before giving its thread back to the pool, so the
 #: jobs sharing a pool take turns.
 PULL_BATCH = 16
+
+_NO_ROUTES: tuple[Route, ...] = ()
 
 #: The shared empty stand-in for a job's sets until it needs one of its own.
 _NOTHING: frozenset[Any] = frozenset()
@@ -84,26 +90,27 @@ class JobRun:
         self,
         flow: Flow,
         job_state: JobState,
-        executor: WorkerPool | None,
         entry_id: str | None,
         hooks: HookSet | None = None,
     ) -> None:
         self.flow = flow
         self.job_state = job_state
-        self.routine_ids = flow._routine_ids
-        self.executor = executor
+        # The routing this job runs with, compiled once by the flow (read-only).
+        plan = self.plan = flow.plan
+        self.routine_ids = plan.routine_ids
+        self._events = plan.events
+        self.executor: WorkerPool | None = None
         self.entry_id = entry_id
+        # Task numbers (Task.seq, the delivery ids): job-wide, never reused.
+        self._next_seq = itertools.count(job_state.task_seq).__next__
         # The job's lifecycle hooks (hooks.py), resolved once: the engine reads
         # one caller per event, None when nobody listens (then it costs nothing).
         # (The rarely used ones are read from job_state._hooks when needed.)
         if hooks is not None:
             self._on_emit = hooks.emit
             if hooks.deliveries:
-                self._watch = hooks
-                self._reports = {}
-                # Every delivery goes through the reporting wrapper; without
-                # delivery hooks _execute is the plain method (no check at all).
-                self._execute = self._execute_watched  # type: ignore[method-assign]
+                self._delivery_hooks = hooks
+                self._watch_deliveries()
         self.started_at = datetime.now()
         self._queue: deque[Task] = deque()
         # Concurrent strategy only: ready deliveries of ``async def`` handlers.
@@ -153,10 +160,30 @@ class JobRun:
     _on_settle: list[Callable[[], None]] | None = None  # callbacks for _finish
     # Hook callers (see __init__); None: nobody listens.
     _on_emit: Callable[[JobState, Any], None] | None = None
-    # Set when hooks listen to deliveries: then every delivery is reported, and
-    # ``_reports`` maps each open one's Task to [Delivery, start, error].
-    _watch: HookSet | None = None
+    # Set when hooks or the observer listen to deliveries: then every delivery
+    # is reported, and ``_reports`` maps each open one's Task to
+    # [Delivery or None, start, error].
+    _watch = False
+    _delivery_hooks: HookSet | None = None
     _reports: dict[Task, list[Any]] = MappingProxyType({})  # type: ignore[assignment]
+    # The task observer (observer.py), None by default: then one check per point.
+    _observer: TaskObserver | None = None
+    # The task the sequential drainer (or the entry step) is delivering.
+    _delivering: Task | None = None
+
+    def _watch_deliveries(self) -> None:
+        """Report every delivery from now on (hooks or the observer listen)."""
+        if not self._watch:
+            self._watch = True
+            self._reports = {}
+            # Every delivery goes through the reporting wrapper; when nobody
+            # listens _execute is the plain method (no check at all).
+            self._execute = self._execute_watched  # type: ignore[method-assign]
+
+    def set_observer(self, observer: TaskObserver) -> None:
+        """Tell ``observer`` about every task of this job (before :meth:`start`)."""
+        self._observer = observer
+        self._watch_deliveries()
 
     def _own_set(self, name: str) -> set[Any]:
         """This job's own set ``name`` (lock held), made on first write."""
@@ -191,8 +218,8 @@ class JobRun:
             try:
                 if self._state is not STOPPED:
                     done = first_steps() is not False
-            except Exception as exc:  # noqa: BLE001 - engine failure, see _engine_failure
-                self._engine_failure(exc)
+            except Exception as exc:  # noqa: BLE001 - engine failure, see failure.py
+                engine_failure(self, exc)
             except BaseException:
                 self._task_done()  # the job is already failed (see _execute); let it settle
                 raise
@@ -203,64 +230,100 @@ class JobRun:
         finally:
             unbind(token)
 
-    def run_entry(self, routine: Routine, params: dict[str, Any]) -> bool:
+    def run_entry(self, params: dict[str, Any]) -> bool:
         """Invoke the entry routine's trigger handler with ``params``; False while an
         ``async def`` trigger handler still runs (see :meth:`_execute`)."""
-        assert self.entry_id is not None
-        slot = routine.get_slot("trigger")
-        if slot is None:
+        rid = self.entry_id
+        assert rid is not None
+        target = self.plan.slots.get((rid, "trigger"))
+        if target is None:
             error = FlowError(
-                f"Entry routine '{self.entry_id}' must have a 'trigger' slot. "
+                f"Entry routine '{rid}' must have a 'trigger' slot. "
                 "Define it using: routine.define_slot('trigger', handler=your_handler)"
             )
-            missing: Any = _MissingSlot(error)
-            return self._execute(Task(self.entry_id, missing, params, entry=True))
-        return self._execute(Task(self.entry_id, slot, params, entry=True))
+            target = missing_slot(rid, "trigger", error, self.plan.error_handlers.get(rid))
+        task = Task(target, params, self._next_seq(), entry=True)
+        if self._observer is not None:
+            with self._lock:
+                self._observer.task_queued(self, task, READY, None)
+        self._delivering = task
+        return self._execute(task)
+
+    def new_task(self, rid: str, slot_name: str, data: dict[str, Any]) -> Task:
+        """A task delivering ``data`` to slot ``slot_name`` of routine ``rid``."""
+        target = self.plan.slots.get((rid, slot_name))
+        if target is None:
+            raise FlowError(
+                f"routine '{rid}' of flow '{self.flow.flow_id}' had no slot '{slot_name}' "
+                "when this job started"
+            )
+        return Task(target, data, self._next_seq())
+
+    def delivery_id(self) -> str | None:
+        """The id of the delivery the calling thread or asyncio task runs for this
+        job (``"<job_id>:<seq>"``), or None."""
+        task = self._live.get(threading.current_thread()) if self._live else None
+        if task is None and self._aio_live and aio.on_engine_loop():
+            try:
+                task = self._aio_live.get(asyncio.current_task())
+            except RuntimeError:
+                task = None
+        if task is None:
+            task = self._delivering
+        return None if task is None else f"{self.job_state.job_id}:{task.seq}"
 
     def restore_pending(self, entries: list[dict[str, Any]]) -> None:
-        """Queue tasks saved in ``job_state.pending_tasks`` (at resume)."""
+        """Queue tasks saved in ``job_state.pending_tasks`` (at resume); a task saved
+        without a number (an older file) gets a new one."""
         for entry in entries:
-            task = task_from_dict(self.flow, entry)
+            task = task_from_dict(self.plan, entry, -1)
             if task is None:
                 continue
+            if task.seq < 0:
+                task.seq = self._next_seq()
             if entry.get("at_job_end"):
-                self._end_hooks[(task.rid, task.slot.name)] = task
+                self.at_job_end(task)
             else:
                 self.enqueue(task)
 
     # -- emitting and queueing -----------------------------------------------
 
     def emit(self, routine: Routine, event: Event, data: dict[str, Any]) -> None:
-        """Record an emission of ``routine`` and queue one task per connected slot."""
+        """Record an emission of ``routine`` and queue one task per route of the event."""
         if self._abandoned and self._is_abandoned():
             return  # a late emission of a delivery the job gave up on
-        rid = self.routine_ids.get(id(routine))
-        if rid is None:
-            # Not a routine of this job's flow: deliver the way a standalone event does.
-            event.emit(flow=None, **data)
-            return
-        slots = event.connected_slots
-        tasks = []
-        if slots:
-            index = self.flow._connection_index
-            ids = self.routine_ids
-            event_key = id(event)
-            for slot in slots:
-                target_rid = ids.get(id(slot.routine))
-                if target_rid is None:
-                    raise FlowError(
-                        f"Event '{event.name}' of routine '{rid}' is connected to {slot!r}, "
-                        f"whose routine is not in flow '{self.flow.flow_id}'"
-                    )
-                tasks.append(Task(target_rid, slot, data, index.get((event_key, id(slot)))))
+        compiled = self._events.get(id(event))
+        if compiled is None:
+            rid = self.routine_ids.get(id(routine))
+            if rid is None:
+                # Not a routine of this job's flow: deliver the way a standalone event does.
+                event.emit(flow=None, **data)
+                return
+            name, routes = event.name, _NO_ROUTES  # an event defined after the job started
+        else:
+            if compiled.broken is not None:
+                raise FlowError(compiled.broken)
+            rid, name, routes = compiled.rid, compiled.name, compiled.routes
         js = self.job_state
         on_emit = self._on_emit
         if on_emit is None:
-            js.record_execution(rid, event.name, data)
+            js.record_execution(rid, name, data)
         else:
-            on_emit(js, js.record_execution(rid, event.name, data))
-        if tasks:
-            self._enqueue_new(tasks)
+            on_emit(js, js.record_execution(rid, name, data))
+        if routes:
+            seq = self._next_seq
+            self._enqueue_new([Task(route.target, data, seq(), route) for route in routes])
+
+    def route(self, event: Event, data: dict[str, Any]) -> bool:
+        """``event.emit()`` inside this job: queue one task per route (no history
+        record); False when the event is not one of this job's flow."""
+        compiled = self._events.get(id(event))
+        if compiled is None:
+            return False
+        if compiled.routes and not (self._abandoned and self._is_abandoned()):
+            seq = self._next_seq
+            self._enqueue_new([Task(route.target, data, seq(), route) for route in compiled.routes])
+        return True
 
     def _enqueue_new(self, tasks: list[Task]) -> None:
         """Queue freshly emitted tasks (one lock round for all of them)."""
@@ -272,6 +335,9 @@ class JobRun:
                     self.job_state.pending_tasks.extend(task_to_dict(t) for t in tasks)
                 return
             self._outstanding += len(tasks)
+            if self._observer is not None:
+                for task in tasks:
+                    self._observer.task_queued(self, task, READY, None)
             if self.executor is None:
                 self._queue.extend(tasks)
                 if self._drainer_waiting:
@@ -288,6 +354,8 @@ class JobRun:
             if self._state is RUNNING:
                 if not counted:
                     self._outstanding += 1
+                if self._observer is not None:
+                    self._observer.task_queued(self, task, READY, None)
                 blocking, coroutines = self._push_locked([task])
             else:
                 if self._state is PAUSED:
@@ -316,7 +384,7 @@ class JobRun:
             return 0, 0
         coroutines = 0
         for task in tasks:
-            if task.slot._is_async:
+            if task.target.is_async:
                 self._async_queue.append(task)
                 coroutines += 1
             else:
@@ -371,9 +439,11 @@ class JobRun:
             self._timers[handle] = task
             if name is not None:
                 self._named[(task.rid, name)] = handle
+            if self._observer is not None:
+                self._observer.task_queued(self, task, TIMER, handle.due)
         hooks = self.job_state._hooks
         if hooks is not None and hooks.timer is not None:
-            hooks.timer(self.job_state, task.rid, task.slot.name, delay)
+            hooks.timer(self.job_state, task.rid, task.target.name, delay)
         return Scheduled(self, handle)
 
     def _timer_fired(self, handle: TimerHandle) -> None:
@@ -390,8 +460,10 @@ class JobRun:
         handle = self._named.pop(key, None)
         if handle is None or not handle.cancel():
             return False
-        self._timers.pop(handle, None)
+        task = self._timers.pop(handle, None)
         self._outstanding -= 1
+        if self._observer is not None and task is not None:
+            self._observer.timer_cancelled(self, task)
         return True
 
     def cancel_named_timer(self, routine_id: str, name: str) -> bool:
@@ -408,8 +480,10 @@ class JobRun:
         with self._lock:
             if not handle.cancel():
                 return False
-            self._timers.pop(handle, None)
+            task = self._timers.pop(handle, None)
             self._outstanding -= 1
+            if self._observer is not None and task is not None:
+                self._observer.timer_cancelled(self, task)
             finish = self._settle_if_idle_locked()
         if finish:
             self._finish()
@@ -418,7 +492,9 @@ class JobRun:
     def at_job_end(self, task: Task) -> None:
         """Deliver ``task`` once, when the job would otherwise finish."""
         with self._lock:
-            self._end_hooks[(task.rid, task.slot.name)] = task
+            self._end_hooks[(task.rid, task.target.name)] = task
+            if self._observer is not None:
+                self._observer.task_queued(self, task, AT_JOB_END, None)
 
     # -- running tasks -------------------------------------------------------
 
@@ -455,11 +531,12 @@ class JobRun:
                 done = False
                 continue
             assert task is not None
+            self._delivering = task
             # _execute_guarded, inlined: this loop is the sequential hot path.
             try:
                 done = self._execute(task)
             except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
-                self._engine_failure(exc)
+                engine_failure(self, exc)
                 done = True
             except BaseException:
                 self._task_done()  # the job is already failed (see _execute); let it settle
@@ -532,24 +609,25 @@ class JobRun:
         me = asyncio.current_task()
         with self._lock:
             self._own_dict("_aio_live")[me] = task
-        if self._watch is not None:
+        if self._watch:
             self._open_delivery(task)
         try:
             merged = self._merged(task)
-            if task.slot._keeps_buffer:
+            if task.target.keeps_buffer:
                 self._note_merged(me, task, merged)
-            result = task.slot._dispatch(merged)
+            call = task.target.call
+            result = call(merged) if call is not None else None
             if inspect.isawaitable(result):
                 await self._await_bounded(task, merged, result)
         except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
             if me not in self._abandoned:
-                self._handle_failure(task, merged, exc)
+                handle_failure(self, task, merged, exc)
         except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
             # Unless the engine cancelled it (cancel(), Ctrl-C).
-            if self._watch is not None:
+            if self._watch:
                 self._note_error(task, exc)
             if self._state is RUNNING and me not in self._abandoned:
-                self._fail(task, exc, {"action": "stop"})
+                fail(self, task, exc)
         finally:
             unbind(token)
             with self._lock:
@@ -557,7 +635,7 @@ class JobRun:
                 if self._abandoned:
                     self._abandoned.discard(me)
             if owned:
-                if self._watch is not None:
+                if self._watch:
                     self._close_delivery(task)
                 self._task_done()
 
@@ -567,7 +645,7 @@ class JobRun:
         On time-out the coroutine is cancelled (``Task.cancel``) and the delivery
         fails with :class:`HandlerTimeoutError`; a cancellation by ``cancel()`` or
         Ctrl-C ends it quietly (the job has stopped or paused)."""
-        timeout = self._timeout_of(task.slot)
+        timeout = self._timeout_of(task.target)
         if timeout is None:
             await awaitable
             return
@@ -600,7 +678,7 @@ class JobRun:
         try:
             return self._execute(task)
         except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
-            self._engine_failure(exc)
+            engine_failure(self, exc)
             return True
         except BaseException:
             self._task_done()  # the job is already failed (see _execute); let it settle
@@ -610,27 +688,28 @@ class JobRun:
         """Deliver one task; False when an async handler still runs (it finishes the task)."""
         if self._max_deliveries is not None and self._over_budget(task):
             return True
-        slot = task.slot
+        target = task.target
         merged: Any = None
         try:
             if task.premerged:
                 merged = task.data
             else:
                 data = task.data
-                connection = task.connection
-                if connection is not None and connection.param_mapping:
-                    data = connection._apply_mapping(data)
+                route = task.route
+                if route is not None and route.mapping is not None:
+                    data = apply_mapping(route.mapping, data)
                 # Inlined from _merged: this is the hottest path of the engine.
-                if slot._keeps_buffer:
-                    merged = slot._merge_for_job(self.job_state, task.rid, data)
+                if target.keeps_buffer:
+                    merged = self._merge_into_buffer(target, data)
                     if self._live:
                         self._note_merged(threading.current_thread(), task, merged)
                 else:
                     merged = dict(data)
-            if slot._handler is None:
+            call = target.call
+            if call is None:
                 return True
-            if slot._timeout is None and self._handler_timeout is None:
-                result = slot._dispatch(merged)
+            if target.timeout is None and self._handler_timeout is None:
+                result = call(merged)
             else:
                 result = self._dispatch_timed(task, merged)
             if result is not None and inspect.isawaitable(result):
@@ -638,20 +717,28 @@ class JobRun:
         except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
             if self._abandoned and self._is_abandoned():
                 return True  # a late failure of a delivery the job gave up on
-            self._handle_failure(task, merged, exc)
+            handle_failure(self, task, merged, exc)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 # Ctrl-C: this delivery did not finish, so it goes back to pending
                 # (already merged, so a resume does not merge it twice).
-                again = task if merged is None else task.retry(merged, premerged=True)
-                again.retries = task.retries
+                again = task if merged is None else task.retry(merged, True, count=False)
                 self.interrupt([again])
             else:
                 # SystemExit and the like: no strategy applies; the job fails (and
                 # settles) and the exception goes on to the caller.
-                self._fail(task, exc, {"action": "stop"})
+                fail(self, task, exc)
             raise
         return True
+
+    def _merge_into_buffer(self, target: SlotPlan, data: dict[str, Any]) -> Any:
+        """Merge into the job's buffer for ``target``; returns what the handler gets."""
+        js = self.job_state
+        with js.lock:
+            buffers = js.slot_buffers.setdefault(target.rid, {})
+            stored, passed = merge(target.strategy, buffers.get(target.name, {}), data)
+            buffers[target.name] = stored
+        return passed
 
     # -- reporting deliveries to hooks (only when some hook listens) -----------
 
@@ -670,11 +757,17 @@ class JobRun:
         return done
 
     def _open_delivery(self, task: Task) -> None:
-        watch = self._watch
-        assert watch is not None and watch.delivery_start is not None
-        delivery = Delivery(task.rid, task.slot.name, task.retries + 1, task.entry, task.data)
+        observer = self._observer
+        if observer is not None:
+            observer.delivery_started(self, task)
+        hooks = self._delivery_hooks
+        if hooks is None:
+            self._reports[task] = [None, 0.0, None]
+            return
+        assert hooks.delivery_start is not None
+        delivery = Delivery(task.rid, task.target.name, task.retries + 1, task.entry, task.data)
         self._reports[task] = [delivery, time.perf_counter(), None]
-        watch.delivery_start(self.job_state, delivery)
+        hooks.delivery_start(self.job_state, delivery)
 
     def _note_error(self, task: Task, exc: BaseException) -> None:
         """Remember why an open delivery failed (its end reports it)."""
@@ -688,10 +781,14 @@ class JobRun:
         if report is None:
             return
         delivery, started, noted = report
-        watch = self._watch
-        assert watch is not None and watch.delivery_end is not None
-        duration = time.perf_counter() - started
-        watch.delivery_end(self.job_state, delivery, duration, noted or error)
+        hooks = self._delivery_hooks
+        if hooks is not None:
+            assert hooks.delivery_end is not None
+            duration = time.perf_counter() - started
+            hooks.delivery_end(self.job_state, delivery, duration, noted or error)
+        observer = self._observer
+        if observer is not None:
+            observer.delivery_ended(self, task, noted or error)
 
     def _close_all_deliveries(self, error: BaseException) -> None:
         """The job gave up on every running delivery (Ctrl-C): report their ends."""
@@ -704,10 +801,12 @@ class JobRun:
         if task.premerged:
             return task.data
         data = task.data
-        connection = task.connection
-        if connection is not None and connection.param_mapping:
-            data = connection._apply_mapping(data)
-        return task.slot._merge_for_job(self.job_state, task.rid, data)
+        route = task.route
+        if route is not None and route.mapping is not None:
+            data = apply_mapping(route.mapping, data)
+        if not task.target.keeps_buffer:
+            return dict(data)
+        return self._merge_into_buffer(task.target, data)
 
     def _await_handler(self, task: Task, merged: Any, awaitable: Any) -> bool:
         """Run a handler's awaitable on the engine loop (entry handlers, the
@@ -731,14 +830,14 @@ class JobRun:
                 await self._await_bounded(task, merged, awaitable)
             except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
                 if me not in self._abandoned:
-                    self._handle_failure(task, merged, exc)
+                    handle_failure(self, task, merged, exc)
             except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
                 # Unless the engine cancelled it (cancel(), Ctrl-C): then the job
                 # has already stopped or paused.
-                if self._watch is not None:
+                if self._watch:
                     self._note_error(task, exc)
                 if not interrupted and self._state is RUNNING and me not in self._abandoned:
-                    self._fail(task, exc, {"action": "stop"})
+                    fail(self, task, exc)
             finally:
                 unbind(token)
                 with self._lock:
@@ -748,7 +847,7 @@ class JobRun:
                     if self._abandoned:
                         self._abandoned.discard(me)
                 if owned:
-                    if self._watch is not None:
+                    if self._watch:
                         self._close_delivery(task)
                     self._task_done()
 
@@ -769,14 +868,14 @@ class JobRun:
 
     # -- timeouts, budgets, abandoned deliveries --------------------------------
 
-    def _timeout_of(self, slot: Any) -> float | None:
-        timeout: float | None = slot._timeout
+    def _timeout_of(self, target: SlotPlan) -> float | None:
+        timeout = target.timeout
         return self._handler_timeout if timeout is None else timeout
 
     def _timeout_error(self, task: Task, timeout: float) -> HandlerTimeoutError:
-        source = "its slot's timeout" if task.slot._timeout is not None else "handler_timeout"
+        source = "its slot's timeout" if task.target.timeout is not None else "handler_timeout"
         return HandlerTimeoutError(
-            f"routine '{task.rid}', slot '{task.slot.name}': the handler did not return "
+            f"routine '{task.rid}', slot '{task.target.name}': the handler did not return "
             f"within {timeout:g} s ({source}); the delivery was abandoned"
         )
 
@@ -789,10 +888,11 @@ class JobRun:
         running the entry step) it runs on a helper daemon thread while this
         thread waits on an event with the timeout.  ``async def`` handlers are
         bounded on the loop instead (:meth:`_await_bounded`)."""
-        slot = task.slot
-        if slot._is_async:
-            return slot._dispatch(merged)
-        timeout = self._timeout_of(slot)
+        target = task.target
+        assert target.call is not None
+        if target.is_async:
+            return target.call(merged)
+        timeout = self._timeout_of(target)
         assert timeout is not None
         me = threading.current_thread()
         if me in self._live:
@@ -811,8 +911,10 @@ class JobRun:
         with self._lock:
             self._own_set("_timed").add(timed)
         handle = timer_service.schedule(timeout, give_up)
+        call = task.target.call
+        assert call is not None
         try:
-            result = task.slot._dispatch(merged)
+            result = call(merged)
         except BaseException:
             if not self._claim(timed):
                 return None  # abandoned meanwhile: the late failure is discarded
@@ -851,10 +953,10 @@ class JobRun:
             self.executor.abandon(me)
         for _ in range(pulls):
             self._submit_pull()
-        logger.warning("routine %s, slot %s: handler over %gs", task.rid, task.slot.name, timeout)
+        logger.warning("routine %s, slot %s: handler over %gs", task.rid, task.target.name, timeout)
         if not stopped:
-            self._handle_failure(task, merged, self._timeout_error(task, timeout))
-        if self._watch is not None:
+            handle_failure(self, task, merged, self._timeout_error(task, timeout))
+        if self._watch:
             self._close_delivery(task)
         self._task_done()
 
@@ -870,11 +972,13 @@ class JobRun:
 
     def _dispatch_on_helper(self, task: Task, merged: Any, timeout: float) -> Any:
         timed = _Timed()
-        slot = task.slot
+        target = task.target
+        call = target.call
+        assert call is not None
 
         def body() -> None:
             try:
-                timed.result = slot._dispatch(merged)
+                timed.result = call(merged)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 timed.error = exc
             finally:
@@ -889,7 +993,7 @@ class JobRun:
         thread = threading.Thread(
             target=contextvars.copy_context().run,
             args=(body,),
-            name=f"routilux-{task.rid}.{slot.name}",
+            name=f"routilux-{task.rid}.{target.name}",
             daemon=True,
         )
         timed.abandon = timed.event.set  # cancel() wakes this thread, which gives it up
@@ -908,7 +1012,7 @@ class JobRun:
         if abandoned:
             if self._state is STOPPED:
                 return None  # cancel() woke us: nothing to report
-            logger.warning("routine %s, slot %s: handler over %gs", task.rid, slot.name, timeout)
+            logger.warning("routine %s, slot %s: handler over %gs", task.rid, target.name, timeout)
             raise self._timeout_error(task, timeout)
         if timed.error is not None:
             raise timed.error
@@ -924,19 +1028,17 @@ class JobRun:
         if number == limit + 1:
             error = FlowError(
                 f"job {self.job_state.job_id} of flow '{self.flow.flow_id}' exceeded "
-                f"max_deliveries={limit}: delivery to '{task.rid}'.'{task.slot.name}' refused "
+                f"max_deliveries={limit}: delivery to '{task.rid}'.'{task.target.name}' refused "
                 "(does the flow have a cycle? see flow.validate())"
             )
-            self._fail(task, error, {"action": "stop"})
+            fail(self, task, error)
         return True
 
     def _requeueable(self, task: Task, merged: Any) -> Task:
         """``task`` as it must be saved if it is interrupted after its merge."""
-        if merged is None or task.premerged or not task.slot._keeps_buffer:
+        if merged is None or task.premerged or not task.target.keeps_buffer:
             return task
-        again = task.retry(merged, premerged=True)
-        again.retries = task.retries
-        return again
+        return task.retry(merged, True, count=False)
 
     def _note_merged(self, key: Any, task: Task, merged: Any) -> None:
         """A running delivery merged into its buffer: save it premerged if interrupted."""
@@ -995,7 +1097,7 @@ class JobRun:
             for thread in threads:
                 self.executor.abandon(thread)
         self._cancel_coroutines(coroutines)
-        if self._watch is not None:
+        if self._watch:
             self._close_all_deliveries(KeyboardInterrupt())
         logger.warning(
             "job %s interrupted: paused with %d pending tasks", js.job_id, len(js.pending_tasks)
@@ -1037,90 +1139,6 @@ class JobRun:
         if self._state is not RUNNING:
             self._wake_waiters()  # a pause may wait for running tasks
         return self._settle_if_idle_locked()
-
-    # -- failures -------------------------------------------------------------
-
-    def _handle_failure(self, task: Task, merged: Any, exc: Exception) -> None:
-        """Apply the routine's error strategy to a failed delivery (DESIGN README 6)."""
-        if self._watch is not None:
-            self._note_error(task, exc)
-        rid = task.rid
-        js = self.job_state
-        routine = self.flow.routines.get(rid)
-        handler = None
-        if routine is not None:
-            handler = routine._error_handler or self.flow.error_handler
-        decision = handler.decide(exc, task.retries) if handler is not None else Decision("stop")
-        info: dict[str, Any] = {
-            "slot": task.slot.name,
-            "error": str(exc),
-            "error_type": type(exc).__name__,
-            "attempt": task.retries + 1,
-            "action": decision.action,
-        }
-        action = decision.action
-        if action == "retry":
-            assert handler is not None
-            info["retry_delay"] = decision.delay
-            js.record_execution(rid, "error", info)
-            js.merge_routine_state(rid, {"retry_count": task.retries + 1})
-            handler.retry_count = task.retries + 1
-            logger.warning(
-                "routine %s failed (%s); retry %d in %.3fs",
-                rid,
-                exc,
-                task.retries + 1,
-                decision.delay,
-            )
-            if merged is None:
-                next_task = task.retry(task.data, premerged=False)
-            else:
-                next_task = task.retry(merged, premerged=True)
-            if decision.delay > 0:
-                self.schedule(decision.delay, next_task)
-            else:
-                self.enqueue(next_task)
-        elif action == "continue":
-            logger.warning("routine %s failed, continuing: %s", rid, exc)
-            js.record_execution(rid, "error_continued", info)
-            js.merge_routine_state(rid, {"status": "error_continued", "error": str(exc)})
-        elif action == "skip":
-            logger.warning("routine %s failed, skipped: %s", rid, exc)
-            js.record_execution(rid, "error", info)
-            js.merge_routine_state(rid, {"status": "skipped", "error": str(exc)})
-        else:
-            self._fail(task, exc, info)
-
-    def _fail(self, task: Task, exc: BaseException, info: dict[str, Any]) -> None:
-        """STOP: record the failure and end the job as ``failed``."""
-        if self._watch is not None:
-            self._note_error(task, exc)
-        rid = task.rid
-        js = self.job_state
-        logger.error("routine %s failed; job %s stops", rid, js.job_id, exc_info=exc)
-        record = {
-            "slot": task.slot.name,
-            "error": str(exc),
-            "error_type": type(exc).__name__,
-            "attempt": task.retries + 1,
-        }
-        record.update(info)
-        js.record_execution(rid, "error", record)
-        js.merge_routine_state(
-            rid,
-            {"status": "failed", "error": str(exc), "error_time": datetime.now().isoformat()},
-        )
-        self.stop("failed")
-
-    def _engine_failure(self, exc: Exception) -> None:
-        logger.error("engine failure in job %s", self.job_state.job_id, exc_info=exc)
-        message = f"internal engine error: {type(exc).__name__}: {exc}"
-        self.job_state.record_execution(
-            self.job_state.current_routine_id or "",
-            "error",
-            {"error": message, "error_type": type(exc).__name__, "engine": True},
-        )
-        self.stop("failed")
 
     # -- pause, cancel, stop ---------------------------------------------------
 
@@ -1214,6 +1232,7 @@ class JobRun:
                 moved.extend(task_to_dict(t, at_job_end=True) for t in self._end_hooks.values())
                 self._end_hooks.clear()
                 js.pending_tasks.extend(moved)
+                js.task_seq = self._next_seq()
             # Wait for the job's other running handlers, but not for those that
             # are themselves pausing (they would wait for us in turn).
             self._pausing += own
@@ -1247,6 +1266,7 @@ class JobRun:
         """The job has no live work left: write its final status and wake waiters."""
         js = self.job_state
         entry_id = self.entry_id
+        js.task_seq = self._next_seq()  # a later run numbers its tasks from here
         completed = js._set_completed()
         if completed and entry_id is not None:
             end = datetime.now()
@@ -1387,22 +1407,3 @@ class Scheduled:
     def cancel(self) -> bool:
         """Withdraw the delivery; True when it had not fired yet."""
         return self._run.cancel_timer(self._handle)
-
-
-class _MissingSlot:
-    """Stands in for the entry's missing ``trigger`` slot: delivering to it fails."""
-
-    name = "trigger"
-    _handler = None
-    _is_async = False
-    _timeout = None
-    _keeps_buffer = True  # so delivery calls _merge_for_job, which raises
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    def _merge_for_job(self, *args: Any) -> Any:
-        raise self.error
-
-    def __repr__(self) -> str:
-        return "Slot[trigger (missing)]"

@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..connection import Connection
 from ..engine import aio
+from ..engine import plan as engine_plan
 from ..engine.context import current_run
+from ..engine.plan import Plan, definition_changed
 from ..engine.pool import WorkerPool, start_thread
 from ..engine.run import JobRun
+from ..engine.tasks import next_free_seq
 from ..error_handler import ErrorHandler
 from ..exceptions import (
     ExecutionContextError,
@@ -40,6 +43,7 @@ from ..routine import Routine
 from ..serialization import layout_of, register_serializable
 from ..slot import check_timeout
 from .dependency import build_dependency_graph, get_ready_routines
+from .plan import compile_plan
 
 if TYPE_CHECKING:
     from ..event import Event
@@ -142,7 +146,7 @@ class Flow:
             )
         self.execution_strategy = execution_strategy
         self.max_workers = max_workers if execution_strategy == "concurrent" else 1
-        self.error_handler: ErrorHandler | None = None
+        self._error_handler: ErrorHandler | None = None
         self.execution_tracker: ExecutionTracker | None = None
         self.history_limit = history_limit
         self.output_limit = output_limit
@@ -150,6 +154,7 @@ class Flow:
         self._hooks: tuple[JobHooks, ...] = ()
         self.add_hooks(*check_hooks(hooks, f"Flow '{self.flow_id}'"))
         self._routine_ids: dict[int, str] = {}
+        self._plan: Plan | None = None
         self._connection_index: dict[tuple[int, int], Connection] = {}
         self._executor: WorkerPool | None = None
         self._pool_size = 1
@@ -193,6 +198,7 @@ class Flow:
         self._routine_ids.setdefault(id(routine), rid)
         if routine._added_as is None:
             routine._added_as = rid  # messages name the routine by it (see Routine._label)
+        definition_changed()
         return rid
 
     def connect(
@@ -240,7 +246,28 @@ class Flow:
         connection._target_routine_id = target_routine_id
         self.connections.append(connection)
         self._connection_index[(id(event), id(slot))] = connection
+        definition_changed()
         return connection
+
+    @property
+    def plan(self) -> Plan:
+        """The compiled, read-only routing the engine runs jobs of this flow with
+        (``routilux.engine.plan``): compiled on first use and again after any change
+        to the definition; a running job keeps the plan it started with."""
+        plan = self._plan
+        if plan is None or plan.revision != engine_plan.revision:
+            plan = self._plan = compile_plan(self)
+        return plan
+
+    @property
+    def error_handler(self) -> ErrorHandler | None:
+        """The error handler of every routine that has none of its own."""
+        return self._error_handler
+
+    @error_handler.setter
+    def error_handler(self, handler: ErrorHandler | None) -> None:
+        self._error_handler = handler
+        definition_changed()
 
     def _first_target(self, routine_id: str, event_name: str) -> str | None:
         """The id of the routine whose slot is first connected to that event, if any."""
@@ -461,12 +488,9 @@ class Flow:
         hooks = self._hook_set(extra) if extra else self._job_hooks
         self._install(job_state, hooks, entry_routine_id, params)
         job_state._set_started()
-        run = JobRun(self, job_state, None, entry_routine_id, hooks)
+        run = JobRun(self, job_state, entry_routine_id, hooks)
         self._register(run, execution_strategy)
-        handler = routine.get_error_handler() or self.error_handler
-        if handler is not None:
-            handler.reset()
-        return run, lambda: run.run_entry(routine, params)
+        return run, lambda: run.run_entry(params)
 
     async def execute_async(
         self,
@@ -560,7 +584,8 @@ class Flow:
                 if step == "run":
                     pending, job_state.pending_tasks = job_state.pending_tasks, []
                     deferred, job_state.deferred_events = job_state.deferred_events, []
-                    run = JobRun(self, job_state, None, current, new_hooks)
+                    job_state.task_seq = next_free_seq(job_state.task_seq, pending)
+                    run = JobRun(self, job_state, current, new_hooks)
                     self._register(run, execution_strategy)
                     break
             # A run of the job is still active (a pause finishing its handlers, or
@@ -595,8 +620,6 @@ class Flow:
 
     def _register(self, run: JobRun, strategy: str | None) -> None:
         run.job_state._mark_busy()
-        for routine in self.routines.values():
-            routine._current_flow = self
         # Choosing the pool and registering the job is one step under the runs
         # lock, so a concurrent shutdown() sees the job and keeps its pool alive.
         with self._runs_cond:
