@@ -34,7 +34,9 @@ class TaskObserver(Protocol):
 
     def task_queued(self, run: JobRun, task: Task, kind: str, due: float | None) -> None:
         """``task`` was queued: ``kind`` is ``"ready"``, ``"timer"`` (``due``: the
-        timer clock's reading when it fires) or ``"at_job_end"``."""
+        timer clock's reading when it fires) or ``"at_job_end"``.  A timer's task
+        is reported again, ``"ready"``, when the timer fires; a retry is a new task
+        with the same ``seq``."""
 
     def delivery_started(self, run: JobRun, task: Task) -> None:
         """The delivery of ``task`` starts (on the thread or asyncio task running it)."""
