@@ -92,6 +92,7 @@ class JobRun:
         job_state: JobState,
         entry_id: str | None,
         hooks: HookSet | None = None,
+        started: tuple[datetime, str] | None = None,
     ) -> None:
         self.flow = flow
         self.job_state = job_state
@@ -111,7 +112,11 @@ class JobRun:
             if hooks.deliveries:
                 self._delivery_hooks = hooks
                 self._watch_deliveries()
-        self.started_at = datetime.now()
+        # When the run started, and as ISO text (the flow measured it already
+        # when it opened the entry's tracker record: one clock read per job).
+        if started is None:
+            started = (datetime.now(), "")
+        self.started_at, self._started_text = started
         self._queue: deque[Task] = deque()
         # Concurrent strategy only: ready deliveries of ``async def`` handlers.
         self._async_queue: deque[Task] = deque()
@@ -311,8 +316,12 @@ class JobRun:
         else:
             on_emit(js, js.record_execution(rid, name, data))
         if routes:
-            seq = self._next_seq
-            self._enqueue_new([Task(route.target, data, seq(), route) for route in routes])
+            if len(routes) == 1:  # the common case, without a comprehension's frame
+                route = routes[0]
+                self._enqueue_new([Task(route.target, data, self._next_seq(), route)])
+            else:
+                seq = self._next_seq
+                self._enqueue_new([Task(route.target, data, seq(), route) for route in routes])
 
     def route(self, event: Event, data: dict[str, Any]) -> bool:
         """``event.emit()`` inside this job: queue one task per route (no history
@@ -1277,7 +1286,7 @@ class JobRun:
                 {
                     "status": final,
                     "execution_time": (end - self.started_at).total_seconds(),
-                    "start_time": self.started_at.isoformat(),
+                    "start_time": self._started_text or self.started_at.isoformat(),
                     "end_time": end.isoformat(),
                 },
             )

@@ -15,6 +15,7 @@ import uuid
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -395,17 +396,26 @@ class Flow:
         hooks: HookSet,
         entry_id: str | None = None,
         params: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> tuple[datetime, str] | None:
         """Start a run's hooks: a new tracker for the job (the flow's latest too),
-        opened with the entry routine's start; ``hooks`` become the job's."""
+        opened with the entry routine's start; ``hooks`` become the job's.  Returns
+        that start (the time and its ISO text: the run's own start), if any."""
         tracker = ExecutionTracker(self.flow_id, max_events=job_state.history_limit)
         tracker._target_of = self._first_target
+        start = None
         if entry_id is not None:
-            tracker.record_routine_start(entry_id, params)
+            now = datetime.now()
+            record = tracker.record_routine_start(entry_id, params, at=now)
+            start = (now, record["start_time"])
         job_state.execution_tracker = self.execution_tracker = tracker
         job_state._hooks = hooks
         if hooks.job_start is not None:
             hooks.job_start(job_state)
+        return start
+
+    def _install_resumed(self, job_state: JobState, hooks: HookSet) -> None:
+        """:meth:`_install` for a resumed run (it has no entry record)."""
+        self._install(job_state, hooks)
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """The error handler of every routine that has none of its own."""
@@ -486,9 +496,9 @@ class Flow:
             job_state.set_output_handler(output_handler)
         params = entry_params if entry_params is not None else {}
         hooks = self._hook_set(extra) if extra else self._job_hooks
-        self._install(job_state, hooks, entry_routine_id, params)
+        start = self._install(job_state, hooks, entry_routine_id, params)
         job_state._set_started()
-        run = JobRun(self, job_state, entry_routine_id, hooks)
+        run = JobRun(self, job_state, entry_routine_id, hooks, start)
         self._register(run, execution_strategy)
         return run, lambda: run.run_entry(params)
 
@@ -578,7 +588,7 @@ class Flow:
             # resume sees either the paused job or the new run, never neither.
             new_hooks = self._hook_set(extra)
             with job_state.lock:
-                step = job_state._begin_resume(partial(self._install, job_state, new_hooks))
+                step = job_state._begin_resume(partial(self._install_resumed, job_state, new_hooks))
                 if step == "done":
                     return job_state
                 if step == "run":
