@@ -45,6 +45,7 @@ from ..exceptions import FlowError, HandlerTimeoutError
 from ..hooks import Delivery
 from . import aio
 from .context import bind, current_run, unbind
+from .executors import AIO, INLINE
 from .failure import engine_failure, fail, handle_failure
 from .observer import AT_JOB_END, READY, TIMER
 from .plan import apply_mapping, merge, missing_slot
@@ -58,9 +59,9 @@ if TYPE_CHECKING:
     from ..hooks import HookSet
     from ..job_state import JobState
     from ..routine import Routine
+    from .executors import Executor
     from .observer import TaskObserver
     from .plan import Route, SlotPlan
-    from .pool import WorkerPool
 
 logger = logging.getLogger("routilux.engine")
 
@@ -100,7 +101,9 @@ class JobRun:
         plan = self.plan = flow.plan
         self.routine_ids = plan.routine_ids
         self._events = plan.events
-        self.executor: WorkerPool | None = None
+        # Where the job's steps run (executors.py): inline until use_pool.
+        self.executor: Executor = INLINE
+        self._pooled = False
         self.entry_id = entry_id
         # Task numbers (Task.seq, the delivery ids): job-wide, never reused.
         self._next_seq = itertools.count(job_state.task_seq).__next__
@@ -230,7 +233,7 @@ class JobRun:
                 raise
             if done:
                 self._task_done()
-            if self.executor is None:
+            if not self._pooled:
                 self._drain()
         finally:
             unbind(token)
@@ -347,7 +350,7 @@ class JobRun:
             if self._observer is not None:
                 for task in tasks:
                     self._observer.task_queued(self, task, READY, None)
-            if self.executor is None:
+            if not self._pooled:
                 self._queue.extend(tasks)
                 if self._drainer_waiting:
                     self._work_ready.notify()
@@ -377,16 +380,28 @@ class JobRun:
         elif finish:
             self._finish()
 
-    def use_pool(self, executor: WorkerPool, workers: int) -> None:
-        """Run this job's tasks on ``executor``, a pool of ``workers`` threads."""
+    def use(self, executor: Executor) -> None:
+        """Run this job's steps on ``executor`` (chosen once, before :meth:`start`)."""
         self.executor = executor
-        self._max_pullers = max(1, workers)
-        self._live = {}
+        self._pooled = executor.pooled
+        self._max_pullers = max(1, executor.width)
+        if executor.pooled:
+            self._live = {}
+
+    def launch(
+        self,
+        first_steps: Callable[[], bool | None],
+        wait: bool,
+        timeout: float | None,
+        off_caller: bool = False,
+    ) -> None:
+        """Start the job on its executor (see :meth:`start`)."""
+        self.executor.launch(self, first_steps, wait, timeout, off_caller)
 
     def _push_locked(self, tasks: list[Task]) -> tuple[int, int]:
         """Append counted ready tasks (lock held); returns how many pool pulls to
         start (no more than the pool has threads) and whether the loop must pull."""
-        if self.executor is None:
+        if not self._pooled:
             self._queue.extend(tasks)
             if self._drainer_waiting:
                 self._work_ready.notify()
@@ -409,23 +424,14 @@ class JobRun:
         if coroutines and not self._async_pull_pending:
             # One wake-up of the loop serves every delivery queued before it runs.
             self._async_pull_pending = True
-            aio.engine_loop().call_soon_threadsafe(self._pull_async)
+            AIO.wake(self._pull_async)
         if not blocking:
             return
         for _ in range(blocking):
             self._submit_pull()
 
     def _submit_pull(self) -> None:
-        executor = self.executor
-        assert executor is not None
-        try:
-            executor.submit(self._pull)
-        except RuntimeError:
-            # The pool refuses work (it was shut down by hand, or the interpreter
-            # is exiting): run the pull on a thread of its own rather than strand
-            # the job's tasks and hang it.
-            logger.warning("worker pool of flow %s refused a task", self.flow.flow_id)
-            start_thread(threading.Thread(target=self._pull, daemon=True))
+        self.executor.submit(self._pull)
 
     def schedule(self, delay: float, task: Task, name: str | None = None) -> Scheduled | None:
         """Deliver ``task`` after ``delay`` seconds; the job stays alive until then.
@@ -609,7 +615,7 @@ class JobRun:
             self._async_queue.clear()
             self._running += len(tasks)
         for task in tasks:
-            aio.spawn(self._run_async(task))
+            AIO.spawn(self._run_async(task))
 
     async def _run_async(self, task: Task) -> None:
         """Run an ``async def`` handler's delivery on the engine loop."""
@@ -823,7 +829,7 @@ class JobRun:
 
         Concurrent: the coroutine ends the task itself and returns False at once.
         Sequential: this thread waits for it; Ctrl-C while waiting cancels it."""
-        pooled = self.executor is not None
+        pooled = self._pooled
         requeue = self._requeueable(task, merged)
         interrupted: list[bool] = []
 
@@ -860,7 +866,7 @@ class JobRun:
                         self._close_delivery(task)
                     self._task_done()
 
-        future = aio.submit(guarded())
+        future = AIO.submit(guarded())
         if pooled:
             return False
         # Sequential: one task at a time, so wait for the coroutine here.
@@ -958,8 +964,7 @@ class JobRun:
             self._pullers -= 1
             pulls = self._more_pulls_locked()
             stopped = self._state is STOPPED
-        if self.executor is not None:
-            self.executor.abandon(me)
+        self.executor.abandon(me)
         for _ in range(pulls):
             self._submit_pull()
         logger.warning("routine %s, slot %s: handler over %gs", task.rid, task.target.name, timeout)
@@ -971,7 +976,7 @@ class JobRun:
 
     def _more_pulls_locked(self) -> int:
         """How many pool pulls to start for the ready tasks now (lock held)."""
-        if self._state is not RUNNING or self.executor is None:
+        if self._state is not RUNNING or not self._pooled:
             return 0
         pulls = min(len(self._queue), self._max_pullers - self._pullers)
         if pulls <= 0:
@@ -1102,9 +1107,8 @@ class JobRun:
                     js.pause_points[-1]["pending_tasks_count"] = len(js.pending_tasks)
             self._wake_waiters()
             finish = self._settle_if_idle_locked()
-        if self.executor is not None:
-            for thread in threads:
-                self.executor.abandon(thread)
+        for thread in threads:
+            self.executor.abandon(thread)
         self._cancel_coroutines(coroutines)
         if self._watch:
             self._close_all_deliveries(KeyboardInterrupt())
@@ -1115,14 +1119,7 @@ class JobRun:
             self._finish()
 
     def _cancel_coroutines(self, coroutines: list[Any]) -> None:
-        if not coroutines:
-            return
-
-        def cancel_all() -> None:
-            for coroutine in coroutines:
-                coroutine.cancel()
-
-        aio.engine_loop().call_soon_threadsafe(cancel_all)
+        AIO.cancel(coroutines)
 
     def on_settle(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the job has settled (at once if it has): from

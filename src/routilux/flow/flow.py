@@ -23,8 +23,9 @@ from ..connection import Connection
 from ..engine import aio
 from ..engine import plan as engine_plan
 from ..engine.context import current_run
+from ..engine.executors import PoolExecutor
 from ..engine.plan import Plan, definition_changed
-from ..engine.pool import WorkerPool, start_thread
+from ..engine.pool import WorkerPool
 from ..engine.run import JobRun
 from ..engine.tasks import next_free_seq
 from ..error_handler import ErrorHandler
@@ -366,7 +367,7 @@ class Flow:
     def _retire(self, executor: WorkerPool) -> None:
         """Shut a replaced pool down once no running job uses it any more."""
         with self._runs_cond:
-            if any(run.executor is executor for run in self._runs.values()):
+            if any(run.executor.pool is executor for run in self._runs.values()):
                 self._retired.append(executor)
                 return
         executor.shutdown(wait=False)
@@ -634,7 +635,8 @@ class Flow:
         # lock, so a concurrent shutdown() sees the job and keeps its pool alive.
         with self._runs_cond:
             if (strategy or self.execution_strategy) == "concurrent":
-                run.use_pool(self._get_executor(), self._pool_size)
+                pool = self._get_executor()
+                run.use(PoolExecutor(pool, self._pool_size, self.flow_id))
             self._runs[run.job_state.job_id] = run
 
     def _launch(
@@ -650,24 +652,7 @@ class Flow:
         ``off_caller``: never run the entry step on the calling thread (an
         asyncio program's loop): a concurrent job's goes to the pool."""
         try:
-            if run.executor is None and (not wait or timeout is not None):
-                # A sequential job the caller will not drain gets a thread of its own.
-                start_thread(
-                    threading.Thread(
-                        target=run.start,
-                        args=(first_steps,),
-                        name=f"routilux-job-{run}",
-                        daemon=True,
-                    )
-                )
-            elif off_caller and run.executor is not None:
-                try:
-                    run.executor.submit(lambda: run.start(first_steps))
-                except RuntimeError:  # the pool was shut down meanwhile
-                    thread = threading.Thread(target=run.start, args=(first_steps,), daemon=True)
-                    start_thread(thread)
-            else:
-                run.start(first_steps)
+            run.launch(first_steps, wait, timeout, off_caller)
             if wait:
                 run.wait(timeout)
         except KeyboardInterrupt as exc:
@@ -682,7 +667,7 @@ class Flow:
             if self._runs.get(run.job_state.job_id) is run:
                 del self._runs[run.job_state.job_id]
             if self._retired:
-                in_use = {id(r.executor) for r in self._runs.values()}
+                in_use = {id(r.executor.pool) for r in self._runs.values()}
                 idle_pools = [p for p in self._retired if id(p) not in in_use]
                 self._retired = [p for p in self._retired if id(p) in in_use]
             if not self._runs:
