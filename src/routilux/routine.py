@@ -15,7 +15,7 @@ from .serialization import layout_of, register_serializable
 from .slot import MergeStrategy, Slot
 
 if TYPE_CHECKING:
-    from .engine.run import Scheduled
+    from .engine.scheduling import Scheduled
     from .engine.tasks import Task
     from .flow.flow import Flow
     from .job_state import JobState

@@ -1,5 +1,11 @@
 """A running job: :class:`JobRun`.
 
+It keeps the job's queue, its outstanding count and its settling, and delivers
+tasks by the job's compiled plan (``plan.py``).  Where its steps run is its
+executor's business (``executors.py``); what a failure does is ``failure.py``'s;
+its timers are ``scheduling.py``'s (mixed in); an optional task observer
+(``observer.py``) is told about every task.
+
 Invariants (DESIGN.md 2-5):
 
 * Everything that changes belongs to the job: the queue, the outstanding count,
@@ -47,11 +53,12 @@ from . import aio
 from .context import bind, current_run, unbind
 from .executors import AIO, INLINE
 from .failure import engine_failure, fail, handle_failure
-from .observer import AT_JOB_END, READY, TIMER
+from .observer import READY
 from .plan import apply_mapping, merge, missing_slot
 from .pool import start_thread
+from .scheduling import JobTimers
 from .tasks import Task, task_from_dict, task_to_dict
-from .timers import TimerHandle, timer_service
+from .timers import timer_service
 
 if TYPE_CHECKING:
     from ..event import Event
@@ -84,7 +91,7 @@ _NOTHING: frozenset[Any] = frozenset()
 MAIN_THREAD_SLICE = 0.25
 
 
-class JobRun:
+class JobRun(JobTimers):
     """The engine side of one job: runs its tasks until nothing is left."""
 
     def __init__(
@@ -145,9 +152,8 @@ class JobRun:
         self._drainer_waiting = False
         self._settling = False
         self._finished = False
-        self._timers: dict[TimerHandle, Task] = {}
-        # Named timers (Routine.set_timer): (routine id, name) -> the pending handle.
-        self._named: dict[tuple[str, str], TimerHandle] = {}
+        self._timers = {}
+        self._named = {}
         self._end_hooks: dict[tuple[str, str], Task] = {}
         # Liveness (docs/execution-model.md, "Timeouts", "Limits", "Ctrl-C").
         # Read on every delivery, so instance attributes (the fastest lookup);
@@ -178,6 +184,10 @@ class JobRun:
     _observer: TaskObserver | None = None
     # The task the sequential drainer (or the entry step) is delivering.
     _delivering: Task | None = None
+
+    @property
+    def _as_run(self) -> JobRun:
+        return self
 
     def _watch_deliveries(self) -> None:
         """Report every delivery from now on (hooks or the observer listen)."""
@@ -432,84 +442,6 @@ class JobRun:
 
     def _submit_pull(self) -> None:
         self.executor.submit(self._pull)
-
-    def schedule(self, delay: float, task: Task, name: str | None = None) -> Scheduled | None:
-        """Deliver ``task`` after ``delay`` seconds; the job stays alive until then.
-
-        With a ``name``, a pending timer of the same routine and name is replaced.
-        A paused job saves the task in ``pending_tasks`` at once (it is delivered on
-        resume) and a stopped job drops it; both return None.
-        """
-        with self._lock:
-            if self._abandoned and self._is_abandoned():
-                return None
-            if self._state is not RUNNING:
-                if self._state is PAUSED:
-                    self.job_state.pending_tasks.append(task_to_dict(task))
-                return None
-            if name is not None:
-                self._cancel_named_locked((task.rid, name))
-            self._outstanding += 1
-            handle = timer_service.schedule(delay, self._timer_fired)
-            self._timers[handle] = task
-            if name is not None:
-                self._named[(task.rid, name)] = handle
-            if self._observer is not None:
-                self._observer.task_queued(self, task, TIMER, handle.due)
-        hooks = self.job_state._hooks
-        if hooks is not None and hooks.timer is not None:
-            hooks.timer(self.job_state, task.rid, task.target.name, delay)
-        return Scheduled(self, handle)
-
-    def _timer_fired(self, handle: TimerHandle) -> None:
-        with self._lock:
-            task = self._timers.pop(handle, None)
-            if task is not None and self._named:
-                for key, named in list(self._named.items()):
-                    if named is handle:
-                        del self._named[key]
-        if task is not None:
-            self.enqueue(task, counted=True)
-
-    def _cancel_named_locked(self, key: tuple[str, str]) -> bool:
-        handle = self._named.pop(key, None)
-        if handle is None or not handle.cancel():
-            return False
-        task = self._timers.pop(handle, None)
-        self._outstanding -= 1
-        if self._observer is not None and task is not None:
-            self._observer.timer_cancelled(self, task)
-        return True
-
-    def cancel_named_timer(self, routine_id: str, name: str) -> bool:
-        """Cancel the named timer of a routine; True when it had not fired."""
-        with self._lock:
-            cancelled = self._cancel_named_locked((routine_id, name))
-            finish = cancelled and self._settle_if_idle_locked()
-        if finish:
-            self._finish()
-        return cancelled
-
-    def cancel_timer(self, handle: TimerHandle) -> bool:
-        """Cancel a timer made by :meth:`schedule`; True when it had not fired."""
-        with self._lock:
-            if not handle.cancel():
-                return False
-            task = self._timers.pop(handle, None)
-            self._outstanding -= 1
-            if self._observer is not None and task is not None:
-                self._observer.timer_cancelled(self, task)
-            finish = self._settle_if_idle_locked()
-        if finish:
-            self._finish()
-        return True
-
-    def at_job_end(self, task: Task) -> None:
-        """Deliver ``task`` once, when the job would otherwise finish."""
-        with self._lock:
-            self._end_hooks[(task.rid, task.target.name)] = task
-            if self._observer is not None:
-                self._observer.task_queued(self, task, AT_JOB_END, None)
 
     # -- running tasks -------------------------------------------------------
 
@@ -1193,21 +1125,6 @@ class JobRun:
             timed.abandon()
         self._cancel_coroutines(coroutines)
 
-    def _cancel_timers_locked(self, collect: bool = False) -> Any:
-        """Cancel every pending timer; returns their tasks (``collect``) or their count.
-
-        A timer that has already fired stays in ``_timers``: its delivery is on the
-        way to :meth:`_timer_fired`, which will find the job stopped or paused and
-        account for it there.
-        """
-        cancelled = []
-        self._named.clear()
-        for handle, task in list(self._timers.items()):
-            if handle.cancel():
-                del self._timers[handle]
-                cancelled.append(task)
-        return cancelled if collect else len(cancelled)
-
     def pause(
         self,
         reason: str,
@@ -1389,27 +1306,3 @@ class _Timed:
         self.abandon: Callable[[], None] = self.event.set
         self.result: Any = None
         self.error: BaseException | None = None
-
-
-class Scheduled:
-    """A delivery scheduled on a job; :meth:`cancel` withdraws it and releases the job."""
-
-    __slots__ = ("_run", "_handle")
-
-    def __init__(self, run: JobRun, handle: TimerHandle) -> None:
-        self._run = run
-        self._handle = handle
-
-    @property
-    def pending(self) -> bool:
-        """True until the delivery is queued or withdrawn."""
-        return self._handle.pending
-
-    @property
-    def due(self) -> float:
-        """The timer clock's reading at which the delivery is due."""
-        return self._handle.due
-
-    def cancel(self) -> bool:
-        """Withdraw the delivery; True when it had not fired yet."""
-        return self._run.cancel_timer(self._handle)
