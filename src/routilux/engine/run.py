@@ -331,7 +331,17 @@ class JobRun(JobTimers):
         if routes:
             if len(routes) == 1:  # the common case, without a comprehension's frame
                 route = routes[0]
-                self._enqueue_new([Task(route.target, data, self._next_seq(), route)])
+                task = Task(route.target, data, self._next_seq(), route)
+                if not self._pooled and self._observer is None:
+                    # _enqueue_new's inline case, inlined: one emission, one task.
+                    with self._lock:
+                        if self._state is RUNNING and not self._abandoned:
+                            self._outstanding += 1
+                            self._queue.append(task)
+                            if self._drainer_waiting:
+                                self._work_ready.notify()
+                            return
+                self._enqueue_new([task])
             else:
                 seq = self._next_seq
                 self._enqueue_new([Task(route.target, data, seq(), route) for route in routes])

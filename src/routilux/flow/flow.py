@@ -162,7 +162,12 @@ class Flow:
         self._pool_size = 1
         self._executor_lock = threading.Lock()
         self._runs: dict[str, JobRun] = {}
-        self._runs_cond = threading.Condition()
+        # The runs registry: a plain lock on the hot paths (registering and
+        # forgetting a job), the condition on it only for waiters, who count
+        # themselves so a settling job notifies only when someone waits.
+        self._runs_lock = threading.Lock()
+        self._runs_cond = threading.Condition(self._runs_lock)
+        self._runs_waiting = 0
         # Pools replaced while jobs still used them; shut down as those jobs end.
         self._retired: list[WorkerPool] = []
         self._current_execution_job_state = _CurrentJobView(self)
@@ -366,7 +371,7 @@ class Flow:
 
     def _retire(self, executor: WorkerPool) -> None:
         """Shut a replaced pool down once no running job uses it any more."""
-        with self._runs_cond:
+        with self._runs_lock:
             if any(run.executor.pool is executor for run in self._runs.values()):
                 self._retired.append(executor)
                 return
@@ -633,7 +638,7 @@ class Flow:
         run.job_state._mark_busy()
         # Choosing the pool and registering the job is one step under the runs
         # lock, so a concurrent shutdown() sees the job and keeps its pool alive.
-        with self._runs_cond:
+        with self._runs_lock:
             if (strategy or self.execution_strategy) == "concurrent":
                 pool = self._get_executor()
                 run.use(PoolExecutor(pool, self._pool_size, self.flow_id))
@@ -663,22 +668,26 @@ class Flow:
 
     def _run_settled(self, run: JobRun) -> None:
         idle_pools = []
-        with self._runs_cond:
+        with self._runs_lock:
             if self._runs.get(run.job_state.job_id) is run:
                 del self._runs[run.job_state.job_id]
             if self._retired:
                 in_use = {id(r.executor.pool) for r in self._runs.values()}
                 idle_pools = [p for p in self._retired if id(p) not in in_use]
                 self._retired = [p for p in self._retired if id(p) in in_use]
-            if not self._runs:
+            if not self._runs and self._runs_waiting:
                 self._runs_cond.notify_all()
         for pool in idle_pools:
             pool.shutdown(wait=False)
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until no job of this flow has work left; False on timeout."""
-        with self._runs_cond:
-            return self._runs_cond.wait_for(lambda: not self._runs, timeout=timeout)
+        with self._runs_lock:
+            self._runs_waiting += 1
+            try:
+                return self._runs_cond.wait_for(lambda: not self._runs, timeout=timeout)
+            finally:
+                self._runs_waiting -= 1
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
         """Release the worker pool; with ``wait``, first wait (up to ``timeout``
@@ -713,7 +722,7 @@ class Flow:
         the object the run writes to: controlling the run through it would change
         the run but not the copy's status.
         """
-        with self._runs_cond:
+        with self._runs_lock:
             run = self._runs.get(job_state.job_id)
         return run if run is not None and run.job_state is job_state else None
 
