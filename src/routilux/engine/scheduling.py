@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .observer import TaskObserver
     from .run import JobRun
 
-RUNNING, PAUSED = "running", "paused"
+#: The states of a run (``JobRun._state``), compared by identity.
+RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 
 
 class JobTimers:
