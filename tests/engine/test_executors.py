@@ -184,3 +184,21 @@ def test_without_an_observer_a_run_has_none() -> None:
     assert run._observer is None and run._watch is False
     flow._launch(run, first_steps, True, 30)
     assert run.job_state.status == "completed"
+
+
+def test_the_executor_is_chosen_once_per_job() -> None:
+    from routilux.engine.executors import INLINE, PoolExecutor
+
+    flow = Flow(flow_id="executors")
+    flow.add_routine(Source(), "src")
+    flow.add_routine(Sink(is_async=True), "sink")
+    flow.connect("src", "out", "sink", "input")
+    inline, inline_steps = flow._new_job("src", {"n": 3}, None, None, None)
+    pooled, pooled_steps = flow._new_job("src", {"n": 3}, "concurrent", None, None)
+    assert inline.executor is INLINE and not inline.executor.pooled
+    assert isinstance(pooled.executor, PoolExecutor) and pooled.executor.pooled
+    assert pooled.executor.pool is not None and pooled.executor.width >= 1
+    for run, first_steps in ((inline, inline_steps), (pooled, pooled_steps)):
+        flow._launch(run, first_steps, True, 30)
+        assert run.job_state.status == "completed"
+        assert [r.event_name for r in run.job_state.execution_history] == ["out"] * 3

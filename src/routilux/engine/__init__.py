@@ -1,7 +1,7 @@
 """The engine: runs jobs of a flow.
 
 Modules: ``run`` (a running job: its queue, outstanding count and settling,
-timeouts and interrupts), ``plan`` (the compiled, read-only routing a job runs
+interrupts), ``plan`` (the compiled, read-only routing a job runs
 and the delivery rules), ``tasks`` (the unit of work, its job-wide number and
 its saved form), ``executors`` (inline, thread pool, asyncio: where a job's
 steps run), ``failure`` (the failure policy in action), ``scheduling`` (a job's
