@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .engine.plan import apply_mapping, definition_changed
 from .serialization import layout_of, register_serializable
 
 if TYPE_CHECKING:
@@ -31,6 +32,16 @@ class Connection:
         if source_event is not None and target_slot is not None:
             source_event.connect(target_slot)
 
+    @property
+    def param_mapping(self) -> dict[str, str]:
+        """How keys are renamed on the way: ``{event_key: slot_key}``."""
+        return self._param_mapping
+
+    @param_mapping.setter
+    def param_mapping(self, mapping: dict[str, str]) -> None:
+        self._param_mapping = mapping
+        definition_changed()
+
     def __repr__(self) -> str:
         return f"Connection[{self.source_event!r} -> {self.target_slot!r}]"
 
@@ -47,15 +58,7 @@ class Connection:
     def _apply_mapping(self, data: dict[str, Any]) -> dict[str, Any]:
         """Rename keys by ``param_mapping``; keys that are neither a source nor a
         target of the mapping pass unchanged (the mapped value wins a collision)."""
-        mapping = self.param_mapping
-        if not mapping:
-            return data
-        out = {dst: data[src] for src, dst in mapping.items() if src in data}
-        targets = mapping.values()
-        for key, value in data.items():
-            if key not in mapping and key not in targets:
-                out[key] = value
-        return out
+        return apply_mapping(self.param_mapping, data)
 
     def activate(self, data: dict[str, Any]) -> None:
         """Deliver ``data`` to the target slot synchronously, through the mapping."""

@@ -53,6 +53,18 @@ class Decision(NamedTuple):
     delay: float = 0.0
 
 
+def error_record(slot_name: str | None, error: BaseException, **extra: Any) -> dict[str, Any]:
+    """The data of a job's history record for a failed delivery: ``slot`` (when
+    known), ``error`` (the message), ``error_type`` (the exception's class name),
+    then ``extra`` (``attempt``, ``action``, ...).  Every error record of a job is
+    built here."""
+    record: dict[str, Any] = {} if slot_name is None else {"slot": slot_name}
+    record["error"] = str(error)
+    record["error_type"] = type(error).__name__
+    record.update(extra)
+    return record
+
+
 @register_serializable
 class ErrorHandler:
     """How failures of a routine (or of every routine of a flow) are handled.
@@ -148,11 +160,7 @@ class ErrorHandler:
         if strategy is ErrorStrategy.CONTINUE:
             logger.warning("routine %s failed, continuing: %s", routine_id, error)
             if js is not None:
-                js.record_execution(
-                    routine_id,
-                    "error_continued",
-                    {"error": str(error), "error_type": type(error).__name__},
-                )
+                js.record_execution(routine_id, "error_continued", error_record(None, error))
             return True
         if strategy is ErrorStrategy.SKIP:
             logger.warning("routine %s failed, skipping: %s", routine_id, error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .engine.context import current_run
+from .engine.plan import apply_mapping
 from .exceptions import DefinitionError
 from .serialization import layout_of, register_serializable
 
@@ -53,36 +54,28 @@ class Event:
     def emit(self, flow: Any = None, **kwargs: Any) -> None:
         """Send ``kwargs`` to the connected slots (no history record; see Routine.emit).
 
-        Inside a job of ``flow`` one task per slot is queued on the job.  Without
-        a running job the slots receive the data synchronously, in connection
-        order, through the flow's parameter mappings when a flow is known.
+        Inside a job (of ``flow``, when given) one task per slot is queued on the
+        job.  Without a running job the slots receive the data synchronously, in
+        connection order, through ``flow``'s parameter mappings when it is given.
         """
-        if flow is None and self.routine is not None:
-            flow = self.routine._current_flow
-        elif flow is not None and not _is_flow(flow):
+        if flow is not None and not _is_flow(flow):
             raise DefinitionError(
                 f"{self!r}.emit(): 'flow' is reserved for the Flow to emit in, got "
                 f"{type(flow).__name__} {flow!r}; send data under another key"
             )
         run = current_run()
-        if run is not None and flow is run.flow and self.routine is not None:
-            rid = run.routine_ids.get(id(self.routine))
-            if rid is not None:
-                index = flow._connection_index
-                for slot in self.connected_slots:
-                    target = run.routine_ids.get(id(slot.routine))
-                    if target is not None:
-                        from .engine.tasks import Task
-
-                        conn = index.get((id(self), id(slot)))
-                        run.enqueue(Task(target, slot, kwargs, conn))
+        if run is not None and (flow is None or flow is run.flow):
+            # Inside a job of the flow: routed by the job's plan, like Routine.emit
+            # (but without a history record).
+            if run.route(self, kwargs):
                 return
+            flow = run.flow
         for slot in list(self.connected_slots):
             data = dict(kwargs)
             if flow is not None:
-                conn = flow._connection_index.get((id(self), id(slot)))
+                conn = flow._find_connection(self, slot)
                 if conn is not None:
-                    data = conn._apply_mapping(data)
+                    data = apply_mapping(conn.param_mapping, data)
             slot.receive(data)
 
 

@@ -168,15 +168,23 @@ class ExecutionTracker:
 
     # -- routine runs -------------------------------------------------------------------
 
-    def record_routine_start(self, routine_id: str, params: dict[str, Any] | None = None) -> None:
-        """Append a ``running`` record for ``routine_id`` stamped with the start time."""
+    def record_routine_start(
+        self,
+        routine_id: str,
+        params: dict[str, Any] | None = None,
+        *,
+        at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Append a ``running`` record for ``routine_id`` stamped with the start time
+        (``at``, default now); returns the record."""
         record = {
             "routine_id": routine_id,
-            "start_time": datetime.now().isoformat(),
+            "start_time": (at or datetime.now()).isoformat(),
             "params": params or {},
             "status": "running",
         }
         self.routine_executions.setdefault(routine_id, []).append(record)
+        return record
 
     def record_routine_end(
         self,
@@ -195,12 +203,7 @@ class ExecutionTracker:
             return
         record = records[-1]
         end = datetime.now()
-        record["end_time"] = end.isoformat()
-        record["status"] = status
-        if result is not None:
-            record["result"] = result
-        if error is not None:
-            record["error"] = error
+        self._close(record, status, result, error, end.isoformat())
         # Parsed inline (no helper call): a flow closes the entry's record once per job.
         start_text = record.get("start_time")
         start = None
@@ -215,6 +218,17 @@ class ExecutionTracker:
         if start.tzinfo is not None:
             end = end.astimezone(start.tzinfo)  # naive `end` is local time
         record["execution_time"] = (end - start).total_seconds()
+
+    @staticmethod
+    def _close(
+        record: dict[str, Any], status: str, result: Any, error: str | None, end_time: str
+    ) -> None:
+        record["end_time"] = end_time
+        record["status"] = status
+        if result is not None:
+            record["result"] = result
+        if error is not None:
+            record["error"] = error
 
     # -- summaries ----------------------------------------------------------------------
 
@@ -310,8 +324,21 @@ class TrackerHooks(JobHooks):
         for entry in tuple(tracker.routine_executions):  # the entry routine only
             state = job_state.routine_states.get(entry) or {}
             if status == "completed" or job_state._paused_after_completion:
-                # The engine has merged the entry's final status into its state.
-                tracker.record_routine_end(entry, str(state.get("status", "completed")))
+                # The engine has merged the entry's final status into its state,
+                # with its times (measured from the record's start): reuse them.
+                final = str(state.get("status", "completed"))
+                records = tracker.routine_executions[entry]
+                end_time, took = state.get("end_time"), state.get("execution_time")
+                if (
+                    records
+                    and isinstance(end_time, str)
+                    and isinstance(took, float)
+                    and records[-1].get("start_time") == state.get("start_time")
+                ):
+                    tracker._close(records[-1], final, None, None, end_time)
+                    records[-1]["execution_time"] = took
+                else:
+                    tracker.record_routine_end(entry, final)
             elif status == "failed" and state.get("status") == "failed":
                 # A STOP failure of the entry routine.
                 tracker.record_routine_end(entry, "failed", error=state.get("error"))

@@ -157,6 +157,8 @@ class JobState:
     #: by the flow when it starts or resumes the job; None for a JobState no flow
     #: has run.  Status changes and outputs are reported to it.  Never saved.
     _hooks: HookSet | None = None
+    #: The next task number the engine gives out in this job (``Task.seq``); saved.
+    task_seq: int = 0
 
     #: The ChangeLog recording this job's mutations (``routilux.changes``), or None:
     #: then each mutator pays one attribute check for it.  Never saved.

@@ -49,7 +49,7 @@ from datetime import datetime
 from typing import Any, Callable, TypeVar, Union, cast
 
 from .connection import Connection
-from .engine.tasks import check_task_entry
+from .engine.tasks import MAX_SEQ, check_task_entry, next_free_seq
 
 # The constructor's own range checks, so a saved handler is held to the same bounds.
 from .error_handler import (
@@ -925,6 +925,11 @@ def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
             data["output_limit"] = js.output_limit
         if js.output_dropped:
             data["output_dropped"] = js.output_dropped
+        # The job's task counter, above every saved task's number: a resumed run
+        # never gives out a number (a delivery id) the job has used.
+        task_seq = next_free_seq(js.task_seq, js.pending_tasks)
+        if task_seq:
+            data["task_seq"] = task_seq
         for key in _JOB_LISTS:
             data[key] = _snapshot(getattr(js, key), key, strict)
     return stamp(data)
@@ -962,6 +967,7 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
     else:
         output_limit = history_limit
     output_dropped = _int_field(data, "output_dropped", where, minimum=0) or 0
+    task_seq = _int_field(data, "task_seq", where, minimum=0, maximum=MAX_SEQ) or 0
 
     routine_states = _dict_field(data, "routine_states", where) or {}
     for rid, state in routine_states.items():
@@ -1008,6 +1014,7 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
             del outputs[: len(outputs) - output_limit]
         js.output_limit = output_limit
         js.output_dropped = output_dropped
+        js.task_seq = task_seq
         if created_at is not None:
             js.created_at = created_at
         if updated_at is not None:

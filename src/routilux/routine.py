@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple, Optional, Union
 
 from .engine.context import current_run
-from .engine.tasks import Task
+from .engine.plan import definition_changed
 from .error_handler import ErrorHandler, ErrorStrategy
 from .event import Event, _is_flow
 from .exceptions import ConfigError, DefinitionError, ExecutionContextError
@@ -15,7 +15,8 @@ from .serialization import layout_of, register_serializable
 from .slot import MergeStrategy, Slot
 
 if TYPE_CHECKING:
-    from .engine.run import Scheduled
+    from .engine.scheduling import Scheduled
+    from .engine.tasks import Task
     from .flow.flow import Flow
     from .job_state import JobState
 
@@ -24,12 +25,23 @@ logger = logging.getLogger("routilux.routine")
 ConfigType = Union[type, tuple[type, ...]]
 
 
-class ExecutionContext(NamedTuple):
-    """The job a handler is running for: ``flow, job_state, routine_id = ctx``."""
-
+class _ContextFields(NamedTuple):
     flow: Flow
     job_state: JobState
     routine_id: str
+
+
+class ExecutionContext(_ContextFields):
+    """The job a handler is running for: ``flow, job_state, routine_id = ctx``.
+
+    ``delivery_id`` names the delivery being handled: a string unique within the
+    job (``"<job_id>:<seq>"``), the same for every retry of that delivery and
+    after the job is saved and resumed, so a handler can make an external write
+    idempotent by keying it on ``delivery_id`` (docs/execution-model.md,
+    "Delivery ids").  None when the context was not taken inside a delivery.
+    """
+
+    delivery_id: str | None = None
 
 
 @register_serializable
@@ -53,7 +65,6 @@ class Routine:
         self._events: dict[str, Event] = {}
         self._config: dict[str, Any] = {}
         self._error_handler: ErrorHandler | None = None
-        self._current_flow: Flow | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}[{self._label}]"
@@ -97,6 +108,7 @@ class Routine:
             raise DefinitionError(f"Slot '{name}' already exists in {self!r}")
         slot = Slot(name, self, handler, merge_strategy, timeout)
         self._slots[name] = slot
+        definition_changed()
         return slot
 
     def define_event(self, name: str, output_params: list[str] | None = None) -> Event:
@@ -111,6 +123,7 @@ class Routine:
                 )
         event = Event(name, self, output_params or [])
         self._events[name] = event
+        definition_changed()
         return event
 
     def get_slot(self, name: str) -> Slot | None:
@@ -164,6 +177,7 @@ class Routine:
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """Install this routine's error handler (it wins over the flow's)."""
         self._error_handler = handler
+        definition_changed()
 
     def get_error_handler(self) -> ErrorHandler | None:
         """This routine's own error handler, or None."""
@@ -171,20 +185,24 @@ class Routine:
 
     def set_as_optional(self, strategy: ErrorStrategy | str | None = None) -> None:
         """Failures of this routine never stop the job (CONTINUE unless told otherwise)."""
-        self._error_handler = ErrorHandler(
-            strategy=strategy or ErrorStrategy.CONTINUE, is_critical=False, is_optional=True
+        self.set_error_handler(
+            ErrorHandler(
+                strategy=strategy or ErrorStrategy.CONTINUE, is_critical=False, is_optional=True
+            )
         )
 
     def set_as_critical(
         self, max_retries: int = 3, retry_delay: float = 1.0, retry_backoff: float = 2.0
     ) -> None:
         """Retry failures of this routine; once retries run out the job fails."""
-        self._error_handler = ErrorHandler(
-            strategy=ErrorStrategy.RETRY,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            retry_backoff=retry_backoff,
-            is_critical=True,
+        self.set_error_handler(
+            ErrorHandler(
+                strategy=ErrorStrategy.RETRY,
+                max_retries=max_retries,
+                retry_delay=retry_delay,
+                retry_backoff=retry_backoff,
+                is_critical=True,
+            )
         )
 
     # -- running ---------------------------------------------------------------
@@ -197,7 +215,9 @@ class Routine:
         rid = run.routine_ids.get(id(self))
         if rid is None:
             return None
-        return ExecutionContext(run.flow, run.job_state, rid)
+        ctx = ExecutionContext(run.flow, run.job_state, rid)
+        ctx.delivery_id = run.delivery_id()
+        return ctx
 
     @property
     def context(self) -> ExecutionContext:
@@ -285,7 +305,10 @@ class Routine:
 
     def _own_task(self, what: str, slot_name: str, data: dict[str, Any]) -> Task:
         ctx = self._require_context(what)
-        return Task(ctx.routine_id, self._slot_named(slot_name), data)
+        self._slot_named(slot_name)  # a clear error for a slot that does not exist
+        run = current_run()
+        assert run is not None
+        return run.new_task(ctx.routine_id, slot_name, data)
 
     def _slot_named(self, name: str) -> Slot:
         slot = self._slots.get(name)

@@ -6,64 +6,31 @@ import inspect
 import logging
 import math
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable
 
 from .engine.context import current_run
+from .engine.plan import (
+    KWARGS,
+    MergeStrategy,
+    call_kind,
+    definition_changed,
+    keeps_buffer,
+    make_caller,
+    merge,
+)
+from .error_handler import error_record
 from .exceptions import InvalidArgumentError
 from .serialization import layout_of, register_serializable
 
 if TYPE_CHECKING:
     from .event import Event
-    from .job_state import JobState
     from .routine import Routine
 
 logger = logging.getLogger("routilux.slot")
 
-MergeStrategy = Union[str, Callable[[Any, dict[str, Any]], Any]]
-
-# How a handler is called with the merged data (spec 10 §3.3), decided once per handler.
-_KWARGS, _WHOLE, _SINGLE, _MATCH = 0, 1, 2, 3
-
-
-def _dispatch_plan(handler: Callable[..., Any]) -> tuple[int, tuple[str, ...]]:
-    try:
-        params = inspect.signature(handler).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature take the dict
-        return _WHOLE, ()
-    names = []
-    for p in params:
-        if p.kind is inspect.Parameter.VAR_KEYWORD:
-            return _KWARGS, ()
-        if p.kind is not inspect.Parameter.VAR_POSITIONAL:
-            names.append(p.name)
-    if len(names) == 1:
-        return (_WHOLE, ()) if names[0] == "data" else (_SINGLE, (names[0],))
-    return _MATCH, tuple(names)
-
-
-def merge(strategy: MergeStrategy, current: Any, new: dict[str, Any]) -> tuple[Any, Any]:
-    """Merge ``new`` into ``current`` by ``strategy``: returns (stored, passed to handler)."""
-    if strategy == "append":
-        if not isinstance(current, dict):
-            current = {}
-        for key, value in new.items():
-            existing = current.get(key, _MISSING)
-            if existing is _MISSING:
-                current[key] = [value]
-            elif isinstance(existing, list):
-                existing.append(value)
-            else:
-                current[key] = [existing, value]
-        # The handler sees the live lists (spec 10 §3.2): later appends show through.
-        return current, {key: current[key] for key in new}
-    if callable(strategy):
-        result = strategy(current, new)
-        return (dict(result) if isinstance(result, dict) else result), result
-    stored = dict(new)
-    return stored, stored
-
-
-_MISSING = object()
+# The delivery rules live with the engine's plan (one copy for jobs and for
+# deliveries outside a job); re-exported here where they were defined before.
+__all__ = ["MergeStrategy", "Slot", "check_timeout", "merge"]
 
 
 def check_timeout(value: object, what: str) -> float | None:
@@ -114,7 +81,7 @@ class Slot:
         self._data: Any = {}
         self._lock = threading.Lock()
         self._handler: Callable[..., Any] | None = None
-        self._plan: tuple[int, tuple[str, ...]] = (_WHOLE, ())
+        self._call: Callable[[Any], Any] | None = None
         self._is_async = False
         self.handler = handler
 
@@ -129,9 +96,8 @@ class Slot:
             # The spec keeps unknown names working (as override); say so once.
             logger.warning("%r: unknown merge strategy %r acts as 'override'", self, strategy)
         self._merge_strategy = strategy
-        # Override keeps nothing between deliveries (and unknown names act as
-        # override), so only append and callables need a per-job buffer.
-        self._keeps_buffer = strategy == "append" or callable(strategy)
+        self._keeps_buffer = keeps_buffer(strategy)
+        definition_changed()
 
     @property
     def timeout(self) -> float | None:
@@ -142,6 +108,7 @@ class Slot:
     def timeout(self, value: float | None) -> None:
         owner = f"{type(self.routine).__name__} " if self.routine is not None else ""
         self._timeout = check_timeout(value, f"{owner}slot '{self.name}'")
+        definition_changed()
 
     @property
     def handler(self) -> Callable[..., Any] | None:
@@ -155,8 +122,8 @@ class Slot:
         self._handler = handler
         # ``async def`` handlers skip the worker pool and start on the engine's loop.
         self._is_async = inspect.iscoroutinefunction(handler)
-        if handler is not None:
-            self._plan = _dispatch_plan(handler)
+        self._call = make_caller(handler) if handler is not None else None
+        definition_changed()
 
     def __repr__(self) -> str:
         if self.routine is not None:
@@ -174,7 +141,7 @@ class Slot:
 
     @staticmethod
     def _is_kwargs_handler(fn: Callable[..., Any]) -> bool:
-        return _dispatch_plan(fn)[0] == _KWARGS
+        return call_kind(fn)[0] == KWARGS
 
     # -- wiring ------------------------------------------------------------
 
@@ -184,6 +151,7 @@ class Slot:
             self.connected_events.append(event)
         if self not in event.connected_slots:
             event.connected_slots.append(self)
+        definition_changed()
 
     def disconnect(self, event: Event) -> None:
         """Remove the link with ``event`` (both sides); no error when absent."""
@@ -191,41 +159,20 @@ class Slot:
             self.connected_events.remove(event)
         if self in event.connected_slots:
             event.connected_slots.remove(self)
+        definition_changed()
 
     # -- delivery ----------------------------------------------------------
 
     def _dispatch(self, merged: Any) -> Any:
         """Call the handler with ``merged`` by the dispatch rule of spec 10 §3.3."""
-        handler = self._handler
-        assert handler is not None
-        kind, names = self._plan
-        if kind == _KWARGS:
-            return handler(**merged)
-        if kind == _WHOLE:
-            return handler(merged)
-        if kind == _SINGLE:
-            name = names[0]
-            if isinstance(merged, dict) and name in merged:
-                return handler(merged[name])
-            return handler(merged)
-        matched = {n: merged[n] for n in names if n in merged} if isinstance(merged, dict) else {}
-        return handler(**matched) if matched else handler(merged)
+        call = self._call
+        assert call is not None
+        return call(merged)
 
     def _merge_data(self, new: dict[str, Any]) -> Any:
         """Merge into this slot's own buffer (deliveries outside a job)."""
         with self._lock:
             self._data, passed = merge(self.merge_strategy, self._data, new)
-        return passed
-
-    def _merge_for_job(self, job_state: JobState, routine_id: str, new: dict[str, Any]) -> Any:
-        """Merge into the job's buffer for this slot; returns what the handler gets."""
-        if not self._keeps_buffer:
-            return dict(new)
-        strategy = self._merge_strategy
-        with job_state.lock:
-            buffers = job_state.slot_buffers.setdefault(routine_id, {})
-            stored, passed = merge(strategy, buffers.get(self.name, {}), new)
-            buffers[self.name] = stored
         return passed
 
     def receive(self, data: dict[str, Any]) -> None:
@@ -251,11 +198,7 @@ class Slot:
             if run is not None and self.routine is not None:
                 rid = run.routine_ids.get(id(self.routine))
                 if rid is not None:
-                    run.job_state.record_execution(
-                        rid,
-                        "error",
-                        {"slot": self.name, "error": str(exc), "error_type": type(exc).__name__},
-                    )
+                    run.job_state.record_execution(rid, "error", error_record(self.name, exc))
 
 
 async def _awaited(awaitable: Any) -> Any:

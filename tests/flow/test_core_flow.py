@@ -403,7 +403,7 @@ def test_execute_sets_current_flow_on_every_routine():
     other = Probe("o", [])
     flow.add_routine(other, "unconnected")
     flow.execute("source")
-    assert all(r._current_flow is flow for r in flow.routines.values())
+    assert all("_current_flow" not in vars(r) for r in flow.routines.values())  # never written
 
 
 # ---------------------------------------------------------------------------

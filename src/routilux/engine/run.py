@@ -1,5 +1,12 @@
 """A running job: :class:`JobRun`.
 
+It keeps the job's queue, its outstanding count and its settling, and delivers
+tasks by the job's compiled plan (``plan.py``).  Where its steps run is its
+executor's business (``executors.py``); what a failure does is ``failure.py``'s;
+its timers are ``scheduling.py``'s and its handler timeouts ``timeouts.py``'s
+(both mixed in); an optional task observer
+(``observer.py``) is told about every task.
+
 Invariants (DESIGN.md 2-5):
 
 * Everything that changes belongs to the job: the queue, the outstanding count,
@@ -23,14 +30,13 @@ Invariants (DESIGN.md 2-5):
   whatever it does with the job afterwards (emit, schedule, its result or
   exception) is discarded.  Who owns a running delivery is decided under the
   lock: an entry in ``_live`` (pool threads) or ``_aio_live`` (coroutines), or
-  a ``_Timed`` record's state.
+  a ``Timed`` record's state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import inspect
 import itertools
 import logging
@@ -41,14 +47,17 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..error_handler import Decision
-from ..exceptions import FlowError, HandlerTimeoutError
+from ..exceptions import FlowError
 from ..hooks import Delivery
 from . import aio
 from .context import bind, current_run, unbind
-from .pool import start_thread
+from .executors import AIO, INLINE
+from .failure import engine_failure, fail, handle_failure
+from .observer import READY
+from .plan import apply_mapping, merge, missing_slot
+from .scheduling import PAUSED, RUNNING, STOPPED, JobTimers
 from .tasks import Task, task_from_dict, task_to_dict
-from .timers import TimerHandle, timer_service
+from .timeouts import MAIN_THREAD_SLICE, DeliveryTimeouts, Timed, main_thread_slice
 
 if TYPE_CHECKING:
     from ..event import Event
@@ -56,55 +65,59 @@ if TYPE_CHECKING:
     from ..hooks import HookSet
     from ..job_state import JobState
     from ..routine import Routine
-    from .pool import WorkerPool
+    from .executors import Executor
+    from .observer import TaskObserver
+    from .plan import Route, SlotPlan
 
 logger = logging.getLogger("routilux.engine")
 
-RUNNING, PAUSED, STOPPED = "running", "paused", "stopped"
 
 #: Tasks one pool pull runs before giving its thread back to the pool, so the
 #: jobs sharing a pool take turns.
 PULL_BATCH = 16
 
+_NO_ROUTES: tuple[Route, ...] = ()
+
 #: The shared empty stand-in for a job's sets until it needs one of its own.
 _NOTHING: frozenset[Any] = frozenset()
 
-#: Seconds one wait of the *main* thread lasts at most (the job's end still wakes
-#: it at once through the condition).  CPython loses the wake-up of a signal
-#: that arrives just as a thread starts to block on a lock: the handler is
-#: flagged but the wait does not return.  Ending the wait now and then lets a
-#: pending Ctrl-C surface as KeyboardInterrupt.  No job state is polled.
-MAIN_THREAD_SLICE = 0.25
 
-
-class JobRun:
+class JobRun(JobTimers, DeliveryTimeouts):
     """The engine side of one job: runs its tasks until nothing is left."""
 
     def __init__(
         self,
         flow: Flow,
         job_state: JobState,
-        executor: WorkerPool | None,
         entry_id: str | None,
         hooks: HookSet | None = None,
+        started: tuple[datetime, str] | None = None,
     ) -> None:
         self.flow = flow
         self.job_state = job_state
-        self.routine_ids = flow._routine_ids
-        self.executor = executor
+        # The routing this job runs with, compiled once by the flow (read-only).
+        plan = self.plan = flow.plan
+        self.routine_ids = plan.routine_ids
+        self._events = plan.events
+        # Where the job's steps run (executors.py): inline until use_pool.
+        self.executor: Executor = INLINE
+        self._pooled = False
         self.entry_id = entry_id
+        # Task numbers (Task.seq, the delivery ids): job-wide, never reused.
+        self._next_seq = itertools.count(job_state.task_seq).__next__
         # The job's lifecycle hooks (hooks.py), resolved once: the engine reads
         # one caller per event, None when nobody listens (then it costs nothing).
         # (The rarely used ones are read from job_state._hooks when needed.)
         if hooks is not None:
             self._on_emit = hooks.emit
             if hooks.deliveries:
-                self._watch = hooks
-                self._reports = {}
-                # Every delivery goes through the reporting wrapper; without
-                # delivery hooks _execute is the plain method (no check at all).
-                self._execute = self._execute_watched  # type: ignore[method-assign]
-        self.started_at = datetime.now()
+                self._delivery_hooks = hooks
+                self._watch_deliveries()
+        # When the run started, and as ISO text (the flow measured it already
+        # when it opened the entry's tracker record: one clock read per job).
+        if started is None:
+            started = (datetime.now(), "")
+        self.started_at, self._started_text = started
         self._queue: deque[Task] = deque()
         # Concurrent strategy only: ready deliveries of ``async def`` handlers.
         self._async_queue: deque[Task] = deque()
@@ -130,9 +143,8 @@ class JobRun:
         self._drainer_waiting = False
         self._settling = False
         self._finished = False
-        self._timers: dict[TimerHandle, Task] = {}
-        # Named timers (Routine.set_timer): (routine id, name) -> the pending handle.
-        self._named: dict[tuple[str, str], TimerHandle] = {}
+        self._timers = {}
+        self._named = {}
         self._end_hooks: dict[tuple[str, str], Task] = {}
         # Liveness (docs/execution-model.md, "Timeouts", "Limits", "Ctrl-C").
         # Read on every delivery, so instance attributes (the fastest lookup);
@@ -153,10 +165,34 @@ class JobRun:
     _on_settle: list[Callable[[], None]] | None = None  # callbacks for _finish
     # Hook callers (see __init__); None: nobody listens.
     _on_emit: Callable[[JobState, Any], None] | None = None
-    # Set when hooks listen to deliveries: then every delivery is reported, and
-    # ``_reports`` maps each open one's Task to [Delivery, start, error].
-    _watch: HookSet | None = None
+    # Set when hooks or the observer listen to deliveries: then every delivery
+    # is reported, and ``_reports`` maps each open one's Task to
+    # [Delivery or None, start, error].
+    _watch = False
+    _delivery_hooks: HookSet | None = None
     _reports: dict[Task, list[Any]] = MappingProxyType({})  # type: ignore[assignment]
+    # The task observer (observer.py), None by default: then one check per point.
+    _observer: TaskObserver | None = None
+    # The task the sequential drainer (or the entry step) is delivering.
+    _delivering: Task | None = None
+
+    @property
+    def _as_run(self) -> JobRun:
+        return self
+
+    def _watch_deliveries(self) -> None:
+        """Report every delivery from now on (hooks or the observer listen)."""
+        if not self._watch:
+            self._watch = True
+            self._reports = {}
+            # Every delivery goes through the reporting wrapper; when nobody
+            # listens _execute is the plain method (no check at all).
+            self._execute = self._execute_watched  # type: ignore[method-assign]
+
+    def set_observer(self, observer: TaskObserver) -> None:
+        """Tell ``observer`` about every task of this job (before :meth:`start`)."""
+        self._observer = observer
+        self._watch_deliveries()
 
     def _own_set(self, name: str) -> set[Any]:
         """This job's own set ``name`` (lock held), made on first write."""
@@ -191,76 +227,126 @@ class JobRun:
             try:
                 if self._state is not STOPPED:
                     done = first_steps() is not False
-            except Exception as exc:  # noqa: BLE001 - engine failure, see _engine_failure
-                self._engine_failure(exc)
+            except Exception as exc:  # noqa: BLE001 - engine failure, see failure.py
+                engine_failure(self, exc)
             except BaseException:
                 self._task_done()  # the job is already failed (see _execute); let it settle
                 raise
             if done:
                 self._task_done()
-            if self.executor is None:
+            if not self._pooled:
                 self._drain()
         finally:
             unbind(token)
 
-    def run_entry(self, routine: Routine, params: dict[str, Any]) -> bool:
+    def run_entry(self, params: dict[str, Any]) -> bool:
         """Invoke the entry routine's trigger handler with ``params``; False while an
         ``async def`` trigger handler still runs (see :meth:`_execute`)."""
-        assert self.entry_id is not None
-        slot = routine.get_slot("trigger")
-        if slot is None:
+        rid = self.entry_id
+        assert rid is not None
+        target = self.plan.slots.get((rid, "trigger"))
+        if target is None:
             error = FlowError(
-                f"Entry routine '{self.entry_id}' must have a 'trigger' slot. "
+                f"Entry routine '{rid}' must have a 'trigger' slot. "
                 "Define it using: routine.define_slot('trigger', handler=your_handler)"
             )
-            missing: Any = _MissingSlot(error)
-            return self._execute(Task(self.entry_id, missing, params, entry=True))
-        return self._execute(Task(self.entry_id, slot, params, entry=True))
+            target = missing_slot(rid, "trigger", error, self.plan.error_handlers.get(rid))
+        task = Task(target, params, self._next_seq(), entry=True)
+        if self._observer is not None:
+            with self._lock:
+                self._observer.task_queued(self, task, READY, None)
+        self._delivering = task
+        return self._execute(task)
+
+    def new_task(self, rid: str, slot_name: str, data: dict[str, Any]) -> Task:
+        """A task delivering ``data`` to slot ``slot_name`` of routine ``rid``."""
+        target = self.plan.slots.get((rid, slot_name))
+        if target is None:
+            raise FlowError(
+                f"routine '{rid}' of flow '{self.flow.flow_id}' had no slot '{slot_name}' "
+                "when this job started"
+            )
+        return Task(target, data, self._next_seq())
+
+    def delivery_id(self) -> str | None:
+        """The id of the delivery the calling thread or asyncio task runs for this
+        job (``"<job_id>:<seq>"``), or None."""
+        task = self._live.get(threading.current_thread()) if self._live else None
+        if task is None and self._aio_live and aio.on_engine_loop():
+            try:
+                task = self._aio_live.get(asyncio.current_task())
+            except RuntimeError:
+                task = None
+        if task is None:
+            task = self._delivering
+        return None if task is None else f"{self.job_state.job_id}:{task.seq}"
 
     def restore_pending(self, entries: list[dict[str, Any]]) -> None:
-        """Queue tasks saved in ``job_state.pending_tasks`` (at resume)."""
+        """Queue tasks saved in ``job_state.pending_tasks`` (at resume); a task saved
+        without a number (an older file) gets a new one."""
         for entry in entries:
-            task = task_from_dict(self.flow, entry)
+            task = task_from_dict(self.plan, entry, -1)
             if task is None:
                 continue
+            if task.seq < 0:
+                task.seq = self._next_seq()
             if entry.get("at_job_end"):
-                self._end_hooks[(task.rid, task.slot.name)] = task
+                self.at_job_end(task)
             else:
                 self.enqueue(task)
 
     # -- emitting and queueing -----------------------------------------------
 
     def emit(self, routine: Routine, event: Event, data: dict[str, Any]) -> None:
-        """Record an emission of ``routine`` and queue one task per connected slot."""
+        """Record an emission of ``routine`` and queue one task per route of the event."""
         if self._abandoned and self._is_abandoned():
             return  # a late emission of a delivery the job gave up on
-        rid = self.routine_ids.get(id(routine))
-        if rid is None:
-            # Not a routine of this job's flow: deliver the way a standalone event does.
-            event.emit(flow=None, **data)
-            return
-        slots = event.connected_slots
-        tasks = []
-        if slots:
-            index = self.flow._connection_index
-            ids = self.routine_ids
-            event_key = id(event)
-            for slot in slots:
-                target_rid = ids.get(id(slot.routine))
-                if target_rid is None:
-                    raise FlowError(
-                        f"Event '{event.name}' of routine '{rid}' is connected to {slot!r}, "
-                        f"whose routine is not in flow '{self.flow.flow_id}'"
-                    )
-                tasks.append(Task(target_rid, slot, data, index.get((event_key, id(slot)))))
+        compiled = self._events.get(id(event))
+        if compiled is None:
+            rid = self.routine_ids.get(id(routine))
+            if rid is None:
+                # Not a routine of this job's flow: deliver the way a standalone event does.
+                event.emit(flow=None, **data)
+                return
+            name, routes = event.name, _NO_ROUTES  # an event defined after the job started
+        else:
+            if compiled.broken is not None:
+                raise FlowError(compiled.broken)
+            rid, name, routes = compiled.rid, compiled.name, compiled.routes
         js = self.job_state
         on_emit = self._on_emit
         if on_emit is None:
-            js.record_execution(rid, event.name, data)
+            js.record_execution(rid, name, data)
         else:
-            on_emit(js, js.record_execution(rid, event.name, data))
-        if tasks:
-            self._enqueue_new(tasks)
+            on_emit(js, js.record_execution(rid, name, data))
+        if routes:
+            if len(routes) == 1:  # the common case, without a comprehension's frame
+                route = routes[0]
+                task = Task(route.target, data, self._next_seq(), route)
+                if not self._pooled and self._observer is None:
+                    # _enqueue_new's inline case, inlined: one emission, one task.
+                    with self._lock:
+                        if self._state is RUNNING and not self._abandoned:
+                            self._outstanding += 1
+                            self._queue.append(task)
+                            if self._drainer_waiting:
+                                self._work_ready.notify()
+                            return
+                self._enqueue_new([task])
+            else:
+                seq = self._next_seq
+                self._enqueue_new([Task(route.target, data, seq(), route) for route in routes])
+
+    def route(self, event: Event, data: dict[str, Any]) -> bool:
+        """``event.emit()`` inside this job: queue one task per route (no history
+        record); False when the event is not one of this job's flow."""
+        compiled = self._events.get(id(event))
+        if compiled is None:
+            return False
+        if compiled.routes and not (self._abandoned and self._is_abandoned()):
+            seq = self._next_seq
+            self._enqueue_new([Task(route.target, data, seq(), route) for route in compiled.routes])
+        return True
 
     def _enqueue_new(self, tasks: list[Task]) -> None:
         """Queue freshly emitted tasks (one lock round for all of them)."""
@@ -272,7 +358,10 @@ class JobRun:
                     self.job_state.pending_tasks.extend(task_to_dict(t) for t in tasks)
                 return
             self._outstanding += len(tasks)
-            if self.executor is None:
+            if self._observer is not None:
+                for task in tasks:
+                    self._observer.task_queued(self, task, READY, None)
+            if not self._pooled:
                 self._queue.extend(tasks)
                 if self._drainer_waiting:
                     self._work_ready.notify()
@@ -288,6 +377,8 @@ class JobRun:
             if self._state is RUNNING:
                 if not counted:
                     self._outstanding += 1
+                if self._observer is not None:
+                    self._observer.task_queued(self, task, READY, None)
                 blocking, coroutines = self._push_locked([task])
             else:
                 if self._state is PAUSED:
@@ -300,23 +391,35 @@ class JobRun:
         elif finish:
             self._finish()
 
-    def use_pool(self, executor: WorkerPool, workers: int) -> None:
-        """Run this job's tasks on ``executor``, a pool of ``workers`` threads."""
+    def use(self, executor: Executor) -> None:
+        """Run this job's steps on ``executor`` (chosen once, before :meth:`start`)."""
         self.executor = executor
-        self._max_pullers = max(1, workers)
-        self._live = {}
+        self._pooled = executor.pooled
+        self._max_pullers = max(1, executor.width)
+        if executor.pooled:
+            self._live = {}
+
+    def launch(
+        self,
+        first_steps: Callable[[], bool | None],
+        wait: bool,
+        timeout: float | None,
+        off_caller: bool = False,
+    ) -> None:
+        """Start the job on its executor (see :meth:`start`)."""
+        self.executor.launch(self, first_steps, wait, timeout, off_caller)
 
     def _push_locked(self, tasks: list[Task]) -> tuple[int, int]:
         """Append counted ready tasks (lock held); returns how many pool pulls to
         start (no more than the pool has threads) and whether the loop must pull."""
-        if self.executor is None:
+        if not self._pooled:
             self._queue.extend(tasks)
             if self._drainer_waiting:
                 self._work_ready.notify()
             return 0, 0
         coroutines = 0
         for task in tasks:
-            if task.slot._is_async:
+            if task.target.is_async:
                 self._async_queue.append(task)
                 coroutines += 1
             else:
@@ -332,93 +435,14 @@ class JobRun:
         if coroutines and not self._async_pull_pending:
             # One wake-up of the loop serves every delivery queued before it runs.
             self._async_pull_pending = True
-            aio.engine_loop().call_soon_threadsafe(self._pull_async)
+            AIO.wake(self._pull_async)
         if not blocking:
             return
         for _ in range(blocking):
             self._submit_pull()
 
     def _submit_pull(self) -> None:
-        executor = self.executor
-        assert executor is not None
-        try:
-            executor.submit(self._pull)
-        except RuntimeError:
-            # The pool refuses work (it was shut down by hand, or the interpreter
-            # is exiting): run the pull on a thread of its own rather than strand
-            # the job's tasks and hang it.
-            logger.warning("worker pool of flow %s refused a task", self.flow.flow_id)
-            start_thread(threading.Thread(target=self._pull, daemon=True))
-
-    def schedule(self, delay: float, task: Task, name: str | None = None) -> Scheduled | None:
-        """Deliver ``task`` after ``delay`` seconds; the job stays alive until then.
-
-        With a ``name``, a pending timer of the same routine and name is replaced.
-        A paused job saves the task in ``pending_tasks`` at once (it is delivered on
-        resume) and a stopped job drops it; both return None.
-        """
-        with self._lock:
-            if self._abandoned and self._is_abandoned():
-                return None
-            if self._state is not RUNNING:
-                if self._state is PAUSED:
-                    self.job_state.pending_tasks.append(task_to_dict(task))
-                return None
-            if name is not None:
-                self._cancel_named_locked((task.rid, name))
-            self._outstanding += 1
-            handle = timer_service.schedule(delay, self._timer_fired)
-            self._timers[handle] = task
-            if name is not None:
-                self._named[(task.rid, name)] = handle
-        hooks = self.job_state._hooks
-        if hooks is not None and hooks.timer is not None:
-            hooks.timer(self.job_state, task.rid, task.slot.name, delay)
-        return Scheduled(self, handle)
-
-    def _timer_fired(self, handle: TimerHandle) -> None:
-        with self._lock:
-            task = self._timers.pop(handle, None)
-            if task is not None and self._named:
-                for key, named in list(self._named.items()):
-                    if named is handle:
-                        del self._named[key]
-        if task is not None:
-            self.enqueue(task, counted=True)
-
-    def _cancel_named_locked(self, key: tuple[str, str]) -> bool:
-        handle = self._named.pop(key, None)
-        if handle is None or not handle.cancel():
-            return False
-        self._timers.pop(handle, None)
-        self._outstanding -= 1
-        return True
-
-    def cancel_named_timer(self, routine_id: str, name: str) -> bool:
-        """Cancel the named timer of a routine; True when it had not fired."""
-        with self._lock:
-            cancelled = self._cancel_named_locked((routine_id, name))
-            finish = cancelled and self._settle_if_idle_locked()
-        if finish:
-            self._finish()
-        return cancelled
-
-    def cancel_timer(self, handle: TimerHandle) -> bool:
-        """Cancel a timer made by :meth:`schedule`; True when it had not fired."""
-        with self._lock:
-            if not handle.cancel():
-                return False
-            self._timers.pop(handle, None)
-            self._outstanding -= 1
-            finish = self._settle_if_idle_locked()
-        if finish:
-            self._finish()
-        return True
-
-    def at_job_end(self, task: Task) -> None:
-        """Deliver ``task`` once, when the job would otherwise finish."""
-        with self._lock:
-            self._end_hooks[(task.rid, task.slot.name)] = task
+        self.executor.submit(self._pull)
 
     # -- running tasks -------------------------------------------------------
 
@@ -446,7 +470,7 @@ class JobRun:
                         if self._finished:
                             return
                         self._drainer_waiting = True
-                        self._work_ready.wait(_main_thread_slice())
+                        self._work_ready.wait(main_thread_slice())
                         self._drainer_waiting = False
                     task = queue.popleft()
                     self._running += 1
@@ -455,11 +479,12 @@ class JobRun:
                 done = False
                 continue
             assert task is not None
+            self._delivering = task
             # _execute_guarded, inlined: this loop is the sequential hot path.
             try:
                 done = self._execute(task)
             except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
-                self._engine_failure(exc)
+                engine_failure(self, exc)
                 done = True
             except BaseException:
                 self._task_done()  # the job is already failed (see _execute); let it settle
@@ -523,7 +548,7 @@ class JobRun:
             self._async_queue.clear()
             self._running += len(tasks)
         for task in tasks:
-            aio.spawn(self._run_async(task))
+            AIO.spawn(self._run_async(task))
 
     async def _run_async(self, task: Task) -> None:
         """Run an ``async def`` handler's delivery on the engine loop."""
@@ -532,24 +557,25 @@ class JobRun:
         me = asyncio.current_task()
         with self._lock:
             self._own_dict("_aio_live")[me] = task
-        if self._watch is not None:
+        if self._watch:
             self._open_delivery(task)
         try:
             merged = self._merged(task)
-            if task.slot._keeps_buffer:
+            if task.target.keeps_buffer:
                 self._note_merged(me, task, merged)
-            result = task.slot._dispatch(merged)
+            call = task.target.call
+            result = call(merged) if call is not None else None
             if inspect.isawaitable(result):
                 await self._await_bounded(task, merged, result)
         except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
             if me not in self._abandoned:
-                self._handle_failure(task, merged, exc)
+                handle_failure(self, task, merged, exc)
         except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
             # Unless the engine cancelled it (cancel(), Ctrl-C).
-            if self._watch is not None:
+            if self._watch:
                 self._note_error(task, exc)
             if self._state is RUNNING and me not in self._abandoned:
-                self._fail(task, exc, {"action": "stop"})
+                fail(self, task, exc)
         finally:
             unbind(token)
             with self._lock:
@@ -557,39 +583,9 @@ class JobRun:
                 if self._abandoned:
                     self._abandoned.discard(me)
             if owned:
-                if self._watch is not None:
+                if self._watch:
                     self._close_delivery(task)
                 self._task_done()
-
-    async def _await_bounded(self, task: Task, merged: Any, awaitable: Any) -> None:
-        """Await a handler's coroutine within the slot's (or flow's) timeout.
-
-        On time-out the coroutine is cancelled (``Task.cancel``) and the delivery
-        fails with :class:`HandlerTimeoutError`; a cancellation by ``cancel()`` or
-        Ctrl-C ends it quietly (the job has stopped or paused)."""
-        timeout = self._timeout_of(task.slot)
-        if timeout is None:
-            await awaitable
-            return
-        me = asyncio.current_task()
-        assert me is not None
-        expired = []
-
-        def expire() -> None:
-            expired.append(True)
-            me.cancel()
-
-        timer = asyncio.get_running_loop().call_later(timeout, expire)
-        try:
-            await awaitable
-        except asyncio.CancelledError:
-            if not expired:
-                raise
-            raise self._timeout_error(task, timeout) from None
-        finally:
-            timer.cancel()
-        if expired:  # the handler swallowed the cancellation
-            raise self._timeout_error(task, timeout)
 
     def _run_task(self, task: Task) -> None:
         if self._execute_guarded(task):
@@ -600,7 +596,7 @@ class JobRun:
         try:
             return self._execute(task)
         except Exception as exc:  # noqa: BLE001 - a bug in the engine must not hang the job
-            self._engine_failure(exc)
+            engine_failure(self, exc)
             return True
         except BaseException:
             self._task_done()  # the job is already failed (see _execute); let it settle
@@ -610,27 +606,28 @@ class JobRun:
         """Deliver one task; False when an async handler still runs (it finishes the task)."""
         if self._max_deliveries is not None and self._over_budget(task):
             return True
-        slot = task.slot
+        target = task.target
         merged: Any = None
         try:
             if task.premerged:
                 merged = task.data
             else:
                 data = task.data
-                connection = task.connection
-                if connection is not None and connection.param_mapping:
-                    data = connection._apply_mapping(data)
+                route = task.route
+                if route is not None and route.mapping is not None:
+                    data = apply_mapping(route.mapping, data)
                 # Inlined from _merged: this is the hottest path of the engine.
-                if slot._keeps_buffer:
-                    merged = slot._merge_for_job(self.job_state, task.rid, data)
+                if target.keeps_buffer:
+                    merged = self._merge_into_buffer(target, data)
                     if self._live:
                         self._note_merged(threading.current_thread(), task, merged)
                 else:
                     merged = dict(data)
-            if slot._handler is None:
+            call = target.call
+            if call is None:
                 return True
-            if slot._timeout is None and self._handler_timeout is None:
-                result = slot._dispatch(merged)
+            if target.timeout is None and self._handler_timeout is None:
+                result = call(merged)
             else:
                 result = self._dispatch_timed(task, merged)
             if result is not None and inspect.isawaitable(result):
@@ -638,20 +635,28 @@ class JobRun:
         except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
             if self._abandoned and self._is_abandoned():
                 return True  # a late failure of a delivery the job gave up on
-            self._handle_failure(task, merged, exc)
+            handle_failure(self, task, merged, exc)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 # Ctrl-C: this delivery did not finish, so it goes back to pending
                 # (already merged, so a resume does not merge it twice).
-                again = task if merged is None else task.retry(merged, premerged=True)
-                again.retries = task.retries
+                again = task if merged is None else task.retry(merged, True, count=False)
                 self.interrupt([again])
             else:
                 # SystemExit and the like: no strategy applies; the job fails (and
                 # settles) and the exception goes on to the caller.
-                self._fail(task, exc, {"action": "stop"})
+                fail(self, task, exc)
             raise
         return True
+
+    def _merge_into_buffer(self, target: SlotPlan, data: dict[str, Any]) -> Any:
+        """Merge into the job's buffer for ``target``; returns what the handler gets."""
+        js = self.job_state
+        with js.lock:
+            buffers = js.slot_buffers.setdefault(target.rid, {})
+            stored, passed = merge(target.strategy, buffers.get(target.name, {}), data)
+            buffers[target.name] = stored
+        return passed
 
     # -- reporting deliveries to hooks (only when some hook listens) -----------
 
@@ -670,11 +675,17 @@ class JobRun:
         return done
 
     def _open_delivery(self, task: Task) -> None:
-        watch = self._watch
-        assert watch is not None and watch.delivery_start is not None
-        delivery = Delivery(task.rid, task.slot.name, task.retries + 1, task.entry, task.data)
+        observer = self._observer
+        if observer is not None:
+            observer.delivery_started(self, task)
+        hooks = self._delivery_hooks
+        if hooks is None:
+            self._reports[task] = [None, 0.0, None]
+            return
+        assert hooks.delivery_start is not None
+        delivery = Delivery(task.rid, task.target.name, task.retries + 1, task.entry, task.data)
         self._reports[task] = [delivery, time.perf_counter(), None]
-        watch.delivery_start(self.job_state, delivery)
+        hooks.delivery_start(self.job_state, delivery)
 
     def _note_error(self, task: Task, exc: BaseException) -> None:
         """Remember why an open delivery failed (its end reports it)."""
@@ -688,10 +699,14 @@ class JobRun:
         if report is None:
             return
         delivery, started, noted = report
-        watch = self._watch
-        assert watch is not None and watch.delivery_end is not None
-        duration = time.perf_counter() - started
-        watch.delivery_end(self.job_state, delivery, duration, noted or error)
+        hooks = self._delivery_hooks
+        if hooks is not None:
+            assert hooks.delivery_end is not None
+            duration = time.perf_counter() - started
+            hooks.delivery_end(self.job_state, delivery, duration, noted or error)
+        observer = self._observer
+        if observer is not None:
+            observer.delivery_ended(self, task, noted or error)
 
     def _close_all_deliveries(self, error: BaseException) -> None:
         """The job gave up on every running delivery (Ctrl-C): report their ends."""
@@ -704,10 +719,12 @@ class JobRun:
         if task.premerged:
             return task.data
         data = task.data
-        connection = task.connection
-        if connection is not None and connection.param_mapping:
-            data = connection._apply_mapping(data)
-        return task.slot._merge_for_job(self.job_state, task.rid, data)
+        route = task.route
+        if route is not None and route.mapping is not None:
+            data = apply_mapping(route.mapping, data)
+        if not task.target.keeps_buffer:
+            return dict(data)
+        return self._merge_into_buffer(task.target, data)
 
     def _await_handler(self, task: Task, merged: Any, awaitable: Any) -> bool:
         """Run a handler's awaitable on the engine loop (entry handlers, the
@@ -715,7 +732,7 @@ class JobRun:
 
         Concurrent: the coroutine ends the task itself and returns False at once.
         Sequential: this thread waits for it; Ctrl-C while waiting cancels it."""
-        pooled = self.executor is not None
+        pooled = self._pooled
         requeue = self._requeueable(task, merged)
         interrupted: list[bool] = []
 
@@ -731,14 +748,14 @@ class JobRun:
                 await self._await_bounded(task, merged, awaitable)
             except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
                 if me not in self._abandoned:
-                    self._handle_failure(task, merged, exc)
+                    handle_failure(self, task, merged, exc)
             except BaseException as exc:  # noqa: BLE001 - e.g. CancelledError: the job fails
                 # Unless the engine cancelled it (cancel(), Ctrl-C): then the job
                 # has already stopped or paused.
-                if self._watch is not None:
+                if self._watch:
                     self._note_error(task, exc)
                 if not interrupted and self._state is RUNNING and me not in self._abandoned:
-                    self._fail(task, exc, {"action": "stop"})
+                    fail(self, task, exc)
             finally:
                 unbind(token)
                 with self._lock:
@@ -748,11 +765,11 @@ class JobRun:
                     if self._abandoned:
                         self._abandoned.discard(me)
                 if owned:
-                    if self._watch is not None:
+                    if self._watch:
                         self._close_delivery(task)
                     self._task_done()
 
-        future = aio.submit(guarded())
+        future = AIO.submit(guarded())
         if pooled:
             return False
         # Sequential: one task at a time, so wait for the coroutine here.
@@ -767,152 +784,17 @@ class JobRun:
             raise
         return True
 
-    # -- timeouts, budgets, abandoned deliveries --------------------------------
-
-    def _timeout_of(self, slot: Any) -> float | None:
-        timeout: float | None = slot._timeout
-        return self._handler_timeout if timeout is None else timeout
-
-    def _timeout_error(self, task: Task, timeout: float) -> HandlerTimeoutError:
-        source = "its slot's timeout" if task.slot._timeout is not None else "handler_timeout"
-        return HandlerTimeoutError(
-            f"routine '{task.rid}', slot '{task.slot.name}': the handler did not return "
-            f"within {timeout:g} s ({source}); the delivery was abandoned"
-        )
-
-    def _dispatch_timed(self, task: Task, merged: Any) -> Any:
-        """Call a sync handler within its timeout (DESIGN invariant 3: no polling).
-
-        On one of this job's pool threads the handler runs right here and the
-        engine's timer abandons the delivery when it is due (the pool gets a
-        replacement thread).  Anywhere else (the sequential drainer, the thread
-        running the entry step) it runs on a helper daemon thread while this
-        thread waits on an event with the timeout.  ``async def`` handlers are
-        bounded on the loop instead (:meth:`_await_bounded`)."""
-        slot = task.slot
-        if slot._is_async:
-            return slot._dispatch(merged)
-        timeout = self._timeout_of(slot)
-        assert timeout is not None
-        me = threading.current_thread()
-        if me in self._live:
-            return self._dispatch_on_worker(task, merged, timeout, me)
-        return self._dispatch_on_helper(task, merged, timeout)
-
-    def _dispatch_on_worker(
-        self, task: Task, merged: Any, timeout: float, me: threading.Thread
-    ) -> Any:
-        timed = _Timed()
-
-        def give_up(_handle: Any = None) -> None:
-            self._worker_timed_out(timed, me, task, merged, timeout)
-
-        timed.abandon = give_up  # cancel() gives it up at once
-        with self._lock:
-            self._own_set("_timed").add(timed)
-        handle = timer_service.schedule(timeout, give_up)
-        try:
-            result = task.slot._dispatch(merged)
-        except BaseException:
-            if not self._claim(timed):
-                return None  # abandoned meanwhile: the late failure is discarded
-            handle.cancel()
-            raise
-        if not self._claim(timed):
-            return None
-        handle.cancel()
-        return result
-
-    def _claim(self, timed: _Timed) -> bool:
-        """The handler returned: True when the delivery is still ours to finish."""
-        with self._lock:
-            self._timed.discard(timed)  # added before the handler started
-            if timed.state is _ABANDONED:
-                return False
-            timed.state = _DONE
-            return True
-
-    def _worker_timed_out(
-        self, timed: _Timed, me: threading.Thread, task: Task, merged: Any, timeout: float
-    ) -> None:
-        """On the timer thread: a pool thread's handler is over time; give it up."""
-        with self._lock:
-            if timed.state is not _RUNNING:
-                return
-            timed.state = _ABANDONED
-            self._timed.discard(timed)
-            if self._live.pop(me, None) is None:
-                return  # Ctrl-C abandoned it first (and accounted for it)
-            self._own_set("_abandoned").add(me)
-            self._pullers -= 1
-            pulls = self._more_pulls_locked()
-            stopped = self._state is STOPPED
-        if self.executor is not None:
-            self.executor.abandon(me)
-        for _ in range(pulls):
-            self._submit_pull()
-        logger.warning("routine %s, slot %s: handler over %gs", task.rid, task.slot.name, timeout)
-        if not stopped:
-            self._handle_failure(task, merged, self._timeout_error(task, timeout))
-        if self._watch is not None:
-            self._close_delivery(task)
-        self._task_done()
+    # -- budgets, abandoned deliveries ------------------------------------------
 
     def _more_pulls_locked(self) -> int:
         """How many pool pulls to start for the ready tasks now (lock held)."""
-        if self._state is not RUNNING or self.executor is None:
+        if self._state is not RUNNING or not self._pooled:
             return 0
         pulls = min(len(self._queue), self._max_pullers - self._pullers)
         if pulls <= 0:
             return 0
         self._pullers += pulls
         return pulls
-
-    def _dispatch_on_helper(self, task: Task, merged: Any, timeout: float) -> Any:
-        timed = _Timed()
-        slot = task.slot
-
-        def body() -> None:
-            try:
-                timed.result = slot._dispatch(merged)
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-                timed.error = exc
-            finally:
-                with self._lock:
-                    if timed.state is _RUNNING:
-                        timed.state = _DONE
-                    else:
-                        self._abandoned.discard(threading.current_thread())
-                timed.event.set()
-
-        # The helper runs in a copy of this context: it serves the same job.
-        thread = threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(body,),
-            name=f"routilux-{task.rid}.{slot.name}",
-            daemon=True,
-        )
-        timed.abandon = timed.event.set  # cancel() wakes this thread, which gives it up
-        with self._lock:
-            self._own_set("_timed").add(timed)
-        try:
-            start_thread(thread)
-            _wait_event(timed.event, timeout)
-        finally:
-            with self._lock:
-                self._timed.discard(timed)
-                abandoned = timed.state is _RUNNING
-                if abandoned:  # over time, cancelled, or Ctrl-C in the wait
-                    timed.state = _ABANDONED
-                    self._own_set("_abandoned").add(thread)
-        if abandoned:
-            if self._state is STOPPED:
-                return None  # cancel() woke us: nothing to report
-            logger.warning("routine %s, slot %s: handler over %gs", task.rid, slot.name, timeout)
-            raise self._timeout_error(task, timeout)
-        if timed.error is not None:
-            raise timed.error
-        return timed.result
 
     def _over_budget(self, task: Task) -> bool:
         """max_deliveries: True when this delivery is one too many (the job fails)."""
@@ -924,19 +806,17 @@ class JobRun:
         if number == limit + 1:
             error = FlowError(
                 f"job {self.job_state.job_id} of flow '{self.flow.flow_id}' exceeded "
-                f"max_deliveries={limit}: delivery to '{task.rid}'.'{task.slot.name}' refused "
+                f"max_deliveries={limit}: delivery to '{task.rid}'.'{task.target.name}' refused "
                 "(does the flow have a cycle? see flow.validate())"
             )
-            self._fail(task, error, {"action": "stop"})
+            fail(self, task, error)
         return True
 
     def _requeueable(self, task: Task, merged: Any) -> Task:
         """``task`` as it must be saved if it is interrupted after its merge."""
-        if merged is None or task.premerged or not task.slot._keeps_buffer:
+        if merged is None or task.premerged or not task.target.keeps_buffer:
             return task
-        again = task.retry(merged, premerged=True)
-        again.retries = task.retries
-        return again
+        return task.retry(merged, True, count=False)
 
     def _note_merged(self, key: Any, task: Task, merged: Any) -> None:
         """A running delivery merged into its buffer: save it premerged if interrupted."""
@@ -991,11 +871,10 @@ class JobRun:
                     js.pause_points[-1]["pending_tasks_count"] = len(js.pending_tasks)
             self._wake_waiters()
             finish = self._settle_if_idle_locked()
-        if self.executor is not None:
-            for thread in threads:
-                self.executor.abandon(thread)
+        for thread in threads:
+            self.executor.abandon(thread)
         self._cancel_coroutines(coroutines)
-        if self._watch is not None:
+        if self._watch:
             self._close_all_deliveries(KeyboardInterrupt())
         logger.warning(
             "job %s interrupted: paused with %d pending tasks", js.job_id, len(js.pending_tasks)
@@ -1004,14 +883,7 @@ class JobRun:
             self._finish()
 
     def _cancel_coroutines(self, coroutines: list[Any]) -> None:
-        if not coroutines:
-            return
-
-        def cancel_all() -> None:
-            for coroutine in coroutines:
-                coroutine.cancel()
-
-        aio.engine_loop().call_soon_threadsafe(cancel_all)
+        AIO.cancel(coroutines)
 
     def on_settle(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the job has settled (at once if it has): from
@@ -1037,90 +909,6 @@ class JobRun:
         if self._state is not RUNNING:
             self._wake_waiters()  # a pause may wait for running tasks
         return self._settle_if_idle_locked()
-
-    # -- failures -------------------------------------------------------------
-
-    def _handle_failure(self, task: Task, merged: Any, exc: Exception) -> None:
-        """Apply the routine's error strategy to a failed delivery (DESIGN README 6)."""
-        if self._watch is not None:
-            self._note_error(task, exc)
-        rid = task.rid
-        js = self.job_state
-        routine = self.flow.routines.get(rid)
-        handler = None
-        if routine is not None:
-            handler = routine._error_handler or self.flow.error_handler
-        decision = handler.decide(exc, task.retries) if handler is not None else Decision("stop")
-        info: dict[str, Any] = {
-            "slot": task.slot.name,
-            "error": str(exc),
-            "error_type": type(exc).__name__,
-            "attempt": task.retries + 1,
-            "action": decision.action,
-        }
-        action = decision.action
-        if action == "retry":
-            assert handler is not None
-            info["retry_delay"] = decision.delay
-            js.record_execution(rid, "error", info)
-            js.merge_routine_state(rid, {"retry_count": task.retries + 1})
-            handler.retry_count = task.retries + 1
-            logger.warning(
-                "routine %s failed (%s); retry %d in %.3fs",
-                rid,
-                exc,
-                task.retries + 1,
-                decision.delay,
-            )
-            if merged is None:
-                next_task = task.retry(task.data, premerged=False)
-            else:
-                next_task = task.retry(merged, premerged=True)
-            if decision.delay > 0:
-                self.schedule(decision.delay, next_task)
-            else:
-                self.enqueue(next_task)
-        elif action == "continue":
-            logger.warning("routine %s failed, continuing: %s", rid, exc)
-            js.record_execution(rid, "error_continued", info)
-            js.merge_routine_state(rid, {"status": "error_continued", "error": str(exc)})
-        elif action == "skip":
-            logger.warning("routine %s failed, skipped: %s", rid, exc)
-            js.record_execution(rid, "error", info)
-            js.merge_routine_state(rid, {"status": "skipped", "error": str(exc)})
-        else:
-            self._fail(task, exc, info)
-
-    def _fail(self, task: Task, exc: BaseException, info: dict[str, Any]) -> None:
-        """STOP: record the failure and end the job as ``failed``."""
-        if self._watch is not None:
-            self._note_error(task, exc)
-        rid = task.rid
-        js = self.job_state
-        logger.error("routine %s failed; job %s stops", rid, js.job_id, exc_info=exc)
-        record = {
-            "slot": task.slot.name,
-            "error": str(exc),
-            "error_type": type(exc).__name__,
-            "attempt": task.retries + 1,
-        }
-        record.update(info)
-        js.record_execution(rid, "error", record)
-        js.merge_routine_state(
-            rid,
-            {"status": "failed", "error": str(exc), "error_time": datetime.now().isoformat()},
-        )
-        self.stop("failed")
-
-    def _engine_failure(self, exc: Exception) -> None:
-        logger.error("engine failure in job %s", self.job_state.job_id, exc_info=exc)
-        message = f"internal engine error: {type(exc).__name__}: {exc}"
-        self.job_state.record_execution(
-            self.job_state.current_routine_id or "",
-            "error",
-            {"error": message, "error_type": type(exc).__name__, "engine": True},
-        )
-        self.stop("failed")
 
     # -- pause, cancel, stop ---------------------------------------------------
 
@@ -1157,32 +945,17 @@ class JobRun:
         if finish:
             self._finish()
 
-    def _running_work_locked(self) -> tuple[list[Any], list[_Timed]]:
+    def _running_work_locked(self) -> tuple[list[Any], list[Timed]]:
         """The job's running coroutines and helper-thread deliveries (lock held)."""
         return [*self._aio_live, *self._coroutines], list(self._timed)
 
-    def _release_running(self, running: tuple[list[Any], list[_Timed]]) -> None:
+    def _release_running(self, running: tuple[list[Any], list[Timed]]) -> None:
         """A stopped job does not wait for what runs under a timeout or on the
         loop: give up its timed deliveries and cancel its coroutines (``Task.cancel``)."""
         coroutines, timed_deliveries = running
         for timed in timed_deliveries:
             timed.abandon()
         self._cancel_coroutines(coroutines)
-
-    def _cancel_timers_locked(self, collect: bool = False) -> Any:
-        """Cancel every pending timer; returns their tasks (``collect``) or their count.
-
-        A timer that has already fired stays in ``_timers``: its delivery is on the
-        way to :meth:`_timer_fired`, which will find the job stopped or paused and
-        account for it there.
-        """
-        cancelled = []
-        self._named.clear()
-        for handle, task in list(self._timers.items()):
-            if handle.cancel():
-                del self._timers[handle]
-                cancelled.append(task)
-        return cancelled if collect else len(cancelled)
 
     def pause(
         self,
@@ -1214,6 +987,7 @@ class JobRun:
                 moved.extend(task_to_dict(t, at_job_end=True) for t in self._end_hooks.values())
                 self._end_hooks.clear()
                 js.pending_tasks.extend(moved)
+                js.task_seq = self._next_seq()
             # Wait for the job's other running handlers, but not for those that
             # are themselves pausing (they would wait for us in turn).
             self._pausing += own
@@ -1247,6 +1021,7 @@ class JobRun:
         """The job has no live work left: write its final status and wake waiters."""
         js = self.job_state
         entry_id = self.entry_id
+        js.task_seq = self._next_seq()  # a later run numbers its tasks from here
         completed = js._set_completed()
         if completed and entry_id is not None:
             end = datetime.now()
@@ -1257,7 +1032,7 @@ class JobRun:
                 {
                     "status": final,
                     "execution_time": (end - self.started_at).total_seconds(),
-                    "start_time": self.started_at.isoformat(),
+                    "start_time": self._started_text or self.started_at.isoformat(),
                     "end_time": end.isoformat(),
                 },
             )
@@ -1325,84 +1100,3 @@ class JobRun:
 
 
 _ABSORBED = ("error_continued", "skipped")
-
-
-def _main_thread_slice() -> float | None:
-    """How long one wait may last on this thread: see MAIN_THREAD_SLICE."""
-    if threading.current_thread() is threading.main_thread():
-        return MAIN_THREAD_SLICE
-    return None
-
-
-def _wait_event(event: threading.Event, timeout: float) -> bool:
-    """``event.wait(timeout)``; on the main thread in slices (see MAIN_THREAD_SLICE)."""
-    if threading.current_thread() is not threading.main_thread():
-        return event.wait(timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return event.is_set()
-        if event.wait(min(left, MAIN_THREAD_SLICE)):
-            return True
-
-
-# States of a _Timed delivery; who changes it does so under the job's lock.
-_RUNNING, _DONE, _ABANDONED = "running", "done", "abandoned"
-
-
-class _Timed:
-    """One sync delivery running under a timeout: who finishes it (the handler's
-    return or the timeout) is decided by ``state``, under the job's lock."""
-
-    __slots__ = ("state", "event", "result", "error", "abandon")
-
-    def __init__(self) -> None:
-        self.state = _RUNNING
-        self.event = threading.Event()
-        self.abandon: Callable[[], None] = self.event.set
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-class Scheduled:
-    """A delivery scheduled on a job; :meth:`cancel` withdraws it and releases the job."""
-
-    __slots__ = ("_run", "_handle")
-
-    def __init__(self, run: JobRun, handle: TimerHandle) -> None:
-        self._run = run
-        self._handle = handle
-
-    @property
-    def pending(self) -> bool:
-        """True until the delivery is queued or withdrawn."""
-        return self._handle.pending
-
-    @property
-    def due(self) -> float:
-        """The timer clock's reading at which the delivery is due."""
-        return self._handle.due
-
-    def cancel(self) -> bool:
-        """Withdraw the delivery; True when it had not fired yet."""
-        return self._run.cancel_timer(self._handle)
-
-
-class _MissingSlot:
-    """Stands in for the entry's missing ``trigger`` slot: delivering to it fails."""
-
-    name = "trigger"
-    _handler = None
-    _is_async = False
-    _timeout = None
-    _keeps_buffer = True  # so delivery calls _merge_for_job, which raises
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    def _merge_for_job(self, *args: Any) -> Any:
-        raise self.error
-
-    def __repr__(self) -> str:
-        return "Slot[trigger (missing)]"

@@ -14,61 +14,75 @@ from typing import TYPE_CHECKING, Any
 from ..error_handler import MAX_RETRIES
 from ..exceptions import SerializationError
 from ..serialization import from_iso, short_repr
+from .plan import Plan
 
 if TYPE_CHECKING:
-    from ..connection import Connection
-    from ..slot import Slot
+    from ..flow.flow import Flow
+    from .plan import Route, SlotPlan
 
 logger = logging.getLogger("routilux.engine.tasks")
 
 
 class Task:
-    """Deliver ``data`` to ``slot`` of the routine known in the flow as ``rid``."""
+    """Deliver ``data`` to ``target`` (a slot of the routine known in the flow as
+    ``rid``), having come along ``route`` (None: the entry, a timer, a resume).
 
-    __slots__ = ("rid", "slot", "data", "connection", "retries", "premerged", "entry")
+    ``seq`` is the task's number in its job: assigned when the task is made,
+    strictly increasing within the job, kept by the retries of the same
+    delivery, saved with pending tasks.  ``f"{job_id}:{seq}"`` is the delivery's
+    id (``ExecutionContext.delivery_id``)."""
+
+    __slots__ = ("rid", "target", "data", "route", "retries", "premerged", "entry", "seq")
 
     def __init__(
         self,
-        rid: str,
-        slot: Slot,
+        target: SlotPlan,
         data: Any,
-        connection: Connection | None = None,
+        seq: int,
+        route: Route | None = None,
         retries: int = 0,
         premerged: bool = False,
         entry: bool = False,
     ) -> None:
-        self.rid = rid
-        self.slot = slot
+        self.rid = target.rid
+        self.target = target
         self.data = data
-        self.connection = connection
+        self.seq = seq
+        self.route = route
         self.retries = retries
         self.premerged = premerged
         self.entry = entry
 
     def __repr__(self) -> str:
-        return f"Task[{self.rid}.{self.slot.name} retries={self.retries}]"
+        return f"Task[{self.rid}.{self.target.name} #{self.seq} retries={self.retries}]"
 
-    def retry(self, data: Any, premerged: bool) -> Task:
-        """The next attempt of this delivery."""
+    def retry(self, data: Any, premerged: bool, count: bool = True) -> Task:
+        """The next attempt of this delivery (same ``seq``); ``count=False`` keeps
+        the retry count (the same attempt, saved to run again)."""
         return Task(
-            self.rid, self.slot, data, self.connection, self.retries + 1, premerged, self.entry
+            self.target,
+            data,
+            self.seq,
+            self.route,
+            self.retries + 1 if count else self.retries,
+            premerged,
+            self.entry,
         )
 
 
 def task_to_dict(task: Task, at_job_end: bool = False) -> dict[str, Any]:
-    """The saved form of a task (spec 50 §4, with flow routine ids)."""
-    conn = task.connection
-    source = conn.source_event if conn is not None else None
-    source_routine = source.routine if source is not None else None
+    """The saved form of a task (spec 50 §4, with flow routine ids and ``seq``)."""
+    route = task.route
+    mapping = route.mapping if route is not None else None
     return {
         "slot_routine_id": task.rid,
-        "slot_name": task.slot.name,
+        "slot_name": task.target.name,
         "data": task.data,
-        "connection_source_routine_id": _flow_id_of(conn, source_routine),
-        "connection_source_event_name": source.name if source is not None else None,
-        "connection_target_routine_id": task.rid if conn is not None else None,
-        "connection_target_slot_name": task.slot.name if conn is not None else None,
-        "param_mapping": dict(conn.param_mapping) if conn is not None else {},
+        "connection_source_routine_id": route.source_rid if route is not None else None,
+        "connection_source_event_name": route.event_name if route is not None else None,
+        "connection_target_routine_id": task.rid if route is not None else None,
+        "connection_target_slot_name": task.target.name if route is not None else None,
+        "param_mapping": dict(mapping) if mapping else {},
         "priority": 2,
         "retry_count": task.retries,
         "max_retries": 0,
@@ -76,13 +90,8 @@ def task_to_dict(task: Task, at_job_end: bool = False) -> dict[str, Any]:
         "premerged": task.premerged,
         "entry": task.entry,
         "at_job_end": at_job_end,
+        "seq": task.seq,
     }
-
-
-def _flow_id_of(conn: Connection | None, routine: Any) -> str | None:
-    if conn is None or routine is None:
-        return None
-    return getattr(conn, "_source_routine_id", None) or getattr(routine, "_id", None)
 
 
 _TEXT_KEYS = (
@@ -95,6 +104,9 @@ _TEXT_KEYS = (
 )
 _FLAG_KEYS = ("premerged", "entry", "at_job_end")
 _COUNT_KEYS = ("retry_count", "max_retries")
+
+#: Upper bound of a saved task number (a JSON integer far beyond any real job).
+MAX_SEQ = 2**62
 
 
 _NONE = type(None)
@@ -127,6 +139,7 @@ def check_task_entry(entry: Any, where: str) -> None:
             and (retries is None or (type(retries) is int and 0 <= retries <= MAX_RETRIES))
             and (limit is None or (type(limit) is int and 0 <= limit <= MAX_RETRIES))
             and type(get("priority")) in _INT_TYPES
+            and _good_seq(get("seq"))
             and type(get("data")) in _DATA_TYPES
             and (mapping is None or (type(mapping) is dict and not mapping))
             and get("created_at") is None
@@ -150,6 +163,8 @@ def check_task_entry(entry: Any, where: str) -> None:
             isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES
         ):
             raise bad(key, f"an integer from 0 to {MAX_RETRIES}")
+    if not _good_seq(entry.get("seq")):
+        raise bad("seq", f"an integer from 0 to {MAX_SEQ}")
     priority = entry.get("priority")
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise bad("priority", "an integer")
@@ -170,43 +185,56 @@ def check_task_entry(entry: Any, where: str) -> None:
             raise SerializationError(f"In field '{where}.created_at': {exc}") from None
 
 
-def task_from_dict(flow: Any, entry: dict[str, Any]) -> Task | None:
-    """Rebuild a saved task against ``flow``; None (with a warning) when it does not fit.
+def _good_seq(value: Any) -> bool:
+    return value is None or (type(value) is int and 0 <= value <= MAX_SEQ)
 
-    A value of the wrong type or out of range raises :class:`SerializationError`
-    (see :func:`check_task_entry`)."""
+
+def task_from_dict(source: Plan | Flow, entry: dict[str, Any], seq: int = -1) -> Task | None:
+    """Rebuild a saved task against ``source`` (a plan, or a flow: its current plan);
+    None (with a warning) when it does not fit.
+
+    ``seq`` numbers a task saved without one (by an older version; -1 by default,
+    for the caller to number).  A value of the wrong type or out of range raises
+    :class:`SerializationError` (see :func:`check_task_entry`)."""
     check_task_entry(entry, "pending task")
+    plan = source if isinstance(source, Plan) else source.plan
     rid = entry.get("slot_routine_id")
-    routine = flow.routines.get(rid)
-    if routine is None:
+    name = entry.get("slot_name") or ""
+    target = plan.slots.get((rid, name)) if rid is not None else None
+    if target is None and rid is not None and rid in plan.legacy_ids:
         # Older files wrote the routine's own ``_id``; accept it as a fallback.
-        for flow_rid, candidate in flow.routines.items():
-            if getattr(candidate, "_id", None) == rid:
-                rid, routine = flow_rid, candidate
-                break
-    slot = routine.get_slot(entry.get("slot_name", "")) if routine is not None else None
-    if routine is None or slot is None or rid is None:
+        rid = plan.legacy_ids[rid]
+        target = plan.slots.get((rid, name))
+    if target is None or rid is None:
         logger.warning(
-            "pending task for %s.%s does not match flow %s; dropped",
+            "pending task for %s.%s does not match the flow; dropped",
             entry.get("slot_routine_id"),
             entry.get("slot_name"),
-            flow.flow_id,
         )
         return None
-    connection = None
+    route = None
     src_rid = entry.get("connection_source_routine_id")
     src_event = entry.get("connection_source_event_name")
-    if src_event:
-        src_routine = flow.routines.get(src_rid) if src_rid else None
-        event = src_routine.get_event(src_event) if src_routine is not None else None
-        if event is not None:
-            connection = flow._find_connection(event, slot)
+    if src_event and src_rid:
+        route = plan.routes.get((src_rid, src_event, rid, name))
+    saved = entry.get("seq")
     return Task(
-        rid,
-        slot,
+        target,
         entry.get("data") or {},
-        connection,
+        saved if saved is not None else seq,
+        route,
         int(entry.get("retry_count") or 0),
         bool(entry.get("premerged", False)),
         bool(entry.get("entry", False)),
     )
+
+
+def next_free_seq(saved: int, entries: list[dict[str, Any]]) -> int:
+    """The first task number a run may give out: above ``saved`` (the job's counter
+    when it was saved) and above every number among the saved ``entries``."""
+    start = saved
+    for entry in entries:
+        seq = entry.get("seq") if isinstance(entry, dict) else None
+        if type(seq) is int and seq >= start:
+            start = seq + 1
+    return start

@@ -16,14 +16,19 @@ import uuid
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..connection import Connection
 from ..engine import aio
+from ..engine import plan as engine_plan
 from ..engine.context import current_run
-from ..engine.pool import WorkerPool, start_thread
+from ..engine.executors import PoolExecutor
+from ..engine.plan import Plan, definition_changed
+from ..engine.pool import WorkerPool
 from ..engine.run import JobRun
+from ..engine.tasks import next_free_seq
 from ..error_handler import ErrorHandler
 from ..exceptions import (
     ExecutionContextError,
@@ -42,6 +47,7 @@ from ..serialization import flow_file_codec, layout_of, register_serializable
 from ..slot import check_timeout
 from . import diagram
 from .dependency import build_dependency_graph, get_ready_routines
+from .plan import compile_plan
 
 if TYPE_CHECKING:
     from ..event import Event
@@ -144,7 +150,7 @@ class Flow:
             )
         self.execution_strategy = execution_strategy
         self.max_workers = max_workers if execution_strategy == "concurrent" else 1
-        self.error_handler: ErrorHandler | None = None
+        self._error_handler: ErrorHandler | None = None
         self.execution_tracker: ExecutionTracker | None = None
         self.history_limit = history_limit
         self.output_limit = output_limit
@@ -152,12 +158,18 @@ class Flow:
         self._hooks: tuple[JobHooks, ...] = ()
         self.add_hooks(*check_hooks(hooks, f"Flow '{self.flow_id}'"))
         self._routine_ids: dict[int, str] = {}
+        self._plan: Plan | None = None
         self._connection_index: dict[tuple[int, int], Connection] = {}
         self._executor: WorkerPool | None = None
         self._pool_size = 1
         self._executor_lock = threading.Lock()
         self._runs: dict[str, JobRun] = {}
-        self._runs_cond = threading.Condition()
+        # The runs registry: a plain lock on the hot paths (registering and
+        # forgetting a job), the condition on it only for waiters, who count
+        # themselves so a settling job notifies only when someone waits.
+        self._runs_lock = threading.Lock()
+        self._runs_cond = threading.Condition(self._runs_lock)
+        self._runs_waiting = 0
         # Pools replaced while jobs still used them; shut down as those jobs end.
         self._retired: list[WorkerPool] = []
         self._current_execution_job_state = _CurrentJobView(self)
@@ -195,6 +207,7 @@ class Flow:
         self._routine_ids.setdefault(id(routine), rid)
         if routine._added_as is None:
             routine._added_as = rid  # messages name the routine by it (see Routine._label)
+        definition_changed()
         return rid
 
     def connect(
@@ -242,7 +255,28 @@ class Flow:
         connection._target_routine_id = target_routine_id
         self.connections.append(connection)
         self._connection_index[(id(event), id(slot))] = connection
+        definition_changed()
         return connection
+
+    @property
+    def plan(self) -> Plan:
+        """The compiled, read-only routing the engine runs jobs of this flow with
+        (``routilux.engine.plan``): compiled on first use and again after any change
+        to the definition; a running job keeps the plan it started with."""
+        plan = self._plan
+        if plan is None or plan.revision != engine_plan.revision:
+            plan = self._plan = compile_plan(self)
+        return plan
+
+    @property
+    def error_handler(self) -> ErrorHandler | None:
+        """The error handler of every routine that has none of its own."""
+        return self._error_handler
+
+    @error_handler.setter
+    def error_handler(self, handler: ErrorHandler | None) -> None:
+        self._error_handler = handler
+        definition_changed()
 
     def _first_target(self, routine_id: str, event_name: str) -> str | None:
         """The id of the routine whose slot is first connected to that event, if any."""
@@ -339,8 +373,8 @@ class Flow:
 
     def _retire(self, executor: WorkerPool) -> None:
         """Shut a replaced pool down once no running job uses it any more."""
-        with self._runs_cond:
-            if any(run.executor is executor for run in self._runs.values()):
+        with self._runs_lock:
+            if any(run.executor.pool is executor for run in self._runs.values()):
                 self._retired.append(executor)
                 return
         executor.shutdown(wait=False)
@@ -370,17 +404,26 @@ class Flow:
         hooks: HookSet,
         entry_id: str | None = None,
         params: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> tuple[datetime, str] | None:
         """Start a run's hooks: a new tracker for the job (the flow's latest too),
-        opened with the entry routine's start; ``hooks`` become the job's."""
+        opened with the entry routine's start; ``hooks`` become the job's.  Returns
+        that start (the time and its ISO text: the run's own start), if any."""
         tracker = ExecutionTracker(self.flow_id, max_events=job_state.history_limit)
         tracker._target_of = self._first_target
+        start = None
         if entry_id is not None:
-            tracker.record_routine_start(entry_id, params)
+            now = datetime.now()
+            record = tracker.record_routine_start(entry_id, params, at=now)
+            start = (now, record["start_time"])
         job_state.execution_tracker = self.execution_tracker = tracker
         job_state._hooks = hooks
         if hooks.job_start is not None:
             hooks.job_start(job_state)
+        return start
+
+    def _install_resumed(self, job_state: JobState, hooks: HookSet) -> None:
+        """:meth:`_install` for a resumed run (it has no entry record)."""
+        self._install(job_state, hooks)
 
     def set_error_handler(self, handler: ErrorHandler | None) -> None:
         """The error handler of every routine that has none of its own."""
@@ -461,14 +504,11 @@ class Flow:
             job_state.set_output_handler(output_handler)
         params = entry_params if entry_params is not None else {}
         hooks = self._hook_set(extra) if extra else self._job_hooks
-        self._install(job_state, hooks, entry_routine_id, params)
+        start = self._install(job_state, hooks, entry_routine_id, params)
         job_state._set_started()
-        run = JobRun(self, job_state, None, entry_routine_id, hooks)
+        run = JobRun(self, job_state, entry_routine_id, hooks, start)
         self._register(run, execution_strategy)
-        handler = routine.get_error_handler() or self.error_handler
-        if handler is not None:
-            handler.reset()
-        return run, lambda: run.run_entry(routine, params)
+        return run, lambda: run.run_entry(params)
 
     async def execute_async(
         self,
@@ -556,13 +596,14 @@ class Flow:
             # resume sees either the paused job or the new run, never neither.
             new_hooks = self._hook_set(extra)
             with job_state.lock:
-                step = job_state._begin_resume(partial(self._install, job_state, new_hooks))
+                step = job_state._begin_resume(partial(self._install_resumed, job_state, new_hooks))
                 if step == "done":
                     return job_state
                 if step == "run":
                     pending, job_state.pending_tasks = job_state.pending_tasks, []
                     deferred, job_state.deferred_events = job_state.deferred_events, []
-                    run = JobRun(self, job_state, None, current, new_hooks)
+                    job_state.task_seq = next_free_seq(job_state.task_seq, pending)
+                    run = JobRun(self, job_state, current, new_hooks)
                     self._register(run, execution_strategy)
                     break
             # A run of the job is still active (a pause finishing its handlers, or
@@ -597,13 +638,12 @@ class Flow:
 
     def _register(self, run: JobRun, strategy: str | None) -> None:
         run.job_state._mark_busy()
-        for routine in self.routines.values():
-            routine._current_flow = self
         # Choosing the pool and registering the job is one step under the runs
         # lock, so a concurrent shutdown() sees the job and keeps its pool alive.
-        with self._runs_cond:
+        with self._runs_lock:
             if (strategy or self.execution_strategy) == "concurrent":
-                run.use_pool(self._get_executor(), self._pool_size)
+                pool = self._get_executor()
+                run.use(PoolExecutor(pool, self._pool_size, self.flow_id))
             self._runs[run.job_state.job_id] = run
 
     def _launch(
@@ -619,24 +659,7 @@ class Flow:
         ``off_caller``: never run the entry step on the calling thread (an
         asyncio program's loop): a concurrent job's goes to the pool."""
         try:
-            if run.executor is None and (not wait or timeout is not None):
-                # A sequential job the caller will not drain gets a thread of its own.
-                start_thread(
-                    threading.Thread(
-                        target=run.start,
-                        args=(first_steps,),
-                        name=f"routilux-job-{run}",
-                        daemon=True,
-                    )
-                )
-            elif off_caller and run.executor is not None:
-                try:
-                    run.executor.submit(lambda: run.start(first_steps))
-                except RuntimeError:  # the pool was shut down meanwhile
-                    thread = threading.Thread(target=run.start, args=(first_steps,), daemon=True)
-                    start_thread(thread)
-            else:
-                run.start(first_steps)
+            run.launch(first_steps, wait, timeout, off_caller)
             if wait:
                 run.wait(timeout)
         except KeyboardInterrupt as exc:
@@ -647,22 +670,26 @@ class Flow:
 
     def _run_settled(self, run: JobRun) -> None:
         idle_pools = []
-        with self._runs_cond:
+        with self._runs_lock:
             if self._runs.get(run.job_state.job_id) is run:
                 del self._runs[run.job_state.job_id]
             if self._retired:
-                in_use = {id(r.executor) for r in self._runs.values()}
+                in_use = {id(r.executor.pool) for r in self._runs.values()}
                 idle_pools = [p for p in self._retired if id(p) not in in_use]
                 self._retired = [p for p in self._retired if id(p) in in_use]
-            if not self._runs:
+            if not self._runs and self._runs_waiting:
                 self._runs_cond.notify_all()
         for pool in idle_pools:
             pool.shutdown(wait=False)
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until no job of this flow has work left; False on timeout."""
-        with self._runs_cond:
-            return self._runs_cond.wait_for(lambda: not self._runs, timeout=timeout)
+        with self._runs_lock:
+            self._runs_waiting += 1
+            try:
+                return self._runs_cond.wait_for(lambda: not self._runs, timeout=timeout)
+            finally:
+                self._runs_waiting -= 1
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
         """Release the worker pool; with ``wait``, first wait (up to ``timeout``
@@ -697,7 +724,7 @@ class Flow:
         the object the run writes to: controlling the run through it would change
         the run but not the copy's status.
         """
-        with self._runs_cond:
+        with self._runs_lock:
             run = self._runs.get(job_state.job_id)
         return run if run is not None and run.job_state is job_state else None
 
