@@ -1,0 +1,740 @@
+"""Event streaming: watch a job as it runs, as a sync or an async iterator.
+
+This module owns the stream events (small frozen dataclasses, one class per
+``kind``), the bounded buffer between a running job and its consumer, the lifecycle
+hook that fills it (:class:`StreamHooks`) and the consumer side
+(:class:`EventStream`, :class:`AsyncEventStream`).  ``Flow.stream`` /
+``Flow.astream`` are thin doors to :func:`stream_job` and :func:`astream_job`;
+``JobState.events`` opens the :class:`StreamHooks` a run was started with.
+
+Invariants:
+
+* **Nothing is lost silently.**  With ``overflow="block"`` (the default) a full
+  buffer makes the job's producing thread wait for the consumer (backpressure);
+  with ``overflow="drop_oldest"`` the job never waits, the oldest event goes and
+  :attr:`EventStream.dropped` counts it.  Sequence numbers (``seq``) are given in
+  buffer order, so a gap in them is exactly what was dropped.
+* **Backpressure never deadlocks the job.**  Only deliveries, emissions and
+  outputs ever wait; status changes (reported under the job's lock), the job's
+  start (on the caller's thread) and its end (before its waiters wake) never do,
+  and neither does anything produced on the consumer's own thread (a
+  sequential job run by the thread that would consume, a concurrent job's entry
+  handler run by :func:`stream_job`'s caller): the buffer then grows past its bound.
+  Closing the stream releases every waiting producer and discards what follows.
+* **No consumer, no cost.**  The hook class is built per set of ``kinds``: a
+  stream that does not ask for deliveries does not make the engine report them.
+* **Cheap producers.**  A producer appends a tuple under one lock; the event
+  object is built when the consumer takes it (and never for a dropped one).
+
+The consumer object is separate from the hook the job holds: dropping it
+(``break`` out of a ``for`` loop over ``flow.stream(...)``) closes the stream,
+the job goes on (or is cancelled with ``cancel_on_close=True``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
+
+from .exceptions import InvalidArgumentError, JobStateError
+from .hooks import Delivery, JobHooks
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .job_state import ExecutionRecord, JobState
+
+__all__ = [
+    "KINDS",
+    "AsyncEventStream",
+    "DeliveryFinished",
+    "DeliveryStarted",
+    "Emitted",
+    "EventStream",
+    "JobFinished",
+    "JobStarted",
+    "Output",
+    "StatusChanged",
+    "StreamEvent",
+    "StreamHooks",
+]
+
+
+# ---------------------------------------------------------------------------
+# The events
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """What every stream event carries.
+
+    ``seq`` numbers the events of one stream from 0 in the order they were
+    buffered; ``timestamp`` is POSIX seconds (``time.time()``) of the moment it
+    happened; ``routine_id`` is None for job-level events; ``data`` is the
+    event's payload (an emission's or an output's data, a delivery's queued data),
+    None where there is none.
+    """
+
+    kind: ClassVar[str] = ""
+    seq: int
+    timestamp: float
+    job_id: str
+    routine_id: Optional[str]
+    data: Any
+
+
+@dataclass(frozen=True)
+class JobStarted(StreamEvent):
+    """A run of the job began (``routine_id`` is the routine it starts from):
+    ``execute()`` (``status`` ``pending``) or ``resume()`` (``paused``)."""
+
+    kind: ClassVar[str] = "job_started"
+    flow_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class DeliveryStarted(StreamEvent):
+    """A handler of ``routine_id`` is about to take ``data`` on ``slot``
+    (``attempt`` 1, or 2 for the first retry, ...)."""
+
+    kind: ClassVar[str] = "delivery_started"
+    slot: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DeliveryFinished(StreamEvent):
+    """That delivery is over after ``duration`` seconds; ``error`` is what it
+    failed with, or None."""
+
+    kind: ClassVar[str] = "delivery_finished"
+    slot: str
+    attempt: int
+    duration: float
+    error: Optional[BaseException]
+
+
+@dataclass(frozen=True)
+class Emitted(StreamEvent):
+    """``routine_id`` emitted ``event_name`` with ``data``."""
+
+    kind: ClassVar[str] = "emitted"
+    event_name: str
+
+
+@dataclass(frozen=True)
+class Output(StreamEvent):
+    """``routine_id`` called ``send_output(output_type, **data)``."""
+
+    kind: ClassVar[str] = "output"
+    output_type: str
+
+
+@dataclass(frozen=True)
+class StatusChanged(StreamEvent):
+    """The job's status went from ``old`` to ``new`` (``running``, ``paused``, ...)."""
+
+    kind: ClassVar[str] = "status"
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class JobFinished(StreamEvent):
+    """The run settled with ``status`` (``completed``, ``failed``, ``cancelled``
+    or ``paused``); ``job_state`` is the job.  Always the last event of a stream."""
+
+    kind: ClassVar[str] = "job_finished"
+    status: str
+    job_state: Any
+
+
+_CLASSES: tuple[type[StreamEvent], ...] = (
+    JobStarted,
+    DeliveryStarted,
+    DeliveryFinished,
+    Emitted,
+    Output,
+    StatusChanged,
+    JobFinished,
+)
+#: Every kind of event, in the order of a job's life.
+KINDS: tuple[str, ...] = tuple(cls.kind for cls in _CLASSES)
+
+OVERFLOWS = ("block", "drop_oldest")
+
+
+# ---------------------------------------------------------------------------
+# The buffer
+# ---------------------------------------------------------------------------
+
+_EMPTY = object()
+
+
+class _Buffer:
+    """A bounded FIFO of ``(event class, fields)`` between producers and one consumer.
+
+    ``put`` may wait for room (``block``, off the consumer's thread) or drop the
+    oldest item (``drop_oldest``); ``take`` waits for an item until the stream is
+    finished (the job's end was put) or closed.  Async consumers register a
+    future that a producer resolves through the consumer's loop.
+    """
+
+    def __init__(self, maxsize: int, overflow: str) -> None:
+        self.maxsize = maxsize
+        self.drop = overflow == "drop_oldest"
+        self.items: deque[tuple[Any, ...]] = deque()
+        self.lock = threading.Lock()
+        self.not_empty = threading.Condition(self.lock)
+        self.not_full = threading.Condition(self.lock)
+        self.seq = 0
+        self.dropped = 0
+        self.finished = False  # the job's end is in the buffer: nothing follows
+        self.closed = False  # the consumer is gone: producers discard
+        self.consumer_waiting = False
+        self.producers_waiting = 0
+        # The consumer's thread: a producer on it must never wait for it.
+        self.consumer_thread = threading.get_ident()
+        self.async_waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+    def put(self, cls: type[StreamEvent], fields: tuple[Any, ...], may_wait: bool) -> None:
+        with self.lock:
+            if self.closed or self.finished:
+                return
+            # The job's end is never dropped nor waited for: it is the last
+            # item, so the bound is exceeded by at most one.
+            if len(self.items) >= self.maxsize and cls is not JobFinished:
+                if self.drop:
+                    self.items.popleft()
+                    self.dropped += 1
+                elif may_wait and threading.get_ident() != self.consumer_thread:
+                    self.producers_waiting += 1
+                    try:
+                        while len(self.items) >= self.maxsize and not self.closed:
+                            self.not_full.wait()
+                    finally:
+                        self.producers_waiting -= 1
+                    if self.closed:
+                        return
+            # Numbered here, under the lock: seq order is buffer order.
+            self.items.append((cls, self.seq, fields))
+            self.seq += 1
+            if cls is JobFinished:
+                self.finished = True
+            self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        # Called with the lock held; the flags keep the common case (nobody
+        # waiting) down to two attribute reads.
+        if self.consumer_waiting:
+            self.not_empty.notify()
+        waiter = self.async_waiter
+        if waiter is not None:
+            self.async_waiter = None
+            loop, future = waiter
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # the consumer's loop is closed: nobody waits any more
+                pass
+
+    def _pop(self) -> Any:
+        """The next event or _EMPTY (lock held)."""
+        if not self.items:
+            return _EMPTY
+        cls, seq, fields = self.items.popleft()
+        if self.producers_waiting:
+            self.not_full.notify()
+        return cls(seq, *fields)
+
+    def take(self, timeout: float | None = None) -> Any:
+        """The next event; _EMPTY once the stream is over (or after ``timeout``)."""
+        with self.lock:
+            self.consumer_thread = threading.get_ident()
+            while True:
+                event = self._pop()
+                if event is not _EMPTY or self.finished or self.closed:
+                    return event
+                self.consumer_waiting = True
+                try:
+                    if not self.not_empty.wait(timeout):
+                        return _EMPTY
+                finally:
+                    self.consumer_waiting = False
+
+    async def atake(self) -> Any:
+        """The next event, awaited on the running loop; _EMPTY once it is over."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with self.lock:
+                self.consumer_thread = threading.get_ident()
+                event = self._pop()
+                if event is not _EMPTY or self.finished or self.closed:
+                    return event
+                future: asyncio.Future[None] = loop.create_future()
+                self.async_waiter = (loop, future)
+            try:
+                await future
+            finally:
+                with self.lock:
+                    if self.async_waiter is not None and self.async_waiter[1] is future:
+                        self.async_waiter = None
+
+    def close(self) -> bool:
+        """Stop buffering and release waiting producers; True if the job's end
+        had not been buffered yet."""
+        with self.lock:
+            was_open = not self.closed
+            self.closed = True
+            self.items.clear()
+            self.not_full.notify_all()
+            self.not_empty.notify_all()
+            waiter, self.async_waiter = self.async_waiter, None
+        if waiter is not None:
+            loop, future = waiter
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:
+                pass
+        return was_open and not self.finished
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+# ---------------------------------------------------------------------------
+# The hook
+# ---------------------------------------------------------------------------
+
+
+class StreamHooks(JobHooks):
+    """The lifecycle hook that feeds one stream's buffer.
+
+    Built by :class:`EventStream` (``stream.hooks``); install it on one run,
+    ``flow.execute(..., hooks=[stream.hooks])``.  Its class is made per set of
+    kinds, so it implements only the hook methods those kinds need.
+    """
+
+    _routilux_stream = True
+
+    def __init__(self, buffer: _Buffer, kinds: frozenset[str]) -> None:
+        self._buffer = buffer
+        self.kinds = kinds
+        self.job_state: JobState | None = None
+
+    def open(self) -> EventStream:
+        """A consumer for this hook's buffer (``JobState.events()``)."""
+        return EventStream._over(self)
+
+    # The implementations; _hook_class picks those its kinds need.
+
+    def _job_start(self, job_state: JobState) -> None:
+        self.job_state = job_state
+        if "job_started" in self.kinds:
+            self._buffer.put(
+                JobStarted,
+                (
+                    time.time(),
+                    job_state.job_id,
+                    job_state.current_routine_id,
+                    None,
+                    job_state.flow_id,
+                    job_state.status,
+                ),
+                False,
+            )
+
+    def _job_end(self, job_state: JobState) -> None:
+        # Always put (it ends the iteration), whatever the kinds: a consumer
+        # that did not ask for it never sees it (see EventStream.__next__).
+        self._buffer.put(
+            JobFinished,
+            (time.time(), job_state.job_id, None, None, job_state.status, job_state),
+            False,
+        )
+
+    def _status(self, job_state: JobState, old: str, new: str) -> None:
+        self._buffer.put(
+            StatusChanged, (time.time(), job_state.job_id, None, None, old, new), False
+        )
+
+    def _delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
+        self._buffer.put(
+            DeliveryStarted,
+            (
+                time.time(),
+                job_state.job_id,
+                delivery.routine_id,
+                delivery.data,
+                delivery.slot_name,
+                delivery.attempt,
+            ),
+            True,
+        )
+
+    def _delivery_end(
+        self,
+        job_state: JobState,
+        delivery: Delivery,
+        duration: float,
+        error: BaseException | None,
+    ) -> None:
+        self._buffer.put(
+            DeliveryFinished,
+            (
+                time.time(),
+                job_state.job_id,
+                delivery.routine_id,
+                delivery.data,
+                delivery.slot_name,
+                delivery.attempt,
+                duration,
+                error,
+            ),
+            True,
+        )
+
+    def _emit(self, job_state: JobState, record: ExecutionRecord) -> None:
+        self._buffer.put(
+            Emitted,
+            (time.time(), job_state.job_id, record.routine_id, record.data, record.event_name),
+            True,
+        )
+
+    def _output(
+        self,
+        job_state: JobState,
+        routine_id: str,
+        output_type: str,
+        data: Any,
+        timestamp: datetime,
+    ) -> None:
+        self._buffer.put(
+            Output, (time.time(), job_state.job_id, routine_id, data, output_type), True
+        )
+
+
+# kind -> the hook methods it needs (and their implementation on StreamHooks).
+_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "job_started": (("on_job_start", "_job_start"),),
+    "delivery_started": (("on_delivery_start", "_delivery_start"),),
+    "delivery_finished": (("on_delivery_end", "_delivery_end"),),
+    "emitted": (("on_emit", "_emit"),),
+    "output": (("on_output", "_output"),),
+    "status": (("on_status", "_status"),),
+    "job_finished": (),
+}
+_classes: dict[frozenset[str], type[StreamHooks]] = {}
+_classes_lock = threading.Lock()
+
+
+def _hook_class(kinds: frozenset[str]) -> type[StreamHooks]:
+    """The StreamHooks subclass implementing exactly what ``kinds`` needs."""
+    with _classes_lock:
+        cls = _classes.get(kinds)
+        if cls is None:
+            # The start is always watched (it tells the stream its job), the end
+            # always (it ends the stream).
+            methods: dict[str, Any] = {
+                "on_job_start": StreamHooks._job_start,
+                "on_job_end": StreamHooks._job_end,
+            }
+            for kind in kinds:
+                for method, impl in _NEEDS[kind]:
+                    methods[method] = getattr(StreamHooks, impl)
+            name = "StreamHooks[" + ",".join(k for k in KINDS if k in kinds) + "]"
+            cls = type(name, (StreamHooks,), methods)
+            _classes[kinds] = cls
+        return cls
+
+
+def _check_kinds(kinds: Iterable[str] | None) -> frozenset[str]:
+    if kinds is None:
+        return frozenset(KINDS)
+    if isinstance(kinds, str):
+        kinds = (kinds,)
+    chosen = frozenset(kinds)
+    unknown = sorted(k for k in chosen if k not in KINDS)
+    if unknown or not chosen:
+        raise InvalidArgumentError(
+            f"stream kinds: unknown {unknown or 'empty selection'}; choose from {', '.join(KINDS)}"
+        )
+    return chosen
+
+
+# ---------------------------------------------------------------------------
+# The consumers
+# ---------------------------------------------------------------------------
+
+
+class _Consumer:
+    """What the sync and async consumers share: the options and closing."""
+
+    hooks: StreamHooks
+    _flow: Any
+    cancel_on_close: bool
+
+    def _setup(
+        self,
+        kinds: Iterable[str] | None,
+        maxsize: int,
+        overflow: str,
+        cancel_on_close: bool,
+        flow: Any,
+    ) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise InvalidArgumentError(f"stream maxsize must be an int >= 1, got {maxsize!r}")
+        if overflow not in OVERFLOWS:
+            raise InvalidArgumentError(
+                f"stream overflow must be one of {', '.join(OVERFLOWS)}, got {overflow!r}"
+            )
+        if cancel_on_close and flow is None:
+            raise InvalidArgumentError("stream cancel_on_close=True needs the flow (flow=...)")
+        chosen = _check_kinds(kinds)
+        self.hooks = _hook_class(chosen)(_Buffer(maxsize, overflow), chosen)
+        self._flow = flow
+        self.cancel_on_close = cancel_on_close
+        self._done = False
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The kinds of event this stream yields."""
+        return self.hooks.kinds
+
+    @property
+    def dropped(self) -> int:
+        """How many events ``overflow="drop_oldest"`` has dropped so far."""
+        return self.hooks._buffer.dropped
+
+    @property
+    def job_state(self) -> JobState | None:
+        """The job being streamed (None until its run has started)."""
+        return self.hooks.job_state
+
+    def close(self) -> None:
+        """Stop streaming: buffered events are discarded, the job's producers
+        never wait again.  With ``cancel_on_close`` an unfinished job is cancelled."""
+        if self._done:
+            return
+        self._done = True
+        unfinished = self.hooks._buffer.close()
+        job_state = self.hooks.job_state
+        if unfinished and self.cancel_on_close and job_state is not None:
+            try:
+                self._flow.cancel(job_state, "event stream closed")
+            except JobStateError:  # it ended meanwhile: nothing to cancel
+                pass
+
+    def __del__(self) -> None:
+        # Dropped without close() (a ``break`` out of ``for ev in flow.stream()``):
+        # release the job, which would otherwise wait for us forever.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
+
+    def _wanted(self, event: StreamEvent) -> bool:
+        if isinstance(event, JobFinished):
+            self._done = True
+            return "job_finished" in self.hooks.kinds
+        return True
+
+
+class EventStream(_Consumer):
+    """A sync iterator over a job's events, oldest first, ending after its
+    ``job_finished``.
+
+    ``kinds``: the kinds to receive (default: all of :data:`KINDS`).
+    ``maxsize``: the buffer's bound.  ``overflow``: ``"block"`` (the job waits for
+    a slow consumer) or ``"drop_oldest"`` (it never waits; :attr:`dropped` counts).
+    ``cancel_on_close``: closing before the job ended cancels it (needs ``flow``).
+
+    Made by ``flow.stream(...)``, which also starts the job; to start it
+    yourself, give :attr:`hooks` to the run::
+
+        events = EventStream(kinds=["output"])
+        job = flow.execute("source", wait=False, hooks=[events.hooks])
+        for ev in events: ...
+
+    A ``with`` block or :meth:`close` ends it early; so does dropping the object.
+    One consumer per stream.
+    """
+
+    def __init__(
+        self,
+        *,
+        kinds: Iterable[str] | None = None,
+        maxsize: int = 1000,
+        overflow: str = "block",
+        cancel_on_close: bool = False,
+        flow: Any = None,
+    ) -> None:
+        self._setup(kinds, maxsize, overflow, cancel_on_close, flow)
+
+    @classmethod
+    def _over(cls, hooks: StreamHooks) -> EventStream:
+        self = cls.__new__(cls)
+        self.hooks = hooks
+        self._flow = None
+        self.cancel_on_close = False
+        self._done = False
+        return self
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return self
+
+    def __next__(self) -> StreamEvent:
+        while not self._done:
+            event = self.hooks._buffer.take()
+            if event is _EMPTY:
+                break
+            if self._wanted(event):
+                return event
+        self._done = True
+        raise StopIteration
+
+    def next(self, timeout: float | None = None) -> StreamEvent | None:
+        """The next event, or None when none came within ``timeout`` seconds or
+        the stream is over."""
+        while not self._done:
+            event = self.hooks._buffer.take(timeout)
+            if event is _EMPTY:
+                return None
+            if self._wanted(event):
+                return event
+        return None
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncEventStream(_Consumer):
+    """An async iterator over a job's events (``async for``); see :class:`EventStream`.
+
+    ``flow.astream(...)`` makes one; the job starts (through
+    ``flow.execute_async(..., wait=False)``, off the caller's loop) at the first
+    ``__anext__``.  ``async with`` or :meth:`aclose` ends it early.
+    """
+
+    def __init__(
+        self,
+        *,
+        kinds: Iterable[str] | None = None,
+        maxsize: int = 1000,
+        overflow: str = "block",
+        cancel_on_close: bool = False,
+        flow: Any = None,
+        start: Optional[Callable[[StreamHooks], Any]] = None,
+    ) -> None:
+        self._setup(kinds, maxsize, overflow, cancel_on_close, flow)
+        self._start = start
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        start, self._start = self._start, None
+        if start is not None:
+            await start(self.hooks)
+        while not self._done:
+            event = await self.hooks._buffer.atake()
+            if event is _EMPTY:
+                break
+            if self._wanted(event):
+                return event
+        self._done = True
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """:meth:`close`, awaitable."""
+        self.close()
+
+    async def __aenter__(self) -> AsyncEventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# The doors (Flow.stream, Flow.astream, JobState.events)
+# ---------------------------------------------------------------------------
+
+StreamOptions = Union[Iterable[str], None]
+
+
+def stream_job(
+    flow: Any,
+    entry_routine_id: str,
+    entry_params: dict[str, Any] | None = None,
+    execution_strategy: str | None = None,
+    *,
+    kinds: StreamOptions = None,
+    maxsize: int = 1000,
+    overflow: str = "block",
+    cancel_on_close: bool = False,
+    hooks: Iterable[Any] | None = None,
+) -> EventStream:
+    """Start a job of ``flow`` (as ``execute(..., wait=False)``) and stream it."""
+    stream = EventStream(
+        kinds=kinds,
+        maxsize=maxsize,
+        overflow=overflow,
+        cancel_on_close=cancel_on_close,
+        flow=flow,
+    )
+    flow.execute(
+        entry_routine_id,
+        entry_params,
+        execution_strategy,
+        wait=False,
+        hooks=[*(hooks or ()), stream.hooks],
+    )
+    return stream
+
+
+def astream_job(
+    flow: Any,
+    entry_routine_id: str,
+    entry_params: dict[str, Any] | None = None,
+    execution_strategy: str | None = None,
+    *,
+    kinds: StreamOptions = None,
+    maxsize: int = 1000,
+    overflow: str = "block",
+    cancel_on_close: bool = False,
+    hooks: Iterable[Any] | None = None,
+) -> AsyncEventStream:
+    """An async stream of a new job of ``flow``, started at the first ``__anext__``
+    (as ``await execute_async(..., wait=False)``)."""
+    extra = list(hooks or ())
+
+    async def start(stream_hooks: StreamHooks) -> None:
+        await flow.execute_async(
+            entry_routine_id,
+            entry_params,
+            execution_strategy,
+            wait=False,
+            hooks=[*extra, stream_hooks],
+        )
+
+    return AsyncEventStream(
+        kinds=kinds,
+        maxsize=maxsize,
+        overflow=overflow,
+        cancel_on_close=cancel_on_close,
+        flow=flow,
+        start=start,
+    )
+
