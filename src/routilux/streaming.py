@@ -737,4 +737,3 @@ def astream_job(
         flow=flow,
         start=start,
     )
-
