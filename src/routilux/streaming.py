@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from time import time as _time
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
 
 from .exceptions import InvalidArgumentError, JobStateError
@@ -170,6 +170,90 @@ KINDS: tuple[str, ...] = tuple(cls.kind for cls in _CLASSES)
 
 OVERFLOWS = ("block", "drop_oldest")
 
+# Builders: the buffer holds (builder, the fields after seq) and the consumer
+# builds the event.  Filling __dict__ directly is allowed for a frozen dataclass
+# and costs half of its __init__ (one object.__setattr__ per field); the tests
+# check every builder against the dataclass's own fields.
+_new = object.__new__
+Fields = tuple[Any, ...]
+
+
+def _build_job_started(seq: int, f: Fields) -> JobStarted:
+    event = _new(JobStarted)
+    d = event.__dict__
+    d["seq"] = seq
+    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["flow_id"], d["status"] = f
+    return event
+
+
+def _build_delivery_started(seq: int, f: Fields) -> DeliveryStarted:
+    event = _new(DeliveryStarted)
+    d = event.__dict__
+    d["seq"] = seq
+    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["slot"], d["attempt"] = f
+    return event
+
+
+def _build_delivery_finished(seq: int, f: Fields) -> DeliveryFinished:
+    event = _new(DeliveryFinished)
+    d = event.__dict__
+    d["seq"] = seq
+    (
+        d["timestamp"],
+        d["job_id"],
+        d["routine_id"],
+        d["data"],
+        d["slot"],
+        d["attempt"],
+        d["duration"],
+        d["error"],
+    ) = f
+    return event
+
+
+def _build_emitted(seq: int, f: Fields) -> Emitted:
+    event = _new(Emitted)
+    d = event.__dict__
+    d["seq"] = seq
+    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["event_name"] = f
+    return event
+
+
+def _build_output(seq: int, f: Fields) -> Output:
+    event = _new(Output)
+    d = event.__dict__
+    d["seq"] = seq
+    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["output_type"] = f
+    return event
+
+
+def _build_status(seq: int, f: Fields) -> StatusChanged:
+    event = _new(StatusChanged)
+    d = event.__dict__
+    d["seq"] = seq
+    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["old"], d["new"] = f
+    return event
+
+
+def _build_job_finished(seq: int, f: Fields) -> JobFinished:
+    event = _new(JobFinished)
+    d = event.__dict__
+    d["seq"] = seq
+    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["status"], d["job_state"] = f
+    return event
+
+
+#: Event class -> its builder.
+BUILDERS: dict[type[StreamEvent], Callable[[int, Fields], StreamEvent]] = {
+    JobStarted: _build_job_started,
+    DeliveryStarted: _build_delivery_started,
+    DeliveryFinished: _build_delivery_finished,
+    Emitted: _build_emitted,
+    Output: _build_output,
+    StatusChanged: _build_status,
+    JobFinished: _build_job_finished,
+}
+
 
 # ---------------------------------------------------------------------------
 # The buffer
@@ -181,86 +265,132 @@ _EMPTY = object()
 class _Buffer:
     """A bounded FIFO of ``(event class, fields)`` between producers and one consumer.
 
-    ``put`` may wait for room (``block``, off the consumer's thread) or drop the
-    oldest item (``drop_oldest``); ``take`` waits for an item until the stream is
-    finished (the job's end was put) or closed.  Async consumers register a
-    future that a producer resolves through the consumer's loop.
+    The common case takes no lock: a producer appends when there is room (a
+    ``deque`` append is atomic), a blocking-mode consumer pops.  The lock and
+    its conditions serve the rest: a full buffer (drop or wait), a consumer
+    going to sleep, the end.  Wake-ups are never lost because each side first
+    publishes what it did, then looks at the other's flag: a producer appends,
+    then reads ``consumer_waiting``; the consumer sets ``consumer_waiting`` (under
+    the lock), then looks at the items again before it waits (and symmetrically
+    for ``producers_waiting``).  Concurrent producers may overshoot the bound
+    by one item each.
+
+    ``seq`` is given by the consumer: the events popped plus those dropped
+    before it, which is its position in the buffer's order (what is dropped is
+    always older than what is left).
     """
 
     def __init__(self, maxsize: int, overflow: str) -> None:
         self.maxsize = maxsize
         self.drop = overflow == "drop_oldest"
-        self.items: deque[tuple[Any, ...]] = deque()
+        self.items: deque[tuple[Callable[[int, Fields], Any], Fields]] = deque()
         self.lock = threading.Lock()
         self.not_empty = threading.Condition(self.lock)
         self.not_full = threading.Condition(self.lock)
-        self.seq = 0
+        self.popped = 0
         self.dropped = 0
+        self.open = True  # False once closed or finished: producers discard
         self.finished = False  # the job's end is in the buffer: nothing follows
-        self.closed = False  # the consumer is gone: producers discard
+        self.closed = False  # the consumer is gone
         self.consumer_waiting = False
         self.producers_waiting = 0
         # The consumer's thread: a producer on it must never wait for it.
         self.consumer_thread = threading.get_ident()
         self.async_waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
-    def put(self, cls: type[StreamEvent], fields: tuple[Any, ...], may_wait: bool) -> None:
+    # -- producers ---------------------------------------------------------
+
+    def put(self, item: tuple[Callable[[int, Fields], Any], Fields], may_wait: bool) -> None:
+        if not self.open:
+            return
+        if len(self.items) < self.maxsize:
+            self.items.append(item)
+            if self.consumer_waiting or self.async_waiter is not None:
+                self._wake()
+        else:
+            self._put_full(item, may_wait)
+
+    def _put_full(self, item: tuple[Callable[[int, Fields], Any], Fields], may_wait: bool) -> None:
         with self.lock:
-            if self.closed or self.finished:
+            if not self.open:
                 return
-            # The job's end is never dropped nor waited for: it is the last
-            # item, so the bound is exceeded by at most one.
-            if len(self.items) >= self.maxsize and cls is not JobFinished:
-                if self.drop:
+            if self.drop:
+                while len(self.items) >= self.maxsize:
                     self.items.popleft()
                     self.dropped += 1
-                elif may_wait and threading.get_ident() != self.consumer_thread:
-                    self.producers_waiting += 1
-                    try:
-                        while len(self.items) >= self.maxsize and not self.closed:
-                            self.not_full.wait()
-                    finally:
-                        self.producers_waiting -= 1
-                    if self.closed:
-                        return
-            # Numbered here, under the lock: seq order is buffer order.
-            self.items.append((cls, self.seq, fields))
-            self.seq += 1
-            if cls is JobFinished:
-                self.finished = True
-            self._wake_consumer()
+            elif may_wait and threading.get_ident() != self.consumer_thread:
+                self.producers_waiting += 1
+                try:
+                    while len(self.items) >= self.maxsize and not self.closed:
+                        self.not_full.wait()
+                finally:
+                    self.producers_waiting -= 1
+                if self.closed:
+                    return
+            self.items.append(item)
+        self._wake()
 
-    def _wake_consumer(self) -> None:
-        # Called with the lock held; the flags keep the common case (nobody
-        # waiting) down to two attribute reads.
-        if self.consumer_waiting:
-            self.not_empty.notify()
-        waiter = self.async_waiter
+    def finish(self, item: tuple[Callable[[int, Fields], Any], Fields]) -> None:
+        """Put the job's end (never dropped, never waited for) and end the stream."""
+        with self.lock:
+            if not self.open:
+                return
+            self.items.append(item)
+            self.open = False
+            self.finished = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with self.lock:
+            if self.consumer_waiting:
+                self.not_empty.notify()
+            waiter, self.async_waiter = self.async_waiter, None
         if waiter is not None:
-            self.async_waiter = None
             loop, future = waiter
             try:
                 loop.call_soon_threadsafe(_resolve, future)
             except RuntimeError:  # the consumer's loop is closed: nobody waits any more
                 pass
 
+    # -- the consumer --------------------------------------------------------
+
     def _pop(self) -> Any:
-        """The next event or _EMPTY (lock held)."""
-        if not self.items:
-            return _EMPTY
-        cls, seq, fields = self.items.popleft()
+        """The next event, or _EMPTY when there is none right now."""
+        if self.drop:
+            with self.lock:  # a drop must not slip between the pop and the seq
+                if not self.items:
+                    return _EMPTY
+                build, fields = self.items.popleft()
+                seq = self.popped + self.dropped
+        else:
+            try:
+                build, fields = self.items.popleft()
+            except IndexError:
+                return _EMPTY
+            seq = self.popped
+        self.popped += 1
         if self.producers_waiting:
+            self.release_producer()
+        # Built here rather than by the producer: a dropped event never is.
+        return build(seq, fields)
+
+    def release_producer(self) -> None:
+        """An item was popped: one waiting producer may go on."""
+        with self.lock:
             self.not_full.notify()
-        return cls(seq, *fields)
 
     def take(self, timeout: float | None = None) -> Any:
         """The next event; _EMPTY once the stream is over (or after ``timeout``)."""
-        with self.lock:
-            self.consumer_thread = threading.get_ident()
-            while True:
-                event = self._pop()
-                if event is not _EMPTY or self.finished or self.closed:
-                    return event
+        self.consumer_thread = threading.get_ident()
+        while True:
+            event = self._pop()
+            if event is not _EMPTY:
+                return event
+            with self.lock:
+                if self.items:
+                    continue
+                if self.finished or self.closed:
+                    return _EMPTY
                 self.consumer_waiting = True
                 try:
                     if not self.not_empty.wait(timeout):
@@ -271,12 +401,16 @@ class _Buffer:
     async def atake(self) -> Any:
         """The next event, awaited on the running loop; _EMPTY once it is over."""
         loop = asyncio.get_running_loop()
+        self.consumer_thread = threading.get_ident()
         while True:
+            event = self._pop()
+            if event is not _EMPTY:
+                return event
             with self.lock:
-                self.consumer_thread = threading.get_ident()
-                event = self._pop()
-                if event is not _EMPTY or self.finished or self.closed:
-                    return event
+                if self.items:
+                    continue
+                if self.finished or self.closed:
+                    return _EMPTY
                 future: asyncio.Future[None] = loop.create_future()
                 self.async_waiter = (loop, future)
             try:
@@ -290,8 +424,9 @@ class _Buffer:
         """Stop buffering and release waiting producers; True if the job's end
         had not been buffered yet."""
         with self.lock:
-            was_open = not self.closed
+            unfinished = not self.closed and not self.finished
             self.closed = True
+            self.open = False
             self.items.clear()
             self.not_full.notify_all()
             self.not_empty.notify_all()
@@ -302,7 +437,7 @@ class _Buffer:
                 loop.call_soon_threadsafe(_resolve, future)
             except RuntimeError:
                 pass
-        return was_open and not self.finished
+        return unfinished
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -324,6 +459,8 @@ class StreamHooks(JobHooks):
     """
 
     _routilux_stream = True
+    # The library's own hook: it never raises, so the engine may call it directly.
+    _routilux_trusted = True
 
     def __init__(self, buffer: _Buffer, kinds: frozenset[str]) -> None:
         self._buffer = buffer
@@ -334,51 +471,42 @@ class StreamHooks(JobHooks):
         """A consumer for this hook's buffer (``JobState.events()``)."""
         return EventStream._over(self)
 
-    # The implementations; _hook_class picks those its kinds need.
+    # The implementations; _hook_class picks those its kinds need.  Each puts
+    # (event class, its fields after seq); the consumer builds the event.
 
     def _job_start(self, job_state: JobState) -> None:
         self.job_state = job_state
         if "job_started" in self.kinds:
-            self._buffer.put(
-                JobStarted,
-                (
-                    time.time(),
-                    job_state.job_id,
-                    job_state.current_routine_id,
-                    None,
-                    job_state.flow_id,
-                    job_state.status,
-                ),
-                False,
+            fields = (
+                _time(),
+                job_state.job_id,
+                job_state.current_routine_id,
+                None,
+                job_state.flow_id,
+                job_state.status,
             )
+            self._buffer.put((_build_job_started, fields), False)
 
     def _job_end(self, job_state: JobState) -> None:
         # Always put (it ends the iteration), whatever the kinds: a consumer
-        # that did not ask for it never sees it (see EventStream.__next__).
-        self._buffer.put(
-            JobFinished,
-            (time.time(), job_state.job_id, None, None, job_state.status, job_state),
-            False,
-        )
+        # that did not ask for it never sees it (see _Consumer._wanted).
+        fields = (_time(), job_state.job_id, None, None, job_state.status, job_state)
+        self._buffer.finish((_build_job_finished, fields))
 
     def _status(self, job_state: JobState, old: str, new: str) -> None:
-        self._buffer.put(
-            StatusChanged, (time.time(), job_state.job_id, None, None, old, new), False
-        )
+        fields = (_time(), job_state.job_id, None, None, old, new)
+        self._buffer.put((_build_status, fields), False)
 
     def _delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
-        self._buffer.put(
-            DeliveryStarted,
-            (
-                time.time(),
-                job_state.job_id,
-                delivery.routine_id,
-                delivery.data,
-                delivery.slot_name,
-                delivery.attempt,
-            ),
-            True,
+        fields = (
+            _time(),
+            job_state.job_id,
+            delivery.routine_id,
+            delivery.data,
+            delivery.slot_name,
+            delivery.attempt,
         )
+        self._buffer.put((_build_delivery_started, fields), True)
 
     def _delivery_end(
         self,
@@ -387,27 +515,21 @@ class StreamHooks(JobHooks):
         duration: float,
         error: BaseException | None,
     ) -> None:
-        self._buffer.put(
-            DeliveryFinished,
-            (
-                time.time(),
-                job_state.job_id,
-                delivery.routine_id,
-                delivery.data,
-                delivery.slot_name,
-                delivery.attempt,
-                duration,
-                error,
-            ),
-            True,
+        fields = (
+            _time(),
+            job_state.job_id,
+            delivery.routine_id,
+            delivery.data,
+            delivery.slot_name,
+            delivery.attempt,
+            duration,
+            error,
         )
+        self._buffer.put((_build_delivery_finished, fields), True)
 
     def _emit(self, job_state: JobState, record: ExecutionRecord) -> None:
-        self._buffer.put(
-            Emitted,
-            (time.time(), job_state.job_id, record.routine_id, record.data, record.event_name),
-            True,
-        )
+        fields = (_time(), job_state.job_id, record.routine_id, record.data, record.event_name)
+        self._buffer.put((_build_emitted, fields), True)
 
     def _output(
         self,
@@ -417,9 +539,8 @@ class StreamHooks(JobHooks):
         data: Any,
         timestamp: datetime,
     ) -> None:
-        self._buffer.put(
-            Output, (time.time(), job_state.job_id, routine_id, data, output_type), True
-        )
+        fields = (_time(), job_state.job_id, routine_id, data, output_type)
+        self._buffer.put((_build_output, fields), True)
 
 
 # kind -> the hook methods it needs (and their implementation on StreamHooks).
@@ -592,8 +713,27 @@ class EventStream(_Consumer):
         return self
 
     def __next__(self) -> StreamEvent:
+        buffer = self.hooks._buffer
         while not self._done:
-            event = self.hooks._buffer.take()
+            if not buffer.drop:
+                # The common case, inlined: an event is waiting (no lock needed,
+                # see _Buffer); anything else goes through take().
+                try:
+                    build, fields = buffer.items.popleft()
+                except IndexError:
+                    pass
+                else:
+                    seq = buffer.popped
+                    buffer.popped = seq + 1
+                    if buffer.producers_waiting:
+                        buffer.release_producer()
+                    if build is not _build_job_finished:
+                        return build(seq, fields)
+                    self._done = True
+                    if "job_finished" in self.hooks.kinds:
+                        return build(seq, fields)
+                    break
+            event = buffer.take()
             if event is _EMPTY:
                 break
             if self._wanted(event):

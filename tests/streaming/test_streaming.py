@@ -14,6 +14,7 @@ from helpers import AsyncDoubler, Collector, Numbers, Sink, Source, Step, collec
 from routilux import Flow, InvalidArgumentError, JobHooks, JobStateError
 from routilux.hooks import HookSet
 from routilux.streaming import (
+    BUILDERS,
     KINDS,
     DeliveryFinished,
     Emitted,
@@ -299,3 +300,14 @@ def test_async_stream_closed_early_cancels_when_asked() -> None:
     asyncio.run(consume())
     job = counter.job_state
     assert job.wait_for_completion() and job.status == "cancelled"
+
+
+def test_every_builder_makes_its_dataclass_field_for_field() -> None:
+    for cls, build in BUILDERS.items():
+        names = [f.name for f in dataclasses.fields(cls)]
+        values = tuple(f"v{i}" for i in range(len(names) - 1))
+        event = build(7, values)
+        assert type(event) is cls
+        assert event == cls(7, *values)
+        assert dataclasses.astuple(event) == (7, *values)
+    assert {cls.kind for cls in BUILDERS} == set(KINDS)
