@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import metrics, trace
+    from opentelemetry.metrics import Observation
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("routilux.otel needs OpenTelemetry: pip install 'routilux[otel]'") from exc
@@ -51,22 +52,32 @@ try:
 except importlib.metadata.PackageNotFoundError:  # run from a source tree
     _VERSION = None
 
-#: The instruments: name -> (kind, unit, description).
+#: The instruments: name -> (kind, unit, description).  The counts and the
+#: gauges are observable: a delivery adds to plain integers and the SDK reads
+#: them when it collects, so only the duration histogram is recorded per delivery.
 METRICS: dict[str, tuple[str, str, str]] = {
     "routilux.deliveries": (
-        "counter",
+        "observable_counter",
         "{delivery}",
         "Deliveries (handler calls) by flow, routine and outcome (ok, error)",
     ),
-    "routilux.delivery.duration": ("histogram", "s", "Duration of a delivery"),
-    "routilux.retries": ("counter", "{delivery}", "Deliveries that were retries (attempt > 1)"),
+    "routilux.delivery.duration": ("histogram", "s", "Duration of a delivery, by the same"),
+    "routilux.retries": (
+        "observable_counter",
+        "{delivery}",
+        "Deliveries that were retries (attempt > 1), by flow and routine",
+    ),
     "routilux.jobs": ("counter", "{run}", "Runs of jobs by flow and the status they ended with"),
     "routilux.queue.depth": (
-        "up_down_counter",
+        "observable_gauge",
         "{delivery}",
         "Deliveries queued or scheduled and not started yet, by flow",
     ),
-    "routilux.deliveries.active": ("up_down_counter", "{delivery}", "Deliveries running now"),
+    "routilux.deliveries.active": (
+        "observable_gauge",
+        "{delivery}",
+        "Deliveries running now, by flow",
+    ),
 }
 
 # Spans of paused runs kept for the link from their resume (oldest forgotten first).
@@ -75,43 +86,97 @@ _PREVIOUS_RUNS_KEPT = 10_000
 _ENTRY_POINTS = ("execute", "execute_async", "resume")
 
 
+class _Counts:
+    """The integers behind the observable instruments, under one lock (the
+    concurrent strategy counts from several threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.deliveries: dict[tuple[str, str, str], int] = {}  # (flow, routine, outcome)
+        self.retries: dict[tuple[str, str], int] = {}  # (flow, routine)
+        self.queue: dict[str, int] = {}  # flow -> queued or scheduled
+        self.active: dict[str, int] = {}  # flow -> running
+
+    def observe(self, table: str) -> Callable[[Any], list[Observation]]:
+        names = {
+            "deliveries": ("routilux.flow_id", "routilux.routine_id", "routilux.outcome"),
+            "retries": ("routilux.flow_id", "routilux.routine_id"),
+            "queue": ("routilux.flow_id",),
+            "active": ("routilux.flow_id",),
+        }[table]
+
+        def callback(_options: Any) -> list[Observation]:
+            with self.lock:
+                items = list(getattr(self, table).items())
+            return [
+                Observation(value, dict(zip(names, key if isinstance(key, tuple) else (key,))))
+                for key, value in items
+            ]
+
+        return callback
+
+
 class _Instruments:
-    """The tracer and the metric instruments of one ``instrument()`` call."""
+    """The tracer, the instruments and the counts for one pair of providers
+    (kept across ``uninstrument()``/``instrument()``: OpenTelemetry has no way to
+    remove an instrument, and cumulative counts must go on from where they were)."""
 
     def __init__(self, tracer_provider: Any, meter_provider: Any) -> None:
         self.tracer = trace.get_tracer("routilux", _VERSION, tracer_provider)
         meter = metrics.get_meter("routilux", _VERSION or "", meter_provider)
+        self.counts = counts = _Counts()
         made: dict[str, Any] = {}
         for name, (kind, unit, description) in METRICS.items():
             create = getattr(meter, f"create_{kind}")
-            made[name] = create(name, unit=unit, description=description)
-        self.deliveries = made["routilux.deliveries"]
+            if kind.startswith("observable"):
+                table = {
+                    "routilux.deliveries": "deliveries",
+                    "routilux.retries": "retries",
+                    "routilux.queue.depth": "queue",
+                    "routilux.deliveries.active": "active",
+                }[name]
+                made[name] = create(
+                    name, callbacks=[counts.observe(table)], unit=unit, description=description
+                )
+            else:
+                made[name] = create(name, unit=unit, description=description)
         self.duration = made["routilux.delivery.duration"]
-        self.retries = made["routilux.retries"]
         self.jobs = made["routilux.jobs"]
-        self.queue = made["routilux.queue.depth"]
-        self.active = made["routilux.deliveries.active"]
         # The spans of paused runs, for their resume's link: job_id -> SpanContext.
         self.previous: OrderedDict[str, Any] = OrderedDict()
         self.previous_lock = threading.Lock()
-        # Attribute dicts, made once per key (the metric SDK hashes them per call).
-        self._attributes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # Attribute dicts of the duration histogram, made once per key.
+        self._attributes: dict[tuple[str, str, str], dict[str, str]] = {}
 
-    def attributes(self, *key: Any) -> dict[str, Any]:
+    def attributes(self, key: tuple[str, str, str]) -> dict[str, str]:
         found = self._attributes.get(key)
         if found is None:
-            if len(key) == 1:
-                found = {"routilux.flow_id": key[0]}
-            elif len(key) == 2:
-                found = {"routilux.flow_id": key[0], "routilux.routine_id": key[1]}
-            else:
-                found = {
-                    "routilux.flow_id": key[0],
-                    "routilux.routine_id": key[1],
-                    "routilux.outcome": key[2],
-                }
+            found = {
+                "routilux.flow_id": key[0],
+                "routilux.routine_id": key[1],
+                "routilux.outcome": key[2],
+            }
             self._attributes[key] = found
         return found
+
+
+_instruments: dict[tuple[int, int], tuple[Any, Any, _Instruments]] = {}
+
+
+def _instruments_for(tracer_provider: Any, meter_provider: Any) -> _Instruments:
+    tracer_provider = tracer_provider or trace.get_tracer_provider()
+    meter_provider = meter_provider or metrics.get_meter_provider()
+    key = (id(tracer_provider), id(meter_provider))
+    found = _instruments.get(key)
+    if found is None:
+        # The providers are kept with their instruments, so their ids stay theirs.
+        found = (tracer_provider, meter_provider, _Instruments(tracer_provider, meter_provider))
+        _instruments[key] = found
+    return found[2]
+
+
+def _add(table: dict[Any, int], key: Any, amount: int) -> None:
+    table[key] = table.get(key, 0) + amount  # the caller holds the counts' lock
 
 
 class _JobSpan:
@@ -132,7 +197,9 @@ class OtelHooks(JobHooks):
 
     def __init__(self, instruments: _Instruments, flow: Flow) -> None:
         self._i = instruments
+        self._counts = instruments.counts
         self._flow = flow
+        self._flow_id = flow.flow_id
         # id(delivery) -> (span, context token); the same Delivery object is
         # given to the start and the end of a delivery.
         self._open: dict[int, tuple[Any, Any]] = {}
@@ -162,10 +229,10 @@ class OtelHooks(JobHooks):
         )
         # What a run starts with: the entry delivery, or a resume's saved work.
         queued = len(job_state.pending_tasks) if resumed else 1
-        run = _JobSpan(span, trace.set_span_in_context(span), queued)
-        self._run = run
-        if queued:
-            i.queue.add(queued, i.attributes(job_state.flow_id))
+        self._run = _JobSpan(span, trace.set_span_in_context(span), queued)
+        counts = self._counts
+        with counts.lock:
+            _add(counts.queue, self._flow_id, queued)
 
     def on_status(self, job_state: JobState, old: str, new: str) -> None:
         run = self._run
@@ -177,17 +244,18 @@ class OtelHooks(JobHooks):
         run, self._run = self._run, None
         if run is None:
             return
-        flow_attributes = i.attributes(job_state.flow_id)
         if run.queued:
             # What was queued and never started (a pause keeps it, a cancel drops it).
-            i.queue.add(-run.queued, flow_attributes)
+            counts = self._counts
+            with counts.lock:
+                _add(counts.queue, self._flow_id, -run.queued)
         status = job_state.status
         span = run.span
         span.set_attribute("routilux.status", status)
         if status == "failed":
             span.set_status(Status(StatusCode.ERROR, f"job {job_state.job_id} failed"))
         span.end()
-        i.jobs.add(1, {**flow_attributes, "routilux.status": status})
+        i.jobs.add(1, {"routilux.flow_id": self._flow_id, "routilux.status": status})
         if status == "paused":
             with i.previous_lock:
                 i.previous[job_state.job_id] = span.get_span_context()
@@ -197,16 +265,14 @@ class OtelHooks(JobHooks):
     # -- the deliveries -------------------------------------------------------
 
     def on_delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
-        i = self._i
         run = self._run
         parent = run.context if run is not None else None
-        span = i.tracer.start_span(
+        # The job's id and flow are on the parent span: not repeated here.
+        span = self._i.tracer.start_span(
             "routilux.delivery",
             context=parent,
             kind=SpanKind.INTERNAL,
             attributes={
-                "routilux.flow_id": job_state.flow_id,
-                "routilux.job_id": job_state.job_id,
                 "routilux.routine_id": delivery.routine_id,
                 "routilux.slot": delivery.slot_name,
                 "routilux.attempt": delivery.attempt,
@@ -215,12 +281,15 @@ class OtelHooks(JobHooks):
         # Current while the handler runs, so the handler's own spans nest under it.
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         self._open[id(delivery)] = (span, token)
-        if run is not None and run.queued > 0:
-            run.queued -= 1
-            i.queue.add(-1, i.attributes(job_state.flow_id))
-        i.active.add(1, i.attributes(job_state.flow_id))
-        if delivery.attempt > 1:
-            i.retries.add(1, i.attributes(job_state.flow_id, delivery.routine_id))
+        counts = self._counts
+        flow_id = self._flow_id
+        with counts.lock:
+            if run is not None and run.queued > 0:
+                run.queued -= 1
+                _add(counts.queue, flow_id, -1)
+            _add(counts.active, flow_id, 1)
+            if delivery.attempt > 1:
+                _add(counts.retries, (flow_id, delivery.routine_id), 1)
 
     def on_delivery_end(
         self,
@@ -229,7 +298,6 @@ class OtelHooks(JobHooks):
         duration: float,
         error: BaseException | None,
     ) -> None:
-        i = self._i
         opened = self._open.pop(id(delivery), None)
         outcome = "ok" if error is None else "error"
         if opened is not None:
@@ -238,13 +306,13 @@ class OtelHooks(JobHooks):
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            span.set_attribute("routilux.outcome", outcome)
             span.end()
-        flow_id = job_state.flow_id
-        i.active.add(-1, i.attributes(flow_id))
-        attributes = i.attributes(flow_id, delivery.routine_id, outcome)
-        i.deliveries.add(1, attributes)
-        i.duration.record(duration, attributes)
+        key = (self._flow_id, delivery.routine_id, outcome)
+        counts = self._counts
+        with counts.lock:
+            _add(counts.active, self._flow_id, -1)
+            _add(counts.deliveries, key, 1)
+        self._i.duration.record(duration, self._i.attributes(key))
 
     def on_emit(self, job_state: JobState, record: ExecutionRecord) -> None:
         run = self._run
@@ -258,15 +326,19 @@ class OtelHooks(JobHooks):
             fanout = len(event.connected_slots) if event is not None else 0
             self._fanout[key] = fanout
         if fanout:
-            run.queued += fanout
-            self._i.queue.add(fanout, self._i.attributes(job_state.flow_id))
+            counts = self._counts
+            with counts.lock:
+                run.queued += fanout
+                _add(counts.queue, self._flow_id, fanout)
 
     def on_timer(self, job_state: JobState, routine_id: str, slot_name: str, delay: float) -> None:
         run = self._run
         if run is None:
             return
-        run.queued += 1
-        self._i.queue.add(1, self._i.attributes(job_state.flow_id))
+        counts = self._counts
+        with counts.lock:
+            run.queued += 1
+            _add(counts.queue, self._flow_id, 1)
         run.span.add_event(
             "routilux.timer",
             {
@@ -358,7 +430,7 @@ class RoutiluxInstrumentor:
             if self._instruments is not None:
                 logger.warning("routilux is already instrumented")
                 return
-            instruments = _Instruments(tracer_provider, meter_provider)
+            instruments = _instruments_for(tracer_provider, meter_provider)
             for name in _ENTRY_POINTS:
                 setattr(Flow, name, _wrap(name, getattr(Flow, name), instruments))
             self._instruments = instruments
