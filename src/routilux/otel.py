@@ -283,11 +283,12 @@ class OtelHooks(JobHooks):
         self._open[id(delivery)] = (span, token)
         counts = self._counts
         flow_id = self._flow_id
-        with counts.lock:
+        with counts.lock:  # (the hot path: _add written out)
             if run is not None and run.queued > 0:
                 run.queued -= 1
-                _add(counts.queue, flow_id, -1)
-            _add(counts.active, flow_id, 1)
+                counts.queue[flow_id] -= 1
+            active = counts.active
+            active[flow_id] = active.get(flow_id, 0) + 1
             if delivery.attempt > 1:
                 _add(counts.retries, (flow_id, delivery.routine_id), 1)
 
@@ -310,8 +311,9 @@ class OtelHooks(JobHooks):
         key = (self._flow_id, delivery.routine_id, outcome)
         counts = self._counts
         with counts.lock:
-            _add(counts.active, self._flow_id, -1)
-            _add(counts.deliveries, key, 1)
+            counts.active[self._flow_id] -= 1
+            deliveries = counts.deliveries
+            deliveries[key] = deliveries.get(key, 0) + 1
         self._i.duration.record(duration, self._i.attributes(key))
 
     def on_emit(self, job_state: JobState, record: ExecutionRecord) -> None:
