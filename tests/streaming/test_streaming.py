@@ -311,3 +311,25 @@ def test_every_builder_makes_its_dataclass_field_for_field() -> None:
         assert event == cls(7, *values)
         assert dataclasses.astuple(event) == (7, *values)
     assert {cls.kind for cls in BUILDERS} == set(KINDS)
+
+
+@pytest.mark.parametrize("overflow", ["block", "drop_oldest"])
+def test_many_producer_threads_lose_nothing_uncounted(overflow: str) -> None:
+    # Four pool threads deliver to the sink at once and all report to one small
+    # buffer: every event is either received or counted as dropped, in seq order.
+    flow = fan_flow("concurrent")
+    flow.set_execution_strategy("concurrent", max_workers=4)
+    stream = flow.stream("source", {"value": 200}, maxsize=2, overflow=overflow)
+    received = list(stream)
+    seqs = [e.seq for e in received]
+    assert seqs == sorted(set(seqs))
+    total = seqs[-1] + 1
+    assert len(received) + stream.dropped == total
+    job = received[-1].job_state
+    assert job.status == "completed" and len(collected(job)) == 200
+    if overflow == "block":
+        assert stream.dropped == 0 and seqs == list(range(total))
+        kinds = [e.kind for e in received]
+        # source + fan + 200 sink deliveries, each started and finished; 201 emissions
+        assert kinds.count("delivery_started") == kinds.count("delivery_finished") == 202
+        assert kinds.count("emitted") == 201
