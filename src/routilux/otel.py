@@ -34,6 +34,7 @@ try:
     from opentelemetry import metrics, trace
     from opentelemetry.metrics import Observation
     from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("routilux.otel needs OpenTelemetry: pip install 'routilux[otel]'") from exc
 
@@ -214,6 +215,10 @@ class OtelHooks(JobHooks):
         links = []
         with i.previous_lock:
             previous = i.previous.pop(job_state.job_id, None)
+        if resumed:
+            # The paused run's span, from the job itself (it survives save/load,
+            # so a resume in another process links too), else from this process.
+            previous = _saved_span_context(job_state) or previous
         if previous is not None:
             links.append(Link(previous, {"routilux.link": "previous_run"}))
         span = i.tracer.start_span(
@@ -257,6 +262,7 @@ class OtelHooks(JobHooks):
         span.end()
         i.jobs.add(1, {"routilux.flow_id": self._flow_id, "routilux.status": status})
         if status == "paused":
+            _save_span_context(job_state, span)
             with i.previous_lock:
                 i.previous[job_state.job_id] = span.get_span_context()
                 while len(i.previous) > _PREVIOUS_RUNS_KEPT:
@@ -349,6 +355,34 @@ class OtelHooks(JobHooks):
                 "routilux.delay": delay,
             },
         )
+
+
+#: The key of a pause point that holds the paused run's W3C trace context.
+TRACE_CONTEXT_KEY = "trace_context"
+_propagator = TraceContextTextMapPropagator()
+
+
+def _save_span_context(job_state: JobState, span: Any) -> None:
+    """Keep ``span``'s trace context in the job's latest pause point (saved with
+    the job), for the link from the resume."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    with job_state.lock:
+        if job_state.pause_points and carrier:
+            job_state.pause_points[-1][TRACE_CONTEXT_KEY] = carrier
+
+
+def _saved_span_context(job_state: JobState) -> Any:
+    """The span context saved by :func:`_save_span_context`, or None."""
+    with job_state.lock:
+        point = job_state.pause_points[-1] if job_state.pause_points else None
+    carrier = point.get(TRACE_CONTEXT_KEY) if isinstance(point, dict) else None
+    if not isinstance(carrier, dict):
+        return None
+    # A loaded file is data: extract() validates the header and ignores a bad one.
+    clean = {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}
+    found = trace.get_current_span(_propagator.extract(clean)).get_span_context()
+    return found if found.is_valid else None
 
 
 def _detach(token: Any) -> None:

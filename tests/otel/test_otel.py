@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 from opentelemetry.trace import StatusCode  # noqa: E402
 
 from helpers import Collector, Source, Step  # noqa: E402
-from routilux import ErrorHandler, ErrorStrategy, Flow, Routine  # noqa: E402
+from routilux import ErrorHandler, ErrorStrategy, Flow, JobState, Routine  # noqa: E402
 from routilux.otel import METRICS, RoutiluxInstrumentor  # noqa: E402
 
 
@@ -318,3 +318,49 @@ def test_importing_routilux_does_not_import_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_resumed_after_save_and_load_links_to_the_paused_one(
+    telemetry: Telemetry, tmp_path: Any
+) -> None:
+    flow = Flow("saved")
+    flow.add_routine(Source(), "source")
+    flow.add_routine(
+        Step(lambda r, d: r.context.flow.pause(r.context.job_state), slot="input"), "stop"
+    )
+    flow.add_routine(Collector(), "sink")
+    flow.connect("source", "output", "stop", "input")
+    flow.connect("source", "output", "sink", "input")
+    job = flow.execute("source", {"value": 1})
+    assert job.status == "paused"
+    path = tmp_path / "job.json"
+    job.save(path)
+    # Another process knows nothing of the first run but what the file holds.
+    RoutiluxInstrumentor()._instruments.previous.clear()  # type: ignore[union-attr]
+    loaded = JobState.load(path)
+    assert loaded.pause_points[-1]["trace_context"]["traceparent"].startswith("00-")
+    flow.resume(loaded)
+    assert loaded.status == "completed"
+    first, second = telemetry.finished("routilux.job")
+    (link,) = second.links
+    assert (link.context.trace_id, link.context.span_id) == (
+        first.context.trace_id,
+        first.context.span_id,
+    )
+
+
+def test_a_damaged_saved_trace_context_is_ignored(telemetry: Telemetry) -> None:
+    flow = Flow("damaged")
+    flow.add_routine(Source(), "source")
+    flow.add_routine(
+        Step(lambda r, d: r.context.flow.pause(r.context.job_state), slot="input"), "stop"
+    )
+    flow.add_routine(Collector(), "sink")
+    flow.connect("source", "output", "stop", "input")
+    flow.connect("source", "output", "sink", "input")
+    job = flow.execute("source", {"value": 1})
+    RoutiluxInstrumentor()._instruments.previous.clear()  # type: ignore[union-attr]
+    job.pause_points[-1]["trace_context"] = {"traceparent": "00-not-a-trace", 3: None}
+    flow.resume(job)
+    assert job.status == "completed"
+    assert telemetry.finished("routilux.job")[1].links == ()
