@@ -15,8 +15,9 @@ with the instrumentor off, or the extra not installed, a job pays nothing
 Traces: a ``routilux.job`` span per run (child of the caller's current span),
 a ``routilux.delivery`` child span per delivery, that is per attempt of a retry,
 current while its handler runs (a handler's own spans nest under it).  A resumed
-job's run links to the span of its previous run in this process.  Metrics: see
-:data:`METRICS`.
+job's run links to the span of its previous run, whose W3C trace context is kept
+in the job's latest pause point (saved with the job, so the link survives
+save/load and a resume in another process).  Metrics: see :data:`METRICS`.
 """
 
 from __future__ import annotations
