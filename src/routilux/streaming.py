@@ -273,7 +273,8 @@ class _Buffer:
     then reads ``consumer_waiting``; the consumer sets ``consumer_waiting`` (under
     the lock), then looks at the items again before it waits (and symmetrically
     for ``producers_waiting``).  Concurrent producers may overshoot the bound
-    by one item each.
+    by one item each.  A producer that found the buffer full waits until the
+    consumer has read it down to half (``low_water``).
 
     ``seq`` is given by the consumer: the events popped plus those dropped
     before it, which is its position in the buffer's order (what is dropped is
@@ -282,6 +283,7 @@ class _Buffer:
 
     def __init__(self, maxsize: int, overflow: str) -> None:
         self.maxsize = maxsize
+        self.low_water = maxsize // 2
         self.drop = overflow == "drop_oldest"
         self.items: deque[tuple[Callable[[int, Fields], Any], Fields]] = deque()
         self.lock = threading.Lock()
@@ -319,16 +321,20 @@ class _Buffer:
                     self.items.popleft()
                     self.dropped += 1
             elif may_wait and threading.get_ident() != self.consumer_thread:
+                # Wait until the consumer has read down to the low-water mark,
+                # not just for one free place: one hand-over per half buffer
+                # instead of one per event.
                 self.producers_waiting += 1
                 try:
-                    while len(self.items) >= self.maxsize and not self.closed:
+                    while len(self.items) > self.low_water and not self.closed:
                         self.not_full.wait()
                 finally:
                     self.producers_waiting -= 1
                 if self.closed:
                     return
             self.items.append(item)
-        self._wake()
+        if self.consumer_waiting or self.async_waiter is not None:
+            self._wake()
 
     def finish(self, item: tuple[Callable[[int, Fields], Any], Fields]) -> None:
         """Put the job's end (never dropped, never waited for) and end the stream."""
@@ -343,6 +349,9 @@ class _Buffer:
     def _wake(self) -> None:
         with self.lock:
             if self.consumer_waiting:
+                # Cleared here: until the consumer runs and looks again, the
+                # next producers need not wake it a second time.
+                self.consumer_waiting = False
                 self.not_empty.notify()
             waiter, self.async_waiter = self.async_waiter, None
         if waiter is not None:
@@ -369,15 +378,15 @@ class _Buffer:
                 return _EMPTY
             seq = self.popped
         self.popped += 1
-        if self.producers_waiting:
+        if self.producers_waiting and len(self.items) <= self.low_water:
             self.release_producer()
         # Built here rather than by the producer: a dropped event never is.
         return build(seq, fields)
 
     def release_producer(self) -> None:
-        """An item was popped: one waiting producer may go on."""
+        """The buffer is down to its low-water mark: the waiting producers go on."""
         with self.lock:
-            self.not_full.notify()
+            self.not_full.notify_all()
 
     def take(self, timeout: float | None = None) -> Any:
         """The next event; _EMPTY once the stream is over (or after ``timeout``)."""
@@ -725,7 +734,7 @@ class EventStream(_Consumer):
                 else:
                     seq = buffer.popped
                     buffer.popped = seq + 1
-                    if buffer.producers_waiting:
+                    if buffer.producers_waiting and len(buffer.items) <= buffer.low_water:
                         buffer.release_producer()
                     if build is not _build_job_finished:
                         return build(seq, fields)

@@ -151,14 +151,15 @@ def test_bad_options_are_refused_by_name(options: dict[str, Any], words: str) ->
 def test_a_slow_consumer_holds_the_job_back_and_loses_nothing(strategy: str) -> None:
     maxsize = 3
     consumed = [0]
-    counter = EmitCounter(consumed, at=maxsize + 1)
+    counter = EmitCounter(consumed, at=maxsize)
     flow = fan_flow(strategy)
     stream = flow.stream(
         "source", {"value": 20}, kinds=["emitted"], maxsize=maxsize, hooks=[counter]
     )
     first = next(stream)  # the source's emission; the consumer then stalls
-    # The fan has emitted maxsize + 1 values (one more waits at the full buffer):
-    # the job is held back, not finished, and nothing was dropped.
+    # The fan has emitted at least maxsize values, and then waits for room (until
+    # the consumer has read the buffer down to half): the job is held back, not
+    # finished, and nothing was dropped.
     counter.reached.wait()
     assert counter.job_state.status == "running"
     assert stream.dropped == 0
