@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from helpers import AsyncDoubler, Collector, Numbers, Sink, Source, Step, collected, pipeline
-from routilux import Flow, InvalidArgumentError, JobHooks, JobStateError
+from routilux import Flow, FlowError, InvalidArgumentError, JobHooks, JobStateError
 from routilux.hooks import HookSet
 from routilux.streaming import (
     BUILDERS,
@@ -334,3 +334,11 @@ def test_many_producer_threads_lose_nothing_uncounted(overflow: str) -> None:
         # source + fan + 200 sink deliveries, each started and finished; 201 emissions
         assert kinds.count("delivery_started") == kinds.count("delivery_finished") == 202
         assert kinds.count("emitted") == 201
+
+
+def test_a_stream_of_an_unknown_entry_raises_like_execute() -> None:
+    flow = pipeline(("source", Numbers()), ("sink", Sink()))
+    with pytest.raises(FlowError, match="nope"):
+        flow.stream("nope")
+    with pytest.raises(InvalidArgumentError, match="not a hook"):
+        flow.stream("source", hooks=[object()])
