@@ -54,7 +54,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("engine", ("routilux.engine.*",)),
     ("durability", ("routilux.store.*",)),
-    ("plug-in points", ("routilux.hooks", "routilux.execution_tracker", "routilux.output_handler")),
+    (
+        "plug-in points",
+        (
+            "routilux.hooks",
+            "routilux.execution_tracker",
+            "routilux.output_handler",
+            "routilux.streaming",
+            "routilux.logs",
+        ),
+    ),
     ("policies", ("routilux.error_handler",)),
     ("state", ("routilux.job_state", "routilux.changes", "routilux._context")),
     ("codec", ("routilux.serialization", "routilux.exceptions")),

@@ -35,7 +35,8 @@ def run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "page", ["concurrency.md", "error-handling.md", "builtin-routines.md", "hooks.md"]
+    "page",
+    ["concurrency.md", "error-handling.md", "builtin-routines.md", "hooks.md", "observability.md"],
 )
 def test_page_examples_run(page: str, tmp_path: Path) -> None:
     assert blocks(page), f"{page} has no python examples"

@@ -75,6 +75,17 @@ EXPECTED: dict[str, list[str]] = {
         "A-3 (300, route 'large')",
         "A-7 (480, route 'large')",
     ],
+    "stream_progress.py": [
+        "orders    [########] 1/1",
+        "validate  [####....] 2/4 (1 failed: order A-2 has no quantity)",
+        "validate  [########] 4/4",
+        "price     [########] 3/3",
+        "store     [########] 3/3",
+        "Status: completed",
+        "stored A-1: 30.00",
+        "stored A-3: 300.00",
+        "stored A-4: 5.00",
+    ],
 }
 
 

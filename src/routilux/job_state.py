@@ -563,6 +563,23 @@ class JobState:
         if self._busy.locked():
             self._busy.release()
 
+    def events(self) -> Any:
+        """The event stream of this job's current run: an iterator over the
+        events of the ``routilux.streaming.EventStream`` hooks it was started (or
+        resumed) with (``execute(..., wait=False, hooks=[stream.hooks])``).
+
+        Raises :class:`~routilux.JobStateError` when the run has no stream.
+        """
+        hook_set = getattr(self, "_hooks", None)
+        for hook in getattr(hook_set, "hooks", ()):
+            # Recognised by a marker: the stream lives in a layer above this one.
+            if getattr(hook, "_routilux_stream", False):
+                return hook.open()
+        raise JobStateError(
+            f"job {self.job_id} was not started with a stream: use flow.stream(...), "
+            f"or give EventStream().hooks to execute(..., hooks=[...])"
+        )
+
 
 def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1

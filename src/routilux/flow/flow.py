@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ..event import Event
     from ..hooks import JobHooks
     from ..slot import Slot
+    from ..streaming import AsyncEventStream, EventStream
 
 logger = logging.getLogger("routilux.flow")
 
@@ -804,6 +805,64 @@ class Flow:
     def to_dot(self, job_state: JobState | None = None) -> str:
         """The flow as a Graphviz DOT digraph (same content as :meth:`to_mermaid`)."""
         return diagram.to_dot(self, job_state)
+
+    # -- streaming (routilux.streaming) ----------------------------------------
+
+    def stream(
+        self,
+        entry_routine_id: str,
+        entry_params: dict[str, Any] | None = None,
+        execution_strategy: str | None = None,
+        *,
+        kinds: Iterable[str] | None = None,
+        maxsize: int = 1000,
+        overflow: str = "block",
+        cancel_on_close: bool = False,
+        hooks: Iterable[JobHooks] | None = None,
+    ) -> EventStream:
+        """Start a job (as ``execute(..., wait=False)``) and iterate its events;
+        see :class:`~routilux.streaming.EventStream` and docs/observability.md."""
+        from ..streaming import stream_job
+
+        return stream_job(
+            self,
+            entry_routine_id,
+            entry_params,
+            execution_strategy,
+            kinds=kinds,
+            maxsize=maxsize,
+            overflow=overflow,
+            cancel_on_close=cancel_on_close,
+            hooks=hooks,
+        )
+
+    def astream(
+        self,
+        entry_routine_id: str,
+        entry_params: dict[str, Any] | None = None,
+        execution_strategy: str | None = None,
+        *,
+        kinds: Iterable[str] | None = None,
+        maxsize: int = 1000,
+        overflow: str = "block",
+        cancel_on_close: bool = False,
+        hooks: Iterable[JobHooks] | None = None,
+    ) -> AsyncEventStream:
+        """:meth:`stream` for asyncio: ``async for ev in flow.astream(...)``; the
+        job starts (off the caller's loop) at the first iteration."""
+        from ..streaming import astream_job
+
+        return astream_job(
+            self,
+            entry_routine_id,
+            entry_params,
+            execution_strategy,
+            kinds=kinds,
+            maxsize=maxsize,
+            overflow=overflow,
+            cancel_on_close=cancel_on_close,
+            hooks=hooks,
+        )
 
 
 def _signature_problem(event: Event, slot: Slot, connection: Connection) -> str | None:
