@@ -9,8 +9,6 @@ entry_params=...)`` runs a job whose every change lives in its
 
 from __future__ import annotations
 
-import logging
-
 # Registers the serialization layout of every class (Routine, Flow, JobState, ...): their
 # serialize/deserialize/save/load methods find it through the codec's registry, so none
 # of them imports persistence. Importing any routilux module runs this file first.
@@ -72,8 +70,9 @@ from .slot import Slot
 
 __version__ = "0.9.0"
 
-# The library never prints: its log records go wherever the application sends them.
-logging.getLogger("routilux").addHandler(logging.NullHandler())
+# No NullHandler on "routilux": until the application configures logging, Python's
+# last-resort handler shows WARNING and above on stderr, so a failed delivery is never
+# silent (docs/observability.md shows how to route or quiet these records).
 
 __all__ = [
     "Routine",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import traceback
 from collections.abc import Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -56,11 +57,13 @@ class Decision(NamedTuple):
 def error_record(slot_name: str | None, error: BaseException, **extra: Any) -> dict[str, Any]:
     """The data of a job's history record for a failed delivery: ``slot`` (when
     known), ``error`` (the message), ``error_type`` (the exception's class name),
-    then ``extra`` (``attempt``, ``action``, ...).  Every error record of a job is
-    built here."""
+    ``traceback`` (the formatted traceback, so a saved or journaled job still says
+    where it failed), then ``extra`` (``attempt``, ``action``, ...).  Every error
+    record of a job is built here."""
     record: dict[str, Any] = {} if slot_name is None else {"slot": slot_name}
     record["error"] = str(error)
     record["error_type"] = type(error).__name__
+    record["traceback"] = "".join(traceback.format_exception(error))
     record.update(extra)
     return record
 

@@ -120,7 +120,14 @@ def test_handle_error_inside_a_job_records_in_the_job(strategy):
     if strategy == "continue":
         records = job.get_execution_history("probe")
         assert [(r.event_name, r.data) for r in records] == [
-            ("error_continued", {"error": str(KeyError("k")), "error_type": "KeyError"})
+            (
+                "error_continued",
+                {
+                    "error": str(KeyError("k")),
+                    "error_type": "KeyError",
+                    "traceback": "KeyError: 'k'\n",  # raised nowhere: no frames to show
+                },
+            )
         ]
     else:
         state = job.get_routine_state("probe")
@@ -235,3 +242,19 @@ def test_deserialize_never_imports_a_module_named_in_the_data():
     with pytest.raises(SerializationError, match=r"retryable_exceptions\[1\].*Boom"):
         ErrorHandler().deserialize(data)
     assert name not in sys.modules
+
+
+def test_a_failure_record_keeps_the_formatted_traceback():
+    """The JobState says where a handler failed, also after a save."""
+
+    def broken(routine, data):
+        raise ValueError("bad row")
+
+    flow = Flow()
+    flow.add_routine(Step(broken, "trigger"), "probe")
+    flow.set_error_handler(ErrorHandler("continue"))
+    job = flow.execute("probe")
+    (record,) = [r for r in job.get_execution_history("probe") if r.event_name.startswith("error")]
+    trace = record.data["traceback"]
+    assert trace.startswith("Traceback (most recent call last):")
+    assert "in broken" in trace and trace.endswith("ValueError: bad row\n")

@@ -41,7 +41,12 @@ def handle_failure(run: JobRun, task: Task, merged: Any, exc: Exception) -> None
         js.record_execution(rid, "error", info)
         js.merge_routine_state(rid, {"retry_count": task.retries + 1})
         logger.warning(
-            "routine %s failed (%s); retry %d in %.3fs", rid, exc, task.retries + 1, decision.delay
+            "routine %s failed (%s); retry %d in %.3fs",
+            rid,
+            exc,
+            task.retries + 1,
+            decision.delay,
+            exc_info=exc,
         )
         if merged is None:
             next_task = task.retry(task.data, premerged=False)
@@ -55,11 +60,11 @@ def handle_failure(run: JobRun, task: Task, merged: Any, exc: Exception) -> None
         else:
             run.enqueue(next_task)
     elif action == "continue":
-        logger.warning("routine %s failed, continuing: %s", rid, exc)
+        logger.warning("routine %s failed, continuing: %s", rid, exc, exc_info=exc)
         js.record_execution(rid, "error_continued", info)
         js.merge_routine_state(rid, {"status": "error_continued", "error": str(exc)})
     elif action == "skip":
-        logger.warning("routine %s failed, skipped: %s", rid, exc)
+        logger.warning("routine %s failed, skipped: %s", rid, exc, exc_info=exc)
         js.record_execution(rid, "error", info)
         js.merge_routine_state(rid, {"status": "skipped", "error": str(exc)})
     else:
