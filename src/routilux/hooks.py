@@ -44,7 +44,9 @@ class Delivery:
 
     ``attempt`` counts from 1 (a retry of the same data is attempt 2, ...);
     ``entry`` is True for the entry routine's ``trigger`` delivery; ``data``
-    is the data as queued, before the connection's mapping and the slot's merge.
+    is the data as queued, before the connection's mapping and the slot's merge;
+    ``delivery_id`` is the handler's ``context.delivery_id`` (``"<job_id>:<seq>"``,
+    the same for every attempt).
     """
 
     routine_id: str
@@ -52,6 +54,7 @@ class Delivery:
     attempt: int = 1
     entry: bool = False
     data: Any = None
+    delivery_id: str | None = None
 
 
 class JobHooks:

@@ -77,7 +77,11 @@ def test_a_handlers_records_carry_its_job_routine_and_slot(
     assert job.status == "completed"
     mine = [r for r in capture.records if r.name == "tests.logs.app"]
     assert len(mine) == 3
-    assert {context_of(r) for r in mine} == {(job.job_id, "logged", "worker", "input", 1, None)}
+    assert {context_of(r)[:-1] for r in mine} == {(job.job_id, "logged", "worker", "input", 1)}
+    # The last field is the delivery id: one per delivery, named after the job.
+    assert CONTEXT_FIELDS[-1] == "delivery_id"
+    ids = {context_of(r)[-1] for r in mine}
+    assert len(ids) == 3 and all(i.startswith(job.job_id + ":") for i in ids)
     # Outside a job the fields are there, and None.
     app_log.info("idle")
     assert context_of(capture.records[-1]) == (None,) * len(CONTEXT_FIELDS)
@@ -171,3 +175,19 @@ def test_dictconfig_installs_filter_and_formatter(capsys: pytest.CaptureFixture[
         assert entry["routine_id"] == "only" and entry["slot"] == "trigger"
     finally:
         logger.handlers.clear()
+
+
+def test_records_carry_the_delivery_id_the_handler_sees(capture: Capture) -> None:
+    seen: list[str] = []
+
+    def step(routine: Routine, data: dict[str, Any]) -> None:
+        seen.append(routine.context.delivery_id)
+        app_log.info("step")
+
+    flow = pipeline(("source", Numbers()), ("worker", Step(step, slot="input")))
+    flow.add_hooks(LogContext())
+    job = flow.execute("source", {"n": 3})
+    assert job.status == "completed"
+    logged = [r.delivery_id for r in capture.records if r.getMessage() == "step"]
+    assert logged == seen and len(set(seen)) == 3
+    assert all(d.startswith(job.job_id + ":") for d in logged)

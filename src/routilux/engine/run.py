@@ -56,7 +56,7 @@ from .failure import engine_failure, fail, handle_failure
 from .observer import READY
 from .plan import apply_mapping, merge, missing_slot
 from .scheduling import PAUSED, RUNNING, STOPPED, JobTimers
-from .tasks import Task, task_from_dict, task_to_dict
+from .tasks import Task, delivery_id, task_from_dict, task_to_dict
 from .timeouts import MAIN_THREAD_SLICE, DeliveryTimeouts, Timed, main_thread_slice
 
 if TYPE_CHECKING:
@@ -279,7 +279,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
                 task = None
         if task is None:
             task = self._delivering
-        return None if task is None else f"{self.job_state.job_id}:{task.seq}"
+        return None if task is None else delivery_id(self.job_state.job_id, task.seq)
 
     def restore_pending(self, entries: list[dict[str, Any]]) -> None:
         """Queue tasks saved in ``job_state.pending_tasks`` (at resume); a task saved
@@ -683,7 +683,14 @@ class JobRun(JobTimers, DeliveryTimeouts):
             self._reports[task] = [None, 0.0, None]
             return
         assert hooks.delivery_start is not None
-        delivery = Delivery(task.rid, task.target.name, task.retries + 1, task.entry, task.data)
+        delivery = Delivery(
+            task.rid,
+            task.target.name,
+            task.retries + 1,
+            task.entry,
+            task.data,
+            delivery_id(self.job_state.job_id, task.seq),
+        )
         self._reports[task] = [delivery, time.perf_counter(), None]
         hooks.delivery_start(self.job_state, delivery)
 

@@ -238,3 +238,9 @@ def next_free_seq(saved: int, entries: list[dict[str, Any]]) -> int:
         if type(seq) is int and seq >= start:
             start = seq + 1
     return start
+
+
+def delivery_id(job_id: str, seq: int) -> str:
+    """The id handlers see as ``context.delivery_id``: ``"<job_id>:<seq>"``, the same
+    for every attempt of the delivery and after a save, a resume or a recovery."""
+    return f"{job_id}:{seq}"
