@@ -234,9 +234,37 @@ class Store(Protocol):
 # ---------------------------------------------------------------------------
 
 
-# One encoder for every write: json.dumps() with options builds a new one per call,
-# which costs more than encoding a small record.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_encode() -> Callable[[Any], str]:
+    """A compact, NaN-refusing JSON encoder built once.
+
+    ``JSONEncoder.encode`` builds a new C encoder (and a cycle-marker dict and a
+    closure) on every call, which costs about as much as encoding a small record.
+    The C encoder built here without cycle markers holds no per-call state, so one
+    instance serves every thread; a cycle ends in RecursionError instead of
+    ValueError, and :func:`dumps` turns both into StoreError.
+    """
+    try:
+        from json.encoder import c_make_encoder, encode_basestring_ascii
+    except ImportError:  # pragma: no cover - CPython always has the C accelerator
+        c_make_encoder = None
+    if c_make_encoder is None:  # pragma: no cover
+        return json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    encoder = c_make_encoder(
+        None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(encoder(value, 0))
+
+    return encode
+
+
+_ENCODE = _make_encode()
 
 
 def dumps(value: Any, where: str) -> str:
