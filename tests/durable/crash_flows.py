@@ -282,12 +282,8 @@ def digest(js: JobState, *, unordered: bool) -> dict[str, Any]:
         return sorted(items) if unordered else items
 
     log = [_canon({k: v for k, v in e.items() if k != "timestamp"}) for e in js.shared_log]
-    history = [
-        _canon([r.routine_id, r.event_name, r.data]) for r in js.execution_history
-    ]
-    outputs = [
-        _canon([e["routine_id"], e["output_type"], e["data"]]) for e in js.output_log
-    ]
+    history = [_canon([r.routine_id, r.event_name, r.data]) for r in js.execution_history]
+    outputs = [_canon([e["routine_id"], e["output_type"], e["data"]]) for e in js.output_log]
     return {
         "status": js.status,
         "routine_states": {

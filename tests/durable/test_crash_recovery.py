@@ -76,7 +76,9 @@ def reference(template: str, shape: dict[str, Any], n: int) -> tuple[dict[str, A
                 found = crash_flows.reference_digest(template, shape, n)
             finally:
                 crash_flows._effects_path = None
-            effects = {(routine, what) for _, routine, what in _effects(os.path.join(folder, "effects"))}
+            effects = {
+                (routine, what) for _, routine, what in _effects(os.path.join(folder, "effects"))
+            }
         _REFERENCES[key] = (found, effects)
     return _REFERENCES[key]
 
@@ -89,8 +91,13 @@ def commits_needed(template: str, shape: dict[str, Any], n: int, durability: str
         with tempfile.TemporaryDirectory() as folder:
             count = os.path.join(folder, "count")
             code = _run(
-                crash_flows.count_child, template, shape, n, os.path.join(folder, "jobs.db"),
-                durability, count,
+                crash_flows.count_child,
+                template,
+                shape,
+                n,
+                os.path.join(folder, "jobs.db"),
+                durability,
+                count,
             )
             assert code == 0, f"the uninterrupted journaled run exited with {code}"
             with open(count, encoding="utf-8") as handle:
