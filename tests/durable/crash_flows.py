@@ -144,7 +144,7 @@ class FanWorker(Routine):
             # Each write here is computed from what other deliveries wrote before.
             total = js.get_shared_data("total", 0)
             js.update_shared_data("total", total + value)
-            js.update_shared_data("max_total", max(js.get_shared_data("max_total", 0), total))
+            js.update_shared_data("count", js.get_shared_data("count", 0) + 1)
             state = js.get_routine_state(ctx.routine_id) or {}
             js.update_routine_state(
                 ctx.routine_id,
