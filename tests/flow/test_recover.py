@@ -1,0 +1,162 @@
+"""``flow.recover()`` and ``flow.resume(job_id)``: taking journaled jobs over.
+
+The jobs to take over are left in the store by a child process that dies in the
+middle of its job (``os._exit``: no clean-up, no atexit, like ``kill -9`` after the
+last commit), so their owner is a dead PID on this host.  The child imports this
+module and builds the same flow (``build``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import Collector, Numbers
+from routilux import Flow, JobState, Routine
+from routilux.engine.journal import Durable
+from routilux.flow.recovery import RecoveryError
+from routilux.store import Store, open_store
+
+HERE = Path(__file__).resolve().parent
+FLOW_ID = "recover-test"
+
+
+class Adder(Routine):
+    """``input(value)``: adds to shared ``total`` and emits ``out(value)``.  In the
+    child (``DIE_AT`` set) the delivery of that value makes the journal durable and
+    ends the process: every earlier delivery is in the store, this one is not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("input", handler=self.add)
+        self.define_event("out", ["value"])
+
+    def add(self, value: int = 0, **_: Any) -> None:
+        js = self.context.job_state
+        if str(value) == os.environ.get("DIE_AT"):
+            Durable.of(js_store(js)).flush()
+            os._exit(17)
+        with js.lock:
+            js.shared_data["total"] = js.shared_data.get("total", 0) + value
+        self.emit("out", value=value)
+
+
+def js_store(js: JobState) -> Store:
+    store = FLOWS[js.flow_id].store
+    assert store is not None
+    return store
+
+
+FLOWS: dict[str, Flow] = {}
+
+
+def build(url: str, strategy: str = "sequential", with_sink: bool = True) -> Flow:
+    flow = Flow(flow_id=FLOW_ID, execution_strategy=strategy, store=url)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Adder(), "adder")
+    flow.connect("source", "output", "adder", "input")
+    if with_sink:
+        flow.add_routine(Collector(), "sink")
+        flow.connect("adder", "out", "sink", "input")
+    FLOWS[FLOW_ID] = flow
+    return flow
+
+
+def child_main(url: str, strategy: str, n: int) -> None:
+    build(url, strategy).execute("source", entry_params={"n": n})
+
+
+def crash(url: str, strategy: str = "sequential", n: int = 10, die_at: int = 4) -> None:
+    """Run a job in a child process that dies at the delivery of ``die_at``."""
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_recover; "
+        "test_recover.child_main(sys.argv[3], sys.argv[4], int(sys.argv[5]))"
+    )
+    env = {**os.environ, "DIE_AT": str(die_at)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(HERE.parent), str(HERE), url, strategy, str(n)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 17, done.stderr
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_recover_finishes_a_job_whose_process_died(url: str, strategy: str) -> None:
+    crash(url, strategy, n=10, die_at=4)
+    store = open_store(url)
+    (summary,) = store.list_jobs(flow_id=FLOW_ID)
+    assert summary.status == "running"
+    flow = build(url, strategy)
+    recovered = flow.recover()
+    assert recovered.errors == []
+    (job,) = recovered
+    assert job.job_id == summary.job_id
+    assert job.status == "completed"
+    # Every value added exactly once: nothing lost, nothing applied twice.
+    assert job.shared_data["total"] == sum(range(10))
+    assert sorted(item["value"] for item in job.shared_data["sink"]) == list(range(10))
+    after = store.load(job.job_id)
+    assert (after.status, after.epoch, after.tasks) == ("completed", 2, [])
+    rebuilt = store.load_job(job.job_id).serialize()
+    live = job.serialize()
+    for data in (rebuilt, live):
+        data.pop("updated_at")
+    assert rebuilt == live
+    # Nothing left to recover.
+    assert list(build(url, strategy).recover()) == []
+
+
+def test_recover_wait_false_returns_running_jobs(url: str) -> None:
+    crash(url, n=6, die_at=2)
+    flow = build(url)
+    jobs = flow.recover(wait=False)
+    (job,) = jobs
+    assert job.wait_for_completion(30)
+    assert job.status == "completed"
+    assert job.shared_data["total"] == sum(range(6))
+
+
+def test_a_flow_that_lost_a_routine_skips_the_job_and_leaves_it(url: str) -> None:
+    crash(url, n=6, die_at=2)
+    flow = build(url, with_sink=False)  # the job's pending tasks need "sink"
+    with pytest.warns(Warning, match="sink"):
+        recovered = flow.recover()
+    assert list(recovered) == []
+    (error,) = recovered.errors
+    assert isinstance(error, RecoveryError)
+    store = open_store(url)
+    (summary,) = store.list_jobs(flow_id=FLOW_ID)
+    assert error.job_id == summary.job_id
+    assert summary.job_id in str(error) and "routine 'sink'" in str(error)
+    # Left in the store, unclaimed: the full flow recovers it.
+    assert (summary.status, summary.owner) == ("running", None)
+    (job,) = build(url).recover()
+    assert job.status == "completed" and job.shared_data["total"] == sum(range(6))
+
+
+def test_resume_by_id_takes_over_a_dead_owners_job(url: str) -> None:
+    crash(url, n=5, die_at=1)
+    (summary,) = open_store(url).list_jobs(flow_id=FLOW_ID)
+    job = build(url).resume(summary.job_id)
+    assert job.job_id == summary.job_id
+    assert job.status == "completed"
+    assert job.shared_data["total"] == sum(range(5))
+
+
+def test_resume_by_id_without_a_store_is_refused() -> None:
+    flow = Flow(flow_id="plain")
+    with pytest.raises(Exception, match="no store"):
+        flow.resume("some-id")
