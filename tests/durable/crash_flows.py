@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -38,12 +39,15 @@ from routilux.store import SQLiteStore, open_store
 
 FLOW_ID = "crash"
 
-# The file effects are appended to, in the process that runs the handlers.
+# The file effects are appended to, in the process that runs the handlers, and which
+# process that is ("crash", "recover" or "reference").
 _effects_path: Optional[str] = None
+_phase = "reference"
 
 
 def _effect(routine: Routine, what: Any) -> None:
-    """Append ``delivery_id routine what`` to the effects file (an external write).
+    """Append ``delivery_id routine what phase`` to the effects file (an external
+    write).
 
     One ``os.write`` of a short line on an O_APPEND descriptor: the line is whole in
     the file once the call returns, whatever kills the process afterwards.
@@ -51,7 +55,7 @@ def _effect(routine: Routine, what: Any) -> None:
     if _effects_path is None:
         return
     ctx = routine.context
-    line = f"{ctx.delivery_id}\t{ctx.routine_id}\t{json.dumps(what)}\n".encode()
+    line = f"{ctx.delivery_id}\t{ctx.routine_id}\t{json.dumps(what)}\t{_phase}\n".encode()
     fd = os.open(_effects_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line)
@@ -358,8 +362,8 @@ def crash_child(
 ) -> None:
     """Run a journaled job; the process dies at commit ``kill_at`` unless the job
     needs fewer commits (then it exits normally, the job completed)."""
-    global _effects_path
-    _effects_path = effects
+    global _effects_path, _phase
+    _effects_path, _phase = effects, "crash"
     store = KillingStore(db, kill_at, side)
     flow = build(template, shape, store=store, durability=durability)
     job = flow.execute("source", entry_params={"n": n}, timeout=30)
@@ -372,10 +376,19 @@ def recover_child(
     template: str, shape: dict[str, Any], db: str, durability: str, effects: str, out: str
 ) -> None:
     """In a fresh process: recover every unfinished job, then write the digests of the
-    recovered JobState (as ``recover()`` returned it) and of the stored one to ``out``."""
-    global _effects_path
-    _effects_path = effects
+    recovered JobState (as ``recover()`` returned it) and of the stored one to ``out``,
+    with the delivery ids of the tasks that were pending in the store after the crash
+    (each must run again under that id)."""
+    global _effects_path, _phase
+    _effects_path, _phase = effects, "recover"
     unordered = template != "chain"
+    with SQLiteStore(db) as before:
+        pending = [
+            f"{summary.job_id}:{task['seq']}"
+            for summary in before.list_jobs(flow_id=FLOW_ID)
+            if summary.status not in ("completed", "failed", "cancelled")
+            for task in before.load(summary.job_id).tasks
+        ]
     flow = build(template, shape, store=SQLiteStore(db), durability=durability)
     recovered = []
     for job in flow.recover():
@@ -389,7 +402,7 @@ def recover_child(
     finally:
         store.close()
     with open(out, "w", encoding="utf-8") as handle:
-        json.dump({"recovered": recovered, "stored": stored}, handle)
+        json.dump({"recovered": recovered, "stored": stored, "pending": pending}, handle)
     os._exit(0)
 
 
@@ -404,4 +417,82 @@ def count_child(
     flow.shutdown()
     with open(out, "w", encoding="utf-8") as handle:
         handle.write(str(store.calls))
+    os._exit(0)
+
+
+# -- a delivery id must never name two deliveries ------------------------------------------
+
+
+class Router(Routine):
+    """Emits ``x`` then ``y`` -- or ``y`` then ``x`` once a marker file exists, which
+    the first run creates: a handler whose behaviour depends on the outside world,
+    which a crashed run may have changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.route)
+        self.define_event("out", ["value"])
+
+    def route(self, **_: Any) -> None:
+        assert _effects_path is not None
+        marker = _effects_path + ".marker"
+        order = ["y", "x"] if os.path.exists(marker) else ["x", "y"]
+        with open(marker, "a", encoding="utf-8"):
+            pass
+        for value in order:
+            self.emit("out", value=value)
+
+
+class Effector(Routine):
+    """Writes its value as an effect; in the crashing process the second delivery
+    kills the process after its effect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("in", handler=self.take)
+        self.runs = 0
+
+    def take(self, value: str, **_: Any) -> None:
+        _effect(self, value)
+        self.runs += 1
+        if _phase == "crash" and self.runs == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def branch_flow(**options: Any) -> Flow:
+    flow = Flow(flow_id=FLOW_ID, **options)
+    flow.add_routine(Router(), "source")
+    flow.add_routine(Effector(), "effector")
+    flow.connect("source", "out", "effector", "in")
+    return flow
+
+
+class StalledStore(SQLiteStore):
+    """A store whose commits never return: nothing after ``create_job`` reaches the
+    database, as when a process dies before its first group commit."""
+
+    def commit_many(self, batches: Sequence[tuple[str, int, Sequence[Any]]]) -> None:
+        threading.Event().wait()
+
+    def commit(self, job_id: str, epoch: int, records: Sequence[Any]) -> None:
+        threading.Event().wait()
+
+
+def branch_crash_child(db: str, effects: str) -> None:
+    """Run the branch job in batch mode on a stalled store; dies in its last handler."""
+    global _effects_path, _phase
+    _effects_path, _phase = effects, "crash"
+    flow = branch_flow(store=StalledStore(db), durability="batch")
+    flow.execute("source", entry_params={}, timeout=30)
+    os._exit(3)  # not reached: the effector kills the process
+
+
+def branch_recover_child(db: str, effects: str) -> None:
+    """Recover the branch job (every commit works now) and let it finish."""
+    global _effects_path, _phase
+    _effects_path, _phase = effects, "recover"
+    flow = branch_flow(store=SQLiteStore(db), durability="batch")
+    for job in flow.recover():
+        job.wait_for_completion(30)
+    flow.shutdown()
     os._exit(0)
