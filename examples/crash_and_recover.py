@@ -141,8 +141,8 @@ def recover(folder: str) -> None:
     unfinished = store.list_jobs(flow_id="orders", status="running")
     print(f"Unfinished jobs in the store: {len(unfinished)}")
     done_before = store.load_job(unfinished[0].job_id)
-    booked_before = done_before.get_shared_data("booked", [])
-    print(f"Booked before the crash (journaled): {len(booked_before)} of {len(ORDERS)}")
+    booked_before = (done_before.get_routine_state("book") or {}).get("booked", 0)
+    print(f"Booked before the crash (journaled): {booked_before} of {len(ORDERS)}")
     store.close()
 
     flow = build_flow(db)
