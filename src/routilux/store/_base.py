@@ -248,7 +248,10 @@ def _make_encode() -> Callable[[Any], str]:
     ValueError, and :func:`dumps` turns both into StoreError.
     """
     try:
-        from json.encoder import c_make_encoder, encode_basestring_ascii
+        from json.encoder import (  # type: ignore[attr-defined]
+            c_make_encoder,
+            encode_basestring_ascii,
+        )
     except ImportError:  # pragma: no cover - CPython always has the C accelerator
         c_make_encoder = None
     if c_make_encoder is None:  # pragma: no cover

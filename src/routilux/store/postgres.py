@@ -28,7 +28,6 @@ CREATE TABLE routilux_job (
     status TEXT NOT NULL,
     owner TEXT,
     epoch BIGINT NOT NULL,
-    snapshot JSONB NOT NULL,
     snapshot_seq BIGINT NOT NULL,
     commit_seq BIGINT NOT NULL,
     input_seq BIGINT NOT NULL,
@@ -39,6 +38,10 @@ CREATE TABLE routilux_job (
 );
 CREATE INDEX routilux_job_by_flow ON routilux_job (flow_id, created_at);
 CREATE INDEX routilux_job_by_status ON routilux_job (status, created_at);
+CREATE TABLE routilux_snapshot (
+    job_id TEXT PRIMARY KEY,
+    snapshot JSONB NOT NULL
+);
 CREATE TABLE routilux_task (
     job_id TEXT NOT NULL,
     seq BIGINT NOT NULL,

@@ -35,7 +35,6 @@ CREATE TABLE routilux_job (
     status TEXT NOT NULL,
     owner TEXT,
     epoch INTEGER NOT NULL,
-    snapshot TEXT NOT NULL,
     snapshot_seq INTEGER NOT NULL,
     commit_seq INTEGER NOT NULL,
     input_seq INTEGER NOT NULL,
@@ -45,6 +44,10 @@ CREATE TABLE routilux_job (
 );
 CREATE INDEX routilux_job_by_flow ON routilux_job (flow_id, created_at);
 CREATE INDEX routilux_job_by_status ON routilux_job (status, created_at);
+CREATE TABLE routilux_snapshot (
+    job_id TEXT PRIMARY KEY,
+    snapshot TEXT NOT NULL
+);
 CREATE TABLE routilux_task (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
