@@ -240,7 +240,10 @@ def recover(folder: str, jobs: int, pending: int, repeats: int) -> None:
     to_done: list[float] = []
     for attempt in range(repeats):
         path = stored_jobs(folder, f"recover{attempt}", jobs, pending)
-        flow = build_w1(store=SQLiteStore(path))
+        # The concurrent strategy, so that recover(wait=False) returns once the jobs
+        # are claimed, loaded and handed to the pool (a sequential job would run in
+        # the calling thread before it returns).
+        flow = build_w1(store=SQLiteStore(path), execution_strategy="concurrent")
         start = time.perf_counter()
         resumed = list(flow.recover(wait=False))
         running = time.perf_counter() - start

@@ -91,6 +91,10 @@ class SQLStore:
         """A JSON column as read back."""
         raise NotImplementedError
 
+    def _jout_many(self, raws: Sequence[Any]) -> list[Any]:
+        """Several JSON columns as read back, in order."""
+        return [self._jout(raw) for raw in raws]
+
     def _sql(self, statement: str) -> str:
         return statement
 
@@ -434,12 +438,27 @@ class SQLStore:
                 ),
                 (job_id, row[8]),
             )
-            deltas = [self._jout(item[0]) for item in cur.fetchall()]
+            deltas = self._jout_many([item[0] for item in cur.fetchall()])
             cur.execute(
                 self._sql(f"SELECT {_TASK_COLUMNS} FROM routilux_task WHERE job_id = ?"),
                 (job_id,),
             )
-            tasks = [self._task(item) for item in cur.fetchall()]
+            rows = cur.fetchall()
+            datas = self._jout_many([item[4] for item in rows])
+            extras = self._jout_many([item[7] for item in rows])
+            tasks = [
+                {
+                    "seq": int(item[0]),
+                    "kind": item[1],
+                    "routine": item[2],
+                    "slot": item[3],
+                    "data": data,
+                    "retries": int(item[5]),
+                    "due_at": None if item[6] is None else float(item[6]),
+                    "extra": extra,
+                }
+                for item, data, extra in zip(rows, datas, extras)
+            ]
         # The job's own tasks in seq order, then inputs (negative seqs) as they arrived.
         tasks.sort(key=lambda task: (task["seq"] < 0, abs(task["seq"])))
         summary = self._summary(row)

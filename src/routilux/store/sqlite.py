@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Union
@@ -269,6 +269,24 @@ class SQLiteStore(SQLStore):
 
     def _jout(self, raw: Any) -> Any:
         return json.loads(raw)
+
+    def _jout_many(self, raws: Sequence[Any]) -> list[Any]:
+        """The columns decoded by one ``json.loads`` of them joined into an array (a
+        job's tasks are decoded together, not one call each).
+
+        The joined text must parse and give exactly one value per column; otherwise
+        (a column that is not one whole JSON value) each is decoded on its own, which
+        fails as decoding that column alone would.
+        """
+        if len(raws) < 2 or not all(type(raw) is str for raw in raws):
+            return [json.loads(raw) for raw in raws]
+        try:
+            values = json.loads("[" + ",".join(raws) + "]")
+        except ValueError:
+            values = None
+        if type(values) is not list or len(values) != len(raws):
+            return [json.loads(raw) for raw in raws]
+        return values
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
