@@ -34,6 +34,7 @@ lock (the ChangeLog's), then ``_rows``; the writer's lock is a leaf.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import logging
 import os
 import threading
@@ -315,6 +316,10 @@ class JobJournal:
         self._unreleased: dict[int, int] = {}
         # Per delivery not yet put: [rows added, seqs removed].
         self._extras: dict[Key, tuple[list[TaskRow], list[int]]] = {}
+        # durability="sync": rows put and not yet committed, and who waits for rows.
+        self._in_flight: set[int] = set()
+        self._durable_cond = threading.Condition(self._rows)
+        self._row_waiters: list[tuple[int, concurrent.futures.Future[None]]] = []
         # Rows / removals made outside any delivery (e.g. a resume's deferred events).
         self._orphans: list[TaskRow] = []
         self._orphan_removed: list[int] = []
@@ -447,6 +452,10 @@ class JobJournal:
     def delivery_started(self, run: JobRun, task: Task) -> None:
         key = (task.seq, task.retries)
         with self._rows:
+            if self.durability == "sync" and not aio.on_engine_loop():
+                # The record that queued this task must be durable before it runs
+                # (on the loop, JobRun._run_async has awaited row_durable instead).
+                self._durable_cond.wait_for(lambda: self._row_durable_locked(task.seq))
             self._extras[key] = ([], [])
         log = self.log
         log.begin(key)
@@ -472,6 +481,34 @@ class JobJournal:
         fault = fault or self._take_fault()
         if fault is not None:
             self._fail_job(fault, task.rid)
+
+    # -- durability="sync" ---------------------------------------------------------
+
+    def _row_durable_locked(self, seq: int) -> bool:
+        return self.failed is not None or (
+            seq not in self._unreleased and seq not in self._in_flight
+        )
+
+    def row_durable(self, seq: int) -> concurrent.futures.Future[None] | None:
+        """None when the row of task ``seq`` is durable (or the journal failed), else
+        a Future resolved once it is: for ``async def`` deliveries, which must not
+        block the loop while they wait (``durability="sync"``)."""
+        with self._rows:
+            if self._row_durable_locked(seq):
+                return None
+            future: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._row_waiters.append((seq, future))
+            return future
+
+    def _rows_durable_locked(self) -> None:
+        """Wake whoever waits for a row that is durable now (``_rows`` held)."""
+        self._durable_cond.notify_all()
+        if self._row_waiters:
+            waiting = self._row_waiters
+            self._row_waiters = [(q, f) for q, f in waiting if not self._row_durable_locked(q)]
+            for q, future in waiting:
+                if self._row_durable_locked(q):
+                    future.set_result(None)
 
     # -- settling -----------------------------------------------------------------
 
@@ -504,6 +541,8 @@ class JobJournal:
             stored = sorted(self._stored)
             self._stored.clear()
             self._unreleased.clear()
+            self._in_flight.clear()
+            self._rows_durable_locked()
         added: list[TaskRow] = []
         if status == "paused":
             # The store's rows become the JobState's pending tasks exactly.
@@ -630,7 +669,8 @@ class JobJournal:
                     self._ran[seq] = attempt
                 for row in extras[0]:
                     q, rr = row["seq"], row["retries"]
-                    self._unreleased.pop(q, None)
+                    if self._unreleased.pop(q, None) is not None and self.durability == "sync":
+                        self._in_flight.add(q)
                     self._held_needs.discard(q)
                     if self._ran.get(q, -1) >= rr:
                         continue  # that attempt has run already (released before us)
@@ -696,9 +736,16 @@ class JobJournal:
         if not held or self.failed is not None:
             return
         try:
+            # durability="sync": returns once the records are committed.
             self.writer.put_many(self.job_id, self.epoch, held)
         except StoreError as exc:
             self.store_failed(exc)
+        if self.durability == "sync":
+            with self._rows:
+                self._in_flight.difference_update(
+                    row["seq"] for delta in held for row in delta["tasks_added"]
+                )
+                self._rows_durable_locked()
 
     def _put_snapshot(self, final: bool = False) -> None:
         """Queue a snapshot covering every commit so far (nothing in flight)."""
@@ -728,6 +775,8 @@ class JobJournal:
             if self.failed is not None:
                 return
             self.failed = error
+        with self._rows:
+            self._rows_durable_locked()  # nobody waits for a row that never comes
         logger.error("journal of job %s failed: %s", self.job_id, error)
         self._fail_job(error, self.job_state.current_routine_id or "")
 
