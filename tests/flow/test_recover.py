@@ -42,6 +42,8 @@ class Adder(Routine):
         if str(value) == os.environ.get("DIE_AT"):
             Durable.of(js_store(js)).flush()
             os._exit(17)
+        if str(value) == os.environ.get("PAUSE_AT"):
+            FLOWS[js.flow_id].pause(js, reason="for later")
         with js.lock:
             js.shared_data["total"] = js.shared_data.get("total", 0) + value
         self.emit("out", value=value)
@@ -217,10 +219,8 @@ def timed_child_main(url: str, strategy: str, n: int) -> None:
 
 
 def paused_child_main(url: str, strategy: str, n: int) -> None:
-    flow = build(url, strategy)
-    job = flow.execute("source", entry_params={"n": n}, wait=False)
-    flow.pause(job, reason="for later")
-    job.wait_for_completion()
+    os.environ["PAUSE_AT"] = "2"  # the adder's third delivery pauses the job
+    job = build(url, strategy).execute("source", entry_params={"n": n})
     assert job.status == "paused"
     os._exit(17)  # no clean exit: the runner row stays, its PID dies
 
