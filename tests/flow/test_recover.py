@@ -96,8 +96,29 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobs.db'}"
 
 
+sys.path.insert(0, str(HERE.parent))
+
+from services import postgres_dsn, postgres_server  # noqa: E402,F401
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store: a SQLite file, or the PostgreSQL test database emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    with open_store(dsn) as first:
+        del first
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner")
+    return dsn
+
+
 @pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
-def test_recover_finishes_a_job_whose_process_died(url: str, strategy: str) -> None:
+def test_recover_finishes_a_job_whose_process_died(any_url: str, strategy: str) -> None:
+    url = any_url
     crash(url, strategy, n=10, die_at=4)
     store = open_store(url)
     (summary,) = store.list_jobs(flow_id=FLOW_ID)
