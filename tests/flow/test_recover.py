@@ -353,3 +353,23 @@ def test_two_processes_recovering_at_once_take_each_job_exactly_once(
         job = store.load_job(job_id)
         assert job.status == "completed"
         assert job.shared_data["total"] == sum(range(30))
+
+
+# -- the journaling examples of docs/durability.md -------------------------------------
+
+
+def test_the_journaling_examples_of_the_docs_run(tmp_path: Path) -> None:
+    import re
+    import textwrap
+
+    page = (HERE.parents[1] / "docs" / "durability.md").read_text()
+    part = page[page.index("## Journaling a job") :]
+    first, charge, _ = (
+        textwrap.dedent(b) for b in re.findall(r"^ *```python\n(.*?)^ *```$", part, re.S | re.M)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", first], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["completed 4950", "completed"]
+    compile(charge, "durability.md: Charge", "exec")  # the second example is valid code
