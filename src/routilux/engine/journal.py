@@ -579,7 +579,10 @@ class JobJournal:
         self._put_job_record(status=status, added=added, removed=stored)
         self._status = status
         if status != "paused":
-            self._put_snapshot(final=True)
+            if self._commit_seq - self._snapshot_seq >= SNAPSHOT_EVERY:
+                # The final state as the snapshot, when there are many deltas to fold
+                # (a small job's few deltas cost less to replay than a snapshot).
+                self._put_snapshot(final=True)
         elif self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
             # again when it resumes it itself).
