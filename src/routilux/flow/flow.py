@@ -888,13 +888,22 @@ class Flow:
         if kind == "done":
             return found[1], True
         _, job_state, journal, rows = found
+        deferred: list[dict[str, Any]] = []
         if job_state.status == "paused":
             with job_state.lock:
                 job_state._hooks = None
                 job_state._set_running()
+                deferred, job_state.deferred_events = job_state.deferred_events, []
         self._check_strategy(strategy)
         self._start_adopted(
-            job_state, journal, rows, wait=wait, timeout=timeout, strategy=strategy, hooks=hooks
+            job_state,
+            journal,
+            rows,
+            wait=wait,
+            timeout=timeout,
+            strategy=strategy,
+            hooks=hooks,
+            deferred=deferred,
         )
         journal.flush()
         return job_state, True
@@ -909,8 +918,10 @@ class Flow:
         timeout: float | None,
         strategy: str | None = None,
         hooks: Iterable[JobHooks] | None = None,
+        deferred: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Run a job taken over from the store from its pending ``rows``."""
+        """Run a job taken over from the store from its pending ``rows`` (and, for a
+        paused one, its ``deferred`` events first, as :meth:`resume` does)."""
         extra = check_hooks(hooks, "resume()")
         new_hooks = self._hook_set(extra)
         current = job_state.current_routine_id
@@ -920,7 +931,7 @@ class Flow:
         run = JobRun(self, job_state, current, new_hooks)
         journal.attach(run)
         self._register(run, strategy)
-        self._launch(run, recovery.restore_rows(run, rows), wait, timeout)
+        self._launch(run, recovery.restore_rows(run, rows, deferred), wait, timeout)
 
     # -- files and diagrams (the work is in routilux.flowfile and flow/diagram.py) --
 

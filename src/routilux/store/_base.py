@@ -578,4 +578,23 @@ def build_job_state(job: JournaledJob, apply_ops: Optional[ApplyOps]) -> JobStat
                 ) from exc
     state.job_id = job.job_id
     state.status = job.status
+    state.task_seq = next_task_seq(job, state.task_seq)
     return state
+
+
+def next_task_seq(job: JournaledJob, saved: int) -> int:
+    """The job's task counter: above ``saved`` (the snapshot's) and above every task
+    seq its deltas added or consumed and every pending task's (the counter is not an
+    op: it travels with the tasks)."""
+    start = saved
+    for delta in job.deltas:
+        consumed = delta.get("consumed")
+        if type(consumed) is int and consumed >= start:
+            start = consumed + 1
+        for row in delta.get("tasks_added") or ():
+            if row["seq"] >= start:
+                start = row["seq"] + 1
+    for row in job.tasks:
+        if row["seq"] >= start:
+            start = row["seq"] + 1
+    return start
