@@ -448,11 +448,10 @@ class JobJournal:
             if seq > self._max_seq:
                 self._max_seq = seq
             extras = self._extras.get(owner) if owner is not None else None
-            if extras is None:
-                self._orphans.append(row)
-            else:
-                extras[0].append(row)
-                self._unreleased[seq] = task.retries
+            # Unreleased until a record carries the row: a timer firing before then
+            # must not be taken for a new task.
+            self._unreleased[seq] = task.retries
+            (self._orphans if extras is None else extras[0]).append(row)
 
     def timer_cancelled(self, run: JobRun, task: Task) -> None:
         seq = task.seq
@@ -564,6 +563,7 @@ class JobJournal:
             stored = sorted(self._stored)
             self._stored.clear()
             self._unreleased.clear()
+            self._retrying.clear()  # a retry the pause saved is a pending task now
             self._in_flight.clear()
             self._rows_durable_locked()
         added: list[TaskRow] = []
@@ -660,6 +660,11 @@ class JobJournal:
         with self._rows:
             orphans, self._orphans = self._orphans, []
             removed, self._orphan_removed = self._orphan_removed, []
+            for row in orphans:
+                if self._unreleased.pop(row["seq"], None) is not None:
+                    self._held_needs.discard(row["seq"])
+                    if self.durability == "sync":
+                        self._in_flight.add(row["seq"])
         if orphans or removed:
             self._hold(self._job_record(added=orphans, removed=removed))
             if not self._held_needs:
