@@ -702,11 +702,14 @@ class JobJournal:
                 if self._stored.get(seq) == attempt:
                     consumed = seq
                     del self._stored[seq]
-                elif seq in self._unreleased:
-                    # The row this attempt ran from is still to be written: commit with it.
-                    self._held_needs.add(seq)
-                if self._ran.get(seq, -1) < attempt:
-                    self._ran[seq] = attempt
+                else:
+                    # Released before the record that writes its row (its parent, or
+                    # the failed attempt it retries): that record must neither write
+                    # the row again nor leave it pending, and must share our commit.
+                    if seq in self._unreleased:
+                        self._held_needs.add(seq)
+                    if self._ran.get(seq, -1) < attempt:
+                        self._ran[seq] = attempt
                 for row in extras[0]:
                     q, rr = row["seq"], row["retries"]
                     if self._unreleased.pop(q, None) is not None and self.durability == "sync":
