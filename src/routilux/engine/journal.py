@@ -34,6 +34,7 @@ lock (the ChangeLog's), then ``_rows``; the writer's lock is a leaf.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import logging
 import os
 import threading
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
-from ..exceptions import SerializationError, StoreError
+from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
 from ..store import JournalWriter, Store
 from ..store.lease import Heartbeat
@@ -315,6 +316,10 @@ class JobJournal:
         self._unreleased: dict[int, int] = {}
         # Per delivery not yet put: [rows added, seqs removed].
         self._extras: dict[Key, tuple[list[TaskRow], list[int]]] = {}
+        # durability="sync": rows put and not yet committed, and who waits for rows.
+        self._in_flight: set[int] = set()
+        self._durable_cond = threading.Condition(self._rows)
+        self._row_waiters: list[tuple[int, concurrent.futures.Future[None]]] = []
         # Rows / removals made outside any delivery (e.g. a resume's deferred events).
         self._orphans: list[TaskRow] = []
         self._orphan_removed: list[int] = []
@@ -327,6 +332,7 @@ class JobJournal:
         self._bindings: dict[Key, Any] = {}
         self._status: str | None = job_state.status
         self._fault: BaseException | None = None  # an unencodable task: fail the job
+        self._released = False  # paused: ownership given back to the store
         self.failed: StoreError | None = None  # the store refused this job's records
         self.finished = False
         with durable._lock:
@@ -388,14 +394,36 @@ class JobJournal:
     # -- runs ---------------------------------------------------------------------
 
     def attach(self, run: JobRun) -> None:
-        """Journal ``run`` (a run of this job, before it starts)."""
+        """Journal ``run`` (a run of this job, before it starts).  A job released when
+        it paused is claimed again first (JobStateError if another process has it)."""
+        if self._released and self.failed is None:
+            self._reclaim()
         self.run = run
         run.set_observer(self)
         run._journal = self
         if self._status != self.job_state.status and self.failed is None:
-            # e.g. running again after a pause
+            # Running again after a pause: what the resume took out of the JobState
+            # (its pending tasks and deferred events) is not an op; the snapshot has it.
             with self.job_state.lock:
                 self._put_job_record(status=self.job_state.status)
+                self._put_snapshot()
+                self._status = self.job_state.status
+
+    def reclaim(self) -> None:
+        """Own the job again if it was released when it paused (before a resume)."""
+        if self._released and self.failed is None:
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        self._wait_durable()  # the release is committed
+        epoch = self.store.claim(self.job_id, self.durable.start(), STALE_AFTER)
+        if epoch is None:
+            raise JobStateError(
+                f"job {self.job_id} was taken over by another process while it was paused "
+                f"(store {self.store.location}); resume it there"
+            )
+        self.epoch = epoch
+        self._released = False
 
     # -- the task observer ----------------------------------------------------------
 
@@ -420,11 +448,10 @@ class JobJournal:
             if seq > self._max_seq:
                 self._max_seq = seq
             extras = self._extras.get(owner) if owner is not None else None
-            if extras is None:
-                self._orphans.append(row)
-            else:
-                extras[0].append(row)
-                self._unreleased[seq] = task.retries
+            # Unreleased until a record carries the row: a timer firing before then
+            # must not be taken for a new task.
+            self._unreleased[seq] = task.retries
+            (self._orphans if extras is None else extras[0]).append(row)
 
     def timer_cancelled(self, run: JobRun, task: Task) -> None:
         seq = task.seq
@@ -447,6 +474,10 @@ class JobJournal:
     def delivery_started(self, run: JobRun, task: Task) -> None:
         key = (task.seq, task.retries)
         with self._rows:
+            if self.durability == "sync" and not aio.on_engine_loop():
+                # The record that queued this task must be durable before it runs
+                # (on the loop, JobRun._run_async has awaited row_durable instead).
+                self._durable_cond.wait_for(lambda: self._row_durable_locked(task.seq))
             self._extras[key] = ([], [])
         log = self.log
         log.begin(key)
@@ -472,6 +503,34 @@ class JobJournal:
         fault = fault or self._take_fault()
         if fault is not None:
             self._fail_job(fault, task.rid)
+
+    # -- durability="sync" ---------------------------------------------------------
+
+    def _row_durable_locked(self, seq: int) -> bool:
+        return self.failed is not None or (
+            seq not in self._unreleased and seq not in self._in_flight
+        )
+
+    def row_durable(self, seq: int) -> concurrent.futures.Future[None] | None:
+        """None when the row of task ``seq`` is durable (or the journal failed), else
+        a Future resolved once it is: for ``async def`` deliveries, which must not
+        block the loop while they wait (``durability="sync"``)."""
+        with self._rows:
+            if self._row_durable_locked(seq):
+                return None
+            future: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._row_waiters.append((seq, future))
+            return future
+
+    def _rows_durable_locked(self) -> None:
+        """Wake whoever waits for a row that is durable now (``_rows`` held)."""
+        self._durable_cond.notify_all()
+        if self._row_waiters:
+            waiting = self._row_waiters
+            self._row_waiters = [(q, f) for q, f in waiting if not self._row_durable_locked(q)]
+            for q, future in waiting:
+                if self._row_durable_locked(q):
+                    future.set_result(None)
 
     # -- settling -----------------------------------------------------------------
 
@@ -504,6 +563,9 @@ class JobJournal:
             stored = sorted(self._stored)
             self._stored.clear()
             self._unreleased.clear()
+            self._retrying.clear()  # a retry the pause saved is a pending task now
+            self._in_flight.clear()
+            self._rows_durable_locked()
         added: list[TaskRow] = []
         if status == "paused":
             # The store's rows become the JobState's pending tasks exactly.
@@ -519,8 +581,18 @@ class JobJournal:
         del orphans  # superseded by the rows above (or dropped with the job)
         self._put_job_record(status=status, added=added, removed=stored)
         self._status = status
-        if status != "paused":
-            self._put_snapshot(final=True)
+        # Pause points (and a finished job's last touches) are not ops: the snapshot
+        # carries them.
+        self._put_snapshot(final=status != "paused")
+        if status == "paused" and self.failed is None:
+            # A paused job is nobody's: any process may resume it (this one claims it
+            # again when it resumes it itself).
+            try:
+                self.writer.put_release(self.job_id, self.epoch)
+            except StoreError as exc:
+                self.store_failed(exc)
+                return
+            self._released = True
 
     def _wait_durable(self) -> None:
         writer = self.writer
@@ -534,8 +606,10 @@ class JobJournal:
 
     def flush(self) -> None:
         """Block until everything journaled so far is durable (execute/resume/pause
-        call it before they return).  A store failure fails the job."""
-        if self.failed is not None:
+        call it before they return).  A store failure fails the job.  On the engine's
+        loop (an ``async def`` handler pausing its job) it does not wait: waiting there
+        would stall every ``async def`` delivery."""
+        if self.failed is not None or aio.on_engine_loop():
             return
         self._wait_durable()
 
@@ -586,6 +660,11 @@ class JobJournal:
         with self._rows:
             orphans, self._orphans = self._orphans, []
             removed, self._orphan_removed = self._orphan_removed, []
+            for row in orphans:
+                if self._unreleased.pop(row["seq"], None) is not None:
+                    self._held_needs.discard(row["seq"])
+                    if self.durability == "sync":
+                        self._in_flight.add(row["seq"])
         if orphans or removed:
             self._hold(self._job_record(added=orphans, removed=removed))
             if not self._held_needs:
@@ -623,14 +702,18 @@ class JobJournal:
                 if self._stored.get(seq) == attempt:
                     consumed = seq
                     del self._stored[seq]
-                elif seq in self._unreleased:
-                    # The row this attempt ran from is still to be written: commit with it.
-                    self._held_needs.add(seq)
-                if self._ran.get(seq, -1) < attempt:
-                    self._ran[seq] = attempt
+                else:
+                    # Released before the record that writes its row (its parent, or
+                    # the failed attempt it retries): that record must neither write
+                    # the row again nor leave it pending, and must share our commit.
+                    if seq in self._unreleased:
+                        self._held_needs.add(seq)
+                    if self._ran.get(seq, -1) < attempt:
+                        self._ran[seq] = attempt
                 for row in extras[0]:
                     q, rr = row["seq"], row["retries"]
-                    self._unreleased.pop(q, None)
+                    if self._unreleased.pop(q, None) is not None and self.durability == "sync":
+                        self._in_flight.add(q)
                     self._held_needs.discard(q)
                     if self._ran.get(q, -1) >= rr:
                         continue  # that attempt has run already (released before us)
@@ -696,9 +779,16 @@ class JobJournal:
         if not held or self.failed is not None:
             return
         try:
+            # durability="sync": returns once the records are committed.
             self.writer.put_many(self.job_id, self.epoch, held)
         except StoreError as exc:
             self.store_failed(exc)
+        if self.durability == "sync":
+            with self._rows:
+                self._in_flight.difference_update(
+                    row["seq"] for delta in held for row in delta["tasks_added"]
+                )
+                self._rows_durable_locked()
 
     def _put_snapshot(self, final: bool = False) -> None:
         """Queue a snapshot covering every commit so far (nothing in flight)."""
@@ -728,6 +818,8 @@ class JobJournal:
             if self.failed is not None:
                 return
             self.failed = error
+        with self._rows:
+            self._rows_durable_locked()  # nobody waits for a row that never comes
         logger.error("journal of job %s failed: %s", self.job_id, error)
         self._fail_job(error, self.job_state.current_routine_id or "")
 

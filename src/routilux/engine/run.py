@@ -566,9 +566,16 @@ class JobRun(JobTimers, DeliveryTimeouts):
         me = asyncio.current_task()
         with self._lock:
             self._own_dict("_aio_live")[me] = task
-        if self._watch:
-            self._open_delivery(task)
         try:
+            journal = self._journal
+            if journal is not None and journal.durability == "sync":
+                # The record that queued this task must be durable first: wait for it
+                # without blocking the loop.
+                gate = journal.row_durable(task.seq)
+                if gate is not None:
+                    await asyncio.wrap_future(gate)
+            if self._watch:
+                self._open_delivery(task)
             merged = self._merged(task)
             if task.target.keeps_buffer:
                 self._note_merged(me, task, merged)

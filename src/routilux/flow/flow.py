@@ -613,6 +613,9 @@ class Flow:
             raise JobStateError(
                 f"job {job_state.job_id} cannot be resumed from one of its own handlers"
             )
+        journal = recovery.journal_of(self, job_state)
+        if journal is not None and job_state.status == "paused":
+            journal.reclaim()  # a paused journaled job is released: own it again
         while True:
             # The status change, taking the pending work and registering the new
             # run are one step under the job's lock: a pause or cancel racing this
@@ -826,6 +829,20 @@ class Flow:
         """The job store every job of this flow is journaled in (None: no journal)."""
         return self._store
 
+    def use_store(
+        self, store: Store | str | os.PathLike[str] | None, durability: str | None = None
+    ) -> None:
+        """Journal the jobs started from now on in ``store`` (as ``Flow(store=...)``;
+        None: no journal), e.g. for a flow read from a flow file.  Refused while jobs
+        of the flow run."""
+        with self._runs_lock:
+            if self._runs:
+                raise FlowError(
+                    f"Flow '{self.flow_id}': cannot change its store while {len(self._runs)} "
+                    "job(s) run"
+                )
+            self._init_durable(store, durability or self.durability)
+
     def recover(
         self,
         *,
@@ -871,13 +888,22 @@ class Flow:
         if kind == "done":
             return found[1], True
         _, job_state, journal, rows = found
+        deferred: list[dict[str, Any]] = []
         if job_state.status == "paused":
             with job_state.lock:
                 job_state._hooks = None
                 job_state._set_running()
+                deferred, job_state.deferred_events = job_state.deferred_events, []
         self._check_strategy(strategy)
         self._start_adopted(
-            job_state, journal, rows, wait=wait, timeout=timeout, strategy=strategy, hooks=hooks
+            job_state,
+            journal,
+            rows,
+            wait=wait,
+            timeout=timeout,
+            strategy=strategy,
+            hooks=hooks,
+            deferred=deferred,
         )
         journal.flush()
         return job_state, True
@@ -892,8 +918,10 @@ class Flow:
         timeout: float | None,
         strategy: str | None = None,
         hooks: Iterable[JobHooks] | None = None,
+        deferred: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Run a job taken over from the store from its pending ``rows``."""
+        """Run a job taken over from the store from its pending ``rows`` (and, for a
+        paused one, its ``deferred`` events first, as :meth:`resume` does)."""
         extra = check_hooks(hooks, "resume()")
         new_hooks = self._hook_set(extra)
         current = job_state.current_routine_id
@@ -903,7 +931,7 @@ class Flow:
         run = JobRun(self, job_state, current, new_hooks)
         journal.attach(run)
         self._register(run, strategy)
-        self._launch(run, recovery.restore_rows(run, rows), wait, timeout)
+        self._launch(run, recovery.restore_rows(run, rows, deferred), wait, timeout)
 
     # -- files and diagrams (the work is in routilux.flowfile and flow/diagram.py) --
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -136,16 +137,9 @@ def adopt(flow: Flow, job_id: str, epoch: int) -> tuple[JobState, JobJournal, li
             logger.warning("could not release job %s: %s", job_id, exc)
         raise
     job_state.flow_id = flow.flow_id
-    next_seq = job_state.task_seq
-    for delta in job.deltas:
-        for row in delta.get("tasks_added") or ():
-            next_seq = max(next_seq, row["seq"] + 1)
-        consumed = delta.get("consumed")
-        if isinstance(consumed, int):
-            next_seq = max(next_seq, consumed + 1)
-    for row in job.tasks:
-        next_seq = max(next_seq, row["seq"] + 1)
-    job_state.task_seq = next_seq
+    # The rows are the job's pending work; a snapshot taken at a pause also lists it.
+    job_state.pending_tasks = []
+    next_seq = job_state.task_seq  # above every task the job has had (load_job)
     journal = JobJournal.adopt(
         Durable.of(store),
         job_state,
@@ -158,10 +152,15 @@ def adopt(flow: Flow, job_id: str, epoch: int) -> tuple[JobState, JobJournal, li
     return job_state, journal, list(job.tasks)
 
 
-def restore_rows(run: JobRun, rows: list[TaskRow]) -> Callable[[], bool]:
-    """The first step of a taken-over run: its pending rows back in the engine."""
+def restore_rows(
+    run: JobRun, rows: list[TaskRow], deferred: list[dict[str, Any]] | None = None
+) -> Callable[[], bool]:
+    """The first step of a taken-over run: its deferred events (a paused job's) are
+    emitted, then its pending rows go back into the engine."""
 
     def first_steps() -> bool:
+        for event in deferred or ():
+            run.flow._emit_deferred(event)
         now = time.time()
         plan = run.plan
         for row in rows:
@@ -264,3 +263,50 @@ def take_over(flow: Flow, job_id: str, stale_after: float | None) -> tuple[Any, 
             f"{summary.owner!r}, which is alive: it cannot be resumed here"
         )
     return ("adopted", *adopt(flow, job_id, epoch))
+
+
+def cancel_stored(
+    store: Store, job_id: str, *, reason: str = "", stale_after: float = STALE_AFTER
+) -> None:
+    """Cancel a journaled job in ``store`` that no live process holds (``routilux
+    jobs cancel``): it is claimed, its pending rows dropped, and its status (and the
+    reason, in the JobState as ``flow.cancel`` keeps it) committed.  A finished job,
+    or one a live runner holds, raises :class:`~routilux.JobStateError`."""
+    from ..changes import ChangeLog
+
+    summary = store.load(job_id).summary
+    if summary.status in ("completed", "failed", "cancelled"):
+        raise JobStateError(f"Cannot cancel job {job_id}: it is {summary.status}")
+    runner = f"cancel-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    store.register_runner(runner)
+    try:
+        epoch = store.claim(job_id, runner, stale_after)
+        if epoch is None:
+            raise JobStateError(
+                f"Cannot cancel job {job_id} here: runner {summary.owner!r} holds it and is "
+                "alive (cancel it in that process)"
+            )
+        job = store.load(job_id)
+        state = store.load_job(job_id)
+        log = ChangeLog(state)
+        state._set_cancelled(reason)
+        ops = [op for record in log.take_ready(flush=True) for op in record.ops]
+        log.detach()
+        store.commit(
+            job_id,
+            epoch,
+            [
+                {
+                    "seq": job.commit_seq + 1,
+                    "consumed": None,
+                    "ops": ops,
+                    "tasks_added": [],
+                    "tasks_removed": [row["seq"] for row in job.tasks],
+                    "status": "cancelled",
+                    "waiting_for": None if job.waiting_for is None else {"clear": True},
+                }
+            ],
+        )
+        store.release(job_id, epoch)
+    finally:
+        store.remove_runner(runner)
