@@ -64,6 +64,20 @@ EXPECTED: dict[str, list[str]] = {
         "Total: 5140",
         "Rejected: []",
     ],
+    "crash_and_recover.py": [
+        "[first process]",
+        "Killed by SIGKILL: True",
+        "[second process]",
+        "Unfinished jobs in the store: 1",
+        "Recovered job: True",
+        "Status: completed",
+        "book: {'booked': 10}",
+        "Booked: ['order-0', 'order-1', 'order-2', 'order-3', 'order-4', 'order-5', "
+        "'order-6', 'order-7', 'order-8', 'order-9']",
+        "Every order exactly once: True",
+        "Shared log entries: 10",
+        "Ledger rows: 10 (10 distinct orders)",
+    ],
     "builtin_pipeline.py": [
         "Status: completed",
         "Filtered out (not paid): ['A-2', 'A-5']",

@@ -516,6 +516,14 @@ class ChangeLog:
             if job.taken:
                 self._settle(job, job_level=True)  # raises only for the job's own writes
             ended = self._ended
+            if len(ended) == 1 and not self._open and not job.seqs:
+                # The common case of a sequential job, released after each delivery:
+                # nothing is open and no job-level write waits, so the one record is
+                # ready and a group of its own (what the general path below finds).
+                record = ended.pop()
+                record.cut = True
+                self._touch(record)
+                return [record]
             frontier = min(
                 (s.first for s in self._open.values() if s.first is not None),
                 default=self._seq + 1,

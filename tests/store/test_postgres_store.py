@@ -38,8 +38,8 @@ def test_json_columns_are_jsonb(pg: PostgresStore, store_url: str) -> None:
         ).fetchall()
     assert rows == [
         ("routilux_delta", "record"),
-        ("routilux_job", "snapshot"),
         ("routilux_job", "waiting_for"),
+        ("routilux_snapshot", "snapshot"),
         ("routilux_task", "data"),
         ("routilux_task", "extra"),
     ]

@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, runtime_checkable
 
+from routilux.changes import apply_ops as changes_apply_ops
 from routilux.exceptions import StoreError
 
 if TYPE_CHECKING:
@@ -234,9 +235,40 @@ class Store(Protocol):
 # ---------------------------------------------------------------------------
 
 
-# One encoder for every write: json.dumps() with options builds a new one per call,
-# which costs more than encoding a small record.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_encode() -> Callable[[Any], str]:
+    """A compact, NaN-refusing JSON encoder built once.
+
+    ``JSONEncoder.encode`` builds a new C encoder (and a cycle-marker dict and a
+    closure) on every call, which costs about as much as encoding a small record.
+    The C encoder built here without cycle markers holds no per-call state, so one
+    instance serves every thread; a cycle ends in RecursionError instead of
+    ValueError, and :func:`dumps` turns both into StoreError.
+    """
+    try:
+        from json.encoder import (  # type: ignore[attr-defined]
+            c_make_encoder,
+            encode_basestring_ascii,
+        )
+    except ImportError:  # pragma: no cover - CPython always has the C accelerator
+        c_make_encoder = None
+    if c_make_encoder is None:  # pragma: no cover
+        return json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    encoder = c_make_encoder(
+        None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(encoder(value, 0))
+
+    return encode
+
+
+_ENCODE = _make_encode()
 
 
 def dumps(value: Any, where: str) -> str:
@@ -405,6 +437,11 @@ def check_records(job_id: str, first_seq: int, records: Sequence[Any]) -> list[D
     checked: list[DeltaRecord] = []
     expected = first_seq
     for index, record in enumerate(records):
+        fast = _fast_record(record, expected)
+        if fast is not None:
+            checked.append(fast)
+            expected += 1
+            continue
         if not isinstance(record, Mapping):
             raise StoreError(f"{_record_name(job_id, index)} must be a dict (a DeltaRecord)")
         if not record.keys() <= _RECORD_KEYS:
@@ -469,6 +506,62 @@ def check_records(job_id: str, first_seq: int, records: Sequence[Any]) -> list[D
         )
         expected += 1
     return checked
+
+
+def _fast_record(record: Any, seq: int) -> Optional[DeltaRecord]:
+    """The normalised DeltaRecord when ``record`` is a plain, valid one with seq
+    ``seq`` and no ``waiting_for`` change; None to look closer (and name the fault).
+
+    The records the journal writes are all of this kind: a few dict reads and type
+    checks, no message strings, no copies beyond the normalised record itself.
+    """
+    if type(record) is not dict or not record.keys() <= _RECORD_KEYS:
+        return None
+    get = record.get
+    if get("seq") != seq or type(get("seq")) is not int or get("waiting_for") is not None:
+        return None
+    consumed = get("consumed")
+    if consumed is not None and type(consumed) is not int:
+        return None
+    ops = get("ops")
+    if ops is None:
+        ops = []
+    elif type(ops) is not list:
+        return None
+    status = get("status")
+    if status is not None and (type(status) is not str or not status):
+        return None
+    removed = get("tasks_removed")
+    if removed:
+        if type(removed) is not list:
+            return None
+        for item in removed:
+            if type(item) is not int:
+                return None
+        removed = list(removed)
+    else:
+        removed = []
+    added = get("tasks_added")
+    rows: list[TaskRow] = []
+    if added:
+        if type(added) is not list:
+            return None
+        for task in added:
+            row = _fast_task(task)
+            if row is None:
+                return None
+            rows.append(row)
+        if len(rows) > 1 and len({row["seq"] for row in rows}) != len(rows):
+            return None  # the slow path names the seq that appears twice
+    return {
+        "seq": seq,
+        "consumed": consumed,
+        "ops": ops,
+        "tasks_added": rows,
+        "tasks_removed": removed,
+        "status": status,
+        "waiting_for": None,
+    }
 
 
 def _record_name(job_id: str, index: int) -> str:
@@ -549,20 +642,10 @@ def owner_dead(
 
 
 def resolve_apply_ops(apply_ops: Optional[ApplyOps]) -> ApplyOps:
-    """``apply_ops`` itself, or the library's ``routilux.changes.apply_ops``."""
+    """``apply_ops`` itself, or the library's :func:`routilux.changes.apply_ops`."""
     if apply_ops is not None:
         return apply_ops
-    import importlib
-
-    try:
-        module = importlib.import_module("routilux.changes")
-    except ImportError as exc:
-        raise StoreError(
-            "load_job needs routilux.changes.apply_ops to replay the journal; "
-            f"it cannot be imported ({exc}); pass apply_ops=..."
-        ) from None
-    found: ApplyOps = module.apply_ops
-    return found
+    return changes_apply_ops
 
 
 def build_job_state(job: JournaledJob, apply_ops: Optional[ApplyOps]) -> JobState:
@@ -587,4 +670,23 @@ def build_job_state(job: JournaledJob, apply_ops: Optional[ApplyOps]) -> JobStat
                 ) from exc
     state.job_id = job.job_id
     state.status = job.status
+    state.task_seq = next_task_seq(job, state.task_seq)
     return state
+
+
+def next_task_seq(job: JournaledJob, saved: int) -> int:
+    """The job's task counter: above ``saved`` (the snapshot's) and above every task
+    seq its deltas added or consumed and every pending task's (the counter is not an
+    op: it travels with the tasks)."""
+    start = saved
+    for delta in job.deltas:
+        consumed = delta.get("consumed")
+        if type(consumed) is int and consumed >= start:
+            start = consumed + 1
+        for row in delta.get("tasks_added") or ():
+            if row["seq"] >= start:
+                start = row["seq"] + 1
+    for row in job.tasks:
+        if row["seq"] >= start:
+            start = row["seq"] + 1
+    return start

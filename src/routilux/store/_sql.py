@@ -1,5 +1,10 @@
 """The journal's SQL, written once for both back ends.
 
+The job's snapshot lives in a table of its own (``routilux_snapshot``), not in its
+job row: every commit updates the job row (its commit seq), and a database rewrites a
+whole row on update -- a snapshot of megabytes in it would be written again on every
+commit.
+
 :class:`SQLStore` implements every :class:`~routilux.store.Store` method on top of a
 few hooks a back end provides: a transaction that yields a DB-API cursor, how JSON
 goes in and comes out, and the row-locking clauses. Statements are written with
@@ -13,7 +18,7 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from routilux.exceptions import JobNotFoundError, StaleEpochError, StoreError
 
@@ -46,6 +51,8 @@ if TYPE_CHECKING:
 # The columns of routilux_job a summary is made of, in JobSummary's order.
 _SUMMARY_COLUMNS = "job_id, flow_id, status, owner, epoch, created_at, updated_at, waiting_for"
 _TASK_COLUMNS = "seq, kind, routine, slot, data, retries, due_at, extra"
+# The most rows one statement inserts, deletes or counts (at most 9 x 64 parameters).
+_CHUNK = 64
 
 
 class SQLStore:
@@ -65,6 +72,8 @@ class SQLStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._closed = False
+        # (what, rows) -> statement text, for the statements over many rows.
+        self._chunked: dict[tuple[Any, ...], str] = {}
 
     # -- hooks ---------------------------------------------------------------
 
@@ -81,6 +90,10 @@ class SQLStore:
     def _jout(self, raw: Any) -> Any:  # pragma: no cover - abstract
         """A JSON column as read back."""
         raise NotImplementedError
+
+    def _jout_many(self, raws: Sequence[Any]) -> list[Any]:
+        """Several JSON columns as read back, in order."""
+        return [self._jout(raw) for raw in raws]
 
     def _sql(self, statement: str) -> str:
         return statement
@@ -117,23 +130,107 @@ class SQLStore:
                 raise StoreError(f"store {self.location}: job {job_id!r} already exists")
             cur.execute(
                 self._sql(
-                    "INSERT INTO routilux_job (job_id, flow_id, status, owner, epoch, snapshot,"
+                    "INSERT INTO routilux_job (job_id, flow_id, status, owner, epoch,"
                     " snapshot_seq, commit_seq, input_seq, created_at, updated_at, waiting_for)"
-                    " VALUES (?, ?, ?, ?, 1, ?, 0, 0, 0, ?, ?, NULL)"
+                    " VALUES (?, ?, ?, ?, 1, 0, 0, 0, ?, ?, NULL)"
                 ),
-                (job_id, flow_id, status, owner, snap, now, now),
+                (job_id, flow_id, status, owner, now, now),
+            )
+            cur.execute(
+                self._sql("INSERT INTO routilux_snapshot (job_id, snapshot) VALUES (?, ?)"),
+                (job_id, snap),
             )
             self._insert_tasks(cur, job_id, rows)
         return 1
 
+    # -- statements over many rows ---------------------------------------------
+    #
+    # One statement per chunk of rows rather than ``executemany`` (a step per row):
+    # the sqlite3 driver lets go of the GIL around every step, and in a busy process
+    # each handover costs more than the row itself. Chunks of at most _CHUNK rows keep
+    # the statement texts (and the drivers' statement caches) to a few sizes.
+
+    def _statement(self, key: tuple[Any, ...], build: Callable[[], str]) -> str:
+        statement = self._chunked.get(key)
+        if statement is None:
+            statement = self._chunked[key] = self._sql(build())
+        return statement
+
+    def _insert_many(self, cur: Any, head: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
+        """``head VALUES (...), (...), ...`` for ``rows`` (each ``width`` values)."""
+        group = "(" + ", ".join("?" * width) + ")"
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            size = len(chunk)
+            statement = self._chunked.get((head, size))
+            if statement is None:
+                text = f"{head} VALUES {', '.join([group] * size)}"
+                statement = self._chunked[(head, size)] = self._sql(text)
+            cur.execute(statement, [value for row in chunk for value in row])
+
+    def _in_tasks(self, verb: str, n: int) -> str:
+        """``verb`` over the job's task rows whose seq is one of ``n`` values."""
+        marks = ", ".join("?" * n)
+        return self._statement(
+            (verb, n), lambda: f"{verb} routilux_task WHERE job_id = ? AND seq IN ({marks})"
+        )
+
+    def _delete_tasks(self, cur: Any, job_id: str, seqs: Sequence[int]) -> None:
+        for start in range(0, len(seqs), _CHUNK):
+            chunk = seqs[start : start + _CHUNK]
+            cur.execute(self._in_tasks("DELETE FROM", len(chunk)), (job_id, *chunk))
+
+    def _pending(self, cur: Any, job_id: str, seqs: Sequence[int]) -> list[int]:
+        """Which of ``seqs`` are pending tasks of the job (for messages: one row each)."""
+        found: list[int] = []
+        for start in range(0, len(seqs), _CHUNK):
+            chunk = seqs[start : start + _CHUNK]
+            cur.execute(self._in_tasks("SELECT seq FROM", len(chunk)), (job_id, *chunk))
+            found.extend(int(row[0]) for row in cur.fetchall())
+        return found
+
+    def _count_pending(
+        self, cur: Any, job_id: str, first: Sequence[int], second: Sequence[int]
+    ) -> tuple[int, int]:
+        """How many of ``first`` and of ``second`` are pending tasks: one statement (one
+        step) when both fit in a chunk."""
+        if len(first) > _CHUNK or len(second) > _CHUNK:
+            counts = [
+                self._count_pending(cur, job_id, first[i : i + _CHUNK], ())[0]
+                for i in range(0, len(first), _CHUNK)
+            ]
+            clashes = [
+                self._count_pending(cur, job_id, (), second[i : i + _CHUNK])[1]
+                for i in range(0, len(second), _CHUNK)
+            ]
+            return sum(counts), sum(clashes)
+
+        def part(n: int) -> str:
+            if not n:
+                return "0"
+            marks = ", ".join("?" * n)
+            return f"(SELECT COUNT(*) FROM routilux_task WHERE job_id = ? AND seq IN ({marks}))"
+
+        statement = self._statement(
+            ("count", len(first), len(second)),
+            lambda: f"SELECT {part(len(first))}, {part(len(second))}",
+        )
+        params: list[Any] = []
+        if first:
+            params += [job_id, *first]
+        if second:
+            params += [job_id, *second]
+        cur.execute(statement, params)
+        row = cur.fetchone()
+        return int(row[0]), int(row[1])
+
     def _insert_tasks(self, cur: Any, job_id: str, rows: Sequence[TaskRow]) -> None:
         if not rows:
             return
-        cur.executemany(
-            self._sql(
-                f"INSERT INTO routilux_task (job_id, {_TASK_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
+        self._insert_many(
+            cur,
+            f"INSERT INTO routilux_task (job_id, {_TASK_COLUMNS})",
+            9,
             [
                 (
                     job_id,
@@ -226,44 +323,32 @@ class SQLStore:
                 status = record["status"]
             if record["waiting_for"] is not None:
                 waiting = record["waiting_for"]
-        if consumed_rows:
-            if len(set(consumed_rows)) != len(consumed_rows):
-                raise StoreError(f"job {job_id!r}: a task is consumed twice in one batch")
-            marks = ", ".join("?" * len(consumed_rows))
-            cur.execute(
-                self._sql(f"SELECT seq FROM routilux_task WHERE job_id = ? AND seq IN ({marks})"),
-                (job_id, *consumed_rows),
-            )
-            missing = set(consumed_rows) - {int(row[0]) for row in cur.fetchall()}
-            if missing:
+        if len(set(consumed_rows)) != len(consumed_rows):
+            raise StoreError(f"job {job_id!r}: a task is consumed twice in one batch")
+        doomed = consumed_rows + removed_rows
+        fresh = sorted(set(added) - set(doomed))
+        if consumed_rows or fresh:
+            # One statement checks both: every consumed task is pending, no added one is.
+            pending, clashing = self._count_pending(cur, job_id, consumed_rows, fresh)
+            if pending != len(consumed_rows):
+                missing = set(consumed_rows) - set(self._pending(cur, job_id, consumed_rows))
                 raise StoreError(
                     f"job {job_id!r}: records consume tasks {sorted(missing)} that are not "
                     "pending (consumed before, or never added)"
                 )
-        doomed = consumed_rows + removed_rows
-        fresh = sorted(set(added) - set(doomed))
-        if fresh:
-            marks = ", ".join("?" * len(fresh))
-            cur.execute(
-                self._sql(f"SELECT seq FROM routilux_task WHERE job_id = ? AND seq IN ({marks})"),
-                (job_id, *fresh),
-            )
-            clash = sorted(int(row[0]) for row in cur.fetchall())
-            if clash:
+            if clashing:
+                clash = sorted(self._pending(cur, job_id, fresh))
                 raise StoreError(
                     f"job {job_id!r}: records add tasks {clash} that are already pending"
                 )
         if doomed:
-            cur.executemany(
-                self._sql("DELETE FROM routilux_task WHERE job_id = ? AND seq = ?"),
-                [(job_id, seq) for seq in doomed],
-            )
+            self._delete_tasks(cur, job_id, doomed)
         self._insert_tasks(cur, job_id, list(added.values()))
         where = f"job {job_id!r} delta"
-        cur.executemany(
-            self._sql(
-                "INSERT INTO routilux_delta (job_id, seq, consumed, record) VALUES (?, ?, ?, ?)"
-            ),
+        self._insert_many(
+            cur,
+            "INSERT INTO routilux_delta (job_id, seq, consumed, record)",
+            4,
             [
                 (
                     job_id,
@@ -313,10 +398,13 @@ class SQLStore:
                 )
             cur.execute(
                 self._sql(
-                    "UPDATE routilux_job SET snapshot = ?, snapshot_seq = ?, updated_at = ?"
-                    " WHERE job_id = ?"
+                    "UPDATE routilux_job SET snapshot_seq = ?, updated_at = ? WHERE job_id = ?"
                 ),
-                (snap, upto_seq, time.time(), job_id),
+                (upto_seq, time.time(), job_id),
+            )
+            cur.execute(
+                self._sql("UPDATE routilux_snapshot SET snapshot = ? WHERE job_id = ?"),
+                (snap, job_id),
             )
             cur.execute(
                 self._sql("DELETE FROM routilux_delta WHERE job_id = ? AND seq <= ?"),
@@ -329,7 +417,7 @@ class SQLStore:
         with self._transaction(write=False) as cur:
             cur.execute(
                 self._sql(
-                    f"SELECT {_SUMMARY_COLUMNS}, snapshot, snapshot_seq, commit_seq"
+                    f"SELECT {_SUMMARY_COLUMNS}, snapshot_seq, commit_seq"
                     " FROM routilux_job WHERE job_id = ?" + self._FOR_SHARE
                 ),
                 (job_id,),
@@ -338,17 +426,39 @@ class SQLStore:
             if row is None:
                 raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
             cur.execute(
+                self._sql("SELECT snapshot FROM routilux_snapshot WHERE job_id = ?"),
+                (job_id,),
+            )
+            found = cur.fetchone()
+            if found is None:
+                raise StoreError(f"store {self.location}: job {job_id!r} has no snapshot row")
+            cur.execute(
                 self._sql(
                     "SELECT record FROM routilux_delta WHERE job_id = ? AND seq > ? ORDER BY seq"
                 ),
-                (job_id, row[9]),
+                (job_id, row[8]),
             )
-            deltas = [self._jout(item[0]) for item in cur.fetchall()]
+            deltas = self._jout_many([item[0] for item in cur.fetchall()])
             cur.execute(
                 self._sql(f"SELECT {_TASK_COLUMNS} FROM routilux_task WHERE job_id = ?"),
                 (job_id,),
             )
-            tasks = [self._task(item) for item in cur.fetchall()]
+            rows = cur.fetchall()
+            datas = self._jout_many([item[4] for item in rows])
+            extras = self._jout_many([item[7] for item in rows])
+            tasks = [
+                {
+                    "seq": int(item[0]),
+                    "kind": item[1],
+                    "routine": item[2],
+                    "slot": item[3],
+                    "data": data,
+                    "retries": int(item[5]),
+                    "due_at": None if item[6] is None else float(item[6]),
+                    "extra": extra,
+                }
+                for item, data, extra in zip(rows, datas, extras)
+            ]
         # The job's own tasks in seq order, then inputs (negative seqs) as they arrived.
         tasks.sort(key=lambda task: (task["seq"] < 0, abs(task["seq"])))
         summary = self._summary(row)
@@ -361,9 +471,9 @@ class SQLStore:
             created_at=summary.created_at,
             updated_at=summary.updated_at,
             waiting_for=summary.waiting_for,
-            snapshot=self._jout(row[8]),
-            snapshot_seq=int(row[9]),
-            commit_seq=int(row[10]),
+            snapshot=self._jout(found[0]),
+            snapshot_seq=int(row[8]),
+            commit_seq=int(row[9]),
             deltas=deltas,
             tasks=tasks,
         )
@@ -494,6 +604,7 @@ class SQLStore:
                 raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
             cur.execute(self._sql("DELETE FROM routilux_task WHERE job_id = ?"), (job_id,))
             cur.execute(self._sql("DELETE FROM routilux_delta WHERE job_id = ?"), (job_id,))
+            cur.execute(self._sql("DELETE FROM routilux_snapshot WHERE job_id = ?"), (job_id,))
 
     # -- runners and leases ----------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from routilux.exceptions import SchemaVersionError, StoreError
 
-from ._base import SCHEMA_VERSION, check_json
+from ._base import SCHEMA_VERSION, dumps
 from ._sql import SQLStore
 
 _SCHEMA = """
@@ -28,7 +28,6 @@ CREATE TABLE routilux_job (
     status TEXT NOT NULL,
     owner TEXT,
     epoch BIGINT NOT NULL,
-    snapshot JSONB NOT NULL,
     snapshot_seq BIGINT NOT NULL,
     commit_seq BIGINT NOT NULL,
     input_seq BIGINT NOT NULL,
@@ -39,6 +38,10 @@ CREATE TABLE routilux_job (
 );
 CREATE INDEX routilux_job_by_flow ON routilux_job (flow_id, created_at);
 CREATE INDEX routilux_job_by_status ON routilux_job (status, created_at);
+CREATE TABLE routilux_snapshot (
+    job_id TEXT PRIMARY KEY,
+    snapshot JSONB NOT NULL
+);
 CREATE TABLE routilux_task (
     job_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
@@ -69,6 +72,11 @@ CREATE TABLE routilux_runner (
 
 # pg_advisory_xact_lock key held while the schema is checked or created ("rtlx").
 _SCHEMA_LOCK = 0x72746C78
+
+
+def _as_is(text: Any) -> Any:
+    """The "dumps" of a value that is already JSON text."""
+    return text
 
 
 def _import_psycopg() -> Any:
@@ -174,8 +182,9 @@ class PostgresStore(SQLStore):
                 raise StoreError(f"store {self.location}: {exc}") from None
 
     def _jin(self, value: Any, where: str) -> Any:
-        check_json(value, where)
-        return self._jsonb(value)
+        # Encoded once here (the check and the text the server gets are one pass);
+        # Jsonb is handed the text with an identity "dumps".
+        return self._jsonb(dumps(value, where), _as_is)
 
     def _jout(self, raw: Any) -> Any:
         return raw

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Union
@@ -35,7 +35,6 @@ CREATE TABLE routilux_job (
     status TEXT NOT NULL,
     owner TEXT,
     epoch INTEGER NOT NULL,
-    snapshot TEXT NOT NULL,
     snapshot_seq INTEGER NOT NULL,
     commit_seq INTEGER NOT NULL,
     input_seq INTEGER NOT NULL,
@@ -45,6 +44,10 @@ CREATE TABLE routilux_job (
 );
 CREATE INDEX routilux_job_by_flow ON routilux_job (flow_id, created_at);
 CREATE INDEX routilux_job_by_status ON routilux_job (status, created_at);
+CREATE TABLE routilux_snapshot (
+    job_id TEXT PRIMARY KEY,
+    snapshot TEXT NOT NULL
+);
 CREATE TABLE routilux_task (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -266,6 +269,24 @@ class SQLiteStore(SQLStore):
 
     def _jout(self, raw: Any) -> Any:
         return json.loads(raw)
+
+    def _jout_many(self, raws: Sequence[Any]) -> list[Any]:
+        """The columns decoded by one ``json.loads`` of them joined into an array (a
+        job's tasks are decoded together, not one call each).
+
+        The joined text must parse and give exactly one value per column; otherwise
+        (a column that is not one whole JSON value) each is decoded on its own, which
+        fails as decoding that column alone would.
+        """
+        if len(raws) < 2 or not all(type(raw) is str for raw in raws):
+            return [json.loads(raw) for raw in raws]
+        try:
+            values = json.loads("[" + ",".join(raws) + "]")
+        except ValueError:
+            values = None
+        if type(values) is not list or len(values) != len(raws):
+            return [json.loads(raw) for raw in raws]
+        return values
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

@@ -1,0 +1,299 @@
+"""W7 (durable jobs): what the automatic SQLite journal costs a running job.
+
+In one run, medians of ``--repeats`` runs (5 by default) of the process's CPU time
+(the journal's writer thread included; on a shared machine other processes' time is
+not counted):
+
+- **W2**: a source pushes 2,000 messages through a 10-stage chain to a sink (22,000
+  deliveries), without a store and with ``store=SQLiteStore(...)`` in batch mode,
+  beside the plain ``deque`` loop doing the same work. The journal's overhead per
+  delivery is (journaled - plain flow) / deliveries. Target: <= 10 us.
+- **W1**: a trivial 2-routine job (one delivery to the sink), many jobs back to back,
+  without a store, journaled in batch mode and in sync mode. Target: <= 300 us per
+  trivial durable job.
+- **recover**: 1,000 unfinished jobs with 100 pending deliveries each, written straight
+  into a store through the store API with an owner that is dead; timed: a fresh
+  flow's ``recover(wait=False)`` until it returns (every job claimed and running) and
+  until every job has completed (wall time: this is latency). Target: <= 3 s to
+  running.
+- **W6**: the snapshot of a JobState with 10,000 history records: the saved form
+  (``layout_of(JobState).serialize``) and the store's encoding of it, beside plain
+  ``json.dumps`` of the same dict. Target: within 1.5x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _common import Source, row  # noqa: E402
+from w1_w2_core import STAGES, Sink, Stage  # noqa: E402
+from w6_persistence import build_job_state  # noqa: E402
+
+from routilux import Flow, JobState  # noqa: E402
+from routilux.serialization import layout_of  # noqa: E402
+from routilux.store import SQLiteStore  # noqa: E402
+from routilux.store._base import dumps  # noqa: E402
+
+TARGET_DELIVERY_US = 10.0
+TARGET_JOB_US = 300.0
+TARGET_RECOVER_S = 3.0
+TARGET_SNAPSHOT = 1.5
+
+
+def median_cpu(fn: Callable[[], object], repeats: int) -> float:
+    """The median CPU time of this process (all threads) for ``fn()`` over
+    ``repeats`` runs, after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
+def build_w1(**options: Any) -> Flow:
+    """W1's flow (source -> sink); ``options`` go to Flow (store, durability)."""
+    flow = Flow(flow_id="w1", **options)
+    flow.add_routine(Source(), "source")
+    flow.add_routine(Sink(), "sink")
+    flow.connect("source", "output", "sink", "input")
+    return flow
+
+
+def build_w2(**options: Any) -> Flow:
+    """W2's flow (source -> 10 stages -> sink); ``options`` go to Flow."""
+    flow = Flow(flow_id="w2", **options)
+    flow.add_routine(Source(), "source")
+    previous = "source"
+    for i in range(STAGES):
+        flow.add_routine(Stage(), f"stage{i}")
+        flow.connect(previous, "output", f"stage{i}", "input")
+        previous = f"stage{i}"
+    flow.add_routine(Sink(), "sink")
+    flow.connect(previous, "output", "sink", "input")
+    return flow
+
+
+def journaled(build: Callable[..., Flow], path: str, durability: str) -> Flow:
+    """The flow ``build`` makes, on a SQLite store at ``path``."""
+    return build(store=SQLiteStore(path), durability=durability)
+
+
+def deque_chain(n: int) -> int:
+    """W2's work as a plain work queue of (stage index, value) items."""
+    total = 0
+    queue: deque[tuple[int, int]] = deque((0, i) for i in range(n))
+    while queue:
+        stage, value = queue.popleft()
+        if stage < STAGES:
+            queue.append((stage + 1, value + 1))
+        else:
+            total += value
+    return total
+
+
+def w2(folder: str, messages: int, repeats: int) -> None:
+    deliveries = messages * (STAGES + 1)
+    plain = build_w2()
+    durable = journaled(build_w2, os.path.join(folder, "w2.db"), "batch")
+
+    def run(flow: Flow) -> Callable[[], None]:
+        def go() -> None:
+            job = flow.execute("source", {"n": messages})
+            assert job.status == "completed", job.status
+
+        return go
+
+    t_loop = median_cpu(lambda: deque_chain(messages), repeats)
+    t_plain = median_cpu(run(plain), repeats)
+    t_durable = median_cpu(run(durable), repeats)
+    overhead = (t_durable - t_plain) / deliveries * 1e6
+    print(
+        f"W2: source -> {STAGES}-stage chain -> sink, {messages:,} messages "
+        f"({deliveries:,} deliveries per job), CPU time, median of {repeats}"
+    )
+    row("plain Python deque loop", t_loop / deliveries * 1e6, "us/delivery")
+    row("routilux, no store", t_plain / deliveries * 1e6, "us/delivery")
+    row("routilux, SQLite journal (batch)", t_durable / deliveries * 1e6, "us/delivery")
+    verdict = "within" if overhead <= TARGET_DELIVERY_US else "OVER"
+    row("journal overhead", overhead, "us/delivery", f"{verdict} {TARGET_DELIVERY_US:g} us")
+
+
+def w1(folder: str, jobs: int, repeats: int) -> None:
+    flows = {
+        "no store": build_w1(),
+        "SQLite journal (batch)": journaled(build_w1, os.path.join(folder, "w1b.db"), "batch"),
+        "SQLite journal (sync)": journaled(build_w1, os.path.join(folder, "w1s.db"), "sync"),
+    }
+
+    def run(flow: Flow) -> Callable[[], None]:
+        def go() -> None:
+            for _ in range(jobs):
+                flow.execute("source", {"n": 1})
+
+        return go
+
+    def loop() -> None:
+        for _ in range(jobs):
+            deque_chain(0)
+
+    print(f"W1: 2-routine job, 1 delivery to the sink, {jobs:,} jobs back to back")
+    row("plain Python deque loop", median_cpu(loop, repeats) / jobs * 1e6, "us/job")
+    for label, flow in flows.items():
+        per_job = median_cpu(run(flow), repeats) / jobs * 1e6
+        note = ""
+        if label != "no store":
+            note = f"{'within' if per_job <= TARGET_JOB_US else 'OVER'} {TARGET_JOB_US:g} us"
+        row(f"routilux, {label}", per_job, "us/job", note)
+
+
+def w6(records: int, repeats: int) -> None:
+    js = build_job_state(records)
+    layout = layout_of(JobState)
+    plain = js.serialize()
+
+    def snapshot() -> None:
+        dumps(layout.serialize(js), "snapshot")
+
+    def encode_only() -> None:
+        dumps(plain, "snapshot")
+
+    def baseline() -> None:
+        json.dumps(plain, separators=(",", ":"), allow_nan=False)
+
+    assert json.loads(dumps(layout.serialize(js), "snapshot")) == json.loads(json.dumps(plain))
+    t_snap = median_cpu(snapshot, repeats) * 1e3
+    t_encode = median_cpu(encode_only, repeats) * 1e3
+    t_json = median_cpu(baseline, repeats) * 1e3
+    ratio = t_snap / t_json
+    print(f"W6: snapshot of a JobState with {records:,} history records")
+    row("routilux: saved form + store encoding", t_snap, "ms", f"{ratio:.2f}x json.dumps")
+    row("routilux: store encoding of the saved form", t_encode, "ms")
+    row("plain json.dumps of the same dict", t_json, "ms")
+    verdict = "within" if ratio <= TARGET_SNAPSHOT else "OVER"
+    print(f"  snapshot ratio {ratio:.2f}x: {verdict} the {TARGET_SNAPSHOT:g}x target")
+
+
+class _DiesAtSecondCommit(SQLiteStore):
+    """A store whose process dies (SIGKILL) as its second commit is called: in sync
+    mode the first commit is the source's delivery, so the job is left with its
+    pending deliveries and a dead owner."""
+
+    calls = 0
+
+    def commit_many(self, batches: Any) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().commit_many(batches)
+
+
+def make_template(path: str, pending: int) -> None:
+    """(In a child process.) Leave one unfinished W1 job with ``pending`` deliveries
+    to the sink in the store at ``path``, then die."""
+    flow = build_w1(store=_DiesAtSecondCommit(path), durability="sync")
+    flow.execute("source", {"n": pending})
+    raise SystemExit("the job finished: the template was not made")
+
+
+def stored_jobs(folder: str, name: str, jobs: int, pending: int) -> str:
+    """A store holding ``jobs`` copies of the template job (each ``pending`` ready
+    deliveries, owner dead), written with ``store.create_job``; returns its path."""
+    template_db = os.path.join(folder, f"{name}-template.db")
+    child = subprocess.run(
+        [sys.executable, __file__, "--make-template", template_db, "--pending", str(pending)],
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.returncode
+    with SQLiteStore(template_db) as store:
+        (summary,) = store.list_jobs(flow_id="w1")
+        template = store.load(summary.job_id)
+        # The template's commits folded into the snapshot every copy starts from.
+        snapshot = layout_of(JobState).serialize(store.load_job(summary.job_id))
+    assert len(template.tasks) == pending, len(template.tasks)
+    path = os.path.join(folder, f"{name}.db")
+    with SQLiteStore(path) as store:
+        for index in range(jobs):
+            job_id = f"job-{index:05d}"
+            snapshot["job_id"] = job_id
+            store.create_job(job_id, "w1", "running", snapshot, template.tasks, owner="gone")
+    return path
+
+
+def recover(folder: str, jobs: int, pending: int, repeats: int) -> None:
+    """``recover(wait=False)`` of ``jobs`` unfinished jobs, wall time (median of
+    ``repeats``, each on a fresh copy of the store)."""
+    to_running: list[float] = []
+    to_done: list[float] = []
+    for attempt in range(repeats):
+        path = stored_jobs(folder, f"recover{attempt}", jobs, pending)
+        # The concurrent strategy, so that recover(wait=False) returns once the jobs
+        # are claimed, loaded and handed to the pool (a sequential job would run in
+        # the calling thread before it returns).
+        flow = build_w1(store=SQLiteStore(path), execution_strategy="concurrent")
+        start = time.perf_counter()
+        resumed = list(flow.recover(wait=False))
+        running = time.perf_counter() - start
+        flow.wait_for_completion()
+        done = time.perf_counter() - start
+        assert len(resumed) == jobs, len(resumed)
+        assert all(job.status == "completed" for job in resumed)
+        flow.shutdown()
+        to_running.append(running)
+        to_done.append(done)
+    t_running = statistics.median(to_running)
+    t_done = statistics.median(to_done)
+    print(
+        f"recover: {jobs:,} unfinished jobs x {pending} pending deliveries, owner dead "
+        f"(wall time, median of {repeats})"
+    )
+    verdict = "within" if t_running <= TARGET_RECOVER_S else "OVER"
+    row(
+        "recover(wait=False) returns, jobs running",
+        t_running,
+        "s",
+        f"{verdict} {TARGET_RECOVER_S:g} s",
+    )
+    row("... until every job has completed", t_done, "s", f"{jobs * pending:,} deliveries")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2_000, help="W2 messages per job")
+    parser.add_argument("--jobs", type=int, default=1_000, help="W1 jobs per run")
+    parser.add_argument("--recover-jobs", type=int, default=1_000)
+    parser.add_argument("--pending", type=int, default=100, help="deliveries per job")
+    parser.add_argument("--records", type=int, default=10_000, help="W6 history records")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--make-template", metavar="DB", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["w2", "w1", "recover", "w6"], help="one part only")
+    args = parser.parse_args()
+    if args.make_template:
+        make_template(args.make_template, args.pending)
+        return
+    with tempfile.TemporaryDirectory(prefix="routilux-w7-") as folder:
+        if args.only in (None, "w2"):
+            w2(folder, args.messages, args.repeats)
+        if args.only in (None, "w1"):
+            w1(folder, args.jobs, args.repeats)
+        if args.only in (None, "recover"):
+            recover(folder, args.recover_jobs, args.pending, args.repeats)
+    if args.only in (None, "w6"):
+        w6(args.records, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
