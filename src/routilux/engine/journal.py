@@ -657,9 +657,13 @@ class JobJournal:
         a group (and whatever must share its transaction) at a time."""
         if self.failed is not None:
             return
+        orphans: list[TaskRow] = []
+        removed: list[int] = []
+        if self._orphans or self._orphan_removed:  # rare: looked at without the lock first
+            with self._rows:
+                orphans, self._orphans = self._orphans, []
+                removed, self._orphan_removed = self._orphan_removed, []
         with self._rows:
-            orphans, self._orphans = self._orphans, []
-            removed, self._orphan_removed = self._orphan_removed, []
             for row in orphans:
                 if self._unreleased.pop(row["seq"], None) is not None:
                     self._held_needs.discard(row["seq"])
@@ -807,6 +811,8 @@ class JobJournal:
     # -- failures -------------------------------------------------------------------
 
     def _take_fault(self) -> BaseException | None:
+        if self._fault is None:  # the common case, without the lock (set under it)
+            return None
         with self._rows:
             fault, self._fault = self._fault, None
         return fault
