@@ -376,3 +376,18 @@ def test_many_concurrent_deliveries_with_retries_rebuild_exactly(url: str, store
     stored = store.load(job.job_id)
     assert (stored.status, stored.tasks) == ("completed", [])
     assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_bad_store_and_durability_arguments_are_refused_naming_the_flow(url: str) -> None:
+    from routilux.exceptions import InvalidArgumentError, StoreError
+
+    with pytest.raises(InvalidArgumentError, match="'f1'.*store must be"):
+        Flow(flow_id="f1", store=42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="'f2'.*durability must be one of"):
+        Flow(flow_id="f2", store=url, durability="always")
+    with pytest.raises(StoreError, match="nosuch://x"):
+        Flow(flow_id="f3", store="nosuch://x")
+    assert Flow(flow_id="f4").store is None
+    flow = Flow(flow_id="f5")
+    flow.use_store(url)
+    assert flow.store is not None and flow.durability == "batch"
