@@ -199,12 +199,6 @@ def test_kill_at_a_commit_then_recover_loses_nothing_and_doubles_nothing(
     assert sum(kills) >= MIN_KILLS, f"only {sum(kills)} of {len(kills)} runs were killed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a task re-created after a crash can get the seq, hence the delivery_id, that "
-    "a different delivery of the crashed run had (the task counter restarts at the last "
-    "committed value), so an external write keyed on delivery_id is skipped for it",
-)
 def test_a_delivery_id_never_names_two_deliveries_across_a_crash() -> None:
     """The crashed run's deliveries x and y never reached the journal; after the
     crash the router emits them in the other order (it depends on the outside world).

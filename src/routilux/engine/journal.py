@@ -150,6 +150,9 @@ class JobJournal:
         self._fault: BaseException | None = None  # an unencodable task: fail the job
         self._released = False  # paused: ownership given back to the store
         self.failed: StoreError | None = None  # the store refused this job's records
+        # Set once the failure is in the JobState (history record, status), so a
+        # flush before execute() returns never shows the job as it was before it.
+        self._failure_applied = threading.Event()
         self.finished = False
         with durable._lock:
             durable.jobs[self.job_id] = self
@@ -319,6 +322,15 @@ class JobJournal:
         fault = fault or self._take_fault()
         if fault is not None:
             self._fail_job(fault, task.rid)
+        else:
+            # A commit refused meanwhile (a stale epoch, a full disk) stops the job
+            # here, before the delivery's children start, not whenever the writer's
+            # report (on a thread of its own) gets there.
+            refused = self.failed or self.writer.error_of(self.job_id)
+            if refused is not None:
+                self.store_failed(refused)  # once, whoever comes first
+                if not aio.on_engine_loop():
+                    self._failure_applied.wait()
 
     # -- durability="sync" ---------------------------------------------------------
 
@@ -425,7 +437,10 @@ class JobJournal:
         call it before they return).  A store failure fails the job.  On the engine's
         loop (an ``async def`` handler pausing its job) it does not wait: waiting there
         would stall every ``async def`` delivery."""
-        if self.failed is not None or aio.on_engine_loop():
+        if aio.on_engine_loop():
+            return
+        if self.failed is not None:
+            self._failure_applied.wait()
             return
         self._wait_durable()
 
@@ -640,10 +655,13 @@ class JobJournal:
             if self.failed is not None:
                 return
             self.failed = error
-        with self._rows:
-            self._rows_durable_locked()  # nobody waits for a row that never comes
-        logger.error("journal of job %s failed: %s", self.job_id, error)
-        self._fail_job(error, self.job_state.current_routine_id or "")
+        try:
+            with self._rows:
+                self._rows_durable_locked()  # nobody waits for a row that never comes
+            logger.error("journal of job %s failed: %s", self.job_id, error)
+            self._fail_job(error, self.job_state.current_routine_id or "")
+        finally:
+            self._failure_applied.set()
 
     def _fail_job(self, error: BaseException, rid: str) -> None:
         """Record ``error`` in the job's history and stop the job as failed."""

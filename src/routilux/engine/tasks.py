@@ -108,6 +108,19 @@ _COUNT_KEYS = ("retry_count", "max_retries")
 #: Upper bound of a saved task number (a JSON integer far beyond any real job).
 MAX_SEQ = 2**62
 
+#: Task numbers each owner of a journaled job (each epoch) has to itself.
+SEQS_PER_EPOCH = 2**32
+
+
+def first_seq_of_epoch(epoch: int) -> int:
+    """Where the task numbers of a journaled job's ``epoch`` start.
+
+    A run that crashed may have numbered tasks it never journaled, and handlers may
+    have used their delivery ids outside; a run taking the job over must not hand
+    those numbers to different deliveries, so every epoch numbers new tasks in a
+    range of its own (journaled tasks keep their numbers, hence their ids)."""
+    return min(max(epoch - 1, 0) * SEQS_PER_EPOCH, MAX_SEQ // 2)
+
 
 _NONE = type(None)
 _TEXT_TYPES = frozenset({str, _NONE})

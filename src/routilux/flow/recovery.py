@@ -27,7 +27,7 @@ from ..engine.journal import (
     entry_of_row,
     missing_target,
 )
-from ..engine.tasks import task_from_dict
+from ..engine.tasks import first_seq_of_epoch, task_from_dict
 from ..exceptions import InvalidArgumentError, JobStateError, RoutiluxWarning, StoreError
 from ..store import Store, TaskRow, open_store
 
@@ -139,7 +139,9 @@ def adopt(flow: Flow, job_id: str, epoch: int) -> tuple[JobState, JobJournal, li
     job_state.flow_id = flow.flow_id
     # The rows are the job's pending work; a snapshot taken at a pause also lists it.
     job_state.pending_tasks = []
-    next_seq = job_state.task_seq  # above every task the job has had (load_job)
+    # Above every task the job has had (load_job), and in this epoch's own range.
+    next_seq = max(job_state.task_seq, first_seq_of_epoch(epoch))
+    job_state.task_seq = next_seq  # where the new run numbers its tasks from
     journal = JobJournal.adopt(
         Durable.of(store),
         job_state,
