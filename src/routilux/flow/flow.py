@@ -825,6 +825,7 @@ class Flow:
             )
         where = f"job {job_state.job_id}: input for '{routine_id}'.'{slot_name}'"
         own = current_run()
+        delivered: JobRun | None
         while True:
             with job_state.lock:
                 request = find_request(job_state.waiting_for, routine_id, slot_name)
@@ -839,9 +840,8 @@ class Flow:
                     # Queued before the run can settle, or refused with the request open.
                     if run.deliver_input(routine_id, slot_name, payload):
                         job_state._close_request(request["id"])
-                        if wait and own is not run:
-                            run.wait(timeout)
-                        return job_state
+                        delivered = run
+                        break
                     if own is run:
                         raise JobStateError(
                             f"{where}: the job is {job_state.status} and takes no new work"
@@ -858,10 +858,15 @@ class Flow:
                     job_state._close_request(request["id"])
                     if status == "paused":
                         return job_state  # delivered when the job is resumed
+                    delivered = None
                     break
             # A run is settling or pausing: once it has, act on the status it left.
             job_state.wait_for_completion()
-        return self.resume(job_state, wait=wait, timeout=timeout)
+        if delivered is None:
+            return self.resume(job_state, wait=wait, timeout=timeout)
+        if wait and own is not delivered:  # (a handler of the job never waits for it)
+            delivered.wait(timeout)
+        return job_state
 
     def _job_for_input(self, job: JobState | str) -> JobState:
         """The JobState ``send_input`` was given, or the one its id names."""
