@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
-from ..exceptions import SerializationError, StoreError
+from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
 from ..store import JournalWriter, Store
 from ..store.lease import Heartbeat
@@ -332,6 +332,7 @@ class JobJournal:
         self._bindings: dict[Key, Any] = {}
         self._status: str | None = job_state.status
         self._fault: BaseException | None = None  # an unencodable task: fail the job
+        self._released = False  # paused: ownership given back to the store
         self.failed: StoreError | None = None  # the store refused this job's records
         self.finished = False
         with durable._lock:
@@ -393,7 +394,10 @@ class JobJournal:
     # -- runs ---------------------------------------------------------------------
 
     def attach(self, run: JobRun) -> None:
-        """Journal ``run`` (a run of this job, before it starts)."""
+        """Journal ``run`` (a run of this job, before it starts).  A job released when
+        it paused is claimed again first (JobStateError if another process has it)."""
+        if self._released and self.failed is None:
+            self._reclaim()
         self.run = run
         run.set_observer(self)
         run._journal = self
@@ -401,6 +405,22 @@ class JobJournal:
             # e.g. running again after a pause
             with self.job_state.lock:
                 self._put_job_record(status=self.job_state.status)
+
+    def reclaim(self) -> None:
+        """Own the job again if it was released when it paused (before a resume)."""
+        if self._released and self.failed is None:
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        self._wait_durable()  # the release is committed
+        epoch = self.store.claim(self.job_id, self.durable.start(), STALE_AFTER)
+        if epoch is None:
+            raise JobStateError(
+                f"job {self.job_id} was taken over by another process while it was paused "
+                f"(store {self.store.location}); resume it there"
+            )
+        self.epoch = epoch
+        self._released = False
 
     # -- the task observer ----------------------------------------------------------
 
@@ -560,6 +580,15 @@ class JobJournal:
         self._status = status
         if status != "paused":
             self._put_snapshot(final=True)
+        elif self.failed is None:
+            # A paused job is nobody's: any process may resume it (this one claims it
+            # again when it resumes it itself).
+            try:
+                self.writer.put_release(self.job_id, self.epoch)
+            except StoreError as exc:
+                self.store_failed(exc)
+                return
+            self._released = True
 
     def _wait_durable(self) -> None:
         writer = self.writer

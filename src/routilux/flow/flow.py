@@ -618,6 +618,9 @@ class Flow:
             raise JobStateError(
                 f"job {job_state.job_id} cannot be resumed from one of its own handlers"
             )
+        journal = recovery.journal_of(self, job_state)
+        if journal is not None and job_state.status == "paused":
+            journal.reclaim()  # a paused journaled job is released: own it again
         while True:
             # The status change, taking the pending work and registering the new
             # run are one step under the job's lock: a pause or cancel racing this
@@ -947,6 +950,20 @@ class Flow:
     def store(self) -> Store | None:
         """The job store every job of this flow is journaled in (None: no journal)."""
         return self._store
+
+    def use_store(
+        self, store: Store | str | os.PathLike[str] | None, durability: str | None = None
+    ) -> None:
+        """Journal the jobs started from now on in ``store`` (as ``Flow(store=...)``;
+        None: no journal), e.g. for a flow read from a flow file.  Refused while jobs
+        of the flow run."""
+        with self._runs_lock:
+            if self._runs:
+                raise FlowError(
+                    f"Flow '{self.flow_id}': cannot change its store while {len(self._runs)} "
+                    "job(s) run"
+                )
+            self._init_durable(store, durability or self.durability)
 
     def recover(
         self,

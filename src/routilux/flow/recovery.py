@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -264,3 +265,50 @@ def take_over(flow: Flow, job_id: str, stale_after: float | None) -> tuple[Any, 
             f"{summary.owner!r}, which is alive: it cannot be resumed here"
         )
     return ("adopted", *adopt(flow, job_id, epoch))
+
+
+def cancel_stored(
+    store: Store, job_id: str, *, reason: str = "", stale_after: float = STALE_AFTER
+) -> None:
+    """Cancel a journaled job in ``store`` that no live process holds (``routilux
+    jobs cancel``): it is claimed, its pending rows dropped, and its status (and the
+    reason, in the JobState as ``flow.cancel`` keeps it) committed.  A finished job,
+    or one a live runner holds, raises :class:`~routilux.JobStateError`."""
+    from ..changes import ChangeLog
+
+    summary = store.load(job_id).summary
+    if summary.status in ("completed", "failed", "cancelled"):
+        raise JobStateError(f"Cannot cancel job {job_id}: it is {summary.status}")
+    runner = f"cancel-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    store.register_runner(runner)
+    try:
+        epoch = store.claim(job_id, runner, stale_after)
+        if epoch is None:
+            raise JobStateError(
+                f"Cannot cancel job {job_id} here: runner {summary.owner!r} holds it and is "
+                "alive (cancel it in that process)"
+            )
+        job = store.load(job_id)
+        state = store.load_job(job_id)
+        log = ChangeLog(state)
+        state._set_cancelled(reason)
+        ops = [op for record in log.take_ready(flush=True) for op in record.ops]
+        log.detach()
+        store.commit(
+            job_id,
+            epoch,
+            [
+                {
+                    "seq": job.commit_seq + 1,
+                    "consumed": None,
+                    "ops": ops,
+                    "tasks_added": [],
+                    "tasks_removed": [row["seq"] for row in job.tasks],
+                    "status": "cancelled",
+                    "waiting_for": None if job.waiting_for is None else {"clear": True},
+                }
+            ],
+        )
+        store.release(job_id, epoch)
+    finally:
+        store.remove_runner(runner)

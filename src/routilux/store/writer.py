@@ -47,8 +47,17 @@ class _Snapshot:
         self.upto_seq = upto_seq
 
 
-#: What one queue entry carries: a group of records (one transaction) or a snapshot.
-_Payload = Union[list[DeltaRecord], _Snapshot]
+class _Release:
+    """A queued :meth:`Store.release` (see :meth:`JournalWriter.put_release`)."""
+
+    __slots__ = ()
+
+
+_RELEASE = _Release()
+
+#: What one queue entry carries: a group of records (one transaction), a snapshot or
+#: a release of the job's ownership.
+_Payload = Union[list[DeltaRecord], _Snapshot, _Release]
 _Entry = tuple[int, str, int, _Payload]
 
 
@@ -132,6 +141,11 @@ class JournalWriter:
         """Queue :meth:`Store.write_snapshot` for ``job_id``: written once every record
         put before it is committed. Raises as :meth:`put`."""
         self._put(job_id, epoch, _Snapshot(snapshot, upto_seq))
+
+    def put_release(self, job_id: str, epoch: int) -> None:
+        """Queue :meth:`Store.release` for ``job_id`` (its owner cleared, so any process
+        may claim it), done once every record put before it is committed."""
+        self._put(job_id, epoch, _RELEASE)
 
     def _put(self, job_id: str, epoch: int, record: _Payload) -> None:
         with self._cond:
@@ -313,8 +327,8 @@ class JournalWriter:
                 # A record after a failed one would leave a gap: refuse it the same way.
                 failures.append((ticket, job_id, stopped[job_id]))
                 continue
-            if isinstance(payload, _Snapshot):
-                # Everything put before the snapshot goes first (it may cover it).
+            if not isinstance(payload, list):
+                # Everything put before a snapshot or a release goes first.
                 self._commit_jobs(jobs, failures, stopped)
                 jobs = {}
                 if job_id not in stopped:
@@ -334,12 +348,15 @@ class JournalWriter:
         ticket: int,
         job_id: str,
         epoch: int,
-        payload: _Snapshot,
+        payload: Union[_Snapshot, _Release],
         failures: list[tuple[int, str, StoreError]],
         stopped: dict[str, StoreError],
     ) -> None:
         try:
-            self.store.write_snapshot(job_id, epoch, payload.snapshot, payload.upto_seq)
+            if isinstance(payload, _Release):
+                self.store.release(job_id, epoch)
+            else:
+                self.store.write_snapshot(job_id, epoch, payload.snapshot, payload.upto_seq)
         except Exception:
             self._fail(job_id, {job_id: (epoch, [(ticket, [])])}, failures, stopped)
         else:
