@@ -508,9 +508,9 @@ class JobState:
         return "run"
 
     def _set_running(self) -> None:
-        """paused -> running (see :meth:`_begin_resume`, which flow.resume uses)."""
+        """paused (or waiting) -> running (see :meth:`_begin_resume`, which flow.resume uses)."""
         with self._lock:
-            if self.status == "paused":
+            if self.status in ("paused", "waiting"):
                 self._transition("running", "resume")
 
     def _set_cancelled(self, reason: str = "") -> None:

@@ -76,6 +76,10 @@ DURABILITIES = ("batch", "sync")
 
 _KINDS = {TIMER: "timer", AT_JOB_END: "at_end"}
 
+#: Statuses a run settles in without finishing the job: its rows stay (they are the
+#: JobState's pending tasks), its lease is given back, its journal goes on.
+PARKED = ("paused", "waiting")
+
 #: The key of one delivery: (task seq, attempt).  A retry keeps the seq.
 Key = tuple[int, int]
 
@@ -331,6 +335,8 @@ class JobJournal:
         self._held_needs: set[int] = set()
         self._bindings: dict[Key, Any] = {}
         self._status: str | None = job_state.status
+        # The open requests for input as the store has them (docs/human-input.md).
+        self._waiting_sent: list[dict[str, Any]] = list(job_state.waiting_for)
         self._fault: BaseException | None = None  # an unencodable task: fail the job
         self._released = False  # paused: ownership given back to the store
         self.failed: StoreError | None = None  # the store refused this job's records
@@ -546,7 +552,7 @@ class JobJournal:
             if self.failed is None:
                 self._release(flush=True)
                 self._settle_rows(js.status)
-        if js.status == "paused":
+        if js.status in PARKED:
             return
         if self.failed is None and not aio.on_engine_loop():
             self._wait_durable()
@@ -564,7 +570,7 @@ class JobJournal:
             self._in_flight.clear()
             self._rows_durable_locked()
         added: list[TaskRow] = []
-        if status == "paused":
+        if status in PARKED:
             # The store's rows become the JobState's pending tasks exactly.
             try:
                 added = [row_of_entry(entry) for entry in js.pending_tasks]
@@ -578,7 +584,7 @@ class JobJournal:
         del orphans  # superseded by the rows above (or dropped with the job)
         self._put_job_record(status=status, added=added, removed=stored)
         self._status = status
-        if status != "paused":
+        if status not in PARKED:
             self._put_snapshot(final=True)
         elif self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
@@ -719,7 +725,7 @@ class JobJournal:
             "tasks_added": added,
             "tasks_removed": removed,
             "status": None,
-            "waiting_for": None,
+            "waiting_for": self._waiting_change(),
         }
 
     def _job_record(
@@ -744,8 +750,19 @@ class JobJournal:
             "tasks_added": list(added or ()),
             "tasks_removed": kept if removed is not None else [],
             "status": status,
-            "waiting_for": None,
+            "waiting_for": self._waiting_change(),
         }
+
+    def _waiting_change(self) -> dict[str, Any] | None:
+        """The record's ``waiting_for`` (job lock held): the open requests when they
+        changed since the last record, else None."""
+        current = self.job_state.waiting_for
+        if current == self._waiting_sent:
+            return None
+        self._waiting_sent = list(current)
+        if not current:
+            return {"clear": True}
+        return {"set": [dict(request) for request in current]}
 
     def _put_job_record(
         self,

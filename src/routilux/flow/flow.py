@@ -41,7 +41,7 @@ from ..exceptions import (
 )
 from ..execution_tracker import TRACKER_HOOKS, ExecutionTracker
 from ..hooks import HookSet, check_hooks
-from ..inputs import check_input, describe_open, find_request
+from ..inputs import check_input, check_request, describe_open, find_request
 from ..job_state import JobState
 from ..output_handler import OUTPUT_HANDLER_HOOKS
 from ..routine import Routine
@@ -619,8 +619,8 @@ class Flow:
                 f"job {job_state.job_id} cannot be resumed from one of its own handlers"
             )
         journal = recovery.journal_of(self, job_state)
-        if journal is not None and job_state.status == "paused":
-            journal.reclaim()  # a paused journaled job is released: own it again
+        if journal is not None and job_state.status in ("paused", "waiting"):
+            journal.reclaim()  # a paused (waiting) journaled job is released: own it again
         while True:
             # The status change, taking the pending work and registering the new
             # run are one step under the job's lock: a pause or cancel racing this
@@ -852,6 +852,9 @@ class Flow:
         field (or the request); the job keeps waiting, its request still open.
         """
         _refuse_to_block_the_engine_loop(wait)
+        if self._store is not None and self._journaled_elsewhere(job):
+            job_id = job.job_id if isinstance(job, JobState) else job
+            return self._send_input_stored(job_id, routine_id, slot_name, data, wait, timeout)
         job_state = self._job_for_input(job)
         self._check_owner(job_state)
         routine = self.routines.get(routine_id)
@@ -903,6 +906,89 @@ class Flow:
             return self.resume(job_state, wait=wait, timeout=timeout)
         if wait and own is not delivered:  # (a handler of the job never waits for it)
             delivered.wait(timeout)
+        return job_state
+
+    def _journaled_elsewhere(self, job: JobState | str) -> bool:
+        """With a store: True unless this process runs the job or keeps it (its
+        journal is here), so ``send_input`` goes through the store."""
+        job_id = job.job_id if isinstance(job, JobState) else job
+        with self._runs_lock:
+            run = self._runs.get(job_id)
+            kept = self._waiting_jobs.get(job_id)
+        if run is not None and (not isinstance(job, JobState) or run.job_state is job):
+            return False
+        local = job if isinstance(job, JobState) else kept
+        return local is None or recovery.journal_of(self, local) is None
+
+    def _send_input_stored(
+        self,
+        job_id: str,
+        routine_id: str,
+        slot_name: str,
+        data: dict[str, Any],
+        wait: bool,
+        timeout: float | None,
+    ) -> JobState:
+        """``send_input`` to a journaled job no run of this process holds: checked
+        against the store's ``waiting_for``, stored as an input task, then the job
+        is claimed and continued here (a paused job keeps the input for its resume)."""
+        store = self._store
+        assert store is not None
+        stored = store.load(job_id)  # JobNotFoundError names the store and the job
+        where = f"job {job_id}: input for '{routine_id}'.'{slot_name}'"
+        if stored.flow_id != self.flow_id:
+            raise JobStateError(f"{where}: the job belongs to flow '{stored.flow_id}'")
+        if self.routines.get(routine_id) is None or (
+            self.routines[routine_id].get_slot(slot_name) is None
+        ):
+            raise FlowError(
+                f"send_input to job {job_id}: flow '{self.flow_id}' has no "
+                f"routine '{routine_id}' with a slot '{slot_name}'"
+            )
+        waiting = [
+            check_request(entry, f"job {job_id} waiting_for[{index}]")
+            for index, entry in enumerate(stored.waiting_for or [])
+        ]
+        inputs = [row for row in stored.tasks if row["kind"] == "input"]
+        answered = {(row.get("extra") or {}).get("request") for row in inputs}
+        open_requests = [r for r in waiting if r["id"] not in answered]
+        request = find_request(open_requests, routine_id, slot_name)
+        if request is None:
+            raise InvalidInputError(
+                f"{where}: no request for it is open (the job is {stored.status} in store "
+                f"{store.location}; {describe_open(open_requests)})"
+            )
+        payload = check_input(request, data, where)
+        row: TaskRow = {
+            "kind": "input",
+            "routine": routine_id,
+            "slot": slot_name,
+            "data": payload,
+            "retries": 0,
+            "due_at": None,
+            "extra": {"request": request["id"]},
+        }
+        if stored.status == "paused":
+            store.add_input(job_id, row)  # delivered when the job is resumed
+            return store.load_job(job_id)
+        epoch = recovery.claim(self, job_id, None)
+        if epoch is None:
+            raise JobStateError(
+                f"{where}: the job is {stored.status} and held by runner {stored.owner!r}, "
+                "which is alive; send the input in that process"
+            )
+        try:
+            store.add_input(job_id, row)  # durable before the request is closed
+        except BaseException:
+            store.release(job_id, epoch)
+            raise
+        job_state, journal, rows = recovery.adopt(self, job_id, epoch)
+        _close_answered(job_state, rows)
+        with job_state.lock:
+            job_state._hooks = None
+            job_state._set_running()
+        self._start_adopted(job_state, journal, rows, wait=wait, timeout=timeout)
+        journal.flush()
         return job_state
 
     def _job_for_input(self, job: JobState | str) -> JobState:
@@ -1002,7 +1088,7 @@ class Flow:
         kind = found[0]
         if kind == "own":
             job_state = found[1]
-            if job_state.status == "paused":
+            if job_state.status in ("paused", "waiting"):
                 return job_state, False
             if wait:
                 job_state.wait_for_completion(timeout)
@@ -1010,7 +1096,8 @@ class Flow:
         if kind == "done":
             return found[1], True
         _, job_state, journal, rows = found
-        if job_state.status == "paused":
+        _close_answered(job_state, rows)
+        if job_state.status in ("paused", "waiting"):
             with job_state.lock:
                 job_state._hooks = None
                 job_state._set_running()
@@ -1067,6 +1154,17 @@ class Flow:
     def to_dot(self, job_state: JobState | None = None) -> str:
         """The flow as a Graphviz DOT digraph (same content as :meth:`to_mermaid`)."""
         return diagram.to_dot(self, job_state)
+
+
+def _close_answered(job_state: JobState, rows: list[TaskRow]) -> None:
+    """Close the requests that stored input tasks among ``rows`` answer (a job taken
+    over from the store: the input is durable, so its request may close now)."""
+    with job_state.lock:
+        for row in rows:
+            if row.get("kind") == "input":
+                request_id = (row.get("extra") or {}).get("request")
+                if isinstance(request_id, str):
+                    job_state._close_request(request_id)
 
 
 def _signature_problem(event: Event, slot: Slot, connection: Connection) -> str | None:
