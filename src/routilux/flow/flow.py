@@ -796,7 +796,9 @@ class Flow:
             point = job_state._set_paused(reason, checkpoint, active=active)
             if run is None or not active:
                 point["pending_tasks_count"] = len(job_state.pending_tasks)
-                return
+        if run is None or not active:
+            self._journal_idle_status(job_state)
+            return
         run.pause(reason, checkpoint, wait_timeout, point=point)
         if run._journal is not None:
             run._journal.note_status()
@@ -907,6 +909,13 @@ class Flow:
         if wait and own is not delivered:  # (a handler of the job never waits for it)
             delivered.wait(timeout)
         return job_state
+
+    def _journal_idle_status(self, job_state: JobState) -> None:
+        """A job with no run here changed status (a waiting job paused): journal it."""
+        journal = recovery.journal_of(self, job_state)
+        if journal is not None and not journal.finished:
+            journal.note_status()
+            journal.flush()
 
     def _journaled_elsewhere(self, job: JobState | str) -> bool:
         """With a store: True unless this process runs the job or keeps it (its
