@@ -244,3 +244,41 @@ def test_a_paused_journaled_job_keeps_stored_input_for_its_resume(world: dict[st
         store.close()
         other.shutdown()
     assert calls(world) == ["start", "step 1", "step 2", "decide True "]
+
+
+def test_jobs_input_command_stores_checked_input(world: dict[str, Any]) -> None:
+    pytest.importorskip("typer", reason="the command line needs the cli extra (typer, rich)")
+    from typer.testing import CliRunner
+
+    from routilux.cli import app
+
+    try:
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:  # click >= 8.2 keeps them apart already
+        runner = CliRunner()
+    started = child(world, "sequential", "start", "exit")
+    job_id, _ = json.loads(started.stdout)
+    base = ["jobs", "input", job_id, "review", "decision", "--store", world["store"]]
+
+    bad = runner.invoke(app, [*base, "--data", '{"approved": "x"}'], catch_exceptions=False)
+    assert bad.exit_code == 1 and "field 'approved' must be a bool" in bad.stderr
+    good = runner.invoke(app, [*base, "--data", '{"approved": true}'], catch_exceptions=False)
+    assert good.exit_code == 0, good.stderr
+    again = runner.invoke(app, [*base, "--data", '{"approved": false}'], catch_exceptions=False)
+    assert again.exit_code == 1 and "no request for it is open" in again.stderr
+
+    store = open_store(world["store"])
+    try:
+        stored = store.load(job_id)
+        assert stored.status == "waiting"
+        assert [(t["kind"], t["data"]) for t in stored.tasks] == [
+            ("input", {"approved": True, "note": ""})
+        ]
+    finally:
+        store.close()
+    flow = build_here(world, "sequential")
+    job = flow.resume(job_id)  # taken over from the store: the stored input is delivered
+    assert job.status == "completed" and job.waiting_for == []
+    assert job.shared_data["decision"] == [True, ""]
+    flow.shutdown()
+    assert calls(world) == ["start", "step 1", "step 2", "decide True "]

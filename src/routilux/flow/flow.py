@@ -41,7 +41,7 @@ from ..exceptions import (
 )
 from ..execution_tracker import TRACKER_HOOKS, ExecutionTracker
 from ..hooks import HookSet, check_hooks
-from ..inputs import check_input, check_request, describe_open, find_request
+from ..inputs import check_input, describe_open, find_request, input_row
 from ..job_state import JobState
 from ..output_handler import OUTPUT_HANDLER_HOOKS
 from ..routine import Routine
@@ -954,29 +954,7 @@ class Flow:
                 f"send_input to job {job_id}: flow '{self.flow_id}' has no "
                 f"routine '{routine_id}' with a slot '{slot_name}'"
             )
-        waiting = [
-            check_request(entry, f"job {job_id} waiting_for[{index}]")
-            for index, entry in enumerate(stored.waiting_for or [])
-        ]
-        inputs = [row for row in stored.tasks if row["kind"] == "input"]
-        answered = {(row.get("extra") or {}).get("request") for row in inputs}
-        open_requests = [r for r in waiting if r["id"] not in answered]
-        request = find_request(open_requests, routine_id, slot_name)
-        if request is None:
-            raise InvalidInputError(
-                f"{where}: no request for it is open (the job is {stored.status} in store "
-                f"{store.location}; {describe_open(open_requests)})"
-            )
-        payload = check_input(request, data, where)
-        row: TaskRow = {
-            "kind": "input",
-            "routine": routine_id,
-            "slot": slot_name,
-            "data": payload,
-            "retries": 0,
-            "due_at": None,
-            "extra": {"request": request["id"]},
-        }
+        row: TaskRow = input_row(stored, routine_id, slot_name, data)
         if stored.status == "paused":
             store.add_input(job_id, row)  # delivered when the job is resumed
             return store.load_job(job_id)
