@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -595,3 +596,22 @@ def test_send_input_to_a_running_job_waits_for_it_without_holding_it_up() -> Non
     assert job.status == "completed" and job.shared_data["replied"] is True
     assert not [r for r in job.execution_history if r.event_name == "error"]
     flow.shutdown()
+
+
+def test_human_input_page_example_runs(tmp_path: Path) -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "human-input.md"
+    code = "\n".join(
+        textwrap.dedent(block)
+        for block in re.findall(r"^```python\n(.*?)^```$", page.read_text(), re.S | re.M)
+    )
+    assert "request_input" in code
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "field 'approved' must be a bool, got str 'yes'" in done.stdout
