@@ -9,6 +9,7 @@ rows must be the job's pending work, and statuses must be durable when ``execute
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -220,4 +221,96 @@ def test_a_retry_with_delay_has_a_row_with_its_due_time(url: str, store: Store) 
     assert (row["seq"], row["kind"], row["retries"], row["routine"]) == (1, "timer", 1, "flaky")
     assert before + 0.15 < row["due_at"] < time.time() + 0.1
     assert store.load(job.job_id).tasks == []
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+# -- the same round trip on PostgreSQL --------------------------------------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services import postgres_dsn, postgres_server  # noqa: E402,F401
+
+
+@pytest.fixture
+def pg_url(postgres_dsn: str) -> str:  # noqa: F811 - the fixture, by name
+    """The PostgreSQL test database with its journal tables emptied."""
+    with open_store(postgres_dsn) as first:
+        del first
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner")
+    return postgres_dsn
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_the_round_trip_on_postgres(pg_url: str, strategy: str) -> None:
+    flow = build(pg_url, strategy)
+    job = flow.execute("source", entry_params={"n": 30})
+    assert job.status == "completed"
+    store = flow.store
+    assert store is not None
+    assert store.load(job.job_id).status == "completed"
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+    assert store.load(job.job_id).tasks == []
+
+
+def test_periodic_snapshots_bound_the_deltas(
+    url: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from routilux.engine import journal
+
+    monkeypatch.setattr(journal, "SNAPSHOT_EVERY", 10)
+    seen: list[Any] = []
+
+    class Probe(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.look)
+
+        def look(self, value: int = 0, **_: Any) -> None:
+            js = self.context.job_state
+            js.shared_data[f"v{value}"] = value
+            if value == 60:
+                journal.Durable.of(store).flush()
+                seen.append(store.load(js.job_id))
+
+    flow = Flow(flow_id="journal-test", store=store)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Probe(), "probe")
+    flow.connect("source", "output", "probe", "input")
+    job = flow.execute("source", entry_params={"n": 100})
+    (mid,) = seen
+    # Snapshots at 10, 20, 40 commits (the gap doubles): at most 40 deltas to replay.
+    assert mid.snapshot_seq == 40
+    assert [d["seq"] for d in mid.deltas] == list(range(41, mid.commit_seq + 1))
+    final = store.load(job.job_id)
+    assert final.snapshot_seq == final.commit_seq and final.deltas == []
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_an_unencodable_task_fails_the_job_and_says_why(url: str, store: Store) -> None:
+    class Odd(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("trigger", handler=self.go)
+            self.define_event("out", ["value"])
+
+        def go(self, **_: Any) -> None:
+            # Event.emit in a job routes without a history record: only the task's
+            # row has to hold the set, which JSON cannot.
+            event = self.get_event("out")
+            assert event is not None
+            event.emit(value={1, 2})
+
+    flow = Flow(flow_id="journal-test", store=url)
+    flow.add_routine(Odd(), "odd")
+    flow.add_routine(Collector(), "sink")
+    flow.connect("odd", "out", "sink", "input")
+    job = flow.execute("odd")
+    assert job.status == "failed"
+    (error,) = [r.data for r in job.execution_history if r.data.get("journal")]
+    assert error["error_type"] == "SerializationError"
+    assert "sink.input" in error["error"] and "set" in error["error"]
+    assert store.load(job.job_id).status == "failed"
     assert comparable(store.load_job(job.job_id)) == comparable(job)

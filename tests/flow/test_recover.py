@@ -96,8 +96,29 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobs.db'}"
 
 
+sys.path.insert(0, str(HERE.parent))
+
+from services import postgres_dsn, postgres_server  # noqa: E402,F401
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store: a SQLite file, or the PostgreSQL test database emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    with open_store(dsn) as first:
+        del first
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner")
+    return dsn
+
+
 @pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
-def test_recover_finishes_a_job_whose_process_died(url: str, strategy: str) -> None:
+def test_recover_finishes_a_job_whose_process_died(any_url: str, strategy: str) -> None:
+    url = any_url
     crash(url, strategy, n=10, die_at=4)
     store = open_store(url)
     (summary,) = store.list_jobs(flow_id=FLOW_ID)
@@ -332,3 +353,23 @@ def test_two_processes_recovering_at_once_take_each_job_exactly_once(
         job = store.load_job(job_id)
         assert job.status == "completed"
         assert job.shared_data["total"] == sum(range(30))
+
+
+# -- the journaling examples of docs/durability.md -------------------------------------
+
+
+def test_the_journaling_examples_of_the_docs_run(tmp_path: Path) -> None:
+    import re
+    import textwrap
+
+    page = (HERE.parents[1] / "docs" / "durability.md").read_text()
+    part = page[page.index("## Journaling a job") :]
+    first, charge, _ = (
+        textwrap.dedent(b) for b in re.findall(r"^ *```python\n(.*?)^ *```$", part, re.S | re.M)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", first], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["completed 4950", "completed"]
+    compile(charge, "durability.md: Charge", "exec")  # the second example is valid code

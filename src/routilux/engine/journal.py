@@ -608,8 +608,10 @@ class JobJournal:
 
     def flush(self) -> None:
         """Block until everything journaled so far is durable (execute/resume/pause
-        call it before they return).  A store failure fails the job."""
-        if self.failed is not None:
+        call it before they return).  A store failure fails the job.  On the engine's
+        loop (an ``async def`` handler pausing its job) it does not wait: waiting there
+        would stall every ``async def`` delivery."""
+        if self.failed is not None or aio.on_engine_loop():
             return
         self._wait_durable()
 
