@@ -169,6 +169,10 @@ class JobState:
     #: The next task number the engine gives out in this job (``Task.seq``); saved.
     task_seq: int = 0
 
+    #: Ids of open requests whose input is queued but not yet delivered (a journaled
+    #: job closes them when the delivery starts); never saved.
+    _answering: frozenset[str] = frozenset()
+
     #: The ChangeLog recording this job's mutations (``routilux.changes``), or None:
     #: then each mutator pays one attribute check for it.  Never saved.
     _changes: ChangeLog | None = None

@@ -19,6 +19,7 @@ from routilux.store import open_store
 
 MODULE = textwrap.dedent(
     """
+    import os, signal
     from pathlib import Path
     from routilux import Flow, Routine
 
@@ -54,11 +55,13 @@ MODULE = textwrap.dedent(
                 )
 
         def decide(self, approved, note):
+            if note == "crash":  # the process dies inside the input's delivery
+                os.kill(os.getpid(), signal.SIGKILL)
             self._count(f"decide {approved} {note}")
             self.context.job_state.update_shared_data("decision", [approved, note])
 
-    def build(log, store, strategy="sequential"):
-        flow = Flow("review", execution_strategy=strategy, store=store)
+    def build(log, store, strategy="sequential", durability="batch"):
+        flow = Flow("review", execution_strategy=strategy, store=store, durability=durability)
         flow.add_routine(Review(log), "review")
         flow.connect("review", "next", "review", "step")
         return flow
@@ -81,6 +84,13 @@ RUN = textwrap.dedent(
     elif action == "answer":
         job = flow.send_input(sys.argv[6], "review", "decision", json.loads(sys.argv[7]))
         print(json.dumps([job.job_id, job.status, job.shared_data, job.waiting_for]))
+    elif action == "answer-and-crash":
+        # Every record is committed before the next step: whatever the resume wrote
+        # before the input's delivery is in the store when the process dies.
+        flow = build(log, store, strategy, "sync")
+        job = flow.execute("review")
+        print(json.dumps([job.job_id, job.status]), flush=True)
+        flow.send_input(job.job_id, "review", "decision", {"approved": True, "note": "crash"})
     elif action == "recover-then-answer":
         recovered = flow.recover()
         job = flow.resume(sys.argv[6])
@@ -192,6 +202,31 @@ def test_waiting_job_survives_kill_9_and_nothing_runs_twice(
     assert resumed.returncode == 0, resumed.stderr
     recovered, before, status, shared = json.loads(resumed.stdout)
     assert recovered == 0  # a waiting job is not "unfinished work": recover() leaves it
+    assert before == ["waiting", 1]  # resume(job_id) after the crash: still waiting
+    assert status == "completed"
+    assert shared == {"steps": 2, "decision": [False, ""]}
+    assert calls(world) == ["start", "step 1", "step 2", "decide False "]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_crash_inside_the_answer_leaves_the_request_open(
+    world: dict[str, Any], strategy: str
+) -> None:
+    """The request closes in the store only with the input's delivery: a process that
+    dies while delivering the answer leaves a job that still waits for it."""
+    crashed = child(world, strategy, "answer-and-crash")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    job_id, status = json.loads(crashed.stdout)
+    assert status == "waiting"
+    store = open_store(world["store"])
+    try:
+        assert len(store.load(job_id).waiting_for or []) == 1
+    finally:
+        store.close()
+
+    resumed = child(world, strategy, "recover-then-answer", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    _, before, status, shared = json.loads(resumed.stdout)
     assert before == ["waiting", 1]  # resume(job_id) after the crash: still waiting
     assert status == "completed"
     assert shared == {"steps": 2, "decision": [False, ""]}

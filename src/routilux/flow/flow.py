@@ -40,7 +40,7 @@ from ..exceptions import (
     RoutiluxWarning,
 )
 from ..execution_tracker import TRACKER_HOOKS, ExecutionTracker
-from ..hooks import HookSet, check_hooks
+from ..hooks import Delivery, HookSet, JobHooks, check_hooks
 from ..inputs import check_input, describe_open, find_request, input_row
 from ..job_state import JobState
 from ..output_handler import OUTPUT_HANDLER_HOOKS
@@ -54,7 +54,6 @@ from .plan import compile_plan
 if TYPE_CHECKING:
     from ..engine.journal import JobJournal
     from ..event import Event
-    from ..hooks import JobHooks
     from ..slot import Slot
     from ..store import Store, TaskRow
 
@@ -868,13 +867,18 @@ class Flow:
         where = f"job {job_state.job_id}: input for '{routine_id}'.'{slot_name}'"
         own = current_run()
         delivered: JobRun | None
+        closer: list[JobHooks] = []
         while True:
             with job_state.lock:
-                request = find_request(job_state.waiting_for, routine_id, slot_name)
+                # Requests whose answer is on its way (journaled, below) count as closed.
+                still_open = [
+                    r for r in job_state.waiting_for if r["id"] not in job_state._answering
+                ]
+                request = find_request(still_open, routine_id, slot_name)
                 if request is None:
                     raise InvalidInputError(
                         f"{where}: no request for it is open (the job is {job_state.status}; "
-                        f"{describe_open(job_state.waiting_for)})"
+                        f"{describe_open(still_open)})"
                     )
                 payload = check_input(request, data, where)
                 run = self._active_run(job_state)
@@ -896,8 +900,15 @@ class Flow:
                             f"{where}: the job is {status} but no run of it is active here; "
                             "only a waiting or paused job takes input"
                         )
-                    self._queue_input(job_state, routine_id, slot_name, payload)
-                    job_state._close_request(request["id"])
+                    seq = self._queue_input(job_state, routine_id, slot_name, payload)
+                    if status == "waiting" and recovery.journal_of(self, job_state) is not None:
+                        # Journaled: the request closes when its delivery starts, so the
+                        # store sees it closed only together with the input's task row
+                        # and its consumption (a crash before that leaves it waiting).
+                        job_state._answering = job_state._answering | {request["id"]}
+                        closer.append(_CloseAtDelivery(request["id"], seq))
+                    else:
+                        job_state._close_request(request["id"])
                     if status == "paused":
                         return job_state  # delivered when the job is resumed
                     delivered = None
@@ -905,7 +916,7 @@ class Flow:
             # A run is settling or pausing: once it has, act on the status it left.
             job_state.wait_for_completion()
         if delivered is None:
-            return self.resume(job_state, wait=wait, timeout=timeout)
+            return self.resume(job_state, wait=wait, timeout=timeout, hooks=closer)
         if wait and own is not delivered:  # (a handler of the job never waits for it)
             delivered.wait(timeout)
         return job_state
@@ -998,13 +1009,14 @@ class Flow:
 
     def _queue_input(
         self, job_state: JobState, routine_id: str, slot_name: str, data: dict[str, Any]
-    ) -> None:
+    ) -> int:
         """Save a delivery of ``data`` in ``pending_tasks`` (job lock held), numbered
-        after every task the job has used."""
+        after every task the job has used; returns its number."""
         seq = next_free_seq(job_state.task_seq, job_state.pending_tasks)
         task = Task(self.plan.slots[(routine_id, slot_name)], data, seq)
         job_state.pending_tasks.append(task_to_dict(task))
         job_state.task_seq = seq + 1
+        return seq
 
     def _note_waiting(self, job_state: JobState) -> None:
         """Keep a job that waits for input findable by id (runs lock held)."""
@@ -1141,6 +1153,23 @@ class Flow:
     def to_dot(self, job_state: JobState | None = None) -> str:
         """The flow as a Graphviz DOT digraph (same content as :meth:`to_mermaid`)."""
         return diagram.to_dot(self, job_state)
+
+
+class _CloseAtDelivery(JobHooks):
+    """Closes an answered request when the delivery of its input (task ``seq``)
+    starts: then the journal records the close with that delivery."""
+
+    def __init__(self, request_id: str, seq: int) -> None:
+        self.request_id = request_id
+        self.seq = seq
+
+    def on_delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
+        run = current_run()
+        task = run.current_task() if run is not None else None
+        if task is not None and task.seq == self.seq:
+            with job_state.lock:
+                job_state._close_request(self.request_id)
+                job_state._answering = job_state._answering - {self.request_id}
 
 
 def _close_answered(job_state: JobState, rows: list[TaskRow]) -> None:
