@@ -408,9 +408,12 @@ class JobJournal:
         run.set_observer(self)
         run._journal = self
         if self._status != self.job_state.status and self.failed is None:
-            # e.g. running again after a pause
+            # Running again after a pause: what the resume took out of the JobState
+            # (its pending tasks and deferred events) is not an op; the snapshot has it.
             with self.job_state.lock:
                 self._put_job_record(status=self.job_state.status)
+                self._put_snapshot()
+                self._status = self.job_state.status
 
     def reclaim(self) -> None:
         """Own the job again if it was released when it paused (before a resume)."""
@@ -584,9 +587,10 @@ class JobJournal:
         del orphans  # superseded by the rows above (or dropped with the job)
         self._put_job_record(status=status, added=added, removed=stored)
         self._status = status
-        if status not in PARKED:
-            self._put_snapshot(final=True)
-        elif self.failed is None:
+        # Pause points (and a finished job's last touches) are not ops: the snapshot
+        # carries them.
+        self._put_snapshot(final=status not in PARKED)
+        if status in PARKED and self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
             # again when it resumes it itself).
             try:
