@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from routilux import InvalidInputError, JobStateError
+from routilux import Flow, InvalidInputError, JobStateError, Routine, register_serializable
 from routilux.store import open_store
 
 MODULE = textwrap.dedent(
@@ -317,3 +317,53 @@ def test_jobs_input_command_stores_checked_input(world: dict[str, Any]) -> None:
     assert job.shared_data["decision"] == [True, ""]
     flow.shutdown()
     assert calls(world) == ["start", "step 1", "step 2", "decide True "]
+
+
+@register_serializable
+class CliInputAsker(Routine):
+    """For a flow file: asks for ``{"ok": bool}`` and keeps the answer in shared data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.ask)
+        self.define_slot("decision", handler=self.decide)
+
+    def ask(self, **kwargs: Any) -> None:
+        self.request_input("decision", schema={"ok": bool})
+
+    def decide(self, ok: bool) -> None:
+        self.context.job_state.update_shared_data("ok", ok)
+
+
+def test_jobs_input_command_with_the_flow_file_continues_the_job(tmp_path: Path) -> None:
+    pytest.importorskip("typer", reason="the command line needs the cli extra (typer, rich)")
+    from typer.testing import CliRunner
+
+    from routilux.cli import app
+
+    flow_file = tmp_path / "asker.yaml"
+    flow_file.write_text(
+        "flow_id: asker\nentry: asker\nroutines:\n  asker: {class: CliInputAsker}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    flow = Flow.from_file(flow_file)
+    flow.use_store(url)
+    job = flow.execute("asker")
+    assert job.status == "waiting"
+    flow.shutdown()
+
+    try:
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:  # click >= 8.2 keeps them apart already
+        runner = CliRunner()
+    args = ["jobs", "input", job.job_id, "asker", "decision", "--store", url]
+    args += ["--data", '{"ok": true}', "--flow", str(flow_file)]
+    done = runner.invoke(app, args, catch_exceptions=False)
+    assert done.exit_code == 0, done.stderr
+    assert "completed" in done.stdout
+    store = open_store(url)
+    try:
+        stored = store.load_job(job.job_id)
+        assert stored.status == "completed" and stored.shared_data == {"ok": True}
+    finally:
+        store.close()
