@@ -314,3 +314,36 @@ def test_an_unencodable_task_fails_the_job_and_says_why(url: str, store: Store) 
     assert "sink.input" in error["error"] and "set" in error["error"]
     assert store.load(job.job_id).status == "failed"
     assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_a_retry_saved_by_a_pause_runs_once_after_resume(url: str, store: Store) -> None:
+    class PauseThenFail(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.take)
+            self.calls = 0
+
+        def take(self, value: int = 0, **_: Any) -> None:
+            self.calls += 1
+            js = self.context.job_state
+            if self.calls == 1:
+                flow.pause(js, reason="mid-failure")
+                raise RuntimeError("fails while the job pauses")
+            with js.lock:
+                js.shared_data["done"] = js.shared_data.get("done", 0) + 1
+
+    flow = Flow(flow_id="journal-test", store=url)
+    flow.add_routine(Numbers(), "source")
+    step = PauseThenFail()
+    step.set_error_handler(ErrorHandler("retry", max_retries=2, retry_delay=0.05))
+    flow.add_routine(step, "step")
+    flow.connect("source", "output", "step", "input")
+    job = flow.execute("source", entry_params={"n": 1})
+    assert job.status == "paused"
+    (row,) = store.load(job.job_id).tasks  # the retry, saved by the pause
+    assert (row["routine"], row["retries"]) == ("step", 1)
+    flow.resume(job)
+    assert job.status == "completed"
+    assert job.shared_data["done"] == 1
+    assert store.load(job.job_id).status == "completed"
+    assert comparable(store.load_job(job.job_id)) == comparable(job)

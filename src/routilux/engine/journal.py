@@ -454,11 +454,10 @@ class JobJournal:
             if seq > self._max_seq:
                 self._max_seq = seq
             extras = self._extras.get(owner) if owner is not None else None
-            if extras is None:
-                self._orphans.append(row)
-            else:
-                extras[0].append(row)
-                self._unreleased[seq] = task.retries
+            # Unreleased until a record carries the row: a timer firing before then
+            # must not be taken for a new task.
+            self._unreleased[seq] = task.retries
+            (self._orphans if extras is None else extras[0]).append(row)
 
     def timer_cancelled(self, run: JobRun, task: Task) -> None:
         seq = task.seq
@@ -570,6 +569,7 @@ class JobJournal:
             stored = sorted(self._stored)
             self._stored.clear()
             self._unreleased.clear()
+            self._retrying.clear()  # a retry the pause saved is a pending task now
             self._in_flight.clear()
             self._rows_durable_locked()
         added: list[TaskRow] = []
@@ -666,6 +666,11 @@ class JobJournal:
         with self._rows:
             orphans, self._orphans = self._orphans, []
             removed, self._orphan_removed = self._orphan_removed, []
+            for row in orphans:
+                if self._unreleased.pop(row["seq"], None) is not None:
+                    self._held_needs.discard(row["seq"])
+                    if self.durability == "sync":
+                        self._in_flight.add(row["seq"])
         if orphans or removed:
             self._hold(self._job_record(added=orphans, removed=removed))
             if not self._held_needs:
@@ -703,11 +708,14 @@ class JobJournal:
                 if self._stored.get(seq) == attempt:
                     consumed = seq
                     del self._stored[seq]
-                elif seq in self._unreleased:
-                    # The row this attempt ran from is still to be written: commit with it.
-                    self._held_needs.add(seq)
-                if self._ran.get(seq, -1) < attempt:
-                    self._ran[seq] = attempt
+                else:
+                    # Released before the record that writes its row (its parent, or
+                    # the failed attempt it retries): that record must neither write
+                    # the row again nor leave it pending, and must share our commit.
+                    if seq in self._unreleased:
+                        self._held_needs.add(seq)
+                    if self._ran.get(seq, -1) < attempt:
+                        self._ran[seq] = attempt
                 for row in extras[0]:
                     q, rr = row["seq"], row["retries"]
                     if self._unreleased.pop(q, None) is not None and self.durability == "sync":
