@@ -479,6 +479,11 @@ class JobJournal:
 
     def delivery_started(self, run: JobRun, task: Task) -> None:
         key = (task.seq, task.retries)
+        if self.durability == "sync" and not aio.on_engine_loop() and self._is_orphan(task.seq):
+            # Queued outside any delivery (input sent to the job, a resume's first
+            # step): no delivery's end writes its row, so write it before waiting for it.
+            with self.job_state.lock:
+                self._release()
         with self._rows:
             if self.durability == "sync" and not aio.on_engine_loop():
                 # The record that queued this task must be durable before it runs
@@ -490,6 +495,11 @@ class JobJournal:
         binding = log.bound(key)
         binding.__enter__()
         self._bindings[key] = binding
+
+    def _is_orphan(self, seq: int) -> bool:
+        """True while task ``seq``'s row waits among the rows queued outside deliveries."""
+        with self._rows:
+            return seq in self._unreleased and any(row["seq"] == seq for row in self._orphans)
 
     def delivery_ended(self, run: JobRun, task: Task, error: BaseException | None) -> None:
         key = (task.seq, task.retries)
