@@ -347,3 +347,47 @@ def test_a_retry_saved_by_a_pause_runs_once_after_resume(url: str, store: Store)
     assert job.shared_data["done"] == 1
     assert store.load(job.job_id).status == "completed"
     assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+class FlakyAdder(Adder):
+    """:class:`Adder` whose first attempt at every third value fails (retried at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: set[int] = set()
+
+    def add(self, value: int = 0, **_: Any) -> None:
+        if value % 3 == 0 and value not in self.failed:
+            self.failed.add(value)
+            raise RuntimeError(f"first attempt at {value}")
+        super().add(value)
+
+
+def test_many_concurrent_deliveries_with_retries_rebuild_exactly(url: str, store: Store) -> None:
+    """The hazard of shared in-memory state: concurrent read-modify-writes of one
+    counter under the job's lock, retries overtaking their failed attempts; the journal
+    must still replay to exactly the live state."""
+    adder = FlakyAdder()
+    adder.set_error_handler(ErrorHandler("retry", max_retries=1, retry_delay=0.0))
+    flow = build(url, "concurrent", adder, max_workers=8)
+    job = flow.execute("source", entry_params={"n": 300})
+    assert job.status == "completed"
+    assert job.shared_data["total"] == sum(range(300))
+    stored = store.load(job.job_id)
+    assert (stored.status, stored.tasks) == ("completed", [])
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_bad_store_and_durability_arguments_are_refused_naming_the_flow(url: str) -> None:
+    from routilux.exceptions import InvalidArgumentError, StoreError
+
+    with pytest.raises(InvalidArgumentError, match="'f1'.*store must be"):
+        Flow(flow_id="f1", store=42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="'f2'.*durability must be one of"):
+        Flow(flow_id="f2", store=url, durability="always")
+    with pytest.raises(StoreError, match="nosuch://x"):
+        Flow(flow_id="f3", store="nosuch://x")
+    assert Flow(flow_id="f4").store is None
+    flow = Flow(flow_id="f5")
+    flow.use_store(url)
+    assert flow.store is not None and flow.durability == "batch"

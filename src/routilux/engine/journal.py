@@ -1,12 +1,13 @@
-"""The automatic journal of a durable job: :class:`JobJournal`, and :class:`Durable`,
-what one process keeps per store (its runner, lease and writers).
+"""The automatic journal of a durable job: :class:`JobJournal`.
 
 A flow built with a store journals every job it runs.  The journal is the run's task
 observer (``observer.py``): it turns each finished delivery into one
 :data:`~routilux.store.DeltaRecord` -- the state ops the delivery made (captured by a
 :class:`~routilux.changes.ChangeLog` attached to the JobState), the task it consumed,
 the tasks it queued and the timers it withdrew -- and hands the records to the
-store's group-commit :class:`~routilux.store.JournalWriter`.
+store's group-commit :class:`~routilux.store.JournalWriter`.  ``runner.py`` keeps the
+process's runner, lease and writers per store (:class:`Durable`); ``rows.py`` turns
+tasks into rows and back.
 
 Rules it keeps (docs/durability.md, "How the journal works"):
 
@@ -33,29 +34,37 @@ lock (the ChangeLog's), then ``_rows``; the writer's lock is a leaf.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import logging
-import os
 import threading
-import time
-import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
 from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
-from ..store import JournalWriter, Store
-from ..store.lease import Heartbeat
 from . import aio
 from .observer import AT_JOB_END, TIMER
-from .timers import timer_service
+from .rows import entry_of_row, missing_target, row_of_entry, task_row, wall_time
+from .runner import HEARTBEAT_INTERVAL, Durable
+
+__all__ = [
+    "DURABILITIES",
+    "HEARTBEAT_INTERVAL",
+    "SNAPSHOT_EVERY",
+    "STALE_AFTER",
+    "Durable",
+    "JobJournal",
+    "entry_of_row",
+    "missing_target",
+    "row_of_entry",
+    "task_row",
+    "wall_time",
+]
 
 if TYPE_CHECKING:
     from ..job_state import JobState
     from ..store import DeltaRecord, TaskRow
-    from .plan import Plan
     from .run import JobRun
     from .tasks import Task
 
@@ -69,8 +78,6 @@ SNAPSHOT_EVERY = 1000
 #: Default seconds without a heartbeat after which a runner counts as dead.
 STALE_AFTER = 30.0
 
-#: Seconds between two heartbeats of a runner.
-HEARTBEAT_INTERVAL = 5.0
 
 DURABILITIES = ("batch", "sync")
 
@@ -82,197 +89,6 @@ PARKED = ("paused", "waiting")
 
 #: The key of one delivery: (task seq, attempt).  A retry keeps the seq.
 Key = tuple[int, int]
-
-
-# ---------------------------------------------------------------------------
-# Per process and store: runner, lease, writers
-# ---------------------------------------------------------------------------
-
-
-class Durable:
-    """What this process keeps for one store: its runner id (registered with host
-    and PID, heartbeating from a daemon thread), the writers (one per durability
-    mode) and the journals of the jobs it runs.  Made once per store
-    (:meth:`of`); shut down at interpreter exit (writers flushed, runner removed)."""
-
-    _registry: dict[int, Durable] = {}
-    _registry_lock = threading.Lock()
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.runner_id = f"runner-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self._lock = threading.Lock()
-        self._writers: dict[str, JournalWriter] = {}
-        self._heartbeat: Heartbeat | None = None
-        #: job id -> its journal, while this process owns the job.
-        self.jobs: dict[str, JobJournal] = {}
-        self._pid = os.getpid()
-
-    @classmethod
-    def of(cls, store: Store) -> Durable:
-        """The one :class:`Durable` of ``store`` in this process."""
-        with cls._registry_lock:
-            durable = cls._registry.get(id(store))
-            if durable is None or durable.store is not store or durable._pid != os.getpid():
-                durable = cls._registry[id(store)] = Durable(store)
-            return durable
-
-    def start(self) -> str:
-        """Register the runner and start its heartbeat (once); returns the runner id."""
-        with self._lock:
-            if self._heartbeat is None:
-                self._heartbeat = Heartbeat(self.store, self.runner_id, interval=HEARTBEAT_INTERVAL)
-        return self.runner_id
-
-    def writer(self, durability: str) -> JournalWriter:
-        """The writer of ``durability`` ("batch" or "sync"), started on first use."""
-        with self._lock:
-            writer = self._writers.get(durability)
-            if writer is None:
-                writer = JournalWriter(
-                    self.store,
-                    durability=durability,
-                    on_error=self._writer_failed,
-                    name=f"routilux-journal-{durability}",
-                )
-                self._writers[durability] = writer
-            return writer
-
-    def _writer_failed(self, job_id: str, error: StoreError) -> None:
-        """On the writer thread: a job's records were refused; fail the job (on a
-        thread of its own: failing takes the job's lock, and the writer must go on)."""
-        with self._lock:
-            journal = self.jobs.get(job_id)
-        if journal is not None:
-            threading.Thread(
-                target=journal.store_failed,
-                args=(error,),
-                name="routilux-journal-fail",
-                daemon=True,
-            ).start()
-
-    def flush(self) -> None:
-        """Wait until every record put so far is committed (errors go to the jobs)."""
-        with self._lock:
-            writers = list(self._writers.values())
-        for writer in writers:
-            try:
-                writer.flush()
-            except StoreError:
-                pass  # reported to the job it belongs to (store_failed)
-
-    def shutdown(self) -> None:
-        """Flush and stop the writers; stop the heartbeat and forget the runner."""
-        with self._lock:
-            writers, self._writers = list(self._writers.values()), {}
-            heartbeat, self._heartbeat = self._heartbeat, None
-        for writer in writers:
-            try:
-                writer.close()
-            except StoreError as exc:
-                logger.warning("journal of store %s: %s", self.store.location, exc)
-        if heartbeat is not None:
-            try:
-                heartbeat.stop(remove=True)
-            except StoreError as exc:
-                logger.warning("runner %s: %s", self.runner_id, exc)
-
-    @classmethod
-    def shutdown_all(cls) -> None:
-        """At interpreter exit: shut down every store's runner of this process."""
-        with cls._registry_lock:
-            durables = [d for d in cls._registry.values() if d._pid == os.getpid()]
-            cls._registry.clear()
-        for durable in durables:
-            durable.shutdown()
-
-
-atexit.register(Durable.shutdown_all)
-
-
-# ---------------------------------------------------------------------------
-# Rows: engine tasks <-> TaskRows
-# ---------------------------------------------------------------------------
-
-
-def task_row(task: Task, kind: str, due_at: float | None = None) -> TaskRow:
-    """The TaskRow of an engine task (its data encoded as a save writes it)."""
-    extra: dict[str, Any] = {}
-    route = task.route
-    if route is not None:
-        extra["source"] = [route.source_rid, route.event_name]
-    if task.premerged:
-        extra["premerged"] = True
-    if task.entry:
-        extra["entry"] = True
-    return {
-        "seq": task.seq,
-        "kind": kind,
-        "routine": task.rid,
-        "slot": task.target.name,
-        "data": encode_value(task.data, f"task {task.rid}.{task.target.name} data"),
-        "retries": task.retries,
-        "due_at": due_at,
-        "extra": extra,
-    }
-
-
-def row_of_entry(entry: dict[str, Any]) -> TaskRow:
-    """The TaskRow of a saved pending task (``job_state.pending_tasks``)."""
-    rid = entry.get("slot_routine_id") or ""
-    slot = entry.get("slot_name") or ""
-    extra: dict[str, Any] = {}
-    src = entry.get("connection_source_routine_id")
-    event = entry.get("connection_source_event_name")
-    if src and event:
-        extra["source"] = [src, event]
-    if entry.get("premerged"):
-        extra["premerged"] = True
-    if entry.get("entry"):
-        extra["entry"] = True
-    return {
-        "seq": int(entry["seq"]),
-        "kind": "at_end" if entry.get("at_job_end") else "ready",
-        "routine": rid,
-        "slot": slot,
-        "data": encode_value(entry.get("data") or {}, f"task {rid}.{slot} data"),
-        "retries": int(entry.get("retry_count") or 0),
-        "due_at": None,
-        "extra": extra,
-    }
-
-
-def entry_of_row(row: TaskRow) -> dict[str, Any]:
-    """A row as the saved-task dict ``task_from_dict`` reads."""
-    extra = row.get("extra") or {}
-    source = extra.get("source") or [None, None]
-    return {
-        "slot_routine_id": row["routine"],
-        "slot_name": row["slot"],
-        "data": row.get("data") or {},
-        "connection_source_routine_id": source[0],
-        "connection_source_event_name": source[1],
-        "retry_count": row.get("retries") or 0,
-        "premerged": bool(extra.get("premerged")),
-        "entry": bool(extra.get("entry")),
-        "at_job_end": row["kind"] == "at_end",
-        "seq": row["seq"] if row["seq"] >= 0 else None,
-    }
-
-
-def missing_target(plan: Plan, row: TaskRow) -> str | None:
-    """Why ``row`` cannot run in a flow compiled to ``plan`` (None: it can)."""
-    rid, slot = row["routine"], row["slot"]
-    if (rid, slot) in plan.slots:
-        return None
-    if rid not in plan.routine_ids.values():
-        return f"routine '{rid}' (pending task seq {row['seq']}, slot '{slot}')"
-    return f"slot '{slot}' of routine '{rid}' (pending task seq {row['seq']})"
-
-
-def wall_time(due: float) -> float:
-    """A timer clock reading as a Unix time."""
-    return time.time() + (due - timer_service.clock())
 
 
 # ---------------------------------------------------------------------------
@@ -673,9 +489,13 @@ class JobJournal:
         a group (and whatever must share its transaction) at a time."""
         if self.failed is not None:
             return
+        orphans: list[TaskRow] = []
+        removed: list[int] = []
+        if self._orphans or self._orphan_removed:  # rare: looked at without the lock first
+            with self._rows:
+                orphans, self._orphans = self._orphans, []
+                removed, self._orphan_removed = self._orphan_removed, []
         with self._rows:
-            orphans, self._orphans = self._orphans, []
-            removed, self._orphan_removed = self._orphan_removed, []
             for row in orphans:
                 if self._unreleased.pop(row["seq"], None) is not None:
                     self._held_needs.discard(row["seq"])
@@ -834,6 +654,8 @@ class JobJournal:
     # -- failures -------------------------------------------------------------------
 
     def _take_fault(self) -> BaseException | None:
+        if self._fault is None:  # the common case, without the lock (set under it)
+            return None
         with self._rows:
             fault, self._fault = self._fault, None
         return fault
