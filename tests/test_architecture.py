@@ -65,7 +65,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("policies", ("routilux.error_handler",)),
-    ("state", ("routilux.job_state", "routilux.changes", "routilux._context")),
+    ("state", ("routilux.job_state", "routilux.changes", "routilux.inputs", "routilux._context")),
     ("codec", ("routilux.serialization", "routilux.exceptions")),
 )
 

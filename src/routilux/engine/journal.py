@@ -83,6 +83,10 @@ DURABILITIES = ("batch", "sync")
 
 _KINDS = {TIMER: "timer", AT_JOB_END: "at_end"}
 
+#: Statuses a run settles in without finishing the job: its rows stay (they are the
+#: JobState's pending tasks), its lease is given back, its journal goes on.
+PARKED = ("paused", "waiting")
+
 #: The key of one delivery: (task seq, attempt).  A retry keeps the seq.
 Key = tuple[int, int]
 
@@ -147,6 +151,8 @@ class JobJournal:
         self._held_needs: set[int] = set()
         self._bindings: dict[Key, Any] = {}
         self._status: str | None = job_state.status
+        # The open requests for input as the store has them (docs/human-input.md).
+        self._waiting_sent: list[dict[str, Any]] = list(job_state.waiting_for)
         self._fault: BaseException | None = None  # an unencodable task: fail the job
         self._released = False  # paused: ownership given back to the store
         self.failed: StoreError | None = None  # the store refused this job's records
@@ -292,6 +298,11 @@ class JobJournal:
 
     def delivery_started(self, run: JobRun, task: Task) -> None:
         key = (task.seq, task.retries)
+        if self.durability == "sync" and not aio.on_engine_loop() and self._is_orphan(task.seq):
+            # Queued outside any delivery (input sent to the job, a resume's first
+            # step): no delivery's end writes its row, so write it before waiting for it.
+            with self.job_state.lock:
+                self._release()
         with self._rows:
             if self.durability == "sync" and not aio.on_engine_loop():
                 # The record that queued this task must be durable before it runs
@@ -303,6 +314,11 @@ class JobJournal:
         binding = log.bound(key)
         binding.__enter__()
         self._bindings[key] = binding
+
+    def _is_orphan(self, seq: int) -> bool:
+        """True while task ``seq``'s row waits among the rows queued outside deliveries."""
+        with self._rows:
+            return seq in self._unreleased and any(row["seq"] == seq for row in self._orphans)
 
     def delivery_ended(self, run: JobRun, task: Task, error: BaseException | None) -> None:
         key = (task.seq, task.retries)
@@ -376,7 +392,7 @@ class JobJournal:
             if self.failed is None:
                 self._release(flush=True)
                 self._settle_rows(js.status)
-        if js.status == "paused":
+        if js.status in PARKED:
             return
         if self.failed is None and not aio.on_engine_loop():
             self._wait_durable()
@@ -395,7 +411,7 @@ class JobJournal:
             self._in_flight.clear()
             self._rows_durable_locked()
         added: list[TaskRow] = []
-        if status == "paused":
+        if status in PARKED:
             # The store's rows become the JobState's pending tasks exactly.
             try:
                 added = [row_of_entry(entry) for entry in js.pending_tasks]
@@ -411,8 +427,8 @@ class JobJournal:
         self._status = status
         # Pause points (and a finished job's last touches) are not ops: the snapshot
         # carries them.
-        self._put_snapshot(final=status != "paused")
-        if status == "paused" and self.failed is None:
+        self._put_snapshot(final=status not in PARKED)
+        if status in PARKED and self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
             # again when it resumes it itself).
             try:
@@ -568,7 +584,7 @@ class JobJournal:
             "tasks_added": added,
             "tasks_removed": removed,
             "status": None,
-            "waiting_for": None,
+            "waiting_for": self._waiting_change(),
         }
 
     def _job_record(
@@ -593,8 +609,19 @@ class JobJournal:
             "tasks_added": list(added or ()),
             "tasks_removed": kept if removed is not None else [],
             "status": status,
-            "waiting_for": None,
+            "waiting_for": self._waiting_change(),
         }
+
+    def _waiting_change(self) -> dict[str, Any] | None:
+        """The record's ``waiting_for`` (job lock held): the open requests when they
+        changed since the last record, else None."""
+        current = self.job_state.waiting_for
+        if current == self._waiting_sent:
+            return None
+        self._waiting_sent = list(current)
+        if not current:
+            return {"clear": True}
+        return {"set": [dict(request) for request in current]}
 
     def _put_job_record(
         self,

@@ -28,18 +28,20 @@ from ..engine.executors import PoolExecutor
 from ..engine.plan import Plan, definition_changed
 from ..engine.pool import WorkerPool
 from ..engine.run import JobRun
-from ..engine.tasks import next_free_seq
+from ..engine.tasks import Task, next_free_seq, task_to_dict
 from ..error_handler import ErrorHandler
 from ..exceptions import (
     ExecutionContextError,
     FlowError,
     InvalidArgumentError,
+    InvalidInputError,
     JobInterrupted,
     JobStateError,
     RoutiluxWarning,
 )
 from ..execution_tracker import TRACKER_HOOKS, ExecutionTracker
-from ..hooks import HookSet, check_hooks
+from ..hooks import Delivery, HookSet, JobHooks, check_hooks
+from ..inputs import check_input, describe_open, find_request, input_row
 from ..job_state import JobState
 from ..output_handler import OUTPUT_HANDLER_HOOKS
 from ..routine import Routine
@@ -52,7 +54,6 @@ from .plan import compile_plan
 if TYPE_CHECKING:
     from ..engine.journal import JobJournal
     from ..event import Event
-    from ..hooks import JobHooks
     from ..slot import Slot
     from ..store import Store, TaskRow
     from ..streaming import AsyncEventStream, EventStream
@@ -181,6 +182,9 @@ class Flow:
         self._runs_waiting = 0
         # Pools replaced while jobs still used them; shut down as those jobs end.
         self._retired: list[WorkerPool] = []
+        # Jobs that settled waiting for input, by id, so send_input finds them
+        # by id (under the runs lock; an entry leaves when its job runs again).
+        self._waiting_jobs: dict[str, JobState] = {}
         self._current_execution_job_state = _CurrentJobView(self)
         self._init_durable(store, durability)
 
@@ -615,8 +619,8 @@ class Flow:
                 f"job {job_state.job_id} cannot be resumed from one of its own handlers"
             )
         journal = recovery.journal_of(self, job_state)
-        if journal is not None and job_state.status == "paused":
-            journal.reclaim()  # a paused journaled job is released: own it again
+        if journal is not None and job_state.status in ("paused", "waiting"):
+            journal.reclaim()  # a paused (waiting) journaled job is released: own it again
         while True:
             # The status change, taking the pending work and registering the new
             # run are one step under the job's lock: a pause or cancel racing this
@@ -705,6 +709,7 @@ class Flow:
         with self._runs_lock:
             if self._runs.get(run.job_state.job_id) is run:
                 del self._runs[run.job_state.job_id]
+            self._note_waiting(run.job_state)
             if self._retired:
                 in_use = {id(r.executor.pool) for r in self._runs.values()}
                 idle_pools = [p for p in self._retired if id(p) not in in_use]
@@ -791,7 +796,9 @@ class Flow:
             point = job_state._set_paused(reason, checkpoint, active=active)
             if run is None or not active:
                 point["pending_tasks_count"] = len(job_state.pending_tasks)
-                return
+        if run is None or not active:
+            self._journal_idle_status(job_state)
+            return
         run.pause(reason, checkpoint, wait_timeout, point=point)
         if run._journal is not None:
             run._journal.note_status()
@@ -810,6 +817,8 @@ class Flow:
         with job_state.lock:
             run = self._active_run(job_state)
             job_state._set_cancelled(reason)
+            with self._runs_lock:
+                self._note_waiting(job_state)
             if run is None or run.finished:
                 job_state.pending_tasks.clear()
                 job_state.deferred_events.clear()
@@ -818,6 +827,205 @@ class Flow:
                     journal.finish_idle()
                 return
         run.stop("cancelled", reason, status_set=True)
+
+    # -- human input (docs/human-input.md) --------------------------------------
+
+    def send_input(
+        self,
+        job: JobState | str,
+        routine_id: str,
+        slot_name: str,
+        data: dict[str, Any],
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> JobState:
+        """Answer the oldest open request (``Routine.request_input``) of routine
+        ``routine_id`` for slot ``slot_name``: ``data`` is checked against the
+        request's schema, the request is closed and ``data`` is delivered to the slot.
+
+        ``job`` is the JobState (also one loaded from a file) or the id of a job
+        this flow runs, or ran here and that now waits.  A ``waiting`` job is
+        resumed (like :meth:`resume`: with ``wait``, the call returns once it has
+        no work left, or after ``timeout`` seconds); a job still running gets the
+        delivery queued; a paused one keeps it in ``pending_tasks`` for its
+        resume.  Input that does not fit the schema, and a routine and slot with
+        no open request, raise :class:`~routilux.InvalidInputError` naming the
+        field (or the request); the job keeps waiting, its request still open.
+        """
+        _refuse_to_block_the_engine_loop(wait)
+        if self._store is not None and self._journaled_elsewhere(job):
+            job_id = job.job_id if isinstance(job, JobState) else job
+            return self._send_input_stored(job_id, routine_id, slot_name, data, wait, timeout)
+        job_state = self._job_for_input(job)
+        self._check_owner(job_state)
+        routine = self.routines.get(routine_id)
+        if routine is None or routine.get_slot(slot_name) is None:
+            raise FlowError(
+                f"send_input to job {job_state.job_id}: flow '{self.flow_id}' has no "
+                f"routine '{routine_id}' with a slot '{slot_name}'"
+            )
+        where = f"job {job_state.job_id}: input for '{routine_id}'.'{slot_name}'"
+        own = current_run()
+        delivered: JobRun | None
+        closer: list[JobHooks] = []
+        while True:
+            with job_state.lock:
+                # Requests whose answer is on its way (journaled, below) count as closed.
+                still_open = [
+                    r for r in job_state.waiting_for if r["id"] not in job_state._answering
+                ]
+                request = find_request(still_open, routine_id, slot_name)
+                if request is None:
+                    raise InvalidInputError(
+                        f"{where}: no request for it is open (the job is {job_state.status}; "
+                        f"{describe_open(still_open)})"
+                    )
+                payload = check_input(request, data, where)
+                run = self._active_run(job_state)
+                if run is not None and not run.finished:
+                    # Queued before the run can settle, or refused with the request open.
+                    if run.deliver_input(routine_id, slot_name, payload):
+                        job_state._close_request(request["id"])
+                        delivered = run
+                        break
+                    if own is run:
+                        raise JobStateError(
+                            f"{where}: the job is {job_state.status} and takes no new work"
+                        )
+                else:
+                    status = job_state.status
+                    if status not in ("waiting", "paused"):
+                        # running with no run here: saved mid-run, its work is not in it.
+                        raise JobStateError(
+                            f"{where}: the job is {status} but no run of it is active here; "
+                            "only a waiting or paused job takes input"
+                        )
+                    seq = self._queue_input(job_state, routine_id, slot_name, payload)
+                    if status == "waiting" and recovery.journal_of(self, job_state) is not None:
+                        # Journaled: the request closes when its delivery starts, so the
+                        # store sees it closed only together with the input's task row
+                        # and its consumption (a crash before that leaves it waiting).
+                        job_state._answering = job_state._answering | {request["id"]}
+                        closer.append(_CloseAtDelivery(request["id"], seq))
+                    else:
+                        job_state._close_request(request["id"])
+                    if status == "paused":
+                        return job_state  # delivered when the job is resumed
+                    delivered = None
+                    break
+            # A run is settling or pausing: once it has, act on the status it left.
+            job_state.wait_for_completion()
+        if delivered is None:
+            return self.resume(job_state, wait=wait, timeout=timeout, hooks=closer)
+        if wait and own is not delivered:  # (a handler of the job never waits for it)
+            delivered.wait(timeout)
+        return job_state
+
+    def _journal_idle_status(self, job_state: JobState) -> None:
+        """A job with no run here changed status (a waiting job paused): journal it."""
+        journal = recovery.journal_of(self, job_state)
+        if journal is not None and not journal.finished:
+            journal.note_status()
+            journal.flush()
+
+    def _journaled_elsewhere(self, job: JobState | str) -> bool:
+        """With a store: True unless this process runs the job or keeps it (its
+        journal is here), so ``send_input`` goes through the store."""
+        job_id = job.job_id if isinstance(job, JobState) else job
+        with self._runs_lock:
+            run = self._runs.get(job_id)
+            kept = self._waiting_jobs.get(job_id)
+        if run is not None and (not isinstance(job, JobState) or run.job_state is job):
+            return False
+        local = job if isinstance(job, JobState) else kept
+        return local is None or recovery.journal_of(self, local) is None
+
+    def _send_input_stored(
+        self,
+        job_id: str,
+        routine_id: str,
+        slot_name: str,
+        data: dict[str, Any],
+        wait: bool,
+        timeout: float | None,
+    ) -> JobState:
+        """``send_input`` to a journaled job no run of this process holds: checked
+        against the store's ``waiting_for``, stored as an input task, then the job
+        is claimed and continued here (a paused job keeps the input for its resume)."""
+        store = self._store
+        assert store is not None
+        stored = store.load(job_id)  # JobNotFoundError names the store and the job
+        where = f"job {job_id}: input for '{routine_id}'.'{slot_name}'"
+        if stored.flow_id != self.flow_id:
+            raise JobStateError(f"{where}: the job belongs to flow '{stored.flow_id}'")
+        if self.routines.get(routine_id) is None or (
+            self.routines[routine_id].get_slot(slot_name) is None
+        ):
+            raise FlowError(
+                f"send_input to job {job_id}: flow '{self.flow_id}' has no "
+                f"routine '{routine_id}' with a slot '{slot_name}'"
+            )
+        row: TaskRow = input_row(stored, routine_id, slot_name, data)
+        if stored.status == "paused":
+            store.add_input(job_id, row)  # delivered when the job is resumed
+            return store.load_job(job_id)
+        epoch = recovery.claim(self, job_id, None)
+        if epoch is None:
+            raise JobStateError(
+                f"{where}: the job is {stored.status} and held by runner {stored.owner!r}, "
+                "which is alive; send the input in that process"
+            )
+        try:
+            store.add_input(job_id, row)  # durable before the request is closed
+        except BaseException:
+            store.release(job_id, epoch)
+            raise
+        job_state, journal, rows = recovery.adopt(self, job_id, epoch)
+        _close_answered(job_state, rows)
+        with job_state.lock:
+            job_state._hooks = None
+            job_state._set_running()
+            deferred, job_state.deferred_events = job_state.deferred_events, []
+        self._start_adopted(job_state, journal, rows, wait=wait, timeout=timeout, deferred=deferred)
+        journal.flush()
+        return job_state
+
+    def _job_for_input(self, job: JobState | str) -> JobState:
+        """The JobState ``send_input`` was given, or the one its id names."""
+        if isinstance(job, JobState):
+            return job
+        if not isinstance(job, str):
+            raise InvalidArgumentError(
+                f"send_input needs a JobState or a job id, got {type(job).__name__}"
+            )
+        with self._runs_lock:
+            run = self._runs.get(job)
+            found = run.job_state if run is not None else self._waiting_jobs.get(job)
+        if found is None:
+            raise JobStateError(
+                f"flow '{self.flow_id}' runs no job {job!r} and has none waiting for "
+                "input in this process (pass the JobState, e.g. one loaded from a file)"
+            )
+        return found
+
+    def _queue_input(
+        self, job_state: JobState, routine_id: str, slot_name: str, data: dict[str, Any]
+    ) -> int:
+        """Save a delivery of ``data`` in ``pending_tasks`` (job lock held), numbered
+        after every task the job has used; returns its number."""
+        seq = next_free_seq(job_state.task_seq, job_state.pending_tasks)
+        task = Task(self.plan.slots[(routine_id, slot_name)], data, seq)
+        job_state.pending_tasks.append(task_to_dict(task))
+        job_state.task_seq = seq + 1
+        return seq
+
+    def _note_waiting(self, job_state: JobState) -> None:
+        """Keep a job that waits for input findable by id (runs lock held)."""
+        if job_state.status == "waiting":
+            self._waiting_jobs[job_state.job_id] = job_state
+        else:
+            self._waiting_jobs.pop(job_state.job_id, None)
 
     # -- durable jobs (the work is in flow/recovery.py and engine/journal.py) --------
 
@@ -881,7 +1089,7 @@ class Flow:
         kind = found[0]
         if kind == "own":
             job_state = found[1]
-            if job_state.status == "paused":
+            if job_state.status in ("paused", "waiting"):
                 return job_state, False
             if wait:
                 job_state.wait_for_completion(timeout)
@@ -889,8 +1097,9 @@ class Flow:
         if kind == "done":
             return found[1], True
         _, job_state, journal, rows = found
+        _close_answered(job_state, rows)
         deferred: list[dict[str, Any]] = []
-        if job_state.status == "paused":
+        if job_state.status in ("paused", "waiting"):
             with job_state.lock:
                 job_state._hooks = None
                 job_state._set_running()
@@ -1015,6 +1224,34 @@ class Flow:
             cancel_on_close=cancel_on_close,
             hooks=hooks,
         )
+
+
+class _CloseAtDelivery(JobHooks):
+    """Closes an answered request when the delivery of its input (task ``seq``)
+    starts: then the journal records the close with that delivery."""
+
+    def __init__(self, request_id: str, seq: int) -> None:
+        self.request_id = request_id
+        self.seq = seq
+
+    def on_delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
+        run = current_run()
+        task = run.current_task() if run is not None else None
+        if task is not None and task.seq == self.seq:
+            with job_state.lock:
+                job_state._close_request(self.request_id)
+                job_state._answering = job_state._answering - {self.request_id}
+
+
+def _close_answered(job_state: JobState, rows: list[TaskRow]) -> None:
+    """Close the requests that stored input tasks among ``rows`` answer (a job taken
+    over from the store: the input is durable, so its request may close now)."""
+    with job_state.lock:
+        for row in rows:
+            if row.get("kind") == "input":
+                request_id = (row.get("extra") or {}).get("request")
+                if isinstance(request_id, str):
+                    job_state._close_request(request_id)
 
 
 def _signature_problem(event: Event, slot: Slot, connection: Connection) -> str | None:

@@ -671,7 +671,24 @@ def build_job_state(job: JournaledJob, apply_ops: Optional[ApplyOps]) -> JobStat
     state.job_id = job.job_id
     state.status = job.status
     state.task_seq = next_task_seq(job, state.task_seq)
+    if job.waiting_for is not None:
+        # The row's open requests for input are current (the snapshot's may be older).
+        from routilux.inputs import check_request
+
+        try:
+            state.waiting_for = [
+                check_request(entry, f"waiting_for[{index}]")
+                for index, entry in enumerate(_as_list(job.waiting_for))
+            ]
+        except Exception as exc:
+            raise StoreError(f"job {job.job_id!r}: its waiting_for cannot be read: {exc}") from exc
     return state
+
+
+def _as_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"waiting_for must be a list, got {type(value).__name__}")
+    return value
 
 
 def next_task_seq(job: JournaledJob, saved: int) -> int:
