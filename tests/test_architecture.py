@@ -56,7 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("durability", ("routilux.store.*",)),
     ("plug-in points", ("routilux.hooks", "routilux.execution_tracker", "routilux.output_handler")),
     ("policies", ("routilux.error_handler",)),
-    ("state", ("routilux.job_state", "routilux.changes", "routilux._context")),
+    ("state", ("routilux.job_state", "routilux.changes", "routilux.inputs", "routilux._context")),
     ("codec", ("routilux.serialization", "routilux.exceptions")),
 )
 

@@ -39,6 +39,15 @@ class JobStateError(RoutiluxError, ValueError):
     """A job state does not belong to the flow, or cannot make the transition asked for."""
 
 
+class InvalidInputError(RoutiluxError, ValueError):
+    """Input sent to a waiting job (``flow.send_input``) does not fit: no open request
+    for that routine and slot, or a field missing, unknown or of the wrong type.
+
+    The message names the job, the routine, the slot and the field; the job keeps
+    waiting, its request still open.
+    """
+
+
 class SerializationError(RoutiluxError, ValueError):
     """Data could not be serialized, or a file or dict could not be deserialized."""
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
 
 #: Statuses after which the job does no more work until it is resumed.
+#: (``waiting`` is not one: an input sent to the job resumes it by itself.)
 FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 #: Statuses that never change again (spec README item 8).
@@ -36,7 +37,11 @@ FINAL_STATUSES = frozenset({"failed", "cancelled"})
 #: The job status state machine: status -> the statuses it may become.  Every
 #: change of ``JobState.status`` made by the library goes through a ``_set_*``
 #: method of JobState (most through :meth:`JobState._transition`, which checks
-#: this table; the two taken once per job inline their check).  Two extra rules:
+#: this table; the two taken once per job inline their check).  A job ``waiting``
+#: for human input (``Routine.request_input``) has nothing left to run but an open
+#: request: ``flow.send_input`` (or a resume) makes it ``running`` again; it can be
+#: paused (it stays waiting for its input, and resumes to ``waiting``) or cancelled,
+#: and it never completes while a request is open.  Two extra rules:
 #: a ``running`` status with no run behind it (a JobState saved while running
 #: and loaded) carries no pending work, so it cannot be paused or resumed; and a
 #: completed job that was paused afterwards ("paused after completion", flagged in
@@ -45,7 +50,9 @@ FINAL_STATUSES = frozenset({"failed", "cancelled"})
 TRANSITIONS: dict[str, frozenset[str]] = {
     # pending -> paused: a JobState built by hand (pending tasks filled in) to be resumed.
     "pending": frozenset({"running", "paused", "cancelled"}),
-    "running": frozenset({"paused", "completed", "failed", "cancelled"}),
+    "running": frozenset({"paused", "waiting", "completed", "failed", "cancelled"}),
+    # waiting: nothing runs, so nothing can fail it; an input or a resume runs it.
+    "waiting": frozenset({"running", "paused", "cancelled"}),
     # paused -> failed: a handler still running when the pause began may fail the job.
     "paused": frozenset({"running", "paused", "completed", "failed", "cancelled"}),
     # Seed-era code pauses completed jobs; nothing is pending then.
@@ -148,6 +155,8 @@ class JobState:
         self.execution_tracker: Any = None
         self.created_at = now
         self.updated_at = now
+        #: Open requests for human input, oldest first (``routilux.inputs``).
+        self.waiting_for: list[dict[str, Any]] = []
         self._lock = threading.RLock()
         # A latch: held while the job has work queued, running or scheduled.
         # (A bare lock is much cheaper to make than an Event, and jobs are many.)
@@ -505,9 +514,11 @@ class JobState:
                 self._transition("running", "resume")
 
     def _set_cancelled(self, reason: str = "") -> None:
-        """Status ``cancelled``; raises JobStateError for a finished job."""
+        """Status ``cancelled``; raises JobStateError for a finished job.  Its open
+        requests for input are dropped: a cancelled job waits for nothing."""
         with self._lock:
             self._transition("cancelled", "cancel")
+            self.waiting_for = []
             if reason:
                 self.merge_routine_state("_cancellation", {"reason": reason})
 
@@ -518,6 +529,7 @@ class JobState:
             if self.status not in ("running", "paused") or self._paused_after_completion:
                 return False
             self._transition("failed", "fail")
+            self.waiting_for = []  # a failed job waits for nothing
             return True
 
     def _set_started(self) -> None:
@@ -543,11 +555,39 @@ class JobState:
                 hooks.status(self, "running", "completed")
             return True
 
+    def _set_waiting(self) -> bool:
+        """running -> waiting when the job settles with a request for input open;
+        True when it changed."""
+        with self._lock:
+            if self.status != "running" or not self.waiting_for:
+                return False
+            self._transition("waiting", "wait for input")
+            return True
+
+    # -- requests for human input (routilux.inputs) ----------------------------
+
+    def _open_request(self, request: dict[str, Any]) -> None:
+        """Add an open request (made by ``routilux.inputs.new_request``)."""
+        with self._lock:
+            self.waiting_for = [*self.waiting_for, request]
+            self.updated_at = datetime.now()
+
+    def _close_request(self, request_id: str) -> dict[str, Any] | None:
+        """Remove the open request ``request_id``; returns it, or None."""
+        with self._lock:
+            for index, request in enumerate(self.waiting_for):
+                if request.get("id") == request_id:
+                    # A new list: a reader holding the old one sees it unchanged.
+                    self.waiting_for = self.waiting_for[:index] + self.waiting_for[index + 1 :]
+                    self.updated_at = datetime.now()
+                    return request
+            return None
+
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until no work of this job is queued, running or scheduled.
 
-        Returns True when the job has settled (completed, failed, cancelled or
-        paused), False when ``timeout`` seconds passed first.
+        Returns True when the job has settled (completed, failed, cancelled,
+        paused, or waiting for input), False when ``timeout`` seconds passed first.
         """
         if self._busy.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             self._busy.release()

@@ -70,6 +70,7 @@ from .exceptions import (
 )
 from .execution_tracker import ExecutionTracker
 from .flow.flow import MAX_WORKERS, Flow
+from .inputs import check_request
 from .job_state import ExecutionRecord, JobState
 from .routine import Routine
 from .serialization import (
@@ -932,6 +933,8 @@ def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
             data["task_seq"] = task_seq
         for key in _JOB_LISTS:
             data[key] = _snapshot(getattr(js, key), key, strict)
+        if js.waiting_for:  # open requests for input (routilux.inputs); absent: none
+            data["waiting_for"] = _snapshot(js.waiting_for, "waiting_for", strict)
     return stamp(data)
 
 
@@ -978,6 +981,10 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
             _expect_dict(buffer, f"slot_buffers[{rid!r}][{slot_name!r}]")  # a merge buffer
     lists = {key: _list_of_dicts(data, key, where) or [] for key in _JOB_LISTS}
     _check_saved_work(lists["pending_tasks"], lists["deferred_events"])
+    waiting_for = [
+        check_request(entry, f"waiting_for[{index}]")
+        for index, entry in enumerate(_expect_list(data.get("waiting_for") or [], "waiting_for"))
+    ]
     shared_data = _dict_field(data, "shared_data", where) or {}
     created_at = _datetime(data, "created_at")
     updated_at = _datetime(data, "updated_at")
@@ -991,6 +998,7 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
     shared_data = _own(own, shared_data, "shared_data")
     slot_buffers = _own(own, slot_buffers, "slot_buffers")
     lists = {key: _own(own, value, key) for key, value in lists.items()}
+    waiting_for = _own(own, waiting_for, "waiting_for")
 
     with js.lock:
         if flow_id is not None:
@@ -1008,6 +1016,7 @@ def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
         js.slot_buffers = slot_buffers
         for key, value in lists.items():
             setattr(js, key, value)
+        js.waiting_for = waiting_for
         outputs = js.output_log
         if output_limit is not None and len(outputs) > output_limit:
             output_dropped += len(outputs) - output_limit

@@ -11,6 +11,7 @@ from .engine.plan import definition_changed
 from .error_handler import ErrorHandler, ErrorStrategy
 from .event import Event, _is_flow
 from .exceptions import ConfigError, DefinitionError, ExecutionContextError
+from .inputs import new_request
 from .serialization import layout_of, register_serializable
 from .slot import MergeStrategy, Slot
 
@@ -302,6 +303,33 @@ class Routine:
         run = current_run()
         assert run is not None
         run.at_job_end(task)
+
+    def request_input(
+        self,
+        slot_name: str,
+        *,
+        prompt: str = "",
+        schema: dict[str, Any] | None = None,
+    ) -> str:
+        """Ask a person (or any outside process) for input to this routine's slot
+        ``slot_name``; returns the request's id.
+
+        The request goes into ``job_state.waiting_for``; the job goes on with its
+        other work and, when nothing else is left, becomes ``waiting`` (holding no
+        thread) until ``flow.send_input(job, routine_id, slot_name, data)``
+        delivers ``data`` to the slot.  ``schema`` maps field names to ``bool``,
+        ``int``, ``float``, ``str``, ``list`` or ``dict``, or to ``(type, default)``
+        for a field that may be left out; input that does not fit is refused with
+        :class:`~routilux.InvalidInputError` (docs/human-input.md).  None accepts
+        any dict.  Outside a job it raises ExecutionContextError; a slot this
+        routine lacks, or a bad schema, raises naming the routine, slot and field.
+        """
+        ctx = self._require_context("request input")
+        self._slot_named(slot_name)
+        where = f"request_input({slot_name!r}) of routine '{ctx.routine_id}'"
+        request = new_request(ctx.routine_id, slot_name, prompt, schema, where)
+        ctx.job_state._open_request(request)
+        return str(request["id"])
 
     def _own_task(self, what: str, slot_name: str, data: dict[str, Any]) -> Task:
         ctx = self._require_context(what)

@@ -999,6 +999,36 @@ class JobRun(JobTimers, DeliveryTimeouts):
         if finish:
             self._finish()
 
+    # -- human input (docs/human-input.md) ---------------------------------------
+
+    def deliver_input(self, rid: str, slot_name: str, data: dict[str, Any]) -> bool:
+        """Queue a delivery of ``data`` (input sent by ``flow.send_input``) to slot
+        ``slot_name`` of routine ``rid`` in this running job.
+
+        False when the job no longer takes new work here (paused, stopped, or
+        settling): the caller waits for it to settle and acts on its status.
+        Decided under the lock that settling takes, so input is either queued
+        before the job settles or refused with the request still open.
+        """
+        with self._lock:
+            if self._state is not RUNNING or self._settling or self._finished:
+                return False
+            task = self.new_task(rid, slot_name, data)
+            self._outstanding += 1
+            if self._observer is not None:
+                self._observer.task_queued(self, task, READY, None)
+            blocking, coroutines = self._push_locked([task])
+        if blocking or coroutines:
+            self._request_pulls(blocking, coroutines)
+        return True
+
+    def _park_end_hooks_locked(self) -> None:
+        """The job is about to wait for input (lock held): its at-job-end
+        deliveries wait too, in ``pending_tasks``, for the run that ends the job."""
+        js = self.job_state
+        js.pending_tasks.extend(task_to_dict(t, at_job_end=True) for t in self._end_hooks.values())
+        self._end_hooks.clear()
+
     # -- settling ---------------------------------------------------------------
 
     def _settle_if_idle_locked(self) -> bool:
@@ -1006,6 +1036,8 @@ class JobRun(JobTimers, DeliveryTimeouts):
         caller must call :meth:`_finish` (after releasing the lock)."""
         if self._outstanding > 0 or self._settling:
             return False
+        if self._end_hooks and self._state is RUNNING and self.job_state.waiting_for:
+            self._park_end_hooks_locked()
         if self._end_hooks and self._state is RUNNING:
             hooks = list(self._end_hooks.values())
             self._end_hooks.clear()
@@ -1022,7 +1054,8 @@ class JobRun(JobTimers, DeliveryTimeouts):
         js = self.job_state
         entry_id = self.entry_id
         js.task_seq = self._next_seq()  # a later run numbers its tasks from here
-        completed = js._set_completed()
+        # An open request for input: the job waits instead of completing.
+        completed = not js._set_waiting() and js._set_completed()
         if completed and entry_id is not None:
             end = datetime.now()
             state = js.routine_states.get(entry_id) or {}  # get_routine_state, inlined

@@ -28,18 +28,20 @@ from ..engine.executors import PoolExecutor
 from ..engine.plan import Plan, definition_changed
 from ..engine.pool import WorkerPool
 from ..engine.run import JobRun
-from ..engine.tasks import next_free_seq
+from ..engine.tasks import Task, next_free_seq, task_to_dict
 from ..error_handler import ErrorHandler
 from ..exceptions import (
     ExecutionContextError,
     FlowError,
     InvalidArgumentError,
+    InvalidInputError,
     JobInterrupted,
     JobStateError,
     RoutiluxWarning,
 )
 from ..execution_tracker import TRACKER_HOOKS, ExecutionTracker
 from ..hooks import HookSet, check_hooks
+from ..inputs import check_input, describe_open, find_request
 from ..job_state import JobState
 from ..output_handler import OUTPUT_HANDLER_HOOKS
 from ..routine import Routine
@@ -172,6 +174,9 @@ class Flow:
         self._runs_waiting = 0
         # Pools replaced while jobs still used them; shut down as those jobs end.
         self._retired: list[WorkerPool] = []
+        # Jobs that settled waiting for input, by id, so send_input finds them
+        # by id (under the runs lock; an entry leaves when its job runs again).
+        self._waiting_jobs: dict[str, JobState] = {}
         self._current_execution_job_state = _CurrentJobView(self)
 
     def __repr__(self) -> str:
@@ -673,6 +678,7 @@ class Flow:
         with self._runs_lock:
             if self._runs.get(run.job_state.job_id) is run:
                 del self._runs[run.job_state.job_id]
+            self._note_waiting(run.job_state)
             if self._retired:
                 in_use = {id(r.executor.pool) for r in self._runs.values()}
                 idle_pools = [p for p in self._retired if id(p) not in in_use]
@@ -775,11 +781,122 @@ class Flow:
         with job_state.lock:
             run = self._active_run(job_state)
             job_state._set_cancelled(reason)
+            with self._runs_lock:
+                self._note_waiting(job_state)
             if run is None or run.finished:
                 job_state.pending_tasks.clear()
                 job_state.deferred_events.clear()
                 return
         run.stop("cancelled", reason, status_set=True)
+
+    # -- human input (docs/human-input.md) --------------------------------------
+
+    def send_input(
+        self,
+        job: JobState | str,
+        routine_id: str,
+        slot_name: str,
+        data: dict[str, Any],
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> JobState:
+        """Answer the oldest open request (``Routine.request_input``) of routine
+        ``routine_id`` for slot ``slot_name``: ``data`` is checked against the
+        request's schema, the request is closed and ``data`` is delivered to the slot.
+
+        ``job`` is the JobState (also one loaded from a file) or the id of a job
+        this flow runs, or ran here and that now waits.  A ``waiting`` job is
+        resumed (like :meth:`resume`: with ``wait``, the call returns once it has
+        no work left, or after ``timeout`` seconds); a job still running gets the
+        delivery queued; a paused one keeps it in ``pending_tasks`` for its
+        resume.  Input that does not fit the schema, and a routine and slot with
+        no open request, raise :class:`~routilux.InvalidInputError` naming the
+        field (or the request); the job keeps waiting, its request still open.
+        """
+        _refuse_to_block_the_engine_loop(wait)
+        job_state = self._job_for_input(job)
+        self._check_owner(job_state)
+        routine = self.routines.get(routine_id)
+        if routine is None or routine.get_slot(slot_name) is None:
+            raise FlowError(
+                f"send_input to job {job_state.job_id}: flow '{self.flow_id}' has no "
+                f"routine '{routine_id}' with a slot '{slot_name}'"
+            )
+        where = f"job {job_state.job_id}: input for '{routine_id}'.'{slot_name}'"
+        own = current_run()
+        while True:
+            with job_state.lock:
+                request = find_request(job_state.waiting_for, routine_id, slot_name)
+                if request is None:
+                    raise InvalidInputError(
+                        f"{where}: no request for it is open (the job is {job_state.status}; "
+                        f"{describe_open(job_state.waiting_for)})"
+                    )
+                payload = check_input(request, data, where)
+                run = self._active_run(job_state)
+                if run is not None and not run.finished:
+                    # Queued before the run can settle, or refused with the request open.
+                    if run.deliver_input(routine_id, slot_name, payload):
+                        job_state._close_request(request["id"])
+                        if wait and own is not run:
+                            run.wait(timeout)
+                        return job_state
+                    if own is run:
+                        raise JobStateError(
+                            f"{where}: the job is {job_state.status} and takes no new work"
+                        )
+                else:
+                    status = job_state.status
+                    if status not in ("waiting", "paused"):
+                        # running with no run here: saved mid-run, its work is not in it.
+                        raise JobStateError(
+                            f"{where}: the job is {status} but no run of it is active here; "
+                            "only a waiting or paused job takes input"
+                        )
+                    self._queue_input(job_state, routine_id, slot_name, payload)
+                    job_state._close_request(request["id"])
+                    if status == "paused":
+                        return job_state  # delivered when the job is resumed
+                    break
+            # A run is settling or pausing: once it has, act on the status it left.
+            job_state.wait_for_completion()
+        return self.resume(job_state, wait=wait, timeout=timeout)
+
+    def _job_for_input(self, job: JobState | str) -> JobState:
+        """The JobState ``send_input`` was given, or the one its id names."""
+        if isinstance(job, JobState):
+            return job
+        if not isinstance(job, str):
+            raise InvalidArgumentError(
+                f"send_input needs a JobState or a job id, got {type(job).__name__}"
+            )
+        with self._runs_lock:
+            run = self._runs.get(job)
+            found = run.job_state if run is not None else self._waiting_jobs.get(job)
+        if found is None:
+            raise JobStateError(
+                f"flow '{self.flow_id}' runs no job {job!r} and has none waiting for "
+                "input in this process (pass the JobState, e.g. one loaded from a file)"
+            )
+        return found
+
+    def _queue_input(
+        self, job_state: JobState, routine_id: str, slot_name: str, data: dict[str, Any]
+    ) -> None:
+        """Save a delivery of ``data`` in ``pending_tasks`` (job lock held), numbered
+        after every task the job has used."""
+        seq = next_free_seq(job_state.task_seq, job_state.pending_tasks)
+        task = Task(self.plan.slots[(routine_id, slot_name)], data, seq)
+        job_state.pending_tasks.append(task_to_dict(task))
+        job_state.task_seq = seq + 1
+
+    def _note_waiting(self, job_state: JobState) -> None:
+        """Keep a job that waits for input findable by id (runs lock held)."""
+        if job_state.status == "waiting":
+            self._waiting_jobs[job_state.job_id] = job_state
+        else:
+            self._waiting_jobs.pop(job_state.job_id, None)
 
     # -- files and diagrams (the work is in routilux.flowfile and flow/diagram.py) --
 
