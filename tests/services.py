@@ -191,10 +191,7 @@ class RedisServer:
             raise FileNotFoundError(
                 "the redis client is not installed (pip install 'routilux[celery]')"
             ) from exc
-        client = redis.Redis(
-            host="127.0.0.1", port=self.port, socket_connect_timeout=deadline,
-            retry_on_timeout=False,
-        )  # fmt: skip
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=deadline)
         try:
             for _ in range(300):
                 if self.process.poll() is not None:

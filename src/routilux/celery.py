@@ -119,6 +119,7 @@ class _Running:
         self.flow = flow
         self.job_state = job_state
         self.epoch = epoch
+        self.pausing = False
 
 
 class _Process:
@@ -452,8 +453,7 @@ class RoutiluxCelery:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return status
-                # Blocks on the socket until a notification (or the deadline).
-                pubsub.get_message(timeout=left if left is not None else 3600.0)
+                _next_message(pubsub, left if left is not None else 3600.0)
 
     def _publish(self, job_id: str, status: str) -> None:
         try:
@@ -514,8 +514,14 @@ class RoutiluxCelery:
             )
         payload = check_input(request, data, where)
         self.store.add_input(job_id, {"routine": routine_id, "slot": slot_name, "data": payload})
-        if job.status == "waiting":
-            self._send(job.flow_id, job_id, None, None)
+        try:
+            # Queued from here on: wait() must not return the waiting job it was.
+            self._set_parked(job_id, "waiting", "running")
+        except JobStateError:
+            # Not waiting (any more): the worker running it sends it again when it
+            # settles with this input unread (see _store_settled).
+            return
+        self._send(job.flow_id, job_id, None, None)
 
     def _claim_for_control(self, job_id: str) -> Optional[int]:
         # The control side never heartbeats: to others it is dead at once, so a
@@ -549,13 +555,16 @@ class RoutiluxCelery:
         target = "paused" if action == "pause" else "cancelled"
         deadline = time.monotonic() + timeout
         message = json.dumps({"job_id": job_id, "action": action, "reason": reason})
+        next_request = 0.0
         with self._subscribed(job_id) as pubsub:
+            first = True
             while True:
                 job = self.store.load(job_id)
-                if job.status == target or (action == "pause" and job.status == "waiting"):
-                    # A waiting job is parked already: holds no worker, nothing to pause.
-                    if action == "cancel" or job.status == target:
-                        return
+                if not first and job.status == target:
+                    return  # done by a worker that heard the request
+                if action == "pause" and job.status in ("paused", "waiting"):
+                    return  # parked already: holds no worker, nothing to pause
+                first = False
                 if job.status in FINISHED_STATUSES:
                     raise JobStateError(
                         f"{action}: job {job_id} of flow {job.flow_id!r} is {job.status}"
@@ -573,15 +582,18 @@ class RoutiluxCelery:
                     self._publish(job_id, target)
                     return
                 # A live worker owns it: tell it. The worker that claimed it a moment
-                # ago may not have registered it yet, so ask again on each
-                # notification and at least every second until the store says so.
-                self._proc().redis.publish(_control_channel(self.prefix), message)
-                left = deadline - time.monotonic()
+                # ago may not have registered it yet, so ask again every second until
+                # the store says so (a worker ignores a request it is acting on).
+                now = time.monotonic()
+                if now >= next_request:
+                    self._proc().redis.publish(_control_channel(self.prefix), message)
+                    next_request = now + 1.0
+                left = deadline - now
                 if left <= 0:
                     raise TimeoutError(
                         f"{action}: job {job_id} did not become {target} in {timeout} s"
                     )
-                pubsub.get_message(timeout=min(1.0, left))
+                _next_message(pubsub, min(next_request - now, left))
 
     def _control_running(self, process: _Process, running: _Running, action: str, reason: str) -> None:
         """On a worker: apply a control request to a job this process runs now."""
@@ -594,8 +606,12 @@ class RoutiluxCelery:
                 process.store.set_status(state.job_id, running.epoch, "cancelled", waiting_for=None)
                 self._publish(state.job_id, "cancelled")
             elif action == "pause":
-                # Runs on the listener thread: the job's own thread settles the run
-                # and writes the paused state back (see _run_claimed).
+                if running.pausing:
+                    return  # a repeated request for a pause under way
+                running.pausing = True
+                # Not on the listener thread: pause() waits for the running handlers.
+                # The job's own thread settles the run and writes the paused state back
+                # (see _run_claimed).
                 threading.Thread(
                     target=running.flow.pause, args=(state, reason), daemon=True
                 ).start()
@@ -704,6 +720,12 @@ class RoutiluxCelery:
         if status not in FINISHED_STATUSES:
             store.release(job_id, epoch)
         self._publish(job_id, status)
+        if status == "waiting" and any(
+            task["kind"] == "input" for task in store.load(job_id).tasks
+        ):
+            # Input that arrived while this run went on: answer it in a new run
+            # (send_input, seeing the job running, left that to this worker).
+            self._send(state.flow_id, job_id, None, None)
         return status
 
     @contextlib.contextmanager
@@ -737,6 +759,20 @@ class RoutiluxCelery:
                 store.release(summary.job_id, epoch)
                 logger.info("job %s: owner %s is gone; re-sent", summary.job_id, summary.owner)
                 self._send(flow_id, summary.job_id, None, None)
+
+
+def _next_message(pubsub: Any, timeout: float) -> Optional[dict[str, Any]]:
+    """The next notification on ``pubsub``, blocking on its socket up to ``timeout``
+    seconds; None when none came. (``get_message`` also returns None at once for the
+    subscription's own confirmation, which is not a notification.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        message: Optional[dict[str, Any]] = pubsub.get_message(timeout=left)
+        if message is not None:
+            return message
 
 
 # The trace carrier of the message the current thread's task runs (set by the task).

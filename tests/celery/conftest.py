@@ -1,0 +1,166 @@
+"""Fixtures of the Celery tests: a private Redis (broker and notifications), a fresh
+SQLite job store per test, and real ``celery worker`` processes.
+
+Workers are separate processes (``celery -A routilux_test_app worker -P solo``), so a
+test can SIGKILL one. A worker counts as started when its log says ``ready``; the
+tests wait for lines of the logs (a reader thread per worker hands them over through
+a condition), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from services import redis_server, redis_url  # noqa: E402,F401
+
+#: How long a test waits for anything a worker does (generous: the machines are shared).
+PATIENCE = 30.0
+
+
+class Worker:
+    """One ``celery worker`` process and its log."""
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "routilux_test_app", "worker",
+                "-P", "solo", "-n", f"{name}@%h", "-l", "info",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+            ],
+            cwd=HERE,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        self.pid = self.process.pid
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append("<exited>")
+            self._cond.notify_all()
+
+    def wait_for_line(self, pattern: str, timeout: float = PATIENCE) -> str:
+        """The first log line matching ``pattern`` (waiting for it); fails on timeout."""
+        regex = re.compile(pattern)
+
+        def found() -> str | None:
+            return next((line for line in self.lines if regex.search(line)), None)
+
+        with self._cond:
+            self._cond.wait_for(lambda: found() is not None or "<exited>" in self.lines, timeout)
+            line = found()
+        if line is None:
+            log = "\n".join(self.lines[-40:])
+            raise AssertionError(f"worker {self.name}: no log line {pattern!r}; log:\n{log}")
+        return line
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind runs in the worker."""
+        os.kill(self.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Cluster:
+    """The workers of one test, the test's RoutiluxCelery (the submitter) and a Redis
+    client; everything shares one fresh store and one flushed Redis database."""
+
+    def __init__(self, broker: str, store: str) -> None:
+        import redis
+
+        import routilux_test_app
+
+        self.broker = broker
+        self.store_url = store
+        self.rc = routilux_test_app.make(broker, store)
+        self.redis = redis.Redis.from_url(broker)
+        self.workers: list[Worker] = []
+        root = str(HERE.parents[1] / "src")
+        self.env = {
+            **os.environ,
+            "ROUTILUX_TEST_BROKER": broker,
+            "ROUTILUX_TEST_STORE": store,
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), root]),
+        }
+
+    def start_workers(self, count: int, **env: str) -> list[Worker]:
+        """Start ``count`` workers and wait until each is ready."""
+        started = [
+            Worker(f"w{len(self.workers) + i}", {**self.env, **env}) for i in range(count)
+        ]
+        self.workers.extend(started)
+        for worker in started:
+            worker.wait_for_line(r"ready\.")
+        return started
+
+    def worker_of(self, pid: int) -> Worker:
+        return next(worker for worker in self.workers if worker.pid == pid)
+
+    def started(self, job_id: str) -> int:
+        """Wait until the gate of ``job_id`` starts (again): the PID of its worker."""
+        item = self.redis.blpop([f"started:{job_id}"], timeout=PATIENCE)
+        assert item is not None, f"job {job_id}: the gate never started"
+        return int(item[1])
+
+    def let_go(self, job_id: str) -> None:
+        self.redis.rpush(f"go:{job_id}", 1)
+
+    def attempts(self, job_id: str) -> int:
+        return int(self.redis.get(f"attempts:{job_id}") or 0)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+            if os.environ.get("ROUTILUX_TEST_WORKER_LOGS"):
+                Path(os.environ["ROUTILUX_TEST_WORKER_LOGS"], f"{worker.name}.log").write_text(
+                    "\n".join(worker.lines)
+                )
+        self.rc.close()
+        self.redis.close()
+
+
+@pytest.fixture
+def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:  # noqa: F811
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # the queue and the test keys of an earlier test
+    client.close()
+    running = Cluster(redis_url, f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        yield running
+    finally:
+        running.close()
