@@ -171,7 +171,9 @@ class RedisServer:
     def start(self) -> None:
         """Start the server and wait until it answers PING; RuntimeError otherwise."""
         if not self.binary:
-            raise FileNotFoundError("redis-server not found on PATH (Debian package 'redis-server')")
+            raise FileNotFoundError(
+                "redis-server not found on PATH (Debian package 'redis-server')"
+            )
         log = self.root / "server.log"
         self.process = subprocess.Popen(
             [
@@ -196,7 +198,9 @@ class RedisServer:
             for _ in range(300):
                 if self.process.poll() is not None:
                     text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-                    raise RuntimeError(f"redis-server exited with {self.process.returncode}: {text}")
+                    raise RuntimeError(
+                        f"redis-server exited with {self.process.returncode}: {text}"
+                    )
                 try:
                     if client.ping():
                         return

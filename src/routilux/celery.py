@@ -40,7 +40,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any, Callable, ContextManager, Optional, Protocol, Union
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Optional, Protocol, Union
 
 from routilux.exceptions import (
     ConfigError,
@@ -58,8 +59,9 @@ from routilux.job_state import JobState
 from routilux.store import FINISHED_STATUSES, Heartbeat, Store, open_store
 
 try:
-    import celery as _celery_library
     import redis as _redis_library
+
+    import celery as _celery_library
     from celery import signals as _celery_signals
 except ImportError as _missing:  # pragma: no cover - the extra is part of dev
     raise ImportError(
@@ -89,7 +91,7 @@ class TracePropagator(Protocol):
 
     def inject(self, carrier: dict[str, str]) -> None: ...
 
-    def attach(self, carrier: Mapping[str, str]) -> ContextManager[Any]: ...
+    def attach(self, carrier: Mapping[str, str]) -> AbstractContextManager[Any]: ...
 
 
 def _job_channel(prefix: str, job_id: str) -> str:
@@ -439,9 +441,7 @@ class RoutiluxCelery:
         finally:
             pubsub.close()
 
-    def _wait_for(
-        self, job_id: str, done: Callable[[str], bool], timeout: Optional[float]
-    ) -> str:
+    def _wait_for(self, job_id: str, done: Callable[[str], bool], timeout: Optional[float]) -> str:
         """Block until the stored status satisfies ``done`` (or ``timeout``); it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._subscribed(job_id) as pubsub:
@@ -595,7 +595,9 @@ class RoutiluxCelery:
                     )
                 _next_message(pubsub, min(next_request - now, left))
 
-    def _control_running(self, process: _Process, running: _Running, action: str, reason: str) -> None:
+    def _control_running(
+        self, process: _Process, running: _Running, action: str, reason: str
+    ) -> None:
         """On a worker: apply a control request to a job this process runs now."""
         state = running.job_state
         try:
@@ -638,7 +640,9 @@ class RoutiluxCelery:
         try:
             return self._run_claimed(process, flow, job_id, epoch)
         except StaleEpochError:
-            logger.warning("job %s: taken over by another runner; this run's result dropped", job_id)
+            logger.warning(
+                "job %s: taken over by another runner; this run's result dropped", job_id
+            )
             return None
 
     def _run_claimed(self, process: _Process, flow: Flow, job_id: str, epoch: int) -> Optional[str]:
@@ -673,11 +677,15 @@ class RoutiluxCelery:
                     for task in inputs:
                         consumed.append(int(task["seq"]))
                         try:
-                            flow.send_input(state, task["routine"], task["slot"], task["data"], wait=False)
+                            flow.send_input(
+                                state, task["routine"], task["slot"], task["data"], wait=False
+                            )
                         except InvalidInputError as exc:
                             # Already applied by a run that died before consuming it
                             # (its request is closed), or no longer asked for.
-                            logger.info("job %s: input %s not delivered: %s", job_id, task["seq"], exc)
+                            logger.info(
+                                "job %s: input %s not delivered: %s", job_id, task["seq"], exc
+                            )
                     if state.status == "running":
                         state.wait_for_completion()
                 elif saved == "paused":
@@ -746,7 +754,9 @@ class RoutiluxCelery:
             if not claimable:
                 continue
             wanted = set(claimable)
-            for summary in store.list_jobs(flow_id=flow_id, status=["pending", "running"], limit=10_000):
+            for summary in store.list_jobs(
+                flow_id=flow_id, status=["pending", "running"], limit=10_000
+            ):
                 if summary.job_id not in wanted:
                     continue
                 if summary.owner is None and now - summary.updated_at < self.orphan_after:

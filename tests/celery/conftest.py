@@ -100,7 +100,6 @@ class Cluster:
 
     def __init__(self, broker: str, store: str) -> None:
         import redis
-
         import routilux_test_app
 
         self.broker = broker
@@ -118,9 +117,7 @@ class Cluster:
 
     def start_workers(self, count: int, **env: str) -> list[Worker]:
         """Start ``count`` workers and wait until each is ready."""
-        started = [
-            Worker(f"w{len(self.workers) + i}", {**self.env, **env}) for i in range(count)
-        ]
+        started = [Worker(f"w{len(self.workers) + i}", {**self.env, **env}) for i in range(count)]
         self.workers.extend(started)
         for worker in started:
             worker.wait_for_line(r"ready\.")

@@ -3,9 +3,11 @@ and by every worker process (``celery -A routilux_test_app worker``).
 
 A worker's configuration comes from the environment the tests set:
 ``ROUTILUX_TEST_BROKER`` (the private Redis server), ``ROUTILUX_TEST_STORE`` (the job
-store URL) and ``ROUTILUX_TEST_ORPHAN_AFTER``; the test process calls :func:`make`. The routines report what they do outside the JobState
-into Redis (lists and counters keyed by job id), which is how a test sees at-least-once
-effects, which worker ran a delivery, and where a handler blocks until the test lets it go.
+store URL) and ``ROUTILUX_TEST_ORPHAN_AFTER``; the test process calls :func:`make`.
+
+The routines report what they do outside the JobState into Redis (lists and counters
+keyed by job id): that is how a test sees at-least-once effects and which worker ran a
+delivery, and where a handler blocks until the test lets it go.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import redis
-from celery import Celery
 
+from celery import Celery
 from routilux import Flow, Routine
 from routilux.celery import RoutiluxCelery
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PATIENCE, Cluster
 
+from conftest import PATIENCE, Cluster
 from routilux import InvalidInputError, JobStateError
 from routilux.celery import _next_message
 
