@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from services import redis_server, redis_url  # noqa: E402,F401
+from services import postgres_dsn, postgres_server, redis_server, redis_url  # noqa: E402,F401
 
 #: How long a test waits for anything a worker does (generous: the machines are shared).
 PATIENCE = 30.0
@@ -115,6 +115,16 @@ class Cluster:
             "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), root]),
         }
 
+    def use_store(self, url: str) -> None:
+        """Use the store ``url`` instead (before any worker starts)."""
+        import routilux_test_app
+
+        assert not self.workers, "use_store() comes before the workers"
+        self.rc.close()
+        self.store_url = url
+        self.rc = routilux_test_app.make(self.broker, url)
+        self.env["ROUTILUX_TEST_STORE"] = url
+
     def start_workers(self, count: int, **env: str) -> list[Worker]:
         """Start ``count`` workers and wait until each is ready."""
         started = [Worker(f"w{len(self.workers) + i}", {**self.env, **env}) for i in range(count)]
@@ -161,3 +171,17 @@ def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:  # noqa: F811
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_dsn: str) -> str:  # noqa: F811 - the fixture, by name
+    """The PostgreSQL test database with the job tables emptied."""
+    import psycopg
+
+    from routilux.store import open_store
+
+    with open_store(postgres_dsn):
+        pass  # creates the tables on first use
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner")
+    return postgres_dsn

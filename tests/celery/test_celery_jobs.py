@@ -234,3 +234,61 @@ def test_wait_returns_at_its_timeout_with_the_stored_job(cluster: Cluster) -> No
     assert job.job_id == job_id
     assert "result" not in job.shared_data
     assert os.path.exists(cluster.store_url[len("sqlite:///") :])
+
+
+def test_bad_input_names_what_is_at_fault(cluster: Cluster) -> None:
+    from celery import Celery
+
+    from routilux import ConfigError, FlowError, InvalidArgumentError
+    from routilux.celery import RoutiluxCelery
+
+    rc = cluster.rc
+    with pytest.raises(FlowError, match="'nope' is not registered.*chain"):
+        rc.submit("nope", "start")
+    with pytest.raises(FlowError, match="flow 'chain' has no entry routine 'keep'"):
+        rc.submit("chain", "keep")
+    with pytest.raises(InvalidArgumentError, match="entry_params for flow 'chain' must be a dict"):
+        rc.submit("chain", "start", [1])  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="not JSON-safe"):
+        rc.submit("chain", "start", {"n": object()})
+    assert rc.store.list_jobs() == [], "nothing is stored for a refused submit"
+    job_id = rc.submit("chain", "start", {"n": 1})
+    with pytest.raises(JobStateError, match=f"resume: job {job_id} of flow 'chain' is pending"):
+        rc.resume(job_id)
+    with pytest.raises(InvalidInputError, match="no request for it is open"):
+        rc.send_input(job_id, "keep", "input", {"n": 1})
+    with pytest.raises(FlowError, match="flow_id 'chain' is registered"):
+        rc.register(routilux_test_app_flows()["chain"])
+    with pytest.raises(ConfigError, match="not Redis"):
+        RoutiluxCelery(Celery("x", broker="amqp://127.0.0.1//"), store=cluster.store_url)
+    with pytest.raises(InvalidArgumentError, match="heartbeat_interval .* shorter"):
+        RoutiluxCelery(
+            Celery("x", broker=cluster.broker),
+            store=cluster.store_url,
+            stale_after=1,
+            heartbeat_interval=1,
+        )
+    with pytest.raises(InvalidArgumentError, match="app must be a celery.Celery"):
+        RoutiluxCelery("app", store=cluster.store_url)
+
+
+def routilux_test_app_flows() -> dict[str, object]:
+    import routilux_test_app
+
+    return {"chain": routilux_test_app.build_chain()}
+
+
+def test_jobs_with_a_postgres_store(cluster: Cluster, postgres_url: str) -> None:
+    """Workers on several hosts share a PostgreSQL store: the same jobs on it."""
+    cluster.use_store(postgres_url)
+    cluster.start_workers(2)
+    ids = {cluster.rc.submit("chain", "start", {"n": n}): n for n in range(20)}
+    for job_id, n in ids.items():
+        job = cluster.rc.wait(job_id, timeout=PATIENCE)
+        assert (job.status, job.shared_data["result"]) == ("completed", 2 * n)
+    job_id = cluster.rc.submit("gated", "start", {"n": 2})
+    cluster.worker_of(cluster.started(job_id)).kill()
+    cluster.started(job_id)
+    cluster.let_go(job_id)
+    job = cluster.rc.wait(job_id, timeout=PATIENCE)
+    assert (job.status, job.shared_data["gate_passes"], kept(job)) == ("completed", 1, [4])
