@@ -59,9 +59,8 @@ from routilux.job_state import JobState
 from routilux.store import FINISHED_STATUSES, Heartbeat, Store, open_store
 
 try:
-    import redis as _redis_library
-
     import celery as _celery_library
+    import redis as _redis_library
     from celery import signals as _celery_signals
 except ImportError as _missing:  # pragma: no cover - the extra is part of dev
     raise ImportError(

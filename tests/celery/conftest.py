@@ -64,20 +64,23 @@ class Worker:
             self.lines.append("<exited>")
             self._cond.notify_all()
 
-    def wait_for_line(self, pattern: str, timeout: float = PATIENCE) -> str:
-        """The first log line matching ``pattern`` (waiting for it); fails on timeout."""
+    def wait_for_line(self, pattern: str, timeout: float = PATIENCE, count: int = 1) -> str:
+        """The ``count``-th log line matching ``pattern`` (waiting for it); fails on
+        timeout or when the worker exits first."""
         regex = re.compile(pattern)
 
-        def found() -> str | None:
-            return next((line for line in self.lines if regex.search(line)), None)
+        def found() -> list[str]:
+            return [line for line in self.lines if regex.search(line)]
 
         with self._cond:
-            self._cond.wait_for(lambda: found() is not None or "<exited>" in self.lines, timeout)
-            line = found()
-        if line is None:
+            self._cond.wait_for(lambda: len(found()) >= count or "<exited>" in self.lines, timeout)
+            lines = found()
+        if len(lines) < count:
             log = "\n".join(self.lines[-40:])
-            raise AssertionError(f"worker {self.name}: no log line {pattern!r}; log:\n{log}")
-        return line
+            raise AssertionError(
+                f"worker {self.name}: {len(lines)} of {count} log lines {pattern!r}; log:\n{log}"
+            )
+        return lines[count - 1]
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind runs in the worker."""
@@ -86,7 +89,8 @@ class Worker:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            # Cold shutdown: the test is over, nothing of the worker's state matters.
+            self.process.send_signal(signal.SIGQUIT)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import redis
-
 from celery import Celery
+
 from routilux import Flow, Routine
 from routilux.celery import RoutiluxCelery
 

@@ -75,27 +75,28 @@ rc = routilux_test_app.make(sys.argv[1], sys.argv[2])
 if sys.argv[3] == "before-send":
     # Die after the job's row is written, before its message is sent.
     rc._send = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
-job_id = rc.submit("chain", "start", {"n": 5}, job_id="job-of-a-killed-submitter")
+job_id = rc.submit("chain", "start", {"n": 5}, job_id="killed-submitter-" + sys.argv[3])
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-@pytest.mark.parametrize("when", ["after-submit", "before-send"])
-def test_a_job_survives_its_submitter_killed(cluster: Cluster, when: str) -> None:
+def test_a_job_survives_its_submitter_killed(cluster: Cluster) -> None:
     cluster.start_workers(1, ROUTILUX_TEST_ORPHAN_AFTER="1")
-    result = subprocess.run(
-        [sys.executable, "-c", SUBMITTER, cluster.broker, cluster.store_url, when],
-        env=cluster.env,
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        timeout=PATIENCE,
-    )
-    assert result.returncode == -signal.SIGKILL, result.stderr
-    job = cluster.rc.wait("job-of-a-killed-submitter", timeout=PATIENCE)
-    assert job.status == "completed"
-    assert job.shared_data["result"] == 10
-    assert kept(job) == [10]
+    for when in ("after-submit", "before-send"):
+        result = subprocess.run(
+            [sys.executable, "-c", SUBMITTER, cluster.broker, cluster.store_url, when],
+            env=cluster.env,
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE,
+        )
+        assert result.returncode == -signal.SIGKILL, result.stderr
+    for when in ("after-submit", "before-send"):
+        job = cluster.rc.wait(f"killed-submitter-{when}", timeout=PATIENCE)
+        assert job.status == "completed", when
+        assert job.shared_data["result"] == 10
+        assert kept(job) == [10]
 
 
 def test_a_duplicated_message_does_no_work(cluster: Cluster) -> None:
@@ -152,15 +153,20 @@ def test_pause_and_resume_across_processes(cluster: Cluster) -> None:
         cluster.rc.resume(job_id)
 
 
-def test_a_queued_job_paused_before_it_starts(cluster: Cluster) -> None:
-    job_id = cluster.rc.submit("chain", "start", {"n": 3})  # no worker yet
-    assert cluster.rc.pause(job_id).status == "paused"
-    cluster.start_workers(1)
-    # The queued message reaches the worker, which leaves the paused job alone.
-    cluster.workers[0].wait_for_line(r"run_job\[.*\] succeeded .*: None")
-    assert cluster.rc.status(job_id) == "paused"
-    cluster.rc.resume(job_id)
-    assert cluster.rc.wait(job_id, timeout=PATIENCE).shared_data["result"] == 6
+def test_queued_jobs_paused_and_cancelled_before_they_start(cluster: Cluster) -> None:
+    paused = cluster.rc.submit("chain", "start", {"n": 3})  # no worker yet
+    cancelled = cluster.rc.submit("chain", "start", {"n": 4})
+    assert cluster.rc.pause(paused).status == "paused"
+    assert cluster.rc.cancel(cancelled).status == "cancelled"
+    (worker,) = cluster.start_workers(1)
+    # The queued messages reach the worker, which leaves both jobs alone.
+    worker.wait_for_line(r"run_job\[.*\] succeeded .*: None", count=2)
+    assert cluster.rc.status(paused) == "paused"
+    job = cluster.rc.wait(cancelled, timeout=PATIENCE)
+    assert job.status == "cancelled"
+    assert "result" not in job.shared_data
+    cluster.rc.resume(paused)
+    assert cluster.rc.wait(paused, timeout=PATIENCE).shared_data["result"] == 6
 
 
 def test_cancel_reaches_the_running_worker_at_once(cluster: Cluster) -> None:
@@ -180,16 +186,6 @@ def test_cancel_reaches_the_running_worker_at_once(cluster: Cluster) -> None:
     assert "result" not in job.shared_data  # what the gate emitted was dropped
     with pytest.raises(JobStateError, match="cancelled"):
         cluster.rc.cancel(job_id)
-
-
-def test_cancel_of_a_queued_job(cluster: Cluster) -> None:
-    job_id = cluster.rc.submit("chain", "start", {"n": 3})
-    assert cluster.rc.cancel(job_id).status == "cancelled"
-    cluster.start_workers(1)
-    cluster.workers[0].wait_for_line(r"run_job\[.*\] succeeded .*: None")
-    job = cluster.rc.wait(job_id, timeout=PATIENCE)
-    assert job.status == "cancelled"
-    assert "result" not in job.shared_data
 
 
 def test_send_input_across_processes(cluster: Cluster) -> None:
