@@ -532,6 +532,19 @@ class JobState:
             self.waiting_for = []  # a failed job waits for nothing
             return True
 
+    def _set_failed_by_journal(self) -> None:
+        """completed -> failed, outside the table: the job's journal could not make
+        its completion durable (a StoreError, recorded in the history), so the store
+        never saw it finish; the only exception to "a completed job stays completed"."""
+        with self._lock:
+            if self.status != "completed":
+                return
+            self.status = "failed"
+            self.updated_at = datetime.now()
+            hooks = self._hooks
+            if hooks is not None and hooks.status is not None:
+                hooks.status(self, "completed", "failed")
+
     def _set_started(self) -> None:
         """pending -> running, for a JobState ``execute()`` has just made."""
         # Once per job: the table's check is inlined (pending -> running is allowed).

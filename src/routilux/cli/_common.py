@@ -98,7 +98,7 @@ def _main(
 
 
 def require_store(url: str) -> NoReturn:
-    """Stop: the durable store is not available to this command yet."""
+    """Stop: this command cannot use the durable store yet."""
     try:
         importlib.import_module("routilux.store")
     except ImportError:
@@ -107,6 +107,18 @@ def require_store(url: str) -> NoReturn:
             "installation of routilux does not have"
         )
     fail(f"--store {url}: the durable job store is installed but this command does not use it yet")
+
+
+def open_cli_store(url: str) -> Any:
+    """The store ``url`` names (a ``routilux.store.Store``); a bad URL or an unreadable
+    store stops with exit code 2, naming it."""
+    from routilux.exceptions import StoreError
+    from routilux.store import open_store
+
+    try:
+        return open_store(url)
+    except StoreError as exc:
+        fail(f"--store {url}: {exc}")
 
 
 def load_file(path: Path, imports: list[str]) -> FlowFile:

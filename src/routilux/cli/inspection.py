@@ -31,8 +31,8 @@ from ._common import (
     err_console,
     fail,
     load_file,
+    open_cli_store,
     out_console,
-    require_store,
 )
 
 
@@ -122,13 +122,14 @@ def graph(
             f"unknown diagram direction {direction!r}; choose one of {', '.join(DIRECTIONS)}",
             param_hint="'--direction'",
         )
+    job_state = None
     if job is not None or store is not None:
         if job is None or store is None:
             raise typer.BadParameter("--job and --store go together", param_hint="'--job'")
-        require_store(store)
+        job_state = _stored_job(store, job)
     file = load_file(flowfile, imports)
     try:
-        data = render(file.flow, fmt, direction=direction)
+        data = render(file.flow, fmt, job_state, direction=direction)
     except DiagramError as exc:
         fail(str(exc), EXIT_FAILED)
     if output is not None:
@@ -147,6 +148,19 @@ def graph(
     else:
         binary.write(data)
         binary.flush()
+
+
+def _stored_job(url: str, job_id: str) -> Any:
+    """The JobState of ``job_id`` in the store at ``url`` (exit 2 if it is not there)."""
+    from routilux.exceptions import StoreError
+
+    opened = open_cli_store(url)
+    try:
+        return opened.load_job(job_id)
+    except StoreError as exc:
+        fail(f"--job {job_id}: {exc}")
+    finally:
+        opened.close()
 
 
 def routine_catalogue() -> list[dict[str, Any]]:

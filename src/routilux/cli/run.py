@@ -30,9 +30,9 @@ from ._common import (
     entry_of,
     err_console,
     load_file,
+    open_cli_store,
     out_console,
     parse_params,
-    require_store,
 )
 from .progress import RunProgress, counts_as_data, progress_lines, progress_table
 
@@ -78,14 +78,14 @@ def run(
 ) -> None:
     """Run a job of a flow file, with live progress per routine."""
     imports = imports or []
-    if store is not None:
-        require_store(store)
     params = parse_params(param or [])
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise typer.BadParameter("must be a positive number of seconds", param_hint="'--timeout'")
     file = load_file(flowfile, imports)
     start = entry_of(file, entry)
     flow = file.flow
+    if store is not None:
+        flow.use_store(open_cli_store(store))
     limit = timeout if timeout is not None else file.timeout
     progress = RunProgress(flow)
     err = err_console()
@@ -127,16 +127,24 @@ def run(
     except JobInterrupted as interrupted:
         stop.set()
         job = interrupted.job_state
+        if store is not None:
+            _journal_paused(flow, job)
         if json_output:
             typer.echo(
                 json.dumps(_summary(file, start, job, progress, interrupted=True), default=str)
             )
         else:
             _print_summary(file, start, job, progress)
-            err.print(
-                f"[yellow]interrupted:[/] job {job.job_id} is paused "
-                "(pass --store to keep it resumable)"
-            )
+            if store is not None:
+                err.print(
+                    f"[yellow]interrupted:[/] job {job.job_id} is paused; resume it with: "
+                    f"routilux jobs resume {job.job_id} {flowfile} --store {store}"
+                )
+            else:
+                err.print(
+                    f"[yellow]interrupted:[/] job {job.job_id} is paused "
+                    "(pass --store to keep it resumable)"
+                )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         stop.set()
@@ -151,6 +159,14 @@ def run(
         if diagram:
             out_console().print(to_mermaid(flow, job), markup=False, end="")
     raise typer.Exit(EXIT_OK if job.status == "completed" and not timed_out else EXIT_FAILED)
+
+
+def _journal_paused(flow: Any, job: Any) -> None:
+    """Ctrl-C paused a journaled job: make its paused state durable before exiting."""
+    from routilux.flow.recovery import journal_flush
+
+    job.wait_for_completion(10)
+    journal_flush(flow, job)
 
 
 def _report_plainly(progress: RunProgress, err: Console, stop: threading.Event) -> None:

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from ..job_state import JobState
     from ..routine import Routine
     from .executors import Executor
+    from .journal import JobJournal
     from .observer import TaskObserver
     from .plan import Route, SlotPlan
 
@@ -175,6 +176,8 @@ class JobRun(JobTimers, DeliveryTimeouts):
     _observer: TaskObserver | None = None
     # The task the sequential drainer (or the entry step) is delivering.
     _delivering: Task | None = None
+    # The journal of a durable job (journal.py; it is also the observer), or None.
+    _journal: JobJournal | None = None
 
     @property
     def _as_run(self) -> JobRun:
@@ -271,6 +274,12 @@ class JobRun(JobTimers, DeliveryTimeouts):
     def delivery_id(self) -> str | None:
         """The id of the delivery the calling thread or asyncio task runs for this
         job (``"<job_id>:<seq>"``), or None."""
+        task = self.current_task()
+        return None if task is None else f"{self.job_state.job_id}:{task.seq}"
+
+    def current_task(self) -> Task | None:
+        """The task whose delivery the calling thread or asyncio task runs for this
+        job (the sequential strategy: the one being delivered), or None."""
         task = self._live.get(threading.current_thread()) if self._live else None
         if task is None and self._aio_live and aio.on_engine_loop():
             try:
@@ -279,7 +288,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
                 task = None
         if task is None:
             task = self._delivering
-        return None if task is None else f"{self.job_state.job_id}:{task.seq}"
+        return task
 
     def restore_pending(self, entries: list[dict[str, Any]]) -> None:
         """Queue tasks saved in ``job_state.pending_tasks`` (at resume); a task saved
@@ -557,9 +566,16 @@ class JobRun(JobTimers, DeliveryTimeouts):
         me = asyncio.current_task()
         with self._lock:
             self._own_dict("_aio_live")[me] = task
-        if self._watch:
-            self._open_delivery(task)
         try:
+            journal = self._journal
+            if journal is not None and journal.durability == "sync":
+                # The record that queued this task must be durable first: wait for it
+                # without blocking the loop.
+                gate = journal.row_durable(task.seq)
+                if gate is not None:
+                    await asyncio.wrap_future(gate)
+            if self._watch:
+                self._open_delivery(task)
             merged = self._merged(task)
             if task.target.keeps_buffer:
                 self._note_merged(me, task, merged)
@@ -1072,6 +1088,9 @@ class JobRun(JobTimers, DeliveryTimeouts):
         hooks = js._hooks  # this run's: a new run installs its own only after we settle
         if hooks is not None and hooks.job_end is not None:
             hooks.job_end(js)
+        if self._journal is not None:
+            # Durable: the settled state reaches the store before anyone is woken.
+            self._journal.run_settling(self)
         # The flow forgets the job before anyone is woken, so a woken caller
         # already sees ``flow.wait_for_completion(0)`` agree.
         self.flow._run_settled(self)

@@ -47,14 +47,16 @@ from ..output_handler import OUTPUT_HANDLER_HOOKS
 from ..routine import Routine
 from ..serialization import flow_file_codec, layout_of, register_serializable
 from ..slot import check_timeout
-from . import diagram
+from . import diagram, recovery
 from .dependency import build_dependency_graph, get_ready_routines
 from .plan import compile_plan
 
 if TYPE_CHECKING:
+    from ..engine.journal import JobJournal
     from ..event import Event
     from ..hooks import JobHooks
     from ..slot import Slot
+    from ..store import Store, TaskRow
 
 logger = logging.getLogger("routilux.flow")
 
@@ -109,6 +111,10 @@ class Flow:
     fails a job that makes more deliveries than that (a cycle); see
     docs/execution-model.md, "Timeouts" and "Limits".  ``hooks``: lifecycle
     hooks (:class:`~routilux.JobHooks`) for every job of the flow (docs/hooks.md).
+    ``store``: a job store (a URL such as ``"sqlite:///jobs.db"``, a path, or a
+    :class:`~routilux.store.Store`): then every job is journaled and survives a crash
+    (:meth:`recover`); ``durability`` is ``"batch"`` (group commits) or ``"sync"``
+    (each delivery durable before the tasks it queued start); docs/durability.md.
     """
 
     #: How ``Event.emit``/``Routine.emit`` recognise a flow without importing this module.
@@ -126,6 +132,8 @@ class Flow:
         handler_timeout: float | None = None,
         max_deliveries: int | None = None,
         hooks: Iterable[JobHooks] | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
+        durability: str = "batch",
     ) -> None:
         self.flow_id = flow_id or str(uuid.uuid4())
         _check_workers(self.flow_id, max_workers)
@@ -178,6 +186,7 @@ class Flow:
         # by id (under the runs lock; an entry leaves when its job runs again).
         self._waiting_jobs: dict[str, JobState] = {}
         self._current_execution_job_state = _CurrentJobView(self)
+        self._init_durable(store, durability)
 
     def __repr__(self) -> str:
         return f"Flow[{self.flow_id}]"
@@ -480,6 +489,8 @@ class Flow:
             entry_routine_id, entry_params, execution_strategy, output_handler, hooks
         )
         self._launch(run, first_steps, wait, timeout)
+        if run._journal is not None:
+            run._journal.flush()
         return run.job_state
 
     def _new_job(
@@ -512,6 +523,8 @@ class Flow:
         start = self._install(job_state, hooks, entry_routine_id, params)
         job_state._set_started()
         run = JobRun(self, job_state, entry_routine_id, hooks, start)
+        if self._store is not None:
+            recovery.journal_new_job(self, run, params)
         self._register(run, execution_strategy)
         return run, lambda: run.run_entry(params)
 
@@ -554,11 +567,13 @@ class Flow:
         self._launch(run, first_steps, False, None, off_caller=True)
         if wait:
             await asyncio.wait([settled], timeout=timeout)
+        if run._journal is not None:
+            await run._journal.flush_async()
         return run.job_state
 
     def resume(
         self,
-        job_state: JobState,
+        job_state: JobState | str,
         *,
         wait: bool = True,
         timeout: float | None = None,
@@ -581,8 +596,16 @@ class Flow:
         ``hooks``: lifecycle hooks for this run only, after the flow's.  A resume
         with nothing to run starts no run: its status change goes to the hooks
         of the job's previous run.
+
+        With a store, ``job_state`` may be a job id: a job this process runs or
+        keeps paused is that JobState; one paused by another process, or whose
+        owner died, is claimed and continued here (docs/durability.md).
         """
         _refuse_to_block_the_engine_loop(wait)
+        if isinstance(job_state, str):
+            job_state, done = self._resume_id(job_state, wait, timeout, execution_strategy, hooks)
+            if done:
+                return job_state
         self._check_owner(job_state)
         extra = check_hooks(hooks, "resume()")
         current = job_state.current_routine_id
@@ -595,6 +618,9 @@ class Flow:
             raise JobStateError(
                 f"job {job_state.job_id} cannot be resumed from one of its own handlers"
             )
+        journal = recovery.journal_of(self, job_state)
+        if journal is not None and job_state.status == "paused":
+            journal.reclaim()  # a paused journaled job is released: own it again
         while True:
             # The status change, taking the pending work and registering the new
             # run are one step under the job's lock: a pause or cancel racing this
@@ -609,6 +635,9 @@ class Flow:
                     deferred, job_state.deferred_events = job_state.deferred_events, []
                     job_state.task_seq = next_free_seq(job_state.task_seq, pending)
                     run = JobRun(self, job_state, current, new_hooks)
+                    journal = recovery.journal_of(self, job_state)
+                    if journal is not None:
+                        journal.attach(run)
                     self._register(run, execution_strategy)
                     break
             # A run of the job is still active (a pause finishing its handlers, or
@@ -623,6 +652,8 @@ class Flow:
             return True
 
         self._launch(run, first_steps, wait, timeout)
+        if run._journal is not None:
+            run._journal.flush()
         return job_state
 
     def _emit_deferred(self, event: dict[str, Any]) -> None:
@@ -767,6 +798,9 @@ class Flow:
                 point["pending_tasks_count"] = len(job_state.pending_tasks)
                 return
         run.pause(reason, checkpoint, wait_timeout, point=point)
+        if run._journal is not None:
+            run._journal.note_status()
+            run._journal.flush()
 
     def cancel(self, job_state: JobState, reason: str = "") -> None:
         """Cancel a job: queued, pending and scheduled work is dropped; running
@@ -786,6 +820,9 @@ class Flow:
             if run is None or run.finished:
                 job_state.pending_tasks.clear()
                 job_state.deferred_events.clear()
+                journal = recovery.journal_of(self, job_state)
+                if journal is not None:
+                    journal.finish_idle()
                 return
         run.stop("cancelled", reason, status_set=True)
 
@@ -897,6 +934,110 @@ class Flow:
             self._waiting_jobs[job_state.job_id] = job_state
         else:
             self._waiting_jobs.pop(job_state.job_id, None)
+
+    # -- durable jobs (the work is in flow/recovery.py and engine/journal.py) --------
+
+    def _init_durable(self, store: Any, durability: str) -> None:
+        self._store: Store | None = recovery.flow_store(self.flow_id, store)
+        self.durability = recovery.check_durability(self.flow_id, durability)
+
+    @property
+    def store(self) -> Store | None:
+        """The job store every job of this flow is journaled in (None: no journal)."""
+        return self._store
+
+    def use_store(
+        self, store: Store | str | os.PathLike[str] | None, durability: str | None = None
+    ) -> None:
+        """Journal the jobs started from now on in ``store`` (as ``Flow(store=...)``;
+        None: no journal), e.g. for a flow read from a flow file.  Refused while jobs
+        of the flow run."""
+        with self._runs_lock:
+            if self._runs:
+                raise FlowError(
+                    f"Flow '{self.flow_id}': cannot change its store while {len(self._runs)} "
+                    "job(s) run"
+                )
+            self._init_durable(store, durability or self.durability)
+
+    def recover(
+        self,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        stale_after: float | None = None,
+    ) -> recovery.Recovered:
+        """Resume every unfinished journaled job of this flow whose owner is dead.
+
+        Each job (status running in the store, its runner's PID gone on this host or
+        its heartbeat older than ``stale_after`` seconds, default 30) is claimed --
+        exactly one process gets it --, rebuilt from its snapshot and deltas, and run
+        from its pending tasks; paused and waiting jobs are left alone (resume them
+        with ``resume(job_id)``).  Returns the JobStates (a list); with ``wait`` (the
+        default) once they have settled, like :meth:`resume`.  A job the flow cannot
+        run any more (a routine or slot its tasks need is gone) is skipped and left in
+        the store: a :class:`~routilux.flow.recovery.RecoveryError` for it is in the
+        result's ``errors``, logged and warned (``RoutiluxWarning``).
+        """
+        _refuse_to_block_the_engine_loop(wait)
+        return recovery.recover(self, wait=wait, timeout=timeout, stale_after=stale_after)
+
+    def _resume_id(
+        self,
+        job_id: str,
+        wait: bool,
+        timeout: float | None,
+        strategy: str | None,
+        hooks: Iterable[JobHooks] | None,
+    ) -> tuple[JobState, bool]:
+        """``resume(job_id)``: the job's JobState, and True when that is all (taken
+        over and running, or finished), False when the caller resumes it (a paused
+        JobState of this process)."""
+        found = recovery.take_over(self, job_id, None)
+        kind = found[0]
+        if kind == "own":
+            job_state = found[1]
+            if job_state.status == "paused":
+                return job_state, False
+            if wait:
+                job_state.wait_for_completion(timeout)
+            return job_state, True
+        if kind == "done":
+            return found[1], True
+        _, job_state, journal, rows = found
+        if job_state.status == "paused":
+            with job_state.lock:
+                job_state._hooks = None
+                job_state._set_running()
+        self._check_strategy(strategy)
+        self._start_adopted(
+            job_state, journal, rows, wait=wait, timeout=timeout, strategy=strategy, hooks=hooks
+        )
+        journal.flush()
+        return job_state, True
+
+    def _start_adopted(
+        self,
+        job_state: JobState,
+        journal: JobJournal,
+        rows: list[TaskRow],
+        *,
+        wait: bool,
+        timeout: float | None,
+        strategy: str | None = None,
+        hooks: Iterable[JobHooks] | None = None,
+    ) -> None:
+        """Run a job taken over from the store from its pending ``rows``."""
+        extra = check_hooks(hooks, "resume()")
+        new_hooks = self._hook_set(extra)
+        current = job_state.current_routine_id
+        if current is not None and current not in self.routines:
+            current = None
+        self._install_resumed(job_state, new_hooks)
+        run = JobRun(self, job_state, current, new_hooks)
+        journal.attach(run)
+        self._register(run, strategy)
+        self._launch(run, recovery.restore_rows(run, rows), wait, timeout)
 
     # -- files and diagrams (the work is in routilux.flowfile and flow/diagram.py) --
 

@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, runtime_checkable
 
+from routilux.changes import apply_ops as changes_apply_ops
 from routilux.exceptions import StoreError
 
 if TYPE_CHECKING:
@@ -549,20 +550,10 @@ def owner_dead(
 
 
 def resolve_apply_ops(apply_ops: Optional[ApplyOps]) -> ApplyOps:
-    """``apply_ops`` itself, or the library's ``routilux.changes.apply_ops``."""
+    """``apply_ops`` itself, or the library's :func:`routilux.changes.apply_ops`."""
     if apply_ops is not None:
         return apply_ops
-    import importlib
-
-    try:
-        module = importlib.import_module("routilux.changes")
-    except ImportError as exc:
-        raise StoreError(
-            "load_job needs routilux.changes.apply_ops to replay the journal; "
-            f"it cannot be imported ({exc}); pass apply_ops=..."
-        ) from None
-    found: ApplyOps = module.apply_ops
-    return found
+    return changes_apply_ops
 
 
 def build_job_state(job: JournaledJob, apply_ops: Optional[ApplyOps]) -> JobState:

@@ -1,11 +1,14 @@
 """The group-commit journal writer: one thread that turns many small records into few
 transactions.
 
-A caller hands over a job's records with :meth:`JournalWriter.put` and goes on; the
-writer thread takes everything queued (up to ``max_batch`` records, waiting at most
-``max_delay`` seconds for a batch to fill) and commits it with one
+A caller hands over a job's records with :meth:`JournalWriter.put` (one record) or
+:meth:`JournalWriter.put_many` (records that must share one transaction) and goes on;
+the writer thread takes everything queued (up to ``max_batch`` entries, waiting at
+most ``max_delay`` seconds for a batch to fill) and commits it with one
 :meth:`~routilux.store.Store.commit_many` — records of several jobs share the
-transaction, each job's in the order they were put. :meth:`flush` waits until
+transaction, each job's in the order they were put; the records of one ``put_many``
+are never split between transactions. :meth:`JournalWriter.put_snapshot` queues a
+snapshot, written after every record put before it. :meth:`flush` waits until
 everything put before it is durable; with ``durability="sync"`` every ``put`` waits for
 its own record.
 
@@ -21,7 +24,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional, Union
 
 from routilux.exceptions import StoreError
 
@@ -33,13 +37,38 @@ _log = logging.getLogger("routilux.store")
 ErrorCallback = Callable[[str, StoreError], None]
 
 
+class _Snapshot:
+    """A queued :meth:`Store.write_snapshot` (see :meth:`JournalWriter.put_snapshot`)."""
+
+    __slots__ = ("snapshot", "upto_seq")
+
+    def __init__(self, snapshot: Mapping[str, Any], upto_seq: int) -> None:
+        self.snapshot = snapshot
+        self.upto_seq = upto_seq
+
+
+class _Release:
+    """A queued :meth:`Store.release` (see :meth:`JournalWriter.put_release`)."""
+
+    __slots__ = ()
+
+
+_RELEASE = _Release()
+
+#: What one queue entry carries: a group of records (one transaction), a snapshot or
+#: a release of the job's ownership.
+_Payload = Union[list[DeltaRecord], _Snapshot, _Release]
+_Entry = tuple[int, str, int, _Payload]
+
+
 class JournalWriter:
     """A single writer thread committing :data:`DeltaRecord` batches to ``store``.
 
     ``durability``: ``"batch"`` (default: ``put`` returns at once; records become
     durable within ``max_delay`` or at the next ``flush``) or ``"sync"`` (``put``
     returns once its record is committed). ``max_batch`` records at most per
-    transaction. Records must be put in each job's seq order (the store checks it).
+    transaction (``put_many`` counts as one). Records must be put in each job's seq
+    order (the store checks it).
 
     The writer never touches an asyncio loop; from a coroutine await
     :meth:`flush_async`, which waits in a worker thread.
@@ -75,9 +104,9 @@ class JournalWriter:
         self.max_delay = float(max_delay)
         self.on_error = on_error
         self._cond = threading.Condition()
-        self._queue: deque[tuple[int, str, int, DeltaRecord]] = deque()
-        self._put_count = 0  # records accepted so far (the ticket of the latest)
-        self._done_count = 0  # every record with a ticket <= this has been handled
+        self._queue: deque[_Entry] = deque()
+        self._put_count = 0  # entries accepted so far (the ticket of the latest)
+        self._done_count = 0  # every entry with a ticket <= this has been handled
         self._urgent = 0  # callers waiting now: do not hold a batch back for them
         self._failed: dict[str, StoreError] = {}  # job -> the error that stopped it
         self._failed_tickets: dict[int, StoreError] = {}  # for sync puts
@@ -98,6 +127,27 @@ class JournalWriter:
         Raises the error that stopped this job's journal earlier, or (once) an error of
         another job not yet reported; in ``"sync"`` mode also this record's own.
         """
+        self._put(job_id, epoch, [record])
+
+    def put_many(self, job_id: str, epoch: int, records: Sequence[DeltaRecord]) -> None:
+        """Queue ``records`` for ``job_id``, to be committed in ONE transaction (a
+        group whose records must become durable together). Raises as :meth:`put`."""
+        if records:
+            self._put(job_id, epoch, list(records))
+
+    def put_snapshot(
+        self, job_id: str, epoch: int, snapshot: Mapping[str, Any], upto_seq: int
+    ) -> None:
+        """Queue :meth:`Store.write_snapshot` for ``job_id``: written once every record
+        put before it is committed. Raises as :meth:`put`."""
+        self._put(job_id, epoch, _Snapshot(snapshot, upto_seq))
+
+    def put_release(self, job_id: str, epoch: int) -> None:
+        """Queue :meth:`Store.release` for ``job_id`` (its owner cleared, so any process
+        may claim it), done once every record put before it is committed."""
+        self._put(job_id, epoch, _RELEASE)
+
+    def _put(self, job_id: str, epoch: int, record: _Payload) -> None:
         with self._cond:
             if self._closing:
                 raise StoreError("JournalWriter is closed")
@@ -212,7 +262,7 @@ class JournalWriter:
 
     # -- the writer thread -------------------------------------------------------
 
-    def _take_batch(self) -> Optional[list[tuple[int, str, int, DeltaRecord]]]:
+    def _take_batch(self) -> Optional[list[_Entry]]:
         """Wait for records; the next batch, or None when closing with nothing left."""
         with self._cond:
             while not self._queue:
@@ -266,31 +316,55 @@ class JournalWriter:
                 self._cond.notify_all()
             raise
 
-    def _write(
-        self, batch: list[tuple[int, str, int, DeltaRecord]]
-    ) -> list[tuple[int, str, StoreError]]:
-        """Commit ``batch``; the records that failed, with their job's error."""
+    def _write(self, batch: list[_Entry]) -> list[tuple[int, str, StoreError]]:
+        """Commit ``batch``; the entries that failed, with their job's error."""
         with self._cond:
             stopped = dict(self._failed)
-        jobs: dict[str, tuple[int, list[tuple[int, DeltaRecord]]]] = {}
+        jobs: dict[str, tuple[int, list[tuple[int, list[DeltaRecord]]]]] = {}
         failures: list[tuple[int, str, StoreError]] = []
-        for ticket, job_id, epoch, record in batch:
+        for ticket, job_id, epoch, payload in batch:
             if job_id in stopped:
                 # A record after a failed one would leave a gap: refuse it the same way.
                 failures.append((ticket, job_id, stopped[job_id]))
+                continue
+            if not isinstance(payload, list):
+                # Everything put before a snapshot or a release goes first.
+                self._commit_jobs(jobs, failures, stopped)
+                jobs = {}
+                if job_id not in stopped:
+                    self._write_snapshot(ticket, job_id, epoch, payload, failures, stopped)
                 continue
             entry = jobs.setdefault(job_id, (epoch, []))
             if entry[0] != epoch:
                 # One commit per epoch: flush the older epoch's records first.
                 self._commit_jobs({job_id: entry}, failures, stopped)
                 jobs[job_id] = entry = (epoch, [])
-            entry[1].append((ticket, record))
+            entry[1].append((ticket, payload))
         self._commit_jobs(jobs, failures, stopped)
         return failures
 
+    def _write_snapshot(
+        self,
+        ticket: int,
+        job_id: str,
+        epoch: int,
+        payload: Union[_Snapshot, _Release],
+        failures: list[tuple[int, str, StoreError]],
+        stopped: dict[str, StoreError],
+    ) -> None:
+        try:
+            if isinstance(payload, _Release):
+                self.store.release(job_id, epoch)
+            else:
+                self.store.write_snapshot(job_id, epoch, payload.snapshot, payload.upto_seq)
+        except Exception:
+            self._fail(job_id, {job_id: (epoch, [(ticket, [])])}, failures, stopped)
+        else:
+            self._count(1, 0)
+
     def _commit_jobs(
         self,
-        jobs: dict[str, tuple[int, list[tuple[int, DeltaRecord]]]],
+        jobs: dict[str, tuple[int, list[tuple[int, list[DeltaRecord]]]]],
         failures: list[tuple[int, str, StoreError]],
         stopped: dict[str, StoreError],
     ) -> None:
@@ -298,7 +372,7 @@ class JournalWriter:
         if not live:
             return
         batches = [
-            (job_id, epoch, [record for _, record in items])
+            (job_id, epoch, [record for _, group in items for record in group])
             for job_id, (epoch, items) in live.items()
         ]
         try:
@@ -322,7 +396,7 @@ class JournalWriter:
     def _fail(
         self,
         job_id: str,
-        live: dict[str, tuple[int, list[tuple[int, DeltaRecord]]]],
+        live: dict[str, tuple[int, list[tuple[int, list[DeltaRecord]]]]],
         failures: list[tuple[int, str, StoreError]],
         stopped: dict[str, StoreError],
     ) -> None:

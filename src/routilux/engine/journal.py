@@ -1,0 +1,825 @@
+"""The automatic journal of a durable job: :class:`JobJournal`, and :class:`Durable`,
+what one process keeps per store (its runner, lease and writers).
+
+A flow built with a store journals every job it runs.  The journal is the run's task
+observer (``observer.py``): it turns each finished delivery into one
+:data:`~routilux.store.DeltaRecord` -- the state ops the delivery made (captured by a
+:class:`~routilux.changes.ChangeLog` attached to the JobState), the task it consumed,
+the tasks it queued and the timers it withdrew -- and hands the records to the
+store's group-commit :class:`~routilux.store.JournalWriter`.
+
+Rules it keeps (docs/durability.md, "How the journal works"):
+
+* Records go to the writer in the order ``ChangeLog.take_ready`` releases them, and a
+  transaction ends only after a record whose ``cut`` is True (``put_many`` per group).
+* A task's row is written by the record of the delivery that queued it; a delivery
+  whose task's row is not released yet (its parent is still running) is committed in
+  the same transaction as that row, so a crash can never keep the child's effects
+  without its parent's.  Which attempt of a task a row belongs to is tracked
+  (``retries``), so a retry that ends before the failed attempt's record is released
+  neither consumes a row twice nor leaves a stale one.
+* A fired timer keeps its row (written when it was scheduled) until its delivery's
+  record consumes it; a retry's row replaces the consumed one in the same record.
+* Status changes are job-level records; a pause rewrites the task rows to the
+  JobState's ``pending_tasks``; a finished job drops its rows and gets a final
+  snapshot.  Snapshots are also taken every so many commits, when nothing is in flight.
+* A store failure (disk full, a lost lease: ``StaleEpochError``) fails the job with the
+  StoreError in its history; from then on this process writes nothing for the job.
+
+Locks: ``task_queued`` and ``timer_cancelled`` come with the run's lock held, so they
+only touch the journal's own leaf lock ``_rows``.  Releasing records takes the job's
+lock (the ChangeLog's), then ``_rows``; the writer's lock is a leaf.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, cast
+
+from ..changes import ChangeLog, Record, encode_value
+from ..error_handler import error_record
+from ..exceptions import JobStateError, SerializationError, StoreError
+from ..serialization import layout_of
+from ..store import JournalWriter, Store
+from ..store.lease import Heartbeat
+from . import aio
+from .observer import AT_JOB_END, TIMER
+from .timers import timer_service
+
+if TYPE_CHECKING:
+    from ..job_state import JobState
+    from ..store import DeltaRecord, TaskRow
+    from .plan import Plan
+    from .run import JobRun
+    from .tasks import Task
+
+logger = logging.getLogger("routilux.engine.journal")
+
+#: Fewest commits between two periodic snapshots of a running job.  The gap grows with
+#: the job (at least the commits already covered), so snapshots cost O(n) in total
+#: while the deltas to replay stay at most about half the job.
+SNAPSHOT_EVERY = 1000
+
+#: Default seconds without a heartbeat after which a runner counts as dead.
+STALE_AFTER = 30.0
+
+#: Seconds between two heartbeats of a runner.
+HEARTBEAT_INTERVAL = 5.0
+
+DURABILITIES = ("batch", "sync")
+
+_KINDS = {TIMER: "timer", AT_JOB_END: "at_end"}
+
+#: The key of one delivery: (task seq, attempt).  A retry keeps the seq.
+Key = tuple[int, int]
+
+
+# ---------------------------------------------------------------------------
+# Per process and store: runner, lease, writers
+# ---------------------------------------------------------------------------
+
+
+class Durable:
+    """What this process keeps for one store: its runner id (registered with host
+    and PID, heartbeating from a daemon thread), the writers (one per durability
+    mode) and the journals of the jobs it runs.  Made once per store
+    (:meth:`of`); shut down at interpreter exit (writers flushed, runner removed)."""
+
+    _registry: dict[int, Durable] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.runner_id = f"runner-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._lock = threading.Lock()
+        self._writers: dict[str, JournalWriter] = {}
+        self._heartbeat: Heartbeat | None = None
+        #: job id -> its journal, while this process owns the job.
+        self.jobs: dict[str, JobJournal] = {}
+        self._pid = os.getpid()
+
+    @classmethod
+    def of(cls, store: Store) -> Durable:
+        """The one :class:`Durable` of ``store`` in this process."""
+        with cls._registry_lock:
+            durable = cls._registry.get(id(store))
+            if durable is None or durable.store is not store or durable._pid != os.getpid():
+                durable = cls._registry[id(store)] = Durable(store)
+            return durable
+
+    def start(self) -> str:
+        """Register the runner and start its heartbeat (once); returns the runner id."""
+        with self._lock:
+            if self._heartbeat is None:
+                self._heartbeat = Heartbeat(self.store, self.runner_id, interval=HEARTBEAT_INTERVAL)
+        return self.runner_id
+
+    def writer(self, durability: str) -> JournalWriter:
+        """The writer of ``durability`` ("batch" or "sync"), started on first use."""
+        with self._lock:
+            writer = self._writers.get(durability)
+            if writer is None:
+                writer = JournalWriter(
+                    self.store,
+                    durability=durability,
+                    on_error=self._writer_failed,
+                    name=f"routilux-journal-{durability}",
+                )
+                self._writers[durability] = writer
+            return writer
+
+    def _writer_failed(self, job_id: str, error: StoreError) -> None:
+        """On the writer thread: a job's records were refused; fail the job (on a
+        thread of its own: failing takes the job's lock, and the writer must go on)."""
+        with self._lock:
+            journal = self.jobs.get(job_id)
+        if journal is not None:
+            threading.Thread(
+                target=journal.store_failed,
+                args=(error,),
+                name="routilux-journal-fail",
+                daemon=True,
+            ).start()
+
+    def flush(self) -> None:
+        """Wait until every record put so far is committed (errors go to the jobs)."""
+        with self._lock:
+            writers = list(self._writers.values())
+        for writer in writers:
+            try:
+                writer.flush()
+            except StoreError:
+                pass  # reported to the job it belongs to (store_failed)
+
+    def shutdown(self) -> None:
+        """Flush and stop the writers; stop the heartbeat and forget the runner."""
+        with self._lock:
+            writers, self._writers = list(self._writers.values()), {}
+            heartbeat, self._heartbeat = self._heartbeat, None
+        for writer in writers:
+            try:
+                writer.close()
+            except StoreError as exc:
+                logger.warning("journal of store %s: %s", self.store.location, exc)
+        if heartbeat is not None:
+            try:
+                heartbeat.stop(remove=True)
+            except StoreError as exc:
+                logger.warning("runner %s: %s", self.runner_id, exc)
+
+    @classmethod
+    def shutdown_all(cls) -> None:
+        """At interpreter exit: shut down every store's runner of this process."""
+        with cls._registry_lock:
+            durables = [d for d in cls._registry.values() if d._pid == os.getpid()]
+            cls._registry.clear()
+        for durable in durables:
+            durable.shutdown()
+
+
+atexit.register(Durable.shutdown_all)
+
+
+# ---------------------------------------------------------------------------
+# Rows: engine tasks <-> TaskRows
+# ---------------------------------------------------------------------------
+
+
+def task_row(task: Task, kind: str, due_at: float | None = None) -> TaskRow:
+    """The TaskRow of an engine task (its data encoded as a save writes it)."""
+    extra: dict[str, Any] = {}
+    route = task.route
+    if route is not None:
+        extra["source"] = [route.source_rid, route.event_name]
+    if task.premerged:
+        extra["premerged"] = True
+    if task.entry:
+        extra["entry"] = True
+    return {
+        "seq": task.seq,
+        "kind": kind,
+        "routine": task.rid,
+        "slot": task.target.name,
+        "data": encode_value(task.data, f"task {task.rid}.{task.target.name} data"),
+        "retries": task.retries,
+        "due_at": due_at,
+        "extra": extra,
+    }
+
+
+def row_of_entry(entry: dict[str, Any]) -> TaskRow:
+    """The TaskRow of a saved pending task (``job_state.pending_tasks``)."""
+    rid = entry.get("slot_routine_id") or ""
+    slot = entry.get("slot_name") or ""
+    extra: dict[str, Any] = {}
+    src = entry.get("connection_source_routine_id")
+    event = entry.get("connection_source_event_name")
+    if src and event:
+        extra["source"] = [src, event]
+    if entry.get("premerged"):
+        extra["premerged"] = True
+    if entry.get("entry"):
+        extra["entry"] = True
+    return {
+        "seq": int(entry["seq"]),
+        "kind": "at_end" if entry.get("at_job_end") else "ready",
+        "routine": rid,
+        "slot": slot,
+        "data": encode_value(entry.get("data") or {}, f"task {rid}.{slot} data"),
+        "retries": int(entry.get("retry_count") or 0),
+        "due_at": None,
+        "extra": extra,
+    }
+
+
+def entry_of_row(row: TaskRow) -> dict[str, Any]:
+    """A row as the saved-task dict ``task_from_dict`` reads."""
+    extra = row.get("extra") or {}
+    source = extra.get("source") or [None, None]
+    return {
+        "slot_routine_id": row["routine"],
+        "slot_name": row["slot"],
+        "data": row.get("data") or {},
+        "connection_source_routine_id": source[0],
+        "connection_source_event_name": source[1],
+        "retry_count": row.get("retries") or 0,
+        "premerged": bool(extra.get("premerged")),
+        "entry": bool(extra.get("entry")),
+        "at_job_end": row["kind"] == "at_end",
+        "seq": row["seq"] if row["seq"] >= 0 else None,
+    }
+
+
+def missing_target(plan: Plan, row: TaskRow) -> str | None:
+    """Why ``row`` cannot run in a flow compiled to ``plan`` (None: it can)."""
+    rid, slot = row["routine"], row["slot"]
+    if (rid, slot) in plan.slots:
+        return None
+    if rid not in plan.routine_ids.values():
+        return f"routine '{rid}' (pending task seq {row['seq']}, slot '{slot}')"
+    return f"slot '{slot}' of routine '{rid}' (pending task seq {row['seq']})"
+
+
+def wall_time(due: float) -> float:
+    """A timer clock reading as a Unix time."""
+    return time.time() + (due - timer_service.clock())
+
+
+# ---------------------------------------------------------------------------
+# The journal of one job
+# ---------------------------------------------------------------------------
+
+
+class JobJournal:
+    """Journals one job of this process across its runs (see the module docstring).
+
+    Make it with :meth:`create` (a new job: stores it) or :meth:`adopt` (a job
+    claimed from the store); :meth:`attach` it to each run before the run starts.
+    """
+
+    def __init__(
+        self,
+        durable: Durable,
+        job_state: JobState,
+        epoch: int,
+        commit_seq: int,
+        rows: dict[int, int],
+        durability: str,
+        next_seq: int,
+    ) -> None:
+        self.durable = durable
+        self.store = durable.store
+        self.job_state = job_state
+        self.job_id = job_state.job_id
+        self.epoch = epoch
+        self.durability = durability
+        self.writer = durable.writer(durability)
+        self.log = ChangeLog(job_state)  # after any deserializing (plain dicts)
+        self.run: JobRun | None = None
+        self._commit_seq = commit_seq
+        self._snapshot_seq = commit_seq
+        self._next_snapshot = commit_seq + SNAPSHOT_EVERY
+        # Everything below under _rows (a leaf lock).
+        self._rows = threading.Lock()
+        # seq -> attempt (retries) of the row the store holds once every record put
+        # so far is committed.
+        self._stored: dict[int, int] = dict(rows)
+        # seq -> the highest attempt whose record has been put (those attempts ran).
+        self._ran: dict[int, int] = {}
+        # Rows queued by deliveries whose records are not put yet: seq -> attempt.
+        self._unreleased: dict[int, int] = {}
+        # Per delivery not yet put: [rows added, seqs removed].
+        self._extras: dict[Key, tuple[list[TaskRow], list[int]]] = {}
+        # durability="sync": rows put and not yet committed, and who waits for rows.
+        self._in_flight: set[int] = set()
+        self._durable_cond = threading.Condition(self._rows)
+        self._row_waiters: list[tuple[int, concurrent.futures.Future[None]]] = []
+        # Rows / removals made outside any delivery (e.g. a resume's deferred events).
+        self._orphans: list[TaskRow] = []
+        self._orphan_removed: list[int] = []
+        # Seqs whose next queueing is a retry of the delivery now failing.
+        self._retrying: set[int] = set()
+        self._max_seq = max([next_seq - 1, *rows])
+        # Groups put aside until the row their deliveries consumed is released.
+        self._held: list[DeltaRecord] = []
+        self._held_needs: set[int] = set()
+        self._bindings: dict[Key, Any] = {}
+        self._status: str | None = job_state.status
+        self._fault: BaseException | None = None  # an unencodable task: fail the job
+        self._released = False  # paused: ownership given back to the store
+        self.failed: StoreError | None = None  # the store refused this job's records
+        self.finished = False
+        with durable._lock:
+            durable.jobs[self.job_id] = self
+
+    # -- making one ---------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        durable: Durable,
+        job_state: JobState,
+        entry_id: str,
+        params: dict[str, Any],
+        durability: str,
+    ) -> JobJournal:
+        """Store a new job -- status running, its entry delivery (the task the run
+        numbers first) as its one row, so recovery re-runs an entry that did not
+        finish -- and journal it from now on."""
+        runner = durable.start()
+        seq = job_state.task_seq
+        row: TaskRow = {
+            "seq": seq,
+            "kind": "ready",
+            "routine": entry_id,
+            "slot": "trigger",
+            "data": encode_value(params, f"entry_params of '{entry_id}'"),
+            "retries": 0,
+            "due_at": None,
+            "extra": {"entry": True},
+        }
+        snapshot = layout_of(type(job_state)).serialize(job_state)
+        epoch = durable.store.create_job(
+            job_state.job_id, job_state.flow_id, "running", snapshot, [row], owner=runner
+        )
+        return cls(durable, job_state, epoch, 0, {seq: 0}, durability, seq + 1)
+
+    @classmethod
+    def adopt(
+        cls,
+        durable: Durable,
+        job_state: JobState,
+        epoch: int,
+        commit_seq: int,
+        rows: list[TaskRow],
+        durability: str,
+        next_seq: int,
+    ) -> JobJournal:
+        """Journal a job claimed from the store (``epoch``: the claim's), whose
+        JobState was rebuilt from it and whose pending rows are ``rows``."""
+        held = {row["seq"]: int(row.get("retries") or 0) for row in rows}
+        return cls(durable, job_state, epoch, commit_seq, held, durability, next_seq)
+
+    @property
+    def next_seq(self) -> int:
+        """The first task number above every task this job has ever had."""
+        return self._max_seq + 1
+
+    # -- runs ---------------------------------------------------------------------
+
+    def attach(self, run: JobRun) -> None:
+        """Journal ``run`` (a run of this job, before it starts).  A job released when
+        it paused is claimed again first (JobStateError if another process has it)."""
+        if self._released and self.failed is None:
+            self._reclaim()
+        self.run = run
+        run.set_observer(self)
+        run._journal = self
+        if self._status != self.job_state.status and self.failed is None:
+            # e.g. running again after a pause
+            with self.job_state.lock:
+                self._put_job_record(status=self.job_state.status)
+
+    def reclaim(self) -> None:
+        """Own the job again if it was released when it paused (before a resume)."""
+        if self._released and self.failed is None:
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        self._wait_durable()  # the release is committed
+        epoch = self.store.claim(self.job_id, self.durable.start(), STALE_AFTER)
+        if epoch is None:
+            raise JobStateError(
+                f"job {self.job_id} was taken over by another process while it was paused "
+                f"(store {self.store.location}); resume it there"
+            )
+        self.epoch = epoch
+        self._released = False
+
+    # -- the task observer ----------------------------------------------------------
+
+    def task_queued(self, run: JobRun, task: Task, kind: str, due: float | None) -> None:
+        seq = task.seq
+        with self._rows:
+            if seq in self._retrying:
+                self._retrying.discard(seq)
+                owner: Key | None = (seq, task.retries - 1)
+            elif seq in self._stored or seq in self._unreleased:
+                return  # a fired timer, or a restored task: its row exists
+            else:
+                current = run.current_task()
+                owner = None if current is None else (current.seq, current.retries)
+            try:
+                row = task_row(
+                    task, _KINDS.get(kind, "ready"), None if due is None else wall_time(due)
+                )
+            except SerializationError as exc:
+                self._fault = self._fault or exc
+                return
+            if seq > self._max_seq:
+                self._max_seq = seq
+            extras = self._extras.get(owner) if owner is not None else None
+            if extras is None:
+                self._orphans.append(row)
+            else:
+                extras[0].append(row)
+                self._unreleased[seq] = task.retries
+
+    def timer_cancelled(self, run: JobRun, task: Task) -> None:
+        seq = task.seq
+        with self._rows:
+            # Never written yet: just forget the row.
+            for added, _ in (*self._extras.values(), (self._orphans, [])):
+                for index, row in enumerate(added):
+                    if row["seq"] == seq:
+                        del added[index]
+                        self._unreleased.pop(seq, None)
+                        return
+            current = run.current_task()
+            extras = None if current is None else self._extras.get((current.seq, current.retries))
+            (self._orphan_removed if extras is None else extras[1]).append(seq)
+
+    def retry_scheduled(self, run: JobRun, task: Task, retry: Task, delay: float) -> None:
+        with self._rows:
+            self._retrying.add(task.seq)
+
+    def delivery_started(self, run: JobRun, task: Task) -> None:
+        key = (task.seq, task.retries)
+        with self._rows:
+            if self.durability == "sync" and not aio.on_engine_loop():
+                # The record that queued this task must be durable before it runs
+                # (on the loop, JobRun._run_async has awaited row_durable instead).
+                self._durable_cond.wait_for(lambda: self._row_durable_locked(task.seq))
+            self._extras[key] = ([], [])
+        log = self.log
+        log.begin(key)
+        binding = log.bound(key)
+        binding.__enter__()
+        self._bindings[key] = binding
+
+    def delivery_ended(self, run: JobRun, task: Task, error: BaseException | None) -> None:
+        key = (task.seq, task.retries)
+        binding = self._bindings.pop(key, None)
+        if binding is not None:
+            try:
+                binding.__exit__(None, None, None)
+            except (ValueError, RuntimeError):
+                pass  # ended in another context (a coroutine): nothing bound here
+        fault: BaseException | None = None
+        try:
+            self.log.end(key)
+        except SerializationError as exc:
+            fault = exc
+        with self.job_state.lock:
+            self._release()
+        fault = fault or self._take_fault()
+        if fault is not None:
+            self._fail_job(fault, task.rid)
+
+    # -- durability="sync" ---------------------------------------------------------
+
+    def _row_durable_locked(self, seq: int) -> bool:
+        return self.failed is not None or (
+            seq not in self._unreleased and seq not in self._in_flight
+        )
+
+    def row_durable(self, seq: int) -> concurrent.futures.Future[None] | None:
+        """None when the row of task ``seq`` is durable (or the journal failed), else
+        a Future resolved once it is: for ``async def`` deliveries, which must not
+        block the loop while they wait (``durability="sync"``)."""
+        with self._rows:
+            if self._row_durable_locked(seq):
+                return None
+            future: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._row_waiters.append((seq, future))
+            return future
+
+    def _rows_durable_locked(self) -> None:
+        """Wake whoever waits for a row that is durable now (``_rows`` held)."""
+        self._durable_cond.notify_all()
+        if self._row_waiters:
+            waiting = self._row_waiters
+            self._row_waiters = [(q, f) for q, f in waiting if not self._row_durable_locked(q)]
+            for q, future in waiting:
+                if self._row_durable_locked(q):
+                    future.set_result(None)
+
+    # -- settling -----------------------------------------------------------------
+
+    def run_settling(self, run: JobRun) -> None:
+        """The run has no work left and its final status is set (called by
+        ``JobRun._finish`` before anyone is woken): write everything, the status, the
+        rows the job keeps, and for a finished job the final snapshot; a finished
+        job's journal then ends (off the engine loop it first waits until all of it
+        is durable, so a store failure can still fail the job)."""
+        js = self.job_state
+        with js.lock:
+            fault = self._take_fault()
+            if fault is not None:
+                self._fail_job(fault, js.current_routine_id or "")
+            if self.failed is None:
+                self._release(flush=True)
+                self._settle_rows(js.status)
+        if js.status == "paused":
+            return
+        if self.failed is None and not aio.on_engine_loop():
+            self._wait_durable()
+        self._close()
+
+    def _settle_rows(self, status: str) -> None:
+        """The status record of a settling run (job lock held)."""
+        js = self.job_state
+        with self._rows:
+            orphans, self._orphans = self._orphans, []
+            self._orphan_removed.clear()
+            stored = sorted(self._stored)
+            self._stored.clear()
+            self._unreleased.clear()
+            self._in_flight.clear()
+            self._rows_durable_locked()
+        added: list[TaskRow] = []
+        if status == "paused":
+            # The store's rows become the JobState's pending tasks exactly.
+            try:
+                added = [row_of_entry(entry) for entry in js.pending_tasks]
+            except SerializationError as exc:
+                self._fail_job(exc, js.current_routine_id or "")
+                return
+            with self._rows:
+                for row in added:
+                    self._stored[row["seq"]] = row["retries"]
+                    self._max_seq = max(self._max_seq, row["seq"])
+        del orphans  # superseded by the rows above (or dropped with the job)
+        self._put_job_record(status=status, added=added, removed=stored)
+        self._status = status
+        if status != "paused":
+            self._put_snapshot(final=True)
+        elif self.failed is None:
+            # A paused job is nobody's: any process may resume it (this one claims it
+            # again when it resumes it itself).
+            try:
+                self.writer.put_release(self.job_id, self.epoch)
+            except StoreError as exc:
+                self.store_failed(exc)
+                return
+            self._released = True
+
+    def _wait_durable(self) -> None:
+        writer = self.writer
+        try:
+            writer.flush()
+        except StoreError:
+            pass
+        error = writer.error_of(self.job_id)
+        if error is not None:
+            self.store_failed(error)
+
+    def flush(self) -> None:
+        """Block until everything journaled so far is durable (execute/resume/pause
+        call it before they return).  A store failure fails the job."""
+        if self.failed is not None:
+            return
+        self._wait_durable()
+
+    async def flush_async(self) -> None:
+        """:meth:`flush` without blocking the caller's loop."""
+        if self.failed is None:
+            await self.writer.flush_async()
+            error = self.writer.error_of(self.job_id)
+            if error is not None:
+                self.store_failed(error)
+
+    def note_status(self) -> None:
+        """Record the JobState's status now if it changed (e.g. ``flow.pause`` made
+        the job paused while handlers still finish)."""
+        js = self.job_state
+        with js.lock:
+            if self.failed is None and js.status != self._status:
+                self._release(flush=True)
+                self._put_job_record(status=js.status)
+                self._status = js.status
+
+    def finish_idle(self) -> None:
+        """A job with no run here got a final status (``flow.cancel`` of a paused
+        job): record it, drop its rows, write the final snapshot, end the journal."""
+        js = self.job_state
+        with js.lock:
+            if self.failed is None:
+                self._release(flush=True)
+                self._settle_rows(js.status)
+        if self.failed is None:
+            self._wait_durable()
+        self._close()
+
+    def _close(self) -> None:
+        self.finished = True
+        with self.durable._lock:
+            if self.durable.jobs.get(self.job_id) is self:
+                del self.durable.jobs[self.job_id]
+        self.log.detach()
+
+    # -- releasing records (job lock held) --------------------------------------
+
+    def _release(self, flush: bool = False) -> None:
+        """Turn every record the ChangeLog releases into DeltaRecords and put them,
+        a group (and whatever must share its transaction) at a time."""
+        if self.failed is not None:
+            return
+        with self._rows:
+            orphans, self._orphans = self._orphans, []
+            removed, self._orphan_removed = self._orphan_removed, []
+        if orphans or removed:
+            self._hold(self._job_record(added=orphans, removed=removed))
+            if not self._held_needs:
+                self._put_held()
+        group: list[DeltaRecord] = []
+        for record in self.log.take_ready(flush=flush):
+            group.append(self._delta(record))
+            if record.cut:
+                for delta in group:
+                    self._hold(delta)
+                group = []
+                if not self._held_needs:
+                    self._put_held()
+        if flush and self._held:
+            # Nothing is running: whatever was waiting for its parent's row gets it now.
+            self._put_held()
+        if (
+            self._commit_seq >= self._next_snapshot
+            and not self._held
+            and self.log.open_deliveries == 0
+            and self.log.pending == 0
+        ):
+            self._put_snapshot()
+
+    def _delta(self, record: Record) -> DeltaRecord:
+        """The DeltaRecord of a released ChangeLog record (a commit seq is assigned)."""
+        key = record.key
+        consumed: int | None = None
+        added: list[TaskRow] = []
+        removed: list[int] = []
+        with self._rows:
+            if key is not None:
+                seq, attempt = cast(Key, key)
+                extras = self._extras.pop((seq, attempt), ([], []))
+                if self._stored.get(seq) == attempt:
+                    consumed = seq
+                    del self._stored[seq]
+                elif seq in self._unreleased:
+                    # The row this attempt ran from is still to be written: commit with it.
+                    self._held_needs.add(seq)
+                if self._ran.get(seq, -1) < attempt:
+                    self._ran[seq] = attempt
+                for row in extras[0]:
+                    q, rr = row["seq"], row["retries"]
+                    if self._unreleased.pop(q, None) is not None and self.durability == "sync":
+                        self._in_flight.add(q)
+                    self._held_needs.discard(q)
+                    if self._ran.get(q, -1) >= rr:
+                        continue  # that attempt has run already (released before us)
+                    if q in self._stored:
+                        removed.append(q)
+                    added.append(row)
+                    self._stored[q] = rr
+                for q in extras[1]:
+                    if q in self._stored and q not in (row["seq"] for row in added):
+                        del self._stored[q]
+                        removed.append(q)
+        self._commit_seq += 1
+        return {
+            "seq": self._commit_seq,
+            "consumed": consumed,
+            "ops": record.ops,
+            "tasks_added": added,
+            "tasks_removed": removed,
+            "status": None,
+            "waiting_for": None,
+        }
+
+    def _job_record(
+        self,
+        status: str | None = None,
+        added: list[TaskRow] | None = None,
+        removed: list[int] | None = None,
+    ) -> DeltaRecord:
+        with self._rows:
+            kept: list[int] = []
+            for q in removed or ():
+                if q in self._stored:
+                    del self._stored[q]
+                    kept.append(q)
+            for row in added or ():
+                self._stored[row["seq"]] = row["retries"]
+        self._commit_seq += 1
+        return {
+            "seq": self._commit_seq,
+            "consumed": None,
+            "ops": [],
+            "tasks_added": list(added or ()),
+            "tasks_removed": kept if removed is not None else [],
+            "status": status,
+            "waiting_for": None,
+        }
+
+    def _put_job_record(
+        self,
+        status: str | None = None,
+        added: list[TaskRow] | None = None,
+        removed: list[int] | None = None,
+    ) -> None:
+        self._hold(self._job_record(status, added, removed))
+        self._put_held()
+
+    def _hold(self, delta: DeltaRecord) -> None:
+        self._held.append(delta)
+
+    def _put_held(self) -> None:
+        held, self._held = self._held, []
+        self._held_needs.clear()
+        if not held or self.failed is not None:
+            return
+        try:
+            # durability="sync": returns once the records are committed.
+            self.writer.put_many(self.job_id, self.epoch, held)
+        except StoreError as exc:
+            self.store_failed(exc)
+        if self.durability == "sync":
+            with self._rows:
+                self._in_flight.difference_update(
+                    row["seq"] for delta in held for row in delta["tasks_added"]
+                )
+                self._rows_durable_locked()
+
+    def _put_snapshot(self, final: bool = False) -> None:
+        """Queue a snapshot covering every commit so far (nothing in flight)."""
+        js = self.job_state
+        with self.log.reading():
+            snapshot = layout_of(type(js)).serialize(js)
+        snapshot["task_seq"] = max(int(snapshot.get("task_seq") or 0), self._max_seq + 1)
+        try:
+            self.writer.put_snapshot(self.job_id, self.epoch, snapshot, self._commit_seq)
+        except StoreError as exc:
+            self.store_failed(exc)
+            return
+        self._snapshot_seq = self._commit_seq
+        self._next_snapshot = self._commit_seq + max(SNAPSHOT_EVERY, self._commit_seq)
+
+    # -- failures -------------------------------------------------------------------
+
+    def _take_fault(self) -> BaseException | None:
+        with self._rows:
+            fault, self._fault = self._fault, None
+        return fault
+
+    def store_failed(self, error: StoreError) -> None:
+        """The store refused this job's records: this process stops writing for the
+        job and the job fails with ``error`` in its history (once)."""
+        with self.job_state.lock:
+            if self.failed is not None:
+                return
+            self.failed = error
+        with self._rows:
+            self._rows_durable_locked()  # nobody waits for a row that never comes
+        logger.error("journal of job %s failed: %s", self.job_id, error)
+        self._fail_job(error, self.job_state.current_routine_id or "")
+
+    def _fail_job(self, error: BaseException, rid: str) -> None:
+        """Record ``error`` in the job's history and stop the job as failed."""
+        js = self.job_state
+        record = error_record(None, error, journal=True)
+        js.record_execution(rid, "error", record)
+        run = self.run
+        if js.status == "completed":
+            # The completion itself could not be made durable: the job did not finish
+            # as far as the store knows, and the JobState must not say otherwise.
+            js._set_failed_by_journal()
+        elif run is not None and not run.finished:
+            run.stop("failed")
+        else:
+            js._set_failed()

@@ -1,0 +1,316 @@
+"""The automatic journal (engine/journal.py): what a journaled job leaves in its store.
+
+Every test runs a job in this process with ``Flow(store=...)`` and reads the store
+back: the JobState rebuilt from snapshot + deltas must equal the live one, the task
+rows must be the job's pending work, and statuses must be durable when ``execute`` /
+``pause`` return.  (Crashes are tested with real processes elsewhere.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import Collector, Numbers
+from routilux import ErrorHandler, Flow, JobState, Routine
+from routilux.store import Store, open_store
+
+# Fields that say when, not what: they may differ between the live JobState and the
+# one rebuilt from the journal (the journal keeps updated_at as of the last commit).
+VOLATILE = ("updated_at",)
+
+
+class Adder(Routine):
+    """``input(value)``: adds ``value`` to shared ``total`` (read-modify-write under
+    the job's lock) and to its own routine state, then emits ``out(value)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("input", handler=self.add)
+        self.define_event("out", ["value"])
+
+    def add(self, value: int = 0, **_: Any) -> None:
+        js = self.context.job_state
+        with js.lock:
+            js.shared_data["total"] = js.shared_data.get("total", 0) + value
+            rid = "adder"
+            state = dict(js.get_routine_state(rid) or {})
+            state["seen"] = [*state.get("seen", []), value]
+            js.update_routine_state(rid, state)
+        self.emit("out", value=value)
+
+
+class AsyncAdder(Adder):
+    """:class:`Adder` as an ``async def`` handler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.get_slot("input").handler = self.add_async  # type: ignore[union-attr]
+
+    async def add_async(self, value: int = 0, **_: Any) -> None:
+        await asyncio.sleep(0)
+        self.add(value)
+
+
+def build(
+    store: Any, strategy: str = "sequential", adder: Routine | None = None, **kw: Any
+) -> Flow:
+    flow = Flow(flow_id="journal-test", execution_strategy=strategy, store=store, **kw)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(adder or Adder(), "adder")
+    flow.add_routine(Collector(), "sink")
+    flow.connect("source", "output", "adder", "input")
+    flow.connect("adder", "out", "sink", "input")
+    return flow
+
+
+def comparable(job: JobState) -> dict[str, Any]:
+    data = job.serialize()
+    for key in VOLATILE:
+        data.pop(key, None)
+    return data
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture
+def store(url: str) -> Any:
+    opened = open_store(url)
+    yield opened
+    opened.close()
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_a_finished_job_is_rebuilt_from_its_journal_exactly(
+    url: str, store: Store, strategy: str
+) -> None:
+    flow = build(url, strategy)
+    job = flow.execute("source", entry_params={"n": 40})
+    assert job.status == "completed"
+    assert job.shared_data["total"] == sum(range(40))
+    summary = store.list_jobs(flow_id="journal-test")[0]
+    assert (summary.job_id, summary.status) == (job.job_id, "completed")
+    assert store.load(job.job_id).tasks == []
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_async_handlers_are_journaled(url: str, store: Store, strategy: str) -> None:
+    flow = build(url, strategy, AsyncAdder())
+    job = flow.execute("source", entry_params={"n": 15})
+    assert job.status == "completed"
+    assert job.shared_data["total"] == sum(range(15))
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_execute_async_flushes_without_blocking(url: str, store: Store) -> None:
+    flow = build(url, "concurrent", AsyncAdder())
+
+    async def main() -> JobState:
+        return await flow.execute_async("source", entry_params={"n": 10})
+
+    job = asyncio.run(main())
+    assert store.load(job.job_id).status == "completed"
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_the_journal_of_a_running_job_is_its_state_so_far(url: str, store: Store) -> None:
+    """Mid-job (a handler looks at the store after a flush): the rows are the work
+    still pending and the rebuilt state holds every finished delivery once."""
+    seen: dict[str, Any] = {}
+
+    class Probe(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.look)
+
+        def look(self, value: int = 0, **_: Any) -> None:
+            if value == 5:
+                js = self.context.job_state
+                from routilux.engine.journal import Durable
+
+                Durable.of(flow.store).flush()  # type: ignore[arg-type]
+                seen["job"] = store.load(js.job_id)
+                seen["state"] = store.load_job(js.job_id)
+
+    flow = Flow(flow_id="journal-test", store=url)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Probe(), "probe")
+    flow.connect("source", "output", "probe", "input")
+    job = flow.execute("source", entry_params={"n": 8})
+    assert job.status == "completed"
+    mid = seen["job"]
+    assert mid.status == "running"
+    # The entry (seq 0) and the deliveries of values 0..4 (seqs 1..5) are consumed;
+    # the delivery of value 5 is running (its row stays), 6 and 7 wait.
+    assert [row["seq"] for row in mid.tasks] == [6, 7, 8]
+    assert [row["data"] for row in mid.tasks] == [{"value": 5}, {"value": 6}, {"value": 7}]
+    assert all(row["kind"] == "ready" and row["routine"] == "probe" for row in mid.tasks)
+    assert [r.data for r in seen["state"].execution_history] == [{"value": v} for v in range(8)]
+
+
+def test_pause_is_durable_when_pause_returns_and_rows_are_the_pending_tasks(
+    url: str, store: Store
+) -> None:
+    class Pauser(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.take)
+
+        def take(self, value: int = 0, **_: Any) -> None:
+            if value == 2:
+                flow.pause(self.context.job_state, reason="look")
+                assert store.load(self.context.job_state.job_id).status == "paused"
+
+    flow = Flow(flow_id="journal-test", store=url)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Pauser(), "p")
+    flow.connect("source", "output", "p", "input")
+    job = flow.execute("source", entry_params={"n": 6})
+    assert job.status == "paused"
+    stored = store.load(job.job_id)
+    assert stored.status == "paused"
+    assert sorted(row["seq"] for row in stored.tasks) == sorted(t["seq"] for t in job.pending_tasks)
+    assert [row["data"]["value"] for row in stored.tasks] == [3, 4, 5]
+    flow.resume(job)
+    assert job.status == "completed"
+    assert store.load(job.job_id).status == "completed"
+    assert store.load(job.job_id).tasks == []
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_a_retry_with_delay_has_a_row_with_its_due_time(url: str, store: Store) -> None:
+    rows: list[Any] = []
+
+    class Flaky(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.take)
+            self.calls = 0
+
+        def take(self, value: int = 0, **_: Any) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("first attempt fails")
+            from routilux.engine.journal import Durable
+
+            Durable.of(flow.store).flush()  # type: ignore[arg-type]
+            rows.extend(store.load(self.context.job_state.job_id).tasks)
+
+    flow = Flow(flow_id="journal-test", store=url)
+    flow.add_routine(Numbers(), "source")
+    flaky = Flaky()
+    flaky.set_error_handler(ErrorHandler("retry", max_retries=2, retry_delay=0.2))
+    flow.add_routine(flaky, "flaky")
+    flow.connect("source", "output", "flaky", "input")
+    import time
+
+    before = time.time()
+    job = flow.execute("source", entry_params={"n": 1})
+    assert job.status == "completed"
+    # While the retry ran, its row (same seq, one retry more, due ~0.2 s after the
+    # failure) was what the store had pending.
+    (row,) = rows
+    assert (row["seq"], row["kind"], row["retries"], row["routine"]) == (1, "timer", 1, "flaky")
+    assert before + 0.15 < row["due_at"] < time.time() + 0.1
+    assert store.load(job.job_id).tasks == []
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+# -- the same round trip on PostgreSQL --------------------------------------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services import postgres_dsn, postgres_server  # noqa: E402,F401
+
+
+@pytest.fixture
+def pg_url(postgres_dsn: str) -> str:  # noqa: F811 - the fixture, by name
+    """The PostgreSQL test database with its journal tables emptied."""
+    with open_store(postgres_dsn) as first:
+        del first
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner")
+    return postgres_dsn
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_the_round_trip_on_postgres(pg_url: str, strategy: str) -> None:
+    flow = build(pg_url, strategy)
+    job = flow.execute("source", entry_params={"n": 30})
+    assert job.status == "completed"
+    store = flow.store
+    assert store is not None
+    assert store.load(job.job_id).status == "completed"
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+    assert store.load(job.job_id).tasks == []
+
+
+def test_periodic_snapshots_bound_the_deltas(
+    url: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from routilux.engine import journal
+
+    monkeypatch.setattr(journal, "SNAPSHOT_EVERY", 10)
+    seen: list[Any] = []
+
+    class Probe(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.look)
+
+        def look(self, value: int = 0, **_: Any) -> None:
+            js = self.context.job_state
+            js.shared_data[f"v{value}"] = value
+            if value == 60:
+                journal.Durable.of(store).flush()
+                seen.append(store.load(js.job_id))
+
+    flow = Flow(flow_id="journal-test", store=store)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Probe(), "probe")
+    flow.connect("source", "output", "probe", "input")
+    job = flow.execute("source", entry_params={"n": 100})
+    (mid,) = seen
+    # Snapshots at 10, 20, 40 commits (the gap doubles): at most 40 deltas to replay.
+    assert mid.snapshot_seq == 40
+    assert [d["seq"] for d in mid.deltas] == list(range(41, mid.commit_seq + 1))
+    final = store.load(job.job_id)
+    assert final.snapshot_seq == final.commit_seq and final.deltas == []
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_an_unencodable_task_fails_the_job_and_says_why(url: str, store: Store) -> None:
+    class Odd(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("trigger", handler=self.go)
+            self.define_event("out", ["value"])
+
+        def go(self, **_: Any) -> None:
+            # Event.emit in a job routes without a history record: only the task's
+            # row has to hold the set, which JSON cannot.
+            event = self.get_event("out")
+            assert event is not None
+            event.emit(value={1, 2})
+
+    flow = Flow(flow_id="journal-test", store=url)
+    flow.add_routine(Odd(), "odd")
+    flow.add_routine(Collector(), "sink")
+    flow.connect("odd", "out", "sink", "input")
+    job = flow.execute("odd")
+    assert job.status == "failed"
+    (error,) = [r.data for r in job.execution_history if r.data.get("journal")]
+    assert error["error_type"] == "SerializationError"
+    assert "sink.input" in error["error"] and "set" in error["error"]
+    assert store.load(job.job_id).status == "failed"
+    assert comparable(store.load_job(job.job_id)) == comparable(job)

@@ -1,0 +1,86 @@
+"""``durability="sync"``: a delivery's record is durable before the tasks it queued
+start.  A store wrapper logs each commit's new task rows; handlers log their start;
+every task's row must have been committed before its delivery began."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import Numbers
+from routilux import Flow, Routine
+from routilux.store import DeltaRecord, SQLiteStore
+
+
+class LoggingStore(SQLiteStore):
+    """A SQLite store that logs ("commit", seqs of the rows it added) per transaction."""
+
+    def __init__(self, path: str, events: list[tuple[str, Any]], lock: threading.Lock) -> None:
+        super().__init__(path)
+        self.events = events
+        self.events_lock = lock
+
+    def commit_many(self, batches: Sequence[tuple[str, int, Sequence[DeltaRecord]]]) -> None:
+        super().commit_many(batches)
+        added = {
+            row["seq"] for _, _, records in batches for r in records for row in r["tasks_added"]
+        }
+        with self.events_lock:
+            self.events.append(("commit", added))
+
+
+class Fan(Routine):
+    """``input(value)``: logs its start, emits ``out`` twice while value < limit."""
+
+    def __init__(self, events: list[tuple[str, Any]], lock: threading.Lock, asynchronous: bool):
+        super().__init__()
+        self.events, self.lock = events, lock
+        self.define_slot("input", handler=self.take_async if asynchronous else self.take)
+        self.define_event("out", ["value"])
+
+    def take(self, value: int = 0, **_: Any) -> None:
+        seq = int(self.context.delivery_id.rsplit(":", 1)[1])
+        with self.lock:
+            self.events.append(("start", seq))
+        if value < 4:
+            self.emit("out", value=value + 1)
+            self.emit("out", value=value + 1)
+
+    async def take_async(self, value: int = 0, **_: Any) -> None:
+        await asyncio.sleep(0)
+        self.take(value)
+
+
+@pytest.mark.parametrize(
+    "strategy, asynchronous",
+    [("sequential", False), ("concurrent", False), ("concurrent", True)],
+)
+def test_children_start_only_after_their_parents_record_is_durable(
+    tmp_path: Path, strategy: str, asynchronous: bool
+) -> None:
+    events: list[tuple[str, Any]] = []
+    lock = threading.Lock()
+    store = LoggingStore(str(tmp_path / "jobs.db"), events, lock)
+    flow = Flow(
+        flow_id="sync", store=store, durability="sync", execution_strategy=strategy, max_workers=4
+    )
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Fan(events, lock, asynchronous), "fan")
+    flow.connect("source", "output", "fan", "input")
+    flow.connect("fan", "out", "fan", "input")
+    job = flow.execute("source", entry_params={"n": 1})
+    assert job.status == "completed"
+    durable: set[int] = set()
+    starts = 0
+    for kind, value in events:
+        if kind == "commit":
+            durable |= value
+        else:
+            starts += 1
+            assert value in durable, f"delivery {value} started before its row was durable"
+    assert starts == 2**5 - 1  # 1 + 2 + 4 + 8 + 16 deliveries
