@@ -113,10 +113,31 @@ class _StatusHook(JobHooks):
         self._publish(job_state.job_id, new)
 
 
-class _Running:
-    """A job this process runs now: its JobState, flow and epoch (for control)."""
+def _flow_store(flow: Flow) -> Optional[Store]:
+    """The store a flow journals its jobs to itself (``Flow(store=...)``), or None."""
+    store = getattr(flow, "store", None)
+    return store if isinstance(store, Store) else None
 
-    def __init__(self, flow: Flow, job_state: JobState, epoch: int) -> None:
+
+class _JournaledRun(_StatusHook):
+    """The hooks of a journaled job's run on a worker: status changes announced, and
+    the run's JobState made reachable for pause and cancel as soon as it starts."""
+
+    def __init__(self, rc: RoutiluxCelery, process: _Process, flow: Flow) -> None:
+        super().__init__(rc._publish)
+        self._process = process
+        self._flow = flow
+
+    def on_job_start(self, job_state: JobState) -> None:
+        with self._process.lock:
+            self._process.running[job_state.job_id] = _Running(self._flow, job_state, None)
+
+
+class _Running:
+    """A job this process runs now: its JobState, flow and epoch (for control; None
+    for a journaled job, whose epoch its journal holds)."""
+
+    def __init__(self, flow: Flow, job_state: JobState, epoch: Optional[int]) -> None:
         self.flow = flow
         self.job_state = job_state
         self.epoch = epoch
@@ -305,6 +326,12 @@ class RoutiluxCelery:
         known = self.flows.get(flow.flow_id)
         if known is not None and known is not flow:
             raise FlowError(f"register: a flow with flow_id {flow.flow_id!r} is registered")
+        own = _flow_store(flow)
+        if own is not None and own.location != self.store.location:
+            raise ConfigError(
+                f"register: flow {flow.flow_id!r} journals to {own.location}, but this "
+                f"RoutiluxCelery keeps its jobs in {self.store.location}: use one store"
+            )
         self.flows[flow.flow_id] = flow
         return flow
 
@@ -405,7 +432,24 @@ class RoutiluxCelery:
             raise InvalidArgumentError(
                 f"submit: entry_params of flow {flow_id!r} are not JSON-safe: {exc}"
             ) from None
-        self.store.create_job(state.job_id, flow_id, "pending", snapshot)
+        if _flow_store(flow) is None:
+            self.store.create_job(state.job_id, flow_id, "pending", snapshot)
+        else:
+            # A journaled job as the engine's journal stores one: its entry delivery
+            # is its one pending row, which the worker's resume(job_id) runs.
+            state.pending_tasks = []
+            state.status = "running"
+            entry_row = {
+                "seq": 0,
+                "kind": "ready",
+                "routine": entry_routine_id,
+                "slot": "trigger",
+                "data": params,
+                "retries": 0,
+                "due_at": None,
+                "extra": {"entry": True},
+            }
+            self.store.create_job(state.job_id, flow_id, "running", state.serialize(), [entry_row])
         self._send(flow_id, state.job_id, entry_routine_id, params)
         return state.job_id
 
@@ -603,8 +647,10 @@ class RoutiluxCelery:
             if action == "cancel":
                 running.flow.cancel(state, reason)
                 # A final status never changes: store it now, not when the handlers
-                # that still run return (which may be much later).
-                process.store.set_status(state.job_id, running.epoch, "cancelled", waiting_for=None)
+                # that still run return (which may be much later). A journaled job's
+                # epoch is its journal's: the one stored, as this process owns it.
+                epoch = running.epoch or process.store.load(state.job_id).epoch
+                process.store.set_status(state.job_id, epoch, "cancelled", waiting_for=None)
                 self._publish(state.job_id, "cancelled")
             elif action == "pause":
                 if running.pausing:
@@ -632,6 +678,8 @@ class RoutiluxCelery:
         process = self._proc()
         runner_id = process.start_worker()
         flow = self._flow(flow_id, job_id)
+        if _flow_store(flow) is not None:
+            return self._run_journaled(process, flow, job_id)
         epoch = process.store.claim(job_id, runner_id, self.stale_after)
         if epoch is None:
             logger.debug("job %s: finished or owned by a live runner; message ignored", job_id)
@@ -698,6 +746,27 @@ class RoutiluxCelery:
             with process.lock:
                 process.running.pop(job_id, None)
         return self._store_settled(process, state, epoch, job.commit_seq, consumed)
+
+    def _run_journaled(self, process: _Process, flow: Flow, job_id: str) -> Optional[str]:
+        """A job of a flow with a store of its own: the engine's journal commits every
+        delivery, and ``flow.resume(job_id)`` takes the job over from its last commit
+        (claim, epoch fencing and write-back are the journal's)."""
+        job = process.store.load(job_id)
+        if job.status in FINISHED_STATUSES or job.status in ("paused", "waiting"):
+            return None  # a late or duplicated message: nothing to run
+        hook = _JournaledRun(self, process, flow)
+        try:
+            with self._trace_context():
+                state = flow.resume(job_id, hooks=[hook])
+        except JobStateError as exc:
+            # Held by another live runner (a duplicate), or finished meanwhile.
+            logger.debug("job %s: not taken over here: %s", job_id, exc)
+            return None
+        finally:
+            with process.lock:
+                process.running.pop(job_id, None)
+        self._publish(job_id, state.status)
+        return state.status
 
     def _store_settled(
         self, process: _Process, state: JobState, epoch: int, commit_seq: int, consumed: list[int]

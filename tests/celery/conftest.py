@@ -150,7 +150,12 @@ class Cluster:
         self.redis.rpush(f"go:{job_id}", 1)
 
     def attempts(self, job_id: str) -> int:
+        """How many times the gate of ``job_id`` started."""
         return int(self.redis.get(f"attempts:{job_id}") or 0)
+
+    def count(self, job_id: str) -> int:
+        """How many times the count routine of ``job_id`` ran."""
+        return int(self.redis.get(f"count:{job_id}") or 0)
 
     def close(self) -> None:
         for worker in self.workers:

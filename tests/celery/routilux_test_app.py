@@ -61,6 +61,7 @@ def make(broker: str, store: str, orphan_after: float = 60.0) -> RoutiluxCelery:
     rc.register(build_chain())
     rc.register(build_gated())
     rc.register(build_review())
+    rc.register(build_gated(flow_id="journaled", store=store))
     return rc
 
 
@@ -121,6 +122,19 @@ class Keep(Routine):
         ctx.job_state.append_to_shared_log({"kept": n})
 
 
+class Count(Routine):
+    """``input(n)`` counts its runs outside the JobState (``count:<job>``), emits ``out(n)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("input", handler=self.count)
+        self.define_event("out", ["n"])
+
+    def count(self, n: int) -> None:
+        outside().incr(f"count:{job_id(self)}")
+        self.emit("out", n=n)
+
+
 class Gate(Routine):
     """``input(n)``: announces itself (``started:<job>`` gets this PID), counts its
     attempts (``attempts:<job>``), then blocks until the test pushes to ``go:<job>``;
@@ -178,14 +192,22 @@ def build_chain() -> Flow:
     return flow
 
 
-def build_gated() -> Flow:
-    """start -> gate (blocks until let go) -> double -> keep."""
-    flow = Flow(flow_id="gated")
+def build_gated(flow_id: str = "gated", store: str | None = None) -> Flow:
+    """start -> count -> gate (blocks until let go) -> double -> keep.
+
+    With ``store``, the flow journals its jobs itself, every delivery committed
+    before the next starts (``durability="sync"``)."""
+    if store is None:
+        flow = Flow(flow_id=flow_id)
+    else:
+        flow = Flow(flow_id=flow_id, store=store, durability="sync")
     flow.add_routine(Start(), "start")
+    flow.add_routine(Count(), "count")
     flow.add_routine(Gate(), "gate")
     flow.add_routine(Double(), "double")
     flow.add_routine(Keep(), "keep")
-    flow.connect("start", "out", "gate", "input")
+    flow.connect("start", "out", "count", "input")
+    flow.connect("count", "out", "gate", "input")
     flow.connect("gate", "out", "double", "input")
     flow.connect("double", "out", "keep", "input")
     return flow

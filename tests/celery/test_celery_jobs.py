@@ -64,8 +64,31 @@ def test_a_killed_worker_s_job_is_finished_by_another_exactly_once(cluster: Clus
     # On the JobState every delivery counts once; outside it, the gate ran twice.
     assert job.shared_data["gate_passes"] == 1
     assert kept(job) == [42]
-    assert [emitted(job, r) for r in ("start", "gate", "double")] == [1, 1, 1]
+    assert [emitted(job, r) for r in ("start", "count", "gate", "double")] == [1, 1, 1, 1]
     assert cluster.attempts(job_id) == 2
+    # Without a journal the job ran again from its start: so did the routines before
+    # the gate (a flow with a store of its own resumes from its last delivery instead).
+    assert cluster.count(job_id) == 2
+
+
+def test_a_journaled_job_resumes_from_its_last_delivery_on_another_worker(
+    cluster: Cluster,
+) -> None:
+    cluster.start_workers(2)
+    job_id = cluster.rc.submit("journaled", "start", {"n": 21})
+    first = cluster.started(job_id)
+    cluster.worker_of(first).kill()
+    second = cluster.started(job_id)
+    assert second != first
+    cluster.let_go(job_id)
+    job = cluster.rc.wait(job_id, timeout=PATIENCE)
+    assert job.status == "completed"
+    assert (job.shared_data["result"], job.shared_data["pid"]) == (42, second)
+    assert job.shared_data["gate_passes"] == 1
+    assert kept(job) == [42]
+    assert [emitted(job, r) for r in ("start", "count", "gate", "double")] == [1, 1, 1, 1]
+    # The deliveries committed before the kill did not run again; the gate did.
+    assert (cluster.count(job_id), cluster.attempts(job_id)) == (1, 2)
 
 
 SUBMITTER = """
@@ -99,12 +122,13 @@ def test_a_job_survives_its_submitter_killed(cluster: Cluster) -> None:
         assert kept(job) == [10]
 
 
-def test_a_duplicated_message_does_no_work(cluster: Cluster) -> None:
+@pytest.mark.parametrize("flow_id", ["gated", "journaled"])
+def test_a_duplicated_message_does_no_work(cluster: Cluster, flow_id: str) -> None:
     cluster.start_workers(2)
-    job_id = cluster.rc.submit("gated", "start", {"n": 1})
+    job_id = cluster.rc.submit(flow_id, "start", {"n": 1})
     runner = cluster.worker_of(cluster.started(job_id))
     other = next(worker for worker in cluster.workers if worker is not runner)
-    duplicate = cluster.rc.task.apply_async(args=("gated", job_id, "start", {"n": 1}))
+    duplicate = cluster.rc.task.apply_async(args=(flow_id, job_id, "start", {"n": 1}))
     # The other worker takes the copy while the first still runs the job: a no-op.
     other.wait_for_line(rf"run_job\[{duplicate.id}\] succeeded .*: None")
     cluster.let_go(job_id)
@@ -114,14 +138,15 @@ def test_a_duplicated_message_does_no_work(cluster: Cluster) -> None:
     assert kept(job) == [2]
     assert cluster.attempts(job_id) == 1
     # And a copy that arrives after the end finds a finished job.
-    late = cluster.rc.task.apply_async(args=("gated", job_id, "start", {"n": 1}))
+    late = cluster.rc.task.apply_async(args=(flow_id, job_id, "start", {"n": 1}))
     other.wait_for_line(rf"run_job\[{late.id}\] succeeded .*: None")
     assert cluster.attempts(job_id) == 1
 
 
-def test_pause_and_resume_across_processes(cluster: Cluster) -> None:
+@pytest.mark.parametrize("flow_id", ["gated", "journaled"])
+def test_pause_and_resume_across_processes(cluster: Cluster, flow_id: str) -> None:
     cluster.start_workers(2)
-    job_id = cluster.rc.submit("gated", "start", {"n": 4})
+    job_id = cluster.rc.submit(flow_id, "start", {"n": 4})
     cluster.started(job_id)
     with cluster.rc._subscribed(job_id) as notifications:
         paused: list[object] = []
@@ -140,7 +165,10 @@ def test_pause_and_resume_across_processes(cluster: Cluster) -> None:
     assert job.status == "paused"
     assert job.shared_data["gate_passes"] == 1
     assert "result" not in job.shared_data
-    assert [task["slot_routine_id"] for task in job.pending_tasks] == ["double"]
+    if flow_id == "journaled":  # the journal keeps pending work as the job's task rows
+        assert [row["routine"] for row in cluster.rc.store.load(job_id).tasks] == ["double"]
+    else:
+        assert [task["slot_routine_id"] for task in job.pending_tasks] == ["double"]
     assert cluster.rc.store.load(job_id).owner is None, "a paused job holds no worker"
 
     cluster.rc.resume(job_id)
@@ -169,9 +197,10 @@ def test_queued_jobs_paused_and_cancelled_before_they_start(cluster: Cluster) ->
     assert cluster.rc.wait(paused, timeout=PATIENCE).shared_data["result"] == 6
 
 
-def test_cancel_reaches_the_running_worker_at_once(cluster: Cluster) -> None:
+@pytest.mark.parametrize("flow_id", ["gated", "journaled"])
+def test_cancel_reaches_the_running_worker_at_once(cluster: Cluster, flow_id: str) -> None:
     cluster.start_workers(1)
-    job_id = cluster.rc.submit("gated", "start", {"n": 4})
+    job_id = cluster.rc.submit(flow_id, "start", {"n": 4})
     cluster.started(job_id)
     began = time.monotonic()
     job = cluster.rc.cancel(job_id, reason="no longer needed")
