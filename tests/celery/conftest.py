@@ -168,15 +168,37 @@ class Cluster:
         self.redis.close()
 
 
-@pytest.fixture
-def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:  # noqa: F811
+def _flush(url: str) -> None:
     import redis
 
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(url)
     client.flushdb()  # the queue and the test keys of an earlier test
     client.close()
+
+
+@pytest.fixture
+def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:  # noqa: F811
+    """A cluster of this test alone (fresh store and Redis), no worker started yet."""
+    _flush(redis_url)
     running = Cluster(redis_url, f"sqlite:///{tmp_path / 'jobs.db'}")
     try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture(scope="module")
+def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # noqa: F811
+    """Two workers shared by the tests of a module that kill no worker (each test's
+    jobs have ids of their own, so they do not meet): worker starts are the slow part.
+    They use Redis database 1, so the single-test clusters' workers (database 0) and
+    these never take each other's messages."""
+    assert redis_url.endswith("/0")
+    broker = redis_url[:-1] + "1"
+    _flush(broker)
+    running = Cluster(broker, f"sqlite:///{tmp_path_factory.mktemp('shared') / 'jobs.db'}")
+    try:
+        running.start_workers(2)
         yield running
     finally:
         running.close()
