@@ -43,6 +43,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Optional, Protocol, Union
 
+from routilux.engine.journal import STALE_AFTER as JOURNAL_STALE_AFTER
 from routilux.exceptions import (
     ConfigError,
     FlowError,
@@ -335,6 +336,14 @@ class RoutiluxCelery:
         self.flows[flow.flow_id] = flow
         return flow
 
+    def _stale_after(self, flow_id: str) -> float:
+        """How long a silent owner of the flow's jobs keeps them: a journaled job's
+        owner is the journal's runner, which beats at the journal's own pace."""
+        flow = self.flows.get(flow_id)
+        if flow is not None and _flow_store(flow) is not None:
+            return max(self.stale_after, JOURNAL_STALE_AFTER)
+        return self.stale_after
+
     def _flow(self, flow_id: str, job_id: Optional[str] = None) -> Flow:
         flow = self.flows.get(flow_id)
         if flow is None:
@@ -569,7 +578,8 @@ class RoutiluxCelery:
     def _claim_for_control(self, job_id: str) -> Optional[int]:
         # The control side never heartbeats: to others it is dead at once, so a
         # worker is never kept from a job the controller touched.
-        return self.store.claim(job_id, f"control-{uuid.uuid4().hex[:12]}", self.stale_after)
+        stale_after = self._stale_after(self.store.load(job_id).flow_id)
+        return self.store.claim(job_id, f"control-{uuid.uuid4().hex[:12]}", stale_after)
 
     def _set_parked(self, job_id: str, expected: str, status: str) -> None:
         """Move a job nobody runs from ``expected`` to ``status`` (and release it)."""
@@ -818,7 +828,8 @@ class RoutiluxCelery:
         store = process.store
         now = time.time()
         for flow_id in list(self.flows):
-            claimable = store.claimable_jobs(flow_id, self.stale_after)
+            stale_after = self._stale_after(flow_id)
+            claimable = store.claimable_jobs(flow_id, stale_after)
             if not claimable:
                 continue
             wanted = set(claimable)
@@ -831,7 +842,7 @@ class RoutiluxCelery:
                     continue  # queued a short while ago: its message is on the way
                 # Claiming (and releasing) decides which sweeper re-sends it and
                 # restarts its orphan clock, so it is sent once per orphan_after.
-                epoch = store.claim(summary.job_id, f"sweeper-{os.getpid()}", self.stale_after)
+                epoch = store.claim(summary.job_id, f"sweeper-{os.getpid()}", stale_after)
                 if epoch is None:
                     continue
                 store.release(summary.job_id, epoch)

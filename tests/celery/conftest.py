@@ -76,7 +76,7 @@ class Worker:
             self._cond.wait_for(lambda: len(found()) >= count or "<exited>" in self.lines, timeout)
             lines = found()
         if len(lines) < count:
-            log = "\n".join(self.lines[-40:])
+            log = "\n".join(self.lines[-150:])
             raise AssertionError(
                 f"worker {self.name}: {len(lines)} of {count} log lines {pattern!r}; log:\n{log}"
             )
@@ -102,11 +102,12 @@ class Cluster:
     """The workers of one test, the test's RoutiluxCelery (the submitter) and a Redis
     client; everything shares one fresh store and one flushed Redis database."""
 
-    def __init__(self, broker: str, store: str) -> None:
+    def __init__(self, broker: str, store: str, tag: str = "cluster") -> None:
         import redis
         import routilux_test_app
 
         self.broker = broker
+        self.tag = tag  # names its workers' logs
         self.store_url = store
         self.rc = routilux_test_app.make(broker, store)
         self.redis = redis.Redis.from_url(broker)
@@ -161,9 +162,8 @@ class Cluster:
         for worker in self.workers:
             worker.stop()
             if os.environ.get("ROUTILUX_TEST_WORKER_LOGS"):
-                Path(os.environ["ROUTILUX_TEST_WORKER_LOGS"], f"{worker.name}.log").write_text(
-                    "\n".join(worker.lines)
-                )
+                logs = Path(os.environ["ROUTILUX_TEST_WORKER_LOGS"])
+                (logs / f"{self.tag}-{worker.name}.log").write_text("\n".join(worker.lines))
         self.rc.close()
         self.redis.close()
 
@@ -177,10 +177,14 @@ def _flush(url: str) -> None:
 
 
 @pytest.fixture
-def cluster(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:  # noqa: F811
+def cluster(
+    redis_url: str,  # noqa: F811
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Cluster]:
     """A cluster of this test alone (fresh store and Redis), no worker started yet."""
     _flush(redis_url)
-    running = Cluster(redis_url, f"sqlite:///{tmp_path / 'jobs.db'}")
+    running = Cluster(redis_url, f"sqlite:///{tmp_path / 'jobs.db'}", request.node.name)
     try:
         yield running
     finally:
@@ -196,7 +200,9 @@ def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     assert redis_url.endswith("/0")
     broker = redis_url[:-1] + "1"
     _flush(broker)
-    running = Cluster(broker, f"sqlite:///{tmp_path_factory.mktemp('shared') / 'jobs.db'}")
+    running = Cluster(
+        broker, f"sqlite:///{tmp_path_factory.mktemp('shared') / 'jobs.db'}", "shared"
+    )
     try:
         running.start_workers(2)
         yield running
