@@ -690,7 +690,7 @@ class RoutiluxCelery:
         flow = self._flow(flow_id, job_id)
         if _flow_store(flow) is not None:
             return self._run_journaled(process, flow, job_id)
-        epoch = process.store.claim(job_id, runner_id, self.stale_after)
+        epoch = self._claim_for_run(process, flow, job_id, runner_id)
         if epoch is None:
             logger.debug("job %s: finished or owned by a live runner; message ignored", job_id)
             return None
@@ -757,6 +757,32 @@ class RoutiluxCelery:
                 process.running.pop(job_id, None)
         return self._store_settled(process, state, epoch, job.commit_seq, consumed)
 
+    def _claim_for_run(
+        self, process: _Process, flow: Flow, job_id: str, runner_id: str
+    ) -> Optional[int]:
+        """The epoch of this worker's claim, or None when the job is not to be run
+        here (finished, or owned by a live runner).
+
+        A claim also comes back empty while another process holds the job's row for
+        an instant (PostgreSQL's ``SKIP LOCKED``: a reader, a committing owner): a
+        job that is still claimable then is claimed again, and if the row stays held,
+        :class:`_RowBusy` asks Celery to deliver the message again a moment later."""
+        store = process.store
+        for _ in range(3):
+            epoch = store.claim(job_id, runner_id, self.stale_after)
+            if epoch is not None:
+                return epoch
+            job = store.load(job_id)
+            if job.status in FINISHED_STATUSES:
+                return None
+            if job.owner is not None and job_id not in store.claimable_jobs(
+                flow.flow_id, self.stale_after
+            ):
+                return None  # a parked job with a live owner, or a running one
+            if job.owner is None and job.status in ("paused", "waiting"):
+                return None  # parked and released: left to resume() / send_input()
+        raise _RowBusy(job_id)
+
     def _run_journaled(self, process: _Process, flow: Flow, job_id: str) -> Optional[str]:
         """A job of a flow with a store of its own: the engine's journal commits every
         delivery, and ``flow.resume(job_id)`` takes the job over from its last commit
@@ -769,7 +795,13 @@ class RoutiluxCelery:
             with self._trace_context():
                 state = flow.resume(job_id, hooks=[hook])
         except JobStateError as exc:
-            # Held by another live runner (a duplicate), or finished meanwhile.
+            # Held by another live runner (a duplicate), or finished meanwhile -- or
+            # its row was held for an instant by another process: then again later.
+            job = process.store.load(job_id)
+            if job.status not in FINISHED_STATUSES and job_id in process.store.claimable_jobs(
+                flow.flow_id, self._stale_after(flow.flow_id)
+            ):
+                raise _RowBusy(job_id) from exc
             logger.debug("job %s: not taken over here: %s", job_id, exc)
             return None
         finally:
@@ -864,6 +896,10 @@ def _next_message(pubsub: Any, timeout: float) -> Optional[dict[str, Any]]:
             return message
 
 
+class _RowBusy(Exception):
+    """Internal: the job's row stayed held by another process; deliver again later."""
+
+
 # The trace carrier of the message the current thread's task runs (set by the task).
 _TRACE = threading.local()
 
@@ -892,6 +928,9 @@ def _task_body(rc: RoutiluxCelery) -> Callable[..., Optional[str]]:
         _TRACE.carrier = carrier
         try:
             return rc.run_job(flow_id, job_id)
+        except _RowBusy as busy:
+            # Celery sends the message again (and acknowledges this one).
+            raise task.retry(countdown=0.1, max_retries=100) from busy
         finally:
             _TRACE.carrier = None
 
