@@ -318,3 +318,22 @@ def test_jobs_with_a_postgres_store(cluster: Cluster, postgres_url: str) -> None
     cluster.let_go(job_id)
     job = cluster.rc.wait(job_id, timeout=PATIENCE)
     assert (job.status, job.shared_data["gate_passes"], kept(job)) == ("completed", 1, [4])
+
+
+def test_a_message_for_a_row_held_elsewhere_is_delivered_again(
+    cluster: Cluster, postgres_url: str
+) -> None:
+    """PostgreSQL claims skip a row another transaction holds (any reader, for an
+    instant): the message must come back later, not be dropped."""
+    import psycopg
+
+    cluster.use_store(postgres_url)
+    job_id = cluster.rc.submit("chain", "start", {"n": 8})  # no worker yet
+    with psycopg.connect(postgres_url) as reader:
+        reader.execute("SELECT 1 FROM routilux_job WHERE job_id = %s FOR SHARE", (job_id,))
+        (worker,) = cluster.start_workers(1)
+        worker.wait_for_line(r"run_job\[.*\] retry: Retry in")
+        assert cluster.rc.status(job_id) == "pending"
+    # The reader's transaction is over: the message delivered again runs the job.
+    job = cluster.rc.wait(job_id, timeout=PATIENCE)
+    assert (job.status, job.shared_data["result"]) == ("completed", 16)
