@@ -593,7 +593,12 @@ class RoutiluxCelery:
                     f"job {job_id} of flow {job.flow_id!r} is {job.status}, not {expected}"
                 )
             if epoch is None:
-                continue  # another controller holds it this instant
+                if job.owner is not None:
+                    # A live runner holds it (a worker taking it up right now).
+                    raise JobStateError(
+                        f"job {job_id} of flow {job.flow_id!r} is held by runner {job.owner!r}"
+                    )
+                continue  # its row was held by another process for an instant
             try:
                 self.store.set_status(job_id, epoch, status)
                 self.store.release(job_id, epoch)
