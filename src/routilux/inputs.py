@@ -34,6 +34,7 @@ from .exceptions import InvalidArgumentError, InvalidInputError, SerializationEr
 __all__ = [
     "TYPES",
     "check_input",
+    "input_row",
     "check_request",
     "describe_open",
     "find_request",
@@ -201,6 +202,41 @@ def check_input(request: Mapping[str, Any], data: Any, where: str) -> dict[str, 
                 f"{_short(value)}"
             )
     return payload
+
+
+def input_row(stored: Any, routine_id: str, slot: str, data: Any) -> dict[str, Any]:
+    """The store's input task (a TaskRow without its seq) answering the oldest open
+    request of ``routine_id``'s ``slot`` in ``stored`` (a ``store.load()`` result).
+
+    Checked against the stored request like :func:`check_input`; a request that an
+    input task already pending answers counts as closed.  The row's ``extra`` names
+    the request, so the process that delivers it closes that request.
+    """
+    job_id = stored.job_id
+    where = f"job {job_id}: input for '{routine_id}'.'{slot}'"
+    waiting = [
+        check_request(entry, f"job {job_id} waiting_for[{index}]")
+        for index, entry in enumerate(stored.waiting_for or [])
+    ]
+    answered = {
+        (row.get("extra") or {}).get("request") for row in stored.tasks if row["kind"] == "input"
+    }
+    still_open = [request for request in waiting if request["id"] not in answered]
+    request = find_request(still_open, routine_id, slot)
+    if request is None:
+        raise InvalidInputError(
+            f"{where}: no request for it is open (the job is {stored.status}; "
+            f"{describe_open(still_open)})"
+        )
+    return {
+        "kind": "input",
+        "routine": routine_id,
+        "slot": slot,
+        "data": check_input(request, data, where),
+        "retries": 0,
+        "due_at": None,
+        "extra": {"request": request["id"]},
+    }
 
 
 def check_request(entry: Any, where: str) -> dict[str, Any]:

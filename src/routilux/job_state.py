@@ -169,6 +169,10 @@ class JobState:
     #: The next task number the engine gives out in this job (``Task.seq``); saved.
     task_seq: int = 0
 
+    #: Ids of open requests whose input is queued but not yet delivered (a journaled
+    #: job closes them when the delivery starts); never saved.
+    _answering: frozenset[str] = frozenset()
+
     #: The ChangeLog recording this job's mutations (``routilux.changes``), or None:
     #: then each mutator pays one attribute check for it.  Never saved.
     _changes: ChangeLog | None = None
@@ -508,9 +512,9 @@ class JobState:
         return "run"
 
     def _set_running(self) -> None:
-        """paused -> running (see :meth:`_begin_resume`, which flow.resume uses)."""
+        """paused (or waiting) -> running (see :meth:`_begin_resume`, which flow.resume uses)."""
         with self._lock:
-            if self.status == "paused":
+            if self.status in ("paused", "waiting"):
                 self._transition("running", "resume")
 
     def _set_cancelled(self, reason: str = "") -> None:

@@ -434,17 +434,17 @@ def test_schema(tmp_path: Path) -> None:
         ["show", "j1"],
         ["resume", "j1", "flow.yaml"],
         ["cancel", "j1"],
-        ["input", "j1", "-p", "answer=yes"],
+        ["input", "j1", "routine", "slot", "--data", "{}"],
     ],
 )
 def test_jobs_need_the_store(args: list[str]) -> None:
     assert invoke("jobs", *args).exit_code == 2  # --store is required
 
 
-def test_jobs_input_is_not_wired_to_the_store_yet() -> None:
-    result = invoke("jobs", "input", "j1", "-p", "answer=yes", "--store", "sqlite:///j.db")
+def test_jobs_input_refuses_data_that_is_not_a_json_object() -> None:
+    result = invoke("jobs", "input", "j1", "r", "s", "--data", "[1]", "--store", "sqlite:///j.db")
     assert result.exit_code == 2
-    assert "durable job store" in result.stderr
+    assert "--data must be a JSON object" in result.stderr
 
 
 def test_module_entry_point() -> None:

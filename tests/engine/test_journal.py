@@ -314,3 +314,80 @@ def test_an_unencodable_task_fails_the_job_and_says_why(url: str, store: Store) 
     assert "sink.input" in error["error"] and "set" in error["error"]
     assert store.load(job.job_id).status == "failed"
     assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_a_retry_saved_by_a_pause_runs_once_after_resume(url: str, store: Store) -> None:
+    class PauseThenFail(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.take)
+            self.calls = 0
+
+        def take(self, value: int = 0, **_: Any) -> None:
+            self.calls += 1
+            js = self.context.job_state
+            if self.calls == 1:
+                flow.pause(js, reason="mid-failure")
+                raise RuntimeError("fails while the job pauses")
+            with js.lock:
+                js.shared_data["done"] = js.shared_data.get("done", 0) + 1
+
+    flow = Flow(flow_id="journal-test", store=url)
+    flow.add_routine(Numbers(), "source")
+    step = PauseThenFail()
+    step.set_error_handler(ErrorHandler("retry", max_retries=2, retry_delay=0.05))
+    flow.add_routine(step, "step")
+    flow.connect("source", "output", "step", "input")
+    job = flow.execute("source", entry_params={"n": 1})
+    assert job.status == "paused"
+    (row,) = store.load(job.job_id).tasks  # the retry, saved by the pause
+    assert (row["routine"], row["retries"]) == ("step", 1)
+    flow.resume(job)
+    assert job.status == "completed"
+    assert job.shared_data["done"] == 1
+    assert store.load(job.job_id).status == "completed"
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+class FlakyAdder(Adder):
+    """:class:`Adder` whose first attempt at every third value fails (retried at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: set[int] = set()
+
+    def add(self, value: int = 0, **_: Any) -> None:
+        if value % 3 == 0 and value not in self.failed:
+            self.failed.add(value)
+            raise RuntimeError(f"first attempt at {value}")
+        super().add(value)
+
+
+def test_many_concurrent_deliveries_with_retries_rebuild_exactly(url: str, store: Store) -> None:
+    """The hazard of shared in-memory state: concurrent read-modify-writes of one
+    counter under the job's lock, retries overtaking their failed attempts; the journal
+    must still replay to exactly the live state."""
+    adder = FlakyAdder()
+    adder.set_error_handler(ErrorHandler("retry", max_retries=1, retry_delay=0.0))
+    flow = build(url, "concurrent", adder, max_workers=8)
+    job = flow.execute("source", entry_params={"n": 300})
+    assert job.status == "completed"
+    assert job.shared_data["total"] == sum(range(300))
+    stored = store.load(job.job_id)
+    assert (stored.status, stored.tasks) == ("completed", [])
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_bad_store_and_durability_arguments_are_refused_naming_the_flow(url: str) -> None:
+    from routilux.exceptions import InvalidArgumentError, StoreError
+
+    with pytest.raises(InvalidArgumentError, match="'f1'.*store must be"):
+        Flow(flow_id="f1", store=42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="'f2'.*durability must be one of"):
+        Flow(flow_id="f2", store=url, durability="always")
+    with pytest.raises(StoreError, match="nosuch://x"):
+        Flow(flow_id="f3", store="nosuch://x")
+    assert Flow(flow_id="f4").store is None
+    flow = Flow(flow_id="f5")
+    flow.use_store(url)
+    assert flow.store is not None and flow.durability == "batch"

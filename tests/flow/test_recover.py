@@ -41,11 +41,13 @@ class Adder(Routine):
         js = self.context.job_state
         if str(value) == os.environ.get("DIE_AT"):
             Durable.of(js_store(js)).flush()
+            print(f"DELIVERY {self.context.delivery_id}", flush=True)
             os._exit(17)
         if str(value) == os.environ.get("PAUSE_AT"):
             FLOWS[js.flow_id].pause(js, reason="for later")
         with js.lock:
             js.shared_data["total"] = js.shared_data.get("total", 0) + value
+            js.shared_data[f"id{value}"] = self.context.delivery_id
         self.emit("out", value=value)
 
 
@@ -74,8 +76,9 @@ def child_main(url: str, strategy: str, n: int) -> None:
     build(url, strategy).execute("source", entry_params={"n": n})
 
 
-def crash(url: str, strategy: str = "sequential", n: int = 10, die_at: int = 4) -> None:
-    """Run a job in a child process that dies at the delivery of ``die_at``."""
+def crash(url: str, strategy: str = "sequential", n: int = 10, die_at: int = 4) -> str:
+    """Run a job in a child process that dies at the delivery of ``die_at``; returns
+    the id of the delivery it died in."""
     code = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_recover; "
         "test_recover.child_main(sys.argv[3], sys.argv[4], int(sys.argv[5]))"
@@ -89,6 +92,7 @@ def crash(url: str, strategy: str = "sequential", n: int = 10, die_at: int = 4) 
         timeout=60,
     )
     assert done.returncode == 17, done.stderr
+    return done.stdout.split("DELIVERY ", 1)[1].strip()
 
 
 @pytest.fixture
@@ -119,10 +123,19 @@ def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
 def test_recover_finishes_a_job_whose_process_died(any_url: str, strategy: str) -> None:
     url = any_url
-    crash(url, strategy, n=10, die_at=4)
+    died_in = crash(url, strategy, n=10, die_at=4)
     store = open_store(url)
     (summary,) = store.list_jobs(flow_id=FLOW_ID)
     assert summary.status == "running"
+    # The row of the delivery that was cut short, if its parent's record made it
+    # durable (always, sequentially: the entry had finished).
+    cut = [
+        row
+        for row in store.load(summary.job_id).tasks
+        if row["routine"] == "adder" and row["data"] == {"value": 4}
+    ]
+    if strategy == "sequential":
+        assert len(cut) == 1
     flow = build(url, strategy)
     recovered = flow.recover()
     assert recovered.errors == []
@@ -132,6 +145,10 @@ def test_recover_finishes_a_job_whose_process_died(any_url: str, strategy: str) 
     # Every value added exactly once: nothing lost, nothing applied twice.
     assert job.shared_data["total"] == sum(range(10))
     assert sorted(item["value"] for item in job.shared_data["sink"]) == list(range(10))
+    if cut:
+        # The delivery that was cut short ran again under the same idempotency key.
+        assert died_in == f"{job.job_id}:{cut[0]['seq']}" == job.shared_data["id4"]
+    assert len({job.shared_data[f"id{v}"] for v in range(10)}) == 10
     after = store.load(job.job_id)
     assert (after.status, after.epoch, after.tasks) == ("completed", 2, [])
     rebuilt = store.load_job(job.job_id).serialize()

@@ -2,7 +2,7 @@
 
 ``list`` and ``show`` read the store; ``resume`` continues a job (paused, or whose
 process died) with the flow file that defines it; ``cancel`` ends a job no live
-process holds.  ``input`` (durable human input) is not wired to the store yet.
+process holds; ``input`` answers a waiting job's request (docs/human-input.md).
 """
 
 # No ``from __future__ import annotations`` here: Typer reads the parameters'
@@ -12,13 +12,15 @@ import json
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from routilux.exceptions import (
+    FlowError,
+    InvalidInputError,
     JobInterrupted,
     JobNotFoundError,
     JobStateError,
@@ -37,7 +39,6 @@ from ._common import (
     load_file,
     open_cli_store,
     out_console,
-    require_store,
 )
 
 STORE = Annotated[str, typer.Option("--store", help="The durable store's URL.")]
@@ -198,10 +199,59 @@ def jobs_cancel(
 @jobs_app.command("input")
 def jobs_input(
     job_id: JOB_ID,
+    routine: Annotated[str, typer.Argument(help="The routine that asked for input.")],
+    slot: Annotated[str, typer.Argument(help="The slot the input goes to.")],
     store: STORE,
-    param: Annotated[
-        Optional[list[str]], typer.Option("-p", "--param", help="key=value. Repeatable.")
+    data: Annotated[
+        str, typer.Option("--data", help="The input, a JSON object: '{\"approved\": true}'.")
+    ] = "{}",
+    flowfile: Annotated[
+        Optional[Path],
+        typer.Option("--flow", help="The job's flow file: continue the job here at once."),
     ] = None,
+    imports: IMPORTS = None,
 ) -> None:
-    """Give a waiting job its input."""
-    require_store(store)
+    """Give a waiting job its input (checked against the request's schema).
+
+    With --flow the job is taken over and continued here, as flow.send_input does;
+    without, the input is stored and the job takes it when it is next resumed."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        fail(f"--data: not JSON: {exc}")
+    if not isinstance(payload, dict):
+        fail(f"--data must be a JSON object, got {type(payload).__name__}")
+    opened = open_cli_store(store)
+    try:
+        if flowfile is None:
+            _store_input(opened, job_id, routine, slot, payload)
+            return
+        flow = load_file(flowfile, imports or []).flow
+        try:
+            flow.use_store(opened)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RoutiluxWarning)
+                job = flow.send_input(job_id, routine, slot, payload)
+        finally:
+            flow.shutdown(wait=False)
+    except JobNotFoundError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except (StoreError, JobStateError, InvalidInputError, FlowError) as exc:
+        fail(str(exc), EXIT_FAILED)
+    finally:
+        opened.close()
+    colour = {"completed": "green", "failed": "red"}.get(job.status, "yellow")
+    out_console().print(f"job {job.job_id}: [bold {colour}]{job.status}[/]")
+    raise typer.Exit(EXIT_FAILED if job.status == "failed" else EXIT_OK)
+
+
+def _store_input(opened: Any, job_id: str, routine: str, slot: str, payload: Any) -> None:
+    """Check ``payload`` against the stored request and store it as an input task."""
+    from routilux.inputs import input_row
+
+    row = input_row(opened.load(job_id), routine, slot, payload)
+    seq = opened.add_input(job_id, row)
+    out_console().print(
+        f"job {job_id}: input #{seq} for {escape(routine)}.{escape(slot)} stored; "
+        "the job takes it when it is resumed (routilux jobs resume JOB_ID FLOW_FILE ...)"
+    )

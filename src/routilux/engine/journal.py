@@ -1,12 +1,13 @@
-"""The automatic journal of a durable job: :class:`JobJournal`, and :class:`Durable`,
-what one process keeps per store (its runner, lease and writers).
+"""The automatic journal of a durable job: :class:`JobJournal`.
 
 A flow built with a store journals every job it runs.  The journal is the run's task
 observer (``observer.py``): it turns each finished delivery into one
 :data:`~routilux.store.DeltaRecord` -- the state ops the delivery made (captured by a
 :class:`~routilux.changes.ChangeLog` attached to the JobState), the task it consumed,
 the tasks it queued and the timers it withdrew -- and hands the records to the
-store's group-commit :class:`~routilux.store.JournalWriter`.
+store's group-commit :class:`~routilux.store.JournalWriter`.  ``runner.py`` keeps the
+process's runner, lease and writers per store (:class:`Durable`); ``rows.py`` turns
+tasks into rows and back.
 
 Rules it keeps (docs/durability.md, "How the journal works"):
 
@@ -33,29 +34,37 @@ lock (the ChangeLog's), then ``_rows``; the writer's lock is a leaf.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import logging
-import os
 import threading
-import time
-import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
 from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
-from ..store import JournalWriter, Store
-from ..store.lease import Heartbeat
 from . import aio
 from .observer import AT_JOB_END, TIMER
-from .timers import timer_service
+from .rows import entry_of_row, missing_target, row_of_entry, task_row, wall_time
+from .runner import HEARTBEAT_INTERVAL, Durable
+
+__all__ = [
+    "DURABILITIES",
+    "HEARTBEAT_INTERVAL",
+    "SNAPSHOT_EVERY",
+    "STALE_AFTER",
+    "Durable",
+    "JobJournal",
+    "entry_of_row",
+    "missing_target",
+    "row_of_entry",
+    "task_row",
+    "wall_time",
+]
 
 if TYPE_CHECKING:
     from ..job_state import JobState
     from ..store import DeltaRecord, TaskRow
-    from .plan import Plan
     from .run import JobRun
     from .tasks import Task
 
@@ -69,206 +78,17 @@ SNAPSHOT_EVERY = 1000
 #: Default seconds without a heartbeat after which a runner counts as dead.
 STALE_AFTER = 30.0
 
-#: Seconds between two heartbeats of a runner.
-HEARTBEAT_INTERVAL = 5.0
 
 DURABILITIES = ("batch", "sync")
 
 _KINDS = {TIMER: "timer", AT_JOB_END: "at_end"}
 
+#: Statuses a run settles in without finishing the job: its rows stay (they are the
+#: JobState's pending tasks), its lease is given back, its journal goes on.
+PARKED = ("paused", "waiting")
+
 #: The key of one delivery: (task seq, attempt).  A retry keeps the seq.
 Key = tuple[int, int]
-
-
-# ---------------------------------------------------------------------------
-# Per process and store: runner, lease, writers
-# ---------------------------------------------------------------------------
-
-
-class Durable:
-    """What this process keeps for one store: its runner id (registered with host
-    and PID, heartbeating from a daemon thread), the writers (one per durability
-    mode) and the journals of the jobs it runs.  Made once per store
-    (:meth:`of`); shut down at interpreter exit (writers flushed, runner removed)."""
-
-    _registry: dict[int, Durable] = {}
-    _registry_lock = threading.Lock()
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.runner_id = f"runner-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self._lock = threading.Lock()
-        self._writers: dict[str, JournalWriter] = {}
-        self._heartbeat: Heartbeat | None = None
-        #: job id -> its journal, while this process owns the job.
-        self.jobs: dict[str, JobJournal] = {}
-        self._pid = os.getpid()
-
-    @classmethod
-    def of(cls, store: Store) -> Durable:
-        """The one :class:`Durable` of ``store`` in this process."""
-        with cls._registry_lock:
-            durable = cls._registry.get(id(store))
-            if durable is None or durable.store is not store or durable._pid != os.getpid():
-                durable = cls._registry[id(store)] = Durable(store)
-            return durable
-
-    def start(self) -> str:
-        """Register the runner and start its heartbeat (once); returns the runner id."""
-        with self._lock:
-            if self._heartbeat is None:
-                self._heartbeat = Heartbeat(self.store, self.runner_id, interval=HEARTBEAT_INTERVAL)
-        return self.runner_id
-
-    def writer(self, durability: str) -> JournalWriter:
-        """The writer of ``durability`` ("batch" or "sync"), started on first use."""
-        with self._lock:
-            writer = self._writers.get(durability)
-            if writer is None:
-                writer = JournalWriter(
-                    self.store,
-                    durability=durability,
-                    on_error=self._writer_failed,
-                    name=f"routilux-journal-{durability}",
-                )
-                self._writers[durability] = writer
-            return writer
-
-    def _writer_failed(self, job_id: str, error: StoreError) -> None:
-        """On the writer thread: a job's records were refused; fail the job (on a
-        thread of its own: failing takes the job's lock, and the writer must go on)."""
-        with self._lock:
-            journal = self.jobs.get(job_id)
-        if journal is not None:
-            threading.Thread(
-                target=journal.store_failed,
-                args=(error,),
-                name="routilux-journal-fail",
-                daemon=True,
-            ).start()
-
-    def flush(self) -> None:
-        """Wait until every record put so far is committed (errors go to the jobs)."""
-        with self._lock:
-            writers = list(self._writers.values())
-        for writer in writers:
-            try:
-                writer.flush()
-            except StoreError:
-                pass  # reported to the job it belongs to (store_failed)
-
-    def shutdown(self) -> None:
-        """Flush and stop the writers; stop the heartbeat and forget the runner."""
-        with self._lock:
-            writers, self._writers = list(self._writers.values()), {}
-            heartbeat, self._heartbeat = self._heartbeat, None
-        for writer in writers:
-            try:
-                writer.close()
-            except StoreError as exc:
-                logger.warning("journal of store %s: %s", self.store.location, exc)
-        if heartbeat is not None:
-            try:
-                heartbeat.stop(remove=True)
-            except StoreError as exc:
-                logger.warning("runner %s: %s", self.runner_id, exc)
-
-    @classmethod
-    def shutdown_all(cls) -> None:
-        """At interpreter exit: shut down every store's runner of this process."""
-        with cls._registry_lock:
-            durables = [d for d in cls._registry.values() if d._pid == os.getpid()]
-            cls._registry.clear()
-        for durable in durables:
-            durable.shutdown()
-
-
-atexit.register(Durable.shutdown_all)
-
-
-# ---------------------------------------------------------------------------
-# Rows: engine tasks <-> TaskRows
-# ---------------------------------------------------------------------------
-
-
-def task_row(task: Task, kind: str, due_at: float | None = None) -> TaskRow:
-    """The TaskRow of an engine task (its data encoded as a save writes it)."""
-    extra: dict[str, Any] = {}
-    route = task.route
-    if route is not None:
-        extra["source"] = [route.source_rid, route.event_name]
-    if task.premerged:
-        extra["premerged"] = True
-    if task.entry:
-        extra["entry"] = True
-    return {
-        "seq": task.seq,
-        "kind": kind,
-        "routine": task.rid,
-        "slot": task.target.name,
-        "data": encode_value(task.data, f"task {task.rid}.{task.target.name} data"),
-        "retries": task.retries,
-        "due_at": due_at,
-        "extra": extra,
-    }
-
-
-def row_of_entry(entry: dict[str, Any]) -> TaskRow:
-    """The TaskRow of a saved pending task (``job_state.pending_tasks``)."""
-    rid = entry.get("slot_routine_id") or ""
-    slot = entry.get("slot_name") or ""
-    extra: dict[str, Any] = {}
-    src = entry.get("connection_source_routine_id")
-    event = entry.get("connection_source_event_name")
-    if src and event:
-        extra["source"] = [src, event]
-    if entry.get("premerged"):
-        extra["premerged"] = True
-    if entry.get("entry"):
-        extra["entry"] = True
-    return {
-        "seq": int(entry["seq"]),
-        "kind": "at_end" if entry.get("at_job_end") else "ready",
-        "routine": rid,
-        "slot": slot,
-        "data": encode_value(entry.get("data") or {}, f"task {rid}.{slot} data"),
-        "retries": int(entry.get("retry_count") or 0),
-        "due_at": None,
-        "extra": extra,
-    }
-
-
-def entry_of_row(row: TaskRow) -> dict[str, Any]:
-    """A row as the saved-task dict ``task_from_dict`` reads."""
-    extra = row.get("extra") or {}
-    source = extra.get("source") or [None, None]
-    return {
-        "slot_routine_id": row["routine"],
-        "slot_name": row["slot"],
-        "data": row.get("data") or {},
-        "connection_source_routine_id": source[0],
-        "connection_source_event_name": source[1],
-        "retry_count": row.get("retries") or 0,
-        "premerged": bool(extra.get("premerged")),
-        "entry": bool(extra.get("entry")),
-        "at_job_end": row["kind"] == "at_end",
-        "seq": row["seq"] if row["seq"] >= 0 else None,
-    }
-
-
-def missing_target(plan: Plan, row: TaskRow) -> str | None:
-    """Why ``row`` cannot run in a flow compiled to ``plan`` (None: it can)."""
-    rid, slot = row["routine"], row["slot"]
-    if (rid, slot) in plan.slots:
-        return None
-    if rid not in plan.routine_ids.values():
-        return f"routine '{rid}' (pending task seq {row['seq']}, slot '{slot}')"
-    return f"slot '{slot}' of routine '{rid}' (pending task seq {row['seq']})"
-
-
-def wall_time(due: float) -> float:
-    """A timer clock reading as a Unix time."""
-    return time.time() + (due - timer_service.clock())
 
 
 # ---------------------------------------------------------------------------
@@ -331,6 +151,8 @@ class JobJournal:
         self._held_needs: set[int] = set()
         self._bindings: dict[Key, Any] = {}
         self._status: str | None = job_state.status
+        # The open requests for input as the store has them (docs/human-input.md).
+        self._waiting_sent: list[dict[str, Any]] = list(job_state.waiting_for)
         self._fault: BaseException | None = None  # an unencodable task: fail the job
         self._released = False  # paused: ownership given back to the store
         self.failed: StoreError | None = None  # the store refused this job's records
@@ -402,9 +224,12 @@ class JobJournal:
         run.set_observer(self)
         run._journal = self
         if self._status != self.job_state.status and self.failed is None:
-            # e.g. running again after a pause
+            # Running again after a pause: what the resume took out of the JobState
+            # (its pending tasks and deferred events) is not an op; the snapshot has it.
             with self.job_state.lock:
                 self._put_job_record(status=self.job_state.status)
+                self._put_snapshot()
+                self._status = self.job_state.status
 
     def reclaim(self) -> None:
         """Own the job again if it was released when it paused (before a resume)."""
@@ -445,11 +270,10 @@ class JobJournal:
             if seq > self._max_seq:
                 self._max_seq = seq
             extras = self._extras.get(owner) if owner is not None else None
-            if extras is None:
-                self._orphans.append(row)
-            else:
-                extras[0].append(row)
-                self._unreleased[seq] = task.retries
+            # Unreleased until a record carries the row: a timer firing before then
+            # must not be taken for a new task.
+            self._unreleased[seq] = task.retries
+            (self._orphans if extras is None else extras[0]).append(row)
 
     def timer_cancelled(self, run: JobRun, task: Task) -> None:
         seq = task.seq
@@ -471,6 +295,11 @@ class JobJournal:
 
     def delivery_started(self, run: JobRun, task: Task) -> None:
         key = (task.seq, task.retries)
+        if self.durability == "sync" and not aio.on_engine_loop() and self._is_orphan(task.seq):
+            # Queued outside any delivery (input sent to the job, a resume's first
+            # step): no delivery's end writes its row, so write it before waiting for it.
+            with self.job_state.lock:
+                self._release()
         with self._rows:
             if self.durability == "sync" and not aio.on_engine_loop():
                 # The record that queued this task must be durable before it runs
@@ -482,6 +311,11 @@ class JobJournal:
         binding = log.bound(key)
         binding.__enter__()
         self._bindings[key] = binding
+
+    def _is_orphan(self, seq: int) -> bool:
+        """True while task ``seq``'s row waits among the rows queued outside deliveries."""
+        with self._rows:
+            return seq in self._unreleased and any(row["seq"] == seq for row in self._orphans)
 
     def delivery_ended(self, run: JobRun, task: Task, error: BaseException | None) -> None:
         key = (task.seq, task.retries)
@@ -546,7 +380,7 @@ class JobJournal:
             if self.failed is None:
                 self._release(flush=True)
                 self._settle_rows(js.status)
-        if js.status == "paused":
+        if js.status in PARKED:
             return
         if self.failed is None and not aio.on_engine_loop():
             self._wait_durable()
@@ -561,10 +395,11 @@ class JobJournal:
             stored = sorted(self._stored)
             self._stored.clear()
             self._unreleased.clear()
+            self._retrying.clear()  # a retry the pause saved is a pending task now
             self._in_flight.clear()
             self._rows_durable_locked()
         added: list[TaskRow] = []
-        if status == "paused":
+        if status in PARKED:
             # The store's rows become the JobState's pending tasks exactly.
             try:
                 added = [row_of_entry(entry) for entry in js.pending_tasks]
@@ -578,9 +413,10 @@ class JobJournal:
         del orphans  # superseded by the rows above (or dropped with the job)
         self._put_job_record(status=status, added=added, removed=stored)
         self._status = status
-        if status != "paused":
-            self._put_snapshot(final=True)
-        elif self.failed is None:
+        # Pause points (and a finished job's last touches) are not ops: the snapshot
+        # carries them.
+        self._put_snapshot(final=status not in PARKED)
+        if status in PARKED and self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
             # again when it resumes it itself).
             try:
@@ -602,8 +438,10 @@ class JobJournal:
 
     def flush(self) -> None:
         """Block until everything journaled so far is durable (execute/resume/pause
-        call it before they return).  A store failure fails the job."""
-        if self.failed is not None:
+        call it before they return).  A store failure fails the job.  On the engine's
+        loop (an ``async def`` handler pausing its job) it does not wait: waiting there
+        would stall every ``async def`` delivery."""
+        if self.failed is not None or aio.on_engine_loop():
             return
         self._wait_durable()
 
@@ -651,9 +489,18 @@ class JobJournal:
         a group (and whatever must share its transaction) at a time."""
         if self.failed is not None:
             return
+        orphans: list[TaskRow] = []
+        removed: list[int] = []
+        if self._orphans or self._orphan_removed:  # rare: looked at without the lock first
+            with self._rows:
+                orphans, self._orphans = self._orphans, []
+                removed, self._orphan_removed = self._orphan_removed, []
         with self._rows:
-            orphans, self._orphans = self._orphans, []
-            removed, self._orphan_removed = self._orphan_removed, []
+            for row in orphans:
+                if self._unreleased.pop(row["seq"], None) is not None:
+                    self._held_needs.discard(row["seq"])
+                    if self.durability == "sync":
+                        self._in_flight.add(row["seq"])
         if orphans or removed:
             self._hold(self._job_record(added=orphans, removed=removed))
             if not self._held_needs:
@@ -691,11 +538,14 @@ class JobJournal:
                 if self._stored.get(seq) == attempt:
                     consumed = seq
                     del self._stored[seq]
-                elif seq in self._unreleased:
-                    # The row this attempt ran from is still to be written: commit with it.
-                    self._held_needs.add(seq)
-                if self._ran.get(seq, -1) < attempt:
-                    self._ran[seq] = attempt
+                else:
+                    # Released before the record that writes its row (its parent, or
+                    # the failed attempt it retries): that record must neither write
+                    # the row again nor leave it pending, and must share our commit.
+                    if seq in self._unreleased:
+                        self._held_needs.add(seq)
+                    if self._ran.get(seq, -1) < attempt:
+                        self._ran[seq] = attempt
                 for row in extras[0]:
                     q, rr = row["seq"], row["retries"]
                     if self._unreleased.pop(q, None) is not None and self.durability == "sync":
@@ -719,7 +569,7 @@ class JobJournal:
             "tasks_added": added,
             "tasks_removed": removed,
             "status": None,
-            "waiting_for": None,
+            "waiting_for": self._waiting_change(),
         }
 
     def _job_record(
@@ -744,8 +594,19 @@ class JobJournal:
             "tasks_added": list(added or ()),
             "tasks_removed": kept if removed is not None else [],
             "status": status,
-            "waiting_for": None,
+            "waiting_for": self._waiting_change(),
         }
+
+    def _waiting_change(self) -> dict[str, Any] | None:
+        """The record's ``waiting_for`` (job lock held): the open requests when they
+        changed since the last record, else None."""
+        current = self.job_state.waiting_for
+        if current == self._waiting_sent:
+            return None
+        self._waiting_sent = list(current)
+        if not current:
+            return {"clear": True}
+        return {"set": [dict(request) for request in current]}
 
     def _put_job_record(
         self,
@@ -793,6 +654,8 @@ class JobJournal:
     # -- failures -------------------------------------------------------------------
 
     def _take_fault(self) -> BaseException | None:
+        if self._fault is None:  # the common case, without the lock (set under it)
+            return None
         with self._rows:
             fault, self._fault = self._fault, None
         return fault

@@ -40,8 +40,8 @@ from ..exceptions import (
     RoutiluxWarning,
 )
 from ..execution_tracker import TRACKER_HOOKS, ExecutionTracker
-from ..hooks import HookSet, check_hooks
-from ..inputs import check_input, describe_open, find_request
+from ..hooks import Delivery, HookSet, JobHooks, check_hooks
+from ..inputs import check_input, describe_open, find_request, input_row
 from ..job_state import JobState
 from ..output_handler import OUTPUT_HANDLER_HOOKS
 from ..routine import Routine
@@ -54,7 +54,6 @@ from .plan import compile_plan
 if TYPE_CHECKING:
     from ..engine.journal import JobJournal
     from ..event import Event
-    from ..hooks import JobHooks
     from ..slot import Slot
     from ..store import Store, TaskRow
 
@@ -619,8 +618,8 @@ class Flow:
                 f"job {job_state.job_id} cannot be resumed from one of its own handlers"
             )
         journal = recovery.journal_of(self, job_state)
-        if journal is not None and job_state.status == "paused":
-            journal.reclaim()  # a paused journaled job is released: own it again
+        if journal is not None and job_state.status in ("paused", "waiting"):
+            journal.reclaim()  # a paused (waiting) journaled job is released: own it again
         while True:
             # The status change, taking the pending work and registering the new
             # run are one step under the job's lock: a pause or cancel racing this
@@ -796,7 +795,9 @@ class Flow:
             point = job_state._set_paused(reason, checkpoint, active=active)
             if run is None or not active:
                 point["pending_tasks_count"] = len(job_state.pending_tasks)
-                return
+        if run is None or not active:
+            self._journal_idle_status(job_state)
+            return
         run.pause(reason, checkpoint, wait_timeout, point=point)
         if run._journal is not None:
             run._journal.note_status()
@@ -852,6 +853,9 @@ class Flow:
         field (or the request); the job keeps waiting, its request still open.
         """
         _refuse_to_block_the_engine_loop(wait)
+        if self._store is not None and self._journaled_elsewhere(job):
+            job_id = job.job_id if isinstance(job, JobState) else job
+            return self._send_input_stored(job_id, routine_id, slot_name, data, wait, timeout)
         job_state = self._job_for_input(job)
         self._check_owner(job_state)
         routine = self.routines.get(routine_id)
@@ -862,13 +866,19 @@ class Flow:
             )
         where = f"job {job_state.job_id}: input for '{routine_id}'.'{slot_name}'"
         own = current_run()
+        delivered: JobRun | None
+        closer: list[JobHooks] = []
         while True:
             with job_state.lock:
-                request = find_request(job_state.waiting_for, routine_id, slot_name)
+                # Requests whose answer is on its way (journaled, below) count as closed.
+                still_open = [
+                    r for r in job_state.waiting_for if r["id"] not in job_state._answering
+                ]
+                request = find_request(still_open, routine_id, slot_name)
                 if request is None:
                     raise InvalidInputError(
                         f"{where}: no request for it is open (the job is {job_state.status}; "
-                        f"{describe_open(job_state.waiting_for)})"
+                        f"{describe_open(still_open)})"
                     )
                 payload = check_input(request, data, where)
                 run = self._active_run(job_state)
@@ -876,9 +886,8 @@ class Flow:
                     # Queued before the run can settle, or refused with the request open.
                     if run.deliver_input(routine_id, slot_name, payload):
                         job_state._close_request(request["id"])
-                        if wait and own is not run:
-                            run.wait(timeout)
-                        return job_state
+                        delivered = run
+                        break
                     if own is run:
                         raise JobStateError(
                             f"{where}: the job is {job_state.status} and takes no new work"
@@ -891,14 +900,95 @@ class Flow:
                             f"{where}: the job is {status} but no run of it is active here; "
                             "only a waiting or paused job takes input"
                         )
-                    self._queue_input(job_state, routine_id, slot_name, payload)
-                    job_state._close_request(request["id"])
+                    seq = self._queue_input(job_state, routine_id, slot_name, payload)
+                    if status == "waiting" and recovery.journal_of(self, job_state) is not None:
+                        # Journaled: the request closes when its delivery starts, so the
+                        # store sees it closed only together with the input's task row
+                        # and its consumption (a crash before that leaves it waiting).
+                        job_state._answering = job_state._answering | {request["id"]}
+                        closer.append(_CloseAtDelivery(request["id"], seq))
+                    else:
+                        job_state._close_request(request["id"])
                     if status == "paused":
                         return job_state  # delivered when the job is resumed
+                    delivered = None
                     break
             # A run is settling or pausing: once it has, act on the status it left.
             job_state.wait_for_completion()
-        return self.resume(job_state, wait=wait, timeout=timeout)
+        if delivered is None:
+            return self.resume(job_state, wait=wait, timeout=timeout, hooks=closer)
+        if wait and own is not delivered:  # (a handler of the job never waits for it)
+            delivered.wait(timeout)
+        return job_state
+
+    def _journal_idle_status(self, job_state: JobState) -> None:
+        """A job with no run here changed status (a waiting job paused): journal it."""
+        journal = recovery.journal_of(self, job_state)
+        if journal is not None and not journal.finished:
+            journal.note_status()
+            journal.flush()
+
+    def _journaled_elsewhere(self, job: JobState | str) -> bool:
+        """With a store: True unless this process runs the job or keeps it (its
+        journal is here), so ``send_input`` goes through the store."""
+        job_id = job.job_id if isinstance(job, JobState) else job
+        with self._runs_lock:
+            run = self._runs.get(job_id)
+            kept = self._waiting_jobs.get(job_id)
+        if run is not None and (not isinstance(job, JobState) or run.job_state is job):
+            return False
+        local = job if isinstance(job, JobState) else kept
+        return local is None or recovery.journal_of(self, local) is None
+
+    def _send_input_stored(
+        self,
+        job_id: str,
+        routine_id: str,
+        slot_name: str,
+        data: dict[str, Any],
+        wait: bool,
+        timeout: float | None,
+    ) -> JobState:
+        """``send_input`` to a journaled job no run of this process holds: checked
+        against the store's ``waiting_for``, stored as an input task, then the job
+        is claimed and continued here (a paused job keeps the input for its resume)."""
+        store = self._store
+        assert store is not None
+        stored = store.load(job_id)  # JobNotFoundError names the store and the job
+        where = f"job {job_id}: input for '{routine_id}'.'{slot_name}'"
+        if stored.flow_id != self.flow_id:
+            raise JobStateError(f"{where}: the job belongs to flow '{stored.flow_id}'")
+        if self.routines.get(routine_id) is None or (
+            self.routines[routine_id].get_slot(slot_name) is None
+        ):
+            raise FlowError(
+                f"send_input to job {job_id}: flow '{self.flow_id}' has no "
+                f"routine '{routine_id}' with a slot '{slot_name}'"
+            )
+        row: TaskRow = input_row(stored, routine_id, slot_name, data)
+        if stored.status == "paused":
+            store.add_input(job_id, row)  # delivered when the job is resumed
+            return store.load_job(job_id)
+        epoch = recovery.claim(self, job_id, None)
+        if epoch is None:
+            raise JobStateError(
+                f"{where}: the job is {stored.status} and held by runner {stored.owner!r}, "
+                "which is alive; send the input in that process"
+            )
+        try:
+            store.add_input(job_id, row)  # durable before the request is closed
+        except BaseException:
+            store.release(job_id, epoch)
+            raise
+        job_state, journal, rows = recovery.adopt(self, job_id, epoch)
+        _close_answered(job_state, rows)
+        with job_state.lock:
+            job_state._hooks = None
+            job_state._set_running()
+            deferred, job_state.deferred_events = job_state.deferred_events, []
+        self._start_adopted(job_state, journal, rows, wait=wait, timeout=timeout, deferred=deferred)
+        journal.flush()
+        return job_state
 
     def _job_for_input(self, job: JobState | str) -> JobState:
         """The JobState ``send_input`` was given, or the one its id names."""
@@ -920,13 +1010,14 @@ class Flow:
 
     def _queue_input(
         self, job_state: JobState, routine_id: str, slot_name: str, data: dict[str, Any]
-    ) -> None:
+    ) -> int:
         """Save a delivery of ``data`` in ``pending_tasks`` (job lock held), numbered
-        after every task the job has used."""
+        after every task the job has used; returns its number."""
         seq = next_free_seq(job_state.task_seq, job_state.pending_tasks)
         task = Task(self.plan.slots[(routine_id, slot_name)], data, seq)
         job_state.pending_tasks.append(task_to_dict(task))
         job_state.task_seq = seq + 1
+        return seq
 
     def _note_waiting(self, job_state: JobState) -> None:
         """Keep a job that waits for input findable by id (runs lock held)."""
@@ -997,7 +1088,7 @@ class Flow:
         kind = found[0]
         if kind == "own":
             job_state = found[1]
-            if job_state.status == "paused":
+            if job_state.status in ("paused", "waiting"):
                 return job_state, False
             if wait:
                 job_state.wait_for_completion(timeout)
@@ -1005,13 +1096,23 @@ class Flow:
         if kind == "done":
             return found[1], True
         _, job_state, journal, rows = found
-        if job_state.status == "paused":
+        _close_answered(job_state, rows)
+        deferred: list[dict[str, Any]] = []
+        if job_state.status in ("paused", "waiting"):
             with job_state.lock:
                 job_state._hooks = None
                 job_state._set_running()
+                deferred, job_state.deferred_events = job_state.deferred_events, []
         self._check_strategy(strategy)
         self._start_adopted(
-            job_state, journal, rows, wait=wait, timeout=timeout, strategy=strategy, hooks=hooks
+            job_state,
+            journal,
+            rows,
+            wait=wait,
+            timeout=timeout,
+            strategy=strategy,
+            hooks=hooks,
+            deferred=deferred,
         )
         journal.flush()
         return job_state, True
@@ -1026,8 +1127,10 @@ class Flow:
         timeout: float | None,
         strategy: str | None = None,
         hooks: Iterable[JobHooks] | None = None,
+        deferred: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Run a job taken over from the store from its pending ``rows``."""
+        """Run a job taken over from the store from its pending ``rows`` (and, for a
+        paused one, its ``deferred`` events first, as :meth:`resume` does)."""
         extra = check_hooks(hooks, "resume()")
         new_hooks = self._hook_set(extra)
         current = job_state.current_routine_id
@@ -1037,7 +1140,7 @@ class Flow:
         run = JobRun(self, job_state, current, new_hooks)
         journal.attach(run)
         self._register(run, strategy)
-        self._launch(run, recovery.restore_rows(run, rows), wait, timeout)
+        self._launch(run, recovery.restore_rows(run, rows, deferred), wait, timeout)
 
     # -- files and diagrams (the work is in routilux.flowfile and flow/diagram.py) --
 
@@ -1062,6 +1165,34 @@ class Flow:
     def to_dot(self, job_state: JobState | None = None) -> str:
         """The flow as a Graphviz DOT digraph (same content as :meth:`to_mermaid`)."""
         return diagram.to_dot(self, job_state)
+
+
+class _CloseAtDelivery(JobHooks):
+    """Closes an answered request when the delivery of its input (task ``seq``)
+    starts: then the journal records the close with that delivery."""
+
+    def __init__(self, request_id: str, seq: int) -> None:
+        self.request_id = request_id
+        self.seq = seq
+
+    def on_delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
+        run = current_run()
+        task = run.current_task() if run is not None else None
+        if task is not None and task.seq == self.seq:
+            with job_state.lock:
+                job_state._close_request(self.request_id)
+                job_state._answering = job_state._answering - {self.request_id}
+
+
+def _close_answered(job_state: JobState, rows: list[TaskRow]) -> None:
+    """Close the requests that stored input tasks among ``rows`` answer (a job taken
+    over from the store: the input is durable, so its request may close now)."""
+    with job_state.lock:
+        for row in rows:
+            if row.get("kind") == "input":
+                request_id = (row.get("extra") or {}).get("request")
+                if isinstance(request_id, str):
+                    job_state._close_request(request_id)
 
 
 def _signature_problem(event: Event, slot: Slot, connection: Connection) -> str | None:

@@ -137,16 +137,9 @@ def adopt(flow: Flow, job_id: str, epoch: int) -> tuple[JobState, JobJournal, li
             logger.warning("could not release job %s: %s", job_id, exc)
         raise
     job_state.flow_id = flow.flow_id
-    next_seq = job_state.task_seq
-    for delta in job.deltas:
-        for row in delta.get("tasks_added") or ():
-            next_seq = max(next_seq, row["seq"] + 1)
-        consumed = delta.get("consumed")
-        if isinstance(consumed, int):
-            next_seq = max(next_seq, consumed + 1)
-    for row in job.tasks:
-        next_seq = max(next_seq, row["seq"] + 1)
-    job_state.task_seq = next_seq
+    # The rows are the job's pending work; a snapshot taken at a pause also lists it.
+    job_state.pending_tasks = []
+    next_seq = job_state.task_seq  # above every task the job has had (load_job)
     journal = JobJournal.adopt(
         Durable.of(store),
         job_state,
@@ -159,10 +152,15 @@ def adopt(flow: Flow, job_id: str, epoch: int) -> tuple[JobState, JobJournal, li
     return job_state, journal, list(job.tasks)
 
 
-def restore_rows(run: JobRun, rows: list[TaskRow]) -> Callable[[], bool]:
-    """The first step of a taken-over run: its pending rows back in the engine."""
+def restore_rows(
+    run: JobRun, rows: list[TaskRow], deferred: list[dict[str, Any]] | None = None
+) -> Callable[[], bool]:
+    """The first step of a taken-over run: its deferred events (a paused job's) are
+    emitted, then its pending rows go back into the engine."""
 
     def first_steps() -> bool:
+        for event in deferred or ():
+            run.flow._emit_deferred(event)
         now = time.time()
         plan = run.plan
         for row in rows:

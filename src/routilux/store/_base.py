@@ -578,4 +578,40 @@ def build_job_state(job: JournaledJob, apply_ops: Optional[ApplyOps]) -> JobStat
                 ) from exc
     state.job_id = job.job_id
     state.status = job.status
+    state.task_seq = next_task_seq(job, state.task_seq)
+    if job.waiting_for is not None:
+        # The row's open requests for input are current (the snapshot's may be older).
+        from routilux.inputs import check_request
+
+        try:
+            state.waiting_for = [
+                check_request(entry, f"waiting_for[{index}]")
+                for index, entry in enumerate(_as_list(job.waiting_for))
+            ]
+        except Exception as exc:
+            raise StoreError(f"job {job.job_id!r}: its waiting_for cannot be read: {exc}") from exc
     return state
+
+
+def _as_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"waiting_for must be a list, got {type(value).__name__}")
+    return value
+
+
+def next_task_seq(job: JournaledJob, saved: int) -> int:
+    """The job's task counter: above ``saved`` (the snapshot's) and above every task
+    seq its deltas added or consumed and every pending task's (the counter is not an
+    op: it travels with the tasks)."""
+    start = saved
+    for delta in job.deltas:
+        consumed = delta.get("consumed")
+        if type(consumed) is int and consumed >= start:
+            start = consumed + 1
+        for row in delta.get("tasks_added") or ():
+            if row["seq"] >= start:
+                start = row["seq"] + 1
+    for row in job.tasks:
+        if row["seq"] >= start:
+            start = row["seq"] + 1
+    return start

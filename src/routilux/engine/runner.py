@@ -1,0 +1,128 @@
+"""What one process keeps per job store for its durable jobs: :class:`Durable` -- the
+runner id (registered with host and PID, its lease kept fresh by a heartbeat thread),
+the group-commit writers (one per durability mode) and the journals of the jobs this
+process owns.  Made once per store object (:meth:`Durable.of`) and shut down at
+interpreter exit: writers flushed, runner removed (its jobs become claimable at once).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import uuid
+from typing import TYPE_CHECKING
+
+from ..exceptions import StoreError
+from ..store import JournalWriter, Store
+from ..store.lease import Heartbeat
+
+if TYPE_CHECKING:
+    from .journal import JobJournal
+
+logger = logging.getLogger("routilux.engine.journal")
+
+#: Seconds between two heartbeats of a runner.
+HEARTBEAT_INTERVAL = 5.0
+
+
+class Durable:
+    """What this process keeps for one store: its runner id (registered with host
+    and PID, heartbeating from a daemon thread), the writers (one per durability
+    mode) and the journals of the jobs it runs.  Made once per store
+    (:meth:`of`); shut down at interpreter exit (writers flushed, runner removed)."""
+
+    _registry: dict[int, Durable] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.runner_id = f"runner-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._lock = threading.Lock()
+        self._writers: dict[str, JournalWriter] = {}
+        self._heartbeat: Heartbeat | None = None
+        #: job id -> its journal, while this process owns the job.
+        self.jobs: dict[str, JobJournal] = {}
+        self._pid = os.getpid()
+
+    @classmethod
+    def of(cls, store: Store) -> Durable:
+        """The one :class:`Durable` of ``store`` in this process."""
+        with cls._registry_lock:
+            durable = cls._registry.get(id(store))
+            if durable is None or durable.store is not store or durable._pid != os.getpid():
+                durable = cls._registry[id(store)] = Durable(store)
+            return durable
+
+    def start(self) -> str:
+        """Register the runner and start its heartbeat (once); returns the runner id."""
+        with self._lock:
+            if self._heartbeat is None:
+                self._heartbeat = Heartbeat(self.store, self.runner_id, interval=HEARTBEAT_INTERVAL)
+        return self.runner_id
+
+    def writer(self, durability: str) -> JournalWriter:
+        """The writer of ``durability`` ("batch" or "sync"), started on first use."""
+        with self._lock:
+            writer = self._writers.get(durability)
+            if writer is None:
+                writer = JournalWriter(
+                    self.store,
+                    durability=durability,
+                    on_error=self._writer_failed,
+                    name=f"routilux-journal-{durability}",
+                )
+                self._writers[durability] = writer
+            return writer
+
+    def _writer_failed(self, job_id: str, error: StoreError) -> None:
+        """On the writer thread: a job's records were refused; fail the job (on a
+        thread of its own: failing takes the job's lock, and the writer must go on)."""
+        with self._lock:
+            journal = self.jobs.get(job_id)
+        if journal is not None:
+            threading.Thread(
+                target=journal.store_failed,
+                args=(error,),
+                name="routilux-journal-fail",
+                daemon=True,
+            ).start()
+
+    def flush(self) -> None:
+        """Wait until every record put so far is committed (errors go to the jobs)."""
+        with self._lock:
+            writers = list(self._writers.values())
+        for writer in writers:
+            try:
+                writer.flush()
+            except StoreError:
+                pass  # reported to the job it belongs to (store_failed)
+
+    def shutdown(self) -> None:
+        """Flush and stop the writers; stop the heartbeat and forget the runner."""
+        with self._lock:
+            writers, self._writers = list(self._writers.values()), {}
+            heartbeat, self._heartbeat = self._heartbeat, None
+        for writer in writers:
+            try:
+                writer.close()
+            except StoreError as exc:
+                logger.warning("journal of store %s: %s", self.store.location, exc)
+        if heartbeat is not None:
+            try:
+                heartbeat.stop(remove=True)
+            except StoreError as exc:
+                logger.warning("runner %s: %s", self.runner_id, exc)
+
+    @classmethod
+    def shutdown_all(cls) -> None:
+        """At interpreter exit: shut down every store's runner of this process."""
+        with cls._registry_lock:
+            durables = [d for d in cls._registry.values() if d._pid == os.getpid()]
+            cls._registry.clear()
+        for durable in durables:
+            durable.shutdown()
+
+
+atexit.register(Durable.shutdown_all)
