@@ -55,7 +55,7 @@ from routilux.exceptions import (
 )
 from routilux.flow import Flow
 from routilux.hooks import JobHooks
-from routilux.inputs import check_input, describe_open, find_request
+from routilux.inputs import input_row
 from routilux.job_state import JobState
 from routilux.store import FINISHED_STATUSES, Heartbeat, Store, open_store
 
@@ -557,15 +557,8 @@ class RoutiluxCelery:
         where = f"job {job_id}: input for '{routine_id}'.'{slot_name}'"
         if job.status in FINISHED_STATUSES:
             raise JobStateError(f"{where}: the job is {job.status}")
-        requests = job.waiting_for if isinstance(job.waiting_for, list) else []
-        request = find_request(requests, routine_id, slot_name)
-        if request is None:
-            raise InvalidInputError(
-                f"{where}: no request for it is open (the job is {job.status}; "
-                f"{describe_open(requests)})"
-            )
-        payload = check_input(request, data, where)
-        self.store.add_input(job_id, {"routine": routine_id, "slot": slot_name, "data": payload})
+        # Checked against the stored request; one an input already answers is closed.
+        self.store.add_input(job_id, input_row(job, routine_id, slot_name, data))
         try:
             # Queued from here on: wait() must not return the waiting job it was.
             self._set_parked(job_id, "waiting", "running")

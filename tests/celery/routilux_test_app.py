@@ -62,6 +62,7 @@ def make(broker: str, store: str, orphan_after: float = 60.0) -> RoutiluxCelery:
     rc.register(build_gated())
     rc.register(build_review())
     rc.register(build_gated(flow_id="journaled", store=store))
+    rc.register(build_review(flow_id="review-journaled", store=store))
     return rc
 
 
@@ -213,9 +214,9 @@ def build_gated(flow_id: str = "gated", store: str | None = None) -> Flow:
     return flow
 
 
-def build_review() -> Flow:
-    """reviewer (asks for a decision) -> keep."""
-    flow = Flow(flow_id="review")
+def build_review(flow_id: str = "review", store: str | None = None) -> Flow:
+    """reviewer (asks for a decision) -> keep; journaled with ``store``."""
+    flow = Flow(flow_id=flow_id) if store is None else Flow(flow_id=flow_id, store=store)
     flow.add_routine(Reviewer(), "reviewer")
     flow.add_routine(Keep(), "keep")
     flow.connect("reviewer", "out", "keep", "input")

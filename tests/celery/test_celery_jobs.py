@@ -218,9 +218,10 @@ def test_cancel_reaches_the_running_worker_at_once(shared: Cluster, flow_id: str
         cluster.rc.cancel(job_id)
 
 
-def test_send_input_across_processes(shared: Cluster) -> None:
+@pytest.mark.parametrize("flow_id", ["review", "review-journaled"])
+def test_send_input_across_processes(shared: Cluster, flow_id: str) -> None:
     cluster = shared
-    job_id = cluster.rc.submit("review", "reviewer", {"n": 7})
+    job_id = cluster.rc.submit(flow_id, "reviewer", {"n": 7})
     job = cluster.rc.wait(job_id, timeout=PATIENCE)
     assert job.status == "waiting"
     assert [r["slot"] for r in job.waiting_for] == ["decision"]
