@@ -1,10 +1,13 @@
-"""Private servers for the tests that need one (PostgreSQL now).
+"""Private servers for the tests that need one (PostgreSQL, Redis).
 
 Each server is started by the test session itself, in a temporary directory, on a free
 port of 127.0.0.1, and stopped at the end; the tests never connect anywhere else. When
 the server's binaries are missing or it cannot start, the tests that need it skip with
 the reason -- unless ``ROUTILUX_REQUIRE_SERVICES=1`` (set by ``.ci/run``), which turns
 the skip into a failure so CI cannot pass without them.
+
+Redis runs without persistence (``--save "" --appendonly no``): the tests that need a
+broker surviving a restart restart nothing, they kill workers and submitters.
 
 PostgreSQL refuses to run as root: when the tests run as root the server commands run
 as the unprivileged user ``nobody`` (``runuser``), which owns the data directory.
@@ -153,3 +156,101 @@ def postgres_dsn(postgres_server: PostgresServer | str) -> str:
         conn.execute("DROP DATABASE IF EXISTS routilux_test")
         conn.execute("CREATE DATABASE routilux_test")
     return postgres_server.dsn("routilux_test")
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on a free port of 127.0.0.1: ``start()``, ``url``,
+    ``stop()``."""
+
+    def __init__(self) -> None:
+        self.binary = shutil.which("redis-server")
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="routilux-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers PING; RuntimeError otherwise."""
+        if not self.binary:
+            raise FileNotFoundError(
+                "redis-server not found on PATH (Debian package 'redis-server')"
+            )
+        log = self.root / "server.log"
+        self.process = subprocess.Popen(
+            [
+                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.root),
+                "--logfile", str(log), "--protected-mode", "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        # redis-cli is in the same package; its -r/-i options would poll, so connect
+        # with a socket that blocks until the server accepts (bounded by a deadline).
+        deadline = 30.0
+        try:
+            import redis
+        except ImportError as exc:
+            raise FileNotFoundError(
+                "the redis client is not installed (pip install 'routilux[celery]')"
+            ) from exc
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=deadline)
+        try:
+            for _ in range(300):
+                if self.process.poll() is not None:
+                    text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                    raise RuntimeError(
+                        f"redis-server exited with {self.process.returncode}: {text}"
+                    )
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    # Not listening yet: wait for the process a little (it either binds
+                    # or exits), never a blind sleep.
+                    try:
+                        self.process.wait(timeout=0.1)
+                    except subprocess.TimeoutExpired:
+                        pass
+            raise RuntimeError(f"redis-server on port {self.port} did not answer PING")
+        finally:
+            client.close()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer | str]:
+    """The session's Redis server, or the reason there is none."""
+    server = RedisServer()
+    try:
+        server.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        server.stop()
+        yield f"Redis test server unavailable: {exc}"
+        return
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer | str) -> str:
+    """The URL of database 0 of the session's private Redis server."""
+    if isinstance(redis_server, str):
+        unavailable(redis_server)
+        raise AssertionError("unreachable")
+    return redis_server.url
