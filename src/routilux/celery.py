@@ -27,7 +27,7 @@ Invariants:
 * **No worker is held by a parked job.** A paused or waiting job is written back and
   released; ``resume()`` and ``send_input()`` send a new message.
 
-See ``docs/celery.md``.
+See ``docs/scale-out.md``.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class TracePropagator(Protocol):
     ``inject(carrier)`` adds the current context to a dict of strings at submit time
     (it rides in the message headers); ``attach(carrier)`` returns a context manager
     that makes it current in the worker while the job runs. An OpenTelemetry
-    propagator fits in a few lines (see ``docs/celery.md``).
+    propagator fits in a few lines (see ``docs/scale-out.md``).
     """
 
     def inject(self, carrier: dict[str, str]) -> None: ...

@@ -36,7 +36,7 @@ def emitted(job, routine_id: str) -> int:
 
 def test_jobs_across_two_worker_processes(shared: Cluster) -> None:
     cluster = shared
-    ids = {cluster.rc.submit("chain", "start", {"n": n}): n for n in range(100)}
+    ids = {cluster.rc.submit("chain", "start", {"n": n}): n for n in range(200)}
     pids = set()
     for job_id, n in ids.items():
         job = cluster.rc.wait(job_id, timeout=PATIENCE)
