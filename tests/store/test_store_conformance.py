@@ -506,6 +506,31 @@ def test_writer_shares_a_transaction_between_jobs(store: Store) -> None:
     assert [store.load(name).commit_seq for name in "abc"] == [10, 10, 10]
 
 
+def test_writer_commits_a_snapshot_with_the_records_before_it(store: Store) -> None:
+    new_job(store)
+    with JournalWriter(store, max_batch=64, max_delay=10) as writer:
+        for item in chain(3):
+            writer.put("j1", 1, item)
+        writer.put_snapshot("j1", 1, snapshot_of(done=True), 3)
+        assert writer.flush(timeout=60)
+        assert (writer.transactions, writer.records_written) == (1, 3)
+    job = store.load("j1")
+    assert (job.commit_seq, job.snapshot_seq, job.deltas) == (3, 3, [])
+    assert job.snapshot["shared_data"] == {"done": True}
+
+
+def test_a_refused_snapshot_does_not_take_the_records_before_it_along(store: Store) -> None:
+    new_job(store)
+    with JournalWriter(store, max_batch=64, max_delay=10) as writer:
+        for item in chain(2):
+            writer.put("j1", 1, item)
+        writer.put_snapshot("j1", 1, snapshot_of(), 7)  # beyond the last commit
+        with pytest.raises(StoreError, match="snapshot must cover"):
+            writer.flush(timeout=60)
+    job = store.load("j1")
+    assert (job.commit_seq, job.snapshot_seq, len(job.deltas)) == (2, 0, 2)
+
+
 def test_writer_sync_commits_before_put_returns(store: Store, store_url: str) -> None:
     new_job(store)
     with (

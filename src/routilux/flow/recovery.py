@@ -30,6 +30,7 @@ from ..engine.journal import (
 from ..engine.tasks import first_seq_of_epoch, task_from_dict
 from ..exceptions import InvalidArgumentError, JobStateError, RoutiluxWarning, StoreError
 from ..store import Store, TaskRow, open_store
+from ..store._base import build_job_state
 
 if TYPE_CHECKING:
     from ..engine.run import JobRun
@@ -129,7 +130,8 @@ def adopt(flow: Flow, job_id: str, epoch: int) -> tuple[JobState, JobJournal, li
                     "have (was the flow definition changed?); the job is left in the store",
                     job_id,
                 )
-        job_state = store.load_job(job_id)
+        # The job as just loaded (one read of the store, not a second load_job).
+        job_state = build_job_state(job, None)
     except BaseException:
         try:
             store.release(job_id, epoch)
@@ -205,17 +207,20 @@ def recover(
         raise JobStateError(f"Flow '{flow.flow_id}' has no store: nothing to recover")
     stale = STALE_AFTER if stale_after is None else stale_after
     result = Recovered()
+    adopted: list[tuple[JobState, JobJournal, list[TaskRow]]] = []
+    # Every job is claimed and rebuilt before any starts, so the reads of the store are
+    # not slowed by the jobs already running (their commits share the store's lock).
     for job_id in store.claimable_jobs(flow.flow_id, stale):
         epoch = claim(flow, job_id, stale)
         if epoch is None:
             continue  # another process has it (or is claiming it now)
         try:
-            job_state, journal, rows = adopt(flow, job_id, epoch)
+            adopted.append(adopt(flow, job_id, epoch))
         except RecoveryError as exc:
             result.errors.append(exc)
             logger.warning("%s", exc)
             warnings.warn(str(exc), RoutiluxWarning, stacklevel=3)
-            continue
+    for job_state, journal, rows in adopted:
         flow._start_adopted(job_state, journal, rows, wait=False, timeout=None)
         result.append(job_state)
     if wait:

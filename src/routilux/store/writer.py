@@ -8,7 +8,9 @@ most ``max_delay`` seconds for a batch to fill) and commits it with one
 :meth:`~routilux.store.Store.commit_many` — records of several jobs share the
 transaction, each job's in the order they were put; the records of one ``put_many``
 are never split between transactions. :meth:`JournalWriter.put_snapshot` queues a
-snapshot, written after every record put before it. :meth:`flush` waits until
+snapshot, written after every record put before it (in the same transaction as the
+records queued before it when the store offers ``commit_then_snapshot``, as the
+library's SQL stores do). :meth:`flush` waits until
 everything put before it is durable; with ``durability="sync"`` every ``put`` waits for
 its own record.
 
@@ -328,7 +330,13 @@ class JournalWriter:
                 failures.append((ticket, job_id, stopped[job_id]))
                 continue
             if not isinstance(payload, list):
-                # Everything put before a snapshot or a release goes first.
+                # Everything put before a snapshot or a release goes first: in the
+                # snapshot's own transaction when the store can do both at once.
+                if isinstance(payload, _Snapshot) and self._fold_snapshot(
+                    ticket, job_id, epoch, payload, jobs, stopped
+                ):
+                    jobs = {}
+                    continue
                 self._commit_jobs(jobs, failures, stopped)
                 jobs = {}
                 if job_id not in stopped:
@@ -342,6 +350,35 @@ class JournalWriter:
             entry[1].append((ticket, payload))
         self._commit_jobs(jobs, failures, stopped)
         return failures
+
+    def _fold_snapshot(
+        self,
+        ticket: int,
+        job_id: str,
+        epoch: int,
+        payload: _Snapshot,
+        jobs: dict[str, tuple[int, list[tuple[int, list[DeltaRecord]]]]],
+        stopped: dict[str, StoreError],
+    ) -> bool:
+        """Commit the records queued so far and ``payload`` in one transaction (a
+        store with ``commit_then_snapshot``); False when it could not (nothing was
+        written: the caller writes them one step at a time, which names the fault)."""
+        if job_id in stopped or not getattr(self.store, "folds_snapshots", False):
+            return False
+        fold = getattr(self.store, "commit_then_snapshot", None)
+        if fold is None:
+            return False
+        live = {job: entry for job, entry in jobs.items() if job not in stopped and entry[1]}
+        batches = [
+            (job, job_epoch, [record for _, group in items for record in group])
+            for job, (job_epoch, items) in live.items()
+        ]
+        try:
+            fold(batches, job_id, epoch, payload.snapshot, payload.upto_seq)
+        except Exception:
+            return False
+        self._count(1, sum(len(records) for _, _, records in batches))
+        return True
 
     def _write_snapshot(
         self,
