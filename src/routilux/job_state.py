@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 import warnings
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
@@ -63,6 +62,18 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 #: The key of a pause point that marks a pause of a job that had completed.
 AFTER_COMPLETION = "after_completion"
+
+
+# The version (4) and variant (RFC 4122) bits of a random UUID, for _new_job_id.
+_UUID4_KEEP = ~(0xF000 << 64) & ~(0xC000 << 48)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _new_job_id() -> str:
+    """A random (version 4) UUID as text, the same as ``str(uuid.uuid4())``,
+    without building the ``UUID`` object (one is made per job)."""
+    h = "%032x" % (int.from_bytes(os.urandom(16), "big") & _UUID4_KEEP | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @register_serializable
@@ -132,7 +143,7 @@ class JobState:
             )
         now = datetime.now()
         self.flow_id = flow_id
-        self.job_id = str(uuid.uuid4())
+        self.job_id = _new_job_id()
         self.status = "pending"
         self.current_routine_id: str | None = None
         self.routine_states: dict[str, dict[str, Any]] = {}

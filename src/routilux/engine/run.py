@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..exceptions import FlowError
 from ..hooks import Delivery
+from ..job_state import ExecutionRecord
 from . import aio
 from .context import bind, current_run, unbind
 from .executors import AIO, INLINE
@@ -323,11 +324,17 @@ class JobRun(JobTimers, DeliveryTimeouts):
                 raise FlowError(compiled.broken)
             rid, name, routes = compiled.rid, compiled.name, compiled.routes
         js = self.job_state
-        on_emit = self._on_emit
-        if on_emit is None:
-            js.record_execution(rid, name, data)
+        if js.history_limit is None and js._changes is None:
+            # JobState.record_execution's unlocked case, inlined (one append is
+            # atomic): this runs once per emission.
+            record = ExecutionRecord(rid, name, data, datetime.now())
+            js.execution_history.append(record)
+            js.updated_at = record.timestamp
         else:
-            on_emit(js, js.record_execution(rid, name, data))
+            record = js.record_execution(rid, name, data)
+        on_emit = self._on_emit
+        if on_emit is not None:
+            on_emit(js, record)
         if routes:
             if len(routes) == 1:  # the common case, without a comprehension's frame
                 route = routes[0]
@@ -638,6 +645,23 @@ class JobRun(JobTimers, DeliveryTimeouts):
                     if self._live:
                         self._note_merged(threading.current_thread(), task, merged)
                 else:
+                    single = target.single
+                    if (
+                        single is not None
+                        and type(data) is dict
+                        and single[0] in data
+                        and target.timeout is None
+                        and self._handler_timeout is None
+                    ):
+                        # The handler takes one value: it never sees the dict, so
+                        # the dict is not copied (until a failure keeps it) and
+                        # the caller's frame is skipped.
+                        merged = data
+                        result = single[1](data[single[0]])
+                        if result is not None and inspect.isawaitable(result):
+                            merged = dict(data)
+                            return self._await_handler(task, merged, result)
+                        return True
                     merged = dict(data)
             call = target.call
             if call is None:
@@ -651,8 +675,12 @@ class JobRun(JobTimers, DeliveryTimeouts):
         except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
             if self._abandoned and self._is_abandoned():
                 return True  # a late failure of a delivery the job gave up on
+            if merged is not None and merged is task.data and not task.premerged:
+                merged = dict(merged)  # the uncopied data of a single-value call
             handle_failure(self, task, merged, exc)
         except BaseException as exc:
+            if merged is not None and merged is task.data and not task.premerged:
+                merged = dict(merged)
             if isinstance(exc, KeyboardInterrupt):
                 # Ctrl-C: this delivery did not finish, so it goes back to pending
                 # (already merged, so a resume does not merge it twice).
