@@ -233,8 +233,11 @@ class JobState:
             self.routine_states[routine_id] = dict(state)
             self.updated_at = datetime.now()
 
-    def merge_routine_state(self, routine_id: str, updates: dict[str, Any]) -> None:
-        """Merge ``updates`` into the state of ``routine_id``, keeping its other keys."""
+    def merge_routine_state(
+        self, routine_id: str, updates: dict[str, Any], at: datetime | None = None
+    ) -> None:
+        """Merge ``updates`` into the state of ``routine_id``, keeping its other keys
+        (``at``: the time of the change when the caller has just read the clock)."""
         with self._lock:
             changes = self._changes
             if changes is not None:
@@ -243,7 +246,7 @@ class JobState:
                 state = dict(self.routine_states.get(routine_id) or {})
                 state.update(updates)
                 self.routine_states[routine_id] = state
-            self.updated_at = datetime.now()
+            self.updated_at = at if at is not None else datetime.now()
 
     # -- history -----------------------------------------------------------
 
@@ -586,6 +589,10 @@ class JobState:
     def _set_waiting(self) -> bool:
         """running -> waiting when the job settles with a request for input open;
         True when it changed."""
+        if not self.waiting_for:
+            # The list is replaced, never changed in place: one read decides
+            # (the commonest case, once per job: no lock round).
+            return False
         with self._lock:
             if self.status != "running" or not self.waiting_for:
                 return False

@@ -1119,6 +1119,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
                     "start_time": self._started_text or self.started_at.isoformat(),
                     "end_time": end.isoformat(),
                 },
+                end,
             )
         hooks = js._hooks  # this run's: a new run installs its own only after we settle
         if hooks is not None and hooks.job_end is not None:
