@@ -48,6 +48,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..exceptions import FlowError
+from ..execution_tracker import TRACKER_HOOKS
 from ..hooks import Delivery
 from ..job_state import ExecutionRecord
 from . import aio
@@ -111,7 +112,10 @@ class JobRun(JobTimers, DeliveryTimeouts):
         # one caller per event, None when nobody listens (then it costs nothing).
         # (The rarely used ones are read from job_state._hooks when needed.)
         if hooks is not None:
-            self._on_emit = hooks.emit
+            if hooks.emit == TRACKER_HOOKS.on_emit:
+                self._track_emits = True  # the tracker alone listens: see emit()
+            else:
+                self._on_emit = hooks.emit
             if hooks.deliveries:
                 self._delivery_hooks = hooks
                 self._watch_deliveries()
@@ -167,6 +171,9 @@ class JobRun(JobTimers, DeliveryTimeouts):
     _on_settle: list[Callable[[], None]] | None = None  # callbacks for _finish
     # Hook callers (see __init__); None: nobody listens.
     _on_emit: Callable[[JobState, Any], None] | None = None
+    # True when the job's tracker is the only one listening to emissions (the
+    # default): emit() appends to it without the hook's call.
+    _track_emits = False
     # Set when hooks or the observer listen to deliveries: then every delivery
     # is reported, and ``_reports`` maps each open one's Task to
     # [Delivery or None, start, error].
@@ -335,6 +342,13 @@ class JobRun(JobTimers, DeliveryTimeouts):
         on_emit = self._on_emit
         if on_emit is not None:
             on_emit(js, record)
+        elif self._track_emits:
+            # TrackerHooks.on_emit, inlined: this runs once per emission.
+            tracker = js.execution_tracker
+            if tracker is not None:
+                tracker._pending.append(record)
+                if tracker.max_events is not None:
+                    tracker._bound_pending(tracker.max_events)
         if routes:
             if len(routes) == 1:  # the common case, without a comprehension's frame
                 route = routes[0]
