@@ -112,7 +112,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
         # one caller per event, None when nobody listens (then it costs nothing).
         # (The rarely used ones are read from job_state._hooks when needed.)
         if hooks is not None:
-            if hooks.emit == TRACKER_HOOKS.on_emit:
+            if hooks.emit_hook is TRACKER_HOOKS:
                 self._track_emits = True  # the tracker alone listens: see emit()
             else:
                 self._on_emit = hooks.emit
