@@ -205,6 +205,10 @@ class HookSet:
     #: True when someone listens to deliveries (the engine then reports them).
     deliveries: bool
 
+    #: The library's own hook when it alone listens to emissions (the engine may
+    #: do its work inline), else None.
+    emit_hook: Any = None
+
     def __init__(self, hooks: tuple[Any, ...]) -> None:
         self.hooks = hooks
         for name in HOOK_METHODS:
@@ -212,6 +216,8 @@ class HookSet:
             caller: Caller = None
             if len(listening) == 1 and getattr(listening[0], "_routilux_trusted", False):
                 caller = getattr(listening[0], name)  # the library's own: called directly
+                if name == "on_emit":
+                    self.emit_hook = listening[0]
             elif listening:
                 caller = _guarded(name, listening)
             setattr(self, name[3:], caller)

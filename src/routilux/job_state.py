@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 import warnings
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
@@ -63,6 +62,18 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 #: The key of a pause point that marks a pause of a job that had completed.
 AFTER_COMPLETION = "after_completion"
+
+
+# The version (4) and variant (RFC 4122) bits of a random UUID, for _new_job_id.
+_UUID4_KEEP = ~(0xF000 << 64) & ~(0xC000 << 48)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _new_job_id() -> str:
+    """A random (version 4) UUID as text, the same as ``str(uuid.uuid4())``,
+    without building the ``UUID`` object (one is made per job)."""
+    h = "%032x" % (int.from_bytes(os.urandom(16), "big") & _UUID4_KEEP | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @register_serializable
@@ -132,7 +143,7 @@ class JobState:
             )
         now = datetime.now()
         self.flow_id = flow_id
-        self.job_id = str(uuid.uuid4())
+        self.job_id = _new_job_id()
         self.status = "pending"
         self.current_routine_id: str | None = None
         self.routine_states: dict[str, dict[str, Any]] = {}
@@ -222,8 +233,11 @@ class JobState:
             self.routine_states[routine_id] = dict(state)
             self.updated_at = datetime.now()
 
-    def merge_routine_state(self, routine_id: str, updates: dict[str, Any]) -> None:
-        """Merge ``updates`` into the state of ``routine_id``, keeping its other keys."""
+    def merge_routine_state(
+        self, routine_id: str, updates: dict[str, Any], at: datetime | None = None
+    ) -> None:
+        """Merge ``updates`` into the state of ``routine_id``, keeping its other keys
+        (``at``: the time of the change when the caller has just read the clock)."""
         with self._lock:
             changes = self._changes
             if changes is not None:
@@ -232,7 +246,7 @@ class JobState:
                 state = dict(self.routine_states.get(routine_id) or {})
                 state.update(updates)
                 self.routine_states[routine_id] = state
-            self.updated_at = datetime.now()
+            self.updated_at = at if at is not None else datetime.now()
 
     # -- history -----------------------------------------------------------
 
@@ -575,6 +589,10 @@ class JobState:
     def _set_waiting(self) -> bool:
         """running -> waiting when the job settles with a request for input open;
         True when it changed."""
+        if not self.waiting_for:
+            # The list is replaced, never changed in place: one read decides
+            # (the commonest case, once per job: no lock round).
+            return False
         with self._lock:
             if self.status != "running" or not self.waiting_for:
                 return False

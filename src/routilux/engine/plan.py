@@ -141,6 +141,8 @@ def make_caller(handler: Callable[..., Any]) -> Callable[[Any], Any]:
                 return handler(merged[name])
             return handler(merged)
 
+        # What the engine calls directly when the value is there (no copy, no frame).
+        call_single._single = (name, handler)  # type: ignore[attr-defined]
         return call_single
 
     def call_matching(merged: Any) -> Any:
@@ -171,6 +173,7 @@ class SlotPlan:
         "keeps_buffer",
         "strategy",
         "error_handler",
+        "single",
     )
 
     def __init__(
@@ -193,6 +196,9 @@ class SlotPlan:
         self.strategy = strategy
         self.keeps_buffer = keeps_buffer(strategy)
         self.error_handler = error_handler
+        # A handler of one named parameter, as (name, handler): the engine passes
+        # it ``data[name]`` of an override slot's data without copying the data.
+        self.single: tuple[str, Callable[..., Any]] | None = getattr(call, "_single", None)
 
     def __repr__(self) -> str:
         return f"SlotPlan[{self.rid}.{self.name}]"

@@ -48,7 +48,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..exceptions import FlowError
+from ..execution_tracker import TRACKER_HOOKS
 from ..hooks import Delivery
+from ..job_state import ExecutionRecord
 from . import aio
 from .context import bind, current_run, unbind
 from .executors import AIO, INLINE
@@ -110,7 +112,10 @@ class JobRun(JobTimers, DeliveryTimeouts):
         # one caller per event, None when nobody listens (then it costs nothing).
         # (The rarely used ones are read from job_state._hooks when needed.)
         if hooks is not None:
-            self._on_emit = hooks.emit
+            if hooks.emit_hook is TRACKER_HOOKS:
+                self._track_emits = True  # the tracker alone listens: see emit()
+            else:
+                self._on_emit = hooks.emit
             if hooks.deliveries:
                 self._delivery_hooks = hooks
                 self._watch_deliveries()
@@ -166,6 +171,9 @@ class JobRun(JobTimers, DeliveryTimeouts):
     _on_settle: list[Callable[[], None]] | None = None  # callbacks for _finish
     # Hook callers (see __init__); None: nobody listens.
     _on_emit: Callable[[JobState, Any], None] | None = None
+    # True when the job's tracker is the only one listening to emissions (the
+    # default): emit() appends to it without the hook's call.
+    _track_emits = False
     # Set when hooks or the observer listen to deliveries: then every delivery
     # is reported, and ``_reports`` maps each open one's Task to
     # [Delivery or None, start, error].
@@ -323,11 +331,24 @@ class JobRun(JobTimers, DeliveryTimeouts):
                 raise FlowError(compiled.broken)
             rid, name, routes = compiled.rid, compiled.name, compiled.routes
         js = self.job_state
-        on_emit = self._on_emit
-        if on_emit is None:
-            js.record_execution(rid, name, data)
+        if js.history_limit is None and js._changes is None:
+            # JobState.record_execution's unlocked case, inlined (one append is
+            # atomic): this runs once per emission.
+            record = ExecutionRecord(rid, name, data, datetime.now())
+            js.execution_history.append(record)
+            js.updated_at = record.timestamp
         else:
-            on_emit(js, js.record_execution(rid, name, data))
+            record = js.record_execution(rid, name, data)
+        on_emit = self._on_emit
+        if on_emit is not None:
+            on_emit(js, record)
+        elif self._track_emits:
+            # TrackerHooks.on_emit, inlined: this runs once per emission.
+            tracker = js.execution_tracker
+            if tracker is not None:
+                tracker._pending.append(record)
+                if tracker.max_events is not None:
+                    tracker._bound_pending(tracker.max_events)
         if routes:
             if len(routes) == 1:  # the common case, without a comprehension's frame
                 route = routes[0]
@@ -638,6 +659,23 @@ class JobRun(JobTimers, DeliveryTimeouts):
                     if self._live:
                         self._note_merged(threading.current_thread(), task, merged)
                 else:
+                    single = target.single
+                    if (
+                        single is not None
+                        and type(data) is dict
+                        and single[0] in data
+                        and target.timeout is None
+                        and self._handler_timeout is None
+                    ):
+                        # The handler takes one value: it never sees the dict, so
+                        # the dict is not copied (until a failure keeps it) and
+                        # the caller's frame is skipped.
+                        merged = data
+                        result = single[1](data[single[0]])
+                        if result is not None and inspect.isawaitable(result):
+                            merged = dict(data)
+                            return self._await_handler(task, merged, result)
+                        return True
                     merged = dict(data)
             call = target.call
             if call is None:
@@ -651,8 +689,12 @@ class JobRun(JobTimers, DeliveryTimeouts):
         except Exception as exc:  # noqa: BLE001 - handler errors go to the error policy
             if self._abandoned and self._is_abandoned():
                 return True  # a late failure of a delivery the job gave up on
+            if merged is not None and merged is task.data and not task.premerged:
+                merged = dict(merged)  # the uncopied data of a single-value call
             handle_failure(self, task, merged, exc)
         except BaseException as exc:
+            if merged is not None and merged is task.data and not task.premerged:
+                merged = dict(merged)
             if isinstance(exc, KeyboardInterrupt):
                 # Ctrl-C: this delivery did not finish, so it goes back to pending
                 # (already merged, so a resume does not merge it twice).
@@ -1091,6 +1133,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
                     "start_time": self._started_text or self.started_at.isoformat(),
                     "end_time": end.isoformat(),
                 },
+                end,
             )
         hooks = js._hooks  # this run's: a new run installs its own only after we settle
         if hooks is not None and hooks.job_end is not None:
