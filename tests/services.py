@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,20 +126,26 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer | str]:
-    """The session's PostgreSQL server, or the reason there is none."""
-    server = PostgresServer()
+def _serve(server: Any, what: str) -> Iterator[Any]:
+    """Start ``server`` for the session and stop it at the end; yields the server, or
+    the reason it could not start (a str, which the dependent fixtures turn into a
+    skip, or a failure under ROUTILUX_REQUIRE_SERVICES=1)."""
     try:
         server.start()
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         server.stop()
-        yield f"PostgreSQL test server unavailable: {exc}"
+        yield f"{what} test server unavailable: {exc}"
         return
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer | str]:
+    """The session's PostgreSQL server, or the reason there is none."""
+    yield from _serve(PostgresServer(), "PostgreSQL")
 
 
 @pytest.fixture(scope="session")
@@ -234,17 +241,7 @@ class RedisServer:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer | str]:
     """The session's Redis server, or the reason there is none."""
-    server = RedisServer()
-    try:
-        server.start()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        server.stop()
-        yield f"Redis test server unavailable: {exc}"
-        return
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(RedisServer(), "Redis")
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,10 @@ def make(broker: str, store: str, orphan_after: float = 60.0) -> RoutiluxCelery:
     rc = RoutiluxCelery(
         app,
         store=store,
-        stale_after=3.0,
+        # Killed workers run on this host, so their jobs are claimable at once (the PID
+        # is gone); the heartbeat bound only guards live workers starved by a loaded
+        # machine, which must never look dead to the others.
+        stale_after=15.0,
         heartbeat_interval=0.5,
         sweep_interval=0.3,
         orphan_after=orphan_after,
