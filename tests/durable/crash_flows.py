@@ -320,8 +320,7 @@ class KillingStore(SQLiteStore):
 
     ``side="before"``: the kill comes as commit number ``kill_at`` is called, so it
     never reaches the database; ``"after"``: once it has returned (it is durable).
-    ``commit``, ``commit_many`` and ``commit_then_snapshot`` count alike: each is
-    one transaction.
+    ``commit`` and ``commit_many`` count alike: each is one transaction.
     """
 
     def __init__(self, path: str, kill_at: int, side: str) -> None:
@@ -347,21 +346,6 @@ class KillingStore(SQLiteStore):
         if due and self.side == "before":
             os.kill(os.getpid(), signal.SIGKILL)
         super().commit_many(batches)
-        if due:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def commit_then_snapshot(
-        self,
-        batches: Sequence[tuple[str, int, Sequence[Any]]],
-        job_id: str,
-        epoch: int,
-        snapshot: Any,
-        upto_seq: int,
-    ) -> None:
-        due = self._counted()
-        if due and self.side == "before":
-            os.kill(os.getpid(), signal.SIGKILL)
-        super().commit_then_snapshot(batches, job_id, epoch, snapshot, upto_seq)
         if due:
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -491,9 +475,6 @@ class StalledStore(SQLiteStore):
         threading.Event().wait()
 
     def commit(self, job_id: str, epoch: int, records: Sequence[Any]) -> None:
-        threading.Event().wait()
-
-    def commit_then_snapshot(self, *args: Any) -> None:
         threading.Event().wait()
 
 

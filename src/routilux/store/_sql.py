@@ -405,6 +405,18 @@ class SQLStore:
                 self._commit_one(cur, batch_job, batch_epoch, records)
             self._write_snapshot(cur, job_id, epoch, snap, upto_seq)
 
+    @property
+    def folds_snapshots(self) -> bool:
+        """True when :meth:`commit_then_snapshot` does what ``commit_many`` then
+        ``write_snapshot`` would: neither (nor ``commit``) is overridden by a subclass
+        (one that wraps them, e.g. to count or fail commits, keeps its own steps)."""
+        cls = type(self)
+        return (
+            cls.commit_many is SQLStore.commit_many
+            and cls.commit is SQLStore.commit
+            and cls.write_snapshot is SQLStore.write_snapshot
+        )
+
     def _write_snapshot(self, cur: Any, job_id: str, epoch: int, snap: str, upto_seq: int) -> None:
         commit_seq, snapshot_seq, _ = self._job_for_write(cur, job_id, epoch)
         if (

@@ -363,8 +363,10 @@ class JournalWriter:
         """Commit the records queued so far and ``payload`` in one transaction (a
         store with ``commit_then_snapshot``); False when it could not (nothing was
         written: the caller writes them one step at a time, which names the fault)."""
+        if job_id in stopped or not getattr(self.store, "folds_snapshots", False):
+            return False
         fold = getattr(self.store, "commit_then_snapshot", None)
-        if job_id in stopped or fold is None:
+        if fold is None:
             return False
         live = {job: entry for job, entry in jobs.items() if job not in stopped and entry[1]}
         batches = [
