@@ -13,7 +13,7 @@ WHEEL_VENV := build/wheel-venv
 # Lint only the folders that exist yet (ruff errors on a missing path).
 LINT_PATHS := $(wildcard src tests benchmarks examples)
 
-.PHONY: venv demo test wheel-check docs docs-picture seed-check bench format clean
+.PHONY: venv demo test wheel-check docs docs-picture docs-ui-picture seed-check bench format clean
 
 venv: $(PY)
 
@@ -45,14 +45,26 @@ test: venv
 
 # A packaging mistake fails here: build the wheel, install it (with the cli extra) into
 # a fresh venv, and run the quick start and the example flow file from outside the
-# checkout's source folder.
+# checkout's source folder. The web UI's Mermaid bundle (hatch_build.py, needs npm)
+# must be inside the wheel, at the version ui/package-lock.json pins.
+VENDOR_BUNDLE := routilux/ui/static/vendor/mermaid.min.js
 wheel-check: venv
 	rm -rf $(WHEEL_DIR) $(WHEEL_VENV)
 	$(PIP) wheel $(PIP_Q) --no-deps -w $(WHEEL_DIR) .
+	@$(PY) -m zipfile -l "$$(ls $(WHEEL_DIR)/routilux-*.whl)" | grep -q '$(VENDOR_BUNDLE)' || { \
+		echo "wheel-check: $(VENDOR_BUNDLE) is not in the wheel (is npm installed?)"; exit 1; }
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/python -m pip install $(PIP_Q) "$$(ls $(WHEEL_DIR)/routilux-*.whl)[cli]"
 	cd $(WHEEL_DIR) && ../wheel-venv/bin/python -c \
 		"import routilux; assert 'site-packages' in routilux.__file__, routilux.__file__"
+	cd $(WHEEL_DIR) && ../wheel-venv/bin/python -c \
+		"import json, pathlib, routilux; \
+		vendor = pathlib.Path(routilux.__file__).parent / 'ui/static/vendor'; \
+		lock = json.load(open('../../ui/package-lock.json'))['packages']['node_modules/mermaid']; \
+		stamp = json.load(open(vendor / 'mermaid.json')); \
+		assert stamp['version'] == lock['version'], (stamp, lock['version']); \
+		assert b'globalThis[\"mermaid\"]' in (vendor / 'mermaid.min.js').read_bytes()[-4096:]; \
+		assert (vendor / 'mermaid.LICENSE').stat().st_size > 0"
 	cd $(WHEEL_DIR) && ../wheel-venv/bin/python ../../examples/quickstart.py > /dev/null
 	$(WHEEL_VENV)/bin/routilux run examples/flows/orders.yaml -p n=100 --json > /dev/null
 	@echo "wheel-check: $$(ls $(WHEEL_DIR)) installs and runs"
@@ -82,6 +94,13 @@ docs-picture: venv
 	f = read_flow_file('examples/flows/orders.yaml'); \
 	job = f.flow.execute(f.entry, {'n': 100}); \
 	open('docs/assets/orders.svg', 'wb').write(render(f.flow, 'svg', job, direction='TB'))"
+
+# The web UI page in the docs: the browser test's screenshot of a job page
+# (tests/ui/test_browser.py, headless Chromium), written to docs/assets as well.
+docs-ui-picture: venv
+	$(PIP) install $(PIP_Q) -e '.[dev]'
+	ROUTILUX_REQUIRE_SERVICES=1 ROUTILUX_UI_PICTURE=docs/assets/ui-job-page.png \
+		$(VENV)/bin/pytest -q -p no:randomly tests/ui/test_browser.py -k screenshot
 
 bench: venv
 	$(PIP) install $(PIP_Q) -e .
