@@ -1,4 +1,4 @@
-"""Private servers for the tests that need one (PostgreSQL, Redis).
+"""Private servers for the tests that need one (PostgreSQL, Redis), and a browser.
 
 Each server is started by the test session itself, in a temporary directory, on a free
 port of 127.0.0.1, and stopped at the end; the tests never connect anywhere else. When
@@ -11,6 +11,10 @@ broker surviving a restart restart nothing, they kill workers and submitters.
 
 PostgreSQL refuses to run as root: when the tests run as root the server commands run
 as the unprivileged user ``nobody`` (``runuser``), which owns the data directory.
+
+The browser tests drive Debian's ``chromium`` headless through Playwright (the Python
+package only: Playwright's own browser downloads are never used). A missing Chromium
+or Playwright is skipped or failed the same way as a missing server.
 """
 
 from __future__ import annotations
@@ -251,3 +255,50 @@ def redis_url(redis_server: RedisServer | str) -> str:
         unavailable(redis_server)
         raise AssertionError("unreachable")
     return redis_server.url
+
+
+#: Where Debian's package ``chromium`` puts the browser.
+CHROMIUM_PATHS = ("/usr/bin/chromium",)
+
+
+def find_chromium() -> str | None:
+    """Debian's Chromium: ``/usr/bin/chromium``, else ``chromium`` on PATH."""
+    for path in CHROMIUM_PATHS:
+        if os.access(path, os.X_OK):
+            return path
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (a Playwright ``Browser``) for one test module.
+
+    Module-scoped rather than session-scoped: Playwright's synchronous API keeps an
+    event loop of its own in the thread while it is open, which must not outlive the
+    browser tests into tests that run asyncio themselves.
+    """
+    path = find_chromium()
+    if path is None:
+        unavailable(
+            "Chromium not found at /usr/bin/chromium or as 'chromium' on PATH "
+            "(Debian package 'chromium')"
+        )
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright package is not installed (pip install playwright)")
+        raise AssertionError("unreachable") from None
+    with sync_playwright() as playwright:
+        try:
+            # --no-sandbox: Chromium's sandbox refuses to run as root (CI containers).
+            browser = playwright.chromium.launch(
+                executable_path=path, headless=True, args=["--no-sandbox"]
+            )
+        except PlaywrightError as exc:
+            unavailable(f"Chromium at {path} did not start: {exc}")
+            raise AssertionError("unreachable") from None
+        try:
+            yield browser
+        finally:
+            browser.close()
