@@ -100,7 +100,7 @@ docs-picture: venv
 docs-ui-picture: venv
 	$(PIP) install $(PIP_Q) -e '.[dev]'
 	ROUTILUX_REQUIRE_SERVICES=1 ROUTILUX_UI_PICTURE=docs/assets/ui-job-page.png \
-		$(VENV)/bin/pytest -q -p no:randomly tests/ui/test_browser.py -k screenshot
+		$(VENV)/bin/pytest -q -p no:randomly tests/ui/test_browser.py -k node_counts
 
 bench: venv
 	$(PIP) install $(PIP_Q) -e .
