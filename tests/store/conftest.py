@@ -17,7 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from routilux.store import Store, open_store  # noqa: E402
 from services import postgres_dsn, postgres_server  # noqa: E402,F401
 
-_TABLES = "routilux_job, routilux_snapshot, routilux_task, routilux_delta, routilux_runner"
+_TABLES = (
+    "routilux_job, routilux_snapshot, routilux_task, routilux_delta, routilux_runner,"
+    " routilux_control"
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -3,6 +3,11 @@ runner id (registered with host and PID, its lease kept fresh by a heartbeat thr
 the group-commit writers (one per durability mode) and the journals of the jobs this
 process owns.  Made once per store object (:meth:`Durable.of`) and shut down at
 interpreter exit: writers flushed, runner removed (its jobs become claimable at once).
+
+Other processes reach the jobs this process runs through the store: a control request
+(:meth:`~routilux.store.Store.request_control`, e.g. the web UI's pause button) is
+taken by the heartbeat thread after each beat, and the job is paused or cancelled on a
+thread of its own through the flow that runs it, as a call in this process would.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from ..store import JournalWriter, Store
 from ..store.lease import Heartbeat
 
 if TYPE_CHECKING:
+    from ..job_state import JobState
     from .journal import JobJournal
+    from .run import JobRun
 
 logger = logging.getLogger("routilux.engine.journal")
 
@@ -59,8 +66,35 @@ class Durable:
         """Register the runner and start its heartbeat (once); returns the runner id."""
         with self._lock:
             if self._heartbeat is None:
-                self._heartbeat = Heartbeat(self.store, self.runner_id, interval=HEARTBEAT_INTERVAL)
+                self._heartbeat = Heartbeat(
+                    self.store,
+                    self.runner_id,
+                    interval=HEARTBEAT_INTERVAL,
+                    on_beat=self._take_control_requests,
+                )
         return self.runner_id
+
+    def _take_control_requests(self) -> None:
+        """On the heartbeat thread: act on the pause/cancel requests other processes
+        left in the store for this runner's jobs (a pause waits for running handlers,
+        so each is done on a thread of its own, never on the heartbeat's)."""
+        try:
+            requests = self.store.take_control_requests(self.runner_id)
+        except StoreError as exc:
+            logger.warning("control requests of runner %s: %s", self.runner_id, exc)
+            return
+        for job_id, action, reason in requests:
+            with self._lock:
+                journal = self.jobs.get(job_id)
+            run = journal.run if journal is not None else None
+            if run is None or journal is None:
+                continue  # no longer this process's job
+            threading.Thread(
+                target=_control,
+                args=(run, journal.job_state, action, reason),
+                name=f"routilux-control-{action}",
+                daemon=True,
+            ).start()
 
     def writer(self, durability: str) -> JournalWriter:
         """The writer of ``durability`` ("batch" or "sync"), started on first use."""
@@ -125,6 +159,19 @@ class Durable:
             cls._registry.clear()
         for durable in durables:
             durable.shutdown()
+
+
+def _control(run: JobRun, job_state: JobState, action: str, reason: str) -> None:
+    """Pause or cancel ``job_state`` through the flow its run belongs to; a job that
+    has meanwhile finished (or paused) refuses, which is logged and harmless."""
+    flow = run.flow
+    try:
+        if action == "pause":
+            flow.pause(job_state, reason or "paused from another process")
+        else:
+            flow.cancel(job_state, reason or "cancelled from another process")
+    except Exception as exc:
+        logger.info("%s of job %s from another process: %s", action, job_state.job_id, exc)
 
 
 atexit.register(Durable.shutdown_all)

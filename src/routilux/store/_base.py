@@ -35,6 +35,9 @@ PARKED_STATUSES = frozenset({"paused", "waiting"})
 
 TASK_KINDS = frozenset({"ready", "timer", "at_end", "input"})
 
+#: What :meth:`Store.request_control` may ask of the process that runs a job.
+CONTROL_ACTIONS = frozenset({"pause", "cancel"})
+
 #: A pending piece of work of a job, JSON-safe::
 #:
 #:     {"seq": int, "kind": "ready"|"timer"|"at_end"|"input", "routine": str,
@@ -219,6 +222,23 @@ class Store(Protocol):
 
     def release(self, job_id: str, epoch: int) -> None:
         """Clear the job's owner (the epoch stays); anyone may claim it next."""
+        ...
+
+    def request_control(self, job_id: str, action: str, reason: str = "") -> None:
+        """Ask the runner that owns the job, in whichever process, to ``pause`` or
+        ``cancel`` it; the runner takes the request at its next heartbeat
+        (:meth:`take_control_requests`). JobNotFoundError for an unknown job."""
+        ...
+
+    def take_control_requests(self, runner_id: str) -> list[tuple[str, str, str]]:
+        """Remove and return the control requests for the jobs ``runner_id`` owns, as
+        ``(job_id, action, reason)`` in the order they were made. Requests for
+        finished jobs are dropped."""
+        ...
+
+    def jobs_changed_since(self, since: float, limit: int = 1000) -> list[tuple[JobSummary, int]]:
+        """The jobs whose row changed at or after ``since`` (a Unix time), with
+        their commit seq, oldest change first: what a watcher of the store polls."""
         ...
 
     def close(self) -> None:
@@ -573,6 +593,16 @@ def check_page(limit: Any, offset: Any) -> None:
         raise StoreError(f"list_jobs: limit must be an integer from 1 to 10000, got {limit!r}")
     if not _is_int(offset) or offset < 0:
         raise StoreError(f"list_jobs: offset must be a non-negative integer, got {offset!r}")
+
+
+def check_control(job_id: Any, action: Any, reason: Any) -> None:
+    check_id(job_id, "job_id")
+    if action not in CONTROL_ACTIONS:
+        raise StoreError(
+            f"job {job_id!r}: a control request is one of {sorted(CONTROL_ACTIONS)}, got {action!r}"
+        )
+    if not isinstance(reason, str):
+        raise StoreError(f"job {job_id!r}: a control request's reason must be a string")
 
 
 def status_filter(status: Union[str, Collection[str], None]) -> Optional[list[str]]:

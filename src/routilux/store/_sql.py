@@ -33,6 +33,7 @@ from ._base import (
     JournaledJob,
     TaskRow,
     build_job_state,
+    check_control,
     check_epoch,
     check_id,
     check_json,
@@ -767,6 +768,82 @@ class SQLStore:
                 self._sql("UPDATE routilux_job SET owner = NULL, updated_at = ? WHERE job_id = ?"),
                 (time.time(), job_id),
             )
+
+    # -- control requests and watching ---------------------------------------------
+    #
+    # A process that does not own a running job (the web UI, ``routilux jobs``) asks
+    # its owner to pause or cancel it through a row of routilux_control; the owner's
+    # heartbeat takes its requests (routilux.engine.runner). The table was added
+    # after schema version 1 without a version bump: each back end creates it (and
+    # the index on updated_at) when it opens an older file.
+
+    def request_control(self, job_id: str, action: str, reason: str = "") -> None:
+        """Queue ``action`` ("pause" or "cancel") for the owner of ``job_id``."""
+        check_control(job_id, action, reason)
+        with self._transaction(write=True) as cur:
+            cur.execute(self._sql("SELECT 1 FROM routilux_job WHERE job_id = ?"), (job_id,))
+            if cur.fetchone() is None:
+                raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
+            cur.execute(
+                self._sql(
+                    "INSERT INTO routilux_control (job_id, action, reason, requested_at)"
+                    " VALUES (?, ?, ?, ?)"
+                ),
+                (job_id, action, reason, time.time()),
+            )
+
+    def take_control_requests(self, runner_id: str) -> list[tuple[str, str, str]]:
+        """Remove and return the requests for the running jobs ``runner_id`` owns.
+
+        Requests for jobs that are finished, paused or waiting are dropped: they were
+        meant for a run that is over (a paused job is resumed or cancelled directly).
+        """
+        check_id(runner_id, "runner_id")
+        idle = sorted(FINISHED_STATUSES | PARKED_STATUSES)
+        marks = ", ".join("?" * len(idle))
+        with self._transaction(write=True) as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT c.request_id, c.job_id, c.action, c.reason FROM routilux_control c"
+                    " JOIN routilux_job j ON j.job_id = c.job_id"
+                    f" WHERE j.owner = ? AND j.status NOT IN ({marks}) ORDER BY c.request_id"
+                ),
+                (runner_id, *idle),
+            )
+            rows = cur.fetchall()
+            for start in range(0, len(rows), _CHUNK):
+                chunk = [row[0] for row in rows[start : start + _CHUNK]]
+                cur.execute(
+                    self._sql(
+                        "DELETE FROM routilux_control WHERE request_id IN"
+                        f" ({', '.join('?' * len(chunk))})"
+                    ),
+                    chunk,
+                )
+            cur.execute(
+                self._sql(
+                    "DELETE FROM routilux_control WHERE job_id NOT IN (SELECT job_id FROM"
+                    f" routilux_job WHERE status NOT IN ({marks}))"
+                ),
+                idle,
+            )
+        return [(str(row[1]), str(row[2]), str(row[3])) for row in rows]
+
+    def jobs_changed_since(self, since: float, limit: int = 1000) -> list[tuple[JobSummary, int]]:
+        """Jobs whose row changed at or after ``since``, oldest change first, with
+        their commit seq (``limit`` 1..10000)."""
+        if isinstance(since, bool) or not isinstance(since, (int, float)):
+            raise StoreError(f"jobs_changed_since: since must be a Unix time, got {since!r}")
+        check_page(limit, 0)
+        with self._transaction(write=False) as cur:
+            cur.execute(
+                self._sql(
+                    f"SELECT {_SUMMARY_COLUMNS}, commit_seq FROM routilux_job"
+                    f" WHERE updated_at >= ? ORDER BY updated_at, {self._INSERT_ORDER} LIMIT ?"
+                ),
+                (float(since), limit),
+            )
+            return [(self._summary(row), int(row[8])) for row in cur.fetchall()]
 
     # -- lifetime --------------------------------------------------------------
 

@@ -4,6 +4,8 @@ A process that owns journaled jobs must look alive to the others (see
 :meth:`routilux.store.Store.claim`): :class:`Heartbeat` registers the runner and renews
 its heartbeat every ``interval`` seconds until stopped. Choose ``stale_after`` (what
 claimers treat as dead) several intervals long, so one slow beat does not lose a lease.
+``on_beat`` runs on the same thread after each renewal: the runner of the engine takes
+its control requests there (:meth:`Store.take_control_requests`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ class Heartbeat:
     heartbeat every ``interval`` seconds from a daemon thread.
 
     A failed renewal is passed to ``on_error`` (default: logged) and retried at the
-    next beat. ``stop()`` ends the thread and, with ``remove=True``, forgets the runner
-    so its jobs become claimable at once. A context manager.
+    next beat; ``on_beat()`` is called after each renewal (its failures are logged).
+    ``stop()`` ends the thread and, with ``remove=True``, forgets the runner so its
+    jobs become claimable at once. A context manager.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class Heartbeat:
         *,
         interval: float = 5.0,
         on_error: Optional[Callable[[StoreError], None]] = None,
+        on_beat: Optional[Callable[[], None]] = None,
     ) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
             raise StoreError(f"Heartbeat: interval must be a positive number, got {interval!r}")
@@ -43,6 +47,7 @@ class Heartbeat:
         self.runner_id = runner_id or f"runner-{uuid.uuid4()}"
         self.interval = float(interval)
         self.on_error = on_error
+        self.on_beat = on_beat
         #: Renewals done so far (the registration not counted).
         self.beats = 0
         self._stopped = threading.Event()
@@ -64,6 +69,11 @@ class Heartbeat:
                 else:
                     _log.warning("heartbeat of runner %r failed: %s", self.runner_id, exc)
                 continue
+            if self.on_beat is not None:
+                try:
+                    self.on_beat()
+                except Exception:  # the lease matters more than the callback
+                    _log.exception("heartbeat callback of runner %r failed", self.runner_id)
             with self._beat:
                 self.beats += 1
                 self._beat.notify_all()

@@ -70,6 +70,18 @@ CREATE TABLE routilux_runner (
 );
 """
 
+# Added after schema version 1 (no bump): created in every store that lacks them.
+_CONTROL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS routilux_control (
+    request_id BIGSERIAL PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS routilux_job_by_update ON routilux_job (updated_at)
+"""
+
 # pg_advisory_xact_lock key held while the schema is checked or created ("rtlx").
 _SCHEMA_LOCK = 0x72746C78
 
@@ -146,6 +158,7 @@ class PostgresStore(SQLStore):
                     "INSERT INTO routilux_meta (key, value) VALUES ('schema_version', %s)",
                     (str(SCHEMA_VERSION),),
                 )
+                self._create_control_schema(cur)
                 return
             cur.execute("SELECT value FROM routilux_meta WHERE key = 'schema_version'")
             found = cur.fetchone()
@@ -160,6 +173,15 @@ class PostgresStore(SQLStore):
                     f"store {self.location} has schema version {version}; this Routilux "
                     f"reads version {SCHEMA_VERSION} and older"
                 )
+            cur.execute("SELECT to_regclass('routilux_control')")
+            found = cur.fetchone()
+            if found is None or found[0] is None:
+                self._create_control_schema(cur)
+
+    def _create_control_schema(self, cur: Any) -> None:
+        for statement in _CONTROL_SCHEMA.split(";"):
+            if statement.strip():
+                cur.execute(statement)
 
     def _sql(self, statement: str) -> str:
         # Every statement's placeholders are '?', and no statement has a literal '?'.

@@ -76,6 +76,18 @@ CREATE TABLE routilux_runner (
 );
 """
 
+# Added after schema version 1 (no bump): created in every store that lacks them.
+_CONTROL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS routilux_control (
+    request_id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    requested_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS routilux_job_by_update ON routilux_job (updated_at)
+"""
+
 _SYNCHRONOUS = {"NORMAL": 1, "FULL": 2}
 _MAGIC = b"SQLite format 3\x00"
 
@@ -205,6 +217,8 @@ class SQLiteStore(SQLStore):
                 )
             if not names:
                 self._create_schema()
+            if "routilux_control" not in names:
+                self._create_control_schema()
         self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
 
     def _create_schema(self) -> None:
@@ -220,6 +234,12 @@ class SQLiteStore(SQLStore):
                 "INSERT INTO routilux_meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+
+    def _create_control_schema(self) -> None:
+        with self._transaction(write=True) as cur:
+            for statement in _CONTROL_SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
 
     def _check_version(self) -> None:
         try:
