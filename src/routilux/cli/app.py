@@ -6,7 +6,8 @@ failed, cancelled, paused or timed out; ``validate``: a file has errors), 2 bad 
 a file that cannot be read, 130 Ctrl-C (``run``: the job is paused).
 
 The ``jobs`` commands and ``--store`` need the durable job store (``routilux.store``);
-until it is installed they stop with exit code 2 and say so.
+until it is installed they stop with exit code 2 and say so. ``ui`` serves the web UI
+(the ``routilux[ui]`` extra; without it, it stops with exit code 2 and says so).
 
 Importing the command modules registers their commands on :data:`app`.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 # Commands are listed in --help in the order they are registered: `run` first.
 # isort: off
 from . import run
-from . import inspection, jobs
+from . import inspection, jobs, ui
 
 # isort: on
 from ._common import app, parse_params
@@ -25,7 +26,7 @@ from .inspection import routine_catalogue
 __all__ = ["app", "main", "parse_params", "routine_catalogue"]
 
 # The command modules are imported for what they register.
-_COMMANDS = (run, inspection, jobs)
+_COMMANDS = (run, inspection, jobs, ui)
 
 
 def main() -> None:
