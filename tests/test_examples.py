@@ -88,6 +88,13 @@ EXPECTED: dict[str, list[str]] = {
         "A-3 (300, route 'large')",
         "A-7 (480, route 'large')",
     ],
+    "ui_demo.py": [
+        "Jobs in the store: 1",
+        "Status: waiting",
+        "Waiting for: review.decision: Approve order A-2 (4800)?",
+        "Schema: {'approved': 'bool', 'by': 'str', 'note': 'str'}",
+        "Booked so far: ['A-1']",
+    ],
     "stream_progress.py": [
         "orders    [########] 1/1",
         "validate  [####....] 2/4 (1 failed: order A-2 has no quantity)",
@@ -100,6 +107,9 @@ EXPECTED: dict[str, list[str]] = {
         "stored A-4: 5.00",
     ],
 }
+
+# Arguments an example is run with: one that would serve until stopped has a --check.
+ARGS: dict[str, list[str]] = {"ui_demo.py": ["--check"]}
 
 
 def run_example(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -135,7 +145,7 @@ def test_examples_exist() -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs_and_prints_key_lines(path: Path) -> None:
     assert path.name in EXPECTED, f"add the key output lines of {path.name} to EXPECTED"
-    result = run_example(path)
+    result = run_example(path, *ARGS.get(path.name, []))
     assert result.returncode == 0, result.stderr[-2000:]
     assert_lines_in_order(output_lines(result), EXPECTED[path.name])
 
