@@ -43,9 +43,9 @@ test: venv
 	$(MAKE) --no-print-directory wheel-check
 	$(MAKE) --no-print-directory seed-check
 
-# A packaging mistake fails here: build the wheel, install it (with the cli extra) into
-# a fresh venv, and run the quick start and the example flow file from outside the
-# checkout's source folder. The web UI's Mermaid bundle (hatch_build.py, needs npm)
+# A packaging mistake fails here: build the wheel, install it (with the cli and ui
+# extras) into a fresh venv, and run the quick start, the example flow file and the web
+# UI's demo from outside the checkout's source folder. The web UI's Mermaid bundle (hatch_build.py, needs npm)
 # must be inside the wheel, at the version ui/package-lock.json pins.
 VENDOR_BUNDLE := routilux/ui/static/vendor/mermaid.min.js
 wheel-check: venv
@@ -54,7 +54,7 @@ wheel-check: venv
 	@$(PY) -m zipfile -l "$$(ls $(WHEEL_DIR)/routilux-*.whl)" | grep -q '$(VENDOR_BUNDLE)' || { \
 		echo "wheel-check: $(VENDOR_BUNDLE) is not in the wheel (is npm installed?)"; exit 1; }
 	$(PYTHON) -m venv $(WHEEL_VENV)
-	$(WHEEL_VENV)/bin/python -m pip install $(PIP_Q) "$$(ls $(WHEEL_DIR)/routilux-*.whl)[cli]"
+	$(WHEEL_VENV)/bin/python -m pip install $(PIP_Q) "$$(ls $(WHEEL_DIR)/routilux-*.whl)[cli,ui]"
 	cd $(WHEEL_DIR) && ../wheel-venv/bin/python -c \
 		"import routilux; assert 'site-packages' in routilux.__file__, routilux.__file__"
 	cd $(WHEEL_DIR) && ../wheel-venv/bin/python -c \
@@ -64,7 +64,9 @@ wheel-check: venv
 		stamp = json.load(open(vendor / 'mermaid.json')); \
 		assert stamp['version'] == lock['version'], (stamp, lock['version']); \
 		assert b'globalThis[\"mermaid\"]' in (vendor / 'mermaid.min.js').read_bytes()[-4096:]; \
-		assert (vendor / 'mermaid.LICENSE').stat().st_size > 0"
+		assert (vendor / 'mermaid.LICENSE').stat().st_size > 0; \
+		from routilux.ui.pages import has_mermaid; assert has_mermaid()"
+	cd $(WHEEL_DIR) && ../wheel-venv/bin/python ../../examples/ui_demo.py --check > /dev/null
 	cd $(WHEEL_DIR) && ../wheel-venv/bin/python ../../examples/quickstart.py > /dev/null
 	$(WHEEL_VENV)/bin/routilux run examples/flows/orders.yaml -p n=100 --json > /dev/null
 	@echo "wheel-check: $$(ls $(WHEEL_DIR)) installs and runs"
