@@ -168,9 +168,11 @@ class _Process:
         """Start the lease, the control listener and the sweeper once; the runner id."""
         with self.lock:
             if self.heartbeat is None:
+                runner_id = f"celery-{os.getpid()}-{uuid.uuid4().hex[:8]}"
                 self.heartbeat = Heartbeat(
-                    self.store, f"celery-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+                    self.store, runner_id,
                     interval=self.owner.heartbeat_interval,
+                    on_beat=lambda: self._take_control_requests(runner_id),
                 )  # fmt: skip
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 # Subscribed before any job is claimed here, so no control message
@@ -200,6 +202,16 @@ class _Process:
                 running = self.running.get(job_id)
             if running is not None:
                 self.owner._control_running(self, running, action, request.get("reason", ""))
+
+    def _take_control_requests(self, runner_id: str) -> None:
+        """On the heartbeat thread: the store's control requests for this worker's
+        jobs (``Store.request_control``, e.g. from the web UI), applied as the ones
+        of the control channel are."""
+        for job_id, action, reason in self.store.take_control_requests(runner_id):
+            with self.lock:
+                running = self.running.get(job_id)
+            if running is not None:
+                self.owner._control_running(self, running, action, reason)
 
     def _sweep(self) -> None:
         # Event.wait is the sweeper's clock; stop() sets it.

@@ -218,6 +218,23 @@ def test_cancel_reaches_the_running_worker_at_once(shared: Cluster, flow_id: str
         cluster.rc.cancel(job_id)
 
 
+@pytest.mark.parametrize("flow_id", ["gated", "journaled"])
+def test_a_control_request_in_the_store_reaches_the_worker(shared: Cluster, flow_id: str) -> None:
+    """What the web UI does for a job another process runs: a row in the store, taken
+    by the worker's heartbeat (no Celery client, no broker message)."""
+    from routilux.store import open_store
+
+    cluster = shared
+    job_id = cluster.rc.submit(flow_id, "start", {"n": 4})
+    cluster.started(job_id)
+    with open_store(cluster.store_url) as store:
+        store.request_control(job_id, "cancel", "from the web UI")
+    job = cluster.rc.wait(job_id, timeout=PATIENCE)
+    assert job.status == "cancelled"
+    cluster.let_go(job_id)
+    assert "result" not in cluster.rc.wait(job_id, timeout=PATIENCE).shared_data
+
+
 @pytest.mark.parametrize("flow_id", ["review", "review-journaled"])
 def test_send_input_across_processes(shared: Cluster, flow_id: str) -> None:
     cluster = shared
