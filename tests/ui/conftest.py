@@ -21,10 +21,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ui_support import WAIT, Live  # noqa: E402
 
+from services import postgres_dsn, postgres_server  # noqa: E402,F401
+
+_TABLES = (
+    "routilux_job, routilux_snapshot, routilux_task, routilux_delta, routilux_runner,"
+    " routilux_control"
+)
+
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store: a SQLite file, or the PostgreSQL test database emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    from routilux.store import open_store
+
+    with open_store(dsn) as first:  # the tables exist
+        del first
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {_TABLES}")
+    return dsn
 
 
 @pytest.fixture

@@ -26,6 +26,16 @@ H = origin()
 
 @pytest.fixture
 def setup(store_url: str) -> Any:
+    yield from _setup(store_url)
+
+
+@pytest.fixture
+def any_setup(any_store_url: str) -> Any:
+    """``setup`` on SQLite and on PostgreSQL."""
+    yield from _setup(any_store_url)
+
+
+def _setup(store_url: str) -> Any:
     store = open_store(store_url)
     flows = [ui_flows.review_flow(), ui_flows.steps_flow(), ui_flows.failing_flow()]
     app = create_app(store, flows)
@@ -33,6 +43,7 @@ def setup(store_url: str) -> Any:
     app.state.watcher.close()
     for flow in flows:
         flow.shutdown()
+    store.close()
 
 
 def start(client: Any, flow_id: str, entry: str, params: Any = None) -> str:
@@ -86,8 +97,8 @@ def test_flows_endpoints(setup: Any) -> None:
     assert client.get("/api/flows/nope").status_code == 404
 
 
-def test_a_job_is_listed_viewed_and_answered(setup: Any) -> None:
-    client, _, flows = setup
+def test_a_job_is_listed_viewed_and_answered(any_setup: Any) -> None:
+    client, _, flows = any_setup
     job_id = start(client, "review", "reviewer", {"draft": "hello"})
     settled(flows, "review", job_id)
     listed = client.get("/api/jobs").json()["jobs"]
@@ -291,8 +302,8 @@ def test_bad_query_parameters_are_named(setup: Any, query: str, named: str) -> N
     assert named in response.json()["error"]
 
 
-def test_jobs_are_filtered(setup: Any) -> None:
-    client, store, flows = setup
+def test_jobs_are_filtered(any_setup: Any) -> None:
+    client, store, flows = any_setup
     first = start(client, "steps", "batch", {"n": 0})
     second = start(client, "review", "reviewer")
     settled(flows, "steps", first)

@@ -127,8 +127,8 @@ def test_a_job_stream_replays_after_last_event_id(
         third.close()
 
 
-def test_the_jobs_feed_streams_new_jobs_and_replays(store_url: str, live_server: Any) -> None:
-    store = open_store(store_url)
+def test_the_jobs_feed_streams_new_jobs_and_replays(any_store_url: str, live_server: Any) -> None:
+    store = open_store(any_store_url)
     flow = ui_flows.review_flow()
     live = live_server(store, [flow])
     feed = EventReader(f"{live.base}/api/events")

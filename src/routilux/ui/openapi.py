@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of the web UI's JSON API (``GET /api/openapi.json``).
 
 Written by hand beside the routes (``routilux.ui.app``); a test checks that every
-route of the app is described here and every path described is a route.
+``/api/`` route of the app is described here and every path described is a route (the
+pages and static files are not part of the API).
 """
 
 from __future__ import annotations

@@ -132,8 +132,9 @@ def job_view(job: JournaledJob, flow: Optional[Flow]) -> dict[str, Any]:
 
 
 def delivery_counts(state: JobState, flow: Optional[Flow]) -> dict[str, int]:
-    """Routine id -> deliveries made to it: from the diagram's activity when the flow
-    is known, else the routines the history names (their emissions, a lower bound)."""
+    """Routine id -> deliveries made to it, from the diagram's activity when the flow
+    is known. Without the flow the connections are unknown: the routines the history
+    names are listed with 0 (a job's live stream still counts its deliveries)."""
     if flow is not None:
         return {rid: act.delivered for rid, act in activity(flow, state).items()}
     counts: dict[str, int] = {}
