@@ -8,6 +8,7 @@ with a bound."""
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -187,26 +188,37 @@ def test_streams_end_when_the_server_shuts_down(store_url: str, live_server: Any
 
 
 class OtherProcess:
-    """``ui_flows.py`` run as a script: a ``steps`` job in another process."""
+    """``ui_flows.py`` run as a script: a ``steps`` job in another process. Its output
+    lines are read on a thread, so a test waits for each with a bound."""
 
     def __init__(self, url: str, n: int) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "ui_flows.py"), url, str(n)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for text in self.proc.stdout:
+            self.lines.put(text)
+        self.lines.put("")  # the end
 
     def line(self, prefix: str) -> str:
         """The rest of the next output line that starts with ``prefix``."""
-        assert self.proc.stdout is not None
         while True:
-            text = self.proc.stdout.readline()
-            assert text, (
-                f"the other process ended: {self.proc.stderr.read() if self.proc.stderr else ''}"
-            )
+            try:
+                text = self.lines.get(timeout=WAIT)
+            except queue.Empty:
+                raise AssertionError(f"no line {prefix!r} in time; saw {self.seen}") from None
+            assert text, f"the other process ended; its output: {self.seen}"
+            self.seen.append(text.rstrip())
             if text.startswith(prefix):
                 return text[len(prefix) :].strip()
 
