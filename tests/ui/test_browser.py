@@ -19,6 +19,7 @@ and finishes it when a line arrives on its stdin.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import socket
 import subprocess
@@ -214,6 +215,28 @@ def page(chromium: Any, ui: Any) -> Iterator[Any]:
         context.close()
 
 
+def lines_of(stream: Any) -> queue.Queue[str]:
+    """The lines of ``stream``, read on a thread of their own ("" at its end)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line.strip())
+        lines.put("")
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def next_line(lines: queue.Queue[str], what: str) -> str:
+    try:
+        line = lines.get(timeout=EXPECT_TIMEOUT_MS / 1000)
+    except queue.Empty:
+        raise AssertionError(f"the other process printed no line ({what} expected)") from None
+    assert line, f"the other process ended without printing {what}"
+    return line
+
+
 def gate(name: str) -> threading.Semaphore:
     GATES[name] = threading.Semaphore(0)
     return GATES[name]
@@ -243,15 +266,15 @@ def test_the_jobs_page_shows_another_process_s_job_and_its_status_live(page, ui)
     )
     try:
         assert other.stdout is not None and other.stdin is not None
-        job_id = other.stdout.readline().strip()
-        assert job_id, "the other process printed no job id"
+        lines = lines_of(other.stdout)
+        job_id = next_line(lines, "the job id")
         row = page.locator(f'table#jobs tr[data-job-id="{job_id}"]')
         expect(row.locator("td.status")).to_have_text("running")
         other.stdin.write("go\n")
         other.stdin.flush()
         expect(row.locator("td.status")).to_have_text("completed")
         assert page.evaluate("window.__not_reloaded") is True
-        assert other.stdout.readline().strip() == "completed"
+        assert next_line(lines, "the final status") == "completed"
         assert other.wait(timeout=60) == 0
     finally:
         if other.poll() is None:
