@@ -209,8 +209,12 @@ class HookSet:
     #: do its work inline), else None.
     emit_hook: Any = None
 
-    def __init__(self, hooks: tuple[Any, ...]) -> None:
+    def __init__(self, hooks: tuple[Any, ...], attach: Any = None) -> None:
         self.hooks = hooks
+        #: How ``JobState.events()`` opens a stream on a job of these hooks that
+        #: was started without one (the flow's door to ``routilux.streaming``),
+        #: or None.  Called only when someone asks: it costs a job nothing.
+        self.attach = attach
         for name in HOOK_METHODS:
             listening = tuple(h for h in hooks if name in _methods_of(type(h)))
             caller: Caller = None
@@ -228,6 +232,10 @@ class HookSet:
                 self.delivery_start = _ignore
             if self.delivery_end is None:
                 self.delivery_end = _ignore
+
+    def with_hook(self, hook: Any) -> HookSet:
+        """A new HookSet: these hooks, then ``hook`` (a hook attached to a running job)."""
+        return HookSet((*self.hooks, hook), self.attach)
 
     def __repr__(self) -> str:
         return f"HookSet({list(self.hooks)!r})"

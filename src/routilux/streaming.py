@@ -476,9 +476,9 @@ class StreamHooks(JobHooks):
         self.kinds = kinds
         self.job_state: JobState | None = None
 
-    def open(self) -> EventStream:
-        """A consumer for this hook's buffer (``JobState.events()``)."""
-        return EventStream._over(self)
+    def open(self, asynchronous: bool = False) -> EventStream | AsyncEventStream:
+        """A consumer for this hook's buffer (``JobState.events()``, ``aevents()``)."""
+        return AsyncEventStream._over(self) if asynchronous else EventStream._over(self)
 
     # The implementations; _hook_class picks those its kinds need.  Each puts
     # (event class, its fields after seq); the consumer builds the event.
@@ -789,6 +789,16 @@ class AsyncEventStream(_Consumer):
         self._setup(kinds, maxsize, overflow, cancel_on_close, flow)
         self._start = start
 
+    @classmethod
+    def _over(cls, hooks: StreamHooks) -> AsyncEventStream:
+        self = cls.__new__(cls)
+        self.hooks = hooks
+        self._flow = None
+        self.cancel_on_close = False
+        self._done = False
+        self._start = None
+        return self
+
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self
 
@@ -886,3 +896,39 @@ def astream_job(
         flow=flow,
         start=start,
     )
+
+
+def attach_stream(
+    job_state: JobState,
+    run: Any,
+    asynchronous: bool,
+    *,
+    kinds: StreamOptions = None,
+    maxsize: int = 1000,
+    overflow: str = "block",
+) -> EventStream | AsyncEventStream:
+    """A stream of ``job_state`` from now on, for a job started without one
+    (``JobState.events()``): its hook is attached to ``run`` (the job's engine
+    run, None when none is going on).
+
+    Nothing that happened before is replayed: the stream begins with a
+    ``job_started`` whose ``status`` is the job's status now, then what happens
+    from here on, then ``job_finished``.  A job with no run going on gives those
+    two at once.
+    """
+    stream: EventStream | AsyncEventStream
+    if asynchronous:
+        stream = AsyncEventStream(kinds=kinds, maxsize=maxsize, overflow=overflow)
+    else:
+        stream = EventStream(kinds=kinds, maxsize=maxsize, overflow=overflow)
+    hooks = stream.hooks
+    hooks._job_start(job_state)
+
+    def settled() -> None:
+        # The job's end, unless its on_job_end reached the hook (finish() is
+        # idempotent: the first end buffered wins).
+        hooks._job_end(job_state)
+
+    if run is None or not run.add_hook(hooks, settled):
+        settled()
+    return stream
