@@ -85,7 +85,9 @@ METRICS: dict[str, tuple[str, str, str]] = {
 # Spans of paused runs kept for the link from their resume (oldest forgotten first).
 _PREVIOUS_RUNS_KEPT = 10_000
 
-_ENTRY_POINTS = ("execute", "execute_async", "resume")
+# ``_start_adopted`` runs the jobs ``recover()`` takes over from the store (and
+# those ``resume(job_id)`` takes over, which already carry the hook).
+_ENTRY_POINTS = ("execute", "execute_async", "resume", "_start_adopted")
 
 
 class _Counts:
@@ -212,14 +214,20 @@ class OtelHooks(JobHooks):
 
     def on_job_start(self, job_state: JobState) -> None:
         i = self._i
-        resumed = job_state.status == "paused"
+        status = job_state.status
+        resumed = status == "paused"
+        # pending: a new job; paused: a resume; running: a job taken over from
+        # the store (flow.recover(), or resume(job_id) of a job another process
+        # paused or left: taking it over made it running already).
+        kind = "execute" if status == "pending" else "resume" if resumed else "recover"
         links = []
         with i.previous_lock:
             previous = i.previous.pop(job_state.job_id, None)
-        if resumed:
-            # The paused run's span, from the job itself (it survives save/load,
-            # so a resume in another process links too), else from this process.
-            previous = _saved_span_context(job_state) or previous
+        if kind != "execute":
+            # The previous run's span, from the job itself (saved with it, so a
+            # resume or a recovery in another process links too), else from
+            # this process.
+            previous = _saved_span_context(job_state, resumed) or previous
         if previous is not None:
             links.append(Link(previous, {"routilux.link": "previous_run"}))
         span = i.tracer.start_span(
@@ -229,10 +237,11 @@ class OtelHooks(JobHooks):
                 "routilux.flow_id": job_state.flow_id,
                 "routilux.job_id": job_state.job_id,
                 "routilux.entry_routine_id": job_state.current_routine_id or "",
-                "routilux.run": "resume" if resumed else "execute",
+                "routilux.run": kind,
             },
             links=links,
         )
+        _save_run_context(job_state, span)
         # What a run starts with: the entry delivery, or a resume's saved work.
         queued = len(job_state.pending_tasks) if resumed else 1
         self._run = _JobSpan(span, trace.set_span_in_context(span), queued)
@@ -358,7 +367,8 @@ class OtelHooks(JobHooks):
         )
 
 
-#: The key of a pause point that holds the paused run's W3C trace context.
+#: The key of a pause point (and of the entry routine's state) that holds a
+#: run's W3C trace context.
 TRACE_CONTEXT_KEY = "trace_context"
 _propagator = TraceContextTextMapPropagator()
 
@@ -373,10 +383,29 @@ def _save_span_context(job_state: JobState, span: Any) -> None:
             job_state.pause_points[-1][TRACE_CONTEXT_KEY] = carrier
 
 
-def _saved_span_context(job_state: JobState) -> Any:
-    """The span context saved by :func:`_save_span_context`, or None."""
+def _save_run_context(job_state: JobState, span: Any) -> None:
+    """Keep the run's trace context in the state of the job's entry routine
+    (``routine_states[current_routine_id]["trace_context"]``): it rides along
+    with every save and snapshot of the job (a new job's is in the store's
+    first row), so a recovery after the process died can link to this run."""
+    rid = job_state.current_routine_id
+    if rid is None:
+        return
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    if carrier:
+        job_state.merge_routine_state(rid, {TRACE_CONTEXT_KEY: carrier})
+
+
+def _saved_span_context(job_state: JobState, paused: bool) -> Any:
+    """The previous run's span context: for a paused job the one
+    :func:`_save_span_context` kept in its latest pause point, else the one
+    :func:`_save_run_context` kept; None when there is none (or it is damaged)."""
     with job_state.lock:
-        point = job_state.pause_points[-1] if job_state.pause_points else None
+        if paused:
+            point = job_state.pause_points[-1] if job_state.pause_points else None
+        else:
+            point = job_state.routine_states.get(job_state.current_routine_id or "")
     carrier = point.get(TRACE_CONTEXT_KEY) if isinstance(point, dict) else None
     if not isinstance(carrier, dict):
         return None
@@ -401,7 +430,10 @@ def _detach(token: Any) -> None:
 
 
 def _with_hooks(hooks: Any, instruments: _Instruments, flow: Flow) -> list[Any]:
-    return [OtelHooks(instruments, flow), *(hooks or ())]
+    given = list(hooks or ())
+    if any(isinstance(hook, OtelHooks) for hook in given):
+        return given  # an inner entry point of a run already traced
+    return [OtelHooks(instruments, flow), *given]
 
 
 def _wrap(name: str, original: Callable[..., Any], instruments: _Instruments) -> Any:
