@@ -185,6 +185,17 @@ def _guarded(name: str, hooks: tuple[Any, ...]) -> Callable[..., None]:
     return call
 
 
+def _both(first: Callable[..., None], second: Callable[..., None]) -> Callable[..., None]:
+    """One caller for two of the library's own hooks (the tracker and a stream
+    both watching emissions, say): no guard, no loop."""
+
+    def call(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return call
+
+
 class HookSet:
     """The hooks of a job, resolved once: one caller (or None) per method.
 
@@ -218,10 +229,13 @@ class HookSet:
         for name in HOOK_METHODS:
             listening = tuple(h for h in hooks if name in _methods_of(type(h)))
             caller: Caller = None
-            if len(listening) == 1 and getattr(listening[0], "_routilux_trusted", False):
+            trusted = all(getattr(h, "_routilux_trusted", False) for h in listening)
+            if len(listening) == 1 and trusted:
                 caller = getattr(listening[0], name)  # the library's own: called directly
                 if name == "on_emit":
                     self.emit_hook = listening[0]
+            elif len(listening) == 2 and trusted:
+                caller = _both(getattr(listening[0], name), getattr(listening[1], name))
             elif listening:
                 caller = _guarded(name, listening)
             setattr(self, name[3:], caller)

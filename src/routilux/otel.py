@@ -22,12 +22,14 @@ save/load and a resume in another process).  Metrics: see :data:`METRICS`.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import importlib.metadata
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 try:
@@ -45,7 +47,7 @@ from routilux.hooks import Delivery, JobHooks
 if TYPE_CHECKING:
     from routilux.job_state import ExecutionRecord, JobState
 
-__all__ = ["METRICS", "OtelHooks", "RoutiluxInstrumentor"]
+__all__ = ["METRICS", "OtelHooks", "RoutiluxInstrumentor", "TracePropagator"]
 
 logger = logging.getLogger("routilux.otel")
 
@@ -194,10 +196,29 @@ class _JobSpan:
         self.queued = queued
 
 
+def _quiet(method: Callable[..., None]) -> Callable[..., None]:
+    """``method``, logging instead of raising: the hook is called directly by
+    the engine (it is marked trusted), and must never break a job."""
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception:  # noqa: BLE001 - a hook must never break the job
+            logger.exception("routilux tracing failed in %s", method.__name__)
+
+    return guarded
+
+
 class OtelHooks(JobHooks):
     """The lifecycle hook that traces and measures one run (made per run by the
     instrumentor: it knows the flow, which tells how many slots an emission
-    feeds)."""
+    feeds).
+
+    Marked trusted, so the engine calls it without the per-call guard of user
+    hooks: each method guards itself (the per-delivery ones inline)."""
+
+    _routilux_trusted = True
 
     def __init__(self, instruments: _Instruments, flow: Flow) -> None:
         self._i = instruments
@@ -209,9 +230,17 @@ class OtelHooks(JobHooks):
         self._open: dict[int, tuple[Any, Any]] = {}
         self._fanout: dict[tuple[str, str], int] = {}
         self._run: _JobSpan | None = None
+        # Read on every delivery: bound once per run.
+        self._start_span = instruments.tracer.start_span
+        self._record = instruments.duration.record
+        # The attribute dicts of a delivery's span, (routine, slot, attempt) ->
+        # dict, and of its duration, (flow, routine, outcome) -> dict: made once.
+        self._span_attributes: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._metric_attributes: dict[tuple[str, str, str], dict[str, str]] = {}
 
     # -- the run ------------------------------------------------------------
 
+    @_quiet
     def on_job_start(self, job_state: JobState) -> None:
         i = self._i
         status = job_state.status
@@ -249,11 +278,13 @@ class OtelHooks(JobHooks):
         with counts.lock:
             _add(counts.queue, self._flow_id, queued)
 
+    @_quiet
     def on_status(self, job_state: JobState, old: str, new: str) -> None:
         run = self._run
         if run is not None:
             run.span.add_event("routilux.status", {"routilux.old": old, "routilux.new": new})
 
+    @_quiet
     def on_job_end(self, job_state: JobState) -> None:
         i = self._i
         run, self._run = self._run, None
@@ -281,32 +312,36 @@ class OtelHooks(JobHooks):
     # -- the deliveries -------------------------------------------------------
 
     def on_delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
-        run = self._run
-        parent = run.context if run is not None else None
-        # The job's id and flow are on the parent span: not repeated here.
-        span = self._i.tracer.start_span(
-            "routilux.delivery",
-            context=parent,
-            kind=SpanKind.INTERNAL,
-            attributes={
-                "routilux.routine_id": delivery.routine_id,
-                "routilux.slot": delivery.slot_name,
-                "routilux.attempt": delivery.attempt,
-            },
-        )
-        # Current while the handler runs, so the handler's own spans nest under it.
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        self._open[id(delivery)] = (span, token)
-        counts = self._counts
-        flow_id = self._flow_id
-        with counts.lock:  # (the hot path: _add written out)
-            if run is not None and run.queued > 0:
-                run.queued -= 1
-                counts.queue[flow_id] -= 1
-            active = counts.active
-            active[flow_id] = active.get(flow_id, 0) + 1
-            if delivery.attempt > 1:
-                _add(counts.retries, (flow_id, delivery.routine_id), 1)
+        try:
+            run = self._run
+            parent = run.context if run is not None else None
+            rid = delivery.routine_id
+            key = (rid, delivery.slot_name, delivery.attempt)
+            attributes = self._span_attributes.get(key)
+            if attributes is None:
+                # The job's id and flow are on the parent span: not repeated here.
+                attributes = self._span_attributes[key] = {
+                    "routilux.routine_id": rid,
+                    "routilux.slot": delivery.slot_name,
+                    "routilux.attempt": delivery.attempt,
+                }
+            span = self._start_span("routilux.delivery", parent, attributes=attributes)
+            # Current while the handler runs, so the handler's own spans (and the
+            # log records of an OpenTelemetry logging bridge) nest under it.
+            token = _attach(_set_span_in_context(span, parent))
+            self._open[id(delivery)] = (span, token)
+            counts = self._counts
+            flow_id = self._flow_id
+            with counts.lock:  # (the hot path: _add written out)
+                if run is not None and run.queued > 0:
+                    run.queued -= 1
+                    counts.queue[flow_id] -= 1
+                active = counts.active
+                active[flow_id] = active.get(flow_id, 0) + 1
+                if delivery.attempt > 1:
+                    _add(counts.retries, (flow_id, rid), 1)
+        except Exception:  # noqa: BLE001 - a hook must never break the job
+            logger.exception("tracing the start of %r failed", delivery)
 
     def on_delivery_end(
         self,
@@ -315,23 +350,30 @@ class OtelHooks(JobHooks):
         duration: float,
         error: BaseException | None,
     ) -> None:
-        opened = self._open.pop(id(delivery), None)
-        outcome = "ok" if error is None else "error"
-        if opened is not None:
-            span, token = opened
-            _detach(token)
-            if error is not None:
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            span.end()
-        key = (self._flow_id, delivery.routine_id, outcome)
-        counts = self._counts
-        with counts.lock:
-            counts.active[self._flow_id] -= 1
-            deliveries = counts.deliveries
-            deliveries[key] = deliveries.get(key, 0) + 1
-        self._i.duration.record(duration, self._i.attributes(key))
+        try:
+            opened = self._open.pop(id(delivery), None)
+            if opened is not None:
+                span, token = opened
+                _detach(token)
+                if error is not None:
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                span.end()
+            rid = delivery.routine_id
+            key = (self._flow_id, rid, "ok" if error is None else "error")
+            counts = self._counts
+            with counts.lock:
+                counts.active[self._flow_id] -= 1
+                deliveries = counts.deliveries
+                deliveries[key] = deliveries.get(key, 0) + 1
+            attributes = self._metric_attributes.get(key)
+            if attributes is None:
+                attributes = self._metric_attributes[key] = self._i.attributes(key)
+            self._record(duration, attributes)
+        except Exception:  # noqa: BLE001 - a hook must never break the job
+            logger.exception("tracing the end of %r failed", delivery)
 
+    @_quiet
     def on_emit(self, job_state: JobState, record: ExecutionRecord) -> None:
         run = self._run
         if run is None:
@@ -349,6 +391,7 @@ class OtelHooks(JobHooks):
                 run.queued += fanout
                 _add(counts.queue, self._flow_id, fanout)
 
+    @_quiet
     def on_timer(self, job_state: JobState, routine_id: str, slot_name: str, delay: float) -> None:
         run = self._run
         if run is None:
@@ -415,6 +458,10 @@ def _saved_span_context(job_state: JobState, paused: bool) -> Any:
     return found if found.is_valid else None
 
 
+_attach = otel_context.attach
+_set_span_in_context = trace.set_span_in_context
+
+
 def _detach(token: Any) -> None:
     """Undo a delivery's ``attach``, quietly when the delivery ends in another
     context (an async handler's task, a handler the job gave up on): that
@@ -454,6 +501,30 @@ def _wrap(name: str, original: Callable[..., Any], instruments: _Instruments) ->
 
     wrapped._routilux_otel_original = original  # type: ignore[attr-defined]
     return wrapped
+
+
+class TracePropagator:
+    """The W3C trace context across processes, for ``RoutiluxCelery(...,
+    propagator=TracePropagator())``: ``submit()`` injects the caller's current
+    context into the message headers, the worker runs the job inside
+    ``attach(carrier)``, so the job's span there is a child of the span that
+    submitted it (same trace).  A job a worker takes over after another died
+    links to the run before it, as any recovery does."""
+
+    def inject(self, carrier: dict[str, str]) -> None:
+        """Add the current context (``traceparent``, ``tracestate``) to ``carrier``."""
+        _propagator.inject(carrier)
+
+    @contextlib.contextmanager
+    def attach(self, carrier: Any) -> Iterator[None]:
+        """Make the context in ``carrier`` current while the block runs (a bad
+        or missing header gives the empty context: a new trace)."""
+        clean = {k: v for k, v in dict(carrier or {}).items() if isinstance(v, str)}
+        token = otel_context.attach(_propagator.extract(clean))
+        try:
+            yield
+        finally:
+            _detach(token)
 
 
 class RoutiluxInstrumentor:

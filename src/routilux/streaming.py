@@ -187,35 +187,40 @@ def _build_job_started(seq: int, f: Fields) -> JobStarted:
 
 
 def _build_delivery_started(seq: int, f: Fields) -> DeliveryStarted:
+    # f: (timestamp, job_id, the Delivery)
     event = _new(DeliveryStarted)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["slot"], d["attempt"] = f
+    d["timestamp"], d["job_id"], delivery = f
+    d["routine_id"] = delivery.routine_id
+    d["data"] = delivery.data
+    d["slot"] = delivery.slot_name
+    d["attempt"] = delivery.attempt
     return event
 
 
 def _build_delivery_finished(seq: int, f: Fields) -> DeliveryFinished:
+    # f: (timestamp, job_id, the Delivery, duration, error)
     event = _new(DeliveryFinished)
     d = event.__dict__
     d["seq"] = seq
-    (
-        d["timestamp"],
-        d["job_id"],
-        d["routine_id"],
-        d["data"],
-        d["slot"],
-        d["attempt"],
-        d["duration"],
-        d["error"],
-    ) = f
+    d["timestamp"], d["job_id"], delivery, d["duration"], d["error"] = f
+    d["routine_id"] = delivery.routine_id
+    d["data"] = delivery.data
+    d["slot"] = delivery.slot_name
+    d["attempt"] = delivery.attempt
     return event
 
 
 def _build_emitted(seq: int, f: Fields) -> Emitted:
+    # f: (timestamp, job_id, the job's ExecutionRecord)
     event = _new(Emitted)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["event_name"] = f
+    d["timestamp"], d["job_id"], record = f
+    d["routine_id"] = record.routine_id
+    d["data"] = record.data
+    d["event_name"] = record.event_name
     return event
 
 
@@ -506,16 +511,19 @@ class StreamHooks(JobHooks):
         fields = (_time(), job_state.job_id, None, None, old, new)
         self._buffer.put((_build_status, fields), False)
 
+    # The three hot ones (a delivery's start and end, an emission) put the
+    # Delivery or the record itself, read by the builder on the consumer's side,
+    # and inline _Buffer.put's common case (room left: one append).
+
     def _delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
-        fields = (
-            _time(),
-            job_state.job_id,
-            delivery.routine_id,
-            delivery.data,
-            delivery.slot_name,
-            delivery.attempt,
-        )
-        self._buffer.put((_build_delivery_started, fields), True)
+        buffer = self._buffer
+        item = (_build_delivery_started, (_time(), job_state.job_id, delivery))
+        if buffer.open and len(buffer.items) < buffer.maxsize:
+            buffer.items.append(item)
+            if buffer.consumer_waiting or buffer.async_waiter is not None:
+                buffer._wake()
+        else:
+            buffer.put(item, True)
 
     def _delivery_end(
         self,
@@ -524,21 +532,24 @@ class StreamHooks(JobHooks):
         duration: float,
         error: BaseException | None,
     ) -> None:
-        fields = (
-            _time(),
-            job_state.job_id,
-            delivery.routine_id,
-            delivery.data,
-            delivery.slot_name,
-            delivery.attempt,
-            duration,
-            error,
-        )
-        self._buffer.put((_build_delivery_finished, fields), True)
+        buffer = self._buffer
+        item = (_build_delivery_finished, (_time(), job_state.job_id, delivery, duration, error))
+        if buffer.open and len(buffer.items) < buffer.maxsize:
+            buffer.items.append(item)
+            if buffer.consumer_waiting or buffer.async_waiter is not None:
+                buffer._wake()
+        else:
+            buffer.put(item, True)
 
     def _emit(self, job_state: JobState, record: ExecutionRecord) -> None:
-        fields = (_time(), job_state.job_id, record.routine_id, record.data, record.event_name)
-        self._buffer.put((_build_emitted, fields), True)
+        buffer = self._buffer
+        item = (_build_emitted, (_time(), job_state.job_id, record))
+        if buffer.open and len(buffer.items) < buffer.maxsize:
+            buffer.items.append(item)
+            if buffer.consumer_waiting or buffer.async_waiter is not None:
+                buffer._wake()
+        else:
+            buffer.put(item, True)
 
     def _output(
         self,
@@ -719,7 +730,42 @@ class EventStream(_Consumer):
         return self
 
     def __iter__(self) -> Iterator[StreamEvent]:
-        return self
+        # A generator rather than self: resuming its frame costs less per event
+        # than a __next__ call, and it drains what is buffered in one go.
+        # next(stream) still works (__next__); both read the same buffer.
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[StreamEvent]:
+        buffer = self.hooks._buffer
+        items = buffer.items
+        popleft = items.popleft
+        end_wanted = "job_finished" in self.hooks.kinds
+        while not self._done:
+            if not buffer.drop:
+                # The common case: events are waiting (no lock needed, see _Buffer).
+                while True:
+                    try:
+                        build, fields = popleft()
+                    except IndexError:
+                        break
+                    seq = buffer.popped
+                    buffer.popped = seq + 1
+                    if buffer.producers_waiting and len(items) <= buffer.low_water:
+                        buffer.release_producer()
+                    if build is _build_job_finished:
+                        self._done = True
+                        if end_wanted:
+                            yield build(seq, fields)
+                        return
+                    yield build(seq, fields)
+                if self._done:  # closed meanwhile
+                    return
+            event = buffer.take()
+            if event is _EMPTY:
+                break
+            if self._wanted(event):
+                yield event
+        self._done = True
 
     def __next__(self) -> StreamEvent:
         buffer = self.hooks._buffer

@@ -12,11 +12,13 @@ import pytest
 
 from helpers import AsyncDoubler, Collector, Numbers, Sink, Source, Step, collected, pipeline
 from routilux import Flow, FlowError, InvalidArgumentError, JobHooks, JobStateError
-from routilux.hooks import HookSet
+from routilux.hooks import Delivery, HookSet
+from routilux.job_state import ExecutionRecord
 from routilux.streaming import (
     BUILDERS,
     KINDS,
     DeliveryFinished,
+    DeliveryStarted,
     Emitted,
     EventStream,
     JobFinished,
@@ -399,11 +401,26 @@ def test_async_stream_closed_early_cancels_when_asked() -> None:
     assert job.wait_for_completion() and job.status == "cancelled"
 
 
+def _builder_input(cls: type, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What a producer puts for an event of ``cls`` with the field ``values``
+    (after seq): the fields themselves, or for the hot kinds the Delivery or the
+    history record they are read from."""
+    if cls in (DeliveryStarted, DeliveryFinished):
+        timestamp, job_id, routine_id, data, slot, attempt, *rest = values
+        delivery = Delivery(routine_id, slot, attempt, False, data, None)
+        return (timestamp, job_id, delivery, *rest)
+    if cls is Emitted:
+        timestamp, job_id, routine_id, data, event_name = values
+        record = ExecutionRecord(routine_id, event_name, data)
+        return (timestamp, job_id, record)
+    return values
+
+
 def test_every_builder_makes_its_dataclass_field_for_field() -> None:
     for cls, build in BUILDERS.items():
         names = [f.name for f in dataclasses.fields(cls)]
         values = tuple(f"v{i}" for i in range(len(names) - 1))
-        event = build(7, values)
+        event = build(7, _builder_input(cls, values))
         assert type(event) is cls
         assert event == cls(7, *values)
         assert dataclasses.astuple(event) == (7, *values)
@@ -438,3 +455,18 @@ def test_a_stream_of_an_unknown_entry_raises_like_execute() -> None:
         flow.stream("nope")
     with pytest.raises(InvalidArgumentError, match="not a hook"):
         flow.stream("source", hooks=[object()])
+
+
+def test_the_engines_delivery_has_every_field_of_the_dataclass() -> None:
+    # The engine fills a Delivery's fields in directly (no __init__): none forgotten.
+    seen: list[Delivery] = []
+
+    class Watch(JobHooks):
+        def on_delivery_start(self, job_state: Any, delivery: Delivery) -> None:
+            seen.append(delivery)
+
+    flow = pipeline(("source", Numbers()), ("sink", Sink()))
+    job = flow.execute("source", {"n": 1}, hooks=[Watch()])
+    first = seen[0]
+    assert set(vars(first)) == {f.name for f in dataclasses.fields(Delivery)}
+    assert first == Delivery("source", "trigger", 1, True, {"n": 1}, f"{job.job_id}:0")
