@@ -414,3 +414,35 @@ def test_the_trace_propagator_makes_a_remote_job_a_child_of_its_submitter(
         flow.execute("source", {"value": 1})
     second = telemetry.finished("routilux.job")[1]
     assert second.parent is None
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_a_handlers_log_records_carry_its_delivery_span(
+    telemetry: Telemetry, strategy: str
+) -> None:
+    # What an OpenTelemetry logging bridge reads when a record is written: the
+    # current span's context.
+    import logging
+
+    seen: list[Any] = []
+
+    class SpanOfRecord(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(trace.get_current_span().get_span_context())
+
+    log = logging.getLogger("app.otel-test")
+    handler = SpanOfRecord()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        flow = Flow("logged", execution_strategy=strategy)
+        flow.add_routine(Step(lambda r, d: log.info("working"), slot="trigger"), "only")
+        flow.execute("only")
+    finally:
+        log.removeHandler(handler)
+    (delivery,) = telemetry.finished("routilux.delivery")
+    (context,) = seen
+    assert (context.trace_id, context.span_id) == (
+        delivery.context.trace_id,
+        delivery.context.span_id,
+    )
