@@ -277,9 +277,12 @@ class _Buffer:
     publishes what it did, then looks at the other's flag: a producer appends,
     then reads ``consumer_waiting``; the consumer sets ``consumer_waiting`` (under
     the lock), then looks at the items again before it waits (and symmetrically
-    for ``producers_waiting``).  Concurrent producers may overshoot the bound
+    for ``wants_release``: a producer sets it, then looks at the items; the
+    consumer pops, then reads it).  Concurrent producers may overshoot the bound
     by one item each.  A producer that found the buffer full waits until the
-    consumer has read it down to half (``low_water``).
+    consumer has read it down to half (``low_water``); the consumer releases the
+    waiting producers once per wait (it clears ``wants_release``), not once per
+    event it pops until a released producer gets to run.
 
     ``seq`` is given by the consumer: the events popped plus those dropped
     before it, which is its position in the buffer's order (what is dropped is
@@ -300,7 +303,7 @@ class _Buffer:
         self.finished = False  # the job's end is in the buffer: nothing follows
         self.closed = False  # the consumer is gone
         self.consumer_waiting = False
-        self.producers_waiting = 0
+        self.wants_release = False  # a producer waits for the low-water mark
         # The consumer's thread: a producer on it must never wait for it.
         self.consumer_thread = threading.get_ident()
         self.async_waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
@@ -329,12 +332,11 @@ class _Buffer:
                 # Wait until the consumer has read down to the low-water mark,
                 # not just for one free place: one hand-over per half buffer
                 # instead of one per event.
-                self.producers_waiting += 1
-                try:
-                    while len(self.items) > self.low_water and not self.closed:
-                        self.not_full.wait()
-                finally:
-                    self.producers_waiting -= 1
+                while True:
+                    self.wants_release = True  # published before the look at the items
+                    if len(self.items) <= self.low_water or self.closed:
+                        break
+                    self.not_full.wait()
                 if self.closed:
                     return
             self.items.append(item)
@@ -383,7 +385,7 @@ class _Buffer:
                 return _EMPTY
             seq = self.popped
         self.popped += 1
-        if self.producers_waiting and len(self.items) <= self.low_water:
+        if self.wants_release and len(self.items) <= self.low_water:
             self.release_producer()
         # Built here rather than by the producer: a dropped event never is.
         return build(seq, fields)
@@ -391,6 +393,7 @@ class _Buffer:
     def release_producer(self) -> None:
         """The buffer is down to its low-water mark: the waiting producers go on."""
         with self.lock:
+            self.wants_release = False
             self.not_full.notify_all()
 
     def take(self, timeout: float | None = None) -> Any:
@@ -750,7 +753,7 @@ class EventStream(_Consumer):
                         break
                     seq = buffer.popped
                     buffer.popped = seq + 1
-                    if buffer.producers_waiting and len(items) <= buffer.low_water:
+                    if buffer.wants_release and len(items) <= buffer.low_water:
                         buffer.release_producer()
                     if build is _build_job_finished:
                         self._done = True
@@ -780,7 +783,7 @@ class EventStream(_Consumer):
                 else:
                     seq = buffer.popped
                     buffer.popped = seq + 1
-                    if buffer.producers_waiting and len(buffer.items) <= buffer.low_water:
+                    if buffer.wants_release and len(buffer.items) <= buffer.low_water:
                         buffer.release_producer()
                     if build is not _build_job_finished:
                         return build(seq, fields)
