@@ -288,6 +288,27 @@ def test_job_events_attaches_to_a_job_started_without_a_stream(strategy: str) ->
     assert got[-1].job_state is job
 
 
+def test_job_events_attaches_to_a_journaled_job(tmp_path: Any) -> None:
+    # A journaled job reports its deliveries to the journal already: the one
+    # running when the stream attaches has no Delivery, and is not reported.
+    gate, entered = threading.Event(), threading.Event()
+    flow = gated_fan("sequential", gate, entered)
+    flow.use_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    job = flow.execute("source", {"value": 2}, wait=False)
+    assert entered.wait(30)
+    events = job.events(kinds=["delivery_started", "delivery_finished", "job_finished"])
+    gate.set()
+    got = [(e.kind, e.routine_id) for e in events]
+    assert got == [
+        ("delivery_started", "sink"),
+        ("delivery_finished", "sink"),
+        ("delivery_started", "sink"),
+        ("delivery_finished", "sink"),
+        ("job_finished", None),
+    ]
+    assert job.status == "completed"
+
+
 def test_job_events_options_and_a_second_consumer() -> None:
     gate, entered = threading.Event(), threading.Event()
     flow = gated_fan("sequential", gate, entered)
