@@ -14,10 +14,13 @@ with the instrumentor off, or the extra not installed, a job pays nothing
 
 Traces: a ``routilux.job`` span per run (child of the caller's current span),
 a ``routilux.delivery`` child span per delivery, that is per attempt of a retry,
-current while its handler runs (a handler's own spans nest under it).  A resumed
-job's run links to the span of its previous run, whose W3C trace context is kept
-in the job's latest pause point (saved with the job, so the link survives
-save/load and a resume in another process).  Metrics: see :data:`METRICS`.
+current while its handler runs (a handler's own spans nest under it).  A run
+links to the span of the job's previous run: a resume through the W3C trace
+context kept in the job's latest pause point, a recovery from the store
+(``recover()``, ``resume(job_id)``) through the one every run keeps in its entry
+routine's state; both are saved with the job, so the link survives save/load,
+another process and a SIGKILL.  :class:`TracePropagator` carries the context
+to a Celery worker.  Metrics: see :data:`METRICS`.
 """
 
 from __future__ import annotations

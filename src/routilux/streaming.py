@@ -5,7 +5,9 @@ This module owns the stream events (small frozen dataclasses, one class per
 hook that fills it (:class:`StreamHooks`) and the consumer side
 (:class:`EventStream`, :class:`AsyncEventStream`).  ``Flow.stream`` /
 ``Flow.astream`` are thin doors to :func:`stream_job` and :func:`astream_job`;
-``JobState.events`` opens the :class:`StreamHooks` a run was started with.
+``JobState.events``/``aevents`` open the :class:`StreamHooks` a run was started
+with, or attach a new one to a running job (:func:`attach_stream`, through the
+flow: no replay, a ``job_started`` with the current status first).
 
 Invariants:
 
@@ -23,8 +25,9 @@ Invariants:
   Closing the stream releases every waiting producer and discards what follows.
 * **No consumer, no cost.**  The hook class is built per set of ``kinds``: a
   stream that does not ask for deliveries does not make the engine report them.
-* **Cheap producers.**  A producer appends a tuple under one lock; the event
-  object is built when the consumer takes it (and never for a dropped one).
+* **Cheap producers.**  A producer appends a tuple (a timestamp and what the
+  hook was given) without a lock while there is room; the event object is built
+  when the consumer takes it (and never for a dropped one).
 
 The consumer object is separate from the hook the job holds: dropping it
 (``break`` out of a ``for`` loop over ``flow.stream(...)``) closes the stream,
