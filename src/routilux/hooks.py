@@ -185,6 +185,17 @@ def _guarded(name: str, hooks: tuple[Any, ...]) -> Callable[..., None]:
     return call
 
 
+def _both(first: Callable[..., None], second: Callable[..., None]) -> Callable[..., None]:
+    """One caller for two of the library's own hooks (the tracker and a stream
+    both watching emissions, say): no guard, no loop."""
+
+    def call(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return call
+
+
 class HookSet:
     """The hooks of a job, resolved once: one caller (or None) per method.
 
@@ -209,15 +220,22 @@ class HookSet:
     #: do its work inline), else None.
     emit_hook: Any = None
 
-    def __init__(self, hooks: tuple[Any, ...]) -> None:
+    def __init__(self, hooks: tuple[Any, ...], attach: Any = None) -> None:
         self.hooks = hooks
+        #: How ``JobState.events()`` opens a stream on a job of these hooks that
+        #: was started without one (the flow's door to ``routilux.streaming``),
+        #: or None.  Called only when someone asks: it costs a job nothing.
+        self.attach = attach
         for name in HOOK_METHODS:
             listening = tuple(h for h in hooks if name in _methods_of(type(h)))
             caller: Caller = None
-            if len(listening) == 1 and getattr(listening[0], "_routilux_trusted", False):
+            trusted = all(getattr(h, "_routilux_trusted", False) for h in listening)
+            if len(listening) == 1 and trusted:
                 caller = getattr(listening[0], name)  # the library's own: called directly
                 if name == "on_emit":
                     self.emit_hook = listening[0]
+            elif len(listening) == 2 and trusted:
+                caller = _both(getattr(listening[0], name), getattr(listening[1], name))
             elif listening:
                 caller = _guarded(name, listening)
             setattr(self, name[3:], caller)
@@ -228,6 +246,10 @@ class HookSet:
                 self.delivery_start = _ignore
             if self.delivery_end is None:
                 self.delivery_end = _ignore
+
+    def with_hook(self, hook: Any) -> HookSet:
+        """A new HookSet: these hooks, then ``hook`` (a hook attached to a running job)."""
+        return HookSet((*self.hooks, hook), self.attach)
 
     def __repr__(self) -> str:
         return f"HookSet({list(self.hooks)!r})"

@@ -638,22 +638,37 @@ class JobState:
         if self._busy.locked():
             self._busy.release()
 
-    def events(self) -> Any:
-        """The event stream of this job's current run: an iterator over the
-        events of the ``routilux.streaming.EventStream`` hooks it was started (or
-        resumed) with (``execute(..., wait=False, hooks=[stream.hooks])``).
+    def events(self, kinds: Any = None, *, maxsize: int = 1000, overflow: str = "block") -> Any:
+        """A sync iterator over this job's events (``routilux.streaming.EventStream``).
 
-        Raises :class:`~routilux.JobStateError` when the run has no stream.
+        A run started (or resumed) with a stream (``flow.stream``, or
+        ``execute(..., hooks=[stream.hooks])``) gives that stream when no option
+        is passed.  Any other job gets a stream attached from now on: it begins
+        with a ``job_started`` carrying the job's current status (earlier events
+        are not replayed), then every event until its run ends (a job with no
+        run going on: ``job_finished`` at once).  ``kinds``, ``maxsize`` and
+        ``overflow`` are those of ``flow.stream``.  One consumer per call.
         """
-        hook_set = getattr(self, "_hooks", None)
-        for hook in getattr(hook_set, "hooks", ()):
+        return self._events(False, kinds, maxsize, overflow)
+
+    def aevents(self, kinds: Any = None, *, maxsize: int = 1000, overflow: str = "block") -> Any:
+        """:meth:`events` for asyncio: ``async for ev in job.aevents(): ...``."""
+        return self._events(True, kinds, maxsize, overflow)
+
+    def _events(self, asynchronous: bool, kinds: Any, maxsize: int, overflow: str) -> Any:
+        hook_set = self._hooks
+        default = kinds is None and maxsize == 1000 and overflow == "block"
+        for hook in getattr(hook_set, "hooks", ()) if default else ():
             # Recognised by a marker: the stream lives in a layer above this one.
             if getattr(hook, "_routilux_stream", False):
-                return hook.open()
-        raise JobStateError(
-            f"job {self.job_id} was not started with a stream: use flow.stream(...), "
-            f"or give EventStream().hooks to execute(..., hooks=[...])"
-        )
+                return hook.open(asynchronous)
+        attach = getattr(hook_set, "attach", None)
+        if attach is None:
+            raise JobStateError(
+                f"job {self.job_id} has never been run by a flow: there is nothing to "
+                "stream (use flow.execute(..., wait=False), then job.events())"
+            )
+        return attach(self, asynchronous, kinds=kinds, maxsize=maxsize, overflow=overflow)
 
 
 def _positive_int(value: object) -> bool:

@@ -14,20 +14,25 @@ with the instrumentor off, or the extra not installed, a job pays nothing
 
 Traces: a ``routilux.job`` span per run (child of the caller's current span),
 a ``routilux.delivery`` child span per delivery, that is per attempt of a retry,
-current while its handler runs (a handler's own spans nest under it).  A resumed
-job's run links to the span of its previous run, whose W3C trace context is kept
-in the job's latest pause point (saved with the job, so the link survives
-save/load and a resume in another process).  Metrics: see :data:`METRICS`.
+current while its handler runs (a handler's own spans nest under it).  A run
+links to the span of the job's previous run: a resume through the W3C trace
+context kept in the job's latest pause point, a recovery from the store
+(``recover()``, ``resume(job_id)``) through the one every run keeps in its entry
+routine's state; both are saved with the job, so the link survives save/load,
+another process and a SIGKILL.  :class:`TracePropagator` carries the context
+to a Celery worker.  Metrics: see :data:`METRICS`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import importlib.metadata
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 try:
@@ -45,7 +50,7 @@ from routilux.hooks import Delivery, JobHooks
 if TYPE_CHECKING:
     from routilux.job_state import ExecutionRecord, JobState
 
-__all__ = ["METRICS", "OtelHooks", "RoutiluxInstrumentor"]
+__all__ = ["METRICS", "OtelHooks", "RoutiluxInstrumentor", "TracePropagator"]
 
 logger = logging.getLogger("routilux.otel")
 
@@ -85,7 +90,9 @@ METRICS: dict[str, tuple[str, str, str]] = {
 # Spans of paused runs kept for the link from their resume (oldest forgotten first).
 _PREVIOUS_RUNS_KEPT = 10_000
 
-_ENTRY_POINTS = ("execute", "execute_async", "resume")
+# ``_start_adopted`` runs the jobs ``recover()`` takes over from the store (and
+# those ``resume(job_id)`` takes over, which already carry the hook).
+_ENTRY_POINTS = ("execute", "execute_async", "resume", "_start_adopted")
 
 
 class _Counts:
@@ -192,10 +199,29 @@ class _JobSpan:
         self.queued = queued
 
 
+def _quiet(method: Callable[..., None]) -> Callable[..., None]:
+    """``method``, logging instead of raising: the hook is called directly by
+    the engine (it is marked trusted), and must never break a job."""
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception:  # noqa: BLE001 - a hook must never break the job
+            logger.exception("routilux tracing failed in %s", method.__name__)
+
+    return guarded
+
+
 class OtelHooks(JobHooks):
     """The lifecycle hook that traces and measures one run (made per run by the
     instrumentor: it knows the flow, which tells how many slots an emission
-    feeds)."""
+    feeds).
+
+    Marked trusted, so the engine calls it without the per-call guard of user
+    hooks: each method guards itself (the per-delivery ones inline)."""
+
+    _routilux_trusted = True
 
     def __init__(self, instruments: _Instruments, flow: Flow) -> None:
         self._i = instruments
@@ -207,19 +233,33 @@ class OtelHooks(JobHooks):
         self._open: dict[int, tuple[Any, Any]] = {}
         self._fanout: dict[tuple[str, str], int] = {}
         self._run: _JobSpan | None = None
+        # Read on every delivery: bound once per run.
+        self._start_span = instruments.tracer.start_span
+        self._record = instruments.duration.record
+        # The attribute dicts of a delivery's span, (routine, slot, attempt) ->
+        # dict, and of its duration, (flow, routine, outcome) -> dict: made once.
+        self._span_attributes: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._metric_attributes: dict[tuple[str, str, str], dict[str, str]] = {}
 
     # -- the run ------------------------------------------------------------
 
+    @_quiet
     def on_job_start(self, job_state: JobState) -> None:
         i = self._i
-        resumed = job_state.status == "paused"
+        status = job_state.status
+        resumed = status == "paused"
+        # pending: a new job; paused: a resume; running: a job taken over from
+        # the store (flow.recover(), or resume(job_id) of a job another process
+        # paused or left: taking it over made it running already).
+        kind = "execute" if status == "pending" else "resume" if resumed else "recover"
         links = []
         with i.previous_lock:
             previous = i.previous.pop(job_state.job_id, None)
-        if resumed:
-            # The paused run's span, from the job itself (it survives save/load,
-            # so a resume in another process links too), else from this process.
-            previous = _saved_span_context(job_state) or previous
+        if kind != "execute":
+            # The previous run's span, from the job itself (saved with it, so a
+            # resume or a recovery in another process links too), else from
+            # this process.
+            previous = _saved_span_context(job_state, resumed) or previous
         if previous is not None:
             links.append(Link(previous, {"routilux.link": "previous_run"}))
         span = i.tracer.start_span(
@@ -229,10 +269,11 @@ class OtelHooks(JobHooks):
                 "routilux.flow_id": job_state.flow_id,
                 "routilux.job_id": job_state.job_id,
                 "routilux.entry_routine_id": job_state.current_routine_id or "",
-                "routilux.run": "resume" if resumed else "execute",
+                "routilux.run": kind,
             },
             links=links,
         )
+        _save_run_context(job_state, span)
         # What a run starts with: the entry delivery, or a resume's saved work.
         queued = len(job_state.pending_tasks) if resumed else 1
         self._run = _JobSpan(span, trace.set_span_in_context(span), queued)
@@ -240,11 +281,13 @@ class OtelHooks(JobHooks):
         with counts.lock:
             _add(counts.queue, self._flow_id, queued)
 
+    @_quiet
     def on_status(self, job_state: JobState, old: str, new: str) -> None:
         run = self._run
         if run is not None:
             run.span.add_event("routilux.status", {"routilux.old": old, "routilux.new": new})
 
+    @_quiet
     def on_job_end(self, job_state: JobState) -> None:
         i = self._i
         run, self._run = self._run, None
@@ -272,32 +315,36 @@ class OtelHooks(JobHooks):
     # -- the deliveries -------------------------------------------------------
 
     def on_delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
-        run = self._run
-        parent = run.context if run is not None else None
-        # The job's id and flow are on the parent span: not repeated here.
-        span = self._i.tracer.start_span(
-            "routilux.delivery",
-            context=parent,
-            kind=SpanKind.INTERNAL,
-            attributes={
-                "routilux.routine_id": delivery.routine_id,
-                "routilux.slot": delivery.slot_name,
-                "routilux.attempt": delivery.attempt,
-            },
-        )
-        # Current while the handler runs, so the handler's own spans nest under it.
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        self._open[id(delivery)] = (span, token)
-        counts = self._counts
-        flow_id = self._flow_id
-        with counts.lock:  # (the hot path: _add written out)
-            if run is not None and run.queued > 0:
-                run.queued -= 1
-                counts.queue[flow_id] -= 1
-            active = counts.active
-            active[flow_id] = active.get(flow_id, 0) + 1
-            if delivery.attempt > 1:
-                _add(counts.retries, (flow_id, delivery.routine_id), 1)
+        try:
+            run = self._run
+            parent = run.context if run is not None else None
+            rid = delivery.routine_id
+            key = (rid, delivery.slot_name, delivery.attempt)
+            attributes = self._span_attributes.get(key)
+            if attributes is None:
+                # The job's id and flow are on the parent span: not repeated here.
+                attributes = self._span_attributes[key] = {
+                    "routilux.routine_id": rid,
+                    "routilux.slot": delivery.slot_name,
+                    "routilux.attempt": delivery.attempt,
+                }
+            span = self._start_span("routilux.delivery", parent, attributes=attributes)
+            # Current while the handler runs, so the handler's own spans (and the
+            # log records of an OpenTelemetry logging bridge) nest under it.
+            token = _attach(_set_span_in_context(span, parent))
+            self._open[id(delivery)] = (span, token)
+            counts = self._counts
+            flow_id = self._flow_id
+            with counts.lock:  # (the hot path: _add written out)
+                if run is not None and run.queued > 0:
+                    run.queued -= 1
+                    counts.queue[flow_id] -= 1
+                active = counts.active
+                active[flow_id] = active.get(flow_id, 0) + 1
+                if delivery.attempt > 1:
+                    _add(counts.retries, (flow_id, rid), 1)
+        except Exception:  # noqa: BLE001 - a hook must never break the job
+            logger.exception("tracing the start of %r failed", delivery)
 
     def on_delivery_end(
         self,
@@ -306,23 +353,30 @@ class OtelHooks(JobHooks):
         duration: float,
         error: BaseException | None,
     ) -> None:
-        opened = self._open.pop(id(delivery), None)
-        outcome = "ok" if error is None else "error"
-        if opened is not None:
-            span, token = opened
-            _detach(token)
-            if error is not None:
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            span.end()
-        key = (self._flow_id, delivery.routine_id, outcome)
-        counts = self._counts
-        with counts.lock:
-            counts.active[self._flow_id] -= 1
-            deliveries = counts.deliveries
-            deliveries[key] = deliveries.get(key, 0) + 1
-        self._i.duration.record(duration, self._i.attributes(key))
+        try:
+            opened = self._open.pop(id(delivery), None)
+            if opened is not None:
+                span, token = opened
+                _detach(token)
+                if error is not None:
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                span.end()
+            rid = delivery.routine_id
+            key = (self._flow_id, rid, "ok" if error is None else "error")
+            counts = self._counts
+            with counts.lock:
+                counts.active[self._flow_id] -= 1
+                deliveries = counts.deliveries
+                deliveries[key] = deliveries.get(key, 0) + 1
+            attributes = self._metric_attributes.get(key)
+            if attributes is None:
+                attributes = self._metric_attributes[key] = self._i.attributes(key)
+            self._record(duration, attributes)
+        except Exception:  # noqa: BLE001 - a hook must never break the job
+            logger.exception("tracing the end of %r failed", delivery)
 
+    @_quiet
     def on_emit(self, job_state: JobState, record: ExecutionRecord) -> None:
         run = self._run
         if run is None:
@@ -340,6 +394,7 @@ class OtelHooks(JobHooks):
                 run.queued += fanout
                 _add(counts.queue, self._flow_id, fanout)
 
+    @_quiet
     def on_timer(self, job_state: JobState, routine_id: str, slot_name: str, delay: float) -> None:
         run = self._run
         if run is None:
@@ -358,7 +413,8 @@ class OtelHooks(JobHooks):
         )
 
 
-#: The key of a pause point that holds the paused run's W3C trace context.
+#: The key of a pause point (and of the entry routine's state) that holds a
+#: run's W3C trace context.
 TRACE_CONTEXT_KEY = "trace_context"
 _propagator = TraceContextTextMapPropagator()
 
@@ -373,10 +429,29 @@ def _save_span_context(job_state: JobState, span: Any) -> None:
             job_state.pause_points[-1][TRACE_CONTEXT_KEY] = carrier
 
 
-def _saved_span_context(job_state: JobState) -> Any:
-    """The span context saved by :func:`_save_span_context`, or None."""
+def _save_run_context(job_state: JobState, span: Any) -> None:
+    """Keep the run's trace context in the state of the job's entry routine
+    (``routine_states[current_routine_id]["trace_context"]``): it rides along
+    with every save and snapshot of the job (a new job's is in the store's
+    first row), so a recovery after the process died can link to this run."""
+    rid = job_state.current_routine_id
+    if rid is None:
+        return
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    if carrier:
+        job_state.merge_routine_state(rid, {TRACE_CONTEXT_KEY: carrier})
+
+
+def _saved_span_context(job_state: JobState, paused: bool) -> Any:
+    """The previous run's span context: for a paused job the one
+    :func:`_save_span_context` kept in its latest pause point, else the one
+    :func:`_save_run_context` kept; None when there is none (or it is damaged)."""
     with job_state.lock:
-        point = job_state.pause_points[-1] if job_state.pause_points else None
+        if paused:
+            point = job_state.pause_points[-1] if job_state.pause_points else None
+        else:
+            point = job_state.routine_states.get(job_state.current_routine_id or "")
     carrier = point.get(TRACE_CONTEXT_KEY) if isinstance(point, dict) else None
     if not isinstance(carrier, dict):
         return None
@@ -384,6 +459,10 @@ def _saved_span_context(job_state: JobState) -> Any:
     clean = {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}
     found = trace.get_current_span(_propagator.extract(clean)).get_span_context()
     return found if found.is_valid else None
+
+
+_attach = otel_context.attach
+_set_span_in_context = trace.set_span_in_context
 
 
 def _detach(token: Any) -> None:
@@ -401,7 +480,10 @@ def _detach(token: Any) -> None:
 
 
 def _with_hooks(hooks: Any, instruments: _Instruments, flow: Flow) -> list[Any]:
-    return [OtelHooks(instruments, flow), *(hooks or ())]
+    given = list(hooks or ())
+    if any(isinstance(hook, OtelHooks) for hook in given):
+        return given  # an inner entry point of a run already traced
+    return [OtelHooks(instruments, flow), *given]
 
 
 def _wrap(name: str, original: Callable[..., Any], instruments: _Instruments) -> Any:
@@ -422,6 +504,30 @@ def _wrap(name: str, original: Callable[..., Any], instruments: _Instruments) ->
 
     wrapped._routilux_otel_original = original  # type: ignore[attr-defined]
     return wrapped
+
+
+class TracePropagator:
+    """The W3C trace context across processes, for ``RoutiluxCelery(...,
+    propagator=TracePropagator())``: ``submit()`` injects the caller's current
+    context into the message headers, the worker runs the job inside
+    ``attach(carrier)``, so the job's span there is a child of the span that
+    submitted it (same trace).  A job a worker takes over after another died
+    links to the run before it, as any recovery does."""
+
+    def inject(self, carrier: dict[str, str]) -> None:
+        """Add the current context (``traceparent``, ``tracestate``) to ``carrier``."""
+        _propagator.inject(carrier)
+
+    @contextlib.contextmanager
+    def attach(self, carrier: Any) -> Iterator[None]:
+        """Make the context in ``carrier`` current while the block runs (a bad
+        or missing header gives the empty context: a new trace)."""
+        clean = {k: v for k, v in dict(carrier or {}).items() if isinstance(v, str)}
+        token = otel_context.attach(_propagator.extract(clean))
+        try:
+            yield
+        finally:
+            _detach(token)
 
 
 class RoutiluxInstrumentor:

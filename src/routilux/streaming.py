@@ -5,7 +5,9 @@ This module owns the stream events (small frozen dataclasses, one class per
 hook that fills it (:class:`StreamHooks`) and the consumer side
 (:class:`EventStream`, :class:`AsyncEventStream`).  ``Flow.stream`` /
 ``Flow.astream`` are thin doors to :func:`stream_job` and :func:`astream_job`;
-``JobState.events`` opens the :class:`StreamHooks` a run was started with.
+``JobState.events``/``aevents`` open the :class:`StreamHooks` a run was started
+with, or attach a new one to a running job (:func:`attach_stream`, through the
+flow: no replay, a ``job_started`` with the current status first).
 
 Invariants:
 
@@ -23,8 +25,9 @@ Invariants:
   Closing the stream releases every waiting producer and discards what follows.
 * **No consumer, no cost.**  The hook class is built per set of ``kinds``: a
   stream that does not ask for deliveries does not make the engine report them.
-* **Cheap producers.**  A producer appends a tuple under one lock; the event
-  object is built when the consumer takes it (and never for a dropped one).
+* **Cheap producers.**  A producer appends a tuple (a timestamp and what the
+  hook was given) without a lock while there is room; the event object is built
+  when the consumer takes it (and never for a dropped one).
 
 The consumer object is separate from the hook the job holds: dropping it
 (``break`` out of a ``for`` loop over ``flow.stream(...)``) closes the stream,
@@ -187,35 +190,40 @@ def _build_job_started(seq: int, f: Fields) -> JobStarted:
 
 
 def _build_delivery_started(seq: int, f: Fields) -> DeliveryStarted:
+    # f: (timestamp, job_id, the Delivery)
     event = _new(DeliveryStarted)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["slot"], d["attempt"] = f
+    d["timestamp"], d["job_id"], delivery = f
+    d["routine_id"] = delivery.routine_id
+    d["data"] = delivery.data
+    d["slot"] = delivery.slot_name
+    d["attempt"] = delivery.attempt
     return event
 
 
 def _build_delivery_finished(seq: int, f: Fields) -> DeliveryFinished:
+    # f: (timestamp, job_id, the Delivery, duration, error)
     event = _new(DeliveryFinished)
     d = event.__dict__
     d["seq"] = seq
-    (
-        d["timestamp"],
-        d["job_id"],
-        d["routine_id"],
-        d["data"],
-        d["slot"],
-        d["attempt"],
-        d["duration"],
-        d["error"],
-    ) = f
+    d["timestamp"], d["job_id"], delivery, d["duration"], d["error"] = f
+    d["routine_id"] = delivery.routine_id
+    d["data"] = delivery.data
+    d["slot"] = delivery.slot_name
+    d["attempt"] = delivery.attempt
     return event
 
 
 def _build_emitted(seq: int, f: Fields) -> Emitted:
+    # f: (timestamp, job_id, the job's ExecutionRecord)
     event = _new(Emitted)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["event_name"] = f
+    d["timestamp"], d["job_id"], record = f
+    d["routine_id"] = record.routine_id
+    d["data"] = record.data
+    d["event_name"] = record.event_name
     return event
 
 
@@ -272,9 +280,12 @@ class _Buffer:
     publishes what it did, then looks at the other's flag: a producer appends,
     then reads ``consumer_waiting``; the consumer sets ``consumer_waiting`` (under
     the lock), then looks at the items again before it waits (and symmetrically
-    for ``producers_waiting``).  Concurrent producers may overshoot the bound
+    for ``wants_release``: a producer sets it, then looks at the items; the
+    consumer pops, then reads it).  Concurrent producers may overshoot the bound
     by one item each.  A producer that found the buffer full waits until the
-    consumer has read it down to half (``low_water``).
+    consumer has read it down to half (``low_water``); the consumer releases the
+    waiting producers once per wait (it clears ``wants_release``), not once per
+    event it pops until a released producer gets to run.
 
     ``seq`` is given by the consumer: the events popped plus those dropped
     before it, which is its position in the buffer's order (what is dropped is
@@ -295,7 +306,7 @@ class _Buffer:
         self.finished = False  # the job's end is in the buffer: nothing follows
         self.closed = False  # the consumer is gone
         self.consumer_waiting = False
-        self.producers_waiting = 0
+        self.wants_release = False  # a producer waits for the low-water mark
         # The consumer's thread: a producer on it must never wait for it.
         self.consumer_thread = threading.get_ident()
         self.async_waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
@@ -324,12 +335,11 @@ class _Buffer:
                 # Wait until the consumer has read down to the low-water mark,
                 # not just for one free place: one hand-over per half buffer
                 # instead of one per event.
-                self.producers_waiting += 1
-                try:
-                    while len(self.items) > self.low_water and not self.closed:
-                        self.not_full.wait()
-                finally:
-                    self.producers_waiting -= 1
+                while True:
+                    self.wants_release = True  # published before the look at the items
+                    if len(self.items) <= self.low_water or self.closed:
+                        break
+                    self.not_full.wait()
                 if self.closed:
                     return
             self.items.append(item)
@@ -378,7 +388,7 @@ class _Buffer:
                 return _EMPTY
             seq = self.popped
         self.popped += 1
-        if self.producers_waiting and len(self.items) <= self.low_water:
+        if self.wants_release and len(self.items) <= self.low_water:
             self.release_producer()
         # Built here rather than by the producer: a dropped event never is.
         return build(seq, fields)
@@ -386,6 +396,7 @@ class _Buffer:
     def release_producer(self) -> None:
         """The buffer is down to its low-water mark: the waiting producers go on."""
         with self.lock:
+            self.wants_release = False
             self.not_full.notify_all()
 
     def take(self, timeout: float | None = None) -> Any:
@@ -476,9 +487,9 @@ class StreamHooks(JobHooks):
         self.kinds = kinds
         self.job_state: JobState | None = None
 
-    def open(self) -> EventStream:
-        """A consumer for this hook's buffer (``JobState.events()``)."""
-        return EventStream._over(self)
+    def open(self, asynchronous: bool = False) -> EventStream | AsyncEventStream:
+        """A consumer for this hook's buffer (``JobState.events()``, ``aevents()``)."""
+        return AsyncEventStream._over(self) if asynchronous else EventStream._over(self)
 
     # The implementations; _hook_class picks those its kinds need.  Each puts
     # (event class, its fields after seq); the consumer builds the event.
@@ -506,16 +517,19 @@ class StreamHooks(JobHooks):
         fields = (_time(), job_state.job_id, None, None, old, new)
         self._buffer.put((_build_status, fields), False)
 
+    # The three hot ones (a delivery's start and end, an emission) put the
+    # Delivery or the record itself, read by the builder on the consumer's side,
+    # and inline _Buffer.put's common case (room left: one append).
+
     def _delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
-        fields = (
-            _time(),
-            job_state.job_id,
-            delivery.routine_id,
-            delivery.data,
-            delivery.slot_name,
-            delivery.attempt,
-        )
-        self._buffer.put((_build_delivery_started, fields), True)
+        buffer = self._buffer
+        item = (_build_delivery_started, (_time(), job_state.job_id, delivery))
+        if buffer.open and len(buffer.items) < buffer.maxsize:
+            buffer.items.append(item)
+            if buffer.consumer_waiting or buffer.async_waiter is not None:
+                buffer._wake()
+        else:
+            buffer.put(item, True)
 
     def _delivery_end(
         self,
@@ -524,21 +538,24 @@ class StreamHooks(JobHooks):
         duration: float,
         error: BaseException | None,
     ) -> None:
-        fields = (
-            _time(),
-            job_state.job_id,
-            delivery.routine_id,
-            delivery.data,
-            delivery.slot_name,
-            delivery.attempt,
-            duration,
-            error,
-        )
-        self._buffer.put((_build_delivery_finished, fields), True)
+        buffer = self._buffer
+        item = (_build_delivery_finished, (_time(), job_state.job_id, delivery, duration, error))
+        if buffer.open and len(buffer.items) < buffer.maxsize:
+            buffer.items.append(item)
+            if buffer.consumer_waiting or buffer.async_waiter is not None:
+                buffer._wake()
+        else:
+            buffer.put(item, True)
 
     def _emit(self, job_state: JobState, record: ExecutionRecord) -> None:
-        fields = (_time(), job_state.job_id, record.routine_id, record.data, record.event_name)
-        self._buffer.put((_build_emitted, fields), True)
+        buffer = self._buffer
+        item = (_build_emitted, (_time(), job_state.job_id, record))
+        if buffer.open and len(buffer.items) < buffer.maxsize:
+            buffer.items.append(item)
+            if buffer.consumer_waiting or buffer.async_waiter is not None:
+                buffer._wake()
+        else:
+            buffer.put(item, True)
 
     def _output(
         self,
@@ -719,7 +736,42 @@ class EventStream(_Consumer):
         return self
 
     def __iter__(self) -> Iterator[StreamEvent]:
-        return self
+        # A generator rather than self: resuming its frame costs less per event
+        # than a __next__ call, and it drains what is buffered in one go.
+        # next(stream) still works (__next__); both read the same buffer.
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[StreamEvent]:
+        buffer = self.hooks._buffer
+        items = buffer.items
+        popleft = items.popleft
+        end_wanted = "job_finished" in self.hooks.kinds
+        while not self._done:
+            if not buffer.drop:
+                # The common case: events are waiting (no lock needed, see _Buffer).
+                while True:
+                    try:
+                        build, fields = popleft()
+                    except IndexError:
+                        break
+                    seq = buffer.popped
+                    buffer.popped = seq + 1
+                    if buffer.wants_release and len(items) <= buffer.low_water:
+                        buffer.release_producer()
+                    if build is _build_job_finished:
+                        self._done = True
+                        if end_wanted:
+                            yield build(seq, fields)
+                        return
+                    yield build(seq, fields)
+                if self._done:  # closed meanwhile
+                    return
+            event = buffer.take()
+            if event is _EMPTY:
+                break
+            if self._wanted(event):
+                yield event
+        self._done = True
 
     def __next__(self) -> StreamEvent:
         buffer = self.hooks._buffer
@@ -734,7 +786,7 @@ class EventStream(_Consumer):
                 else:
                     seq = buffer.popped
                     buffer.popped = seq + 1
-                    if buffer.producers_waiting and len(buffer.items) <= buffer.low_water:
+                    if buffer.wants_release and len(buffer.items) <= buffer.low_water:
                         buffer.release_producer()
                     if build is not _build_job_finished:
                         return build(seq, fields)
@@ -788,6 +840,16 @@ class AsyncEventStream(_Consumer):
     ) -> None:
         self._setup(kinds, maxsize, overflow, cancel_on_close, flow)
         self._start = start
+
+    @classmethod
+    def _over(cls, hooks: StreamHooks) -> AsyncEventStream:
+        self = cls.__new__(cls)
+        self.hooks = hooks
+        self._flow = None
+        self.cancel_on_close = False
+        self._done = False
+        self._start = None
+        return self
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self
@@ -886,3 +948,39 @@ def astream_job(
         flow=flow,
         start=start,
     )
+
+
+def attach_stream(
+    job_state: JobState,
+    run: Any,
+    asynchronous: bool,
+    *,
+    kinds: StreamOptions = None,
+    maxsize: int = 1000,
+    overflow: str = "block",
+) -> EventStream | AsyncEventStream:
+    """A stream of ``job_state`` from now on, for a job started without one
+    (``JobState.events()``): its hook is attached to ``run`` (the job's engine
+    run, None when none is going on).
+
+    Nothing that happened before is replayed: the stream begins with a
+    ``job_started`` whose ``status`` is the job's status now, then what happens
+    from here on, then ``job_finished``.  A job with no run going on gives those
+    two at once.
+    """
+    stream: EventStream | AsyncEventStream
+    if asynchronous:
+        stream = AsyncEventStream(kinds=kinds, maxsize=maxsize, overflow=overflow)
+    else:
+        stream = EventStream(kinds=kinds, maxsize=maxsize, overflow=overflow)
+    hooks = stream.hooks
+    hooks._job_start(job_state)
+
+    def settled() -> None:
+        # The job's end, unless its on_job_end reached the hook (finish() is
+        # idempotent: the first end buffered wins).
+        hooks._job_end(job_state)
+
+    if run is None or not run.add_hook(hooks, settled):
+        settled()
+    return stream

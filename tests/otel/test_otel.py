@@ -364,3 +364,85 @@ def test_a_damaged_saved_trace_context_is_ignored(telemetry: Telemetry) -> None:
     flow.resume(job)
     assert job.status == "completed"
     assert telemetry.finished("routilux.job")[1].links == ()
+
+
+def test_a_failing_tracer_never_breaks_a_job(caplog: pytest.LogCaptureFixture) -> None:
+    # The hook is called without the engine's guard (it is the library's own):
+    # it must catch what the SDK raises itself.
+    class Broken:
+        def start_span(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("exporter on fire")
+
+    class BrokenProvider(TracerProvider):
+        def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+            return Broken()
+
+    t = Telemetry()
+    RoutiluxInstrumentor().instrument(
+        tracer_provider=BrokenProvider(), meter_provider=t.meter_provider
+    )
+    try:
+        flow = fan_out_fan_in("sequential")
+        with caplog.at_level("ERROR", logger="routilux.otel"):
+            job = flow.execute("source", {"value": 1})
+    finally:
+        RoutiluxInstrumentor().uninstrument()
+    assert job.status == "completed"
+    assert "exporter on fire" in caplog.text
+
+
+def test_the_trace_propagator_makes_a_remote_job_a_child_of_its_submitter(
+    telemetry: Telemetry,
+) -> None:
+    # What RoutiluxCelery does with it: inject at submit (here), attach around
+    # the job in the worker (here too: the carrier is all that crosses over).
+    from routilux.otel import TracePropagator
+
+    propagator = TracePropagator()
+    carrier: dict[str, str] = {}
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("submit") as submit:
+        propagator.inject(carrier)
+    assert carrier["traceparent"].startswith("00-")
+    flow = fan_out_fan_in("sequential")
+    with propagator.attach(carrier):
+        flow.execute("source", {"value": 1})
+    (job,) = telemetry.finished("routilux.job")
+    assert job.context.trace_id == submit.get_span_context().trace_id
+    assert job.parent.span_id == submit.get_span_context().span_id
+    with propagator.attach({"traceparent": "garbage", "x": 3}):  # a new trace
+        flow.execute("source", {"value": 1})
+    second = telemetry.finished("routilux.job")[1]
+    assert second.parent is None
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_a_handlers_log_records_carry_its_delivery_span(
+    telemetry: Telemetry, strategy: str
+) -> None:
+    # What an OpenTelemetry logging bridge reads when a record is written: the
+    # current span's context.
+    import logging
+
+    seen: list[Any] = []
+
+    class SpanOfRecord(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(trace.get_current_span().get_span_context())
+
+    log = logging.getLogger("app.otel-test")
+    handler = SpanOfRecord()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        flow = Flow("logged", execution_strategy=strategy)
+        flow.add_routine(Step(lambda r, d: log.info("working"), slot="trigger"), "only")
+        flow.execute("only")
+    finally:
+        log.removeHandler(handler)
+    (delivery,) = telemetry.finished("routilux.delivery")
+    (context,) = seen
+    assert (context.trace_id, context.span_id) == (
+        delivery.context.trace_id,
+        delivery.context.span_id,
+    )

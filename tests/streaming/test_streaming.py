@@ -12,11 +12,13 @@ import pytest
 
 from helpers import AsyncDoubler, Collector, Numbers, Sink, Source, Step, collected, pipeline
 from routilux import Flow, FlowError, InvalidArgumentError, JobHooks, JobStateError
-from routilux.hooks import HookSet
+from routilux.hooks import Delivery, HookSet
+from routilux.job_state import ExecutionRecord
 from routilux.streaming import (
     BUILDERS,
     KINDS,
     DeliveryFinished,
+    DeliveryStarted,
     Emitted,
     EventStream,
     JobFinished,
@@ -250,11 +252,128 @@ def test_job_events_reads_the_stream_the_run_was_started_with(strategy: str) -> 
     assert events[-1].job_state is job and job.status == "completed"
 
 
-def test_job_events_without_a_stream_says_how_to_get_one() -> None:
+def gated_fan(strategy: str, gate: threading.Event, entered: threading.Event) -> Flow:
+    """fan_flow whose ``fan`` waits for ``gate`` (``entered`` says it is there)
+    before it emits its ``value`` events and sends one output."""
+
+    def fan(routine: Any, data: dict[str, Any]) -> None:
+        entered.set()
+        assert gate.wait(30)
+        for i in range(data["value"]):
+            routine.emit("out", value=i)
+        routine.send_output("done", count=data["value"])
+
+    return _fan(strategy, fan, None)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_job_events_attaches_to_a_job_started_without_a_stream(strategy: str) -> None:
+    gate, entered = threading.Event(), threading.Event()
+    flow = gated_fan(strategy, gate, entered)
+    job = flow.execute("source", {"value": 5}, wait=False)
+    assert entered.wait(30)
+    events = job.events()
+    gate.set()
+    got = list(events)
+    # No replay: the stream begins now, with the job's current status.
+    assert isinstance(got[0], JobStarted) and got[0].status == "running"
+    assert [e.seq for e in got] == list(range(len(got)))
+    assert [e.data["value"] for e in got if isinstance(e, Emitted)] == [0, 1, 2, 3, 4]
+    assert [e.data for e in got if e.kind == "output"] == [{"count": 5}]
+    finished = [(e.routine_id, e.error) for e in got if isinstance(e, DeliveryFinished)]
+    # fan's own delivery was running before the stream attached: not reported.
+    assert finished == [("sink", None)] * 5
+    assert [(e.old, e.new) for e in got if e.kind == "status"] == [("running", "completed")]
+    assert isinstance(got[-1], JobFinished) and got[-1].status == "completed"
+    assert got[-1].job_state is job
+
+
+def test_job_events_attaches_to_a_journaled_job(tmp_path: Any) -> None:
+    # A journaled job reports its deliveries to the journal already: the one
+    # running when the stream attaches has no Delivery, and is not reported.
+    gate, entered = threading.Event(), threading.Event()
+    flow = gated_fan("sequential", gate, entered)
+    flow.use_store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    job = flow.execute("source", {"value": 2}, wait=False)
+    assert entered.wait(30)
+    events = job.events(kinds=["delivery_started", "delivery_finished", "job_finished"])
+    gate.set()
+    got = [(e.kind, e.routine_id) for e in events]
+    assert got == [
+        ("delivery_started", "sink"),
+        ("delivery_finished", "sink"),
+        ("delivery_started", "sink"),
+        ("delivery_finished", "sink"),
+        ("job_finished", None),
+    ]
+    assert job.status == "completed"
+
+
+def test_job_events_options_and_a_second_consumer() -> None:
+    gate, entered = threading.Event(), threading.Event()
+    flow = gated_fan("sequential", gate, entered)
+    job = flow.execute("source", {"value": 30}, wait=False)
+    assert entered.wait(30)
+    outputs = job.events(kinds="output")
+    dropping = job.events(kinds=["emitted"], maxsize=4, overflow="drop_oldest")
+    gate.set()
+    assert job.wait_for_completion(30)
+    assert [e.data for e in outputs] == [{"count": 30}]
+    kept = [e.data["value"] for e in dropping]
+    assert kept == [26, 27, 28, 29] and dropping.dropped == 26
+
+
+def test_job_events_of_a_settled_job_gives_its_start_and_end() -> None:
     flow = pipeline(("source", Numbers()), ("sink", Sink()))
     job = flow.execute("source", {"n": 1})
-    with pytest.raises(JobStateError, match=r"flow\.stream"):
-        job.events()
+    got = list(job.events())
+    assert [(e.kind, getattr(e, "status", None)) for e in got] == [
+        ("job_started", "completed"),
+        ("job_finished", "completed"),
+    ]
+
+
+def test_job_events_of_a_job_no_flow_ran_says_so() -> None:
+    from routilux import JobState
+
+    with pytest.raises(JobStateError, match=r"never been run by a flow"):
+        JobState("f").events()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_job_aevents_attaches_too(strategy: str) -> None:
+    gate, entered = threading.Event(), threading.Event()
+    flow = gated_fan(strategy, gate, entered)
+    job = flow.execute("source", {"value": 3}, wait=False)
+    assert entered.wait(30)
+
+    async def watch() -> list[Any]:
+        events = job.aevents(kinds=["emitted", "job_finished"])
+        gate.set()
+        return [e async for e in events]
+
+    got = asyncio.run(watch())
+    assert [e.kind for e in got] == ["emitted"] * 3 + ["job_finished"]
+    assert got[-1].status == "completed"
+
+
+def test_job_aevents_reads_the_stream_the_run_was_started_with() -> None:
+    flow = pipeline(("source", Numbers()), ("sink", Sink()))
+    stream = EventStream(kinds=["emitted", "job_finished"])
+    job = flow.execute("source", {"n": 2}, wait=False, hooks=[stream.hooks])
+
+    async def watch() -> list[str]:
+        return [e.kind async for e in job.aevents()]
+
+    assert asyncio.run(watch()) == ["emitted", "emitted", "job_finished"]
+
+
+def test_a_job_nobody_streams_keeps_its_flows_hooks() -> None:
+    flow = pipeline(("source", Numbers()), ("sink", Sink()))
+    job = flow.execute("source", {"n": 1})
+    # Attaching costs a job nothing up front: it runs with the flow's shared
+    # hooks, which do not listen to deliveries.
+    assert job._hooks is flow._job_hooks and not job._hooks.deliveries
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -303,11 +422,26 @@ def test_async_stream_closed_early_cancels_when_asked() -> None:
     assert job.wait_for_completion() and job.status == "cancelled"
 
 
+def _builder_input(cls: type, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What a producer puts for an event of ``cls`` with the field ``values``
+    (after seq): the fields themselves, or for the hot kinds the Delivery or the
+    history record they are read from."""
+    if cls in (DeliveryStarted, DeliveryFinished):
+        timestamp, job_id, routine_id, data, slot, attempt, *rest = values
+        delivery = Delivery(routine_id, slot, attempt, False, data, None)
+        return (timestamp, job_id, delivery, *rest)
+    if cls is Emitted:
+        timestamp, job_id, routine_id, data, event_name = values
+        record = ExecutionRecord(routine_id, event_name, data)
+        return (timestamp, job_id, record)
+    return values
+
+
 def test_every_builder_makes_its_dataclass_field_for_field() -> None:
     for cls, build in BUILDERS.items():
         names = [f.name for f in dataclasses.fields(cls)]
         values = tuple(f"v{i}" for i in range(len(names) - 1))
-        event = build(7, values)
+        event = build(7, _builder_input(cls, values))
         assert type(event) is cls
         assert event == cls(7, *values)
         assert dataclasses.astuple(event) == (7, *values)
@@ -342,3 +476,18 @@ def test_a_stream_of_an_unknown_entry_raises_like_execute() -> None:
         flow.stream("nope")
     with pytest.raises(InvalidArgumentError, match="not a hook"):
         flow.stream("source", hooks=[object()])
+
+
+def test_the_engines_delivery_has_every_field_of_the_dataclass() -> None:
+    # The engine fills a Delivery's fields in directly (no __init__): none forgotten.
+    seen: list[Delivery] = []
+
+    class Watch(JobHooks):
+        def on_delivery_start(self, job_state: Any, delivery: Delivery) -> None:
+            seen.append(delivery)
+
+    flow = pipeline(("source", Numbers()), ("sink", Sink()))
+    job = flow.execute("source", {"n": 1}, hooks=[Watch()])
+    first = seen[0]
+    assert set(vars(first)) == {f.name for f in dataclasses.fields(Delivery)}
+    assert first == Delivery("source", "trigger", 1, True, {"n": 1}, f"{job.job_id}:0")

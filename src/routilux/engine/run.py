@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..exceptions import FlowError
 from ..execution_tracker import TRACKER_HOOKS
-from ..hooks import Delivery
+from ..hooks import Delivery, HookSet
 from ..job_state import ExecutionRecord
 from . import aio
 from .context import bind, current_run, unbind
@@ -64,7 +64,6 @@ from .timeouts import MAIN_THREAD_SLICE, DeliveryTimeouts, Timed, main_thread_sl
 if TYPE_CHECKING:
     from ..event import Event
     from ..flow.flow import Flow
-    from ..hooks import HookSet
     from ..job_state import JobState
     from ..routine import Routine
     from .executors import Executor
@@ -73,6 +72,9 @@ if TYPE_CHECKING:
     from .plan import Route, SlotPlan
 
 logger = logging.getLogger("routilux.engine")
+
+_new = object.__new__
+_perf_counter = time.perf_counter
 
 
 #: Tasks one pool pull runs before giving its thread back to the pool, so the
@@ -199,6 +201,28 @@ class JobRun(JobTimers, DeliveryTimeouts):
             # Every delivery goes through the reporting wrapper; when nobody
             # listens _execute is the plain method (no check at all).
             self._execute = self._execute_watched  # type: ignore[method-assign]
+
+    def add_hook(self, hook: Any, on_settle: Callable[[], None]) -> bool:
+        """Install ``hook`` on this running job, from now on (``job.events()`` on
+        a job started without a stream), and call ``on_settle()`` once it has
+        settled (in case the job's end was being reported meanwhile: ``hook`` may
+        or may not see that ``on_job_end``).  False when the run has settled."""
+        js = self.job_state
+        with self._lock:
+            if self._finished:
+                return False
+            old = js._hooks
+            new = old.with_hook(hook) if old is not None else HookSet((hook,))
+            js._hooks = new  # statuses, outputs and the job's end read it from here
+            if new.emit is not None and new.emit_hook is not TRACKER_HOOKS:
+                self._on_emit = new.emit
+            if new.deliveries:
+                self._delivery_hooks = new
+                self._watch_deliveries()
+            if self._on_settle is None:
+                self._on_settle = []
+            self._on_settle.append(on_settle)
+        return True
 
     def set_observer(self, observer: TaskObserver) -> None:
         """Tell ``observer`` about every task of this job (before :meth:`start`)."""
@@ -741,15 +765,17 @@ class JobRun(JobTimers, DeliveryTimeouts):
             self._reports[task] = [None, 0.0, None]
             return
         assert hooks.delivery_start is not None
-        delivery = Delivery(
-            task.rid,
-            task.target.name,
-            task.retries + 1,
-            task.entry,
-            task.data,
-            delivery_id(self.job_state.job_id, task.seq),
-        )
-        self._reports[task] = [delivery, time.perf_counter(), None]
+        # Delivery(...) filled in directly: a frozen dataclass's __init__ sets
+        # each field through object.__setattr__, a third of the reporting's cost.
+        delivery = _new(Delivery)
+        fields = delivery.__dict__
+        fields["routine_id"] = task.rid
+        fields["slot_name"] = task.target.name
+        fields["attempt"] = task.retries + 1
+        fields["entry"] = task.entry
+        fields["data"] = task.data
+        fields["delivery_id"] = delivery_id(self.job_state.job_id, task.seq)
+        self._reports[task] = [delivery, _perf_counter(), None]
         hooks.delivery_start(self.job_state, delivery)
 
     def _note_error(self, task: Task, exc: BaseException) -> None:
@@ -765,9 +791,9 @@ class JobRun(JobTimers, DeliveryTimeouts):
             return
         delivery, started, noted = report
         hooks = self._delivery_hooks
-        if hooks is not None:
+        if hooks is not None and delivery is not None:  # (None: opened before a hook attached)
             assert hooks.delivery_end is not None
-            duration = time.perf_counter() - started
+            duration = _perf_counter() - started
             hooks.delivery_end(self.job_state, delivery, duration, noted or error)
         observer = self._observer
         if observer is not None:

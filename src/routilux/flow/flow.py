@@ -403,13 +403,15 @@ class Flow:
         they run after the flow's earlier hooks and before a call's own."""
         self._hooks = (*self._hooks, *check_hooks(hooks, f"Flow '{self.flow_id}'"))
         # The hooks of a job without hooks of its own: the same for every job.
-        self._job_hooks = HookSet((TRACKER_HOOKS, OUTPUT_HANDLER_HOOKS, *self._hooks))
+        self._job_hooks = HookSet(
+            (TRACKER_HOOKS, OUTPUT_HANDLER_HOOKS, *self._hooks), self._attach_stream
+        )
 
     def _hook_set(self, call_hooks: tuple[JobHooks, ...]) -> HookSet:
         """The hooks of a new run: the tracker's, the output handler's, the
         flow's, the call's (in that order)."""
         if call_hooks:
-            return HookSet((*self._job_hooks.hooks, *call_hooks))
+            return HookSet((*self._job_hooks.hooks, *call_hooks), self._attach_stream)
         return self._job_hooks
 
     def _install(
@@ -1168,6 +1170,17 @@ class Flow:
         return diagram.to_dot(self, job_state)
 
     # -- streaming (routilux.streaming) ----------------------------------------
+
+    def _attach_stream(self, job_state: JobState, asynchronous: bool, **options: Any) -> Any:
+        """``job_state.events()`` for a job started without a stream: a stream
+        attached to its run from now on (see ``routilux.streaming.attach_stream``)."""
+        from ..streaming import attach_stream
+
+        with self._runs_lock:
+            run = self._runs.get(job_state.job_id)
+        if run is not None and run.job_state is not job_state:
+            run = None
+        return attach_stream(job_state, run, asynchronous, **options)
 
     def stream(
         self,
