@@ -413,9 +413,11 @@ class OtelHooks(JobHooks):
         )
 
 
-#: The key of a pause point (and of the entry routine's state) that holds a
-#: run's W3C trace context.
+#: The key of a pause point that holds the paused run's W3C trace context.
 TRACE_CONTEXT_KEY = "trace_context"
+#: The key of the entry routine's state that holds every run's W3C trace context:
+#: namespaced, so it never overwrites a key of the routine's own.
+RUN_CONTEXT_KEY = "routilux.trace_context"
 _propagator = TraceContextTextMapPropagator()
 
 
@@ -431,7 +433,7 @@ def _save_span_context(job_state: JobState, span: Any) -> None:
 
 def _save_run_context(job_state: JobState, span: Any) -> None:
     """Keep the run's trace context in the state of the job's entry routine
-    (``routine_states[current_routine_id]["trace_context"]``): it rides along
+    (``routine_states[current_routine_id]["routilux.trace_context"]``): it rides along
     with every save and snapshot of the job (a new job's is in the store's
     first row), so a recovery after the process died can link to this run."""
     rid = job_state.current_routine_id
@@ -440,7 +442,7 @@ def _save_run_context(job_state: JobState, span: Any) -> None:
     carrier: dict[str, str] = {}
     _propagator.inject(carrier, context=trace.set_span_in_context(span))
     if carrier:
-        job_state.merge_routine_state(rid, {TRACE_CONTEXT_KEY: carrier})
+        job_state.merge_routine_state(rid, {RUN_CONTEXT_KEY: carrier})
 
 
 def _saved_span_context(job_state: JobState, paused: bool) -> Any:
@@ -450,9 +452,11 @@ def _saved_span_context(job_state: JobState, paused: bool) -> Any:
     with job_state.lock:
         if paused:
             point = job_state.pause_points[-1] if job_state.pause_points else None
+            key = TRACE_CONTEXT_KEY
         else:
             point = job_state.routine_states.get(job_state.current_routine_id or "")
-    carrier = point.get(TRACE_CONTEXT_KEY) if isinstance(point, dict) else None
+            key = RUN_CONTEXT_KEY
+    carrier = point.get(key) if isinstance(point, dict) else None
     if not isinstance(carrier, dict):
         return None
     # A loaded file is data: extract() validates the header and ignores a bad one.

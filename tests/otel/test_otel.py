@@ -446,3 +446,22 @@ def test_a_handlers_log_records_carry_its_delivery_span(
         delivery.context.trace_id,
         delivery.context.span_id,
     )
+
+
+def test_the_saved_run_context_never_overwrites_the_entry_routines_own_keys(
+    telemetry: Telemetry,
+) -> None:
+    """The run's trace context lives under a namespaced key of the entry routine's
+    state: a routine that keeps its own ``trace_context`` keeps it."""
+    flow = Flow("own-keys")
+
+    def keep(r: Any, d: Any) -> None:
+        r.context.job_state.merge_routine_state("entry", {"trace_context": "mine"})
+
+    flow.add_routine(Step(keep, slot="trigger"), "entry")
+    job = flow.execute("entry", {"value": 1})
+    assert job.status == "completed"
+    state = job.get_routine_state("entry")
+    assert state is not None
+    assert state["trace_context"] == "mine"
+    assert state["routilux.trace_context"]["traceparent"].startswith("00-")
