@@ -43,6 +43,7 @@ from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
 from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
+from ..store._base import BuiltRecords
 from . import aio
 from .observer import AT_JOB_END, TIMER
 from .rows import entry_of_row, missing_target, row_of_entry, task_row, wall_time
@@ -147,7 +148,7 @@ class JobJournal:
         self._retrying: set[int] = set()
         self._max_seq = max([next_seq - 1, *rows])
         # Groups put aside until the row their deliveries consumed is released.
-        self._held: list[DeltaRecord] = []
+        self._held: list[DeltaRecord] = BuiltRecords()
         self._held_needs: set[int] = set()
         self._bindings: dict[Key, Any] = {}
         self._status: str | None = job_state.status
@@ -636,7 +637,7 @@ class JobJournal:
         self._held.append(delta)
 
     def _put_held(self) -> None:
-        held, self._held = self._held, []
+        held, self._held = self._held, BuiltRecords()
         self._held_needs.clear()
         if not held or self.failed is not None:
             return

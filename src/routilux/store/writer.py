@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Union
 
 from routilux.exceptions import StoreError
 
-from ._base import DeltaRecord, Store
+from ._base import BuiltRecords, DeltaRecord, Store
 
 _log = logging.getLogger("routilux.store")
 
@@ -105,7 +105,10 @@ class JournalWriter:
         self.max_batch = max_batch
         self.max_delay = float(max_delay)
         self.on_error = on_error
-        self._cond = threading.Condition()
+        # The condition's own lock, taken directly (``with self._mutex``) where
+        # nothing waits: a C-level enter instead of Condition's Python-level one.
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
         self._queue: deque[_Entry] = deque()
         self._put_count = 0  # entries accepted so far (the ticket of the latest)
         self._done_count = 0  # every entry with a ticket <= this has been handled
@@ -135,7 +138,9 @@ class JournalWriter:
         """Queue ``records`` for ``job_id``, to be committed in ONE transaction (a
         group whose records must become durable together). Raises as :meth:`put`."""
         if records:
-            self._put(job_id, epoch, list(records))
+            # BuiltRecords (the engine's journal) keep their type: the store then
+            # checks only their seqs.
+            self._put(job_id, epoch, records if type(records) is BuiltRecords else list(records))
 
     def put_snapshot(
         self, job_id: str, epoch: int, snapshot: Mapping[str, Any], upto_seq: int
@@ -150,6 +155,27 @@ class JournalWriter:
         self._put(job_id, epoch, _RELEASE)
 
     def _put(self, job_id: str, epoch: int, record: _Payload) -> None:
+        # Read without the lock (one dict lookup is atomic): a failure set a moment
+        # later is found by the next put, as if this one had come first.
+        failed = self._failed.get(job_id)
+        if failed is not None:
+            raise failed
+        if self.durability != "sync":
+            with self._mutex:
+                if self._closing:
+                    raise StoreError("JournalWriter is closed")
+                if self._unreported:
+                    self._raise_unreported()
+                self._put_count = ticket = self._put_count + 1
+                queue = self._queue
+                queue.append((ticket, job_id, epoch, record))
+                # Wake the writer only when it has something new to do: its first
+                # record or a full batch (a wake-up per record would make the two
+                # threads trade the GIL for nothing).
+                size = len(queue)
+                if size == 1 or size >= self.max_batch:
+                    self._cond.notify_all()
+            return
         with self._cond:
             if self._closing:
                 raise StoreError("JournalWriter is closed")
@@ -160,15 +186,7 @@ class JournalWriter:
             self._put_count += 1
             ticket = self._put_count
             self._queue.append((ticket, job_id, epoch, record))
-            # Wake the writer only when it has something new to do: its first record,
-            # a full batch, or a caller that waits. (A wake-up per record would make
-            # the two threads trade the GIL for nothing.)
-            if (
-                len(self._queue) == 1
-                or len(self._queue) >= self.max_batch
-                or (self.durability == "sync")
-            ):
-                self._cond.notify_all()
+            self._cond.notify_all()
             if self.durability == "sync":
                 self._urgent += 1
                 try:
@@ -213,8 +231,8 @@ class JournalWriter:
 
     def error_of(self, job_id: str) -> Optional[StoreError]:
         """The error that stopped ``job_id``'s journal, or None."""
-        with self._cond:
-            return self._failed.get(job_id)
+        # Without the lock: asked after every delivery, and one dict lookup is atomic.
+        return self._failed.get(job_id)
 
     def forget(self, job_id: str) -> None:
         """Drop the error kept for ``job_id`` (after the job was dealt with)."""
@@ -369,10 +387,7 @@ class JournalWriter:
         if fold is None:
             return False
         live = {job: entry for job, entry in jobs.items() if job not in stopped and entry[1]}
-        batches = [
-            (job, job_epoch, [record for _, group in items for record in group])
-            for job, (job_epoch, items) in live.items()
-        ]
+        batches = [(job, job_epoch, _joined(items)) for job, (job_epoch, items) in live.items()]
         try:
             fold(batches, job_id, epoch, payload.snapshot, payload.upto_seq)
         except Exception:
@@ -408,10 +423,7 @@ class JournalWriter:
         live = {job: entry for job, entry in jobs.items() if job not in stopped and entry[1]}
         if not live:
             return
-        batches = [
-            (job_id, epoch, [record for _, group in items for record in group])
-            for job_id, (epoch, items) in live.items()
-        ]
+        batches = [(job_id, epoch, _joined(items)) for job_id, (epoch, items) in live.items()]
         try:
             self.store.commit_many(batches)
         except Exception:
@@ -463,3 +475,14 @@ class JournalWriter:
             # A broken callback must not stop the journal; the error itself stays
             # kept for put/flush, and the callback's failure is logged.
             _log.exception("JournalWriter: on_error callback failed for job %r", job_id)
+
+
+def _joined(items: list[tuple[int, list[DeltaRecord]]]) -> list[DeltaRecord]:
+    """The records of one job's queued groups, in order: :class:`BuiltRecords` when
+    every group is (the store then trusts their shape), else a plain list."""
+    if len(items) == 1:
+        return items[0][1]
+    records = [record for _, group in items for record in group]
+    if all(type(group) is BuiltRecords for _, group in items):
+        return BuiltRecords(records)
+    return records
