@@ -505,31 +505,29 @@ class JobJournal:
         a group (and whatever must share its transaction) at a time."""
         if self.failed is not None:
             return
-        orphans: list[TaskRow] = []
-        removed: list[int] = []
         if self._orphans or self._orphan_removed:  # rare: looked at without the lock first
             with self._rows:
                 orphans, self._orphans = self._orphans, []
                 removed, self._orphan_removed = self._orphan_removed, []
-        with self._rows:
-            for row in orphans:
-                if self._unreleased.pop(row["seq"], None) is not None:
-                    self._held_needs.discard(row["seq"])
-                    if self.durability == "sync":
-                        self._in_flight.add(row["seq"])
-        if orphans or removed:
-            self._hold(self._job_record(added=orphans, removed=removed))
-            if not self._held_needs:
-                self._put_held()
+                for row in orphans:
+                    if self._unreleased.pop(row["seq"], None) is not None:
+                        self._held_needs.discard(row["seq"])
+                        if self.durability == "sync":
+                            self._in_flight.add(row["seq"])
+            if orphans or removed:
+                self._hold(self._job_record(added=orphans, removed=removed))
+                if not self._held_needs:
+                    self._put_held()
         group: list[DeltaRecord] = []
+        held = self._held
         for record in self.log.take_ready(flush=flush):
             group.append(self._delta(record))
             if record.cut:
-                for delta in group:
-                    self._hold(delta)
+                held.extend(group)
                 group = []
                 if not self._held_needs:
                     self._put_held()
+                    held = self._held
         if flush and self._held:
             # Nothing is running: whatever was waiting for its parent's row gets it now.
             self._put_held()
