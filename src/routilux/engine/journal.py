@@ -91,6 +91,9 @@ PARKED = ("paused", "waiting")
 #: The key of one delivery: (task seq, attempt).  A retry keeps the seq.
 Key = tuple[int, int]
 
+# The extras of a delivery that queued and withdrew nothing (never changed).
+_NO_EXTRAS: tuple[list[TaskRow], list[int]] = ([], [])
+
 
 # ---------------------------------------------------------------------------
 # The journal of one job
@@ -548,7 +551,7 @@ class JobJournal:
         with self._rows:
             if key is not None:
                 seq, attempt = cast(Key, key)
-                extras = self._extras.pop((seq, attempt), ([], []))
+                extras = self._extras.pop(cast(Key, key), None) or _NO_EXTRAS
                 if self._stored.get(seq) == attempt:
                     consumed = seq
                     del self._stored[seq]
@@ -583,7 +586,9 @@ class JobJournal:
             "tasks_added": added,
             "tasks_removed": removed,
             "status": None,
-            "waiting_for": self._waiting_change(),
+            "waiting_for": (
+                None if self.job_state.waiting_for == self._waiting_sent else self._waiting_change()
+            ),
         }
 
     def _job_record(

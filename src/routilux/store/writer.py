@@ -108,11 +108,15 @@ class JournalWriter:
         # The condition's own lock, taken directly (``with self._mutex``) where
         # nothing waits: a C-level enter instead of Condition's Python-level one.
         self._mutex = threading.RLock()
-        self._cond = threading.Condition(self._mutex)
+        self._cond = threading.Condition(self._mutex)  # callers wait for their records
+        self._work = threading.Condition(self._mutex)  # the thread waits for work
         self._queue: deque[_Entry] = deque()
         self._put_count = 0  # entries accepted so far (the ticket of the latest)
         self._done_count = 0  # every entry with a ticket <= this has been handled
         self._urgent = 0  # callers waiting now: do not hold a batch back for them
+        # A batch is being written (by the thread, or by a caller that waits for it:
+        # see _help). One at a time, in queue order.
+        self._busy = False
         self._failed: dict[str, StoreError] = {}  # job -> the error that stopped it
         self._failed_tickets: dict[int, StoreError] = {}  # for sync puts
         self._unreported: deque[tuple[str, StoreError]] = deque()
@@ -174,7 +178,7 @@ class JournalWriter:
                 # threads trade the GIL for nothing).
                 size = len(queue)
                 if size == 1 or size >= self.max_batch:
-                    self._cond.notify_all()
+                    self._work.notify()
             return
         with self._cond:
             if self._closing:
@@ -186,12 +190,16 @@ class JournalWriter:
             self._put_count += 1
             ticket = self._put_count
             self._queue.append((ticket, job_id, epoch, record))
-            self._cond.notify_all()
+            # No wake-up: this caller writes its record itself (_help) unless a batch
+            # is being written, whose end wakes it.
             if self.durability == "sync":
                 self._urgent += 1
                 try:
                     while self._done_count < ticket:
-                        self._cond.wait()
+                        if self._queue and not self._busy:
+                            self._help()
+                        else:
+                            self._cond.wait()
                 finally:
                     self._urgent -= 1
                 error = self._failed_tickets.pop(ticket, None)
@@ -209,11 +217,17 @@ class JournalWriter:
         with self._cond:
             target = self._put_count
             self._urgent += 1
-            self._cond.notify_all()
+            if deadline is not None or self._busy:
+                # It waits rather than writes (see _help): the batch being filled
+                # must not be held open for it.
+                self._work.notify()
             try:
                 while self._done_count < target:
                     if deadline is None:
-                        self._cond.wait()
+                        if self._queue and not self._busy:
+                            self._help()
+                        else:
+                            self._cond.wait()
                     else:
                         left = deadline - time.monotonic()
                         if left <= 0:
@@ -249,6 +263,7 @@ class JournalWriter:
             if not self._closed:
                 self._closing = True
                 self._cond.notify_all()
+                self._work.notify()
         self._thread.join(timeout)
         with self._cond:
             self._closed = True
@@ -285,20 +300,79 @@ class JournalWriter:
     def _take_batch(self) -> Optional[list[_Entry]]:
         """Wait for records; the next batch, or None when closing with nothing left."""
         with self._cond:
-            while not self._queue:
-                if self._closing:
-                    return None
-                self._cond.wait()
-            if len(self._queue) < self.max_batch and self.max_delay > 0:
-                # Hold the batch open for stragglers, unless someone is waiting on it.
-                deadline = time.monotonic() + self.max_delay
-                while len(self._queue) < self.max_batch and not self._urgent and not self._closing:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-            count = min(len(self._queue), self.max_batch)
-            return [self._queue.popleft() for _ in range(count)]
+            while True:
+                while not self._queue or self._busy:
+                    if self._closing and not self._queue and not self._busy:
+                        return None
+                    self._work.wait()
+                if len(self._queue) < self.max_batch and self.max_delay > 0:
+                    # Hold the batch open for stragglers, unless someone is waiting on it.
+                    deadline = time.monotonic() + self.max_delay
+                    while (
+                        len(self._queue) < self.max_batch and not self._urgent and not self._closing
+                    ):
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._work.wait(left)
+                if self._queue and not self._busy:
+                    return self._pop_batch()
+                # A caller that waited wrote what was queued meanwhile (_help).
+
+    def _pop_batch(self) -> list[_Entry]:
+        """The next batch, now being written (lock held)."""
+        count = min(len(self._queue), self.max_batch)
+        self._busy = True
+        return [self._queue.popleft() for _ in range(count)]
+
+    def _help(self) -> None:
+        """(Lock held, by a caller waiting for its records.) Write the next batch on
+        this thread instead of waking the writer thread and waiting for it: no
+        thread hand-off, and no two threads trading the GIL around each statement.
+        Batches are still written one at a time, in queue order."""
+        batch = self._pop_batch()
+        self._cond.release()
+        try:
+            self._handle(batch)
+        except BaseException as exc:
+            # Interrupted (Ctrl-C) or a bug: whether the batch was committed is not
+            # known, so its jobs fail; nobody waits for it forever.
+            error = StoreError(f"JournalWriter: writing a batch was interrupted: {exc!r}")
+            error.__cause__ = exc
+            with self._cond:
+                self._settle(batch, [(ticket, job_id, error) for ticket, job_id, _, _ in batch])
+            raise
+        finally:
+            self._cond.acquire()
+
+    def _handle(self, batch: list[_Entry]) -> None:
+        """Write ``batch`` and settle it (``_busy`` set by whoever took it)."""
+        failures = self._write(batch)
+        with self._cond:
+            new = self._settle(batch, failures)
+        for job_id, error in new:
+            self._report(job_id, error)
+
+    def _settle(
+        self, batch: list[_Entry], failures: list[tuple[int, str, StoreError]]
+    ) -> list[tuple[str, StoreError]]:
+        """Record a written batch's outcome and wake its waiters (lock held); the
+        jobs that failed for the first time."""
+        new: list[tuple[str, StoreError]] = []
+        for ticket, job_id, error in failures:
+            if job_id not in self._failed:
+                self._failed[job_id] = error
+                self._unreported.append((job_id, error))
+                new.append((job_id, error))
+            self._failed_tickets[ticket] = error
+        # Tickets are handed out in queue order and batches are written in that
+        # order, so the batch's last one covers every record taken so far.
+        self._done_count = max(self._done_count, batch[-1][0])
+        self._busy = False
+        self._cond.notify_all()
+        if self._queue:
+            self._work.notify()  # the thread may be waiting for this batch to end
+        return new
 
     def _run(self) -> None:
         try:
@@ -306,21 +380,7 @@ class JournalWriter:
                 batch = self._take_batch()
                 if batch is None:
                     return
-                failures = self._write(batch)
-                new: list[tuple[str, StoreError]] = []
-                with self._cond:
-                    for ticket, job_id, error in failures:
-                        if job_id not in self._failed:
-                            self._failed[job_id] = error
-                            self._unreported.append((job_id, error))
-                            new.append((job_id, error))
-                        self._failed_tickets[ticket] = error
-                    # Tickets are handed out in queue order, so the batch's last one
-                    # covers every record taken so far.
-                    self._done_count = batch[-1][0]
-                    self._cond.notify_all()
-                for job_id, error in new:
-                    self._report(job_id, error)
+                self._handle(batch)
         except BaseException as exc:
             # A bug here must not leave flush() waiting forever: fail what is queued
             # and refuse further records.
@@ -333,7 +393,9 @@ class JournalWriter:
                     self._failed_tickets[ticket] = error
                 self._unreported.append(("", error))
                 self._done_count = self._put_count
+                self._busy = False
                 self._cond.notify_all()
+                self._work.notify()
             raise
 
     def _write(self, batch: list[_Entry]) -> list[tuple[int, str, StoreError]]:
