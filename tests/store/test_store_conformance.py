@@ -580,6 +580,34 @@ def test_writer_sync_commits_before_put_returns(store: Store, store_url: str) ->
             assert reader.load("j1").commit_seq == item["seq"]
 
 
+def _commits_on(store: Store) -> list[threading.Thread]:
+    """The threads ``store``'s commit_many runs on, from now on."""
+    threads: list[threading.Thread] = []
+    commit_many = store.commit_many
+
+    def recording(batches: Any) -> None:
+        threads.append(threading.current_thread())
+        commit_many(batches)
+
+    store.commit_many = recording  # type: ignore[method-assign]
+    return threads
+
+
+@pytest.mark.parametrize("durability", ["batch", "sync"])
+def test_a_waiting_caller_writes_the_batch_itself(store: Store, durability: str) -> None:
+    # No hand-off to the writer thread and back: flush (batch mode, the thread
+    # holding the batch open for 10 s) and a sync put commit on the calling thread.
+    new_job(store)
+    threads = _commits_on(store)
+    with JournalWriter(store, durability=durability, max_batch=64, max_delay=10) as writer:
+        for item in chain(3):
+            writer.put("j1", 1, item)
+        assert writer.flush()
+        assert store.load("j1").commit_seq == 3
+    assert threads and set(threads) == {threading.current_thread()}
+    assert len(threads) == (1 if durability == "batch" else 3)
+
+
 def test_writer_close_raises_what_nobody_reported(store: Store) -> None:
     new_job(store)
     writer = JournalWriter(store, max_delay=10)
