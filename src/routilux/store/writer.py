@@ -12,7 +12,9 @@ snapshot, written after every record put before it (in the same transaction as t
 records queued before it when the store offers ``commit_then_snapshot``, as the
 library's SQL stores do). :meth:`flush` waits until
 everything put before it is durable; with ``durability="sync"`` every ``put`` waits for
-its own record.
+its own record. A caller that waits (``flush``, a sync ``put``) writes the next batch
+on its own thread when no batch is being written: no hand-off to the writer thread
+and back.
 
 Nothing fails silently: a batch that the store refuses is retried job by job (so only
 the job at fault is hit), and a job's error is raised from every later ``put`` for that
@@ -35,7 +37,8 @@ from ._base import BuiltRecords, DeltaRecord, Store
 
 _log = logging.getLogger("routilux.store")
 
-#: ``on_error(job_id, error)``: called on the writer thread when a job's records fail.
+#: ``on_error(job_id, error)``: called when a job's records fail, on the thread that
+#: wrote them (the writer thread, or a caller waiting for them: see ``_help``).
 ErrorCallback = Callable[[str, StoreError], None]
 
 
