@@ -19,6 +19,17 @@ not counted):
 - **W6**: the snapshot of a JobState with 10,000 history records: the saved form
   (``layout_of(JobState).serialize``) and the store's encoding of it, beside plain
   ``json.dumps`` of the same dict. Target: within 1.5x.
+
+For an instruction counter, ``--count w1 N`` runs N journaled W1 jobs (batch mode,
+``--durability sync`` for sync) and ``--count w2 N`` one journaled W2 job of N
+messages, printing nothing; the cost of one unit is the difference of two sizes
+divided by the units (every thread counted)::
+
+    for n in 200 2000; do
+      valgrind --tool=callgrind --separate-threads=no --callgrind-out-file=/dev/null \\
+        python benchmarks/w7_durable.py --count w2 $n 2>&1 | grep Collected
+    done
+    # instructions per W2 delivery = (I(2000) - I(200)) / (1800 * 11)
 """
 
 from __future__ import annotations
@@ -270,6 +281,20 @@ def recover(folder: str, jobs: int, pending: int, repeats: int) -> None:
     row("... until every job has completed", t_done, "s", f"{jobs * pending:,} deliveries")
 
 
+def count(workload: str, size: int, durability: str) -> None:
+    """``size`` units of W1 or W2, journaled (for an instruction counter)."""
+    with tempfile.TemporaryDirectory(prefix="routilux-w7-") as folder:
+        build = build_w1 if workload == "w1" else build_w2
+        flow = journaled(build, os.path.join(folder, f"{workload}.db"), durability)
+        flow.execute("source", {"n": 1})  # the first job (plan, writer thread) apart
+        if workload == "w1":
+            for _ in range(size):
+                flow.execute("source", {"n": 1})
+        else:
+            flow.execute("source", {"n": size})
+        flow.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2_000, help="W2 messages per job")
@@ -279,10 +304,23 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000, help="W6 history records")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--make-template", metavar="DB", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--count",
+        nargs=2,
+        metavar=("WORKLOAD", "N"),
+        help="run N units of w1 or w2 journaled, print nothing (for callgrind)",
+    )
+    parser.add_argument("--durability", choices=["batch", "sync"], default="batch")
     parser.add_argument("--only", choices=["w2", "w1", "recover", "w6"], help="one part only")
     args = parser.parse_args()
     if args.make_template:
         make_template(args.make_template, args.pending)
+        return
+    if args.count:
+        workload, size = args.count
+        if workload not in ("w1", "w2"):
+            parser.error(f"--count: unknown workload {workload!r}: use w1 or w2")
+        count(workload, int(size), args.durability)
         return
     with tempfile.TemporaryDirectory(prefix="routilux-w7-") as folder:
         if args.only in (None, "w2"):

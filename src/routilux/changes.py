@@ -415,6 +415,8 @@ class ChangeLog:
             self._mirror: dict[tuple[str, str], Any] = {}
             self._takers: dict[tuple[str, str], int] = {}
             self._touched: datetime | None = job_state.updated_at
+            # The latest history op and its time (see _touch).
+            self._last_history: tuple[list[Any], datetime] | None = None
             for field, name in _FIELDS.items():
                 setattr(job_state, name, TrackedDict(getattr(job_state, name), self, field))
             job_state._changes = self
@@ -600,8 +602,17 @@ class ChangeLog:
         an earlier cut of it keeps an ``updated_at`` a little older than the data."""
         stamp = record.updated_at
         if stamp is not None and stamp != self._touched:
-            record.ops.append(["touch", stamp.isoformat()])
             self._touched = stamp
+            last = self._last_history
+            if last is not None and last[1] == stamp:
+                # The latest history op has this very time (record_execution sets
+                # updated_at to it): when it ends the release, replaying it sets
+                # updated_at already; otherwise its text is reused.
+                if record.ops and record.ops[-1] is last[0]:
+                    return
+                record.ops.append(["touch", last[0][4]])
+                return
+            record.ops.append(["touch", stamp.isoformat()])
 
     # -- recording (the job's lock is held) -------------------------------------
 
@@ -765,9 +776,10 @@ class ChangeLog:
             data = _encode(record.data)
         except (_Unencodable, RecursionError):
             data = encode_value(record.data, "execution_history[-1].data")
-        self._record(
-            ["history", record.routine_id, record.event_name, data, record.timestamp.isoformat()]
-        )
+        stamp = record.timestamp
+        op = ["history", record.routine_id, record.event_name, data, stamp.isoformat()]
+        self._record(op)
+        self._last_history = (op, stamp)
 
     def log(self, entry: dict[str, Any]) -> None:
         """``JobState.append_to_shared_log``: one stamped entry."""

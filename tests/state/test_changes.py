@@ -392,3 +392,20 @@ def test_an_unencodable_output_reaches_no_output_handler() -> None:
         js.send_output("a", "kind", {"ok": 1})
     assert [call["data"] for call in seen] == [{"ok": 1}]
     assert [e["data"] for e in js.output_log] == [{"ok": 1}]
+
+
+def test_a_release_ending_in_a_history_op_needs_no_touch() -> None:
+    """The history op sets updated_at to its own time on replay: a release that ends
+    with it carries no ``touch``; one whose updated_at moved after it does."""
+    js, start, log = new_job()
+    with log.delivery(1):
+        js.record_execution("a", "out", {"x": 1})
+    first = log.take_ready()
+    assert [op[0] for op in first[0].ops] == ["history"]
+    assert replayed(start, first).updated_at == js.updated_at
+    with log.delivery(2):
+        js.record_execution("a", "out", {"x": 2})
+        js.update_shared_data("after", 1)  # moves updated_at past the history time
+    second = log.take_ready()
+    assert [op[0] for op in second[0].ops] == ["history", "shared_set", "touch"]
+    assert replayed(start, first + second).serialize() == js.serialize()

@@ -30,6 +30,7 @@ from routilux.store import (
     StoreError,
     open_store,
 )
+from routilux.store._base import BuiltRecords
 
 
 def snapshot_of(**shared: Any) -> dict[str, Any]:
@@ -208,6 +209,43 @@ def test_snapshot_truncates_deltas_and_load_job_replays_the_rest(store: Store) -
         store.write_snapshot("j1", 1, snapshot_of(), upto_seq=1)
     with pytest.raises(StoreError, match="from 2 .* to 3"):
         store.write_snapshot("j1", 1, snapshot_of(), upto_seq=4)
+
+
+def test_a_snapshot_folded_with_its_records_keeps_only_the_later_ones(store: Store) -> None:
+    # What the journal writer does for a finished job: its last records and the
+    # snapshot after them in one transaction; deltas it covers are not kept.
+    new_job(store, snapshot=snapshot_of(base=0))
+    store.commit("j1", 1, [record(1), record(2)])
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    fold([("j1", 1, [record(3), record(4), record(5)])], "j1", 1, snapshot_of(k=4), 4)
+    job = store.load("j1")
+    assert (job.commit_seq, job.snapshot_seq) == (5, 4)
+    assert [d["seq"] for d in job.deltas] == [5]
+    assert store.load_job("j1", apply_ops=fake_apply).shared_data == {"k": 4, "k5": 5}
+    fold([("j1", 1, [record(6)])], "j1", 1, snapshot_of(k=6), 6)
+    job = store.load("j1")
+    assert (job.commit_seq, job.snapshot_seq, job.deltas) == (6, 6, [])
+    # A snapshot beyond its records is refused with them: nothing is written.
+    with pytest.raises(StoreError, match="from 6 .* to 7"):
+        fold([("j1", 1, [record(7)])], "j1", 1, snapshot_of(), 8)
+    assert store.load("j1").commit_seq == 6
+
+
+def built(seq: int, consumed: int | None = None) -> dict[str, Any]:
+    """A record as the engine's journal builds it: every field present."""
+    base = {"tasks_added": [], "tasks_removed": [], "status": None, "waiting_for": None}
+    return {**base, **record(seq, consumed)}
+
+
+def test_records_the_engine_built_still_get_their_seqs_checked(store: Store) -> None:
+    new_job(store)
+    with pytest.raises(StoreError, match=r"seq must be 1 .* got 2"):
+        store.commit("j1", 1, BuiltRecords([built(2)]))
+    with pytest.raises(StoreError, match=r"seq must be 2 .* got 1"):
+        store.commit("j1", 1, BuiltRecords([built(1), built(1)]))
+    store.commit("j1", 1, BuiltRecords([built(1, consumed=0), built(2)]))
+    job = store.load("j1")
+    assert job.commit_seq == 2 and job.tasks == []
 
 
 def test_load_job_without_deltas_needs_no_replay(store: Store) -> None:
@@ -540,6 +578,34 @@ def test_writer_sync_commits_before_put_returns(store: Store, store_url: str) ->
         for item in chain(5):
             w.put("j1", 1, item)
             assert reader.load("j1").commit_seq == item["seq"]
+
+
+def _commits_on(store: Store) -> list[threading.Thread]:
+    """The threads ``store``'s commit_many runs on, from now on."""
+    threads: list[threading.Thread] = []
+    commit_many = store.commit_many
+
+    def recording(batches: Any) -> None:
+        threads.append(threading.current_thread())
+        commit_many(batches)
+
+    store.commit_many = recording  # type: ignore[method-assign]
+    return threads
+
+
+@pytest.mark.parametrize("durability", ["batch", "sync"])
+def test_a_waiting_caller_writes_the_batch_itself(store: Store, durability: str) -> None:
+    # No hand-off to the writer thread and back: flush (batch mode, the thread
+    # holding the batch open for 10 s) and a sync put commit on the calling thread.
+    new_job(store)
+    threads = _commits_on(store)
+    with JournalWriter(store, durability=durability, max_batch=64, max_delay=10) as writer:
+        for item in chain(3):
+            writer.put("j1", 1, item)
+        assert writer.flush()
+        assert store.load("j1").commit_seq == 3
+    assert threads and set(threads) == {threading.current_thread()}
+    assert len(threads) == (1 if durability == "batch" else 3)
 
 
 def test_writer_close_raises_what_nobody_reported(store: Store) -> None:

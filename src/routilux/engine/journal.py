@@ -43,6 +43,7 @@ from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
 from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
+from ..store._base import BuiltRecords
 from . import aio
 from .observer import AT_JOB_END, TIMER
 from .rows import entry_of_row, missing_target, row_of_entry, task_row, wall_time
@@ -89,6 +90,9 @@ PARKED = ("paused", "waiting")
 
 #: The key of one delivery: (task seq, attempt).  A retry keeps the seq.
 Key = tuple[int, int]
+
+# The extras of a delivery that queued and withdrew nothing (never changed).
+_NO_EXTRAS: tuple[list[TaskRow], list[int]] = ([], [])
 
 
 # ---------------------------------------------------------------------------
@@ -147,7 +151,7 @@ class JobJournal:
         self._retrying: set[int] = set()
         self._max_seq = max([next_seq - 1, *rows])
         # Groups put aside until the row their deliveries consumed is released.
-        self._held: list[DeltaRecord] = []
+        self._held: list[DeltaRecord] = BuiltRecords()
         self._held_needs: set[int] = set()
         self._bindings: dict[Key, Any] = {}
         self._status: str | None = job_state.status
@@ -504,31 +508,29 @@ class JobJournal:
         a group (and whatever must share its transaction) at a time."""
         if self.failed is not None:
             return
-        orphans: list[TaskRow] = []
-        removed: list[int] = []
         if self._orphans or self._orphan_removed:  # rare: looked at without the lock first
             with self._rows:
                 orphans, self._orphans = self._orphans, []
                 removed, self._orphan_removed = self._orphan_removed, []
-        with self._rows:
-            for row in orphans:
-                if self._unreleased.pop(row["seq"], None) is not None:
-                    self._held_needs.discard(row["seq"])
-                    if self.durability == "sync":
-                        self._in_flight.add(row["seq"])
-        if orphans or removed:
-            self._hold(self._job_record(added=orphans, removed=removed))
-            if not self._held_needs:
-                self._put_held()
+                for row in orphans:
+                    if self._unreleased.pop(row["seq"], None) is not None:
+                        self._held_needs.discard(row["seq"])
+                        if self.durability == "sync":
+                            self._in_flight.add(row["seq"])
+            if orphans or removed:
+                self._hold(self._job_record(added=orphans, removed=removed))
+                if not self._held_needs:
+                    self._put_held()
         group: list[DeltaRecord] = []
+        held = self._held
         for record in self.log.take_ready(flush=flush):
             group.append(self._delta(record))
             if record.cut:
-                for delta in group:
-                    self._hold(delta)
+                held.extend(group)
                 group = []
                 if not self._held_needs:
                     self._put_held()
+                    held = self._held
         if flush and self._held:
             # Nothing is running: whatever was waiting for its parent's row gets it now.
             self._put_held()
@@ -549,7 +551,7 @@ class JobJournal:
         with self._rows:
             if key is not None:
                 seq, attempt = cast(Key, key)
-                extras = self._extras.pop((seq, attempt), ([], []))
+                extras = self._extras.pop(cast(Key, key), None) or _NO_EXTRAS
                 if self._stored.get(seq) == attempt:
                     consumed = seq
                     del self._stored[seq]
@@ -584,7 +586,9 @@ class JobJournal:
             "tasks_added": added,
             "tasks_removed": removed,
             "status": None,
-            "waiting_for": self._waiting_change(),
+            "waiting_for": (
+                None if self.job_state.waiting_for == self._waiting_sent else self._waiting_change()
+            ),
         }
 
     def _job_record(
@@ -636,7 +640,7 @@ class JobJournal:
         self._held.append(delta)
 
     def _put_held(self) -> None:
-        held, self._held = self._held, []
+        held, self._held = self._held, BuiltRecords()
         self._held_needs.clear()
         if not held or self.failed is not None:
             return

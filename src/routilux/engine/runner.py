@@ -111,8 +111,9 @@ class Durable:
             return writer
 
     def _writer_failed(self, job_id: str, error: StoreError) -> None:
-        """On the writer thread: a job's records were refused; fail the job (on a
-        thread of its own: failing takes the job's lock, and the writer must go on)."""
+        """On the thread that wrote them: a job's records were refused; fail the job
+        (on a thread of its own: failing takes the job's lock, and the writer must go
+        on)."""
         with self._lock:
             journal = self.jobs.get(job_id)
         if journal is not None:

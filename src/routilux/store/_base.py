@@ -447,11 +447,33 @@ def check_waiting_change(change: Any, where: str) -> Any:
     )
 
 
+class BuiltRecords(list[DeltaRecord]):
+    """Records the engine's journal built itself (``engine/journal.py``), handed to
+    the store by the :class:`~routilux.store.JournalWriter`: plain, normalised
+    DeltaRecords whose TaskRows came from ``engine/rows.py``.  :func:`check_records`
+    checks only their seqs (a gap or a repeat is still refused); every other caller's
+    records get the full checks.  Internal: not part of the store API."""
+
+    __slots__ = ()
+
+
 def check_records(job_id: str, first_seq: int, records: Sequence[Any]) -> list[DeltaRecord]:
     """Normalised copies of ``records``; their seqs must run ``first_seq``, +1, ...
 
     A gap or a repeat raises StoreError naming the job and both seqs.
+    :class:`BuiltRecords` are returned as they are once their seqs are right.
     """
+    if type(records) is BuiltRecords:
+        if not records:
+            return records
+        expected = first_seq
+        for record in records:
+            if record["seq"] != expected:
+                break
+            expected += 1
+        else:
+            return records
+        # A gap or a repeat: the full checks name the record at fault.
     if isinstance(records, Mapping) or not isinstance(records, Sequence):
         raise StoreError(f"job {job_id!r}: records must be a list of DeltaRecords")
     checked: list[DeltaRecord] = []

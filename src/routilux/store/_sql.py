@@ -92,6 +92,15 @@ class SQLStore:
         """A JSON column as read back."""
         raise NotImplementedError
 
+    def _jin_at(self, value: Any, where: str, *args: Any) -> Any:
+        """:meth:`_jin` naming the value ``where.format(*args)`` in an error: the
+        name is only built when the value cannot be stored (most are written once
+        per record, and the name would cost more than the value)."""
+        try:
+            return self._jin(value, where)
+        except StoreError:
+            return self._jin(value, where.format(*args))  # raises, naming the value
+
     def _jout_many(self, raws: Sequence[Any]) -> list[Any]:
         """Several JSON columns as read back, in order."""
         return [self._jout(raw) for raw in raws]
@@ -126,17 +135,18 @@ class SQLStore:
         rows = check_tasks(list(tasks), f"job {job_id!r} tasks")
         now = time.time()
         with self._transaction(write=True) as cur:
-            cur.execute(self._sql("SELECT 1 FROM routilux_job WHERE job_id = ?"), (job_id,))
-            if cur.fetchone() is not None:
-                raise StoreError(f"store {self.location}: job {job_id!r} already exists")
+            # One statement: a job id already taken inserts nothing (rowcount 0).
             cur.execute(
                 self._sql(
                     "INSERT INTO routilux_job (job_id, flow_id, status, owner, epoch,"
                     " snapshot_seq, commit_seq, input_seq, created_at, updated_at, waiting_for)"
                     " VALUES (?, ?, ?, ?, 1, 0, 0, 0, ?, ?, NULL)"
+                    " ON CONFLICT (job_id) DO NOTHING"
                 ),
                 (job_id, flow_id, status, owner, now, now),
             )
+            if cur.rowcount == 0:
+                raise StoreError(f"store {self.location}: job {job_id!r} already exists")
             cur.execute(
                 self._sql("INSERT INTO routilux_snapshot (job_id, snapshot) VALUES (?, ?)"),
                 (job_id, snap),
@@ -239,10 +249,10 @@ class SQLStore:
                     row["kind"],
                     row["routine"],
                     row["slot"],
-                    self._jin(row["data"], f"job {job_id!r} task {row['seq']} data"),
+                    self._jin_at(row["data"], "job {!r} task {} data", job_id, row["seq"]),
                     row["retries"],
                     row["due_at"],
-                    self._jin(row["extra"], f"job {job_id!r} task {row['seq']} extra"),
+                    self._jin_at(row["extra"], "job {!r} task {} extra", job_id, row["seq"]),
                 )
                 for row in rows
             ],
@@ -288,11 +298,26 @@ class SQLStore:
                 self._commit_one(cur, job_id, epoch, records)
 
     def _commit_one(
-        self, cur: Any, job_id: str, epoch: int, records: Sequence[DeltaRecord]
+        self,
+        cur: Any,
+        job_id: str,
+        epoch: int,
+        records: Sequence[DeltaRecord],
+        snapshot: Optional[tuple[Any, int]] = None,
     ) -> None:
-        commit_seq, _, _ = self._job_for_write(cur, job_id, epoch)
+        """Append ``records`` to the job (row locked, epoch checked).
+
+        ``snapshot``: (the encoded snapshot, its ``upto_seq``) to write in the same
+        step (:meth:`commit_then_snapshot`): records it covers are not inserted only
+        to be deleted again, and the job row is updated once.
+        """
+        commit_seq, snapshot_seq, _ = self._job_for_write(cur, job_id, epoch)
         checked = check_records(job_id, commit_seq + 1, records)
         if not checked:
+            if snapshot is not None:
+                self._write_snapshot(
+                    cur, job_id, snapshot[0], snapshot[1], snapshot_seq, commit_seq
+                )
             return
         # The batch's net effect on the task table: tasks added and consumed inside
         # the batch never touch it.
@@ -346,22 +371,43 @@ class SQLStore:
             self._delete_tasks(cur, job_id, doomed)
         self._insert_tasks(cur, job_id, list(added.values()))
         where = f"job {job_id!r} delta"
-        self._insert_many(
-            cur,
-            "INSERT INTO routilux_delta (job_id, seq, consumed, record)",
-            4,
-            [
-                (
-                    job_id,
-                    record["seq"],
-                    record["consumed"],
-                    self._jin(record, f"{where} seq {record['seq']}"),
-                )
-                for record in checked
-            ],
-        )
+        last_seq = checked[-1]["seq"]
+        kept = checked
+        if snapshot is not None:
+            upto_seq = snapshot[1]
+            self._check_upto(job_id, upto_seq, snapshot_seq, last_seq)
+            # The snapshot holds what the records it covers did: only later ones stay.
+            kept = [record for record in checked if record["seq"] > upto_seq]
+        if kept:
+            self._insert_many(
+                cur,
+                "INSERT INTO routilux_delta (job_id, seq, consumed, record)",
+                4,
+                [
+                    (
+                        job_id,
+                        record["seq"],
+                        record["consumed"],
+                        self._jin_at(record, "job {!r} delta seq {}", job_id, record["seq"]),
+                    )
+                    for record in kept
+                ],
+            )
         assignments = ["commit_seq = ?", "updated_at = ?"]
-        params: list[Any] = [checked[-1]["seq"], time.time()]
+        params: list[Any] = [last_seq, time.time()]
+        if snapshot is not None:
+            assignments.append("snapshot_seq = ?")
+            params.append(snapshot[1])
+            cur.execute(
+                self._sql("UPDATE routilux_snapshot SET snapshot = ? WHERE job_id = ?"),
+                (snapshot[0], job_id),
+            )
+            if commit_seq > snapshot_seq:
+                # Deltas of earlier transactions the snapshot now covers.
+                cur.execute(
+                    self._sql("DELETE FROM routilux_delta WHERE job_id = ? AND seq <= ?"),
+                    (job_id, snapshot[1]),
+                )
         if status is not None:
             assignments.append("status = ?")
             params.append(status)
@@ -401,10 +447,19 @@ class SQLStore:
         snap = self._jin(dict(snapshot), f"job {job_id!r} snapshot")
         batches = list(batches)
         with self._transaction(write=True) as cur:
+            folded = False
             for batch_job, batch_epoch, records in batches:
                 check_id(batch_job, "job_id")
-                self._commit_one(cur, batch_job, batch_epoch, records)
-            self._write_snapshot(cur, job_id, epoch, snap, upto_seq)
+                if batch_job == job_id and batch_epoch == epoch and not folded:
+                    # The snapshot's job: its records and the snapshot in one step.
+                    self._commit_one(cur, batch_job, batch_epoch, records, (snap, upto_seq))
+                    folded = True
+                else:
+                    self._commit_one(cur, batch_job, batch_epoch, records)
+            if not folded:
+                check_id(job_id, "job_id")
+                commit_seq, snapshot_seq, _ = self._job_for_write(cur, job_id, epoch)
+                self._write_snapshot(cur, job_id, snap, upto_seq, snapshot_seq, commit_seq)
 
     @property
     def folds_snapshots(self) -> bool:
@@ -418,8 +473,7 @@ class SQLStore:
             and cls.write_snapshot is SQLStore.write_snapshot
         )
 
-    def _write_snapshot(self, cur: Any, job_id: str, epoch: int, snap: str, upto_seq: int) -> None:
-        commit_seq, snapshot_seq, _ = self._job_for_write(cur, job_id, epoch)
+    def _check_upto(self, job_id: str, upto_seq: Any, snapshot_seq: int, commit_seq: int) -> None:
         if (
             not isinstance(upto_seq, int)
             or isinstance(upto_seq, bool)
@@ -429,6 +483,12 @@ class SQLStore:
                 f"job {job_id!r}: a snapshot must cover a seq from {snapshot_seq} (the "
                 f"current snapshot) to {commit_seq} (the last commit), got {upto_seq!r}"
             )
+
+    def _write_snapshot(
+        self, cur: Any, job_id: str, snap: Any, upto_seq: int, snapshot_seq: int, commit_seq: int
+    ) -> None:
+        """Replace the snapshot (the job row locked, its epoch checked)."""
+        self._check_upto(job_id, upto_seq, snapshot_seq, commit_seq)
         cur.execute(
             self._sql("UPDATE routilux_job SET snapshot_seq = ?, updated_at = ? WHERE job_id = ?"),
             (upto_seq, time.time(), job_id),
@@ -437,10 +497,11 @@ class SQLStore:
             self._sql("UPDATE routilux_snapshot SET snapshot = ? WHERE job_id = ?"),
             (snap, job_id),
         )
-        cur.execute(
-            self._sql("DELETE FROM routilux_delta WHERE job_id = ? AND seq <= ?"),
-            (job_id, upto_seq),
-        )
+        if commit_seq > snapshot_seq:
+            cur.execute(
+                self._sql("DELETE FROM routilux_delta WHERE job_id = ? AND seq <= ?"),
+                (job_id, upto_seq),
+            )
 
     def load(self, job_id: str) -> JournaledJob:
         """The job's row, snapshot, deltas after the snapshot and current tasks."""

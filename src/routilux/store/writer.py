@@ -12,7 +12,9 @@ snapshot, written after every record put before it (in the same transaction as t
 records queued before it when the store offers ``commit_then_snapshot``, as the
 library's SQL stores do). :meth:`flush` waits until
 everything put before it is durable; with ``durability="sync"`` every ``put`` waits for
-its own record.
+its own record. A caller that waits (``flush``, a sync ``put``) writes the next batch
+on its own thread when no batch is being written: no hand-off to the writer thread
+and back.
 
 Nothing fails silently: a batch that the store refuses is retried job by job (so only
 the job at fault is hit), and a job's error is raised from every later ``put`` for that
@@ -31,11 +33,12 @@ from typing import Any, Callable, Optional, Union
 
 from routilux.exceptions import StoreError
 
-from ._base import DeltaRecord, Store
+from ._base import BuiltRecords, DeltaRecord, Store
 
 _log = logging.getLogger("routilux.store")
 
-#: ``on_error(job_id, error)``: called on the writer thread when a job's records fail.
+#: ``on_error(job_id, error)``: called when a job's records fail, on the thread that
+#: wrote them (the writer thread, or a caller waiting for them: see ``_help``).
 ErrorCallback = Callable[[str, StoreError], None]
 
 
@@ -105,11 +108,18 @@ class JournalWriter:
         self.max_batch = max_batch
         self.max_delay = float(max_delay)
         self.on_error = on_error
-        self._cond = threading.Condition()
+        # The condition's own lock, taken directly (``with self._mutex``) where
+        # nothing waits: a C-level enter instead of Condition's Python-level one.
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)  # callers wait for their records
+        self._work = threading.Condition(self._mutex)  # the thread waits for work
         self._queue: deque[_Entry] = deque()
         self._put_count = 0  # entries accepted so far (the ticket of the latest)
         self._done_count = 0  # every entry with a ticket <= this has been handled
         self._urgent = 0  # callers waiting now: do not hold a batch back for them
+        # A batch is being written (by the thread, or by a caller that waits for it:
+        # see _help). One at a time, in queue order.
+        self._busy = False
         self._failed: dict[str, StoreError] = {}  # job -> the error that stopped it
         self._failed_tickets: dict[int, StoreError] = {}  # for sync puts
         self._unreported: deque[tuple[str, StoreError]] = deque()
@@ -135,7 +145,9 @@ class JournalWriter:
         """Queue ``records`` for ``job_id``, to be committed in ONE transaction (a
         group whose records must become durable together). Raises as :meth:`put`."""
         if records:
-            self._put(job_id, epoch, list(records))
+            # BuiltRecords (the engine's journal) keep their type: the store then
+            # checks only their seqs.
+            self._put(job_id, epoch, records if type(records) is BuiltRecords else list(records))
 
     def put_snapshot(
         self, job_id: str, epoch: int, snapshot: Mapping[str, Any], upto_seq: int
@@ -150,6 +162,27 @@ class JournalWriter:
         self._put(job_id, epoch, _RELEASE)
 
     def _put(self, job_id: str, epoch: int, record: _Payload) -> None:
+        # Read without the lock (one dict lookup is atomic): a failure set a moment
+        # later is found by the next put, as if this one had come first.
+        failed = self._failed.get(job_id)
+        if failed is not None:
+            raise failed
+        if self.durability != "sync":
+            with self._mutex:
+                if self._closing:
+                    raise StoreError("JournalWriter is closed")
+                if self._unreported:
+                    self._raise_unreported()
+                self._put_count = ticket = self._put_count + 1
+                queue = self._queue
+                queue.append((ticket, job_id, epoch, record))
+                # Wake the writer only when it has something new to do: its first
+                # record or a full batch (a wake-up per record would make the two
+                # threads trade the GIL for nothing).
+                size = len(queue)
+                if size == 1 or size >= self.max_batch:
+                    self._work.notify()
+            return
         with self._cond:
             if self._closing:
                 raise StoreError("JournalWriter is closed")
@@ -160,20 +193,16 @@ class JournalWriter:
             self._put_count += 1
             ticket = self._put_count
             self._queue.append((ticket, job_id, epoch, record))
-            # Wake the writer only when it has something new to do: its first record,
-            # a full batch, or a caller that waits. (A wake-up per record would make
-            # the two threads trade the GIL for nothing.)
-            if (
-                len(self._queue) == 1
-                or len(self._queue) >= self.max_batch
-                or (self.durability == "sync")
-            ):
-                self._cond.notify_all()
+            # No wake-up: this caller writes its record itself (_help) unless a batch
+            # is being written, whose end wakes it.
             if self.durability == "sync":
                 self._urgent += 1
                 try:
                     while self._done_count < ticket:
-                        self._cond.wait()
+                        if self._queue and not self._busy:
+                            self._help()
+                        else:
+                            self._cond.wait()
                 finally:
                     self._urgent -= 1
                 error = self._failed_tickets.pop(ticket, None)
@@ -191,11 +220,17 @@ class JournalWriter:
         with self._cond:
             target = self._put_count
             self._urgent += 1
-            self._cond.notify_all()
+            if deadline is not None or self._busy:
+                # It waits rather than writes (see _help): the batch being filled
+                # must not be held open for it.
+                self._work.notify()
             try:
                 while self._done_count < target:
                     if deadline is None:
-                        self._cond.wait()
+                        if self._queue and not self._busy:
+                            self._help()
+                        else:
+                            self._cond.wait()
                     else:
                         left = deadline - time.monotonic()
                         if left <= 0:
@@ -213,8 +248,8 @@ class JournalWriter:
 
     def error_of(self, job_id: str) -> Optional[StoreError]:
         """The error that stopped ``job_id``'s journal, or None."""
-        with self._cond:
-            return self._failed.get(job_id)
+        # Without the lock: asked after every delivery, and one dict lookup is atomic.
+        return self._failed.get(job_id)
 
     def forget(self, job_id: str) -> None:
         """Drop the error kept for ``job_id`` (after the job was dealt with)."""
@@ -231,6 +266,7 @@ class JournalWriter:
             if not self._closed:
                 self._closing = True
                 self._cond.notify_all()
+                self._work.notify()
         self._thread.join(timeout)
         with self._cond:
             self._closed = True
@@ -267,20 +303,79 @@ class JournalWriter:
     def _take_batch(self) -> Optional[list[_Entry]]:
         """Wait for records; the next batch, or None when closing with nothing left."""
         with self._cond:
-            while not self._queue:
-                if self._closing:
-                    return None
-                self._cond.wait()
-            if len(self._queue) < self.max_batch and self.max_delay > 0:
-                # Hold the batch open for stragglers, unless someone is waiting on it.
-                deadline = time.monotonic() + self.max_delay
-                while len(self._queue) < self.max_batch and not self._urgent and not self._closing:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-            count = min(len(self._queue), self.max_batch)
-            return [self._queue.popleft() for _ in range(count)]
+            while True:
+                while not self._queue or self._busy:
+                    if self._closing and not self._queue and not self._busy:
+                        return None
+                    self._work.wait()
+                if len(self._queue) < self.max_batch and self.max_delay > 0:
+                    # Hold the batch open for stragglers, unless someone is waiting on it.
+                    deadline = time.monotonic() + self.max_delay
+                    while (
+                        len(self._queue) < self.max_batch and not self._urgent and not self._closing
+                    ):
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._work.wait(left)
+                if self._queue and not self._busy:
+                    return self._pop_batch()
+                # A caller that waited wrote what was queued meanwhile (_help).
+
+    def _pop_batch(self) -> list[_Entry]:
+        """The next batch, now being written (lock held)."""
+        count = min(len(self._queue), self.max_batch)
+        self._busy = True
+        return [self._queue.popleft() for _ in range(count)]
+
+    def _help(self) -> None:
+        """(Lock held, by a caller waiting for its records.) Write the next batch on
+        this thread instead of waking the writer thread and waiting for it: no
+        thread hand-off, and no two threads trading the GIL around each statement.
+        Batches are still written one at a time, in queue order."""
+        batch = self._pop_batch()
+        self._cond.release()
+        try:
+            self._handle(batch)
+        except BaseException as exc:
+            # Interrupted (Ctrl-C) or a bug: whether the batch was committed is not
+            # known, so its jobs fail; nobody waits for it forever.
+            error = StoreError(f"JournalWriter: writing a batch was interrupted: {exc!r}")
+            error.__cause__ = exc
+            with self._cond:
+                self._settle(batch, [(ticket, job_id, error) for ticket, job_id, _, _ in batch])
+            raise
+        finally:
+            self._cond.acquire()
+
+    def _handle(self, batch: list[_Entry]) -> None:
+        """Write ``batch`` and settle it (``_busy`` set by whoever took it)."""
+        failures = self._write(batch)
+        with self._cond:
+            new = self._settle(batch, failures)
+        for job_id, error in new:
+            self._report(job_id, error)
+
+    def _settle(
+        self, batch: list[_Entry], failures: list[tuple[int, str, StoreError]]
+    ) -> list[tuple[str, StoreError]]:
+        """Record a written batch's outcome and wake its waiters (lock held); the
+        jobs that failed for the first time."""
+        new: list[tuple[str, StoreError]] = []
+        for ticket, job_id, error in failures:
+            if job_id not in self._failed:
+                self._failed[job_id] = error
+                self._unreported.append((job_id, error))
+                new.append((job_id, error))
+            self._failed_tickets[ticket] = error
+        # Tickets are handed out in queue order and batches are written in that
+        # order, so the batch's last one covers every record taken so far.
+        self._done_count = max(self._done_count, batch[-1][0])
+        self._busy = False
+        self._cond.notify_all()
+        if self._queue:
+            self._work.notify()  # the thread may be waiting for this batch to end
+        return new
 
     def _run(self) -> None:
         try:
@@ -288,21 +383,7 @@ class JournalWriter:
                 batch = self._take_batch()
                 if batch is None:
                     return
-                failures = self._write(batch)
-                new: list[tuple[str, StoreError]] = []
-                with self._cond:
-                    for ticket, job_id, error in failures:
-                        if job_id not in self._failed:
-                            self._failed[job_id] = error
-                            self._unreported.append((job_id, error))
-                            new.append((job_id, error))
-                        self._failed_tickets[ticket] = error
-                    # Tickets are handed out in queue order, so the batch's last one
-                    # covers every record taken so far.
-                    self._done_count = batch[-1][0]
-                    self._cond.notify_all()
-                for job_id, error in new:
-                    self._report(job_id, error)
+                self._handle(batch)
         except BaseException as exc:
             # A bug here must not leave flush() waiting forever: fail what is queued
             # and refuse further records.
@@ -315,7 +396,9 @@ class JournalWriter:
                     self._failed_tickets[ticket] = error
                 self._unreported.append(("", error))
                 self._done_count = self._put_count
+                self._busy = False
                 self._cond.notify_all()
+                self._work.notify()
             raise
 
     def _write(self, batch: list[_Entry]) -> list[tuple[int, str, StoreError]]:
@@ -369,10 +452,7 @@ class JournalWriter:
         if fold is None:
             return False
         live = {job: entry for job, entry in jobs.items() if job not in stopped and entry[1]}
-        batches = [
-            (job, job_epoch, [record for _, group in items for record in group])
-            for job, (job_epoch, items) in live.items()
-        ]
+        batches = [(job, job_epoch, _joined(items)) for job, (job_epoch, items) in live.items()]
         try:
             fold(batches, job_id, epoch, payload.snapshot, payload.upto_seq)
         except Exception:
@@ -408,10 +488,7 @@ class JournalWriter:
         live = {job: entry for job, entry in jobs.items() if job not in stopped and entry[1]}
         if not live:
             return
-        batches = [
-            (job_id, epoch, [record for _, group in items for record in group])
-            for job_id, (epoch, items) in live.items()
-        ]
+        batches = [(job_id, epoch, _joined(items)) for job_id, (epoch, items) in live.items()]
         try:
             self.store.commit_many(batches)
         except Exception:
@@ -463,3 +540,14 @@ class JournalWriter:
             # A broken callback must not stop the journal; the error itself stays
             # kept for put/flush, and the callback's failure is logged.
             _log.exception("JournalWriter: on_error callback failed for job %r", job_id)
+
+
+def _joined(items: list[tuple[int, list[DeltaRecord]]]) -> list[DeltaRecord]:
+    """The records of one job's queued groups, in order: :class:`BuiltRecords` when
+    every group is (the store then trusts their shape), else a plain list."""
+    if len(items) == 1:
+        return items[0][1]
+    records = [record for _, group in items for record in group]
+    if all(type(group) is BuiltRecords for _, group in items):
+        return BuiltRecords(records)
+    return records
