@@ -945,6 +945,13 @@ def deserialize_job_state(js: JobState, data: dict[str, Any]) -> None:
     _restore_job_state(js, data, copy=True)
 
 
+@_loader("JobState")
+def deserialize_job_state_owned(js: JobState, data: dict[str, Any]) -> None:
+    """:func:`deserialize_job_state` of data nobody else holds (just decoded from
+    JSON, e.g. a store's snapshot): the same checks, without copying it."""
+    _restore_job_state(js, data, copy=False)
+
+
 def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
     where = "JobState"
     data = check_format_version(_expect_dict(data, where), where)
@@ -1227,4 +1234,5 @@ register_layout(
     deserialize_job_state,
     save=save_job_state,
     load=load_job_state,
+    deserialize_owned=deserialize_job_state_owned,
 )

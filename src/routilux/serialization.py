@@ -296,12 +296,16 @@ class Layout(NamedTuple):
     ``serialize(obj)`` returns a JSON-safe dict; ``deserialize(obj, data)`` restores
     ``obj`` in place; ``save(obj, path)`` and ``load(path, cls)`` are the file forms
     (only for classes saved as files of their own, such as JobState).
+    ``deserialize_owned(obj, data)`` is ``deserialize`` for data that nobody else holds
+    (just decoded from JSON): ``obj`` may keep its dicts and lists instead of copies;
+    the checks are the same.
     """
 
     serialize: Callable[[Any], dict[str, Any]]
     deserialize: Callable[[Any, Any], None]
     save: Callable[[Any, PathLike], None]
     load: Callable[[PathLike, type], Any]
+    deserialize_owned: Callable[[Any, Any], None] | None = None
 
 
 # Layouts as registered, and the layout each class found along its MRO (filled lazily,
@@ -317,9 +321,11 @@ def register_layout(
     *,
     save: Callable[[Any, PathLike], None] | None = None,
     load: Callable[[PathLike, type], Any] | None = None,
+    deserialize_owned: Callable[[Any, Any], None] | None = None,
 ) -> None:
-    """Make ``serialize``/``deserialize`` (and the optional file forms) the layout of
-    ``cls`` and of its subclasses that have none of their own.
+    """Make ``serialize``/``deserialize`` (and the optional file forms and
+    ``deserialize_owned``, by default ``deserialize``) the layout of ``cls`` and of its
+    subclasses that have none of their own.
 
     The library's classes call :func:`layout_of` from their public ``serialize``,
     ``deserialize``, ``save`` and ``load`` methods; :mod:`routilux.persistence` registers
@@ -329,7 +335,13 @@ def register_layout(
     if not isinstance(cls, type):
         raise TypeError(f"register_layout expects a class, got {cls!r}")
     default_save, default_load = _no_file_form(cls)
-    layout = Layout(serialize, deserialize, save or default_save, load or default_load)
+    layout = Layout(
+        serialize,
+        deserialize,
+        save or default_save,
+        load or default_load,
+        deserialize_owned or deserialize,
+    )
     with _registry_lock:
         _LAYOUTS[cls] = layout
         _LAYOUT_OF.clear()
