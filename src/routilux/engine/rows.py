@@ -26,6 +26,8 @@ def task_row(task: Task, kind: str, due_at: float | None = None) -> TaskRow:
         extra["premerged"] = True
     if task.entry:
         extra["entry"] = True
+    if task.timer is not None:
+        extra["timer"] = task.timer
     return {
         "seq": task.seq,
         "kind": kind,

@@ -30,9 +30,20 @@ class Task:
     ``seq`` is the task's number in its job: assigned when the task is made,
     strictly increasing within the job, kept by the retries of the same
     delivery, saved with pending tasks.  ``f"{job_id}:{seq}"`` is the delivery's
-    id (``ExecutionContext.delivery_id``)."""
+    id (``ExecutionContext.delivery_id``).  ``timer`` is the name of the named timer
+    (``Routine.set_timer``) that delivers it, or None."""
 
-    __slots__ = ("rid", "target", "data", "route", "retries", "premerged", "entry", "seq")
+    __slots__ = (
+        "rid",
+        "target",
+        "data",
+        "route",
+        "retries",
+        "premerged",
+        "entry",
+        "seq",
+        "timer",
+    )
 
     def __init__(
         self,
@@ -52,6 +63,7 @@ class Task:
         self.retries = retries
         self.premerged = premerged
         self.entry = entry
+        self.timer: str | None = None
 
     def __repr__(self) -> str:
         return f"Task[{self.rid}.{self.target.name} #{self.seq} retries={self.retries}]"
