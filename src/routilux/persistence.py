@@ -79,6 +79,7 @@ from .serialization import (
     encode_callable,
     find_unserializable,
     from_iso,
+    iso_texts,
     key_path,
     lookup_class,
     lookup_exception_class,
@@ -900,13 +901,7 @@ def serialize_job_state(js: JobState) -> dict[str, Any]:
 
 def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
     with js.lock:
-        history = [serialize_execution_record(r) for r in js.execution_history]
-        copy = _copy_strict if strict else _copy
-        for index, saved in enumerate(history):
-            try:
-                saved["data"] = copy(saved["data"])
-            except (_BadKey, RecursionError):  # again, the slow way, to name the path
-                saved["data"] = _snapshot(saved["data"], f"execution_history[{index}].data", strict)
+        history = _history_data(js.execution_history, strict)
         data: dict[str, Any] = {
             "_type": "JobState",
             "flow_id": js.flow_id,
@@ -936,6 +931,47 @@ def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
         if js.waiting_for:  # open requests for input (routilux.inputs); absent: none
             data["waiting_for"] = _snapshot(js.waiting_for, "waiting_for", strict)
     return stamp(data)
+
+
+def _history_data(records: list[ExecutionRecord], strict: bool) -> list[dict[str, Any]]:
+    """The saved form of a job's history: :func:`serialize_execution_record` of each
+    record with its data copied (:func:`_copy`, or :func:`_copy_strict`).
+
+    This is most of a snapshot's cost, so it is one comprehension (no call per
+    record), the timestamps are formatted together (``iso_texts``) and a record's
+    data whose values are all atoms -- the usual case -- is copied by ``dict``."""
+    copy = _copy_strict if strict else _copy
+    atoms = _ATOMS
+    keys = _STR_ONLY if strict else None
+    try:
+        return [
+            {
+                "_type": "ExecutionRecord",
+                "routine_id": record.routine_id,
+                "event_name": record.event_name,
+                "data": dict(data)
+                if type(data) is dict
+                and {*map(type, data.values())} <= atoms
+                and (keys is None or {*map(type, data)} <= keys)
+                else copy(data),
+                "timestamp": stamp,
+            }
+            for record, data, stamp in zip(
+                records,
+                [record.data for record in records],
+                iso_texts([record.timestamp for record in records]),
+            )
+        ]
+    except (_BadKey, RecursionError):
+        pass
+    # Again, the slow way, to name the record at fault.
+    history = [serialize_execution_record(record) for record in records]
+    for index, saved in enumerate(history):
+        saved["data"] = _snapshot(saved["data"], f"execution_history[{index}].data", strict)
+    return history
+
+
+_STR_ONLY = frozenset({str})
 
 
 @_loader("JobState")

@@ -44,7 +44,7 @@ import threading
 import types
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, Union, overload
@@ -62,6 +62,7 @@ __all__ = [
     "encode_callable",
     "flow_file_codec",
     "from_iso",
+    "iso_texts",
     "loads_json",
     "layout_of",
     "lookup_class",
@@ -986,6 +987,39 @@ def read_json(path: PathLike, what: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 # Datetimes
 # ---------------------------------------------------------------------------
+
+
+# Zero-padded digits, for iso_texts.
+_D3 = tuple(f"{i:03d}" for i in range(1000))
+_DAY_ONE = datetime(1, 1, 1)
+
+
+def iso_texts(values: Iterable[datetime]) -> list[str]:
+    """``[dt.isoformat() for dt in values]``, exactly, at a fraction of the cost.
+
+    ``isoformat`` formats through ``printf``, and a snapshot formats one timestamp
+    per history record.  Records written one after another mostly share the same
+    second: that prefix is formatted by ``isoformat`` once per second, the
+    microseconds come from a digit table.  An aware datetime (or a
+    subclass) is formatted by its own ``isoformat``.
+    """
+    texts: list[str] = []
+    append = texts.append
+    d3, day_one = _D3, _DAY_ONE
+    second = -1
+    prefix = ""
+    for dt in values:
+        if type(dt) is not datetime or dt.tzinfo is not None:
+            append(dt.isoformat())
+            continue
+        since = dt - day_one
+        this_second = since.days * 86400 + since.seconds
+        if this_second != second:
+            second = this_second
+            prefix = dt.isoformat()[:19]  # "YYYY-MM-DDTHH:MM:SS"
+        micro = since.microseconds
+        append(f"{prefix}.{d3[micro // 1000]}{d3[micro % 1000]}" if micro else prefix)
+    return texts
 
 
 @overload
