@@ -31,7 +31,8 @@ class Task:
     strictly increasing within the job, kept by the retries of the same
     delivery, saved with pending tasks.  ``f"{job_id}:{seq}"`` is the delivery's
     id (``ExecutionContext.delivery_id``).  ``timer`` is the name of the named timer
-    (``Routine.set_timer``) that delivers it, or None."""
+    (``Routine.set_timer``) that delivers it, or None; ``answers``, the id of the
+    request for input (``Routine.request_input``) whose answer it delivers, or None."""
 
     __slots__ = (
         "rid",
@@ -43,6 +44,7 @@ class Task:
         "entry",
         "seq",
         "timer",
+        "answers",
     )
 
     def __init__(
@@ -64,6 +66,7 @@ class Task:
         self.premerged = premerged
         self.entry = entry
         self.timer: str | None = None
+        self.answers: str | None = None
 
     def __repr__(self) -> str:
         return f"Task[{self.rid}.{self.target.name} #{self.seq} retries={self.retries}]"
@@ -103,6 +106,7 @@ def task_to_dict(task: Task, at_job_end: bool = False) -> dict[str, Any]:
         "entry": task.entry,
         "at_job_end": at_job_end,
         "seq": task.seq,
+        **({"answers": task.answers} if task.answers is not None else {}),
     }
 
 
@@ -243,7 +247,7 @@ def task_from_dict(source: Plan | Flow, entry: dict[str, Any], seq: int = -1) ->
     if src_event and src_rid:
         route = plan.routes.get((src_rid, src_event, rid, name))
     saved = entry.get("seq")
-    return Task(
+    task = Task(
         target,
         entry.get("data") or {},
         saved if saved is not None else seq,
@@ -252,6 +256,10 @@ def task_from_dict(source: Plan | Flow, entry: dict[str, Any], seq: int = -1) ->
         bool(entry.get("premerged", False)),
         bool(entry.get("entry", False)),
     )
+    answers = entry.get("answers")
+    if type(answers) is str and answers:
+        task.answers = answers
+    return task
 
 
 def next_free_seq(saved: int, entries: list[dict[str, Any]]) -> int:

@@ -901,7 +901,9 @@ class Flow:
                             f"{where}: the job is {status} but no run of it is active here; "
                             "only a waiting or paused job takes input"
                         )
-                    seq = self._queue_input(job_state, routine_id, slot_name, payload)
+                    seq = self._queue_input(
+                        job_state, routine_id, slot_name, payload, request["id"]
+                    )
                     if status == "waiting" and recovery.journal_of(self, job_state) is not None:
                         # Journaled: the request closes when its delivery starts, so the
                         # store sees it closed only together with the input's task row
@@ -1010,12 +1012,20 @@ class Flow:
         return found
 
     def _queue_input(
-        self, job_state: JobState, routine_id: str, slot_name: str, data: dict[str, Any]
+        self,
+        job_state: JobState,
+        routine_id: str,
+        slot_name: str,
+        data: dict[str, Any],
+        request_id: str,
     ) -> int:
-        """Save a delivery of ``data`` in ``pending_tasks`` (job lock held), numbered
-        after every task the job has used; returns its number."""
+        """Save a delivery of ``data`` answering request ``request_id`` in
+        ``pending_tasks`` (job lock held), numbered after every task the job has
+        used; returns its number.  The task (and its row in a store) names the
+        request, so a recovery that delivers it again closes the request too."""
         seq = next_free_seq(job_state.task_seq, job_state.pending_tasks)
         task = Task(self.plan.slots[(routine_id, slot_name)], data, seq)
+        task.answers = request_id
         job_state.pending_tasks.append(task_to_dict(task))
         job_state.task_seq = seq + 1
         return seq

@@ -174,7 +174,25 @@ def adopt(
         flow.durability,
         next_seq,
     )
+    # After the journal is made: it records the closing with the job's next record.
+    close_answered(job_state, job.tasks)
     return job_state, journal, rows
+
+
+def close_answered(job_state: JobState, rows: list[TaskRow]) -> None:
+    """Close the requests for input that pending ``rows`` answer (``extra.request``:
+    an input stored by another process, or an answer queued here and journaled):
+    the answer is durable and will be delivered, so the job does not wait for it
+    again -- also when a crash interrupted its delivery and it is delivered anew."""
+    answered = [
+        request
+        for row in rows
+        if type(row.get("extra")) is dict and type(request := row["extra"].get("request")) is str
+    ]
+    if answered and job_state.waiting_for:
+        with job_state.lock:
+            for request_id in answered:
+                job_state._close_request(request_id)
 
 
 #: A pending row rebuilt as an engine task: (kind, task, due_at, timer name).
