@@ -559,9 +559,24 @@ class Flow:
             except RuntimeError:  # the caller's loop is closed: nobody waits any more
                 pass
 
-        run, first_steps = self._new_job(
-            entry_routine_id, entry_params, execution_strategy, output_handler, hooks
-        )
+        def new_job() -> tuple[JobRun, Callable[[], bool | None]]:
+            return self._new_job(
+                entry_routine_id, entry_params, execution_strategy, output_handler, hooks
+            )
+
+        if self._store is None:
+            run, first_steps = new_job()
+        else:
+            # Storing the new job is a transaction of the store: done on a worker
+            # thread, so the journal never blocks the caller's loop; awaited, so the
+            # job is in the store once this call returns.
+            created = loop.run_in_executor(None, new_job)
+            try:
+                run, first_steps = await asyncio.shield(created)
+            except asyncio.CancelledError:
+                # The job exists (it is stored and registered): start it all the same.
+                created.add_done_callback(self._launch_created)
+                raise
         if wait:
             run.on_settle(on_settle)
         self._launch(run, first_steps, False, None, off_caller=True)
@@ -570,6 +585,14 @@ class Flow:
         if run._journal is not None:
             await run._journal.flush_async()
         return run.job_state
+
+    def _launch_created(
+        self, created: asyncio.Future[tuple[JobRun, Callable[[], bool | None]]]
+    ) -> None:
+        """Start a job ``execute_async`` created for a caller that stopped waiting."""
+        if not created.cancelled() and created.exception() is None:
+            run, first_steps = created.result()
+            self._launch(run, first_steps, False, None, off_caller=True)
 
     def resume(
         self,
