@@ -448,6 +448,7 @@ def test_the_journaling_examples_of_the_docs_run(tmp_path: Path) -> None:
 
     page = (HERE.parents[1] / "docs" / "durability.md").read_text()
     part = page[page.index("## Journaling a job") :]
+    part = part[: part.index("\n## ", 1)]  # that section only
     first, charge, _ = (
         textwrap.dedent(b) for b in re.findall(r"^ *```python\n(.*?)^ *```$", part, re.S | re.M)
     )
