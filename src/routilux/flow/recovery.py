@@ -431,7 +431,8 @@ def load_all(store: Store, job_ids: list[str]) -> Iterator[JournaledJob]:
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while recovery rebuilds its jobs.
+    """Pause Python's cyclic garbage collector while recovery rebuilds and starts
+    its jobs.
 
     The rebuild allocates a few container objects per history record and pending
     task -- hundreds of thousands for a large recovery -- and keeps every one of
@@ -473,14 +474,14 @@ def recover(
                 result.errors.append(exc)
                 logger.warning("%s", exc)
                 warnings.warn(str(exc), RoutiluxWarning, stacklevel=3)
-    held = HeldPulls()
-    try:
-        for job_state, journal, rows in adopted:
-            rows.held = held
-            flow._start_adopted(job_state, journal, rows, wait=False, timeout=None)
-            result.append(job_state)
-    finally:
-        held.release()
+        held = HeldPulls()
+        try:
+            for job_state, journal, rows in adopted:
+                rows.held = held
+                flow._start_adopted(job_state, journal, rows, wait=False, timeout=None)
+                result.append(job_state)
+        finally:
+            held.release()
     if wait:
         deadline = None if timeout is None else time.monotonic() + timeout
         for job_state in result:
