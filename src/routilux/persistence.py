@@ -79,6 +79,7 @@ from .serialization import (
     encode_callable,
     find_unserializable,
     from_iso,
+    iso_texts,
     key_path,
     lookup_class,
     lookup_exception_class,
@@ -900,13 +901,7 @@ def serialize_job_state(js: JobState) -> dict[str, Any]:
 
 def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
     with js.lock:
-        history = [serialize_execution_record(r) for r in js.execution_history]
-        copy = _copy_strict if strict else _copy
-        for index, saved in enumerate(history):
-            try:
-                saved["data"] = copy(saved["data"])
-            except (_BadKey, RecursionError):  # again, the slow way, to name the path
-                saved["data"] = _snapshot(saved["data"], f"execution_history[{index}].data", strict)
+        history = _history_data(js.execution_history, strict)
         data: dict[str, Any] = {
             "_type": "JobState",
             "flow_id": js.flow_id,
@@ -938,11 +933,59 @@ def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
     return stamp(data)
 
 
+def _history_data(records: list[ExecutionRecord], strict: bool) -> list[dict[str, Any]]:
+    """The saved form of a job's history: :func:`serialize_execution_record` of each
+    record with its data copied (:func:`_copy`, or :func:`_copy_strict`).
+
+    This is most of a snapshot's cost, so it is one comprehension (no call per
+    record), the timestamps are formatted together (``iso_texts``) and a record's
+    data whose values are all atoms -- the usual case -- is copied by ``dict``."""
+    copy = _copy_strict if strict else _copy
+    atoms = _ATOMS
+    keys = _STR_ONLY if strict else None
+    try:
+        return [
+            {
+                "_type": "ExecutionRecord",
+                "routine_id": record.routine_id,
+                "event_name": record.event_name,
+                "data": dict(data)
+                if type(data) is dict
+                and {*map(type, data.values())} <= atoms
+                and (keys is None or {*map(type, data)} <= keys)
+                else copy(data),
+                "timestamp": stamp,
+            }
+            for record, data, stamp in zip(
+                records,
+                [record.data for record in records],
+                iso_texts([record.timestamp for record in records]),
+            )
+        ]
+    except (_BadKey, RecursionError):
+        pass
+    # Again, the slow way, to name the record at fault.
+    history = [serialize_execution_record(record) for record in records]
+    for index, saved in enumerate(history):
+        saved["data"] = _snapshot(saved["data"], f"execution_history[{index}].data", strict)
+    return history
+
+
+_STR_ONLY = frozenset({str})
+
+
 @_loader("JobState")
 def deserialize_job_state(js: JobState, data: dict[str, Any]) -> None:
     """Restore ``js`` in place from :func:`serialize_job_state` output (also after a
     trip through JSON). Its lock, waiters and output handler are kept."""
     _restore_job_state(js, data, copy=True)
+
+
+@_loader("JobState")
+def deserialize_job_state_owned(js: JobState, data: dict[str, Any]) -> None:
+    """:func:`deserialize_job_state` of data nobody else holds (just decoded from
+    JSON, e.g. a store's snapshot): the same checks, without copying it."""
+    _restore_job_state(js, data, copy=False)
 
 
 def _restore_job_state(js: JobState, data: Any, copy: bool) -> None:
@@ -1227,4 +1270,5 @@ register_layout(
     deserialize_job_state,
     save=save_job_state,
     load=load_job_state,
+    deserialize_owned=deserialize_job_state_owned,
 )

@@ -44,7 +44,7 @@ import threading
 import types
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, Union, overload
@@ -62,6 +62,7 @@ __all__ = [
     "encode_callable",
     "flow_file_codec",
     "from_iso",
+    "iso_texts",
     "loads_json",
     "layout_of",
     "lookup_class",
@@ -296,12 +297,16 @@ class Layout(NamedTuple):
     ``serialize(obj)`` returns a JSON-safe dict; ``deserialize(obj, data)`` restores
     ``obj`` in place; ``save(obj, path)`` and ``load(path, cls)`` are the file forms
     (only for classes saved as files of their own, such as JobState).
+    ``deserialize_owned(obj, data)`` is ``deserialize`` for data that nobody else holds
+    (just decoded from JSON): ``obj`` may keep its dicts and lists instead of copies;
+    the checks are the same.
     """
 
     serialize: Callable[[Any], dict[str, Any]]
     deserialize: Callable[[Any, Any], None]
     save: Callable[[Any, PathLike], None]
     load: Callable[[PathLike, type], Any]
+    deserialize_owned: Callable[[Any, Any], None] | None = None
 
 
 # Layouts as registered, and the layout each class found along its MRO (filled lazily,
@@ -317,9 +322,11 @@ def register_layout(
     *,
     save: Callable[[Any, PathLike], None] | None = None,
     load: Callable[[PathLike, type], Any] | None = None,
+    deserialize_owned: Callable[[Any, Any], None] | None = None,
 ) -> None:
-    """Make ``serialize``/``deserialize`` (and the optional file forms) the layout of
-    ``cls`` and of its subclasses that have none of their own.
+    """Make ``serialize``/``deserialize`` (and the optional file forms and
+    ``deserialize_owned``, by default ``deserialize``) the layout of ``cls`` and of its
+    subclasses that have none of their own.
 
     The library's classes call :func:`layout_of` from their public ``serialize``,
     ``deserialize``, ``save`` and ``load`` methods; :mod:`routilux.persistence` registers
@@ -329,7 +336,13 @@ def register_layout(
     if not isinstance(cls, type):
         raise TypeError(f"register_layout expects a class, got {cls!r}")
     default_save, default_load = _no_file_form(cls)
-    layout = Layout(serialize, deserialize, save or default_save, load or default_load)
+    layout = Layout(
+        serialize,
+        deserialize,
+        save or default_save,
+        load or default_load,
+        deserialize_owned or deserialize,
+    )
     with _registry_lock:
         _LAYOUTS[cls] = layout
         _LAYOUT_OF.clear()
@@ -974,6 +987,39 @@ def read_json(path: PathLike, what: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 # Datetimes
 # ---------------------------------------------------------------------------
+
+
+# Zero-padded digits, for iso_texts.
+_D3 = tuple(f"{i:03d}" for i in range(1000))
+_DAY_ONE = datetime(1, 1, 1)
+
+
+def iso_texts(values: Iterable[datetime]) -> list[str]:
+    """``[dt.isoformat() for dt in values]``, exactly, at a fraction of the cost.
+
+    ``isoformat`` formats through ``printf``, and a snapshot formats one timestamp
+    per history record.  Records written one after another mostly share the same
+    second: that prefix is formatted by ``isoformat`` once per second, the
+    microseconds come from a digit table.  An aware datetime (or a
+    subclass) is formatted by its own ``isoformat``.
+    """
+    texts: list[str] = []
+    append = texts.append
+    d3, day_one = _D3, _DAY_ONE
+    second = -1
+    prefix = ""
+    for dt in values:
+        if type(dt) is not datetime or dt.tzinfo is not None:
+            append(dt.isoformat())
+            continue
+        since = dt - day_one
+        this_second = since.days * 86400 + since.seconds
+        if this_second != second:
+            second = this_second
+            prefix = dt.isoformat()[:19]  # "YYYY-MM-DDTHH:MM:SS"
+        micro = since.microseconds
+        append(f"{prefix}.{d3[micro // 1000]}{d3[micro % 1000]}" if micro else prefix)
+    return texts
 
 
 @overload

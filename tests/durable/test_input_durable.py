@@ -93,6 +93,10 @@ RUN = textwrap.dedent(
         job = flow.execute("review")
         print(json.dumps([job.job_id, job.status]), flush=True)
         flow.send_input(job.job_id, "review", "decision", {"approved": True, "note": "crash"})
+    elif action == "recover-then-resume":
+        recovered = flow.recover()
+        job = flow.resume(sys.argv[6])
+        print(json.dumps([len(recovered), job.status, job.shared_data, job.waiting_for]))
     elif action == "recover-then-answer":
         recovered = flow.recover()
         job = flow.resume(sys.argv[6])
@@ -216,21 +220,29 @@ def test_crash_inside_the_answer_never_reruns_the_work_before_the_wait(
 ) -> None:
     """A process that dies while delivering the answer (durability="sync": the input's
     task row is committed before the delivery starts): after recovery the answer is
-    delivered again (at least once, like any interrupted delivery), the deliveries made
-    before the wait are not, and the job can be brought to its end."""
+    delivered again (at least once, like any interrupted delivery) and its request is
+    closed -- the job does not wait for an answer it already has -- and the
+    deliveries made before the wait are not run again."""
     crashed = child(world, strategy, "answer-and-crash")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     job_id, status = json.loads(crashed.stdout)
     assert status == "waiting"
     assert calls(world) == ["start", "step 1", "step 2"]
 
-    resumed = child(world, strategy, "recover-then-answer", job_id)
+    resumed = child(world, strategy, "recover-then-resume", job_id)
     assert resumed.returncode == 0, resumed.stderr
-    _, before, status, shared = json.loads(resumed.stdout)
-    assert before[0] == "waiting"
-    assert status == "completed"
-    assert shared == {"steps": 2, "decision": [False, ""]}
-    assert calls(world) == ["start", "step 1", "step 2", "decide True crash", "decide False "]
+    _, status, shared, waiting_for = json.loads(resumed.stdout)
+    assert (status, waiting_for) == ("completed", [])
+    assert shared == {"steps": 2, "decision": [True, "crash"]}
+    assert calls(world) == ["start", "step 1", "step 2", "decide True crash"]
+    store = open_store(world["store"])
+    assert store.load(job_id).waiting_for is None and store.load(job_id).tasks == []
+    # The same answer sent again finds no open request: it is not delivered twice.
+    with pytest.raises(InvalidInputError, match="no request"):
+        build_here(world, strategy).send_input(
+            job_id, "review", "decision", {"approved": True, "note": "crash"}
+        )
+    assert calls(world) == ["start", "step 1", "step 2", "decide True crash"]
 
 
 def test_bad_input_through_the_store_keeps_the_job_waiting(world: dict[str, Any]) -> None:

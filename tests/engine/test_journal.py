@@ -121,6 +121,40 @@ def test_execute_async_flushes_without_blocking(url: str, store: Store) -> None:
     assert comparable(store.load_job(job.job_id)) == comparable(job)
 
 
+@pytest.mark.parametrize("wait", [True, False])
+def test_execute_async_stores_the_new_job_off_the_loop(tmp_path: Path, wait: bool) -> None:
+    """The new job's row is written by a transaction: never on the caller's event
+    loop, yet the job is in the store once execute_async has returned."""
+    import threading
+
+    from routilux.store import SQLiteStore
+
+    threads: list[threading.Thread] = []
+
+    class Watched(SQLiteStore):
+        def create_job(self, *args: Any, **kwargs: Any) -> int:
+            threads.append(threading.current_thread())
+            return super().create_job(*args, **kwargs)
+
+    path = tmp_path / "watched.db"
+    flow = Flow(flow_id="journal-test", store=Watched(path), execution_strategy="concurrent")
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Collector(), "sink")
+    flow.connect("source", "output", "sink", "input")
+
+    async def main() -> tuple[JobState, threading.Thread]:
+        job = await flow.execute_async("source", entry_params={"n": 3}, wait=wait)
+        with open_store(f"sqlite:///{path}") as other:
+            assert other.load(job.job_id).flow_id == "journal-test"
+        return job, threading.current_thread()
+
+    job, loop_thread = asyncio.run(main())
+    job.wait_for_completion(30)
+    assert job.status == "completed"
+    assert len(threads) == 1 and threads[0] is not loop_thread
+    flow.shutdown()
+
+
 def test_the_journal_of_a_running_job_is_its_state_so_far(url: str, store: Store) -> None:
     """Mid-job (a handler looks at the store after a flush): the rows are the work
     still pending and the rebuilt state holds every finished delivery once."""

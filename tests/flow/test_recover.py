@@ -317,6 +317,73 @@ def test_timers_and_at_job_end_survive_the_crash(
     assert store.load(job.job_id).tasks == []
 
 
+class Reminder(Routine):
+    """Entry: sets the named timer ``reminder`` (due in ``LONG`` seconds) and a short
+    unnamed one to ``stop``, whose delivery cancels the reminder by name; then emits
+    ``output(value=i)`` for ``i < n``."""
+
+    LONG = 5.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.start)
+        self.define_slot("remind", handler=self.remind)
+        self.define_slot("stop", handler=self.stop)
+        self.define_event("output", ["value"])
+
+    def start(self, n: int = 1, **_: Any) -> None:
+        assert self.set_timer("reminder", self.LONG, "remind")
+        self.schedule(0.3, "stop")
+        for i in range(n):
+            self.emit("output", value=i)
+
+    def remind(self, **_: Any) -> None:
+        js = self.context.job_state
+        with js.lock:
+            js.shared_data["reminded"] = True
+
+    def stop(self, **_: Any) -> None:
+        js = self.context.job_state
+        if os.environ.get("DIE_LATE"):  # the child dies in this delivery
+            Durable.of(js_store(js)).flush()
+            os._exit(17)
+        cancelled = self.cancel_timer("reminder")
+        with js.lock:
+            js.shared_data["cancelled"] = cancelled
+
+
+def build_reminder(url: str, strategy: str = "sequential") -> Flow:
+    flow = Flow(flow_id=FLOW_ID, execution_strategy=strategy, store=url)
+    flow.add_routine(Reminder(), "source")
+    flow.add_routine(Adder(), "adder")
+    flow.connect("source", "output", "adder", "input")
+    FLOWS[FLOW_ID] = flow
+    return flow
+
+
+def reminder_child_main(url: str, strategy: str, n: int) -> None:
+    build_reminder(url, strategy).execute("source", entry_params={"n": n})
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_a_named_timer_keeps_its_name_across_a_crash(url: str, strategy: str) -> None:
+    # The child dies in the short timer's delivery, before it cancels the reminder:
+    # the entry's record (both timers' rows) is durable.
+    run_child("reminder_child_main", url, strategy, n=6, die_late=True)
+    store = open_store(url)
+    (summary,) = store.list_jobs(flow_id=FLOW_ID)
+    timers = [row for row in store.load(summary.job_id).tasks if row["kind"] == "timer"]
+    assert sorted(row["slot"] for row in timers) == ["remind", "stop"]
+    (job,) = build_reminder(url, strategy).recover()
+    assert job.status == "completed"
+    # The recovered timer is still named: cancelling it by name works, so it never
+    # fires (the job ends with the short timer, not LONG seconds later).
+    assert job.shared_data["cancelled"] is True
+    assert "reminded" not in job.shared_data
+    assert job.shared_data["total"] == sum(range(6))
+    assert store.load(job.job_id).tasks == []
+
+
 def test_a_paused_job_stays_paused_across_a_crash(url: str) -> None:
     run_child("paused_child_main", url, n=5)
     store = open_store(url)
@@ -381,6 +448,7 @@ def test_the_journaling_examples_of_the_docs_run(tmp_path: Path) -> None:
 
     page = (HERE.parents[1] / "docs" / "durability.md").read_text()
     part = page[page.index("## Journaling a job") :]
+    part = part[: part.index("\n## ", 1)]  # that section only
     first, charge, _ = (
         textwrap.dedent(b) for b in re.findall(r"^ *```python\n(.*?)^ *```$", part, re.S | re.M)
     )

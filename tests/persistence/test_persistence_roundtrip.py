@@ -830,3 +830,18 @@ def test_built_ins_load_in_a_fresh_process(tmp_path: Path) -> None:
 def test_every_library_class_is_registered(name: str) -> None:
     """Spec 50 §1: every serializable library class is pre-registered."""
     assert lookup_class(name).__name__ == name
+
+
+def test_history_data_is_copied_and_checked_like_the_rest(tmp_path: Path) -> None:
+    js = JobState("f")
+    js.record_execution("r", "out", {"a": 1, "b": "x"})  # atoms only
+    js.record_execution("r", "out", {"n": {"deep": [1]}})
+    saved = js.serialize()
+    js.execution_history[0].data["a"] = 2
+    js.execution_history[1].data["n"]["deep"].append(2)
+    assert saved["execution_history"][0]["data"] == {"a": 1, "b": "x"}
+    assert saved["execution_history"][1]["data"] == {"n": {"deep": [1]}}
+    js.record_execution("r", "out", {"k": 1})
+    js.execution_history[2].data[3] = "int key"  # JSON would make it "3": refused
+    with pytest.raises(SerializationError, match=r"execution_history\[2\]\.data"):
+        js.save(tmp_path / "job.json")

@@ -839,3 +839,32 @@ def test_to_iso_rejects_non_datetime() -> None:
 @given(st.datetimes())
 def test_iso_round_trip_property(moment: datetime) -> None:
     assert from_iso(to_iso(moment)) == moment
+
+
+# -- iso_texts: isoformat of many datetimes ------------------------------------------
+
+
+def test_iso_texts_is_isoformat_exactly() -> None:
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from routilux.serialization import iso_texts
+
+    rng = random.Random(7)
+    start = datetime(2026, 12, 31, 23, 59, 58, 999_990)
+    values = [start + timedelta(microseconds=rng.randrange(0, 40)) * i for i in range(3000)]
+    values += [
+        datetime(1, 1, 1),
+        datetime(9, 2, 3, 4, 5, 6, 7),
+        datetime(999, 12, 31, 23, 59, 59, 999_999),
+        datetime(2026, 1, 5, 10, 0, 0),  # no fraction: isoformat writes none
+        datetime(2026, 1, 5, 10, 0, 0, 1000),
+        datetime(2026, 1, 5, 10, 0, 0, 1),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999),
+        datetime(2026, 1, 5, 10, 0, 0, 5, tzinfo=timezone.utc),  # aware: its own form
+        datetime(2026, 1, 5, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=-3))),
+    ]
+    rng.shuffle(values[3000:])
+    values += sorted(values[:3007])  # runs of one second, and jumps back
+    assert iso_texts(values) == [value.isoformat() for value in values]
+    assert iso_texts([]) == []

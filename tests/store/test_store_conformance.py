@@ -434,6 +434,106 @@ def test_concurrent_claims_have_exactly_one_winner(store: Store, store_url: str)
             assert (job.owner, job.epoch) == (winners[0], 2)
 
 
+def test_claim_many_takes_the_claimable_jobs_in_one_call(store: Store) -> None:
+    store.register_runner("alive")
+    store.register_runner("far", host="elsewhere.invalid", pid=1)
+    new_job(store, "dead1", owner="ghost")
+    new_job(store, "dead2", owner="ghost")
+    new_job(store, "mine", owner="alive")
+    new_job(store, "done", status="completed", owner="ghost")
+    new_job(store, "parked", status="paused", owner="ghost")
+    new_job(store, "far", owner="far")
+    new_job(store, "free")  # no owner
+    store.claim("dead2", "ghost2", 60)  # epoch 2 now
+    ids = ["dead1", "dead2", "mine", "done", "parked", "far", "free", "dead1"]
+    assert store.claim_many(ids, "me", stale_after=3600) == {  # type: ignore[attr-defined]
+        "dead1": 2,
+        "dead2": 3,
+        "parked": 2,
+        "free": 2,
+    }
+    for job_id, epoch in (("dead1", 2), ("dead2", 3), ("free", 2)):
+        job = store.load(job_id)
+        assert (job.owner, job.epoch) == ("me", epoch)
+    assert (store.load("mine").owner, store.load("mine").epoch) == ("alive", 1)
+    assert store.load("done").epoch == 1
+    # The same rule as claim: an old heartbeat on another host is dead.
+    assert store.claim_many(["far"], "me", stale_after=1e-9) == {"far": 2}  # type: ignore[attr-defined]
+    assert store.claim_many([], "me", 60) == {}  # type: ignore[attr-defined]
+    # Many more jobs than one statement's chunk.
+    for index in range(150):
+        new_job(store, f"bulk-{index:03d}", owner="ghost")
+    bulk = [f"bulk-{index:03d}" for index in range(150)]
+    claimed = store.claim_many(bulk, "me", 60)  # type: ignore[attr-defined]
+    assert claimed == dict.fromkeys(bulk, 2)
+    with pytest.raises(StoreError, match="stale_after"):
+        store.claim_many(["free"], "me", 0)  # type: ignore[attr-defined]
+
+
+def _many_claimer(url: str, index: int, barrier: Any, done: Any, results: Any) -> None:
+    with open_store(url) as child:
+        runner = f"runner-{index}"
+        child.register_runner(runner)
+        barrier.wait()
+        won: dict[str, int] = {}
+        # Overlapping halves, in different orders: every job is contested.
+        for part in (CONTESTED[index % 2 :: 2], CONTESTED[::-1]):
+            won.update(child.claim_many(part, runner, stale_after=60))  # type: ignore[attr-defined]
+        results.put((runner, won))
+        done.wait()
+
+
+def test_concurrent_claim_many_give_each_job_to_exactly_one(store: Store, store_url: str) -> None:
+    for job_id in CONTESTED:
+        new_job(store, job_id, owner="ghost")
+    store.close()
+    context = multiprocessing.get_context("fork")
+    count = 3
+    barrier, done, results = context.Barrier(count), context.Barrier(count + 1), context.Queue()
+    children = [
+        context.Process(target=_many_claimer, args=(store_url, i, barrier, done, results))
+        for i in range(count)
+    ]
+    for child in children:
+        child.start()
+    outcomes = dict(results.get(timeout=60) for _ in children)
+    done.wait(timeout=60)
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    with open_store(store_url) as reopened:
+        for job_id in CONTESTED:
+            winners = [runner for runner, won in outcomes.items() if job_id in won]
+            assert len(winners) == 1, (job_id, outcomes)
+            assert outcomes[winners[0]][job_id] == 2
+            job = reopened.load(job_id)
+            assert (job.owner, job.epoch) == (winners[0], 2)
+
+
+def test_load_many_reads_like_load(store: Store, store_url: str) -> None:
+    new_job(store, "a", snapshot=snapshot_of(x=1), tasks=[task(0), task(2), task(5)])
+    store.commit("a", 1, [record(1, consumed=0, tasks_added=[task(7)])])
+    new_job(store, "b", tasks=[])
+    new_job(store, "c", status="waiting", tasks=[task(1)])
+    store.add_input("c", {"routine": "r", "slot": "in", "data": {"v": 1}})
+    store.add_input("c", {"routine": "r", "slot": "in", "data": {"v": 2}})
+    store.write_snapshot("a", 1, snapshot_of(x=2), 0)
+    for index in range(100):
+        new_job(store, f"bulk-{index:03d}", tasks=[task(index)])
+    ids = ["c", "a", "b", *(f"bulk-{index:03d}" for index in range(100)), "a"]
+    many = store.load_many(ids)  # type: ignore[attr-defined]
+    assert [job.job_id for job in many] == ids
+    assert many == [store.load(job_id) for job_id in ids]
+    assert [t["seq"] for t in many[0].tasks] == [1, -1, -2]  # own tasks, then inputs
+    assert [t["seq"] for t in many[1].tasks] == [2, 5, 7]
+    assert [d["seq"] for d in many[1].deltas] == [1]
+    assert many[1].snapshot["shared_data"] == {"x": 2}
+    assert many[2].tasks == [] and many[2].deltas == []
+    with pytest.raises(JobNotFoundError, match="'nope'"):
+        store.load_many(["a", "nope"])  # type: ignore[attr-defined]
+    assert store.load_many([]) == []  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------- input
 
 

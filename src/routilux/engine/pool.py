@@ -31,6 +31,7 @@ import logging
 import signal
 import threading
 from collections import deque
+from collections.abc import Iterable
 from typing import Callable
 
 logger = logging.getLogger("routilux.engine.pool")
@@ -94,6 +95,21 @@ class WorkerPool:
                 self._cond.notify()
             elif len(self._workers) < self.max_workers:
                 self._start_worker_locked()
+
+    def submit_many(self, calls: Iterable[Callable[[], object]]) -> None:
+        """:meth:`submit` of several calls, in order, in one round of the pool's lock
+        (one thread submitting many calls one by one would contend with the busy
+        workers for the lock at every call)."""
+        with self._cond:
+            if self._shutdown:
+                raise RuntimeError(f"{self!r} is shut down")
+            for call in calls:
+                self._calls.append(call)
+                if self._idle:
+                    self._idle -= 1
+                    self._cond.notify()
+                elif len(self._workers) < self.max_workers:
+                    self._start_worker_locked()
 
     def abandon(self, thread: threading.Thread) -> None:
         """Give up ``thread``, a worker busy with a call that may never return.

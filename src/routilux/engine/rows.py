@@ -26,6 +26,10 @@ def task_row(task: Task, kind: str, due_at: float | None = None) -> TaskRow:
         extra["premerged"] = True
     if task.entry:
         extra["entry"] = True
+    if task.timer is not None:
+        extra["timer"] = task.timer
+    if task.answers is not None:
+        extra["request"] = task.answers  # its request closes when the row is taken over
     return {
         "seq": task.seq,
         "kind": kind,
@@ -51,6 +55,9 @@ def row_of_entry(entry: dict[str, Any]) -> TaskRow:
         extra["premerged"] = True
     if entry.get("entry"):
         extra["entry"] = True
+    answers = entry.get("answers")
+    if type(answers) is str and answers:
+        extra["request"] = answers  # an answer to a request for input (see task_row)
     return {
         "seq": int(entry["seq"]),
         "kind": "at_end" if entry.get("at_job_end") else "ready",

@@ -73,6 +73,7 @@ class JobTimers:
                 return None
             if name is not None:
                 self._cancel_named_locked((task.rid, name))
+                task.timer = name  # its row keeps the name (a recovered timer is named)
             self._outstanding += 1
             handle = timer_service.schedule(delay, self._timer_fired)
             self._timers[handle] = task

@@ -30,9 +30,22 @@ class Task:
     ``seq`` is the task's number in its job: assigned when the task is made,
     strictly increasing within the job, kept by the retries of the same
     delivery, saved with pending tasks.  ``f"{job_id}:{seq}"`` is the delivery's
-    id (``ExecutionContext.delivery_id``)."""
+    id (``ExecutionContext.delivery_id``).  ``timer`` is the name of the named timer
+    (``Routine.set_timer``) that delivers it, or None; ``answers``, the id of the
+    request for input (``Routine.request_input``) whose answer it delivers, or None."""
 
-    __slots__ = ("rid", "target", "data", "route", "retries", "premerged", "entry", "seq")
+    __slots__ = (
+        "rid",
+        "target",
+        "data",
+        "route",
+        "retries",
+        "premerged",
+        "entry",
+        "seq",
+        "timer",
+        "answers",
+    )
 
     def __init__(
         self,
@@ -52,6 +65,8 @@ class Task:
         self.retries = retries
         self.premerged = premerged
         self.entry = entry
+        self.timer: str | None = None
+        self.answers: str | None = None
 
     def __repr__(self) -> str:
         return f"Task[{self.rid}.{self.target.name} #{self.seq} retries={self.retries}]"
@@ -91,6 +106,7 @@ def task_to_dict(task: Task, at_job_end: bool = False) -> dict[str, Any]:
         "entry": task.entry,
         "at_job_end": at_job_end,
         "seq": task.seq,
+        **({"answers": task.answers} if task.answers is not None else {}),
     }
 
 
@@ -231,7 +247,7 @@ def task_from_dict(source: Plan | Flow, entry: dict[str, Any], seq: int = -1) ->
     if src_event and src_rid:
         route = plan.routes.get((src_rid, src_event, rid, name))
     saved = entry.get("seq")
-    return Task(
+    task = Task(
         target,
         entry.get("data") or {},
         saved if saved is not None else seq,
@@ -240,6 +256,10 @@ def task_from_dict(source: Plan | Flow, entry: dict[str, Any], seq: int = -1) ->
         bool(entry.get("premerged", False)),
         bool(entry.get("entry", False)),
     )
+    answers = entry.get("answers")
+    if type(answers) is str and answers:
+        task.answers = answers
+    return task
 
 
 def next_free_seq(saved: int, entries: list[dict[str, Any]]) -> int:

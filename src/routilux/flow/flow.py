@@ -561,9 +561,24 @@ class Flow:
             except RuntimeError:  # the caller's loop is closed: nobody waits any more
                 pass
 
-        run, first_steps = self._new_job(
-            entry_routine_id, entry_params, execution_strategy, output_handler, hooks
-        )
+        def new_job() -> tuple[JobRun, Callable[[], bool | None]]:
+            return self._new_job(
+                entry_routine_id, entry_params, execution_strategy, output_handler, hooks
+            )
+
+        if self._store is None:
+            run, first_steps = new_job()
+        else:
+            # Storing the new job is a transaction of the store: done on a worker
+            # thread, so the journal never blocks the caller's loop; awaited, so the
+            # job is in the store once this call returns.
+            created = loop.run_in_executor(None, new_job)
+            try:
+                run, first_steps = await asyncio.shield(created)
+            except asyncio.CancelledError:
+                # The job exists (it is stored and registered): start it all the same.
+                created.add_done_callback(self._launch_created)
+                raise
         if wait:
             run.on_settle(on_settle)
         self._launch(run, first_steps, False, None, off_caller=True)
@@ -572,6 +587,14 @@ class Flow:
         if run._journal is not None:
             await run._journal.flush_async()
         return run.job_state
+
+    def _launch_created(
+        self, created: asyncio.Future[tuple[JobRun, Callable[[], bool | None]]]
+    ) -> None:
+        """Start a job ``execute_async`` created for a caller that stopped waiting."""
+        if not created.cancelled() and created.exception() is None:
+            run, first_steps = created.result()
+            self._launch(run, first_steps, False, None, off_caller=True)
 
     def resume(
         self,
@@ -903,7 +926,9 @@ class Flow:
                             f"{where}: the job is {status} but no run of it is active here; "
                             "only a waiting or paused job takes input"
                         )
-                    seq = self._queue_input(job_state, routine_id, slot_name, payload)
+                    seq = self._queue_input(
+                        job_state, routine_id, slot_name, payload, request["id"]
+                    )
                     if status == "waiting" and recovery.journal_of(self, job_state) is not None:
                         # Journaled: the request closes when its delivery starts, so the
                         # store sees it closed only together with the input's task row
@@ -1012,12 +1037,20 @@ class Flow:
         return found
 
     def _queue_input(
-        self, job_state: JobState, routine_id: str, slot_name: str, data: dict[str, Any]
+        self,
+        job_state: JobState,
+        routine_id: str,
+        slot_name: str,
+        data: dict[str, Any],
+        request_id: str,
     ) -> int:
-        """Save a delivery of ``data`` in ``pending_tasks`` (job lock held), numbered
-        after every task the job has used; returns its number."""
+        """Save a delivery of ``data`` answering request ``request_id`` in
+        ``pending_tasks`` (job lock held), numbered after every task the job has
+        used; returns its number.  The task (and its row in a store) names the
+        request, so a recovery that delivers it again closes the request too."""
         seq = next_free_seq(job_state.task_seq, job_state.pending_tasks)
         task = Task(self.plan.slots[(routine_id, slot_name)], data, seq)
+        task.answers = request_id
         job_state.pending_tasks.append(task_to_dict(task))
         job_state.task_seq = seq + 1
         return seq

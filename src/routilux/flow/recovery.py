@@ -12,12 +12,16 @@ scheduled for what is left of their wall-clock delay, at-end tasks kept for the 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import threading
 import time
 import uuid
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..engine.journal import (
     DURABILITIES,
@@ -27,12 +31,16 @@ from ..engine.journal import (
     entry_of_row,
     missing_target,
 )
-from ..engine.tasks import first_seq_of_epoch, task_from_dict
+from ..engine.tasks import MAX_SEQ, Task, first_seq_of_epoch, task_from_dict
+from ..error_handler import MAX_RETRIES
 from ..exceptions import InvalidArgumentError, JobStateError, RoutiluxWarning, StoreError
-from ..store import Store, TaskRow, open_store
+from ..serialization import short_repr
+from ..store import JournaledJob, Store, TaskRow, open_store
 from ..store._base import build_job_state
 
 if TYPE_CHECKING:
+    from ..engine.executors import Executor
+    from ..engine.plan import Plan
     from ..engine.run import JobRun
     from ..job_state import JobState
     from .flow import Flow
@@ -104,8 +112,13 @@ def journal_of(flow: Flow, job_state: JobState) -> JobJournal | None:
 # ---------------------------------------------------------------------------
 
 
-def adopt(flow: Flow, job_id: str, epoch: int) -> tuple[JobState, JobJournal, list[TaskRow]]:
-    """Rebuild a job this process has just claimed (under ``epoch``) and journal it.
+def adopt(
+    flow: Flow, job_id: str, epoch: int, job: JournaledJob | None = None
+) -> tuple[JobState, JobJournal, PendingRows]:
+    """Rebuild a job this process has just claimed (under ``epoch``) and journal it;
+    ``job`` is its :meth:`~routilux.store.Store.load` when already read (recovery
+    reads many jobs at once).  Returns the JobState, its journal and its pending
+    rows (with their engine tasks already built).
 
     A pending task for a routine or slot the flow no longer has raises
     :class:`RecoveryError` naming the job and what is missing; the claim is
@@ -114,24 +127,32 @@ def adopt(flow: Flow, job_id: str, epoch: int) -> tuple[JobState, JobJournal, li
     store = flow.store
     assert store is not None
     try:
-        job = store.load(job_id)
+        if job is None:
+            job = store.load(job_id)
         if job.flow_id != flow.flow_id:
             raise RecoveryError(
                 f"job {job_id!r} belongs to flow '{job.flow_id}', not to flow '{flow.flow_id}'",
                 job_id,
             )
         plan = flow.plan
+        slots = plan.slots
         for row in job.tasks:
+            if (row["routine"], row["slot"]) in slots:
+                continue
             problem = missing_target(plan, row)
             if problem is not None:
                 raise RecoveryError(
                     f"job {job_id!r} of flow '{flow.flow_id}' (store {store.location}) "
-                    f"cannot be recovered: it needs {problem}, which the flow does not "
+                    "cannot be recovered: it needs "
+                    f"{problem}, which the flow does not "
                     "have (was the flow definition changed?); the job is left in the store",
                     job_id,
                 )
-        # The job as just loaded (one read of the store, not a second load_job).
-        job_state = build_job_state(job, None)
+        # The job as just loaded (one read of the store, not a second load_job); the
+        # load is this call's own, so the JobState keeps its values uncopied.
+        job_state = build_job_state(job, None, owned=True)
+        rows = PendingRows(job.tasks)
+        rows.tasks = restored_tasks(plan, job.tasks, job_id)
     except BaseException:
         try:
             store.release(job_id, epoch)
@@ -153,33 +174,211 @@ def adopt(flow: Flow, job_id: str, epoch: int) -> tuple[JobState, JobJournal, li
         flow.durability,
         next_seq,
     )
-    return job_state, journal, list(job.tasks)
+    # After the journal is made: it records the closing with the job's next record.
+    close_answered(job_state, job.tasks)
+    return job_state, journal, rows
+
+
+def close_answered(job_state: JobState, rows: list[TaskRow]) -> None:
+    """Close the requests for input that pending ``rows`` answer (``extra.request``:
+    an input stored by another process, or an answer queued here and journaled):
+    the answer is durable and will be delivered, so the job does not wait for it
+    again -- also when a crash interrupted its delivery and it is delivered anew."""
+    answered = [
+        request
+        for row in rows
+        if type(row.get("extra")) is dict and type(request := row["extra"].get("request")) is str
+    ]
+    if answered and job_state.waiting_for:
+        with job_state.lock:
+            for request_id in answered:
+                job_state._close_request(request_id)
+
+
+#: A pending row rebuilt as an engine task: (kind, task, due_at, timer name).
+Restored = tuple[str, Task, Optional[float], Optional[str]]
+
+_FLAG = (True, False)
+
+
+class PendingRows(list[TaskRow]):
+    """A taken-over job's pending rows; ``tasks`` holds them as engine tasks, built
+    when the job was rebuilt (:func:`restored_tasks`), or None; ``held``, the
+    :class:`HeldPulls` its pool pulls wait in (recovery), or None."""
+
+    tasks: list[Restored] | None = None
+    held: HeldPulls | None = None
+
+
+class HeldPulls:
+    """The pool pulls of jobs recovery starts, held back until every job is started.
+
+    Started one by one, the first jobs' deliveries would run on the pool while the
+    later ones are started, and the recovering thread would get a fraction of the
+    interpreter; so each job's executor is wrapped (:meth:`hold`) and the pulls it
+    asks for are kept until :meth:`release` hands them all to the pool.  Pulls
+    asked for after the release (a timer firing late) go straight through.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pulls: list[tuple[Executor, Callable[[], None]]] | None = []
+
+    def hold(self, run: JobRun) -> None:
+        """Keep ``run``'s pulls (a pooled run) until :meth:`release`."""
+        if run.executor.pooled:
+            run.executor = _Holding(self, run.executor)
+
+    def submit(self, executor: Executor, pull: Callable[[], None]) -> None:
+        with self._lock:
+            if self._pulls is not None:
+                self._pulls.append((executor, pull))
+                return
+        executor.submit(pull)
+
+    def release(self) -> None:
+        """Hand every held pull to its executor, in the order they were asked for:
+        those for one pool in one call (``WorkerPool.submit_many``)."""
+        with self._lock:
+            pulls, self._pulls = self._pulls or [], None
+        start = 0
+        while start < len(pulls):
+            pool = pulls[start][0].pool
+            end = start + 1
+            while end < len(pulls) and pulls[end][0].pool is pool:
+                end += 1
+            try:
+                if pool is None:
+                    raise RuntimeError("no pool")
+                pool.submit_many([pull for _, pull in pulls[start:end]])
+            except RuntimeError:
+                # A pool that refuses work: each executor deals with it as it does
+                # for one pull.
+                for executor, pull in pulls[start:end]:
+                    executor.submit(pull)
+            start = end
+
+
+class _Holding:
+    """A run's executor whose pulls wait in a :class:`HeldPulls` (see there)."""
+
+    pooled = True
+
+    def __init__(self, held: HeldPulls, executor: Executor) -> None:
+        self._held = held
+        self._executor = executor
+        self.width = executor.width
+        self.pool = executor.pool
+
+    def launch(
+        self,
+        run: JobRun,
+        first_steps: Callable[[], bool | None],
+        wait: bool,
+        timeout: float | None,
+        off_caller: bool,
+    ) -> None:
+        self._executor.launch(run, first_steps, wait, timeout, off_caller)
+
+    def submit(self, pull: Callable[[], None]) -> None:
+        self._held.submit(self._executor, pull)
+
+    def abandon(self, thread: threading.Thread) -> None:
+        self._executor.abandon(thread)
+
+    def close(self) -> None:
+        self._executor.close()
+
+
+def restored_tasks(plan: Plan, rows: list[TaskRow], job_id: str) -> list[Restored]:
+    """The engine tasks of a job's pending ``rows`` (built before the job starts,
+    so that starting many recovered jobs is only queueing).
+
+    A row of the usual shape is checked and built here directly; anything else goes
+    through ``task_from_dict``, which checks every field of a saved task and names
+    the one at fault.  Every row's slot is in ``plan`` (checked before).
+    """
+    slots = plan.slots
+    routes = plan.routes
+    restored: list[Restored] = []
+    append = restored.append
+    for row in rows:
+        seq = row["seq"]
+        data = row["data"]
+        retries = row["retries"]
+        extra = row["extra"]
+        task: Task | None = None
+        if (
+            type(data) is dict
+            and type(extra) is dict
+            and type(retries) is int
+            and 0 <= retries <= MAX_RETRIES
+            and type(seq) is int
+            and -MAX_SEQ <= seq <= MAX_SEQ
+        ):
+            rid, name = row["routine"], row["slot"]
+            target = slots.get((rid, name))
+            source = extra.get("source")
+            premerged = extra.get("premerged", False)
+            entry = extra.get("entry", False)
+            if (
+                target is not None
+                and premerged in _FLAG
+                and entry in _FLAG
+                and (
+                    source is None
+                    or (
+                        type(source) is list
+                        and len(source) == 2
+                        and type(source[0]) is str
+                        and type(source[1]) is str
+                    )
+                )
+            ):
+                route = None if not source else routes.get((source[0], source[1], rid, name))
+                task = Task(target, data, seq, route, retries, premerged is True, entry is True)
+        if task is None:
+            task = task_from_dict(plan, entry_of_row(row), seq)
+            if task is None:
+                continue  # checked before (missing_target): cannot happen
+            task.seq = seq
+        name = extra.get("timer") if type(extra) is dict else None
+        if name is not None and not (type(name) is str and name):
+            raise RecoveryError(
+                f"job {job_id!r}: pending task seq {seq} ({row['routine']}.{row['slot']}): "
+                f"its timer name must be a non-empty string, got {short_repr(name)}",
+                job_id,
+            )
+        append((row["kind"], task, row["due_at"], name))
+    return restored
 
 
 def restore_rows(
     run: JobRun, rows: list[TaskRow], deferred: list[dict[str, Any]] | None = None
 ) -> Callable[[], bool]:
     """The first step of a taken-over run: its deferred events (a paused job's) are
-    emitted, then its pending rows go back into the engine."""
+    emitted, then its pending rows go back into the engine: the ready ones (and
+    inputs, delivered like them) in one step."""
+    built = rows.tasks if isinstance(rows, PendingRows) else None
+    tasks = built if built is not None else restored_tasks(run.plan, rows, run.job_state.job_id)
+    held = rows.held if isinstance(rows, PendingRows) else None
 
     def first_steps() -> bool:
+        if held is not None:
+            held.hold(run)
         for event in deferred or ():
             run.flow._emit_deferred(event)
         now = time.time()
-        plan = run.plan
-        for row in rows:
-            task = task_from_dict(plan, entry_of_row(row), row["seq"])
-            if task is None:
-                continue  # checked before (missing_target): cannot happen
-            task.seq = row["seq"]
-            kind = row["kind"]
+        ready: list[Task] = []
+        for kind, task, due, name in tasks:
             if kind == "timer":
-                due = row.get("due_at")
-                run.schedule(0.0 if due is None else max(0.0, due - now), task)
+                run.schedule(0.0 if due is None else max(0.0, due - now), task, name=name)
             elif kind == "at_end":
                 run.at_job_end(task)
             else:  # "ready", and "input" (delivered like a ready task)
-                run.enqueue(task)
+                ready.append(task)
+        if ready:
+            run._enqueue_new(ready)  # one lock round and one pool request for all
         return True
 
     return first_steps
@@ -192,6 +391,62 @@ def claim(flow: Flow, job_id: str, stale_after: float | None) -> int | None:
     durable = Durable.of(store)
     runner = durable.start()
     return store.claim(job_id, runner, STALE_AFTER if stale_after is None else stale_after)
+
+
+def claim_all(flow: Flow, job_ids: list[str], stale_after: float) -> dict[str, int]:
+    """Claim ``job_ids`` for this process's runner: the new epoch of each job taken.
+
+    The library's stores claim them in one transaction (``claim_many``) and read
+    them back together (``load_many``); another :class:`~routilux.store.Store` one
+    job at a time."""
+    store = flow.store
+    assert store is not None
+    runner = Durable.of(store).start()
+    many = getattr(store, "claim_many", None)
+    if many is not None:
+        claimed: dict[str, int] = many(job_ids, runner, stale_after)
+        return claimed
+    epochs: dict[str, int] = {}
+    for job_id in job_ids:
+        epoch = store.claim(job_id, runner, stale_after)
+        if epoch is not None:
+            epochs[job_id] = epoch
+    return epochs
+
+
+# How many claimed jobs recovery reads in one transaction.
+_LOAD_CHUNK = 256
+
+
+def load_all(store: Store, job_ids: list[str]) -> Iterator[JournaledJob]:
+    """The stored jobs ``job_ids``, read a few hundred per transaction."""
+    many = getattr(store, "load_many", None)
+    if many is None:
+        for job_id in job_ids:
+            yield store.load(job_id)
+        return
+    for start in range(0, len(job_ids), _LOAD_CHUNK):
+        yield from many(job_ids[start : start + _LOAD_CHUNK])
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while recovery rebuilds and starts
+    its jobs.
+
+    The rebuild allocates a few container objects per history record and pending
+    task -- hundreds of thousands for a large recovery -- and keeps every one of
+    them; the collector would walk the growing heap again and again (about 40 % of
+    the time spent) and free nothing.  Reference counting still frees everything
+    else; the collector runs again afterwards as before.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def recover(
@@ -207,22 +462,26 @@ def recover(
         raise JobStateError(f"Flow '{flow.flow_id}' has no store: nothing to recover")
     stale = STALE_AFTER if stale_after is None else stale_after
     result = Recovered()
-    adopted: list[tuple[JobState, JobJournal, list[TaskRow]]] = []
+    adopted: list[tuple[JobState, JobJournal, PendingRows]] = []
     # Every job is claimed and rebuilt before any starts, so the reads of the store are
     # not slowed by the jobs already running (their commits share the store's lock).
-    for job_id in store.claimable_jobs(flow.flow_id, stale):
-        epoch = claim(flow, job_id, stale)
-        if epoch is None:
-            continue  # another process has it (or is claiming it now)
+    with _collector_paused():
+        epochs = claim_all(flow, store.claimable_jobs(flow.flow_id, stale), stale)
+        for job in load_all(store, list(epochs)):
+            try:
+                adopted.append(adopt(flow, job.job_id, epochs[job.job_id], job))
+            except RecoveryError as exc:
+                result.errors.append(exc)
+                logger.warning("%s", exc)
+                warnings.warn(str(exc), RoutiluxWarning, stacklevel=3)
+        held = HeldPulls()
         try:
-            adopted.append(adopt(flow, job_id, epoch))
-        except RecoveryError as exc:
-            result.errors.append(exc)
-            logger.warning("%s", exc)
-            warnings.warn(str(exc), RoutiluxWarning, stacklevel=3)
-    for job_state, journal, rows in adopted:
-        flow._start_adopted(job_state, journal, rows, wait=False, timeout=None)
-        result.append(job_state)
+            for job_state, journal, rows in adopted:
+                rows.held = held
+                flow._start_adopted(job_state, journal, rows, wait=False, timeout=None)
+                result.append(job_state)
+        finally:
+            held.release()
     if wait:
         deadline = None if timeout is None else time.monotonic() + timeout
         for job_state in result:

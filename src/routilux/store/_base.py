@@ -700,15 +700,25 @@ def resolve_apply_ops(apply_ops: Optional[ApplyOps]) -> ApplyOps:
     return changes_apply_ops
 
 
-def build_job_state(job: JournaledJob, apply_ops: Optional[ApplyOps]) -> JobState:
+def build_job_state(
+    job: JournaledJob, apply_ops: Optional[ApplyOps], *, owned: bool = False
+) -> JobState:
     """The JobState of ``job``: its snapshot deserialized, every delta's ops applied in
-    seq order, and its status set to the stored one."""
+    seq order, and its status set to the stored one.
+
+    ``owned``: ``job`` was just loaded and nothing else will read it, so the JobState
+    may keep the snapshot's dicts and lists rather than copies of them (the checks of
+    the saved form are the same either way)."""
     from routilux.job_state import JobState
     from routilux.serialization import layout_of
 
     state = JobState(job.flow_id)
+    layout = layout_of(JobState)
+    deserialize = layout.deserialize
+    if owned and layout.deserialize_owned is not None:
+        deserialize = layout.deserialize_owned
     try:
-        layout_of(JobState).deserialize(state, job.snapshot)
+        deserialize(state, job.snapshot)
     except Exception as exc:
         raise StoreError(f"job {job.job_id!r}: its snapshot cannot be read: {exc}") from exc
     if job.deltas:

@@ -52,6 +52,14 @@ if TYPE_CHECKING:
 # The columns of routilux_job a summary is made of, in JobSummary's order.
 _SUMMARY_COLUMNS = "job_id, flow_id, status, owner, epoch, created_at, updated_at, waiting_for"
 _TASK_COLUMNS = "seq, kind, routine, slot, data, retries, due_at, extra"
+
+
+def _task_order(task: TaskRow) -> tuple[bool, int]:
+    """Own tasks (seq >= 0) by seq, then inputs (-1, -2, ...) in arrival order."""
+    seq: int = task["seq"]
+    return (seq < 0, abs(seq))
+
+
 # The most rows one statement inserts, deletes or counts (at most 9 x 64 parameters).
 _CHUNK = 64
 
@@ -166,6 +174,12 @@ class SQLStore:
         if statement is None:
             statement = self._chunked[key] = self._sql(build())
         return statement
+
+    def _in_list(self, text: str, n: int) -> str:
+        """``text`` with its ``(?*)`` made a list of ``n`` placeholders."""
+        return self._statement(
+            (text, n), lambda: text.replace("(?*)", "(" + ", ".join("?" * n) + ")")
+        )
 
     def _insert_many(self, cur: Any, head: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
         """``head VALUES (...), (...), ...`` for ``rows`` (each ``width`` values)."""
@@ -505,70 +519,124 @@ class SQLStore:
 
     def load(self, job_id: str) -> JournaledJob:
         """The job's row, snapshot, deltas after the snapshot and current tasks."""
-        check_id(job_id, "job_id")
+        return self.load_many([job_id])[0]
+
+    def load_many(self, job_ids: Sequence[str]) -> list[JournaledJob]:
+        """:meth:`load` of several jobs in one read transaction, in the order given
+        (a statement per table and chunk of jobs, not per job); an id that is not
+        stored raises :class:`JobNotFoundError` naming it."""
+        ids = [check_id(job_id, "job_id") for job_id in job_ids]
+        order = list(dict.fromkeys(ids))
+        rows: dict[str, Sequence[Any]] = {}
+        snapshots: dict[str, Any] = {}
+        deltas: list[Sequence[Any]] = []
+        task_rows: list[Sequence[Any]] = []
         with self._transaction(write=False) as cur:
-            cur.execute(
-                self._sql(
-                    f"SELECT {_SUMMARY_COLUMNS}, snapshot_seq, commit_seq"
-                    " FROM routilux_job WHERE job_id = ?" + self._FOR_SHARE
-                ),
-                (job_id,),
-            )
-            row = cur.fetchone()
-            if row is None:
-                raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
-            cur.execute(
-                self._sql("SELECT snapshot FROM routilux_snapshot WHERE job_id = ?"),
-                (job_id,),
-            )
-            found = cur.fetchone()
-            if found is None:
+            for start in range(0, len(order), _CHUNK):
+                chunk = order[start : start + _CHUNK]
+                n = len(chunk)
+                cur.execute(
+                    self._in_list(
+                        f"SELECT {_SUMMARY_COLUMNS}, snapshot_seq, commit_seq"
+                        " FROM routilux_job WHERE job_id IN (?*)" + self._FOR_SHARE,
+                        n,
+                    ),
+                    chunk,
+                )
+                for row in cur.fetchall():
+                    rows[row[0]] = row
+                for job_id in chunk:
+                    if job_id not in rows:
+                        raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
+                cur.execute(
+                    self._in_list(
+                        "SELECT job_id, snapshot FROM routilux_snapshot WHERE job_id IN (?*)", n
+                    ),
+                    chunk,
+                )
+                snapshots.update(cur.fetchall())
+                cur.execute(
+                    self._in_list(
+                        "SELECT job_id, seq, record FROM routilux_delta"
+                        " WHERE job_id IN (?*) ORDER BY job_id, seq",
+                        n,
+                    ),
+                    chunk,
+                )
+                deltas += cur.fetchall()
+                # In the order of the primary key: one job's rows together, by seq.
+                cur.execute(
+                    self._in_list(
+                        f"SELECT job_id, {_TASK_COLUMNS} FROM routilux_task"
+                        " WHERE job_id IN (?*) ORDER BY job_id, seq",
+                        n,
+                    ),
+                    chunk,
+                )
+                task_rows += cur.fetchall()
+        for job_id in order:
+            if job_id not in snapshots:
                 raise StoreError(f"store {self.location}: job {job_id!r} has no snapshot row")
-            cur.execute(
-                self._sql(
-                    "SELECT record FROM routilux_delta WHERE job_id = ? AND seq > ? ORDER BY seq"
-                ),
-                (job_id, row[8]),
-            )
-            deltas = self._jout_many([item[0] for item in cur.fetchall()])
-            cur.execute(
-                self._sql(f"SELECT {_TASK_COLUMNS} FROM routilux_task WHERE job_id = ?"),
-                (job_id,),
-            )
-            rows = cur.fetchall()
-            datas = self._jout_many([item[4] for item in rows])
-            extras = self._jout_many([item[7] for item in rows])
-            tasks = [
+        # Every JSON column of the read decoded together (SQLite: one parse).
+        raws: list[Any] = [snapshots[job_id] for job_id in order]
+        raws += [item[2] for item in deltas]
+        raws += [item[5] for item in task_rows]
+        raws += [item[8] for item in task_rows]
+        values = self._jout_many(raws)
+        jobs = len(order)
+        records = values[jobs : jobs + len(deltas)]
+        datas = values[jobs + len(deltas) : jobs + len(deltas) + len(task_rows)]
+        extras = values[jobs + len(deltas) + len(task_rows) :]
+        job_deltas: dict[str, list[DeltaRecord]] = {}
+        for item, record in zip(deltas, records):
+            # Deltas the snapshot covers are deleted with it; one left over is not read.
+            if item[1] > rows[item[0]][8]:
+                job_deltas.setdefault(item[0], []).append(record)
+        job_tasks: dict[str, list[TaskRow]] = {}
+        current: list[TaskRow] = []
+        current_id: Any = None
+        for item, data, extra in zip(task_rows, datas, extras):
+            if item[0] != current_id:
+                current_id = item[0]
+                current = job_tasks[current_id] = []
+            due = item[7]
+            current.append(
                 {
-                    "seq": int(item[0]),
-                    "kind": item[1],
-                    "routine": item[2],
-                    "slot": item[3],
+                    "seq": int(item[1]),
+                    "kind": item[2],
+                    "routine": item[3],
+                    "slot": item[4],
                     "data": data,
-                    "retries": int(item[5]),
-                    "due_at": None if item[6] is None else float(item[6]),
+                    "retries": int(item[6]),
+                    "due_at": None if due is None else float(due),
                     "extra": extra,
                 }
-                for item, data, extra in zip(rows, datas, extras)
-            ]
-        # The job's own tasks in seq order, then inputs (negative seqs) as they arrived.
-        tasks.sort(key=lambda task: (task["seq"] < 0, abs(task["seq"])))
-        summary = self._summary(row)
-        return JournaledJob(
-            job_id=summary.job_id,
-            flow_id=summary.flow_id,
-            status=summary.status,
-            owner=summary.owner,
-            epoch=summary.epoch,
-            created_at=summary.created_at,
-            updated_at=summary.updated_at,
-            waiting_for=summary.waiting_for,
-            snapshot=self._jout(found[0]),
-            snapshot_seq=int(row[8]),
-            commit_seq=int(row[9]),
-            deltas=deltas,
-            tasks=tasks,
-        )
+            )
+        loaded: dict[str, JournaledJob] = {}
+        for job_id, snapshot in zip(order, values):
+            row = rows[job_id]
+            tasks = job_tasks.get(job_id, [])
+            if tasks and tasks[0]["seq"] < 0:
+                # The job's own tasks in seq order, then inputs (-1, -2, ...) as they
+                # arrived.
+                tasks.sort(key=_task_order)
+            summary = self._summary(row)
+            loaded[job_id] = JournaledJob(
+                job_id=summary.job_id,
+                flow_id=summary.flow_id,
+                status=summary.status,
+                owner=summary.owner,
+                epoch=summary.epoch,
+                created_at=summary.created_at,
+                updated_at=summary.updated_at,
+                waiting_for=summary.waiting_for,
+                snapshot=snapshot,
+                snapshot_seq=int(row[8]),
+                commit_seq=int(row[9]),
+                deltas=job_deltas.get(job_id, []),
+                tasks=tasks,
+            )
+        return [loaded[job_id] for job_id in ids]
 
     def load_job(self, job_id: str, apply_ops: Optional[ApplyOps] = None) -> JobState:
         """The job's JobState: its snapshot with every later delta's ops applied.
@@ -577,7 +645,7 @@ class SQLStore:
         ``routilux.changes.apply_ops``). The state's ``status`` is the stored one; its
         pending work is ``load(job_id).tasks``, not ``pending_tasks``.
         """
-        return build_job_state(self.load(job_id), apply_ops)
+        return build_job_state(self.load(job_id), apply_ops, owned=True)
 
     def _task(self, row: Sequence[Any]) -> TaskRow:
         return {
@@ -787,6 +855,65 @@ class SQLStore:
                 (runner_id, epoch + 1, time.time(), job_id),
             )
             return epoch + 1
+
+    def claim_many(
+        self, job_ids: Sequence[str], runner_id: str, stale_after: float
+    ) -> dict[str, int]:
+        """:meth:`claim` of several jobs in one transaction: the new epoch of each job
+        taken, by id. A job that is finished, held by a live runner, being claimed by
+        another process this very moment (PostgreSQL skips its locked row) or not
+        stored is left out, so of several processes claiming at once each job goes to
+        exactly one."""
+        ids = list(dict.fromkeys(check_id(job_id, "job_id") for job_id in job_ids))
+        check_id(runner_id, "runner_id")
+        stale = check_stale_after(stale_after)
+        claimed: dict[str, int] = {}
+        with self._transaction(write=True) as cur:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                cur.execute(
+                    self._in_list(
+                        "SELECT job_id, owner, status, epoch FROM routilux_job"
+                        " WHERE job_id IN (?*)" + self._FOR_CLAIM,
+                        len(chunk),
+                    ),
+                    chunk,
+                )
+                rows = [row for row in cur.fetchall() if row[2] not in FINISHED_STATUSES]
+                owners = sorted({row[1] for row in rows if row[1] is not None})
+                runners: dict[str, tuple[str, int, float]] = {}
+                for first in range(0, len(owners), _CHUNK):
+                    part = owners[first : first + _CHUNK]
+                    cur.execute(
+                        self._in_list(
+                            "SELECT runner_id, host, pid, heartbeat FROM routilux_runner"
+                            " WHERE runner_id IN (?*)",
+                            len(part),
+                        ),
+                        part,
+                    )
+                    for runner, host, pid, beat in cur.fetchall():
+                        runners[runner] = (host, int(pid), float(beat))
+                now = time.time()
+                taken = [
+                    (row[0], int(row[3]) + 1)
+                    for row in rows
+                    if owner_dead(row[1], runners.get(row[1]), now, stale)
+                ]
+                if not taken:
+                    continue
+                # The rows are locked (or the database is, in SQLite) since the read:
+                # each epoch read is still the job's, and grows by one.
+                cur.execute(
+                    self._in_list(
+                        "UPDATE routilux_job SET owner = ?, epoch = epoch + 1, updated_at = ?"
+                        " WHERE job_id IN (?*)",
+                        len(taken),
+                    ),
+                    [runner_id, time.time(), *(job_id for job_id, _ in taken)],
+                )
+                claimed.update(taken)
+        return claimed
 
     def claimable_jobs(self, flow_id: Optional[str], stale_after: float) -> list[str]:
         """Jobs to recover: unfinished, not paused or waiting, owner dead (as in
