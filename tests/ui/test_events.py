@@ -315,3 +315,24 @@ def test_a_job_of_a_dead_process_is_cancelled_here(store_url: str, live_server: 
         assert store.load(job_id).status == "cancelled"
     finally:
         other.kill()
+
+
+def test_pausing_a_job_of_a_dead_process_is_refused(store_url: str, live_server: Any) -> None:
+    """Nobody would take a pause request for a job whose process died: the API says
+    so (409) instead of accepting a request that never acts."""
+    store = open_store(store_url)
+    other = OtherProcess(store_url, 2)
+    try:
+        job_id = other.line("STARTED ")
+        other.kill()  # dies mid-delivery: the job stays "running", its owner dead
+        live = live_server(store, [ui_flows.steps_flow()])
+        client = make_client(live.app)
+        refused = client.post(f"/api/jobs/{job_id}/pause", headers=origin())
+        assert refused.status_code == 409, refused.text
+        assert "gone" in refused.json()["error"]
+        job = store.load(job_id)
+        assert job.status == "running"
+        assert job.owner is not None
+        assert store.take_control_requests(job.owner) == []  # no request was left
+    finally:
+        other.kill()

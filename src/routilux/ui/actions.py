@@ -12,7 +12,10 @@ A job may be run by this process, by another process on the same store, or by no
 * another live process runs it: ``pause`` and ``cancel`` leave a control request in
   the store (:meth:`~routilux.store.Store.request_control`), which that process's
   runner takes at its next heartbeat -- the answer is ``202 Accepted``, and the job's
-  stream shows the status change when it happens.
+  stream shows the status change when it happens;
+* it is running but its process is gone (no live runner holds it): ``pause`` is
+  refused (409: nobody would take the request; ``flow.recover()`` continues the job),
+  ``cancel`` claims it and commits the cancellation.
 
 Every failure is an :class:`ApiError` with the HTTP status the API answers with:
 404 unknown job or flow, 409 a job in the wrong state, 422 input that does not fit the
@@ -25,6 +28,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
+from routilux.engine.journal import STALE_AFTER
 from routilux.engine.runner import Durable
 from routilux.exceptions import (
     FlowError,
@@ -106,6 +110,13 @@ def pause(store: Store, flows: Mapping[str, Flow], job_id: str) -> tuple[int, di
             409,
             f"cannot pause job {job_id!r}: it is waiting for input and runs nothing "
             "(answer or cancel it)",
+        )
+    if job_id in store.claimable_jobs(job.flow_id, STALE_AFTER):
+        raise ApiError(
+            409,
+            f"cannot pause job {job_id!r}: the process that ran it is gone (owner "
+            f"{job.owner!r}), so nothing would take the request; recover it "
+            "(flow.recover()) or cancel it",
         )
     return _request(store, job, "pause")
 
