@@ -196,6 +196,22 @@ def _both(first: Callable[..., None], second: Callable[..., None]) -> Callable[.
     return call
 
 
+def _trusted(hooks: tuple[Any, ...]) -> bool:
+    return all(getattr(h, "_routilux_trusted", False) for h in hooks)
+
+
+def _caller(name: str, listening: tuple[Any, ...]) -> Caller:
+    """One caller of method ``name`` on each of ``listening`` (None for none)."""
+    if not listening:
+        return None
+    if _trusted(listening):
+        if len(listening) == 1:
+            return getattr(listening[0], name)  # the library's own: called directly
+        if len(listening) == 2:
+            return _both(getattr(listening[0], name), getattr(listening[1], name))
+    return _guarded(name, listening)
+
+
 class HookSet:
     """The hooks of a job, resolved once: one caller (or None) per method.
 
@@ -216,9 +232,11 @@ class HookSet:
     #: True when someone listens to deliveries (the engine then reports them).
     deliveries: bool
 
-    #: The library's own hook when it alone listens to emissions (the engine may
-    #: do its work inline), else None.
-    emit_hook: Any = None
+    #: The first hook listening to emissions (None: none does) and one caller
+    #: for the others (None: no other): the engine may do the first's work
+    #: inline (the tracker's) and call only the rest.
+    emit_first: Any = None
+    emit_rest: Caller = None
 
     def __init__(self, hooks: tuple[Any, ...], attach: Any = None) -> None:
         self.hooks = hooks
@@ -228,17 +246,10 @@ class HookSet:
         self.attach = attach
         for name in HOOK_METHODS:
             listening = tuple(h for h in hooks if name in _methods_of(type(h)))
-            caller: Caller = None
-            trusted = all(getattr(h, "_routilux_trusted", False) for h in listening)
-            if len(listening) == 1 and trusted:
-                caller = getattr(listening[0], name)  # the library's own: called directly
-                if name == "on_emit":
-                    self.emit_hook = listening[0]
-            elif len(listening) == 2 and trusted:
-                caller = _both(getattr(listening[0], name), getattr(listening[1], name))
-            elif listening:
-                caller = _guarded(name, listening)
-            setattr(self, name[3:], caller)
+            setattr(self, name[3:], _caller(name, listening))
+            if name == "on_emit" and listening:
+                self.emit_first = listening[0]
+                self.emit_rest = _caller(name, listening[1:])
         self.deliveries = self.delivery_start is not None or self.delivery_end is not None
         if self.deliveries:
             # Start and end come in pairs: both get a caller.

@@ -173,8 +173,9 @@ KINDS: tuple[str, ...] = tuple(cls.kind for cls in _CLASSES)
 
 OVERFLOWS = ("block", "drop_oldest")
 
-# Builders: the buffer holds (builder, the fields after seq) and the consumer
-# builds the event.  Filling __dict__ directly is allowed for a frozen dataclass
+# Builders: the buffer holds flat tuples (builder, the fields after seq) -- one
+# tuple per event, not a pair around a second one -- and the consumer builds
+# the event with build(seq, item).  Filling __dict__ directly is allowed for a frozen dataclass
 # and costs half of its __init__ (one object.__setattr__ per field); the tests
 # check every builder against the dataclass's own fields.
 _new = object.__new__
@@ -185,16 +186,16 @@ def _build_job_started(seq: int, f: Fields) -> JobStarted:
     event = _new(JobStarted)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["flow_id"], d["status"] = f
+    _, d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["flow_id"], d["status"] = f
     return event
 
 
 def _build_delivery_started(seq: int, f: Fields) -> DeliveryStarted:
-    # f: (timestamp, job_id, the Delivery)
+    # f: (builder, timestamp, job_id, the Delivery)
     event = _new(DeliveryStarted)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], delivery = f
+    _, d["timestamp"], d["job_id"], delivery = f
     d["routine_id"] = delivery.routine_id
     d["data"] = delivery.data
     d["slot"] = delivery.slot_name
@@ -203,11 +204,11 @@ def _build_delivery_started(seq: int, f: Fields) -> DeliveryStarted:
 
 
 def _build_delivery_finished(seq: int, f: Fields) -> DeliveryFinished:
-    # f: (timestamp, job_id, the Delivery, duration, error)
+    # f: (builder, timestamp, job_id, the Delivery, duration, error)
     event = _new(DeliveryFinished)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], delivery, d["duration"], d["error"] = f
+    _, d["timestamp"], d["job_id"], delivery, d["duration"], d["error"] = f
     d["routine_id"] = delivery.routine_id
     d["data"] = delivery.data
     d["slot"] = delivery.slot_name
@@ -216,11 +217,11 @@ def _build_delivery_finished(seq: int, f: Fields) -> DeliveryFinished:
 
 
 def _build_emitted(seq: int, f: Fields) -> Emitted:
-    # f: (timestamp, job_id, the job's ExecutionRecord)
+    # f: (builder, timestamp, job_id, the job's ExecutionRecord)
     event = _new(Emitted)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], record = f
+    _, d["timestamp"], d["job_id"], record = f
     d["routine_id"] = record.routine_id
     d["data"] = record.data
     d["event_name"] = record.event_name
@@ -231,7 +232,7 @@ def _build_output(seq: int, f: Fields) -> Output:
     event = _new(Output)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["output_type"] = f
+    _, d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["output_type"] = f
     return event
 
 
@@ -239,7 +240,7 @@ def _build_status(seq: int, f: Fields) -> StatusChanged:
     event = _new(StatusChanged)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["old"], d["new"] = f
+    _, d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["old"], d["new"] = f
     return event
 
 
@@ -247,7 +248,7 @@ def _build_job_finished(seq: int, f: Fields) -> JobFinished:
     event = _new(JobFinished)
     d = event.__dict__
     d["seq"] = seq
-    d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["status"], d["job_state"] = f
+    _, d["timestamp"], d["job_id"], d["routine_id"], d["data"], d["status"], d["job_state"] = f
     return event
 
 
@@ -296,7 +297,7 @@ class _Buffer:
         self.maxsize = maxsize
         self.low_water = maxsize // 2
         self.drop = overflow == "drop_oldest"
-        self.items: deque[tuple[Callable[[int, Fields], Any], Fields]] = deque()
+        self.items: deque[Fields] = deque()
         self.lock = threading.Lock()
         self.not_empty = threading.Condition(self.lock)
         self.not_full = threading.Condition(self.lock)
@@ -313,7 +314,7 @@ class _Buffer:
 
     # -- producers ---------------------------------------------------------
 
-    def put(self, item: tuple[Callable[[int, Fields], Any], Fields], may_wait: bool) -> None:
+    def put(self, item: Fields, may_wait: bool) -> None:
         if not self.open:
             return
         if len(self.items) < self.maxsize:
@@ -323,7 +324,7 @@ class _Buffer:
         else:
             self._put_full(item, may_wait)
 
-    def _put_full(self, item: tuple[Callable[[int, Fields], Any], Fields], may_wait: bool) -> None:
+    def _put_full(self, item: Fields, may_wait: bool) -> None:
         with self.lock:
             if not self.open:
                 return
@@ -346,7 +347,7 @@ class _Buffer:
         if self.consumer_waiting or self.async_waiter is not None:
             self._wake()
 
-    def finish(self, item: tuple[Callable[[int, Fields], Any], Fields]) -> None:
+    def finish(self, item: Fields) -> None:
         """Put the job's end (never dropped, never waited for) and end the stream."""
         with self.lock:
             if not self.open:
@@ -379,14 +380,15 @@ class _Buffer:
             with self.lock:  # a drop must not slip between the pop and the seq
                 if not self.items:
                     return _EMPTY
-                build, fields = self.items.popleft()
+                fields = self.items.popleft()
                 seq = self.popped + self.dropped
         else:
             try:
-                build, fields = self.items.popleft()
+                fields = self.items.popleft()
             except IndexError:
                 return _EMPTY
             seq = self.popped
+        build = fields[0]
         self.popped += 1
         if self.wants_release and len(self.items) <= self.low_water:
             self.release_producer()
@@ -497,7 +499,8 @@ class StreamHooks(JobHooks):
     def _job_start(self, job_state: JobState) -> None:
         self.job_state = job_state
         if "job_started" in self.kinds:
-            fields = (
+            item = (
+                _build_job_started,
                 _time(),
                 job_state.job_id,
                 job_state.current_routine_id,
@@ -505,17 +508,24 @@ class StreamHooks(JobHooks):
                 job_state.flow_id,
                 job_state.status,
             )
-            self._buffer.put((_build_job_started, fields), False)
+            self._buffer.put(item, False)
 
     def _job_end(self, job_state: JobState) -> None:
         # Always put (it ends the iteration), whatever the kinds: a consumer
         # that did not ask for it never sees it (see _Consumer._wanted).
-        fields = (_time(), job_state.job_id, None, None, job_state.status, job_state)
-        self._buffer.finish((_build_job_finished, fields))
+        item = (
+            _build_job_finished,
+            _time(),
+            job_state.job_id,
+            None,
+            None,
+            job_state.status,
+            job_state,
+        )
+        self._buffer.finish(item)
 
     def _status(self, job_state: JobState, old: str, new: str) -> None:
-        fields = (_time(), job_state.job_id, None, None, old, new)
-        self._buffer.put((_build_status, fields), False)
+        self._buffer.put((_build_status, _time(), job_state.job_id, None, None, old, new), False)
 
     # The three hot ones (a delivery's start and end, an emission) put the
     # Delivery or the record itself, read by the builder on the consumer's side,
@@ -523,7 +533,7 @@ class StreamHooks(JobHooks):
 
     def _delivery_start(self, job_state: JobState, delivery: Delivery) -> None:
         buffer = self._buffer
-        item = (_build_delivery_started, (_time(), job_state.job_id, delivery))
+        item = (_build_delivery_started, _time(), job_state.job_id, delivery)
         if buffer.open and len(buffer.items) < buffer.maxsize:
             buffer.items.append(item)
             if buffer.consumer_waiting or buffer.async_waiter is not None:
@@ -539,7 +549,7 @@ class StreamHooks(JobHooks):
         error: BaseException | None,
     ) -> None:
         buffer = self._buffer
-        item = (_build_delivery_finished, (_time(), job_state.job_id, delivery, duration, error))
+        item = (_build_delivery_finished, _time(), job_state.job_id, delivery, duration, error)
         if buffer.open and len(buffer.items) < buffer.maxsize:
             buffer.items.append(item)
             if buffer.consumer_waiting or buffer.async_waiter is not None:
@@ -549,7 +559,7 @@ class StreamHooks(JobHooks):
 
     def _emit(self, job_state: JobState, record: ExecutionRecord) -> None:
         buffer = self._buffer
-        item = (_build_emitted, (_time(), job_state.job_id, record))
+        item = (_build_emitted, _time(), job_state.job_id, record)
         if buffer.open and len(buffer.items) < buffer.maxsize:
             buffer.items.append(item)
             if buffer.consumer_waiting or buffer.async_waiter is not None:
@@ -565,8 +575,8 @@ class StreamHooks(JobHooks):
         data: Any,
         timestamp: datetime,
     ) -> None:
-        fields = (_time(), job_state.job_id, routine_id, data, output_type)
-        self._buffer.put((_build_output, fields), True)
+        item = (_build_output, _time(), job_state.job_id, routine_id, data, output_type)
+        self._buffer.put(item, True)
 
 
 # kind -> the hook methods it needs (and their implementation on StreamHooks).
@@ -751,9 +761,10 @@ class EventStream(_Consumer):
                 # The common case: events are waiting (no lock needed, see _Buffer).
                 while True:
                     try:
-                        build, fields = popleft()
+                        fields = popleft()
                     except IndexError:
                         break
+                    build = fields[0]
                     seq = buffer.popped
                     buffer.popped = seq + 1
                     if buffer.wants_release and len(items) <= buffer.low_water:
@@ -780,10 +791,11 @@ class EventStream(_Consumer):
                 # The common case, inlined: an event is waiting (no lock needed,
                 # see _Buffer); anything else goes through take().
                 try:
-                    build, fields = buffer.items.popleft()
+                    fields = buffer.items.popleft()
                 except IndexError:
                     pass
                 else:
+                    build = fields[0]
                     seq = buffer.popped
                     buffer.popped = seq + 1
                     if buffer.wants_release and len(buffer.items) <= buffer.low_water:

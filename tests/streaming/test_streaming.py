@@ -441,7 +441,7 @@ def test_every_builder_makes_its_dataclass_field_for_field() -> None:
     for cls, build in BUILDERS.items():
         names = [f.name for f in dataclasses.fields(cls)]
         values = tuple(f"v{i}" for i in range(len(names) - 1))
-        event = build(7, _builder_input(cls, values))
+        event = build(7, (build, *_builder_input(cls, values)))
         assert type(event) is cls
         assert event == cls(7, *values)
         assert dataclasses.astuple(event) == (7, *values)
@@ -491,3 +491,36 @@ def test_the_engines_delivery_has_every_field_of_the_dataclass() -> None:
     first = seen[0]
     assert set(vars(first)) == {f.name for f in dataclasses.fields(Delivery)}
     assert first == Delivery("source", "trigger", 1, True, {"n": 1}, f"{job.job_id}:0")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_tracker_records_every_emission_once_beside_a_stream(strategy: str) -> None:
+    # The engine does the tracker's part of an emission inline and calls the
+    # stream after it: neither may miss one, nor get it twice.
+    flow = pipeline(("source", Numbers()), ("sink", Sink()), execution_strategy=strategy)
+    events = list(flow.stream("source", {"n": 3}))
+    job = events[-1].job_state
+    assert [e.data["value"] for e in events if isinstance(e, Emitted)] == [0, 1, 2]
+    assert job.execution_tracker is not None
+    flow_events = job.execution_tracker.event_flow
+    assert [(e["event_name"], e["data"]) for e in flow_events] == [
+        ("output", {"value": 0}),
+        ("output", {"value": 1}),
+        ("output", {"value": 2}),
+    ]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_tracker_records_every_emission_once_beside_an_attached_stream(strategy: str) -> None:
+    gate, entered = threading.Event(), threading.Event()
+    flow = gated_fan(strategy, gate, entered)
+    job = flow.execute("source", {"value": 5}, wait=False)
+    assert entered.wait(30)
+    first, second = job.events(kinds=["emitted"]), job.events(kinds=["emitted"])
+    gate.set()
+    assert [e.data["value"] for e in first] == [0, 1, 2, 3, 4]
+    assert [e.data["value"] for e in second] == [0, 1, 2, 3, 4]
+    assert job.execution_tracker is not None
+    # The entry's emission (before the streams attached), then fan's five.
+    values = [e["data"]["value"] for e in job.execution_tracker.event_flow]
+    assert values == [5, 0, 1, 2, 3, 4]

@@ -114,10 +114,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
         # one caller per event, None when nobody listens (then it costs nothing).
         # (The rarely used ones are read from job_state._hooks when needed.)
         if hooks is not None:
-            if hooks.emit_hook is TRACKER_HOOKS:
-                self._track_emits = True  # the tracker alone listens: see emit()
-            else:
-                self._on_emit = hooks.emit
+            self._take_emit_hooks(hooks)
             if hooks.deliveries:
                 self._delivery_hooks = hooks
                 self._watch_deliveries()
@@ -202,6 +199,17 @@ class JobRun(JobTimers, DeliveryTimeouts):
             # listens _execute is the plain method (no check at all).
             self._execute = self._execute_watched  # type: ignore[method-assign]
 
+    def _take_emit_hooks(self, hooks: HookSet) -> None:
+        """How emit() reports an emission to ``hooks``: the tracker's part inline
+        when it is the first to listen (alone, or before a stream), the others
+        through one caller.  (A hook attached later comes after the tracker:
+        ``_track_emits`` never changes during a run, emit() reads it unlocked.)"""
+        if hooks.emit_first is TRACKER_HOOKS:
+            self._track_emits = True  # see emit()
+            self._on_emit = hooks.emit_rest
+        else:
+            self._on_emit = hooks.emit
+
     def add_hook(self, hook: Any, on_settle: Callable[[], None]) -> bool:
         """Install ``hook`` on this running job, from now on (``job.events()`` on
         a job started without a stream), and call ``on_settle()`` once it has
@@ -214,8 +222,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
             old = js._hooks
             new = old.with_hook(hook) if old is not None else HookSet((hook,))
             js._hooks = new  # statuses, outputs and the job's end read it from here
-            if new.emit is not None and new.emit_hook is not TRACKER_HOOKS:
-                self._on_emit = new.emit
+            self._take_emit_hooks(new)
             if new.deliveries:
                 self._delivery_hooks = new
                 self._watch_deliveries()
@@ -363,16 +370,16 @@ class JobRun(JobTimers, DeliveryTimeouts):
             js.updated_at = record.timestamp
         else:
             record = js.record_execution(rid, name, data)
-        on_emit = self._on_emit
-        if on_emit is not None:
-            on_emit(js, record)
-        elif self._track_emits:
+        if self._track_emits:
             # TrackerHooks.on_emit, inlined: this runs once per emission.
             tracker = js.execution_tracker
             if tracker is not None:
                 tracker._pending.append(record)
                 if tracker.max_events is not None:
                     tracker._bound_pending(tracker.max_events)
+        on_emit = self._on_emit
+        if on_emit is not None:
+            on_emit(js, record)
         if routes:
             if len(routes) == 1:  # the common case, without a comprehension's frame
                 route = routes[0]
