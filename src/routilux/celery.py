@@ -57,7 +57,7 @@ from routilux.flow import Flow
 from routilux.hooks import JobHooks
 from routilux.inputs import input_row
 from routilux.job_state import JobState
-from routilux.store import FINISHED_STATUSES, Heartbeat, Store, open_store
+from routilux.store import FINISHED_STATUSES, Heartbeat, JobSummary, Store, open_store
 
 try:
     import celery as _celery_library
@@ -75,6 +75,16 @@ logger = logging.getLogger("routilux.celery")
 
 #: Statuses ``wait()`` returns at: the job has nothing to run until someone acts.
 SETTLED_STATUSES = FINISHED_STATUSES | {"paused", "waiting"}
+
+
+def _settled(job: JobSummary) -> bool:
+    """A job :meth:`RoutiluxCelery.wait` returns for: finished, or paused or waiting
+    and released by its worker (which commits the status, then releases the job,
+    then announces it: a waiter must not see the status before the release)."""
+    if job.status in FINISHED_STATUSES:
+        return True
+    return job.status in SETTLED_STATUSES and job.owner is None
+
 
 #: The message header that carries the submitter's trace context.
 TRACE_HEADER = "routilux_trace"
@@ -489,7 +499,7 @@ class RoutiluxCelery:
         (or after ``timeout`` seconds: then as it is stored, still running).
 
         Woken by the workers' notifications (Redis pub/sub), never by polling."""
-        self._wait_for(job_id, lambda status: status in SETTLED_STATUSES, timeout)
+        self._wait_for(job_id, _settled, timeout)
         return self.store.load_job(job_id)
 
     def status(self, job_id: str) -> str:
@@ -505,14 +515,17 @@ class RoutiluxCelery:
         finally:
             pubsub.close()
 
-    def _wait_for(self, job_id: str, done: Callable[[str], bool], timeout: Optional[float]) -> str:
-        """Block until the stored status satisfies ``done`` (or ``timeout``); it."""
+    def _wait_for(
+        self, job_id: str, done: Callable[[JobSummary], bool], timeout: Optional[float]
+    ) -> str:
+        """Block until the stored job satisfies ``done`` (or ``timeout``); its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._subscribed(job_id) as pubsub:
             # Subscribed first, then read: a change between the two is still heard.
             while True:
-                status = self.store.load(job_id).status
-                if done(status):
+                job = self.store.load(job_id).summary
+                status = job.status
+                if done(job):
                     return status
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:

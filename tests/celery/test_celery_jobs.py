@@ -355,3 +355,27 @@ def test_a_message_for_a_row_held_elsewhere_is_delivered_again(
     # The reader's transaction is over: the message delivered again runs the job.
     job = cluster.rc.wait(job_id, timeout=PATIENCE)
     assert (job.status, job.shared_data["result"]) == ("completed", 16)
+
+
+@pytest.mark.parametrize(
+    ("status", "owner", "settled"),
+    [
+        ("completed", "runner-1", True),
+        ("failed", None, True),
+        ("waiting", None, True),
+        ("paused", None, True),
+        # A worker commits the status, then releases the job: between the two, the
+        # job is not settled yet for wait() (its caller may act on it at once).
+        ("waiting", "runner-1", False),
+        ("paused", "runner-1", False),
+        ("running", None, False),
+    ],
+)
+def test_wait_returns_only_for_a_job_its_worker_has_let_go(
+    status: str, owner: str | None, settled: bool
+) -> None:
+    from routilux.celery import _settled
+    from routilux.store import JobSummary
+
+    job = JobSummary("j", "f", status, owner, 1, 0.0, 0.0)
+    assert _settled(job) is settled
