@@ -18,7 +18,10 @@ strategy) is run in the same process:
 Time is the process's CPU time (``time.process_time``: every thread of the
 process, so the consumer's work counts; a thread waiting does not), median of
 ``--repeats`` runs; the overhead per delivery is the extra time of the run
-divided by its deliveries.  Beside the traced run, the floor no instrumentation
+divided by its deliveries.  Beside the streamed runs, the least a stream of every
+kind costs its consumer, without any job: three events per delivery built by the
+library's own builders from the tuples a producer buffers, and read by a loop.
+Beside the traced run, the floor no instrumentation
 can go under, measured in a plain loop with the same SDK objects and the same
 number of spans kept by the exporter (that matters: the garbage collector walks
 every kept span): one delivery span started and ended, the same made current
@@ -43,6 +46,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -107,6 +111,43 @@ def instructions(mode: str, n: int) -> None:
 
     once(1)
     once(n)
+
+
+def event_floor(deliveries: int) -> Iterator[Any]:
+    """The events of ``deliveries`` deliveries (start, emission, end), built the way
+    a stream's consumer builds them: each from the flat tuple a producer buffered,
+    by the library's builder, with its sequence number."""
+    from routilux.hooks import Delivery
+    from routilux.job_state import ExecutionRecord
+    from routilux.streaming import (
+        BUILDERS,
+        DeliveryFinished,
+        DeliveryStarted,
+        Emitted,
+    )
+
+    started, emitted, finished = (
+        BUILDERS[DeliveryStarted],
+        BUILDERS[Emitted],
+        BUILDERS[DeliveryFinished],
+    )
+    delivery = Delivery("stage0", "input", data={"value": 1})
+    record = ExecutionRecord("stage0", "output", {"value": 2})
+    seq = 0
+    for _ in range(deliveries):
+        now = time.time()
+        yield started(seq, (started, now, "job", delivery))
+        yield emitted(seq + 1, (emitted, now, "job", record))
+        yield finished(seq + 2, (finished, now, "job", delivery, 0.0, None))
+        seq += 3
+
+
+def consume(events: Iterator[Any]) -> int:
+    """Read every event (as the streamed runs' consumers do)."""
+    count = 0
+    for _event in events:
+        count += 1
+    return count
 
 
 def main() -> None:
@@ -190,6 +231,17 @@ def main() -> None:
             "deliv/s",
             f"+{overhead_us(t_attached):.2f} us/delivery",
         )
+
+    # The least any stream of every kind costs the consumer, without the job: per
+    # delivery, its three events built by the library's own builders from the
+    # tuples a producer buffers, and yielded to a loop.
+    t_events = median_cpu(lambda: consume(event_floor(deliveries)), args.repeats)
+    row(
+        "  floor: 3 events built, read",
+        t_events / deliveries * 1e6,
+        "us/deliv",
+        "(no job: the consumer's side alone)",
+    )
 
     try:
         from opentelemetry import context, trace
