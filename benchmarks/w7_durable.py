@@ -30,6 +30,11 @@ divided by the units (every thread counted)::
         python benchmarks/w7_durable.py --count w2 $n 2>&1 | grep Collected
     done
     # instructions per W2 delivery = (I(2000) - I(200)) / (1800 * 11)
+
+``--null-store`` makes the store of ``--count`` (and of ``--only w2``'s extra row) one
+whose commits, snapshots and releases write nothing (:class:`NullStore`): what is left
+is the engine side of the journal -- the change capture, the records, the writer's
+queue -- on the job's thread.
 """
 
 from __future__ import annotations
@@ -98,9 +103,29 @@ def build_w2(**options: Any) -> Flow:
     return flow
 
 
-def journaled(build: Callable[..., Flow], path: str, durability: str) -> Flow:
-    """The flow ``build`` makes, on a SQLite store at ``path``."""
-    return build(store=SQLiteStore(path), durability=durability)
+class NullStore(SQLiteStore):
+    """A SQLite store whose commits, snapshots and releases write nothing (the job row
+    is still created): the journal's engine side without the store's."""
+
+    def commit(self, job_id: str, epoch: int, records: Any) -> None:
+        pass
+
+    def commit_many(self, batches: Any) -> None:
+        pass
+
+    def commit_then_snapshot(self, *args: Any) -> None:
+        pass
+
+    def write_snapshot(self, *args: Any) -> None:
+        pass
+
+    def release(self, job_id: str, epoch: int) -> None:
+        pass
+
+
+def journaled(build: Callable[..., Flow], path: str, durability: str, null: bool = False) -> Flow:
+    """The flow ``build`` makes, on a SQLite store at ``path`` (``null``: a NullStore)."""
+    return build(store=(NullStore if null else SQLiteStore)(path), durability=durability)
 
 
 def deque_chain(n: int) -> int:
@@ -116,10 +141,11 @@ def deque_chain(n: int) -> int:
     return total
 
 
-def w2(folder: str, messages: int, repeats: int) -> None:
+def w2(folder: str, messages: int, repeats: int, null: bool = False) -> None:
     deliveries = messages * (STAGES + 1)
     plain = build_w2()
     durable = journaled(build_w2, os.path.join(folder, "w2.db"), "batch")
+    nulled = journaled(build_w2, os.path.join(folder, "w2n.db"), "batch", null=True)
 
     def run(flow: Flow) -> Callable[[], None]:
         def go() -> None:
@@ -131,6 +157,7 @@ def w2(folder: str, messages: int, repeats: int) -> None:
     t_loop = median_cpu(lambda: deque_chain(messages), repeats)
     t_plain = median_cpu(run(plain), repeats)
     t_durable = median_cpu(run(durable), repeats)
+    t_null = median_cpu(run(nulled), repeats) if null else None
     overhead = (t_durable - t_plain) / deliveries * 1e6
     print(
         f"W2: source -> {STAGES}-stage chain -> sink, {messages:,} messages "
@@ -139,6 +166,9 @@ def w2(folder: str, messages: int, repeats: int) -> None:
     row("plain Python deque loop", t_loop / deliveries * 1e6, "us/delivery")
     row("routilux, no store", t_plain / deliveries * 1e6, "us/delivery")
     row("routilux, SQLite journal (batch)", t_durable / deliveries * 1e6, "us/delivery")
+    if t_null is not None:
+        row("routilux, journal to a NullStore (batch)", t_null / deliveries * 1e6, "us/delivery")
+        row("journal overhead, engine side", (t_null - t_plain) / deliveries * 1e6, "us/delivery")
     verdict = "within" if overhead <= TARGET_DELIVERY_US else "OVER"
     row("journal overhead", overhead, "us/delivery", f"{verdict} {TARGET_DELIVERY_US:g} us")
 
@@ -281,11 +311,11 @@ def recover(folder: str, jobs: int, pending: int, repeats: int) -> None:
     row("... until every job has completed", t_done, "s", f"{jobs * pending:,} deliveries")
 
 
-def count(workload: str, size: int, durability: str) -> None:
+def count(workload: str, size: int, durability: str, null: bool = False) -> None:
     """``size`` units of W1 or W2, journaled (for an instruction counter)."""
     with tempfile.TemporaryDirectory(prefix="routilux-w7-") as folder:
         build = build_w1 if workload == "w1" else build_w2
-        flow = journaled(build, os.path.join(folder, f"{workload}.db"), durability)
+        flow = journaled(build, os.path.join(folder, f"{workload}.db"), durability, null)
         flow.execute("source", {"n": 1})  # the first job (plan, writer thread) apart
         if workload == "w1":
             for _ in range(size):
@@ -311,6 +341,11 @@ def main() -> None:
         help="run N units of w1 or w2 journaled, print nothing (for callgrind)",
     )
     parser.add_argument("--durability", choices=["batch", "sync"], default="batch")
+    parser.add_argument(
+        "--null-store",
+        action="store_true",
+        help="--count: a store that writes nothing; --only w2: add a NullStore row",
+    )
     parser.add_argument("--only", choices=["w2", "w1", "recover", "w6"], help="one part only")
     args = parser.parse_args()
     if args.make_template:
@@ -320,11 +355,11 @@ def main() -> None:
         workload, size = args.count
         if workload not in ("w1", "w2"):
             parser.error(f"--count: unknown workload {workload!r}: use w1 or w2")
-        count(workload, int(size), args.durability)
+        count(workload, int(size), args.durability, args.null_store)
         return
     with tempfile.TemporaryDirectory(prefix="routilux-w7-") as folder:
         if args.only in (None, "w2"):
-            w2(folder, args.messages, args.repeats)
+            w2(folder, args.messages, args.repeats, args.null_store)
         if args.only in (None, "w1"):
             w1(folder, args.jobs, args.repeats)
         if args.only in (None, "recover"):

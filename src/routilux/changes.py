@@ -36,7 +36,7 @@ import math
 import threading
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Optional
 
@@ -56,6 +56,9 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # Encoding values: the JSON-safe form a save writes
 # ---------------------------------------------------------------------------
+
+#: Types JSON holds as they are (floats are checked: NaN is refused).
+_ATOMS = frozenset({str, int, bool, type(None)})
 
 #: Types whose values cannot change in place: reading one never marks a key taken.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes, complex, frozenset})
@@ -122,6 +125,11 @@ def encode_value(value: Any, path: str) -> Any:
 
 #: A field of the JobState whose mapping is tracked: op prefix -> attribute name.
 _FIELDS = {"shared": "shared_data", "state": "routine_states", "buffers": "slot_buffers"}
+
+# Zero-padded digits and bounds for ChangeLog._iso.
+_D3 = tuple(f"{i:03d}" for i in range(1000))
+_DAY_ONE = datetime(1, 1, 1)
+_ONE_SECOND = timedelta(seconds=1)
 
 # Mirror markers: the key is absent / its encoded value could not be known at the take.
 _ABSENT: Any = object()
@@ -417,6 +425,8 @@ class ChangeLog:
             self._touched: datetime | None = job_state.updated_at
             # The latest history op and its time (see _touch).
             self._last_history: tuple[list[Any], datetime] | None = None
+            # The second _iso formatted last: its start, its end, its text.
+            self._second: tuple[datetime, datetime, str] = (_DAY_ONE, _DAY_ONE, "")
             for field, name in _FIELDS.items():
                 setattr(job_state, name, TrackedDict(getattr(job_state, name), self, field))
             job_state._changes = self
@@ -449,6 +459,62 @@ class ChangeLog:
     def bound(self, key: Hashable) -> _Delivery:
         """``with log.bound(key):`` -- bind an open delivery here without ending it."""
         return _Delivery(self, key, begin=False)
+
+    def open_bound(self, key: Hashable) -> Token[Optional[Record]]:
+        """Begin delivery ``key`` and bind it to the current thread or asyncio task
+        (:meth:`begin` and :meth:`bound` in one step, for the engine's journal, which
+        opens and closes a delivery in two calls); pass the token to
+        :meth:`close_bound`."""
+        with self._lock:
+            opened = self._open
+            if key in opened:
+                raise JobStateError(
+                    f"delivery {key!r} of job {self.job_state.job_id} is already open"
+                )
+            scope = opened[key] = Record(self, key)
+        return _current.set(scope)
+
+    def close_bound(self, key: Hashable, token: Token[Optional[Record]] | None) -> Record | None:
+        """Unbind delivery ``key`` (``token`` from :meth:`open_bound`; one made in
+        another context, e.g. a coroutine's, is left alone) and end it, as :meth:`end`
+        (the job's lock must be held).
+
+        When it is the only delivery -- nothing else open or waiting, no job-level
+        write or take pending: a sequential job -- its record is released at once and
+        returned, exactly as :meth:`take_ready` would return it (a group of its own,
+        ``cut`` True, touched); else None, and it waits for :meth:`take_ready`.
+        """
+        if token is not None:
+            try:
+                _current.reset(token)
+            except (ValueError, RuntimeError):
+                pass  # made in another context (a coroutine): nothing bound here
+        scope = self._open.pop(key, None)
+        if scope is None:
+            raise JobStateError(f"no open delivery {key!r} in job {self.job_state.job_id}")
+        error = self._settle(scope) if scope.taken else None
+        self._seq = seq = self._seq + 1
+        scope.ended = True
+        scope.end_seq = seq
+        first = scope.first
+        scope.first_seq = first if first is not None else seq
+        stamp = scope.updated_at = self.job_state.updated_at
+        scope.error = error
+        job = self._job
+        if error is None and not self._open and not self._ended and not job.seqs and not job.taken:
+            scope.cut = True
+            if stamp is not None and stamp != self._touched:
+                last = self._last_history
+                ops = scope.ops
+                if last is not None and last[1] == stamp and ops and ops[-1] is last[0]:
+                    self._touched = stamp  # _touch's common case: the history op touches
+                else:
+                    self._touch(scope)
+            return scope
+        self._ended.append(scope)
+        if error is not None:
+            raise error
+        return None
 
     def reading(self) -> _Reading:
         """``with log.reading():`` -- reads mark nothing taken (for a snapshot, which
@@ -518,6 +584,8 @@ class ChangeLog:
             if job.taken:
                 self._settle(job, job_level=True)  # raises only for the job's own writes
             ended = self._ended
+            if not ended and not (flush and job.ops):
+                return []  # nothing ended since the last release (close_bound took it)
             if len(ended) == 1 and not self._open and not job.seqs:
                 # The common case of a sequential job, released after each delivery:
                 # nothing is open and no job-level write waits, so the one record is
@@ -772,14 +840,50 @@ class ChangeLog:
 
     def history(self, record: ExecutionRecord) -> None:
         """``JobState.record_execution``: one history record."""
-        try:
-            data = _encode(record.data)
-        except (_Unencodable, RecursionError):
-            data = encode_value(record.data, "execution_history[-1].data")
+        data = record.data
+        if type(data) is dict:
+            # _encode's result for a dict of atoms (an emission's usual data), inline.
+            for key, value in data.items():
+                if type(key) is not str or type(value) not in _ATOMS:
+                    data = encode_value(data, "execution_history[-1].data")
+                    break
+            else:
+                data = dict(data)
+        elif data is not None:
+            data = encode_value(data, "execution_history[-1].data")
         stamp = record.timestamp
-        op = ["history", record.routine_id, record.event_name, data, stamp.isoformat()]
-        self._record(op)
+        # _iso's common case inline: a naive datetime within the second of the last.
+        second = self._second
+        if type(stamp) is datetime and stamp.tzinfo is None and second[0] <= stamp < second[1]:
+            micro = stamp.microsecond
+            text = f"{second[2]}.{_D3[micro // 1000]}{_D3[micro % 1000]}" if micro else second[2]
+        else:
+            text = self._iso(stamp)
+        op = ["history", record.routine_id, record.event_name, data, text]
+        # _record, inlined: this runs once per emission.
+        self._seq = seq = self._seq + 1
+        scope = _current.get()
+        if scope is None or scope.log is not self or scope.ended:
+            scope = self._job
+        elif scope.first is None:
+            scope.first = seq
+        scope.ops.append(op)
+        scope.seqs.append(seq)
         self._last_history = (op, stamp)
+
+    def _iso(self, stamp: datetime) -> str:
+        """``stamp.isoformat()``: ``isoformat`` formats through ``printf``, so the
+        text up to the second is kept and reused while emissions fall in that second
+        (as ``serialization.iso_texts`` does for a snapshot)."""
+        if type(stamp) is not datetime or stamp.tzinfo is not None:
+            return stamp.isoformat()
+        start, end, prefix = self._second
+        if not (start <= stamp < end):
+            start = stamp.replace(microsecond=0)
+            prefix = start.isoformat()
+            self._second = (start, start + _ONE_SECOND, prefix)
+        micro = stamp.microsecond
+        return f"{prefix}.{_D3[micro // 1000]}{_D3[micro % 1000]}" if micro else prefix
 
     def log(self, entry: dict[str, Any]) -> None:
         """``JobState.append_to_shared_log``: one stamped entry."""

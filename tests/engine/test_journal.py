@@ -425,3 +425,35 @@ def test_bad_store_and_durability_arguments_are_refused_naming_the_flow(url: str
     flow = Flow(flow_id="f5")
     flow.use_store(url)
     assert flow.store is not None and flow.durability == "batch"
+
+
+def test_a_task_row_holds_its_data_as_a_save_writes_it() -> None:
+    """task_row copies a dict of atoms as it is and encodes anything else; data JSON
+    cannot hold raises naming the task's routine and slot."""
+    from types import SimpleNamespace
+
+    from routilux.engine.rows import task_row
+    from routilux.exceptions import SerializationError
+
+    def task(data: Any) -> Any:
+        return SimpleNamespace(
+            seq=3,
+            rid="sink",
+            target=SimpleNamespace(name="input"),
+            data=data,
+            route=None,
+            premerged=False,
+            entry=False,
+            timer=None,
+            answers=None,
+            retries=0,
+        )
+
+    atoms = {"s": "x", "n": 1, "b": False, "z": None}
+    row = task_row(task(atoms), "ready")
+    assert row["data"] == atoms and row["data"] is not atoms
+    assert task_row(task({"t": (1, {"f": 1.5})}), "ready")["data"] == {"t": [1, {"f": 1.5}]}
+    with pytest.raises(SerializationError, match=r"task sink\.input data\.f"):
+        task_row(task({"f": float("nan")}), "ready")
+    with pytest.raises(SerializationError, match=r"task sink\.input data"):
+        task_row(task({1: "non-string key"}), "ready")

@@ -409,3 +409,79 @@ def test_a_release_ending_in_a_history_op_needs_no_touch() -> None:
     second = log.take_ready()
     assert [op[0] for op in second[0].ops] == ["history", "shared_set", "touch"]
     assert replayed(start, first + second).serialize() == js.serialize()
+
+
+def test_history_times_are_written_as_isoformat_writes_them() -> None:
+    """The history op's time text is kept per second and completed from a digit
+    table: it must equal ``isoformat()`` within a second, across seconds, without
+    microseconds, and for aware datetimes."""
+    from datetime import timezone
+
+    js, start, log = new_job()
+    base = datetime(2026, 1, 5, 10, 0, 0, 999_998)
+    stamps = [
+        base,
+        base + timedelta(microseconds=1),  # the same second
+        base + timedelta(microseconds=2),  # the next second, microsecond 0
+        base + timedelta(microseconds=3),
+        base - timedelta(days=400),  # back in time: not the cached second
+        datetime(2026, 1, 5, 10, 0, 1, 5, tzinfo=timezone.utc),
+    ]
+    with log.delivery(1):
+        for stamp in stamps:
+            js.record_execution("a", "out", {"i": 1}, stamp)
+    (record,) = log.take_ready()
+    assert [op[4] for op in record.ops if op[0] == "history"] == [s.isoformat() for s in stamps]
+    assert replayed(start, [record]).serialize() == js.serialize()
+
+
+def test_history_data_of_atoms_is_copied_and_other_data_encoded() -> None:
+    js, _, log = new_job()
+    data: dict[str, Any] = {"s": "x", "n": 1, "b": True, "z": None}
+    nested: dict[str, Any] = {"t": (1, 2), "f": 1.5}
+    with log.delivery(1):
+        js.record_execution("a", "out", data)
+        js.record_execution("a", "out", nested)
+    data["s"] = "changed later"
+    nested["t"] = ()
+    (record,) = log.take_ready()
+    assert record.ops[0][3] == {"s": "x", "n": 1, "b": True, "z": None}
+    assert record.ops[1][3] == {"t": [1, 2], "f": 1.5}
+    with log.delivery(2):
+        with pytest.raises(SerializationError, match=r"execution_history\[-1\]\.data\.f"):
+            js.record_execution("a", "out", {"f": float("nan")})
+        with pytest.raises(SerializationError, match="execution_history"):
+            js.record_execution("a", "out", {3: "non-string key"})  # type: ignore[dict-item]
+
+
+def test_close_bound_releases_the_only_delivery_as_take_ready_would() -> None:
+    """open_bound/close_bound (the journal's pair): the only delivery comes back
+    released (a cut, touched as take_ready does); with another delivery open it
+    waits for take_ready, in end order."""
+    js, start, log = new_job()
+    with js.lock:
+        token = log.open_bound(1)
+        js.update_shared_data("a", 1)
+        js.record_execution("r", "out", {"v": 1})
+        record = log.close_bound(1, token)
+    assert record is not None and record.cut and record.ended
+    assert [op[0] for op in record.ops] == ["shared_set", "history"]
+    assert log.take_ready() == [] and log.pending == 0
+    with js.lock:
+        token = log.open_bound(2)
+        js.update_shared_data("b", 2)  # updated_at moves: the release needs a touch
+        record2 = log.close_bound(2, token)
+    assert record2 is not None and [op[0] for op in record2.ops] == ["shared_set", "touch"]
+    with js.lock:
+        first = log.open_bound(3)
+        log.begin(4)  # another delivery open: nothing is released at close
+        js.update_shared_data("c", 3)
+        assert log.close_bound(3, first) is None
+    with log.bound(4):
+        js.update_shared_data("d", 4)
+    log.end(4)
+    released = log.take_ready()
+    assert [r.key for r in released] == [3, 4]
+    assert replayed(start, [record, record2, *released]).serialize() == js.serialize()
+    with js.lock, pytest.raises(JobStateError, match="no open delivery 9"):
+        log.close_bound(9, None)

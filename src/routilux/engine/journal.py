@@ -37,7 +37,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
@@ -265,7 +265,8 @@ class JobJournal:
             elif seq in self._stored or seq in self._unreleased:
                 return  # a fired timer, or a restored task: its row exists
             else:
-                current = run.current_task()
+                # run.current_task(), without its call for a sequential run.
+                current = run.current_task() if run._live or run._aio_live else run._delivering
                 owner = None if current is None else (current.seq, current.retries)
             try:
                 row = task_row(
@@ -302,22 +303,21 @@ class JobJournal:
 
     def delivery_started(self, run: JobRun, task: Task) -> None:
         key = (task.seq, task.retries)
-        if self.durability == "sync" and not aio.on_engine_loop() and self._is_orphan(task.seq):
-            # Queued outside any delivery (input sent to the job, a resume's first
-            # step): no delivery's end writes its row, so write it before waiting for it.
-            with self.job_state.lock:
-                self._release()
-        with self._rows:
-            if self.durability == "sync" and not aio.on_engine_loop():
+        if self.durability == "sync" and not aio.on_engine_loop():
+            if self._is_orphan(task.seq):
+                # Queued outside any delivery (input sent to the job, a resume's first
+                # step): no delivery's end writes its row, so write it before waiting.
+                with self.job_state.lock:
+                    self._release()
+            with self._rows:
                 # The record that queued this task must be durable before it runs
                 # (on the loop, JobRun._run_async has awaited row_durable instead).
                 self._durable_cond.wait_for(lambda: self._row_durable_locked(task.seq))
-            self._extras[key] = ([], [])
-        log = self.log
-        log.begin(key)
-        binding = log.bound(key)
-        binding.__enter__()
-        self._bindings[key] = binding
+                self._extras[key] = ([], [])
+        else:
+            with self._rows:
+                self._extras[key] = ([], [])
+        self._bindings[key] = self.log.open_bound(key)
 
     def _is_orphan(self, seq: int) -> bool:
         """True while task ``seq``'s row waits among the rows queued outside deliveries."""
@@ -326,20 +326,36 @@ class JobJournal:
 
     def delivery_ended(self, run: JobRun, task: Task, error: BaseException | None) -> None:
         key = (task.seq, task.retries)
-        binding = self._bindings.pop(key, None)
-        if binding is not None:
-            try:
-                binding.__exit__(None, None, None)
-            except (ValueError, RuntimeError):
-                pass  # ended in another context (a coroutine): nothing bound here
         fault: BaseException | None = None
-        try:
-            self.log.end(key)
-        except SerializationError as exc:
-            fault = exc
-        with self.job_state.lock:
-            self._release()
-        fault = fault or self._take_fault()
+        log = self.log
+        with log._lock:  # the job's lock
+            try:
+                record = log.close_bound(key, self._bindings.pop(key, None))
+            except SerializationError as exc:
+                fault = exc
+                record = None
+            if record is None:
+                self._release()
+            elif self.failed is None:
+                # The only delivery of the job (sequential): released at once, its
+                # record is the group; what _release does for it, without the loop.
+                if self._orphans or self._orphan_removed:
+                    self._release()  # the rows queued outside deliveries go first
+                delta = self._delta(record)
+                if self._held or self._held_needs or self.durability == "sync":
+                    self._held.append(delta)
+                    if not self._held_needs:
+                        self._put_held()
+                else:
+                    # _put_held's common case: this one record, nothing held.
+                    try:
+                        self.writer.put_many(self.job_id, self.epoch, BuiltRecords((delta,)))
+                    except StoreError as exc:
+                        self.store_failed(exc)
+                if self._commit_seq >= self._next_snapshot:
+                    self._release()  # (puts nothing more: checks for a snapshot)
+        if fault is None and self._fault is not None:
+            fault = self._take_fault()
         if fault is not None:
             self._fail_job(fault, task.rid)
         else:
@@ -548,13 +564,15 @@ class JobJournal:
         consumed: int | None = None
         added: list[TaskRow] = []
         removed: list[int] = []
+        stored = self._stored
         with self._rows:
             if key is not None:
-                seq, attempt = cast(Key, key)
-                extras = self._extras.pop(cast(Key, key), None) or _NO_EXTRAS
-                if self._stored.get(seq) == attempt:
+                owner: Key = key  # type: ignore[assignment]  # (a delivery's key)
+                seq, attempt = owner
+                extras = self._extras.pop(owner, None) or _NO_EXTRAS
+                if stored.get(seq) == attempt:
                     consumed = seq
-                    del self._stored[seq]
+                    del stored[seq]
                 else:
                     # Released before the record that writes its row (its parent, or
                     # the failed attempt it retries): that record must neither write
@@ -563,24 +581,29 @@ class JobJournal:
                         self._held_needs.add(seq)
                     if self._ran.get(seq, -1) < attempt:
                         self._ran[seq] = attempt
-                for row in extras[0]:
-                    q, rr = row["seq"], row["retries"]
-                    if self._unreleased.pop(q, None) is not None and self.durability == "sync":
-                        self._in_flight.add(q)
-                    self._held_needs.discard(q)
-                    if self._ran.get(q, -1) >= rr:
-                        continue  # that attempt has run already (released before us)
-                    if q in self._stored:
+                rows, withdrawn = extras
+                if rows:
+                    unreleased, ran, needs = self._unreleased, self._ran, self._held_needs
+                    sync = self.durability == "sync"
+                    for row in rows:
+                        q, rr = row["seq"], row["retries"]
+                        if unreleased.pop(q, None) is not None and sync:
+                            self._in_flight.add(q)
+                        if needs:
+                            needs.discard(q)
+                        if ran and ran.get(q, -1) >= rr:
+                            continue  # that attempt has run already (released before us)
+                        if q in stored:
+                            removed.append(q)
+                        added.append(row)
+                        stored[q] = rr
+                for q in withdrawn:
+                    if q in stored and q not in (row["seq"] for row in added):
+                        del stored[q]
                         removed.append(q)
-                    added.append(row)
-                    self._stored[q] = rr
-                for q in extras[1]:
-                    if q in self._stored and q not in (row["seq"] for row in added):
-                        del self._stored[q]
-                        removed.append(q)
-        self._commit_seq += 1
+        self._commit_seq = commit_seq = self._commit_seq + 1
         return {
-            "seq": self._commit_seq,
+            "seq": commit_seq,
             "consumed": consumed,
             "ops": record.ops,
             "tasks_added": added,

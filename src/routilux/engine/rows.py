@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from .plan import Plan
     from .tasks import Task
 
+#: Types a task's data holds as they are in JSON (floats are checked: NaN is refused).
+_ATOMS = frozenset({str, int, bool, type(None)})
+
 
 def task_row(task: Task, kind: str, due_at: float | None = None) -> TaskRow:
     """The TaskRow of an engine task (its data encoded as a save writes it)."""
@@ -30,12 +33,24 @@ def task_row(task: Task, kind: str, due_at: float | None = None) -> TaskRow:
         extra["timer"] = task.timer
     if task.answers is not None:
         extra["request"] = task.answers  # its request closes when the row is taken over
+    data = task.data
+    # encode_value's result for the usual data -- a dict of strings, ints, bools and
+    # Nones under string keys -- without its calls: a copy of the dict.
+    if type(data) is dict:
+        for key, value in data.items():
+            if type(key) is not str or type(value) not in _ATOMS:
+                data = encode_value(data, f"task {task.rid}.{task.target.name} data")
+                break
+        else:
+            data = dict(data)
+    else:
+        data = encode_value(data, f"task {task.rid}.{task.target.name} data")
     return {
         "seq": task.seq,
         "kind": kind,
         "routine": task.rid,
         "slot": task.target.name,
-        "data": encode_value(task.data, f"task {task.rid}.{task.target.name} data"),
+        "data": data,
         "retries": task.retries,
         "due_at": due_at,
         "extra": extra,

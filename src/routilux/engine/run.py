@@ -362,12 +362,19 @@ class JobRun(JobTimers, DeliveryTimeouts):
                 raise FlowError(compiled.broken)
             rid, name, routes = compiled.rid, compiled.name, compiled.routes
         js = self.job_state
-        if js.history_limit is None and js._changes is None:
-            # JobState.record_execution's unlocked case, inlined (one append is
-            # atomic): this runs once per emission.
+        if js.history_limit is None:
+            # JobState.record_execution's cases without a limit, inlined: this runs
+            # once per emission.
             record = ExecutionRecord(rid, name, data, datetime.now())
-            js.execution_history.append(record)
-            js.updated_at = record.timestamp
+            changes = js._changes
+            if changes is None:  # one append is atomic
+                js.execution_history.append(record)
+                js.updated_at = record.timestamp
+            else:
+                with js._lock:
+                    changes.history(record)
+                    js.execution_history.append(record)
+                    js.updated_at = record.timestamp
         else:
             record = js.record_execution(rid, name, data)
         if self._track_emits:
@@ -384,11 +391,14 @@ class JobRun(JobTimers, DeliveryTimeouts):
             if len(routes) == 1:  # the common case, without a comprehension's frame
                 route = routes[0]
                 task = Task(route.target, data, self._next_seq(), route)
-                if not self._pooled and self._observer is None:
+                if not self._pooled:
                     # _enqueue_new's inline case, inlined: one emission, one task.
                     with self._lock:
                         if self._state is RUNNING and not self._abandoned:
                             self._outstanding += 1
+                            observer = self._observer
+                            if observer is not None:
+                                observer.task_queued(self, task, READY, None)
                             self._queue.append(task)
                             if self._drainer_waiting:
                                 self._work_ready.notify()
@@ -751,6 +761,23 @@ class JobRun(JobTimers, DeliveryTimeouts):
 
     def _execute_watched(self, task: Task) -> bool:
         """:meth:`_execute`, reported to the hooks as one delivery."""
+        observer = self._observer
+        if observer is not None and self._delivery_hooks is None:
+            # Only the observer listens (a durable job): _open_delivery and
+            # _close_delivery inline.
+            observer.delivery_started(self, task)
+            reports = self._reports
+            reports[task] = [None, 0.0, None]
+            try:
+                done = JobRun._execute(self, task)
+            except BaseException as exc:
+                self._close_delivery(task, exc)
+                raise
+            if done and not (self._abandoned and self._is_abandoned()):
+                report = reports.pop(task, None)  # atomic: only one caller gets it
+                if report is not None:
+                    observer.delivery_ended(self, task, report[2])
+            return done
         self._open_delivery(task)
         try:
             done = JobRun._execute(self, task)
