@@ -121,9 +121,7 @@ class NullStore(SQLiteStore):
         pass
 
 
-def journaled(
-    build: Callable[..., Flow], path: str, durability: str, null: bool = False
-) -> Flow:
+def journaled(build: Callable[..., Flow], path: str, durability: str, null: bool = False) -> Flow:
     """The flow ``build`` makes, on a SQLite store at ``path`` (``null``: a
     :class:`NullStore`)."""
     return build(store=(NullStore if null else SQLiteStore)(path), durability=durability)
