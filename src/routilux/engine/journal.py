@@ -479,7 +479,17 @@ class JobJournal:
                     self._stored[row["seq"]] = row["retries"]
                     self._max_seq = max(self._max_seq, row["seq"])
         del orphans  # superseded by the rows above (or dropped with the job)
-        self._put_job_record(status=status, added=added, removed=stored)
+        # The status record is not waited for even with durability="sync": the
+        # snapshot put right after it waits for both, which the writer then commits
+        # in one transaction (nothing runs meanwhile that needs the record first).
+        self._hold(self._job_record(status=status, added=added, removed=stored))
+        held, self._held = self._held, BuiltRecords()
+        self._held_needs.clear()
+        try:
+            self.writer.put_many(self.job_id, self.epoch, held, wait=False)
+        except StoreError as exc:
+            self.store_failed(exc)
+            return
         self._status = status
         # Pause points (and a finished job's last touches) are not ops: the snapshot
         # carries them.

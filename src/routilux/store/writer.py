@@ -148,13 +148,24 @@ class JournalWriter:
         """
         self._put(job_id, epoch, [record])
 
-    def put_many(self, job_id: str, epoch: int, records: Sequence[DeltaRecord]) -> None:
+    def put_many(
+        self, job_id: str, epoch: int, records: Sequence[DeltaRecord], *, wait: bool = True
+    ) -> None:
         """Queue ``records`` for ``job_id``, to be committed in ONE transaction (a
-        group whose records must become durable together). Raises as :meth:`put`."""
+        group whose records must become durable together). Raises as :meth:`put`.
+
+        ``wait=False`` (``durability="sync"`` only; batch puts never wait): queue them
+        without waiting, for a caller that waits for what it puts next -- a job's
+        last records and its final snapshot, then committed in one transaction."""
         if records:
             # BuiltRecords (the engine's journal) keep their type: the store then
             # checks only their seqs.
-            self._put(job_id, epoch, records if type(records) is BuiltRecords else list(records))
+            self._put(
+                job_id,
+                epoch,
+                records if type(records) is BuiltRecords else list(records),
+                wait,
+            )
 
     def put_snapshot(
         self, job_id: str, epoch: int, snapshot: Mapping[str, Any], upto_seq: int
@@ -168,13 +179,13 @@ class JournalWriter:
         may claim it), done once every record put before it is committed."""
         self._put(job_id, epoch, _RELEASE)
 
-    def _put(self, job_id: str, epoch: int, record: _Payload) -> None:
+    def _put(self, job_id: str, epoch: int, record: _Payload, wait: bool = True) -> None:
         # Read without the lock (one dict lookup is atomic): a failure set a moment
         # later is found by the next put, as if this one had come first.
         failed = self._failed.get(job_id)
         if failed is not None:
             raise failed
-        if self.durability != "sync":
+        if self.durability != "sync" or not wait:
             with self._mutex:
                 if self._closing:
                     raise StoreError("JournalWriter is closed")
@@ -192,7 +203,7 @@ class JournalWriter:
                 size = len(queue)
                 if size == 1:
                     self._first_at = time.monotonic()
-                    if self._parked:
+                    if self._parked and wait:  # not waiting: the caller's next put writes it
                         self._parked = False
                         self._work.notify()
                 elif size >= self.max_batch:
