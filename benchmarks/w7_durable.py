@@ -9,7 +9,10 @@ not counted):
   beside the plain ``deque`` loop doing the same work. The journal's overhead per
   delivery is (journaled - plain flow) / deliveries. Target: <= 10 us.
 - **W1**: a trivial 2-routine job (one delivery to the sink), many jobs back to back,
-  without a store, journaled in batch mode and in sync mode. Target: <= 300 us per
+  without a store, journaled in batch mode and in sync mode, and on a store whose
+  writes do nothing (:class:`NullStore`: what the engine's journal costs), beside the
+  raw-sqlite3 floor: the two transactions a durable job needs, made with plain
+  ``sqlite3`` on a store file of the same schema and settings. Target: <= 300 us per
   trivial durable job.
 - **recover**: 1,000 unfinished jobs with 100 pending deliveries each, written straight
   into a store through the store API with an owner that is dead; timed: a fresh
@@ -21,8 +24,9 @@ not counted):
   ``json.dumps`` of the same dict. Target: within 1.5x.
 
 For an instruction counter, ``--count w1 N`` runs N journaled W1 jobs (batch mode,
-``--durability sync`` for sync) and ``--count w2 N`` one journaled W2 job of N
-messages, printing nothing; the cost of one unit is the difference of two sizes
+``--durability sync`` for sync, ``--null-store`` on a :class:`NullStore`),
+``--count w1raw N`` N jobs' raw-sqlite3 floor and ``--count w2 N`` one journaled W2
+job of N messages, printing nothing; the cost of one unit is the difference of two sizes
 divided by the units (every thread counted)::
 
     for n in 200 2000; do
