@@ -9,7 +9,10 @@ not counted):
   beside the plain ``deque`` loop doing the same work. The journal's overhead per
   delivery is (journaled - plain flow) / deliveries. Target: <= 10 us.
 - **W1**: a trivial 2-routine job (one delivery to the sink), many jobs back to back,
-  without a store, journaled in batch mode and in sync mode. Target: <= 300 us per
+  without a store, journaled in batch mode and in sync mode, and on a store whose
+  writes do nothing (:class:`NullStore`: what the engine's journal costs), beside the
+  raw-sqlite3 floor: the two transactions a durable job needs, made with plain
+  ``sqlite3`` on a store file of the same schema and settings. Target: <= 300 us per
   trivial durable job.
 - **recover**: 1,000 unfinished jobs with 100 pending deliveries each, written straight
   into a store through the store API with an owner that is dead; timed: a fresh
@@ -21,8 +24,9 @@ not counted):
   ``json.dumps`` of the same dict. Target: within 1.5x.
 
 For an instruction counter, ``--count w1 N`` runs N journaled W1 jobs (batch mode,
-``--durability sync`` for sync) and ``--count w2 N`` one journaled W2 job of N
-messages, printing nothing; the cost of one unit is the difference of two sizes
+``--durability sync`` for sync, ``--null-store`` on a :class:`NullStore`),
+``--count w1raw N`` N jobs' raw-sqlite3 floor and ``--count w2 N`` one journaled W2
+job of N messages, printing nothing; the cost of one unit is the difference of two sizes
 divided by the units (every thread counted)::
 
     for n in 200 2000; do
@@ -43,6 +47,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -104,10 +109,15 @@ def build_w2(**options: Any) -> Flow:
 
 
 class NullStore(SQLiteStore):
-    """A SQLite store whose commits, snapshots and releases write nothing (the job row
-    is still created): the journal's engine side without the store's."""
+    """A SQLite store whose writes do nothing (the job's rows, records, snapshots and
+    releases are dropped): what the engine's journal costs without the database."""
 
-    def commit(self, job_id: str, epoch: int, records: Any) -> None:
+    folds_snapshots = True  # type: ignore[assignment]
+
+    def create_job(self, *args: Any, **kwargs: Any) -> int:
+        return 1
+
+    def commit(self, *args: Any) -> None:
         pass
 
     def commit_many(self, batches: Any) -> None:
@@ -119,12 +129,13 @@ class NullStore(SQLiteStore):
     def write_snapshot(self, *args: Any) -> None:
         pass
 
-    def release(self, job_id: str, epoch: int) -> None:
+    def release(self, *args: Any) -> None:
         pass
 
 
 def journaled(build: Callable[..., Flow], path: str, durability: str, null: bool = False) -> Flow:
-    """The flow ``build`` makes, on a SQLite store at ``path`` (``null``: a NullStore)."""
+    """The flow ``build`` makes, on a SQLite store at ``path`` (``null``: a
+    :class:`NullStore`)."""
     return build(store=(NullStore if null else SQLiteStore)(path), durability=durability)
 
 
@@ -173,11 +184,66 @@ def w2(folder: str, messages: int, repeats: int, null: bool = False) -> None:
     row("journal overhead", overhead, "us/delivery", f"{verdict} {TARGET_DELIVERY_US:g} us")
 
 
+def raw_sqlite_jobs(path: str) -> Callable[[int], None]:
+    """The floor of a durable W1 job: ``run(jobs)`` makes, with plain ``sqlite3`` on a
+    store file of the same schema and settings (WAL, ``synchronous=NORMAL``), the two
+    transactions each durable job needs -- the job row, its snapshot and its entry
+    task; then the job row updated, the snapshot replaced and the task deleted --
+    with texts of a W1 job's sizes encoded beforehand."""
+    SQLiteStore(path).close()  # the schema and WAL mode, as the store makes them
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    snapshot = json.dumps({"_type": "JobState", "padding": "x" * 640})
+    data, extra = json.dumps({"n": 1}), json.dumps({"entry": True})
+    counter = [0]
+
+    def run(jobs: int) -> None:
+        for _ in range(jobs):
+            counter[0] += 1
+            job_id = f"raw-{counter[0]}"
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO routilux_job (job_id, flow_id, status, owner, epoch,"
+                " snapshot_seq, commit_seq, input_seq, created_at, updated_at, waiting_for)"
+                " VALUES (?, 'w1', 'running', 'me', 1, 0, 0, 0, ?, ?, NULL)",
+                (job_id, now, now),
+            )
+            conn.execute(
+                "INSERT INTO routilux_snapshot (job_id, snapshot) VALUES (?, ?)",
+                (job_id, snapshot),
+            )
+            conn.execute(
+                "INSERT INTO routilux_task (job_id, seq, kind, routine, slot, data,"
+                " retries, due_at, extra) VALUES (?, 0, 'ready', 'source', 'trigger', ?,"
+                " 0, NULL, ?)",
+                (job_id, data, extra),
+            )
+            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE routilux_job SET commit_seq = 4, snapshot_seq = 4, status ="
+                " 'completed', updated_at = ? WHERE job_id = ?",
+                (time.time(), job_id),
+            )
+            conn.execute(
+                "UPDATE routilux_snapshot SET snapshot = ? WHERE job_id = ?", (snapshot, job_id)
+            )
+            conn.execute("DELETE FROM routilux_task WHERE job_id = ? AND seq = 0", (job_id,))
+            conn.execute("COMMIT")
+
+    return run
+
+
 def w1(folder: str, jobs: int, repeats: int) -> None:
+    raw = raw_sqlite_jobs(os.path.join(folder, "w1raw.db"))
     flows = {
         "no store": build_w1(),
         "SQLite journal (batch)": journaled(build_w1, os.path.join(folder, "w1b.db"), "batch"),
         "SQLite journal (sync)": journaled(build_w1, os.path.join(folder, "w1s.db"), "sync"),
+        "do-nothing store (batch)": journaled(
+            build_w1, os.path.join(folder, "w1n.db"), "batch", null=True
+        ),
     }
 
     def run(flow: Flow) -> Callable[[], None]:
@@ -193,10 +259,16 @@ def w1(folder: str, jobs: int, repeats: int) -> None:
 
     print(f"W1: 2-routine job, 1 delivery to the sink, {jobs:,} jobs back to back")
     row("plain Python deque loop", median_cpu(loop, repeats) / jobs * 1e6, "us/job")
+    row(
+        "raw sqlite3: the 2 transactions of a job",
+        median_cpu(lambda: raw(jobs), repeats) / jobs * 1e6,
+        "us/job",
+        "the floor",
+    )
     for label, flow in flows.items():
         per_job = median_cpu(run(flow), repeats) / jobs * 1e6
         note = ""
-        if label != "no store":
+        if label.startswith("SQLite"):
             note = f"{'within' if per_job <= TARGET_JOB_US else 'OVER'} {TARGET_JOB_US:g} us"
         row(f"routilux, {label}", per_job, "us/job", note)
 
@@ -311,9 +383,15 @@ def recover(folder: str, jobs: int, pending: int, repeats: int) -> None:
     row("... until every job has completed", t_done, "s", f"{jobs * pending:,} deliveries")
 
 
-def count(workload: str, size: int, durability: str, null: bool = False) -> None:
-    """``size`` units of W1 or W2, journaled (for an instruction counter)."""
+def count(workload: str, size: int, durability: str, null: bool) -> None:
+    """``size`` units of W1 or W2, journaled (for an instruction counter); ``w1raw``:
+    ``size`` jobs' two transactions in plain sqlite3 (the floor)."""
     with tempfile.TemporaryDirectory(prefix="routilux-w7-") as folder:
+        if workload == "w1raw":
+            raw = raw_sqlite_jobs(os.path.join(folder, "raw.db"))
+            raw(1)
+            raw(size)
+            return
         build = build_w1 if workload == "w1" else build_w2
         flow = journaled(build, os.path.join(folder, f"{workload}.db"), durability, null)
         flow.execute("source", {"n": 1})  # the first job (plan, writer thread) apart
@@ -338,7 +416,7 @@ def main() -> None:
         "--count",
         nargs=2,
         metavar=("WORKLOAD", "N"),
-        help="run N units of w1 or w2 journaled, print nothing (for callgrind)",
+        help="run N units of w1, w2 or w1raw journaled, print nothing (for callgrind)",
     )
     parser.add_argument("--durability", choices=["batch", "sync"], default="batch")
     parser.add_argument(
@@ -353,8 +431,8 @@ def main() -> None:
         return
     if args.count:
         workload, size = args.count
-        if workload not in ("w1", "w2"):
-            parser.error(f"--count: unknown workload {workload!r}: use w1 or w2")
+        if workload not in ("w1", "w2", "w1raw"):
+            parser.error(f"--count: unknown workload {workload!r}: use w1, w2 or w1raw")
         count(workload, int(size), args.durability, args.null_store)
         return
     with tempfile.TemporaryDirectory(prefix="routilux-w7-") as folder:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from helpers import Numbers
+from helpers import Numbers, Sink
 from routilux import Flow, Routine
 from routilux.store import DeltaRecord, SQLiteStore
 
@@ -84,3 +84,32 @@ def test_children_start_only_after_their_parents_record_is_durable(
             starts += 1
             assert value in durable, f"delivery {value} started before its row was durable"
     assert starts == 2**5 - 1  # 1 + 2 + 4 + 8 + 16 deliveries
+
+
+@pytest.mark.parametrize("durability, per_job", [("sync", 5), ("batch", 2)])
+def test_a_finished_jobs_status_record_shares_the_final_snapshots_transaction(
+    tmp_path: Path, durability: str, per_job: int
+) -> None:
+    # A trivial job (entry -> one delivery): its row, then in sync mode one commit
+    # per delivery, one for the job-level writes of its end, and one for the status
+    # record with the final snapshot (two before); in batch mode everything after
+    # the row in one.
+    from routilux.engine.journal import Durable
+
+    store = SQLiteStore(str(tmp_path / "jobs.db"))
+    flow = Flow(flow_id="trivial", store=store, durability=durability)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Sink(), "sink")
+    flow.connect("source", "output", "sink", "input")
+    flow.execute("source", entry_params={"n": 1})  # the writer started
+    writer = Durable.of(store).writer(durability)
+    before = writer.transactions
+    jobs = [flow.execute("source", entry_params={"n": 1}) for _ in range(3)]
+    assert [job.status for job in jobs] == ["completed"] * 3
+    # create_job is the store's own transaction, outside the writer.
+    assert writer.transactions - before == (per_job - 1) * 3
+    for job in jobs:
+        stored = store.load(job.job_id)
+        assert (stored.status, stored.tasks, stored.deltas) == ("completed", [], [])
+        assert store.load_job(job.job_id).execution_history == job.execution_history
+    flow.shutdown()

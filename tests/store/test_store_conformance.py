@@ -708,6 +708,80 @@ def test_a_waiting_caller_writes_the_batch_itself(store: Store, durability: str)
     assert len(threads) == (1 if durability == "batch" else 3)
 
 
+def _count_wakeups(writer: JournalWriter) -> list[int]:
+    """How often ``writer``'s thread is woken for work from now on (one list item per
+    ``notify``)."""
+    wakeups: list[int] = []
+    notify = writer._work.notify
+
+    def counting(n: int = 1) -> None:
+        wakeups.append(n)
+        notify(n)
+
+    writer._work.notify = counting  # type: ignore[method-assign]
+    return wakeups
+
+
+def test_a_caller_that_flushes_soon_costs_the_writer_thread_no_wakeup(store: Store) -> None:
+    # The thread looks again by itself once the first record is max_delay old, so a
+    # put does not wake it; the caller's flush writes the records on its own thread.
+    new_job(store)
+    threads = _commits_on(store)
+    with JournalWriter(store, max_batch=64, max_delay=10) as writer:
+        wakeups = _count_wakeups(writer)
+        for item in chain(3):
+            writer.put("j1", 1, item)
+        assert writer.flush()
+        assert wakeups == []
+    assert threads == [threading.current_thread()]
+    assert store.load("j1").commit_seq == 3
+
+
+def _parked(writer: JournalWriter) -> bool:
+    """Wait (at most 30 s) until the writer thread waits for work without a timeout."""
+    with writer._cond:
+        return writer._cond.wait_for(lambda: writer._parked, timeout=30)
+
+
+def test_a_parked_writer_thread_is_woken_and_commits_without_a_flush(store: Store) -> None:
+    # After a whole max_delay with nothing put the thread parks; the next put wakes
+    # it, and it commits the record by itself once the record is max_delay old.
+    new_job(store)
+    committed = threading.Event()
+    threads: list[threading.Thread] = []
+    commit_many = store.commit_many
+
+    def recording(batches: Any) -> None:
+        commit_many(batches)
+        threads.append(threading.current_thread())
+        committed.set()
+
+    store.commit_many = recording  # type: ignore[method-assign]
+    with JournalWriter(store, max_batch=64, max_delay=0.01) as writer:
+        writer._work = _NotifyingCondition(writer._work, writer._cond)
+        assert _parked(writer)
+        wakeups = _count_wakeups(writer)
+        writer.put("j1", 1, record(1))
+        writer.put("j1", 1, record(2))
+        assert wakeups == [1]  # the first put only
+        assert committed.wait(30)
+        assert threads == [writer._thread]
+    assert store.load("j1").commit_seq == 2
+
+
+class _NotifyingCondition(threading.Condition):
+    """The writer's work condition that also wakes waiters on ``others`` when its
+    thread is about to wait (so a test can wait until the thread parks)."""
+
+    def __init__(self, work: threading.Condition, others: threading.Condition) -> None:
+        super().__init__(work._lock)  # type: ignore[attr-defined]
+        self._others = others
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._others.notify_all()
+        return super().wait(timeout)
+
+
 def test_writer_close_raises_what_nobody_reported(store: Store) -> None:
     new_job(store)
     writer = JournalWriter(store, max_delay=10)

@@ -95,6 +95,49 @@ Key = tuple[int, int]
 _NO_EXTRAS: tuple[list[TaskRow], list[int]] = ([], [])
 
 
+class _NoRowWaiters:
+    """The ``_durable_cond`` of a batch-mode journal: nobody waits for a row there
+    (only ``durability="sync"`` deliveries do), so waking is nothing."""
+
+    __slots__ = ()
+
+    def notify_all(self) -> None:
+        pass
+
+    def wait_for(self, predicate: Any, timeout: float | None = None) -> bool:
+        raise RuntimeError("a batch-mode journal has no deliveries waiting for rows")
+
+
+_NO_ROW_WAITERS = cast(threading.Condition, _NoRowWaiters())
+
+
+class _Latch:
+    """A one-shot :class:`threading.Event` (``set``/``is_set``/``wait``) on one lock:
+    made once per job, and far cheaper to make than an Event (a Condition)."""
+
+    __slots__ = ("_lock", "_guard", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held until set: a waiter blocks on it
+        self._guard = threading.Lock()
+        self._set = False
+
+    def set(self) -> None:
+        with self._guard:
+            if not self._set:
+                self._set = True
+                self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self) -> None:
+        if not self._set:
+            with self._lock:  # free once set; each waiter passes it on
+                pass
+
+
 # ---------------------------------------------------------------------------
 # The journal of one job
 # ---------------------------------------------------------------------------
@@ -142,7 +185,10 @@ class JobJournal:
         self._extras: dict[Key, tuple[list[TaskRow], list[int]]] = {}
         # durability="sync": rows put and not yet committed, and who waits for rows.
         self._in_flight: set[int] = set()
-        self._durable_cond = threading.Condition(self._rows)
+        # Only sync deliveries wait for rows; a batch journal makes no Condition.
+        self._durable_cond: threading.Condition = (
+            threading.Condition(self._rows) if durability == "sync" else _NO_ROW_WAITERS
+        )
         self._row_waiters: list[tuple[int, concurrent.futures.Future[None]]] = []
         # Rows / removals made outside any delivery (e.g. a resume's deferred events).
         self._orphans: list[TaskRow] = []
@@ -162,8 +208,11 @@ class JobJournal:
         self.failed: StoreError | None = None  # the store refused this job's records
         # Set once the failure is in the JobState (history record, status), so a
         # flush before execute() returns never shows the job as it was before it.
-        self._failure_applied = threading.Event()
+        self._failure_applied = _Latch()
         self.finished = False
+        # Set once the run settled and everything it put was durable (or failed):
+        # the flush execute() makes before it returns has nothing left to wait for.
+        self._settled = False
         with durable._lock:
             durable.jobs[self.job_id] = self
 
@@ -416,6 +465,9 @@ class JobJournal:
             return
         if self.failed is None and not aio.on_engine_loop():
             self._wait_durable()
+            # A failure found meanwhile may still be being applied (on the thread
+            # the writer started): then flush() waits for it as before.
+            self._settled = self.failed is None
         self._close()
 
     def _settle_rows(self, status: str) -> None:
@@ -443,7 +495,17 @@ class JobJournal:
                     self._stored[row["seq"]] = row["retries"]
                     self._max_seq = max(self._max_seq, row["seq"])
         del orphans  # superseded by the rows above (or dropped with the job)
-        self._put_job_record(status=status, added=added, removed=stored)
+        # The status record is not waited for even with durability="sync": the
+        # snapshot put right after it waits for both, which the writer then commits
+        # in one transaction (nothing runs meanwhile that needs the record first).
+        self._hold(self._job_record(status=status, added=added, removed=stored))
+        held, self._held = self._held, BuiltRecords()
+        self._held_needs.clear()
+        try:
+            self.writer.put_many(self.job_id, self.epoch, held, wait=False)
+        except StoreError as exc:
+            self.store_failed(exc)
+            return
         self._status = status
         # Pause points (and a finished job's last touches) are not ops: the snapshot
         # carries them.
@@ -473,7 +535,7 @@ class JobJournal:
         call it before they return).  A store failure fails the job.  On the engine's
         loop (an ``async def`` handler pausing its job) it does not wait: waiting there
         would stall every ``async def`` delivery."""
-        if aio.on_engine_loop():
+        if self._settled or aio.on_engine_loop():
             return
         if self.failed is not None:
             self._failure_applied.wait()

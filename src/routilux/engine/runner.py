@@ -56,6 +56,11 @@ class Durable:
     @classmethod
     def of(cls, store: Store) -> Durable:
         """The one :class:`Durable` of ``store`` in this process."""
+        # Asked once per job: the usual answer without the lock or a getpid() call
+        # (the PID is kept up to date across fork()).
+        durable = cls._registry.get(id(store))
+        if durable is not None and durable.store is store and durable._pid == _PID[0]:
+            return durable
         with cls._registry_lock:
             durable = cls._registry.get(id(store))
             if durable is None or durable.store is not store or durable._pid != os.getpid():
@@ -64,6 +69,8 @@ class Durable:
 
     def start(self) -> str:
         """Register the runner and start its heartbeat (once); returns the runner id."""
+        if self._heartbeat is not None:  # started already (set once, under the lock)
+            return self.runner_id
         with self._lock:
             if self._heartbeat is None:
                 self._heartbeat = Heartbeat(
@@ -98,6 +105,9 @@ class Durable:
 
     def writer(self, durability: str) -> JournalWriter:
         """The writer of ``durability`` ("batch" or "sync"), started on first use."""
+        writer = self._writers.get(durability)  # one dict read: the usual case, lock-free
+        if writer is not None:
+            return writer
         with self._lock:
             writer = self._writers.get(durability)
             if writer is None:
@@ -175,4 +185,14 @@ def _control(run: JobRun, job_state: JobState, action: str, reason: str) -> None
         logger.info("%s of job %s from another process: %s", action, job_state.job_id, exc)
 
 
+#: This process's PID, kept current in a forked child (so :meth:`Durable.of` need not
+#: ask the kernel on every job).
+_PID = [os.getpid()]
+
+
+def _forked() -> None:
+    _PID[0] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 atexit.register(Durable.shutdown_all)

@@ -133,13 +133,11 @@ class SQLStore:
     ) -> int:
         """Store a new job with epoch 1 (row and tasks in one transaction); returns 1."""
         check_id(job_id, "job_id")
-        check_id(flow_id, f"job {job_id!r}: flow_id")
-        check_id(status, f"job {job_id!r}: status")
-        if owner is not None:
-            check_id(owner, f"job {job_id!r}: owner")
-        if not isinstance(snapshot, Mapping):
-            raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
-        snap = self._jin(dict(snapshot), f"job {job_id!r} snapshot")
+        # The messages are built only for a value that is refused (once per job).
+        for what, value in (("flow_id", flow_id), ("status", status), ("owner", owner)):
+            if (type(value) is not str or not value) and (value is not None or what != "owner"):
+                check_id(value, f"job {job_id!r}: {what}")
+        snap = self._snapshot_text(job_id, snapshot)
         rows = check_tasks(list(tasks), f"job {job_id!r} tasks")
         now = time.time()
         with self._transaction(write=True) as cur:
@@ -456,9 +454,7 @@ class SQLStore:
         """:meth:`commit_many` of ``batches``, then :meth:`write_snapshot` of
         ``job_id``, in ONE transaction (all or nothing): what the journal writer does
         when a job's snapshot follows its last records (a finished job)."""
-        if not isinstance(snapshot, Mapping):
-            raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
-        snap = self._jin(dict(snapshot), f"job {job_id!r} snapshot")
+        snap = self._snapshot_text(job_id, snapshot)
         batches = list(batches)
         with self._transaction(write=True) as cur:
             folded = False
@@ -474,6 +470,14 @@ class SQLStore:
                 check_id(job_id, "job_id")
                 commit_seq, snapshot_seq, _ = self._job_for_write(cur, job_id, epoch)
                 self._write_snapshot(cur, job_id, snap, upto_seq, snapshot_seq, commit_seq)
+
+    def _snapshot_text(self, job_id: str, snapshot: Mapping[str, Any]) -> Any:
+        """The stored form of a job's snapshot (a saved JobState: a dict)."""
+        if type(snapshot) is not dict:
+            if not isinstance(snapshot, Mapping):
+                raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
+            snapshot = dict(snapshot)
+        return self._jin_at(snapshot, "job {!r} snapshot", job_id)
 
     @property
     def folds_snapshots(self) -> bool:

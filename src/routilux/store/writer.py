@@ -14,7 +14,10 @@ library's SQL stores do). :meth:`flush` waits until
 everything put before it is durable; with ``durability="sync"`` every ``put`` waits for
 its own record. A caller that waits (``flush``, a sync ``put``) writes the next batch
 on its own thread when no batch is being written: no hand-off to the writer thread
-and back.
+and back. A put does not wake the thread either while it is awake: it looks again
+by itself once the first queued record is ``max_delay`` old, and parks only after a
+whole ``max_delay`` without records (then the next put wakes it). So a short job
+whose caller flushes before then (``execute()``) costs the thread no wake-up.
 
 Nothing fails silently: a batch that the store refuses is retried job by job (so only
 the job at fault is hit), and a job's error is raised from every later ``put`` for that
@@ -120,6 +123,10 @@ class JournalWriter:
         # A batch is being written (by the thread, or by a caller that waits for it:
         # see _help). One at a time, in queue order.
         self._busy = False
+        # When the oldest queued entry was queued (0.0: write it at once), and whether
+        # the thread waits without a timeout (then a put must wake it).
+        self._first_at = 0.0
+        self._parked = False
         self._failed: dict[str, StoreError] = {}  # job -> the error that stopped it
         self._failed_tickets: dict[int, StoreError] = {}  # for sync puts
         self._unreported: deque[tuple[str, StoreError]] = deque()
@@ -141,13 +148,24 @@ class JournalWriter:
         """
         self._put(job_id, epoch, [record])
 
-    def put_many(self, job_id: str, epoch: int, records: Sequence[DeltaRecord]) -> None:
+    def put_many(
+        self, job_id: str, epoch: int, records: Sequence[DeltaRecord], *, wait: bool = True
+    ) -> None:
         """Queue ``records`` for ``job_id``, to be committed in ONE transaction (a
-        group whose records must become durable together). Raises as :meth:`put`."""
+        group whose records must become durable together). Raises as :meth:`put`.
+
+        ``wait=False`` (``durability="sync"`` only; batch puts never wait): queue them
+        without waiting, for a caller that waits for what it puts next -- a job's
+        last records and its final snapshot, then committed in one transaction."""
         if records:
             # BuiltRecords (the engine's journal) keep their type: the store then
             # checks only their seqs.
-            self._put(job_id, epoch, records if type(records) is BuiltRecords else list(records))
+            self._put(
+                job_id,
+                epoch,
+                records if type(records) is BuiltRecords else list(records),
+                wait,
+            )
 
     def put_snapshot(
         self, job_id: str, epoch: int, snapshot: Mapping[str, Any], upto_seq: int
@@ -161,13 +179,13 @@ class JournalWriter:
         may claim it), done once every record put before it is committed."""
         self._put(job_id, epoch, _RELEASE)
 
-    def _put(self, job_id: str, epoch: int, record: _Payload) -> None:
+    def _put(self, job_id: str, epoch: int, record: _Payload, wait: bool = True) -> None:
         # Read without the lock (one dict lookup is atomic): a failure set a moment
         # later is found by the next put, as if this one had come first.
         failed = self._failed.get(job_id)
         if failed is not None:
             raise failed
-        if self.durability != "sync":
+        if self.durability != "sync" or not wait:
             with self._mutex:
                 if self._closing:
                     raise StoreError("JournalWriter is closed")
@@ -176,11 +194,19 @@ class JournalWriter:
                 self._put_count = ticket = self._put_count + 1
                 queue = self._queue
                 queue.append((ticket, job_id, epoch, record))
-                # Wake the writer only when it has something new to do: its first
-                # record or a full batch (a wake-up per record would make the two
-                # threads trade the GIL for nothing).
+                # Wake the writer only when it would not look in time by itself: it
+                # is parked (nothing was put for a while) or the batch is full.  A
+                # thread that is awake looks again when the first record is
+                # ``max_delay`` old, and a caller that flushes before then writes the
+                # records itself (_help): a short job whose caller waits for it
+                # (execute()) costs the writer thread no wake-up at all.
                 size = len(queue)
-                if size == 1 or size >= self.max_batch:
+                if size == 1:
+                    self._first_at = time.monotonic()
+                    if self._parked and wait:  # not waiting: the caller's next put writes it
+                        self._parked = False
+                        self._work.notify()
+                elif size >= self.max_batch:
                     self._work.notify()
             return
         with self._cond:
@@ -301,32 +327,50 @@ class JournalWriter:
     # -- the writer thread -------------------------------------------------------
 
     def _take_batch(self) -> Optional[list[_Entry]]:
-        """Wait for records; the next batch, or None when closing with nothing left."""
+        """Wait for records; the next batch, or None when closing with nothing left.
+
+        A batch is taken when it is full, when its first record is ``max_delay``
+        old, or at once when someone waits for it or the writer closes.  While
+        records keep coming the thread looks every ``max_delay`` by itself (so a
+        put need not wake it); after a whole period without any it parks until the
+        next put wakes it."""
         with self._cond:
+            seen = -1
             while True:
-                while not self._queue or self._busy:
-                    if self._closing and not self._queue and not self._busy:
-                        return None
-                    self._work.wait()
-                if len(self._queue) < self.max_batch and self.max_delay > 0:
-                    # Hold the batch open for stragglers, unless someone is waiting on it.
-                    deadline = time.monotonic() + self.max_delay
-                    while (
-                        len(self._queue) < self.max_batch and not self._urgent and not self._closing
+                queue = self._queue
+                if queue and not self._busy:
+                    if (
+                        len(queue) >= self.max_batch
+                        or self._urgent
+                        or self._closing
+                        or self.max_delay <= 0
                     ):
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._work.wait(left)
-                if self._queue and not self._busy:
-                    return self._pop_batch()
-                # A caller that waited wrote what was queued meanwhile (_help).
+                        return self._pop_batch()
+                    left = self._first_at + self.max_delay - time.monotonic()
+                    if left <= 0:
+                        return self._pop_batch()
+                    self._work.wait(left)
+                elif self._closing and not queue and not self._busy:
+                    return None
+                elif self.max_delay <= 0 or (not queue and self._put_count == seen):
+                    self._parked = True
+                    self._work.wait()
+                    self._parked = False
+                else:
+                    # Being written by a caller (_help), or records came lately: look
+                    # again soon rather than be woken.
+                    seen = self._put_count
+                    self._work.wait(self.max_delay)
 
     def _pop_batch(self) -> list[_Entry]:
         """The next batch, now being written (lock held)."""
-        count = min(len(self._queue), self.max_batch)
+        queue = self._queue
+        count = min(len(queue), self.max_batch)
         self._busy = True
-        return [self._queue.popleft() for _ in range(count)]
+        batch = [queue.popleft() for _ in range(count)]
+        if queue:
+            self._first_at = 0.0  # what is left waited already: the next batch at once
+        return batch
 
     def _help(self) -> None:
         """(Lock held, by a caller waiting for its records.) Write the next batch on
