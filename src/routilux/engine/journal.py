@@ -37,7 +37,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
