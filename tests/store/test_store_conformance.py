@@ -287,6 +287,19 @@ def test_a_refused_job_rolls_back_the_whole_transaction(store: Store) -> None:
         assert (job.commit_seq, [row["seq"] for row in job.tasks]) == (0, [0])
 
 
+def test_a_folded_snapshot_refuses_records_consuming_a_task_not_pending(store: Store) -> None:
+    new_job(store)
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    for records, message in (
+        ([record(1, consumed=4)], "consume tasks .*not pending"),
+        ([record(1, tasks_added=[task(0)])], "already pending"),
+    ):
+        with pytest.raises(StoreError, match=message):
+            fold([("j1", 1, records)], "j1", 1, snapshot_of(k=1), 1)
+    job = store.load("j1")
+    assert (job.commit_seq, job.snapshot_seq, [row["seq"] for row in job.tasks]) == (0, 0, [0])
+
+
 def test_records_read_back_as_written(store: Store) -> None:
     # The store writes a record's text from its parts' encodings: every field, odd
     # strings and numbers included, must come back as the normalised record.

@@ -152,6 +152,12 @@ def _record_json(job_id: str, record: DeltaRecord, tasks: str) -> str:
     )
 
 
+class _Refused(StoreError):
+    """Records that consume a task not pending or add one already pending, found by
+    the row counts of the writes (the transaction is rolled back);
+    :meth:`SQLStore.commit_many` then looks the seqs up for its message."""
+
+
 class SQLStore:
     """The shared implementation of the SQL stores; see :class:`routilux.store.Store`."""
 
@@ -380,10 +386,19 @@ class SQLStore:
         batches = list(batches)
         if not batches:
             return
+        try:
+            self._commit_batches(batches, verify=False)
+        except _Refused:
+            # Nothing was written: again, naming the tasks at fault (see _commit_one).
+            self._commit_batches(batches, verify=True)
+
+    def _commit_batches(
+        self, batches: list[tuple[str, int, Sequence[DeltaRecord]]], verify: bool
+    ) -> None:
         with self._transaction(write=True) as cur:
             for job_id, epoch, records in batches:
                 check_id(job_id, "job_id")
-                self._commit_one(cur, job_id, epoch, records)
+                self._commit_one(cur, job_id, epoch, records, verify=verify)
 
     def _commit_one(
         self,
@@ -392,8 +407,13 @@ class SQLStore:
         epoch: int,
         records: Sequence[DeltaRecord],
         snapshot: Optional[tuple[Any, int]] = None,
+        *,
+        verify: bool = False,
     ) -> None:
         """Append ``records`` to the job (row locked, epoch checked).
+
+        ``verify``: look the consumed and added tasks up before writing, so that a
+        refusal names them (else a refusal is :class:`_Refused`, without the seqs).
 
         ``snapshot``: (the encoded snapshot, its ``upto_seq``) to write in the same
         step (:meth:`commit_then_snapshot`): records it covers are not inserted only
@@ -443,16 +463,26 @@ class SQLStore:
         # DELETE of the consumed rows must delete one row each, and the INSERT of the
         # added rows (after the DELETEs, so a retry may re-add the seq it consumed)
         # skips a seq already pending, so it must insert every row. When either
-        # falls short, the job's writes are rolled back to the savepoint and the
-        # seqs at fault are looked up for the message.
-        if consumed_rows or added:
-            cur.execute(self._sql("SAVEPOINT routilux_commit"))
-        if consumed_rows and self._delete_tasks(cur, job_id, consumed_rows) != len(consumed_rows):
-            cur.execute(self._sql("ROLLBACK TO SAVEPOINT routilux_commit"))
+        # falls short, _Refused ends the transaction and commit_many runs it again
+        # with ``verify``: the seqs at fault are looked up before anything is written,
+        # for the message.
+        if verify:
             missing = set(consumed_rows) - set(self._pending(cur, job_id, consumed_rows))
-            raise StoreError(
-                f"job {job_id!r}: records consume tasks {sorted(missing)} that are not "
-                "pending (consumed before, or never added)"
+            if missing:
+                raise StoreError(
+                    f"job {job_id!r}: records consume tasks {sorted(missing)} that are not "
+                    "pending (consumed before, or never added)"
+                )
+            fresh = sorted(set(added) - set(consumed_rows) - set(removed_rows))
+            clash = sorted(self._pending(cur, job_id, fresh))
+            if clash:
+                raise StoreError(
+                    f"job {job_id!r}: records add tasks {clash} that are already pending"
+                )
+        if consumed_rows and self._delete_tasks(cur, job_id, consumed_rows) != len(consumed_rows):
+            raise _Refused(
+                f"job {job_id!r}: records consume tasks that are not pending (consumed "
+                "before, or never added)"
             )
         if removed_rows:
             self._delete_tasks(cur, job_id, removed_rows)  # a seq not pending is ignored
@@ -460,10 +490,7 @@ class SQLStore:
         # task's identity within this call: the records hold every task meanwhile).
         texts: dict[int, str] = {}
         if added and self._insert_task_rows(cur, job_id, added.values(), texts) != len(added):
-            cur.execute(self._sql("ROLLBACK TO SAVEPOINT routilux_commit"))
-            doomed = set(consumed_rows) | set(removed_rows)
-            clash = sorted(self._pending(cur, job_id, sorted(set(added) - doomed)))
-            raise StoreError(f"job {job_id!r}: records add tasks {clash} that are already pending")
+            raise _Refused(f"job {job_id!r}: records add tasks that are already pending")
         where = f"job {job_id!r} delta"
         last_seq = checked[-1]["seq"]
         kept = checked
