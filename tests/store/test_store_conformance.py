@@ -248,6 +248,97 @@ def test_records_the_engine_built_still_get_their_seqs_checked(store: Store) -> 
     assert job.commit_seq == 2 and job.tasks == []
 
 
+def test_a_batch_may_add_again_the_seq_it_consumes_or_removes(store: Store) -> None:
+    # A retry's row replaces the failed attempt's (same seq, retries + 1) in the
+    # attempt's record; a removed timer's seq may come back in the same batch.
+    new_job(store, tasks=[task(0), task(1, "timer", due_at=5.0)])
+    store.commit(
+        "j1",
+        1,
+        [
+            record(1, consumed=0, tasks_added=[task(0, retries=1, due_at=7.5)]),
+            record(2, tasks_removed=[1], tasks_added=[task(1, "timer", due_at=9.25)]),
+        ],
+    )
+    tasks = {row["seq"]: row for row in store.load("j1").tasks}
+    assert (tasks[0]["retries"], tasks[0]["due_at"]) == (1, 7.5)
+    assert (tasks[1]["kind"], tasks[1]["due_at"]) == ("timer", 9.25)
+
+
+def test_a_refused_job_rolls_back_the_whole_transaction(store: Store) -> None:
+    new_job(store, "a")
+    new_job(store, "b")
+    with pytest.raises(StoreError, match=r"'b': records consume tasks \[3\] that are not"):
+        store.commit_many(
+            [
+                ("a", 1, [record(1, consumed=0, tasks_added=[task(1)])]),
+                ("b", 1, [record(1, consumed=3)]),
+            ]
+        )
+    with pytest.raises(StoreError, match=r"'b': records add tasks \[0\] that are already"):
+        store.commit_many(
+            [
+                ("a", 1, [record(1, consumed=0, tasks_added=[task(1)])]),
+                ("b", 1, [record(1, tasks_added=[task(n) for n in range(1, 80)] + [task(0)])]),
+            ]
+        )
+    for job_id in ("a", "b"):
+        job = store.load(job_id)
+        assert (job.commit_seq, [row["seq"] for row in job.tasks]) == (0, [0])
+
+
+def test_a_folded_snapshot_refuses_records_consuming_a_task_not_pending(store: Store) -> None:
+    new_job(store)
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    for records, message in (
+        ([record(1, consumed=4)], "consume tasks .*not pending"),
+        ([record(1, tasks_added=[task(0)])], "already pending"),
+    ):
+        with pytest.raises(StoreError, match=message):
+            fold([("j1", 1, records)], "j1", 1, snapshot_of(k=1), 1)
+    job = store.load("j1")
+    assert (job.commit_seq, job.snapshot_seq, [row["seq"] for row in job.tasks]) == (0, 0, [0])
+
+
+def test_records_read_back_as_written(store: Store) -> None:
+    # The store writes a record's text from its parts' encodings: every field, odd
+    # strings and numbers included, must come back as the normalised record.
+    new_job(store)
+    odd = 'sl\u00f6t "q" \\ \n \u2603'
+    rows = [
+        task(1, data=None, extra={"source": ["r", odd]}),
+        task(2, "timer", due_at=1234567890.125, data="text", extra={}),
+        task(3, "at_end", data=[1, 2.5, True, None], extra={"source": ["a"], "more": 1}),
+        {"seq": 4, "kind": "ready", "routine": odd, "slot": odd, "data": {odd: odd}, "retries": 3},
+    ]
+    records = [
+        record(1, consumed=0, tasks_added=rows[:2], tasks_removed=[7, 8]),
+        record(2, tasks_added=rows[2:], status="waiting", waiting_for={"set": [{odd: 1e-7}]}),
+        record(3, ops=[], waiting_for={"clear": True}),
+    ]
+    store.commit("j1", 1, records)
+    job = store.load("j1")
+    full = {"retries": 0, "due_at": None, "extra": {}}
+    expected = [{**full, **row, "due_at": row.get("due_at")} for row in rows]
+    assert job.tasks == expected
+    assert [d["tasks_added"] for d in job.deltas] == [expected[:2], expected[2:], []]
+    assert [d["tasks_removed"] for d in job.deltas] == [[7, 8], [], []]
+    assert [d["waiting_for"] for d in job.deltas] == [None, {"set": [{odd: 1e-7}]}, {"clear": True}]
+    assert [d["status"] for d in job.deltas] == [None, "waiting", None]
+    assert [d["consumed"] for d in job.deltas] == [0, None, None]
+
+
+def test_unencodable_parts_of_built_records_are_named(store: Store) -> None:
+    new_job(store)
+    bad_due = {**task(1), "retries": 0, "due_at": float("inf"), "extra": {}}
+    bad_extra = {**task(1), "retries": 0, "due_at": None, "extra": {"source": {1, 2}}}
+    for row, message in ((bad_due, "task 1 due_at"), (bad_extra, "task 1 extra")):
+        rec = {**built(1, consumed=0), "tasks_added": [row]}
+        with pytest.raises(StoreError, match=f"'j1' {message} is not JSON-safe"):
+            store.commit("j1", 1, BuiltRecords([rec]))
+    assert store.load("j1").commit_seq == 0
+
+
 def test_load_job_without_deltas_needs_no_replay(store: Store) -> None:
     new_job(store, snapshot=snapshot_of(x=1))
     state = store.load_job("j1")

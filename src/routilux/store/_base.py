@@ -290,6 +290,9 @@ def _make_encode() -> Callable[[Any], str]:
 
 _ENCODE = _make_encode()
 
+#: A string as JSON text, quoted and escaped as the encoder writes it (the C helper).
+quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
 
 def dumps(value: Any, where: str) -> str:
     """``value`` as compact JSON; anything JSON cannot hold raises StoreError."""

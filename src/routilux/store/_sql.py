@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from routilux.exceptions import JobNotFoundError, StaleEpochError, StoreError
 
 from ._base import (
+    _ENCODE,
     FINISHED_STATUSES,
     HOST,
     PARKED_STATUSES,
@@ -42,7 +43,9 @@ from ._base import (
     check_stale_after,
     check_task_fully,
     check_tasks,
+    dumps,
     owner_dead,
+    quote,
     status_filter,
 )
 
@@ -64,6 +67,97 @@ def _task_order(task: TaskRow) -> tuple[bool, int]:
 _CHUNK = 64
 
 
+# The JSON of a DeltaRecord and of a TaskRow is put together from the JSON of their
+# parts, in the key order of the records the journal builds and check_records
+# normalises: the text is the one the encoder would write for the whole record, but
+# each task's data and extra are encoded once (for its row and for its record's
+# text) and the encoder does not walk the records' fixed keys.
+def _json_at(value: Any, where: str, *args: Any) -> str:
+    """``value`` as JSON text; a value JSON cannot hold raises StoreError naming
+    ``where.format(*args)`` (the name is built only then)."""
+    try:
+        return _ENCODE(value)
+    except (TypeError, ValueError, RecursionError):
+        return dumps(value, where.format(*args))  # raises, naming the value
+
+
+def _extra_json(extra: Any, job_id: str, seq: int) -> str:
+    """A task's extra as JSON: the engine's usual ``{"source": [routine, event]}`` and
+    ``{}`` written directly, anything else by the encoder."""
+    if type(extra) is dict:
+        if not extra:
+            return "{}"
+        if len(extra) == 1:
+            source = extra.get("source")
+            if (
+                type(source) is list
+                and len(source) == 2
+                and type(source[0]) is str
+                and type(source[1]) is str
+            ):
+                return f'{{"source":[{quote(source[0])},{quote(source[1])}]}}'
+    return _json_at(extra, "job {!r} task {} extra", job_id, seq)
+
+
+def _due_json(due: Any, job_id: str, seq: int) -> str:
+    if type(due) is float and due - due == 0.0:  # finite: what the encoder writes
+        return float.__repr__(due)
+    return _json_at(due, "job {!r} task {} due_at", job_id, seq)
+
+
+# The helpers below call the encoder directly rather than through _json_at (they
+# run once or twice per journaled record); a value it refuses goes to _json_at,
+# which raises naming the value.
+
+
+def _task_json(job_id: str, task: TaskRow, data: str, extra: str) -> str:
+    """A TaskRow as JSON text, its ``data`` and ``extra`` already encoded."""
+    due = task["due_at"]
+    return (
+        f'{{"seq":{task["seq"]:d},"kind":{quote(task["kind"])},'
+        f'"routine":{quote(task["routine"])},"slot":{quote(task["slot"])},"data":{data},'
+        f'"retries":{task["retries"]:d},'
+        f'"due_at":{"null" if due is None else _due_json(due, job_id, task["seq"])},'
+        f'"extra":{extra}}}'
+    )
+
+
+def _task_texts(job_id: str, task: TaskRow) -> tuple[str, str]:
+    """A TaskRow's data and extra as JSON text."""
+    try:
+        data = _ENCODE(task["data"])
+    except (TypeError, ValueError, RecursionError):
+        data = _json_at(task["data"], "job {!r} task {} data", job_id, task["seq"])
+    return data, _extra_json(task["extra"], job_id, task["seq"])
+
+
+def _record_json(job_id: str, record: DeltaRecord, tasks: str) -> str:
+    """A DeltaRecord as JSON text; ``tasks`` is its tasks_added's, joined by commas."""
+    seq = record["seq"]
+    consumed = record["consumed"]
+    removed = record["tasks_removed"]
+    status = record["status"]
+    waiting = record["waiting_for"]
+    where = "job {!r} delta seq {}"
+    try:
+        ops = _ENCODE(record["ops"])
+    except (TypeError, ValueError, RecursionError):
+        ops = _json_at(record["ops"], where, job_id, seq)
+    removed_text = _json_at(removed, where, job_id, seq) if removed else "[]"
+    waiting_text = "null" if waiting is None else _json_at(waiting, where, job_id, seq)
+    return (
+        f'{{"seq":{seq:d},"consumed":{"null" if consumed is None else f"{consumed:d}"},'
+        f'"ops":{ops},"tasks_added":[{tasks}],"tasks_removed":{removed_text},'
+        f'"status":{"null" if status is None else quote(status)},"waiting_for":{waiting_text}}}'
+    )
+
+
+class _Refused(StoreError):
+    """Records that consume a task not pending or add one already pending, found by
+    the row counts of the writes (the transaction is rolled back);
+    :meth:`SQLStore.commit_many` then looks the seqs up for its message."""
+
+
 class SQLStore:
     """The shared implementation of the SQL stores; see :class:`routilux.store.Store`."""
 
@@ -77,6 +171,8 @@ class SQLStore:
     _FOR_CLAIM = ""
     #: A job-row column that grows with each insert: orders jobs created in one tick.
     _INSERT_ORDER = "rowid"
+    #: What a JSON column's parameter is made of from JSON text (None: the text).
+    _json_param: Optional[Callable[[str], Any]] = None
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -99,15 +195,6 @@ class SQLStore:
     def _jout(self, raw: Any) -> Any:  # pragma: no cover - abstract
         """A JSON column as read back."""
         raise NotImplementedError
-
-    def _jin_at(self, value: Any, where: str, *args: Any) -> Any:
-        """:meth:`_jin` naming the value ``where.format(*args)`` in an error: the
-        name is only built when the value cannot be stored (most are written once
-        per record, and the name would cost more than the value)."""
-        try:
-            return self._jin(value, where)
-        except StoreError:
-            return self._jin(value, where.format(*args))  # raises, naming the value
 
     def _jout_many(self, raws: Sequence[Any]) -> list[Any]:
         """Several JSON columns as read back, in order."""
@@ -179,17 +266,24 @@ class SQLStore:
             (text, n), lambda: text.replace("(?*)", "(" + ", ".join("?" * n) + ")")
         )
 
-    def _insert_many(self, cur: Any, head: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
-        """``head VALUES (...), (...), ...`` for ``rows`` (each ``width`` values)."""
-        group = "(" + ", ".join("?" * width) + ")"
-        for start in range(0, len(rows), _CHUNK):
-            chunk = rows[start : start + _CHUNK]
-            size = len(chunk)
+    def _insert_many(
+        self, cur: Any, head: str, width: int, params: list[Any], tail: str = ""
+    ) -> int:
+        """``head VALUES (...), (...), ... tail`` for rows given as one flat list of
+        ``width`` values each; how many rows it inserted."""
+        step = width * _CHUNK
+        inserted = 0
+        for start in range(0, len(params), step):
+            chunk = params if len(params) <= step else params[start : start + step]
+            size = len(chunk) // width
             statement = self._chunked.get((head, size))
             if statement is None:
-                text = f"{head} VALUES {', '.join([group] * size)}"
+                group = "(" + ", ".join("?" * width) + ")"
+                text = f"{head} VALUES {', '.join([group] * size)}{tail}"
                 statement = self._chunked[(head, size)] = self._sql(text)
-            cur.execute(statement, [value for row in chunk for value in row])
+            cur.execute(statement, chunk)
+            inserted += cur.rowcount
+        return inserted
 
     def _in_tasks(self, verb: str, n: int) -> str:
         """``verb`` over the job's task rows whose seq is one of ``n`` values."""
@@ -198,10 +292,14 @@ class SQLStore:
             (verb, n), lambda: f"{verb} routilux_task WHERE job_id = ? AND seq IN ({marks})"
         )
 
-    def _delete_tasks(self, cur: Any, job_id: str, seqs: Sequence[int]) -> None:
+    def _delete_tasks(self, cur: Any, job_id: str, seqs: Sequence[int]) -> int:
+        """Delete the job's task rows of ``seqs``; how many there were."""
+        deleted = 0
         for start in range(0, len(seqs), _CHUNK):
             chunk = seqs[start : start + _CHUNK]
             cur.execute(self._in_tasks("DELETE FROM", len(chunk)), (job_id, *chunk))
+            deleted += cur.rowcount
+        return deleted
 
     def _pending(self, cur: Any, job_id: str, seqs: Sequence[int]) -> list[int]:
         """Which of ``seqs`` are pending tasks of the job (for messages: one row each)."""
@@ -212,62 +310,44 @@ class SQLStore:
             found.extend(int(row[0]) for row in cur.fetchall())
         return found
 
-    def _count_pending(
-        self, cur: Any, job_id: str, first: Sequence[int], second: Sequence[int]
-    ) -> tuple[int, int]:
-        """How many of ``first`` and of ``second`` are pending tasks: one statement (one
-        step) when both fit in a chunk."""
-        if len(first) > _CHUNK or len(second) > _CHUNK:
-            counts = [
-                self._count_pending(cur, job_id, first[i : i + _CHUNK], ())[0]
-                for i in range(0, len(first), _CHUNK)
-            ]
-            clashes = [
-                self._count_pending(cur, job_id, (), second[i : i + _CHUNK])[1]
-                for i in range(0, len(second), _CHUNK)
-            ]
-            return sum(counts), sum(clashes)
-
-        def part(n: int) -> str:
-            if not n:
-                return "0"
-            marks = ", ".join("?" * n)
-            return f"(SELECT COUNT(*) FROM routilux_task WHERE job_id = ? AND seq IN ({marks}))"
-
-        statement = self._statement(
-            ("count", len(first), len(second)),
-            lambda: f"SELECT {part(len(first))}, {part(len(second))}",
-        )
-        params: list[Any] = []
-        if first:
-            params += [job_id, *first]
-        if second:
-            params += [job_id, *second]
-        cur.execute(statement, params)
-        row = cur.fetchone()
-        return int(row[0]), int(row[1])
-
     def _insert_tasks(self, cur: Any, job_id: str, rows: Sequence[TaskRow]) -> None:
-        if not rows:
-            return
-        self._insert_many(
+        if rows and self._insert_task_rows(cur, job_id, rows, None) != len(rows):
+            raise StoreError(
+                f"job {job_id!r}: a task seq of {[row['seq'] for row in rows]} is stored already"
+            )
+
+    def _insert_task_rows(
+        self, cur: Any, job_id: str, rows: Iterable[TaskRow], texts: Optional[dict[int, str]]
+    ) -> int:
+        """Insert ``rows``, but none whose seq the job has already; how many were
+        inserted. ``texts`` (when given) gets each row's JSON text by the row's
+        ``id()``, for the text of the record that added it."""
+        wrap = self._json_param
+        params: list[Any] = []
+        for row in rows:
+            data, extra = _task_texts(job_id, row)
+            if texts is not None:
+                texts[id(row)] = _task_json(job_id, row, data, extra)
+            if wrap is not None:
+                data, extra = wrap(data), wrap(extra)
+            params += (
+                job_id,
+                row["seq"],
+                row["kind"],
+                row["routine"],
+                row["slot"],
+                data,
+                row["retries"],
+                row["due_at"],
+                extra,
+            )
+        # A seq already stored is skipped, not an error: the caller compares the count.
+        return self._insert_many(
             cur,
             f"INSERT INTO routilux_task (job_id, {_TASK_COLUMNS})",
             9,
-            [
-                (
-                    job_id,
-                    row["seq"],
-                    row["kind"],
-                    row["routine"],
-                    row["slot"],
-                    self._jin_at(row["data"], "job {!r} task {} data", job_id, row["seq"]),
-                    row["retries"],
-                    row["due_at"],
-                    self._jin_at(row["extra"], "job {!r} task {} extra", job_id, row["seq"]),
-                )
-                for row in rows
-            ],
+            params,
+            " ON CONFLICT (job_id, seq) DO NOTHING",
         )
 
     def _job_for_write(self, cur: Any, job_id: str, epoch: int) -> tuple[int, int, str]:
@@ -304,10 +384,19 @@ class SQLStore:
         batches = list(batches)
         if not batches:
             return
+        try:
+            self._commit_batches(batches, verify=False)
+        except _Refused:
+            # Nothing was written: again, naming the tasks at fault (see _commit_one).
+            self._commit_batches(batches, verify=True)
+
+    def _commit_batches(
+        self, batches: list[tuple[str, int, Sequence[DeltaRecord]]], verify: bool
+    ) -> None:
         with self._transaction(write=True) as cur:
             for job_id, epoch, records in batches:
                 check_id(job_id, "job_id")
-                self._commit_one(cur, job_id, epoch, records)
+                self._commit_one(cur, job_id, epoch, records, verify=verify)
 
     def _commit_one(
         self,
@@ -316,8 +405,13 @@ class SQLStore:
         epoch: int,
         records: Sequence[DeltaRecord],
         snapshot: Optional[tuple[Any, int]] = None,
+        *,
+        verify: bool = False,
     ) -> None:
         """Append ``records`` to the job (row locked, epoch checked).
+
+        ``verify``: look the consumed and added tasks up before writing, so that a
+        refusal names them (else a refusal is :class:`_Refused`, without the seqs).
 
         ``snapshot``: (the encoded snapshot, its ``upto_seq``) to write in the same
         step (:meth:`commit_then_snapshot`): records it covers are not inserted only
@@ -363,25 +457,38 @@ class SQLStore:
                 waiting = record["waiting_for"]
         if len(set(consumed_rows)) != len(consumed_rows):
             raise StoreError(f"job {job_id!r}: a task is consumed twice in one batch")
-        doomed = consumed_rows + removed_rows
-        fresh = sorted(set(added) - set(doomed))
-        if consumed_rows or fresh:
-            # One statement checks both: every consumed task is pending, no added one is.
-            pending, clashing = self._count_pending(cur, job_id, consumed_rows, fresh)
-            if pending != len(consumed_rows):
-                missing = set(consumed_rows) - set(self._pending(cur, job_id, consumed_rows))
+        # The checks come from the writes themselves (no statement of their own): the
+        # DELETE of the consumed rows must delete one row each, and the INSERT of the
+        # added rows (after the DELETEs, so a retry may re-add the seq it consumed)
+        # skips a seq already pending, so it must insert every row. When either
+        # falls short, _Refused ends the transaction and commit_many runs it again
+        # with ``verify``: the seqs at fault are looked up before anything is written,
+        # for the message.
+        if verify:
+            missing = set(consumed_rows) - set(self._pending(cur, job_id, consumed_rows))
+            if missing:
                 raise StoreError(
                     f"job {job_id!r}: records consume tasks {sorted(missing)} that are not "
                     "pending (consumed before, or never added)"
                 )
-            if clashing:
-                clash = sorted(self._pending(cur, job_id, fresh))
+            fresh = sorted(set(added) - set(consumed_rows) - set(removed_rows))
+            clash = sorted(self._pending(cur, job_id, fresh))
+            if clash:
                 raise StoreError(
                     f"job {job_id!r}: records add tasks {clash} that are already pending"
                 )
-        if doomed:
-            self._delete_tasks(cur, job_id, doomed)
-        self._insert_tasks(cur, job_id, list(added.values()))
+        if consumed_rows and self._delete_tasks(cur, job_id, consumed_rows) != len(consumed_rows):
+            raise _Refused(
+                f"job {job_id!r}: records consume tasks that are not pending (consumed "
+                "before, or never added)"
+            )
+        if removed_rows:
+            self._delete_tasks(cur, job_id, removed_rows)  # a seq not pending is ignored
+        # Each task encoded once: for its row and for its record's text (by the
+        # task's identity within this call: the records hold every task meanwhile).
+        texts: dict[int, str] = {}
+        if added and self._insert_task_rows(cur, job_id, added.values(), texts) != len(added):
+            raise _Refused(f"job {job_id!r}: records add tasks that are already pending")
         where = f"job {job_id!r} delta"
         last_seq = checked[-1]["seq"]
         kept = checked
@@ -391,19 +498,34 @@ class SQLStore:
             # The snapshot holds what the records it covers did: only later ones stay.
             kept = [record for record in checked if record["seq"] > upto_seq]
         if kept:
-            self._insert_many(
-                cur,
-                "INSERT INTO routilux_delta (job_id, seq, consumed, record)",
-                4,
-                [
-                    (
-                        job_id,
-                        record["seq"],
-                        record["consumed"],
-                        self._jin_at(record, "job {!r} delta seq {}", job_id, record["seq"]),
+            wrap = self._json_param
+            values: list[Any] = []
+            for record in kept:
+                tasks = record["tasks_added"]
+                if not tasks:
+                    joined = ""
+                elif len(tasks) == 1:
+                    task = tasks[0]
+                    joined = texts.get(id(task)) or _task_json(
+                        job_id, task, *_task_texts(job_id, task)
                     )
-                    for record in kept
-                ],
+                else:
+                    joined = ",".join(
+                        [
+                            texts.get(id(task))
+                            or _task_json(job_id, task, *_task_texts(job_id, task))
+                            for task in tasks
+                        ]
+                    )
+                text = _record_json(job_id, record, joined)
+                values += (
+                    job_id,
+                    record["seq"],
+                    record["consumed"],
+                    text if wrap is None else wrap(text),
+                )
+            self._insert_many(
+                cur, "INSERT INTO routilux_delta (job_id, seq, consumed, record)", 4, values
             )
         assignments = ["commit_seq = ?", "updated_at = ?"]
         params: list[Any] = [last_seq, time.time()]

@@ -130,6 +130,7 @@ class PostgresStore(SQLStore):
         from psycopg.types.json import Jsonb
 
         self._jsonb = Jsonb
+        self._json_param = self._jsonb_text
         self.location = f"PostgreSQL {_safe_dsn(psycopg, dsn)}"
         try:
             self._conn = psycopg.connect(
@@ -207,6 +208,10 @@ class PostgresStore(SQLStore):
         # Encoded once here (the check and the text the server gets are one pass);
         # Jsonb is handed the text with an identity "dumps".
         return self._jsonb(dumps(value, where), _as_is)
+
+    def _jsonb_text(self, text: str) -> Any:
+        """JSON text as a JSONB parameter, sent as it is."""
+        return self._jsonb(text, _as_is)
 
     def _jout(self, raw: Any) -> Any:
         return raw

@@ -24,7 +24,7 @@ from typing import Any, Union
 
 from routilux.exceptions import SchemaVersionError, StoreError
 
-from ._base import _ENCODE, SCHEMA_VERSION, dumps
+from ._base import SCHEMA_VERSION, dumps
 from ._sql import SQLStore
 
 _SCHEMA = """
@@ -286,13 +286,6 @@ class SQLiteStore(SQLStore):
 
     def _jin(self, value: Any, where: str) -> str:
         return dumps(value, where)
-
-    def _jin_at(self, value: Any, where: str, *args: Any) -> str:
-        # The encoder called directly: this runs three times per journaled record.
-        try:
-            return _ENCODE(value)
-        except (TypeError, ValueError, RecursionError):
-            return self._jin(value, where.format(*args))  # raises, naming the value
 
     def _jout(self, raw: Any) -> Any:
         return json.loads(raw)

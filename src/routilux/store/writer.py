@@ -469,8 +469,10 @@ class JournalWriter:
                 if job_id not in stopped:
                     self._write_snapshot(ticket, job_id, epoch, payload, failures, stopped)
                 continue
-            entry = jobs.setdefault(job_id, (epoch, []))
-            if entry[0] != epoch:
+            entry = jobs.get(job_id)
+            if entry is None:
+                jobs[job_id] = entry = (epoch, [])
+            elif entry[0] != epoch:
                 # One commit per epoch: flush the older epoch's records first.
                 self._commit_jobs({job_id: entry}, failures, stopped)
                 jobs[job_id] = entry = (epoch, [])
@@ -591,7 +593,10 @@ def _joined(items: list[tuple[int, list[DeltaRecord]]]) -> list[DeltaRecord]:
     every group is (the store then trusts their shape), else a plain list."""
     if len(items) == 1:
         return items[0][1]
-    records = [record for _, group in items for record in group]
-    if all(type(group) is BuiltRecords for _, group in items):
-        return BuiltRecords(records)
-    return records
+    records = BuiltRecords()
+    built = True
+    for _, group in items:
+        if type(group) is not BuiltRecords:
+            built = False
+        records += group
+    return records if built else list(records)
