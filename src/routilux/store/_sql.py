@@ -29,6 +29,7 @@ from ._base import (
     UNCHANGED,
     ApplyOps,
     DeltaRecord,
+    EncodedSnapshot,
     JobSummary,
     JournaledJob,
     TaskRow,
@@ -458,7 +459,9 @@ class SQLStore:
         when a job's snapshot follows its last records (a finished job)."""
         if not isinstance(snapshot, Mapping):
             raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
-        snap = self._jin(dict(snapshot), f"job {job_id!r} snapshot")
+        if type(snapshot) is not EncodedSnapshot:  # the journal's: its text as it is
+            snapshot = dict(snapshot)
+        snap = self._jin(snapshot, f"job {job_id!r} snapshot")
         batches = list(batches)
         with self._transaction(write=True) as cur:
             folded = False
