@@ -1014,8 +1014,11 @@ def _history_text(records: list[ExecutionRecord]) -> str:
     needing escapes) takes the plain way: the records' dicts, encoded."""
     if not records:
         return "[]"
-    names = {record.routine_id for record in records}
-    names.update(record.event_name for record in records)
+    try:
+        names = {record.routine_id for record in records}
+        names.update(record.event_name for record in records)
+    except TypeError:  # a name that is not even hashable
+        return _encode_records(records)
     stamps = iso_texts([record.timestamp for record in records])
     joined = "".join(stamps)
     if not (

@@ -87,6 +87,8 @@ def test_unusual_timestamps_and_names_give_the_same_text(stamp: datetime) -> Non
     js.execution_history[0].routine_id = None  # type: ignore[assignment]
     js.execution_history[1].event_name = 7  # type: ignore[assignment]
     assert encode_job_state(js) == store_text(js)
+    js.execution_history[2].event_name = ["not", "hashable"]  # type: ignore[assignment]
+    assert encode_job_state(js) == store_text(js)
 
 
 def test_an_empty_job_and_the_task_seq_floor() -> None:
