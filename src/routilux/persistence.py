@@ -23,6 +23,8 @@ Invariants:
   changed once everything in the data has been read without error.
 * **Snapshots.** ``serialize`` output never shares containers with live objects: it is
   taken under the job's lock, so a save during a run sees each mutator's whole effect.
+  The journal's snapshot (``encode_job_state``) is the store's JSON text of that same
+  output, encoded at once under the lock, so it needs no copies.
 * **Nothing is lost silently** (DESIGN invariant 9). Saving data JSON cannot represent
   faithfully (a set, an object, a non-string dict key, NaN) raises SerializationError
   naming its key path, before the file is touched. Bad saved data raises

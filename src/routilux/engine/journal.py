@@ -661,22 +661,21 @@ class JobJournal:
         """Queue a snapshot covering every commit so far (nothing in flight)."""
         js = self.job_state
         layout = layout_of(type(js))
-        snapshot: Mapping[str, Any]
+        snapshot: Mapping[str, Any] = {}
+        refused: SerializationError | None = None
         # The snapshot's text, encoded here under the job's lock: the JobState is not
         # copied for the writer thread to encode later (a layout without ``encode``
         # still is).
         with self.log.reading():
-            if layout.encode is not None:
+            if layout.encode is None:
+                saved = layout.serialize(js)
+                saved["task_seq"] = max(int(saved.get("task_seq") or 0), self._max_seq + 1)
+                snapshot = saved
+            else:
                 try:
                     snapshot = EncodedSnapshot(layout.encode(js, self._max_seq + 1))
                 except SerializationError as exc:
-                    refused: SerializationError | None = exc
-                else:
-                    refused = None
-            else:
-                refused = None
-                snapshot = layout.serialize(js)
-                snapshot["task_seq"] = max(int(snapshot.get("task_seq") or 0), self._max_seq + 1)
+                    refused = exc
         if refused is not None:
             # As when the store refuses the snapshot: the job fails, nothing more is
             # written for it.
