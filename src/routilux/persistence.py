@@ -23,6 +23,8 @@ Invariants:
   changed once everything in the data has been read without error.
 * **Snapshots.** ``serialize`` output never shares containers with live objects: it is
   taken under the job's lock, so a save during a run sees each mutator's whole effect.
+  The journal's snapshot (``encode_job_state``) is the store's JSON text of that same
+  output, encoded at once under the lock, so it needs no copies.
 * **Nothing is lost silently** (DESIGN invariant 9). Saving data JSON cannot represent
   faithfully (a set, an object, a non-string dict key, NaN) raises SerializationError
   naming its key path, before the file is touched. Bad saved data raises
@@ -92,6 +94,11 @@ from .serialization import (
     write_json,
 )
 from .slot import Slot, check_timeout
+
+# The store's own JSON encoding (compact, ASCII, no NaN): a journal's snapshot is
+# written as this text. Called directly, once per history record: any wrapper would
+# cost a frame per record. It raises TypeError, ValueError or RecursionError.
+from .store._base import _ENCODE as _store_json
 
 __all__ = [
     "NotConstructableError",
@@ -901,36 +908,155 @@ def serialize_job_state(js: JobState) -> dict[str, Any]:
 
 def _job_state_data(js: JobState, strict: bool) -> dict[str, Any]:
     with js.lock:
-        history = _history_data(js.execution_history, strict)
-        data: dict[str, Any] = {
-            "_type": "JobState",
-            "flow_id": js.flow_id,
-            "job_id": js.job_id,
-            "status": js.status,
-            "current_routine_id": js.current_routine_id,
-            "routine_states": _snapshot(js.routine_states, "routine_states", strict),
-            "execution_history": history,
-            "created_at": to_iso(js.created_at),
-            "updated_at": to_iso(js.updated_at),
-            "shared_data": _snapshot(js.shared_data, "shared_data", strict),
-            "slot_buffers": _snapshot(js.slot_buffers, "slot_buffers", strict),
-            "history_limit": js.history_limit,
-            "history_dropped": js.history_dropped,
+        head, tail = _job_state_fields(js, 0)
+        data = {
+            key: _snapshot(value, key, strict) if key in _SHARED else value
+            for key, value in head.items()
         }
-        if js.output_limit != js.history_limit:
-            data["output_limit"] = js.output_limit
-        if js.output_dropped:
-            data["output_dropped"] = js.output_dropped
-        # The job's task counter, above every saved task's number: a resumed run
-        # never gives out a number (a delivery id) the job has used.
-        task_seq = next_free_seq(js.task_seq, js.pending_tasks)
-        if task_seq:
-            data["task_seq"] = task_seq
-        for key in _JOB_LISTS:
-            data[key] = _snapshot(getattr(js, key), key, strict)
-        if js.waiting_for:  # open requests for input (routilux.inputs); absent: none
-            data["waiting_for"] = _snapshot(js.waiting_for, "waiting_for", strict)
-    return stamp(data)
+        data["execution_history"] = _history_data(js.execution_history, strict)
+        for key, value in tail.items():
+            data[key] = _snapshot(value, key, strict) if key in _SHARED else value
+    return data
+
+
+# The saved form's fields that hold the JobState's own containers.
+_SHARED = frozenset({"routine_states", "shared_data", "slot_buffers", "waiting_for", *_JOB_LISTS})
+
+
+def _job_state_fields(js: JobState, task_seq: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saved form's fields before and after ``execution_history``, in their
+    order, the values of :data:`_SHARED` being the JobState's own (not copied); its
+    ``task_seq`` at least ``task_seq``. The caller holds the job's lock."""
+    head: dict[str, Any] = {
+        "_type": "JobState",
+        "flow_id": js.flow_id,
+        "job_id": js.job_id,
+        "status": js.status,
+        "current_routine_id": js.current_routine_id,
+        "routine_states": js.routine_states,
+    }
+    tail: dict[str, Any] = {
+        "created_at": to_iso(js.created_at),
+        "updated_at": to_iso(js.updated_at),
+        "shared_data": js.shared_data,
+        "slot_buffers": js.slot_buffers,
+        "history_limit": js.history_limit,
+        "history_dropped": js.history_dropped,
+    }
+    if js.output_limit != js.history_limit:
+        tail["output_limit"] = js.output_limit
+    if js.output_dropped:
+        tail["output_dropped"] = js.output_dropped
+    # The job's task counter, above every saved task's number: a resumed run
+    # never gives out a number (a delivery id) the job has used.
+    task_seq = max(next_free_seq(js.task_seq, js.pending_tasks), task_seq)
+    if task_seq:
+        tail["task_seq"] = task_seq
+    for key in _JOB_LISTS:
+        tail[key] = getattr(js, key)
+    if js.waiting_for:  # open requests for input (routilux.inputs); absent: none
+        tail["waiting_for"] = js.waiting_for
+    return head, stamp(tail)
+
+
+def encode_job_state(js: JobState, task_seq: int = 0) -> str:
+    """The JSON text the store writes for :func:`serialize_job_state` of ``js``
+    (``routilux.store``'s compact encoding), its ``task_seq`` at least ``task_seq``:
+    what the journal writes as a job's snapshot.
+
+    Encoded at once, under the job's lock, so nothing can change in between and
+    nothing is copied (``serialize_job_state`` copies every container, the history's
+    data included, for a dict that outlives the lock). The text is the store's
+    encoding of that dict, byte for byte; a value JSON cannot hold (a set, an
+    object, NaN, a circular reference) raises :class:`SerializationError` naming its
+    key path, as the dict's encoding would fail.
+    """
+    with js.lock:
+        head, tail = _job_state_fields(js, task_seq)
+        head_text = _encode_fields(head)
+        history = _history_text(js.execution_history)
+        tail_text = _encode_fields(tail)
+    return f'{head_text[:-1]},"execution_history":{history},{tail_text[1:]}'
+
+
+_UNENCODABLE = (TypeError, ValueError, RecursionError)
+
+
+def _encode_fields(fields: dict[str, Any]) -> str:
+    try:
+        return _store_json(fields)
+    except _UNENCODABLE:
+        pass
+    for key, value in fields.items():
+        _encode_value(value, key)
+    raise SerializationError(f"cannot save the JobState's fields {sorted(fields)}")
+
+
+def _encode_value(value: Any, path: str) -> str:
+    """``value``'s JSON text; SerializationError naming what in it JSON cannot hold."""
+    try:
+        return _store_json(value)
+    except _UNENCODABLE:
+        pass
+    try:
+        found = find_unserializable(value, path)
+    except RecursionError:
+        found = None
+    where, problem = found if found is not None else (path, "it is nested too deeply")
+    raise SerializationError(f"cannot save value at '{where}': {problem}") from None
+
+
+def _history_text(records: list[ExecutionRecord]) -> str:
+    """The JSON text of :func:`_history_data` (non-strict) of ``records``.
+
+    Most of a snapshot's cost: each record is one f-string round its data's encoding
+    -- no dict per record, and the keys, the routine and event names (encoded once
+    per name) and the timestamps (``iso_texts``) are not run through the encoder
+    for every record. Anything unusual (a name that is not a string, a timestamp
+    needing escapes) takes the plain way: the records' dicts, encoded."""
+    if not records:
+        return "[]"
+    try:
+        names = {record.routine_id for record in records}
+        names.update(record.event_name for record in records)
+    except TypeError:  # a name that is not even hashable
+        return _encode_records(records)
+    stamps = iso_texts([record.timestamp for record in records])
+    joined = "".join(stamps)
+    if not (
+        all(type(name) is str for name in names)
+        and joined.isascii()
+        and joined.isprintable()
+        and '"' not in joined
+        and "\\" not in joined
+    ):
+        return _encode_records(records)
+    encoded = {name: _store_json(name) for name in names}
+    encode = _store_json
+    try:
+        texts = [
+            f'{{"_type":"ExecutionRecord","routine_id":{encoded[record.routine_id]},'
+            f'"event_name":{encoded[record.event_name]},"data":{encode(record.data)},'
+            f'"timestamp":"{stamp_text}"}}'
+            for record, stamp_text in zip(records, stamps)
+        ]
+    except _UNENCODABLE:
+        return _encode_records(records)  # raises, naming the record
+    return f"[{','.join(texts)}]"
+
+
+def _encode_records(records: list[ExecutionRecord]) -> str:
+    """:func:`_history_text` the plain way; SerializationError naming a record's data
+    that JSON cannot hold."""
+    history = [serialize_execution_record(record) for record in records]
+    try:
+        return _store_json(history)
+    except _UNENCODABLE:
+        pass
+    for index, saved in enumerate(history):
+        for key, value in saved.items():
+            _encode_value(value, f"execution_history[{index}].{key}")
+    raise SerializationError("cannot save the JobState's history")  # pragma: no cover
 
 
 def _history_data(records: list[ExecutionRecord], strict: bool) -> list[dict[str, Any]]:
@@ -1271,4 +1397,5 @@ register_layout(
     save=save_job_state,
     load=load_job_state,
     deserialize_owned=deserialize_job_state_owned,
+    encode=encode_job_state,
 )

@@ -45,7 +45,7 @@ import types
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, Union, overload
 
@@ -299,7 +299,9 @@ class Layout(NamedTuple):
     (only for classes saved as files of their own, such as JobState).
     ``deserialize_owned(obj, data)`` is ``deserialize`` for data that nobody else holds
     (just decoded from JSON): ``obj`` may keep its dicts and lists instead of copies;
-    the checks are the same.
+    the checks are the same. ``encode(obj, task_seq)`` (JobState's only, None
+    elsewhere) is the compact JSON text of ``serialize(obj)`` -- its ``task_seq`` at
+    least the one given -- encoded at once, without the copies ``serialize`` makes.
     """
 
     serialize: Callable[[Any], dict[str, Any]]
@@ -307,6 +309,7 @@ class Layout(NamedTuple):
     save: Callable[[Any, PathLike], None]
     load: Callable[[PathLike, type], Any]
     deserialize_owned: Callable[[Any, Any], None] | None = None
+    encode: Callable[[Any, int], str] | None = None
 
 
 # Layouts as registered, and the layout each class found along its MRO (filled lazily,
@@ -323,10 +326,11 @@ def register_layout(
     save: Callable[[Any, PathLike], None] | None = None,
     load: Callable[[PathLike, type], Any] | None = None,
     deserialize_owned: Callable[[Any, Any], None] | None = None,
+    encode: Callable[[Any, int], str] | None = None,
 ) -> None:
-    """Make ``serialize``/``deserialize`` (and the optional file forms and
-    ``deserialize_owned``, by default ``deserialize``) the layout of ``cls`` and of its
-    subclasses that have none of their own.
+    """Make ``serialize``/``deserialize`` (and the optional file forms,
+    ``deserialize_owned``, by default ``deserialize``, and ``encode``) the layout of
+    ``cls`` and of its subclasses that have none of their own.
 
     The library's classes call :func:`layout_of` from their public ``serialize``,
     ``deserialize``, ``save`` and ``load`` methods; :mod:`routilux.persistence` registers
@@ -342,6 +346,7 @@ def register_layout(
         save or default_save,
         load or default_load,
         deserialize_owned or deserialize,
+        encode,
     )
     with _registry_lock:
         _LAYOUTS[cls] = layout
@@ -991,7 +996,8 @@ def read_json(path: PathLike, what: str) -> dict[str, Any]:
 
 # Zero-padded digits, for iso_texts.
 _D3 = tuple(f"{i:03d}" for i in range(1000))
-_DAY_ONE = datetime(1, 1, 1)
+_ONE_SECOND = timedelta(seconds=1)
+_LAST_SECOND = datetime.max.replace(microsecond=0)
 
 
 def iso_texts(values: Iterable[datetime]) -> list[str]:
@@ -1000,24 +1006,36 @@ def iso_texts(values: Iterable[datetime]) -> list[str]:
     ``isoformat`` formats through ``printf``, and a snapshot formats one timestamp
     per history record.  Records written one after another mostly share the same
     second: that prefix is formatted by ``isoformat`` once per second, the
-    microseconds come from a digit table.  An aware datetime (or a
-    subclass) is formatted by its own ``isoformat``.
+    microseconds come from a digit table.  An aware datetime (or a subclass) is
+    formatted by its own ``isoformat``.
     """
+    values = values if type(values) is list else list(values)
+    try:
+        return _naive_iso_texts(values)
+    except TypeError:  # an aware datetime compared with a naive one: see below
+        return [dt.isoformat() for dt in values]
+
+
+def _naive_iso_texts(values: list[datetime]) -> list[str]:
+    # Whether a timestamp lies in the second of the last prefix is two comparisons
+    # (no object made). ``start`` is always naive, and comparing an aware datetime
+    # with a naive one raises TypeError, so no tzinfo is looked at here: the caller
+    # formats a list holding an aware datetime one by one. (A tzinfo whose
+    # utcoffset() is None compares, and is formatted, as naive.)
     texts: list[str] = []
     append = texts.append
-    d3, day_one = _D3, _DAY_ONE
-    second = -1
+    d3, exact, one, last = _D3, datetime, _ONE_SECOND, _LAST_SECOND
+    start = end = datetime.max  # the second [start, end) that ``prefix`` spells
     prefix = ""
     for dt in values:
-        if type(dt) is not datetime or dt.tzinfo is not None:
+        if type(dt) is not exact:
             append(dt.isoformat())
             continue
-        since = dt - day_one
-        this_second = since.days * 86400 + since.seconds
-        if this_second != second:
-            second = this_second
+        if not start <= dt < end:
+            start = dt.replace(microsecond=0)
+            end = start + one if start < last else datetime.max
             prefix = dt.isoformat()[:19]  # "YYYY-MM-DDTHH:MM:SS"
-        micro = since.microseconds
+        micro = dt.microsecond
         append(f"{prefix}.{d3[micro // 1000]}{d3[micro % 1000]}" if micro else prefix)
     return texts
 

@@ -37,13 +37,14 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
 from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
-from ..store._base import BuiltRecords
+from ..store._base import BuiltRecords, EncodedSnapshot
 from . import aio
 from .observer import AT_JOB_END, TIMER
 from .rows import entry_of_row, missing_target, row_of_entry, task_row, wall_time
@@ -744,9 +745,29 @@ class JobJournal:
     def _put_snapshot(self, final: bool = False) -> None:
         """Queue a snapshot covering every commit so far (nothing in flight)."""
         js = self.job_state
+        layout = layout_of(type(js))
+        snapshot: Mapping[str, Any] = {}
+        refused: SerializationError | None = None
+        # The snapshot's text, encoded here under the job's lock: the JobState is not
+        # copied for the writer thread to encode later (a layout without ``encode``
+        # still is).
         with self.log.reading():
-            snapshot = layout_of(type(js)).serialize(js)
-        snapshot["task_seq"] = max(int(snapshot.get("task_seq") or 0), self._max_seq + 1)
+            if layout.encode is None:
+                saved = layout.serialize(js)
+                saved["task_seq"] = max(int(saved.get("task_seq") or 0), self._max_seq + 1)
+                snapshot = saved
+            else:
+                try:
+                    snapshot = EncodedSnapshot(layout.encode(js, self._max_seq + 1))
+                except SerializationError as exc:
+                    refused = exc
+        if refused is not None:
+            # As when the store refuses the snapshot: the job fails, nothing more is
+            # written for it.
+            self.store_failed(
+                StoreError(f"job {self.job_id!r} snapshot is not JSON-safe: {refused}")
+            )
+            return
         try:
             self.writer.put_snapshot(self.job_id, self.epoch, snapshot, self._commit_seq)
         except StoreError as exc:

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import socket
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, runtime_checkable
 
@@ -294,8 +294,38 @@ _ENCODE = _make_encode()
 quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
+class EncodedSnapshot(Mapping[str, Any]):
+    """A snapshot already encoded as :func:`dumps` would write it (``text``): the
+    engine's journal encodes a job's snapshot at once, under the job's lock, rather
+    than copying the JobState for the writer thread to encode later.  A read-only
+    Mapping like any snapshot (decoded on first use), so every store takes it;
+    :func:`dumps` returns its text as it is.  Internal: not part of the store API."""
+
+    __slots__ = ("_data", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._data: Optional[dict[str, Any]] = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self.text)
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+
 def dumps(value: Any, where: str) -> str:
     """``value`` as compact JSON; anything JSON cannot hold raises StoreError."""
+    if type(value) is EncodedSnapshot:
+        return value.text
     try:
         return _ENCODE(value)
     except (TypeError, ValueError, RecursionError) as exc:

@@ -30,6 +30,7 @@ from ._base import (
     UNCHANGED,
     ApplyOps,
     DeltaRecord,
+    EncodedSnapshot,
     JobSummary,
     JournaledJob,
     TaskRow,
@@ -594,12 +595,14 @@ class SQLStore:
                 self._write_snapshot(cur, job_id, snap, upto_seq, snapshot_seq, commit_seq)
 
     def _snapshot_text(self, job_id: str, snapshot: Mapping[str, Any]) -> Any:
-        """The stored form of a job's snapshot (a saved JobState: a dict)."""
-        if type(snapshot) is not dict:
+        """The stored form of a job's snapshot (a saved JobState: a dict, or the
+        journal's :class:`EncodedSnapshot`, whose text is written as it is)."""
+        kind = type(snapshot)
+        if kind is not dict and kind is not EncodedSnapshot:
             if not isinstance(snapshot, Mapping):
                 raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
             snapshot = dict(snapshot)
-        return self._jin_at(snapshot, "job {!r} snapshot", job_id)
+        return self._jin(snapshot, f"job {job_id!r} snapshot")
 
     @property
     def folds_snapshots(self) -> bool:

@@ -1,0 +1,217 @@
+"""The journal's snapshot: ``layout_of(JobState).encode`` (``persistence.encode_job_state``)
+writes the store's JSON text of the saved form at once, without copying the JobState.
+
+It must be the very text the store writes for ``serialize_job_state`` (old files load
+in new code and new files in old code), refuse what that refuses, naming the key, and
+the stores must write an :class:`EncodedSnapshot` as the dict it stands for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from routilux import JobState, SerializationError
+from routilux.persistence import encode_job_state, serialize_job_state
+from routilux.serialization import iso_texts, layout_of
+from routilux.store import SQLiteStore
+from routilux.store._base import EncodedSnapshot, dumps
+
+from .test_persistence_roundtrip import busy_job_state
+
+
+def store_text(js: JobState) -> str:
+    """What the store writes for the saved form as a dict (the way before)."""
+    return dumps(serialize_job_state(js), "snapshot")
+
+
+class Quoting(datetime):
+    """A datetime whose isoformat needs JSON escapes."""
+
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        return 'at "noon"\\ é\n'
+
+
+class NoOffset(tzinfo):
+    """A tzinfo that gives no offset: such a datetime compares and prints as naive."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+def test_layout_of_job_state_encodes_with_encode_job_state() -> None:
+    class MyJobState(JobState):
+        pass
+
+    assert layout_of(JobState).encode is encode_job_state
+    assert layout_of(MyJobState).encode is encode_job_state
+
+
+def test_the_text_is_the_stores_text_of_the_saved_form() -> None:
+    js = busy_job_state()
+    js.waiting_for.append({"id": "q1", "routine_id": "w", "slot": "input"})
+    js.output_limit = 7
+    for index in range(2500):  # several seconds of timestamps, some without micros
+        js.record_execution(
+            ("a", "b\u00e9", 'c"q')[index % 3],
+            "output",
+            {"i": index, "x": index * 0.5, "s": f"é-{index}", "t": (1, [2]), 3: None},
+            datetime(2026, 3, 1, 12, 0, 0) + timedelta(microseconds=1700 * index),
+        )
+    assert encode_job_state(js) == store_text(js)
+    assert json.loads(encode_job_state(js)) == json.loads(json.dumps(js.serialize()))
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=timezone.utc),
+        datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=NoOffset()),
+        Quoting(2026, 1, 1),
+        datetime.max,
+    ],
+    ids=["aware", "no-offset", "subclass-needing-escapes", "max"],
+)
+def test_unusual_timestamps_and_names_give_the_same_text(stamp: datetime) -> None:
+    js = JobState("f")
+    js.record_execution("r", "e", {"v": 1}, datetime(2026, 1, 1, 0, 0, 0, 1))
+    js.record_execution("r", "e", {"v": 2}, stamp)
+    js.record_execution("r", "e", {"v": 3}, datetime(2026, 1, 1, 0, 0, 0, 2))
+    assert encode_job_state(js) == store_text(js)
+    js.execution_history[0].routine_id = None  # type: ignore[assignment]
+    js.execution_history[1].event_name = 7  # type: ignore[assignment]
+    assert encode_job_state(js) == store_text(js)
+    js.execution_history[2].event_name = ["not", "hashable"]  # type: ignore[assignment]
+    assert encode_job_state(js) == store_text(js)
+
+
+def test_an_empty_job_and_the_task_seq_floor() -> None:
+    js = JobState("f")
+    assert encode_job_state(js) == store_text(js)
+    assert "task_seq" not in json.loads(encode_job_state(js))
+    js.task_seq = 5
+    assert json.loads(encode_job_state(js))["task_seq"] == 5
+    assert json.loads(encode_job_state(js, 9))["task_seq"] == 9
+    assert json.loads(encode_job_state(js, 2))["task_seq"] == 5
+
+
+@pytest.mark.parametrize(
+    ("place", "value", "where"),
+    [
+        ("shared", {"tags": {1, 2}}, "shared_data.tags"),
+        ("shared", {"n": math.nan}, "shared_data.n"),
+        ("routine", {"when": datetime(2026, 1, 1)}, "routine_states.r.when"),
+        ("history", {"x": [1, {"y": math.inf}]}, "execution_history[1].data.x[1].y"),
+        ("history", {"o": object()}, "execution_history[1].data.o"),
+    ],
+)
+def test_what_json_cannot_hold_is_refused_naming_the_key(
+    place: str, value: dict[str, Any], where: str
+) -> None:
+    js = JobState("f")
+    js.record_execution("r", "e", {"v": 1})
+    if place == "shared":
+        js.shared_data.update(value)
+    elif place == "routine":
+        js.routine_states["r"] = value
+    else:
+        js.record_execution("r", "e", value)
+    with pytest.raises(SerializationError, match=re.escape(f"cannot save value at '{where}'")):
+        encode_job_state(js)
+
+
+def test_a_circular_value_is_refused_naming_it() -> None:
+    js = JobState("f")
+    loop: list[Any] = []
+    loop.append(loop)
+    js.record_execution("r", "e", {"loop": loop})
+    with pytest.raises(SerializationError, match=r"execution_history\[0\].data.loop.*circular"):
+        encode_job_state(js)
+
+
+def test_the_history_is_not_copied_but_encoded_under_the_lock() -> None:
+    js = JobState("f")
+    js.record_execution("r", "e", {"v": 1})
+    data = js.execution_history[0].data
+    text = encode_job_state(js)
+    data["v"] = 2  # after the encoding: the text keeps what was there
+    assert json.loads(text)["execution_history"][0]["data"] == {"v": 1}
+
+
+def test_iso_texts_of_a_generator_and_of_aware_datetimes() -> None:
+    base = datetime(2026, 5, 5, 5, 5, 5, 500)
+    values = [base + timedelta(microseconds=999 * i) for i in range(3000)]
+    values.insert(1500, datetime(2026, 5, 5, tzinfo=timezone(timedelta(hours=2))))
+    values.append(datetime(2026, 5, 5, 1, tzinfo=NoOffset()))
+    assert iso_texts(iter(values)) == [value.isoformat() for value in values]
+    assert iso_texts(values[:1500]) == [value.isoformat() for value in values[:1500]]
+
+
+def test_an_encoded_snapshot_is_a_mapping_and_the_store_writes_its_text(
+    tmp_path: Path,
+) -> None:
+    js = busy_job_state()
+    snapshot = EncodedSnapshot(encode_job_state(js))
+    assert dumps(snapshot, "snapshot") is snapshot.text
+    assert dict(snapshot) == json.loads(store_text(js))
+    assert snapshot["flow_id"] == "flow-1" and len(snapshot) == len(dict(snapshot))
+    with SQLiteStore(tmp_path / "s.db") as store:
+        store.create_job(js.job_id, "flow-1", "running", serialize_job_state(js), owner="me")
+        js.update_shared_data("after", [1, 2])
+        store.write_snapshot(js.job_id, 1, EncodedSnapshot(encode_job_state(js)), 0)
+        loaded = store.load(js.job_id).snapshot
+        assert loaded == json.loads(store_text(js))
+        assert loaded["shared_data"]["after"] == [1, 2]
+
+
+def test_a_snapshot_the_journal_cannot_encode_fails_the_job(tmp_path: Path) -> None:
+    # The change capture refuses such values as they are written, so the snapshot's
+    # own check is the last line: a layout whose encode refuses stands in for it.
+    from helpers import Numbers
+    from routilux import Flow
+    from routilux.persistence import deserialize_job_state
+    from routilux.serialization import register_layout
+    from routilux.store import open_store
+
+    def refuse(js: JobState, task_seq: int) -> str:
+        raise SerializationError("cannot save value at 'shared_data.x': of type set")
+
+    original = layout_of(JobState)
+    register_layout(
+        JobState,
+        original.serialize,
+        deserialize_job_state,
+        save=original.save,
+        load=original.load,
+        deserialize_owned=original.deserialize_owned,
+        encode=refuse,
+    )
+    try:
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        flow = Flow(flow_id="f", store=url)
+        flow.add_routine(Numbers(), "source")
+        job = flow.execute("source", {"n": 2})
+        flow.shutdown()
+    finally:
+        register_layout(
+            JobState,
+            original.serialize,
+            original.deserialize,
+            save=original.save,
+            load=original.load,
+            deserialize_owned=original.deserialize_owned,
+            encode=original.encode,
+        )
+    assert layout_of(JobState) == original
+    assert job.status == "failed"
+    (error,) = [r.data for r in job.execution_history if r.data.get("journal")]
+    assert error["error_type"] == "StoreError"
+    assert "snapshot is not JSON-safe" in error["error"] and "'shared_data.x'" in error["error"]
+    with open_store(url) as store:  # the store never saw the job complete
+        assert store.load_job(job.job_id).status != "completed"
