@@ -189,6 +189,11 @@ def w2(folder: str, messages: int, repeats: int, null: bool = False) -> None:
     if t_null is not None:
         row("routilux, journal to a NullStore (batch)", t_null / deliveries * 1e6, "us/delivery")
         row("journal overhead, engine side", (t_null - t_plain) / deliveries * 1e6, "us/delivery")
+        row(
+            "journal overhead, writer + store side",
+            (t_durable - t_null) / deliveries * 1e6,
+            "us/delivery",
+        )
     verdict = "within" if overhead <= TARGET_DELIVERY_US else "OVER"
     row("journal overhead", overhead, "us/delivery", f"{verdict} {TARGET_DELIVERY_US:g} us")
 
