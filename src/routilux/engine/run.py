@@ -761,23 +761,6 @@ class JobRun(JobTimers, DeliveryTimeouts):
 
     def _execute_watched(self, task: Task) -> bool:
         """:meth:`_execute`, reported to the hooks as one delivery."""
-        observer = self._observer
-        if observer is not None and self._delivery_hooks is None:
-            # Only the observer listens (a durable job): _open_delivery and
-            # _close_delivery inline.
-            observer.delivery_started(self, task)
-            reports = self._reports
-            reports[task] = [None, 0.0, None]
-            try:
-                done = JobRun._execute(self, task)
-            except BaseException as exc:
-                self._close_delivery(task, exc)
-                raise
-            if done and not (self._abandoned and self._is_abandoned()):
-                report = reports.pop(task, None)  # atomic: only one caller gets it
-                if report is not None:
-                    observer.delivery_ended(self, task, report[2])
-            return done
         self._open_delivery(task)
         try:
             done = JobRun._execute(self, task)
