@@ -220,7 +220,10 @@ class JobRun(JobTimers, DeliveryTimeouts):
             if self._finished:
                 return False
             old = js._hooks
-            new = old.with_hook(hook) if old is not None else HookSet((hook,))
+            if old is None:
+                new = HookSet((hook,))
+            else:  # these hooks, then ``hook``
+                new = HookSet((*old.hooks, hook), old.attach)
             js._hooks = new  # statuses, outputs and the job's end read it from here
             self._take_emit_hooks(new)
             if new.deliveries:
