@@ -92,8 +92,6 @@ TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("routilux.engine.run", "routilux.flow.flow"): "JobRun.flow is the flow that runs it",
     ("routilux.engine.run", "routilux.routine"): "JobRun.emit is called by a Routine",
     ("routilux.engine.run", "routilux.event"): "JobRun.emit/route are given an Event",
-    ("routilux.error_handler", "routilux.routine"): "handle_error's spec signature",
-    ("routilux.engine.tasks", "routilux.flow.flow"): "a saved task is rebuilt against a flow",
     # The definition classes refer to each other in their annotations.
     ("routilux.slot", "routilux.event"): "a slot knows the events connected to it",
     ("routilux.slot", "routilux.routine"): "a slot belongs to a routine",
