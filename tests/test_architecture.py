@@ -88,10 +88,8 @@ TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("routilux.engine.scheduling", "routilux.engine.run"): "the timers belong to one run",
     ("routilux.engine.run", "routilux.engine.journal"): "a durable run holds its journal",
     ("routilux.engine.runner", "routilux.engine.journal"): "the runner keeps the journals",
-    # A run is started by, and reports to, its flow; it is given routines and events.
+    # A run is started by, and reports to, its flow.
     ("routilux.engine.run", "routilux.flow.flow"): "JobRun.flow is the flow that runs it",
-    ("routilux.engine.run", "routilux.routine"): "JobRun.emit is called by a Routine",
-    ("routilux.engine.run", "routilux.event"): "JobRun.emit/route are given an Event",
     # The definition classes refer to each other in their annotations.
     ("routilux.slot", "routilux.event"): "a slot knows the events connected to it",
     ("routilux.slot", "routilux.routine"): "a slot belongs to a routine",

@@ -45,7 +45,7 @@ import time
 from collections import deque
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..exceptions import FlowError
 from ..execution_tracker import TRACKER_HOOKS
@@ -62,10 +62,8 @@ from .tasks import Task, delivery_id, task_from_dict, task_to_dict
 from .timeouts import MAIN_THREAD_SLICE, DeliveryTimeouts, Timed, main_thread_slice
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..flow.flow import Flow
     from ..job_state import JobState
-    from ..routine import Routine
     from .executors import Executor
     from .journal import JobJournal
     from .observer import TaskObserver
@@ -85,6 +83,15 @@ _NO_ROUTES: tuple[Route, ...] = ()
 
 #: The shared empty stand-in for a job's sets until it needs one of its own.
 _NOTHING: frozenset[Any] = frozenset()
+
+
+class EmittedEvent(Protocol):
+    """What :meth:`JobRun.emit` reads of an event (``routilux.event.Event``, a layer
+    above): its name, and its own emit for an event outside the job's flow."""
+
+    name: str
+
+    def emit(self, flow: Any = None, **kwargs: Any) -> None: ...
 
 
 class JobRun(JobTimers, DeliveryTimeouts):
@@ -348,7 +355,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
 
     # -- emitting and queueing -----------------------------------------------
 
-    def emit(self, routine: Routine, event: Event, data: dict[str, Any]) -> None:
+    def emit(self, routine: object, event: EmittedEvent, data: dict[str, Any]) -> None:
         """Record an emission of ``routine`` and queue one task per route of the event."""
         if self._abandoned and self._is_abandoned():
             return  # a late emission of a delivery the job gave up on
@@ -411,7 +418,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
                 seq = self._next_seq
                 self._enqueue_new([Task(route.target, data, seq(), route) for route in routes])
 
-    def route(self, event: Event, data: dict[str, Any]) -> bool:
+    def route(self, event: object, data: dict[str, Any]) -> bool:
         """``event.emit()`` inside this job: queue one task per route (no history
         record); False when the event is not one of this job's flow."""
         compiled = self._events.get(id(event))
