@@ -82,7 +82,6 @@ TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
     # own methods on it, so the variable is typed with the engine's class.
     ("routilux._context", "routilux.engine.run"): "the current-job variable holds a JobRun",
     # A JobRun's parts are handed the run that owns them and call back into it.
-    ("routilux.engine.executors", "routilux.engine.run"): "an executor runs a JobRun's steps",
     ("routilux.engine.failure", "routilux.engine.run"): "failure handling re-queues on the run",
     ("routilux.engine.observer", "routilux.engine.run"): "an observer is told which run",
     ("routilux.engine.scheduling", "routilux.engine.run"): "the timers belong to one run",
