@@ -83,7 +83,6 @@ TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("routilux._context", "routilux.engine.run"): "the current-job variable holds a JobRun",
     # A JobRun's parts are handed the run that owns them and call back into it.
     ("routilux.engine.failure", "routilux.engine.run"): "failure handling re-queues on the run",
-    ("routilux.engine.observer", "routilux.engine.run"): "an observer is told which run",
     ("routilux.engine.scheduling", "routilux.engine.run"): "the timers belong to one run",
     ("routilux.engine.run", "routilux.engine.journal"): "a durable run holds its journal",
     ("routilux.engine.runner", "routilux.engine.journal"): "the runner keeps the journals",

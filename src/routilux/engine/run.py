@@ -187,7 +187,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
     _delivery_hooks: HookSet | None = None
     _reports: dict[Task, list[Any]] = MappingProxyType({})  # type: ignore[assignment]
     # The task observer (observer.py), None by default: then one check per point.
-    _observer: TaskObserver | None = None
+    _observer: TaskObserver[JobRun] | None = None
     # The task the sequential drainer (or the entry step) is delivering.
     _delivering: Task | None = None
     # The journal of a durable job (journal.py; it is also the observer), or None.
@@ -241,7 +241,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
             self._on_settle.append(on_settle)
         return True
 
-    def set_observer(self, observer: TaskObserver) -> None:
+    def set_observer(self, observer: TaskObserver[JobRun]) -> None:
         """Tell ``observer`` about every task of this job (before :meth:`start`)."""
         self._observer = observer
         self._watch_deliveries()
