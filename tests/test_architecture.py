@@ -84,7 +84,6 @@ TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
     # A JobRun's parts are handed the run that owns them and call back into it.
     ("routilux.engine.failure", "routilux.engine.run"): "failure handling re-queues on the run",
     ("routilux.engine.scheduling", "routilux.engine.run"): "the timers belong to one run",
-    ("routilux.engine.run", "routilux.engine.journal"): "a durable run holds its journal",
     ("routilux.engine.runner", "routilux.engine.journal"): "the runner keeps the journals",
     # A run is started by, and reports to, its flow.
     ("routilux.engine.run", "routilux.flow.flow"): "JobRun.flow is the flow that runs it",

@@ -65,7 +65,6 @@ if TYPE_CHECKING:
     from ..flow.flow import Flow
     from ..job_state import JobState
     from .executors import Executor
-    from .journal import JobJournal
     from .observer import TaskObserver
     from .plan import Route, SlotPlan
 
@@ -83,6 +82,20 @@ _NO_ROUTES: tuple[Route, ...] = ()
 
 #: The shared empty stand-in for a job's sets until it needs one of its own.
 _NOTHING: frozenset[Any] = frozenset()
+
+
+class RunJournal(Protocol):
+    """What a durable run and its flow ask of the run's journal (``journal.JobJournal``,
+    which imports this module)."""
+
+    #: ``"sync"``: a delivery starts only once the record that queued it is stored.
+    durability: str
+
+    def row_durable(self, seq: int) -> concurrent.futures.Future[None] | None: ...
+    def run_settling(self, run: JobRun) -> None: ...
+    def note_status(self) -> None: ...
+    def flush(self) -> None: ...
+    async def flush_async(self) -> None: ...
 
 
 class EmittedEvent(Protocol):
@@ -191,7 +204,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
     # The task the sequential drainer (or the entry step) is delivering.
     _delivering: Task | None = None
     # The journal of a durable job (journal.py; it is also the observer), or None.
-    _journal: JobJournal | None = None
+    _journal: RunJournal | None = None
 
     @property
     def _as_run(self) -> JobRun:
