@@ -82,7 +82,6 @@ TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
     # own methods on it, so the variable is typed with the engine's class.
     ("routilux._context", "routilux.engine.run"): "the current-job variable holds a JobRun",
     # A JobRun's parts are handed the run that owns them and call back into it.
-    ("routilux.engine.failure", "routilux.engine.run"): "failure handling re-queues on the run",
     ("routilux.engine.scheduling", "routilux.engine.run"): "the timers belong to one run",
     ("routilux.engine.runner", "routilux.engine.journal"): "the runner keeps the journals",
     # A run is started by, and reports to, its flow.
