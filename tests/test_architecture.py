@@ -91,8 +91,6 @@ TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("routilux.slot", "routilux.routine"): "a slot belongs to a routine",
     ("routilux.event", "routilux.routine"): "an event belongs to a routine",
     ("routilux.routine", "routilux.flow.flow"): "a routine is told the flow it runs in",
-    ("routilux.flow.diagram", "routilux.flow.flow"): "a diagram draws a Flow",
-    ("routilux.flow.plan", "routilux.flow.flow"): "the compiler reads a Flow",
     ("routilux.flow.recovery", "routilux.flow.flow"): "recovery acts for a Flow",
 }
 
