@@ -78,9 +78,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: loop, each with why it stays. The graph with every import counted but these has no
 #: cycle and no upward import; an entry that is no longer needed fails the test too.
 TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # The job a thread serves: every reader (engine, definition, policy) calls JobRun's
-    # own methods on it, so the variable is typed with the engine's class.
-    ("routilux._context", "routilux.engine.run"): "the current-job variable holds a JobRun",
+    # The engine reads the job a thread serves back as its own JobRun.
+    ("routilux.engine.context", "routilux.engine.run"): "current_run gives the engine a JobRun",
     # A JobRun's parts are handed the run that owns them and call back into it.
     ("routilux.engine.scheduling", "routilux.engine.run"): "the timers belong to one run",
     ("routilux.engine.runner", "routilux.engine.journal"): "the runner keeps the journals",
