@@ -366,6 +366,27 @@ def test_checker_sees_function_level_and_relative_imports_but_not_type_checking(
         "pkg.sub.deep": {"pkg.high"},
     }
     assert cycles(graph) == [["pkg.high", "pkg.low", "pkg.sub.deep"]]
+    # Counting type-only imports too adds what TYPE_CHECKING names (``.high``) and
+    # keeps what its ``else`` imports.
+    package_tc = _write(
+        tmp_path / "tc",
+        {
+            "pkg/__init__.py": "",
+            "pkg/low.py": (
+                "from typing import TYPE_CHECKING\n"
+                "if TYPE_CHECKING:\n"
+                "    from .high import Never\n"
+                "else:\n"
+                "    from . import other\n"
+            ),
+            "pkg/high.py": "from . import low\n",
+            "pkg/other.py": "",
+        },
+    )
+    assert import_graph(package_tc)["pkg.low"] == {"pkg.other"}
+    whole = import_graph(package_tc, type_checking=True)
+    assert whole["pkg.low"] == {"pkg.high", "pkg.other"}
+    assert cycles(whole) == [["pkg.high", "pkg.low"]]
     layers = (("top", ("pkg",)), ("high", ("pkg.high", "pkg.sub.*")), ("low", ("pkg.low",)))
     assert upward_imports(graph, layers) == [
         "pkg.low (low) -> pkg.high (high)",
