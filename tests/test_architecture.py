@@ -11,6 +11,11 @@ that re-exports its own submodules into a cycle.
 Two rules (DESIGN.md, "Layers"): no import cycle, and no module imports a module of a
 higher layer. Every module has to be placed in :data:`LAYERS`; the table in
 ``docs/architecture.md`` must say the same.
+
+Imports under ``if TYPE_CHECKING:`` never run, but they still tie a module to what it
+names: a lower module that names an upper class for an annotation says what it needs
+of it with a small :class:`typing.Protocol` of its own instead. With them counted, the
+same two rules hold but for the few imports in :data:`TYPE_ONLY_EXCEPTIONS`.
 """
 
 from __future__ import annotations
@@ -69,6 +74,25 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("codec", ("routilux.serialization", "routilux.exceptions")),
 )
 
+#: Type-only imports (under ``TYPE_CHECKING``) that still run up the layers or close a
+#: loop, each with why it stays. The graph with every import counted but these has no
+#: cycle and no upward import; an entry that is no longer needed fails the test too.
+TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
+    # The engine reads the job a thread serves back as its own JobRun.
+    ("routilux.engine.context", "routilux.engine.run"): "current_run gives the engine a JobRun",
+    # A JobRun's parts are handed the run that owns them and call back into it.
+    ("routilux.engine.scheduling", "routilux.engine.run"): "the timers belong to one run",
+    ("routilux.engine.runner", "routilux.engine.journal"): "the runner keeps the journals",
+    # A run is started by, and reports to, its flow.
+    ("routilux.engine.run", "routilux.flow.flow"): "JobRun.flow is the flow that runs it",
+    # The definition classes refer to each other in their annotations.
+    ("routilux.slot", "routilux.event"): "a slot knows the events connected to it",
+    ("routilux.slot", "routilux.routine"): "a slot belongs to a routine",
+    ("routilux.event", "routilux.routine"): "an event belongs to a routine",
+    ("routilux.routine", "routilux.flow.flow"): "a routine is told the flow it runs in",
+    ("routilux.flow.recovery", "routilux.flow.flow"): "recovery acts for a Flow",
+}
+
 
 # ---------------------------------------------------------------------------
 # Reading the graph
@@ -93,17 +117,18 @@ def _is_type_checking(test: ast.expr) -> bool:
     return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
 
 
-def _runtime_imports(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement under ``node`` that can run (not under TYPE_CHECKING)."""
+def _imports(node: ast.AST, type_checking: bool = False) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement under ``node`` that can run (not under TYPE_CHECKING), and
+    with ``type_checking`` those under TYPE_CHECKING too."""
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         yield node
         return
-    if isinstance(node, ast.If) and _is_type_checking(node.test):
+    if isinstance(node, ast.If) and _is_type_checking(node.test) and not type_checking:
         children: Iterable[ast.AST] = node.orelse
     else:
         children = ast.iter_child_nodes(node)
     for child in children:
-        yield from _runtime_imports(child)
+        yield from _imports(child, type_checking)
 
 
 def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
@@ -119,15 +144,16 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(parts)
 
 
-def import_graph(package_dir: Path) -> dict[str, set[str]]:
-    """Module -> the modules of the same package it imports at run time."""
+def import_graph(package_dir: Path, type_checking: bool = False) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports at run time (with
+    ``type_checking``: also under ``if TYPE_CHECKING:``)."""
     files = module_files(package_dir)
     graph: dict[str, set[str]] = {}
     for module, path in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         is_package = path.name == "__init__.py"
         targets: set[str] = set()
-        for node in _runtime_imports(tree):
+        for node in _imports(tree, type_checking):
             if isinstance(node, ast.Import):
                 targets.update(alias.name for alias in node.names)
                 continue
@@ -236,6 +262,38 @@ def test_no_module_imports_a_higher_layer(graph: dict[str, set[str]]) -> None:
     assert not problems, "imports running up the layers:\n" + "\n".join(problems)
 
 
+@pytest.fixture(scope="module")
+def whole_graph() -> dict[str, set[str]]:
+    """Every import, type-only ones included, but the listed exceptions."""
+    graph = import_graph(PACKAGE_DIR, type_checking=True)
+    for module, target in TYPE_ONLY_EXCEPTIONS:
+        graph.get(module, set()).discard(target)
+    return graph
+
+
+def test_type_only_imports_keep_the_rules_too(whole_graph: dict[str, set[str]]) -> None:
+    found = cycles(whole_graph)
+    problems = upward_imports(whole_graph)
+    assert not found and not problems, (
+        "counting TYPE_CHECKING imports, import cycles:\n"
+        + "\n".join(" <-> ".join(component) for component in found)
+        + "\nand imports running up the layers:\n"
+        + "\n".join(problems)
+        + "\n(a lower module names what it needs of an upper one with a Protocol of its own)"
+    )
+
+
+def test_every_type_only_exception_is_still_needed() -> None:
+    everything = import_graph(PACKAGE_DIR, type_checking=True)
+    at_run_time = import_graph(PACKAGE_DIR)
+    stale = [
+        f"{module} -> {target}"
+        for module, target in TYPE_ONLY_EXCEPTIONS
+        if target not in everything.get(module, set()) or target in at_run_time.get(module, set())
+    ]
+    assert not stale, f"exceptions that are no type-only import any more: {stale}"
+
+
 def _documented_layers(text: str) -> list[tuple[str, tuple[str, ...]]]:
     """The rows of the first table in ``text`` whose header has a ``layer`` column:
     (layer name, the backquoted module patterns of its ``modules`` column)."""
@@ -308,6 +366,27 @@ def test_checker_sees_function_level_and_relative_imports_but_not_type_checking(
         "pkg.sub.deep": {"pkg.high"},
     }
     assert cycles(graph) == [["pkg.high", "pkg.low", "pkg.sub.deep"]]
+    # Counting type-only imports too adds what TYPE_CHECKING names (``.high``) and
+    # keeps what its ``else`` imports.
+    package_tc = _write(
+        tmp_path / "tc",
+        {
+            "pkg/__init__.py": "",
+            "pkg/low.py": (
+                "from typing import TYPE_CHECKING\n"
+                "if TYPE_CHECKING:\n"
+                "    from .high import Never\n"
+                "else:\n"
+                "    from . import other\n"
+            ),
+            "pkg/high.py": "from . import low\n",
+            "pkg/other.py": "",
+        },
+    )
+    assert import_graph(package_tc)["pkg.low"] == {"pkg.other"}
+    whole = import_graph(package_tc, type_checking=True)
+    assert whole["pkg.low"] == {"pkg.high", "pkg.other"}
+    assert cycles(whole) == [["pkg.high", "pkg.low"]]
     layers = (("top", ("pkg",)), ("high", ("pkg.high", "pkg.sub.*")), ("low", ("pkg.low",)))
     assert upward_imports(graph, layers) == [
         "pkg.low (low) -> pkg.high (high)",

@@ -12,14 +12,11 @@ import math
 import traceback
 from collections.abc import Iterable
 from enum import Enum
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from ._context import current_run
 from .exceptions import InvalidArgumentError
 from .serialization import layout_of, register_serializable, short_repr
-
-if TYPE_CHECKING:
-    from .routine import Routine
 
 logger = logging.getLogger("routilux.error_handler")
 
@@ -144,7 +141,7 @@ class ErrorHandler:
     def handle_error(
         self,
         error: BaseException,
-        routine: Routine | None,
+        routine: object,
         routine_id: str,
         flow: Any,
         context: Any = None,
@@ -152,7 +149,8 @@ class ErrorHandler:
         """Spec-compatible single-step API: True when execution may go on.
 
         Records like the engine does when called inside a job, but never sleeps:
-        a RETRY answer only counts the retry; the caller schedules it.
+        a RETRY answer only counts the retry; the caller schedules it.  ``routine``
+        (the failing Routine) is not read: the answer rests on the error and the policy.
         """
         run = current_run()
         js = run.job_state if run is not None else None

@@ -258,10 +258,6 @@ class HookSet:
             if self.delivery_end is None:
                 self.delivery_end = _ignore
 
-    def with_hook(self, hook: Any) -> HookSet:
-        """A new HookSet: these hooks, then ``hook`` (a hook attached to a running job)."""
-        return HookSet((*self.hooks, hook), self.attach)
-
     def __repr__(self) -> str:
         return f"HookSet({list(self.hooks)!r})"
 

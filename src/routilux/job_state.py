@@ -15,16 +15,41 @@ import os
 import threading
 import warnings
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Optional, Protocol
 
 from .exceptions import InvalidArgumentError, JobStateError
 from .serialization import layout_of, register_serializable
 
-if TYPE_CHECKING:
-    from .changes import ChangeLog
-    from .hooks import HookSet
-
 __all__ = ["ExecutionRecord", "JobState", "register_serializable"]
+
+#: A hook caller (``routilux.hooks.Caller``): None when nobody listens.
+_Caller = Optional[Callable[..., None]]
+
+
+class ChangeRecorder(Protocol):
+    """What a JobState hands its attached change capture (``routilux.changes.ChangeLog``,
+    a layer above, which imports this module): one call per mutation, under the lock."""
+
+    def merge_state(self, routine_id: str, updates: dict[str, Any]) -> None: ...
+    def history(self, record: ExecutionRecord) -> None: ...
+    def log(self, entry: dict[str, Any]) -> None: ...
+    def deferred(self, event: dict[str, Any]) -> None: ...
+    def encode_output(self, data: Any) -> Any: ...
+    def output(self, entry: dict[str, Any], encoded: Any) -> None: ...
+
+
+class InstalledHooks(Protocol):
+    """What is read of the hooks installed on a job (``routilux.hooks.HookSet``, a
+    layer above): the hooks themselves, the stream door, and the callers read from
+    the JobState rather than kept by the engine."""
+
+    hooks: tuple[Any, ...]
+    attach: Any
+    status: _Caller
+    output: _Caller
+    timer: _Caller
+    job_end: _Caller
+
 
 #: Statuses after which the job does no more work until it is resumed.
 #: (``waiting`` is not one: an input sent to the job resumes it by itself.)
@@ -176,7 +201,7 @@ class JobState:
     #: The lifecycle hooks of the job's latest run (a ``hooks.HookSet``), installed
     #: by the flow when it starts or resumes the job; None for a JobState no flow
     #: has run.  Status changes and outputs are reported to it.  Never saved.
-    _hooks: HookSet | None = None
+    _hooks: InstalledHooks | None = None
     #: The next task number the engine gives out in this job (``Task.seq``); saved.
     task_seq: int = 0
 
@@ -186,7 +211,7 @@ class JobState:
 
     #: The ChangeLog recording this job's mutations (``routilux.changes``), or None:
     #: then each mutator pays one attribute check for it.  Never saved.
-    _changes: ChangeLog | None = None
+    _changes: ChangeRecorder | None = None
 
     def __repr__(self) -> str:
         return f"JobState[{self.job_id}:{self.status}]"
@@ -658,11 +683,11 @@ class JobState:
     def _events(self, asynchronous: bool, kinds: Any, maxsize: int, overflow: str) -> Any:
         hook_set = self._hooks
         default = kinds is None and maxsize == 1000 and overflow == "block"
-        for hook in getattr(hook_set, "hooks", ()) if default else ():
+        for hook in hook_set.hooks if default and hook_set is not None else ():
             # Recognised by a marker: the stream lives in a layer above this one.
             if getattr(hook, "_routilux_stream", False):
                 return hook.open(asynchronous)
-        attach = getattr(hook_set, "attach", None)
+        attach = hook_set.attach if hook_set is not None else None
         if attach is None:
             raise JobStateError(
                 f"job {self.job_id} has never been run by a flow: there is nothing to "

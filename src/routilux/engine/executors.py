@@ -33,11 +33,17 @@ from .pool import start_thread
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
-    from .run import JobRun
 
 logger = logging.getLogger("routilux.engine")
 
 __all__ = ["AIO", "INLINE", "AsyncioExecutor", "Executor", "InlineExecutor", "PoolExecutor"]
+
+
+class Startable(Protocol):
+    """What an executor asks of the job it launches (``run.JobRun``, which imports
+    this module): to run its first steps on the calling thread."""
+
+    def start(self, first_steps: Callable[[], bool | None]) -> None: ...
 
 
 class Executor(Protocol):
@@ -53,7 +59,7 @@ class Executor(Protocol):
 
     def launch(
         self,
-        run: JobRun,
+        run: Startable,
         first_steps: Callable[[], bool | None],
         wait: bool,
         timeout: float | None,
@@ -71,7 +77,7 @@ class Executor(Protocol):
         """Release what this executor owns."""
 
 
-def _own_thread(run: JobRun, first_steps: Callable[[], bool | None]) -> None:
+def _own_thread(run: Startable, first_steps: Callable[[], bool | None]) -> None:
     """Start ``run`` on a daemon thread of its own (Ctrl-C stays with the main thread)."""
     start_thread(
         threading.Thread(
@@ -93,7 +99,7 @@ class InlineExecutor:
 
     def launch(
         self,
-        run: JobRun,
+        run: Startable,
         first_steps: Callable[[], bool | None],
         wait: bool,
         timeout: float | None,
@@ -135,7 +141,7 @@ class PoolExecutor:
 
     def launch(
         self,
-        run: JobRun,
+        run: Startable,
         first_steps: Callable[[], bool | None],
         wait: bool,
         timeout: float | None,

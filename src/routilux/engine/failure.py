@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..error_handler import Decision, error_record
 
 if TYPE_CHECKING:
-    from .run import JobRun
+    from typing_extensions import Self  # typing.Self from Python 3.11; never run
+
+    from ..job_state import JobState
+    from .observer import TaskObserver
     from .tasks import Task
 
 logger = logging.getLogger("routilux.engine")
@@ -26,7 +29,23 @@ logger = logging.getLogger("routilux.engine")
 _STOP = Decision("stop")
 
 
-def handle_failure(run: JobRun, task: Task, merged: Any, exc: Exception) -> None:
+class FailingRun(Protocol):
+    """What acting on a failure asks of the job's run (``run.JobRun``, which imports
+    this module): its state, its observer, and to note, retry or stop."""
+
+    @property
+    def job_state(self) -> JobState: ...
+    @property
+    def _watch(self) -> bool: ...
+    @property
+    def _observer(self) -> TaskObserver[Self] | None: ...
+    def _note_error(self, task: Task, exc: BaseException) -> None: ...
+    def schedule(self, delay: float, task: Task, name: str | None = None) -> object: ...
+    def enqueue(self, task: Task, counted: bool = False) -> None: ...
+    def stop(self, status: str, reason: str = "", *, status_set: bool = False) -> None: ...
+
+
+def handle_failure(run: FailingRun, task: Task, merged: Any, exc: Exception) -> None:
     """Apply the routine's error strategy to a failed delivery (DESIGN README 6)."""
     if run._watch:
         run._note_error(task, exc)
@@ -71,7 +90,9 @@ def handle_failure(run: JobRun, task: Task, merged: Any, exc: Exception) -> None
         fail(run, task, exc, info)
 
 
-def fail(run: JobRun, task: Task, exc: BaseException, info: dict[str, Any] | None = None) -> None:
+def fail(
+    run: FailingRun, task: Task, exc: BaseException, info: dict[str, Any] | None = None
+) -> None:
     """STOP: record the failure and end the job as ``failed``.  ``info``: the record
     built by :func:`handle_failure` (default: an attempt of this task, action stop)."""
     if run._watch:
@@ -89,7 +110,7 @@ def fail(run: JobRun, task: Task, exc: BaseException, info: dict[str, Any] | Non
     run.stop("failed")
 
 
-def engine_failure(run: JobRun, exc: Exception) -> None:
+def engine_failure(run: FailingRun, exc: Exception) -> None:
     """A bug in the engine itself: record it and fail the job rather than hang it."""
     js = run.job_state
     logger.error("engine failure in job %s", js.job_id, exc_info=exc)

@@ -19,36 +19,38 @@ into the job.  An observer that raises breaks the job (it is part of the engine)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from .run import JobRun
     from .tasks import Task
+
+#: The run an observer is told of (``run.JobRun``, which imports this module).
+RunT = TypeVar("RunT", contravariant=True)
 
 #: How a task was queued (the ``kind`` of :meth:`TaskObserver.task_queued`).
 READY, TIMER, AT_JOB_END = "ready", "timer", "at_job_end"
 
 
-class TaskObserver(Protocol):
-    """What a run tells its observer, task by task."""
+class TaskObserver(Protocol[RunT]):
+    """What a run (of type ``RunT``) tells its observer, task by task."""
 
-    def task_queued(self, run: JobRun, task: Task, kind: str, due: float | None) -> None:
+    def task_queued(self, run: RunT, task: Task, kind: str, due: float | None) -> None:
         """``task`` was queued: ``kind`` is ``"ready"``, ``"timer"`` (``due``: the
         timer clock's reading when it fires) or ``"at_job_end"``.  A timer's task
         is reported again, ``"ready"``, when the timer fires; a retry is a new task
         with the same ``seq``."""
 
-    def delivery_started(self, run: JobRun, task: Task) -> None:
+    def delivery_started(self, run: RunT, task: Task) -> None:
         """The delivery of ``task`` starts (on the thread or asyncio task running it)."""
 
-    def delivery_ended(self, run: JobRun, task: Task, error: BaseException | None) -> None:
+    def delivery_ended(self, run: RunT, task: Task, error: BaseException | None) -> None:
         """The delivery of ``task`` is over, its effects done (``error``: why it failed,
         after the error strategy acted).  Once per :meth:`delivery_started`."""
 
-    def timer_cancelled(self, run: JobRun, task: Task) -> None:
+    def timer_cancelled(self, run: RunT, task: Task) -> None:
         """The timer of ``task`` was withdrawn before it fired: it will not be delivered
         (a cancel, a replaced named timer, a stop; a pause saves it as pending)."""
 
-    def retry_scheduled(self, run: JobRun, task: Task, retry: Task, delay: float) -> None:
+    def retry_scheduled(self, run: RunT, task: Task, retry: Task, delay: float) -> None:
         """``task`` failed and ``retry`` (the same ``seq``) will be delivered after
         ``delay`` seconds (it is then queued like any other task)."""

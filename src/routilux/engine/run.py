@@ -45,7 +45,7 @@ import time
 from collections import deque
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..exceptions import FlowError
 from ..execution_tracker import TRACKER_HOOKS
@@ -62,12 +62,9 @@ from .tasks import Task, delivery_id, task_from_dict, task_to_dict
 from .timeouts import MAIN_THREAD_SLICE, DeliveryTimeouts, Timed, main_thread_slice
 
 if TYPE_CHECKING:
-    from ..event import Event
     from ..flow.flow import Flow
     from ..job_state import JobState
-    from ..routine import Routine
     from .executors import Executor
-    from .journal import JobJournal
     from .observer import TaskObserver
     from .plan import Route, SlotPlan
 
@@ -85,6 +82,29 @@ _NO_ROUTES: tuple[Route, ...] = ()
 
 #: The shared empty stand-in for a job's sets until it needs one of its own.
 _NOTHING: frozenset[Any] = frozenset()
+
+
+class RunJournal(Protocol):
+    """What a durable run and its flow ask of the run's journal (``journal.JobJournal``,
+    which imports this module)."""
+
+    #: ``"sync"``: a delivery starts only once the record that queued it is stored.
+    durability: str
+
+    def row_durable(self, seq: int) -> concurrent.futures.Future[None] | None: ...
+    def run_settling(self, run: JobRun) -> None: ...
+    def note_status(self) -> None: ...
+    def flush(self) -> None: ...
+    async def flush_async(self) -> None: ...
+
+
+class EmittedEvent(Protocol):
+    """What :meth:`JobRun.emit` reads of an event (``routilux.event.Event``, a layer
+    above): its name, and its own emit for an event outside the job's flow."""
+
+    name: str
+
+    def emit(self, flow: Any = None, **kwargs: Any) -> None: ...
 
 
 class JobRun(JobTimers, DeliveryTimeouts):
@@ -180,11 +200,11 @@ class JobRun(JobTimers, DeliveryTimeouts):
     _delivery_hooks: HookSet | None = None
     _reports: dict[Task, list[Any]] = MappingProxyType({})  # type: ignore[assignment]
     # The task observer (observer.py), None by default: then one check per point.
-    _observer: TaskObserver | None = None
+    _observer: TaskObserver[JobRun] | None = None
     # The task the sequential drainer (or the entry step) is delivering.
     _delivering: Task | None = None
     # The journal of a durable job (journal.py; it is also the observer), or None.
-    _journal: JobJournal | None = None
+    _journal: RunJournal | None = None
 
     @property
     def _as_run(self) -> JobRun:
@@ -220,7 +240,10 @@ class JobRun(JobTimers, DeliveryTimeouts):
             if self._finished:
                 return False
             old = js._hooks
-            new = old.with_hook(hook) if old is not None else HookSet((hook,))
+            if old is None:
+                new = HookSet((hook,))
+            else:  # these hooks, then ``hook``
+                new = HookSet((*old.hooks, hook), old.attach)
             js._hooks = new  # statuses, outputs and the job's end read it from here
             self._take_emit_hooks(new)
             if new.deliveries:
@@ -231,7 +254,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
             self._on_settle.append(on_settle)
         return True
 
-    def set_observer(self, observer: TaskObserver) -> None:
+    def set_observer(self, observer: TaskObserver[JobRun]) -> None:
         """Tell ``observer`` about every task of this job (before :meth:`start`)."""
         self._observer = observer
         self._watch_deliveries()
@@ -345,7 +368,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
 
     # -- emitting and queueing -----------------------------------------------
 
-    def emit(self, routine: Routine, event: Event, data: dict[str, Any]) -> None:
+    def emit(self, routine: object, event: EmittedEvent, data: dict[str, Any]) -> None:
         """Record an emission of ``routine`` and queue one task per route of the event."""
         if self._abandoned and self._is_abandoned():
             return  # a late emission of a delivery the job gave up on
@@ -408,7 +431,7 @@ class JobRun(JobTimers, DeliveryTimeouts):
                 seq = self._next_seq
                 self._enqueue_new([Task(route.target, data, seq(), route) for route in routes])
 
-    def route(self, event: Event, data: dict[str, Any]) -> bool:
+    def route(self, event: object, data: dict[str, Any]) -> bool:
         """``event.emit()`` inside this job: queue one task per route (no history
         record); False when the event is not one of this job's flow."""
         compiled = self._events.get(id(event))

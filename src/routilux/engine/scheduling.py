@@ -47,7 +47,7 @@ class JobTimers:
         _state: str
         _outstanding: int
         _abandoned: Any
-        _observer: TaskObserver | None
+        _observer: TaskObserver[JobRun] | None
 
         @property
         def _as_run(self) -> JobRun: ...  # self, as the observer sees it

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..error_handler import MAX_RETRIES
 from ..exceptions import SerializationError
@@ -17,7 +17,6 @@ from ..serialization import from_iso, short_repr
 from .plan import Plan
 
 if TYPE_CHECKING:
-    from ..flow.flow import Flow
     from .plan import Route, SlotPlan
 
 logger = logging.getLogger("routilux.engine.tasks")
@@ -218,7 +217,14 @@ def _good_seq(value: Any) -> bool:
     return value is None or (type(value) is int and 0 <= value <= MAX_SEQ)
 
 
-def task_from_dict(source: Plan | Flow, entry: dict[str, Any], seq: int = -1) -> Task | None:
+class PlanSource(Protocol):
+    """What a flow (a layer above) gives :func:`task_from_dict`: its current plan."""
+
+    @property
+    def plan(self) -> Plan: ...
+
+
+def task_from_dict(source: Plan | PlanSource, entry: dict[str, Any], seq: int = -1) -> Task | None:
     """Rebuild a saved task against ``source`` (a plan, or a flow: its current plan);
     None (with a warning) when it does not fit.
 

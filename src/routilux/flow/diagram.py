@@ -15,17 +15,30 @@ from __future__ import annotations
 import importlib
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ..exceptions import RoutiluxError
 
 if TYPE_CHECKING:
+    from ..connection import Connection
     from ..job_state import JobState
-    from .flow import Flow
+    from ..routine import Routine
 
 __all__ = ["DiagramError", "RoutineActivity", "activity", "render", "to_dot", "to_mermaid"]
+
+
+class Drawn(Protocol):
+    """What a diagram reads of a flow (``flow.Flow``, which imports this module)."""
+
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def routines(self) -> Mapping[str, Routine]: ...
+    @property
+    def connections(self) -> Sequence[Connection]: ...
+
 
 #: What a routine did in a job, and the colour it gets (fill, border).
 STATUS_COLOURS = {
@@ -71,7 +84,7 @@ class RoutineActivity:
 _ERROR_EVENTS = ("error", "error_continued")
 
 
-def activity(flow: Flow, job_state: JobState) -> dict[str, RoutineActivity]:
+def activity(flow: Drawn, job_state: JobState) -> dict[str, RoutineActivity]:
     """Routine id -> what it did in ``job_state`` (a job of ``flow``).
 
     Worked out from the job's history (emissions, recorded errors), its routine
@@ -159,7 +172,7 @@ def _names(items: Iterable[str]) -> str:
     return ", ".join(items) or "-"
 
 
-def _edges(flow: Flow) -> list[tuple[str, str, str, str, dict[str, str]]]:
+def _edges(flow: Drawn) -> list[tuple[str, str, str, str, dict[str, str]]]:
     """(source id, event, target id, slot, mapping) of every connection."""
     out = []
     for connection in flow.connections:
@@ -186,7 +199,7 @@ def _direction(direction: str) -> str:
     return direction
 
 
-def to_mermaid(flow: Flow, job_state: Optional[JobState] = None, *, direction: str = "LR") -> str:
+def to_mermaid(flow: Drawn, job_state: Optional[JobState] = None, *, direction: str = "LR") -> str:
     """The flow as a Mermaid ``flowchart``: one node per routine (its id, class, slots
     and events), one arrow per connection labelled ``event → slot`` and its parameter
     mapping. With ``job_state`` every node is coloured by what it did in that job and
@@ -220,7 +233,7 @@ def _dot_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def to_dot(flow: Flow, job_state: Optional[JobState] = None, *, direction: str = "LR") -> str:
+def to_dot(flow: Drawn, job_state: Optional[JobState] = None, *, direction: str = "LR") -> str:
     """The flow as a Graphviz ``digraph`` (same content as :func:`to_mermaid`)."""
     done = activity(flow, job_state) if job_state is not None else None
     ids: dict[str, str] = {}
@@ -251,7 +264,7 @@ def to_dot(flow: Flow, job_state: Optional[JobState] = None, *, direction: str =
 
 
 def render(
-    flow: Flow, fmt: str, job_state: Optional[JobState] = None, *, direction: str = "LR"
+    flow: Drawn, fmt: str, job_state: Optional[JobState] = None, *, direction: str = "LR"
 ) -> bytes:
     """The diagram in ``fmt`` (one of :data:`FORMATS`) as bytes: Mermaid and DOT as
     UTF-8 text, SVG and PNG rendered by Graphviz. ``direction``: ``"LR"`` or ``"TB"``."""

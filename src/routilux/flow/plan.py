@@ -8,16 +8,32 @@ timeout, and which error handler applies to each routine (its own, else the flow
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from ..engine import plan as engine_plan
 from ..engine.plan import EventPlan, Plan, Route, SlotPlan
 
 if TYPE_CHECKING:
-    from .flow import Flow
+    from ..connection import Connection
+    from ..error_handler import ErrorHandler
+    from ..routine import Routine
 
 
-def compile_plan(flow: Flow) -> Plan:
+class FlowDefinition(Protocol):
+    """What the compiler reads of a flow (``flow.Flow``, which imports this module)."""
+
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def routines(self) -> Mapping[str, Routine]: ...
+    @property
+    def error_handler(self) -> ErrorHandler | None: ...
+    @property
+    def _connection_index(self) -> Mapping[tuple[int, int], Connection]: ...
+
+
+def compile_plan(flow: FlowDefinition) -> Plan:
     """The plan of ``flow`` as defined now (at the current definition revision)."""
     revision = engine_plan.revision
     routine_ids: dict[int, str] = {}

@@ -39,7 +39,7 @@ from ..store import JournaledJob, Store, TaskRow, open_store
 from ..store._base import build_job_state
 
 if TYPE_CHECKING:
-    from ..engine.executors import Executor
+    from ..engine.executors import Executor, Startable
     from ..engine.plan import Plan
     from ..engine.run import JobRun
     from ..job_state import JobState
@@ -272,7 +272,7 @@ class _Holding:
 
     def launch(
         self,
-        run: JobRun,
+        run: Startable,
         first_steps: Callable[[], bool | None],
         wait: bool,
         timeout: float | None,
