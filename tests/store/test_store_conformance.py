@@ -9,6 +9,7 @@ group-commit writer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import subprocess
 import sys
@@ -994,6 +995,25 @@ def test_heartbeat_keeps_a_lease_and_stop_releases_it(store: Store) -> None:
     assert store.claim("j1", "me", stale_after=60) == 2
     with pytest.raises(StoreError, match="interval"):
         Heartbeat(store, interval=0)
+
+
+def test_heartbeat_ends_quietly_when_its_store_is_closed(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from routilux.store import Heartbeat
+
+    store = open_store(store_url)
+    beat = Heartbeat(store, "closing", interval=0.01)
+    assert beat.wait_beats(1, timeout=60)
+    assert not store.closed
+    with caplog.at_level(logging.WARNING, logger="routilux.store"):
+        store.close()
+        assert store.closed
+        # The next beat finds the store closed: the thread ends instead of warning
+        # at every beat for as long as the process lives.
+        beat._thread.join(60)
+        assert not beat._thread.is_alive()
+    assert not [r for r in caplog.records if "heartbeat" in r.getMessage()]
 
 
 def test_heartbeat_reports_failures(store: Store) -> None:

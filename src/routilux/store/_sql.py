@@ -204,6 +204,11 @@ class SQLStore:
     def _sql(self, statement: str) -> str:
         return statement
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"store {self.location} is closed")

@@ -27,7 +27,9 @@ class Heartbeat:
     heartbeat every ``interval`` seconds from a daemon thread.
 
     A failed renewal is passed to ``on_error`` (default: logged) and retried at the
-    next beat; ``on_beat()`` is called after each renewal (its failures are logged).
+    next beat, unless the store was closed (a store with a ``closed`` attribute): then
+    the thread ends without a word. ``on_beat()`` is called after each renewal (its
+    failures are logged).
     ``stop()`` ends the thread and, with ``remove=True``, forgets the runner so its
     jobs become claimable at once. A context manager.
     """
@@ -64,6 +66,11 @@ class Heartbeat:
             try:
                 self.store.heartbeat(self.runner_id)
             except StoreError as exc:
+                if getattr(self.store, "closed", False):
+                    # The store's owner closed it: the lease ends with it (nothing
+                    # can be renewed or claimed through a closed store), quietly.
+                    _log.debug("runner %r: store closed, heartbeat ends", self.runner_id)
+                    return
                 if self.on_error is not None:
                     self.on_error(exc)
                 else:
