@@ -20,6 +20,20 @@ def median_seconds(fn: Callable[[], object], repeats: int = 7) -> float:
     return statistics.median(times)
 
 
+def median_cpu(fn: Callable[[], object], repeats: int) -> float:
+    """The median CPU time of this process (every thread) for ``fn()`` over ``repeats``
+    runs, after one warm-up run.  CPU time, not wall time: on a shared machine the
+    time other processes take is not counted (their cache and frequency effects
+    still are)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
 def row(label: str, value: float, unit: str, note: str = "") -> None:
     """Print one aligned result line."""
     print(f"  {label:<44} {value:>14,.2f} {unit:<10} {note}")

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from typing import Callable
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import row  # noqa: E402
+from _common import median_cpu, row  # noqa: E402
 
 from routilux.changes import ChangeLog  # noqa: E402
 from routilux.job_state import JobState  # noqa: E402
@@ -29,16 +27,8 @@ REPEATS = 5
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = REPEATS) -> float:
-    """The median CPU time of this process for ``fn()`` over ``repeats`` runs (after
-    one warm-up run).  CPU time, not wall time: on a shared machine the time other
-    processes take is not counted (their cache and frequency effects still are)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
+    """:func:`median_cpu` with this script's default number of runs."""
+    return median_cpu(fn, repeats)
 
 
 def op_runs(js: JobState, n: int) -> list[tuple[str, Callable[[], None]]]:

@@ -64,7 +64,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import Source, row  # noqa: E402
+from _common import Source, median_cpu, row  # noqa: E402
 from w1_w2_core import STAGES, Sink, Stage  # noqa: E402
 from w6_persistence import build_job_state  # noqa: E402
 
@@ -80,18 +80,6 @@ TARGET_SNAPSHOT = 1.5
 
 #: ``--count`` workloads of W6 and the contender each counts (see w6_snapshots).
 W6_COUNTS = {"w6": "journal", "w6dict": "saved_form", "w6json": "json"}
-
-
-def median_cpu(fn: Callable[[], object], repeats: int) -> float:
-    """The median CPU time of this process (all threads) for ``fn()`` over
-    ``repeats`` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
 
 
 def build_w1(**options: Any) -> Flow:

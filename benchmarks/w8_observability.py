@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -51,24 +50,13 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _common import row  # noqa: E402
+from _common import median_cpu, row  # noqa: E402
 from w1_w2_core import STAGES, build_w2  # noqa: E402
 
 from routilux import JobStateError  # noqa: E402
 
 TARGET_STREAM_US = 2.0
 TARGET_OTEL_US = 15.0
-
-
-def median_cpu(fn: Callable[[], object], repeats: int) -> float:
-    """The median process CPU time of ``fn()`` over ``repeats`` runs (after a warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
 
 
 def telemetry() -> tuple[Any, Any, Any]:
