@@ -498,16 +498,15 @@ def _claimer(url: str, index: int, barrier: Any, done: Any, results: Any) -> Non
         done.wait()
 
 
-def test_concurrent_claims_have_exactly_one_winner(store: Store, store_url: str) -> None:
-    for job_id in CONTESTED:
-        new_job(store, job_id, owner="ghost")
+def _race(store: Store, store_url: str, claimer: Any, count: int = 3) -> dict[str, Any]:
+    """Run ``count`` processes of ``claimer`` against the store at once (released by a
+    barrier); each one's ``(runner, what it won)``, once all have finished."""
     # No open connection may cross a fork (SQLite's rule); the children open their own.
     store.close()
     context = multiprocessing.get_context("fork")
-    count = 3
     barrier, done, results = context.Barrier(count), context.Barrier(count + 1), context.Queue()
     children = [
-        context.Process(target=_claimer, args=(store_url, i, barrier, done, results))
+        context.Process(target=claimer, args=(store_url, i, barrier, done, results))
         for i in range(count)
     ]
     for child in children:
@@ -517,6 +516,13 @@ def test_concurrent_claims_have_exactly_one_winner(store: Store, store_url: str)
     for child in children:
         child.join(timeout=60)
         assert child.exitcode == 0
+    return outcomes
+
+
+def test_concurrent_claims_have_exactly_one_winner(store: Store, store_url: str) -> None:
+    for job_id in CONTESTED:
+        new_job(store, job_id, owner="ghost")
+    outcomes = _race(store, store_url, _claimer)
     with open_store(store_url) as reopened:
         for job_id in CONTESTED:
             winners = [runner for runner, won in outcomes.items() if won[job_id] is not None]
@@ -578,21 +584,7 @@ def _many_claimer(url: str, index: int, barrier: Any, done: Any, results: Any) -
 def test_concurrent_claim_many_give_each_job_to_exactly_one(store: Store, store_url: str) -> None:
     for job_id in CONTESTED:
         new_job(store, job_id, owner="ghost")
-    store.close()
-    context = multiprocessing.get_context("fork")
-    count = 3
-    barrier, done, results = context.Barrier(count), context.Barrier(count + 1), context.Queue()
-    children = [
-        context.Process(target=_many_claimer, args=(store_url, i, barrier, done, results))
-        for i in range(count)
-    ]
-    for child in children:
-        child.start()
-    outcomes = dict(results.get(timeout=60) for _ in children)
-    done.wait(timeout=60)
-    for child in children:
-        child.join(timeout=60)
-        assert child.exitcode == 0
+    outcomes = _race(store, store_url, _many_claimer)
     with open_store(store_url) as reopened:
         for job_id in CONTESTED:
             winners = [runner for runner, won in outcomes.items() if job_id in won]
