@@ -82,6 +82,19 @@ CREATE TABLE IF NOT EXISTS routilux_control (
 CREATE INDEX IF NOT EXISTS routilux_job_by_update ON routilux_job (updated_at)
 """
 
+# Added after schema version 1 (no bump): the journal's records, one row per commit
+# (see routilux.store._sql); created in every store that lacks it.
+_BATCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS routilux_batch (
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    first_seq BIGINT NOT NULL,
+    applied INTEGER NOT NULL,
+    records TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+)
+"""
+
 # pg_advisory_xact_lock key held while the schema is checked or created ("rtlx").
 _SCHEMA_LOCK = 0x72746C78
 
@@ -160,6 +173,7 @@ class PostgresStore(SQLStore):
                     (str(SCHEMA_VERSION),),
                 )
                 self._create_control_schema(cur)
+                cur.execute(_BATCH_SCHEMA)
                 return
             cur.execute("SELECT value FROM routilux_meta WHERE key = 'schema_version'")
             found = cur.fetchone()
@@ -178,6 +192,10 @@ class PostgresStore(SQLStore):
             found = cur.fetchone()
             if found is None or found[0] is None:
                 self._create_control_schema(cur)
+            cur.execute("SELECT to_regclass('routilux_batch')")
+            found = cur.fetchone()
+            if found is None or found[0] is None:
+                cur.execute(_BATCH_SCHEMA)
 
     def _create_control_schema(self, cur: Any) -> None:
         for statement in _CONTROL_SCHEMA.split(";"):
