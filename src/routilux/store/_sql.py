@@ -5,6 +5,27 @@ job row: every commit updates the job row (its commit seq), and a database rewri
 whole row on update -- a snapshot of megabytes in it would be written again on every
 commit.
 
+A commit transaction stores each job's records as ONE row of ``routilux_batch``: the
+JSON array of the records, keyed by the job and the last seq in it (added after schema
+version 1 without a bump; stores written before it keep their ``routilux_delta``
+rows, one per record, which are read and dropped as before). What the task table
+holds depends on who committed:
+
+- the engine's records (:class:`~routilux.store._base.BuiltRecords`, from the
+  journal writer) leave it alone: it holds the pending work as of the snapshot (plus
+  inputs), and a snapshot write brings it up to the snapshot's seq by applying the
+  covered records' net task effects (a row that spans the snapshot's seq is split).
+  These records are checked for their seqs (they must continue the job's commit seq)
+  and their epoch only: the engine never consumes a task that is not pending;
+- plain records (any other caller) get every check: the task table is first brought
+  up to the last commit, then each consumed task must be pending (or added earlier in
+  the batch) and each added one must not be, refused naming the seqs, as the records
+  change the table.
+
+:meth:`SQLStore.load` returns the table's tasks with the later records applied in
+seq order, so every caller sees the current pending work whichever way it was
+written.
+
 :class:`SQLStore` implements every :class:`~routilux.store.Store` method on top of a
 few hooks a back end provides: a transaction that yields a DB-API cursor, how JSON
 goes in and comes out, and the row-locking clauses. Statements are written with
@@ -101,7 +122,7 @@ _TaskParams = tuple[int, str, str, str, str, int, Any, str]
 _Net = tuple[list[int], list[_TaskParams]]
 
 # The most characters of batch rows SQLStore._nets keeps.
-_NET_CHARS = 64 << 20
+_NET_CHARS = 16 << 20
 
 
 def _net_of(records: Sequence[DeltaRecord], job_id: str) -> _Net:
