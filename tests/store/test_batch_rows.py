@@ -268,3 +268,29 @@ def test_a_store_written_the_old_way_opens_loads_and_takes_new_commits(store_url
         reopened.write_snapshot("j1", 1, snapshot_of(), upto_seq=5)
         job = reopened.load("j1")
         assert (job.tasks, job.deltas, job.snapshot_seq) == ([], [], 5)
+
+
+def test_a_folded_snapshot_inside_the_engines_records_keeps_the_later_ones(
+    store: Store,
+) -> None:
+    # commit_then_snapshot with the engine's records: the ones the snapshot covers
+    # change the task table, the later ones are stored -- with no deltas before them
+    # (one statement fewer) and with some.
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    for job_id in ("fresh", "older"):
+        new_job(store, job_id, tasks=[full(task(0))])
+    store.commit("older", 1, BuiltRecords([built(1, consumed=0, tasks_added=[full(task(1))])]))
+    for job_id, first in (("fresh", 1), ("older", 2)):
+        records = [
+            built(n, consumed=n - 1, tasks_added=[full(task(n))]) for n in range(first, first + 4)
+        ]
+        fold([(job_id, 1, BuiltRecords(records))], job_id, 1, snapshot_of(), first + 1)
+        job = store.load(job_id)
+        assert (job.snapshot_seq, job.commit_seq) == (first + 1, first + 3)
+        assert job.deltas == [dict(rec) for rec in records[2:]]
+        assert [row["seq"] for row in job.tasks] == [first + 3]
+    assert store.load_many(["older", "fresh"]) == [store.load("older"), store.load("fresh")]
+    # The fold keeps the fast UPDATE's checks: a stale epoch writes nothing.
+    with pytest.raises(StoreError, match="epoch 2 refused"):
+        fold([("fresh", 2, BuiltRecords([built(5, consumed=4)]))], "fresh", 2, snapshot_of(), 5)
+    assert store.load("fresh").commit_seq == 4
