@@ -920,15 +920,19 @@ class SQLStore:
         if gone:
             self._delete_tasks(cur, job_id, gone)
         if added:
-            wrap = self._json_param
-            params: list[Any] = []
-            for seq, kind, routine, slot, data, retries, due, extra in added.values():
-                if wrap is not None:
-                    data, extra = wrap(data), wrap(extra)
-                params += (job_id, seq, kind, routine, slot, data, retries, due, extra)
-            self._insert_many(
-                cur, f"INSERT INTO routilux_task (job_id, {_TASK_COLUMNS})", 9, params, _TASK_UPSERT
-            )
+            self._upsert_tasks(cur, job_id, list(added.values()))
+
+    def _upsert_tasks(self, cur: Any, job_id: str, rows: Sequence[_TaskParams]) -> None:
+        """Insert the job's task rows, replacing any of the same seq."""
+        wrap = self._json_param
+        params: list[Any] = []
+        for seq, kind, routine, slot, data, retries, due, extra in rows:
+            if wrap is not None:
+                data, extra = wrap(data), wrap(extra)
+            params += (job_id, seq, kind, routine, slot, data, retries, due, extra)
+        self._insert_many(
+            cur, f"INSERT INTO routilux_task (job_id, {_TASK_COLUMNS})", 9, params, _TASK_UPSERT
+        )
 
     def write_snapshot(
         self, job_id: str, epoch: int, snapshot: Mapping[str, Any], upto_seq: int
