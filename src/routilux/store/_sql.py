@@ -276,10 +276,12 @@ _SELECT_UNAPPLIED = (
     "SELECT records FROM routilux_batch WHERE job_id = ? AND applied = 0 ORDER BY seq"
 )
 _MARK_APPLIED = "UPDATE routilux_batch SET applied = 1 WHERE job_id = ? AND applied = 0"
-_DELETE_BATCHES = (
-    "DELETE FROM routilux_batch WHERE job_id = ? AND first_seq <= ?"
-    " RETURNING seq, first_seq, applied, records"
+# Read, then deleted (not DELETE ... RETURNING: SQLite has it only from 3.35).
+_SELECT_BATCHES = (
+    "SELECT seq, first_seq, applied, records FROM routilux_batch"
+    " WHERE job_id = ? AND first_seq <= ? ORDER BY seq"
 )
+_DELETE_BATCHES = "DELETE FROM routilux_batch WHERE job_id = ? AND first_seq <= ?"
 _TASK_UPSERT = (
     " ON CONFLICT (job_id, seq) DO UPDATE SET kind = excluded.kind, routine = excluded.routine,"
     " slot = excluded.slot, data = excluded.data, retries = excluded.retries,"
@@ -870,8 +872,10 @@ class SQLStore:
         spans ``upto_seq`` is split (its later records stay, as a row of their own).
         Returns the net task effects of the covered records the task table does not
         hold yet, in seq order, for :meth:`_apply_nets`."""
-        cur.execute(self._sql(_DELETE_BATCHES), (job_id, upto_seq))
-        found = sorted(cur.fetchall(), key=lambda row: int(row[0]))
+        cur.execute(self._sql(_SELECT_BATCHES), (job_id, upto_seq))
+        found = cur.fetchall()
+        if found:
+            cur.execute(self._sql(_DELETE_BATCHES), (job_id, upto_seq))
         nets: list[_Net] = []
         for seq, first, applied, text in found:
             seq = int(seq)
