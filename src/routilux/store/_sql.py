@@ -92,7 +92,8 @@ def _applied(tasks: list[TaskRow], records: Sequence[DeltaRecord]) -> list[TaskR
     """The pending tasks once ``records`` (in seq order) are applied to ``tasks``:
     each consumed or removed seq leaves, each added task comes (a copy: the record
     keeps its own). Applying a record whose effects ``tasks`` already hold changes
-    nothing, so the result is the same from any earlier state of the table."""
+    nothing, so the result is the same from any state the table had between the
+    snapshot and the last of ``records``."""
     pending = {task["seq"]: task for task in tasks}
     for record in records:
         consumed = record["consumed"]
