@@ -220,5 +220,7 @@ def postgres_url(postgres_dsn: str) -> str:  # noqa: F811 - the fixture, by name
     with open_store(postgres_dsn):
         pass  # creates the tables on first use
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner")
+        conn.execute(
+            "TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner, routilux_batch"
+        )
     return postgres_dsn

@@ -273,7 +273,9 @@ def pg_url(postgres_dsn: str) -> str:  # noqa: F811 - the fixture, by name
     import psycopg
 
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner")
+        conn.execute(
+            "TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner, routilux_batch"
+        )
     return postgres_dsn
 
 

@@ -116,7 +116,9 @@ def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner")
+        conn.execute(
+            "TRUNCATE routilux_job, routilux_task, routilux_delta, routilux_runner, routilux_batch"
+        )
     return dsn
 
 

@@ -25,7 +25,7 @@ from services import postgres_dsn, postgres_server  # noqa: E402,F401
 
 _TABLES = (
     "routilux_job, routilux_snapshot, routilux_task, routilux_delta, routilux_runner,"
-    " routilux_control"
+    " routilux_control, routilux_batch"
 )
 
 

@@ -5,6 +5,27 @@ job row: every commit updates the job row (its commit seq), and a database rewri
 whole row on update -- a snapshot of megabytes in it would be written again on every
 commit.
 
+A commit transaction stores each job's records as ONE row of ``routilux_batch``: the
+JSON array of the records, keyed by the job and the last seq in it (added after schema
+version 1 without a bump; stores written before it keep their ``routilux_delta``
+rows, one per record, which are read and dropped as before). What the task table
+holds depends on who committed:
+
+- the engine's records (:class:`~routilux.store._base.BuiltRecords`, from the
+  journal writer) leave it alone: it holds the pending work as of the snapshot (plus
+  inputs), and a snapshot write brings it up to the snapshot's seq by applying the
+  covered records' net task effects (a row that spans the snapshot's seq is split).
+  These records are checked for their seqs (they must continue the job's commit seq)
+  and their epoch only: the engine never consumes a task that is not pending;
+- plain records (any other caller) get every check: the task table is first brought
+  up to the last commit, then each consumed task must be pending (or added earlier in
+  the batch) and each added one must not be, refused naming the seqs, as the records
+  change the table.
+
+:meth:`SQLStore.load` returns the table's tasks with the later records applied in
+seq order, so every caller sees the current pending work whichever way it was
+written.
+
 :class:`SQLStore` implements every :class:`~routilux.store.Store` method on top of a
 few hooks a back end provides: a transaction that yields a DB-API cursor, how JSON
 goes in and comes out, and the row-locking clauses. Statements are written with
@@ -14,6 +35,8 @@ goes in and comes out, and the row-locking clauses. Statements are written with
 
 from __future__ import annotations
 
+import copy
+import json
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -29,6 +52,7 @@ from ._base import (
     PARKED_STATUSES,
     UNCHANGED,
     ApplyOps,
+    BuiltRecords,
     DeltaRecord,
     EncodedSnapshot,
     JobSummary,
@@ -62,6 +86,84 @@ def _task_order(task: TaskRow) -> tuple[bool, int]:
     """Own tasks (seq >= 0) by seq, then inputs (-1, -2, ...) in arrival order."""
     seq: int = task["seq"]
     return (seq < 0, abs(seq))
+
+
+def _applied(tasks: list[TaskRow], records: Sequence[DeltaRecord]) -> list[TaskRow]:
+    """The pending tasks once ``records`` (in seq order) are applied to ``tasks``:
+    each consumed or removed seq leaves, each added task comes (a copy: the record
+    keeps its own). Applying a record whose effects ``tasks`` already hold changes
+    nothing, so the result is the same from any state the table had between the
+    snapshot and the last of ``records``."""
+    pending = {task["seq"]: task for task in tasks}
+    for record in records:
+        consumed = record["consumed"]
+        if consumed is not None:
+            pending.pop(consumed, None)
+        for seq in record["tasks_removed"]:
+            pending.pop(seq, None)
+        for task in record["tasks_added"]:
+            due = task["due_at"]
+            pending[task["seq"]] = {
+                "seq": int(task["seq"]),
+                "kind": task["kind"],
+                "routine": task["routine"],
+                "slot": task["slot"],
+                "data": copy.deepcopy(task["data"]),
+                "retries": int(task["retries"]),
+                "due_at": None if due is None else float(due),
+                "extra": copy.deepcopy(task["extra"]),
+            }
+    return sorted(pending.values(), key=_task_order)
+
+
+#: A task row's column values, its data and extra as JSON text: (seq, kind, routine,
+#: slot, data, retries, due_at, extra).
+_TaskParams = tuple[int, str, str, str, str, int, Any, str]
+#: What records do to the task table, net: (seqs that leave, rows that come).
+_Net = tuple[list[int], list[_TaskParams]]
+
+# The most characters of batch rows SQLStore._nets keeps.
+_NET_CHARS = 16 << 20
+
+
+def _net_of(records: Sequence[DeltaRecord], job_id: str) -> _Net:
+    """The net task effect of ``records`` (in seq order), from the records."""
+    added: dict[int, _TaskParams] = {}
+    gone: dict[int, None] = {}
+    for record in records:
+        consumed = record["consumed"]
+        if consumed is not None and added.pop(consumed, None) is None:
+            gone[consumed] = None
+        for seq in record["tasks_removed"]:
+            if added.pop(seq, None) is None:
+                gone[seq] = None
+        for task in record["tasks_added"]:
+            data, extra = _task_texts(job_id, task)
+            added[task["seq"]] = (
+                task["seq"],
+                task["kind"],
+                task["routine"],
+                task["slot"],
+                data,
+                task["retries"],
+                task["due_at"],
+                extra,
+            )
+    return list(gone), list(added.values())
+
+
+def _loads_many(texts: Sequence[str]) -> list[Any]:
+    """Several JSON texts decoded, by one parse of them joined into an array."""
+    if len(texts) == 1:
+        return [json.loads(texts[0])]
+    try:
+        values = json.loads("[" + ",".join(texts) + "]")
+    except ValueError:
+        values = None
+    if type(values) is not list or len(values) != len(texts):
+        # Not each a whole JSON value: decoded one by one, failing as that one would.
+        return [json.loads(text) for text in texts]
+    return values
 
 
 # The most rows one statement inserts, deletes or counts (at most 9 x 64 parameters).
@@ -153,6 +255,41 @@ def _record_json(job_id: str, record: DeltaRecord, tasks: str) -> str:
     )
 
 
+def _record_text(job_id: str, record: DeltaRecord) -> str:
+    """A DeltaRecord as JSON text, its tasks included."""
+    tasks = record["tasks_added"]
+    if not tasks:
+        joined = ""
+    elif len(tasks) == 1:
+        joined = _task_json(job_id, tasks[0], *_task_texts(job_id, tasks[0]))
+    else:
+        joined = ",".join([_task_json(job_id, task, *_task_texts(job_id, task)) for task in tasks])
+    return _record_json(job_id, record, joined)
+
+
+# The statements of the journal's commits and snapshots.
+_UPDATE_SNAPSHOT = "UPDATE routilux_snapshot SET snapshot = ? WHERE job_id = ?"
+_DELETE_DELTAS = "DELETE FROM routilux_delta WHERE job_id = ? AND seq <= ?"
+_INSERT_BATCH = (
+    "INSERT INTO routilux_batch (job_id, seq, first_seq, applied, records) VALUES (?, ?, ?, ?, ?)"
+)
+_SELECT_UNAPPLIED = (
+    "SELECT records FROM routilux_batch WHERE job_id = ? AND applied = 0 ORDER BY seq"
+)
+_MARK_APPLIED = "UPDATE routilux_batch SET applied = 1 WHERE job_id = ? AND applied = 0"
+# Read, then deleted (not DELETE ... RETURNING: SQLite has it only from 3.35).
+_SELECT_BATCHES = (
+    "SELECT seq, first_seq, applied, records FROM routilux_batch"
+    " WHERE job_id = ? AND first_seq <= ? ORDER BY seq"
+)
+_DELETE_BATCHES = "DELETE FROM routilux_batch WHERE job_id = ? AND first_seq <= ?"
+_TASK_UPSERT = (
+    " ON CONFLICT (job_id, seq) DO UPDATE SET kind = excluded.kind, routine = excluded.routine,"
+    " slot = excluded.slot, data = excluded.data, retries = excluded.retries,"
+    " due_at = excluded.due_at, extra = excluded.extra"
+)
+
+
 class _Refused(StoreError):
     """Records that consume a task not pending or add one already pending, found by
     the row counts of the writes (the transaction is rolled back);
@@ -174,12 +311,21 @@ class SQLStore:
     _INSERT_ORDER = "rowid"
     #: What a JSON column's parameter is made of from JSON text (None: the text).
     _json_param: Optional[Callable[[str], Any]] = None
+    #: False for a store file opened read-only from before routilux_batch existed.
+    _has_batch = True
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._closed = False
         # (what, rows) -> statement text, for the statements over many rows.
         self._chunked: dict[tuple[Any, ...], str] = {}
+        # (job id, seq) of a batch row this store wrote -> (its first seq, its text,
+        # its net task effect): a snapshot that folds the row takes the effect from
+        # here when the row's text is still this one, instead of decoding it (which
+        # costs far more than writing it). Filled as transactions commit.
+        self._nets: dict[tuple[str, int], tuple[int, str, _Net]] = {}
+        self._new_nets: dict[tuple[str, int], tuple[int, str, _Net]] = {}
+        self._net_chars = 0
 
     # -- hooks ---------------------------------------------------------------
 
@@ -260,6 +406,31 @@ class SQLStore:
     # each handover costs more than the row itself. Chunks of at most _CHUNK rows keep
     # the statement texts (and the drivers' statement caches) to a few sizes.
 
+    @contextmanager
+    def _writing(self) -> Iterator[Any]:
+        """A write transaction of the journal: the task effects of the batch rows it
+        writes join :attr:`_nets` once it has committed (never those of one rolled
+        back)."""
+        with self._lock:
+            try:
+                with self._transaction(write=True) as cur:
+                    yield cur
+            except BaseException:
+                self._new_nets.clear()
+                raise
+            if self._new_nets:
+                nets = self._nets
+                for key, entry in self._new_nets.items():
+                    old = nets.pop(key, None)
+                    self._net_chars += len(entry[1]) - (0 if old is None else len(old[1]))
+                    nets[key] = entry
+                self._new_nets.clear()
+                if self._net_chars > _NET_CHARS:
+                    # Jobs that are never snapshotted here (their owner moved on):
+                    # forget them all; their rows are then decoded when folded.
+                    nets.clear()
+                    self._net_chars = 0
+
     def _statement(self, key: tuple[Any, ...], build: Callable[[], str]) -> str:
         statement = self._chunked.get(key)
         if statement is None:
@@ -282,11 +453,11 @@ class SQLStore:
         for start in range(0, len(params), step):
             chunk = params if len(params) <= step else params[start : start + step]
             size = len(chunk) // width
-            statement = self._chunked.get((head, size))
+            statement = self._chunked.get((head, size, tail))
             if statement is None:
                 group = "(" + ", ".join("?" * width) + ")"
                 text = f"{head} VALUES {', '.join([group] * size)}{tail}"
-                statement = self._chunked[(head, size)] = self._sql(text)
+                statement = self._chunked[(head, size, tail)] = self._sql(text)
             cur.execute(statement, chunk)
             inserted += cur.rowcount
         return inserted
@@ -317,23 +488,18 @@ class SQLStore:
         return found
 
     def _insert_tasks(self, cur: Any, job_id: str, rows: Sequence[TaskRow]) -> None:
-        if rows and self._insert_task_rows(cur, job_id, rows, None) != len(rows):
+        if rows and self._insert_task_rows(cur, job_id, rows) != len(rows):
             raise StoreError(
                 f"job {job_id!r}: a task seq of {[row['seq'] for row in rows]} is stored already"
             )
 
-    def _insert_task_rows(
-        self, cur: Any, job_id: str, rows: Iterable[TaskRow], texts: Optional[dict[int, str]]
-    ) -> int:
+    def _insert_task_rows(self, cur: Any, job_id: str, rows: Iterable[TaskRow]) -> int:
         """Insert ``rows``, but none whose seq the job has already; how many were
-        inserted. ``texts`` (when given) gets each row's JSON text by the row's
-        ``id()``, for the text of the record that added it."""
+        inserted."""
         wrap = self._json_param
         params: list[Any] = []
         for row in rows:
             data, extra = _task_texts(job_id, row)
-            if texts is not None:
-                texts[id(row)] = _task_json(job_id, row, data, extra)
             if wrap is not None:
                 data, extra = wrap(data), wrap(extra)
             params += (
@@ -399,7 +565,7 @@ class SQLStore:
     def _commit_batches(
         self, batches: list[tuple[str, int, Sequence[DeltaRecord]]], verify: bool
     ) -> None:
-        with self._transaction(write=True) as cur:
+        with self._writing() as cur:
             for job_id, epoch, records in batches:
                 check_id(job_id, "job_id")
                 self._commit_one(cur, job_id, epoch, records, verify=verify)
@@ -414,15 +580,23 @@ class SQLStore:
         *,
         verify: bool = False,
     ) -> None:
-        """Append ``records`` to the job (row locked, epoch checked).
+        """Append ``records`` to the job (epoch checked) as one routilux_batch row.
 
-        ``verify``: look the consumed and added tasks up before writing, so that a
-        refusal names them (else a refusal is :class:`_Refused`, without the seqs).
+        ``verify``: look the consumed and added tasks of plain records up before
+        writing, so that a refusal names them (else a refusal is :class:`_Refused`,
+        without the seqs).
 
         ``snapshot``: (the encoded snapshot, its ``upto_seq``) to write in the same
-        step (:meth:`commit_then_snapshot`): records it covers are not inserted only
-        to be deleted again, and the job row is updated once.
+        step (:meth:`commit_then_snapshot`): records it covers are not stored only to
+        be deleted again, and the job row is updated once.
         """
+        if (
+            type(records) is BuiltRecords
+            and records
+            and not verify
+            and self._commit_built(cur, job_id, epoch, records, snapshot)
+        ):
+            return
         commit_seq, snapshot_seq, _ = self._job_for_write(cur, job_id, epoch)
         checked = check_records(job_id, commit_seq + 1, records)
         if not checked:
@@ -431,13 +605,146 @@ class SQLStore:
                     cur, job_id, snapshot[0], snapshot[1], snapshot_seq, commit_seq
                 )
             return
+        last_seq = checked[-1]["seq"]
+        if snapshot is not None:
+            self._check_upto(job_id, snapshot[1], snapshot_seq, last_seq)
+        # Batch rows exist only after the snapshot: none when the job has no deltas.
+        stored = commit_seq > snapshot_seq
+        trusted = type(checked) is BuiltRecords
+        if not trusted:
+            # Plain records are checked against the pending tasks: the task table is
+            # brought up to date first, then changed by these records as they go in.
+            if stored:
+                self._apply_stored(cur, job_id)
+            self._write_tasks(cur, job_id, checked, verify)
+        kept: Sequence[DeltaRecord] = checked
+        assignments = ["commit_seq = ?", "updated_at = ?"]
+        params: list[Any] = [last_seq, time.time()]
+        if snapshot is not None:
+            upto_seq = snapshot[1]
+            covered = self._fold_rows(cur, job_id, upto_seq) if stored else []
+            split = upto_seq - checked[0]["seq"] + 1
+            if split > 0:
+                # The snapshot holds what the records it covers did: only later ones
+                # are stored (the task table takes the covered ones' effects).
+                if trusted:
+                    covered.append(_net_of(checked[:split], job_id))
+                kept = checked[split:]
+            self._apply_nets(cur, job_id, covered)
+            assignments.append("snapshot_seq = ?")
+            params.append(upto_seq)
+            cur.execute(self._sql(_UPDATE_SNAPSHOT), (snapshot[0], job_id))
+            if stored:
+                # Deltas of a store written before routilux_batch existed.
+                cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
+        if kept:
+            self._insert_batch(cur, job_id, kept, applied=not trusted)
+        status: Optional[str] = None
+        waiting: Any = None
+        for record in checked:
+            if record["status"] is not None:
+                status = record["status"]
+            if record["waiting_for"] is not None:
+                waiting = record["waiting_for"]
+        if status is not None:
+            assignments.append("status = ?")
+            params.append(status)
+        if waiting is not None:
+            assignments.append("waiting_for = ?")
+            params.append(self._waiting_param(job_id, waiting))
+        cur.execute(
+            self._sql(f"UPDATE routilux_job SET {', '.join(assignments)} WHERE job_id = ?"),
+            (*params, job_id),
+        )
+
+    def _waiting_param(self, job_id: str, waiting: Mapping[str, Any]) -> Any:
+        """A record's ``waiting_for`` change as the job row's column value."""
+        if "clear" in waiting:
+            return None
+        return self._jin(waiting["set"], f"job {job_id!r} delta waiting_for")
+
+    def _commit_built(
+        self,
+        cur: Any,
+        job_id: str,
+        epoch: int,
+        records: Sequence[DeltaRecord],
+        snapshot: Optional[tuple[Any, int]],
+    ) -> bool:
+        """The engine's records (:class:`BuiltRecords`) in the fewest statements: the
+        job row's UPDATE checks the epoch and the commit seq in its WHERE clause (no
+        SELECT), then one batch row. With a snapshot, only when the job has no
+        deltas stored before these records (its snapshot seq is the commit seq: a
+        short job's last transaction). False, with nothing written, when the row
+        did not match or the records are not plainly in seq order: the caller's
+        general path then checks everything and names the fault."""
+        first = records[0]["seq"]
+        if type(first) is not int or type(epoch) is not int:
+            return False
+        expected = first
+        status: Optional[str] = None
+        waiting: Any = None
+        for record in records:
+            if record["seq"] != expected:
+                return False
+            expected += 1
+            if record["status"] is not None:
+                status = record["status"]
+            if record["waiting_for"] is not None:
+                waiting = record["waiting_for"]
+        last = expected - 1
+        params: list[Any] = [last, time.time()]
+        if snapshot is not None:
+            upto_seq = snapshot[1]
+            if type(upto_seq) is not int or not first - 1 <= upto_seq <= last:
+                return False
+            params.append(upto_seq)
+        if status is not None:
+            params.append(status)
+        if waiting is not None:
+            params.append(self._waiting_param(job_id, waiting))
+        params += (job_id, epoch, first - 1)
+        if snapshot is not None:
+            params.append(first - 1)
+        key = ("built", snapshot is not None, status is not None, waiting is not None)
+        statement = self._chunked.get(key)
+        if statement is None:
+            assignments = ["commit_seq = ?", "updated_at = ?"]
+            where = "job_id = ? AND epoch = ? AND commit_seq = ?"
+            if snapshot is not None:
+                assignments.append("snapshot_seq = ?")
+                where += " AND snapshot_seq = ?"
+            if status is not None:
+                assignments.append("status = ?")
+            if waiting is not None:
+                assignments.append("waiting_for = ?")
+            statement = self._chunked[key] = self._sql(
+                f"UPDATE routilux_job SET {', '.join(assignments)} WHERE {where}"
+            )
+        cur.execute(statement, params)
+        if cur.rowcount != 1:
+            return False
+        kept = records
+        if snapshot is not None:
+            cur.execute(self._sql(_UPDATE_SNAPSHOT), (snapshot[0], job_id))
+            split = snapshot[1] - first + 1
+            if split > 0:
+                self._apply_records(cur, job_id, records[:split])
+                kept = records[split:]
+        if kept:
+            self._insert_batch(cur, job_id, kept, applied=False)
+        return True
+
+    def _write_tasks(
+        self, cur: Any, job_id: str, checked: Sequence[DeltaRecord], verify: bool
+    ) -> None:
+        """Apply plain (checked) records to the task table, refusing a record that
+        consumes a task not pending or adds one that is."""
         # The batch's net effect on the task table: tasks added and consumed inside
         # the batch never touch it.
         added: dict[int, TaskRow] = {}
         consumed_rows: list[int] = []
         removed_rows: list[int] = []
-        status: Optional[str] = None
-        waiting: Any = None
         for record in checked:
             consumed = record["consumed"]
             if consumed is not None:
@@ -457,10 +764,6 @@ class SQLStore:
                         f"{task['seq']} is added twice"
                     )
                 added[task["seq"]] = task
-            if record["status"] is not None:
-                status = record["status"]
-            if record["waiting_for"] is not None:
-                waiting = record["waiting_for"]
         if len(set(consumed_rows)) != len(consumed_rows):
             raise StoreError(f"job {job_id!r}: a task is consumed twice in one batch")
         # The checks come from the writes themselves (no statement of their own): the
@@ -490,75 +793,150 @@ class SQLStore:
             )
         if removed_rows:
             self._delete_tasks(cur, job_id, removed_rows)  # a seq not pending is ignored
-        # Each task encoded once: for its row and for its record's text (by the
-        # task's identity within this call: the records hold every task meanwhile).
-        texts: dict[int, str] = {}
-        if added and self._insert_task_rows(cur, job_id, added.values(), texts) != len(added):
+        if added and self._insert_task_rows(cur, job_id, added.values()) != len(added):
             raise _Refused(f"job {job_id!r}: records add tasks that are already pending")
-        where = f"job {job_id!r} delta"
-        last_seq = checked[-1]["seq"]
-        kept = checked
-        if snapshot is not None:
-            upto_seq = snapshot[1]
-            self._check_upto(job_id, upto_seq, snapshot_seq, last_seq)
-            # The snapshot holds what the records it covers did: only later ones stay.
-            kept = [record for record in checked if record["seq"] > upto_seq]
-        if kept:
-            wrap = self._json_param
-            values: list[Any] = []
-            for record in kept:
-                tasks = record["tasks_added"]
-                if not tasks:
-                    joined = ""
-                elif len(tasks) == 1:
-                    task = tasks[0]
-                    joined = texts.get(id(task)) or _task_json(
-                        job_id, task, *_task_texts(job_id, task)
-                    )
+
+    # -- batch rows ------------------------------------------------------------
+    #
+    # A commit stores its records as ONE row of routilux_batch: the JSON array of
+    # the records, keyed by the job and the last seq in it (``first_seq`` the first).
+    # ``applied`` says whether the task table already holds the row's effects: plain
+    # records (outside callers) change the task table as they are committed, which
+    # is how their tasks are checked; the engine's records do not -- the task table
+    # then holds the pending work as of the snapshot, and a snapshot write brings it
+    # up to the snapshot's seq. The rows that are not applied always come after the
+    # ones that are: committing plain records applies every row before them.
+
+    def _insert_batch(
+        self, cur: Any, job_id: str, records: Sequence[DeltaRecord], applied: bool
+    ) -> None:
+        """One batch row of ``records``; for rows not applied, their net task effect
+        is kept for the snapshot that folds the row (:attr:`_nets`)."""
+        if applied:
+            text = "[" + ",".join([_record_text(job_id, record) for record in records]) + "]"
+            self._insert_batch_text(cur, job_id, records[0]["seq"], records[-1]["seq"], True, text)
+            return
+        # The row's net effect on the task table, from the texts its JSON is made of.
+        added: dict[int, _TaskParams] = {}
+        gone: dict[int, None] = {}
+        parts: list[str] = []
+        for record in records:
+            consumed = record["consumed"]
+            if consumed is not None and added.pop(consumed, None) is None:
+                gone[consumed] = None
+            if record["tasks_removed"]:
+                for seq in record["tasks_removed"]:
+                    if added.pop(seq, None) is None:
+                        gone[seq] = None
+            tasks = record["tasks_added"]
+            if not tasks:
+                parts.append(_record_json(job_id, record, ""))
+                continue
+            texts: list[str] = []
+            for task in tasks:
+                data, extra = _task_texts(job_id, task)
+                texts.append(_task_json(job_id, task, data, extra))
+                seq = task["seq"]
+                added[seq] = (
+                    seq,
+                    task["kind"],
+                    task["routine"],
+                    task["slot"],
+                    data,
+                    task["retries"],
+                    task["due_at"],
+                    extra,
+                )
+            parts.append(_record_json(job_id, record, ",".join(texts)))
+        text = "[" + ",".join(parts) + "]"
+        first, seq = records[0]["seq"], records[-1]["seq"]
+        self._insert_batch_text(cur, job_id, first, seq, False, text)
+        self._new_nets[(job_id, seq)] = (first, text, (list(gone), list(added.values())))
+
+    def _insert_batch_text(
+        self, cur: Any, job_id: str, first_seq: int, seq: int, applied: bool, text: str
+    ) -> None:
+        cur.execute(self._sql(_INSERT_BATCH), (job_id, seq, first_seq, 1 if applied else 0, text))
+
+    def _apply_stored(self, cur: Any, job_id: str) -> None:
+        """Bring the task table up to the job's last commit: apply the rows that are
+        not applied yet, and mark them."""
+        cur.execute(self._sql(_SELECT_UNAPPLIED), (job_id,))
+        raws = [row[0] for row in cur.fetchall()]
+        if not raws:
+            return
+        self._apply_records(cur, job_id, [rec for recs in _loads_many(raws) for rec in recs])
+        cur.execute(self._sql(_MARK_APPLIED), (job_id,))
+
+    def _fold_rows(self, cur: Any, job_id: str, upto_seq: int) -> list[_Net]:
+        """Drop the job's batch rows a snapshot up to ``upto_seq`` covers; a row that
+        spans ``upto_seq`` is split (its later records stay, as a row of their own).
+        Returns the net task effects of the covered records the task table does not
+        hold yet, in seq order, for :meth:`_apply_nets`."""
+        cur.execute(self._sql(_SELECT_BATCHES), (job_id, upto_seq))
+        found = cur.fetchall()
+        if found:
+            cur.execute(self._sql(_DELETE_BATCHES), (job_id, upto_seq))
+        nets: list[_Net] = []
+        for seq, first, applied, text in found:
+            seq = int(seq)
+            known = self._nets.pop((job_id, seq), None)
+            if known is not None:
+                self._net_chars -= len(known[1])
+            if seq <= upto_seq and not applied:
+                if known is not None and known[0] == int(first) and known[1] == text:
+                    nets.append(known[2])  # the row as this store wrote it
                 else:
-                    joined = ",".join(
-                        [
-                            texts.get(id(task))
-                            or _task_json(job_id, task, *_task_texts(job_id, task))
-                            for task in tasks
-                        ]
-                    )
-                text = _record_json(job_id, record, joined)
-                values += (
-                    job_id,
-                    record["seq"],
-                    record["consumed"],
-                    text if wrap is None else wrap(text),
-                )
-            self._insert_many(
-                cur, "INSERT INTO routilux_delta (job_id, seq, consumed, record)", 4, values
-            )
-        assignments = ["commit_seq = ?", "updated_at = ?"]
-        params: list[Any] = [last_seq, time.time()]
-        if snapshot is not None:
-            assignments.append("snapshot_seq = ?")
-            params.append(snapshot[1])
-            cur.execute(
-                self._sql("UPDATE routilux_snapshot SET snapshot = ? WHERE job_id = ?"),
-                (snapshot[0], job_id),
-            )
-            if commit_seq > snapshot_seq:
-                # Deltas of earlier transactions the snapshot now covers.
-                cur.execute(
-                    self._sql("DELETE FROM routilux_delta WHERE job_id = ? AND seq <= ?"),
-                    (job_id, snapshot[1]),
-                )
-        if status is not None:
-            assignments.append("status = ?")
-            params.append(status)
-        if waiting is not None:
-            assignments.append("waiting_for = ?")
-            params.append(
-                None if "clear" in waiting else self._jin(waiting["set"], f"{where} waiting_for")
-            )
-        cur.execute(
-            self._sql(f"UPDATE routilux_job SET {', '.join(assignments)} WHERE job_id = ?"),
-            (*params, job_id),
+                    nets.append(_net_of(_loads_many([text])[0], job_id))
+            elif seq > upto_seq:
+                records = _loads_many([text])[0]
+                before = [record for record in records if record["seq"] <= upto_seq]
+                if not applied:
+                    nets.append(_net_of(before, job_id))
+                later = _ENCODE(records[len(before) :])
+                self._insert_batch_text(cur, job_id, upto_seq + 1, seq, bool(applied), later)
+        return nets
+
+    def _apply_records(self, cur: Any, job_id: str, records: Sequence[DeltaRecord]) -> None:
+        """Apply ``records``' effect to the task table (which holds the state just
+        before the first of them)."""
+        if records:
+            self._apply_nets(cur, job_id, [_net_of(records, job_id)])
+
+    def _apply_nets(self, cur: Any, job_id: str, nets: Sequence[_Net]) -> None:
+        """Apply net task effects (in seq order) to the task table: the consumed and
+        removed seqs leave, the added tasks come -- except tasks both added and
+        consumed among them."""
+        if not nets:
+            return
+        if len(nets) == 1:
+            gone, added_rows = nets[0]
+            added = {row[0]: row for row in added_rows}
+        else:
+            added = {}
+            gone_seqs: dict[int, None] = {}
+            for net_gone, net_added in nets:
+                for seq in net_gone:
+                    if added.pop(seq, None) is None:
+                        gone_seqs[seq] = None
+                for row in net_added:
+                    added[row[0]] = row
+            gone = list(gone_seqs)
+        if gone:
+            self._delete_tasks(cur, job_id, gone)
+        if added:
+            self._upsert_tasks(cur, job_id, list(added.values()))
+
+    def _upsert_tasks(self, cur: Any, job_id: str, rows: Sequence[_TaskParams]) -> None:
+        """Insert the job's task rows, replacing any of the same seq."""
+        wrap = self._json_param
+        params: list[Any] = []
+        for seq, kind, routine, slot, data, retries, due, extra in rows:
+            if wrap is not None:
+                data, extra = wrap(data), wrap(extra)
+            params += (job_id, seq, kind, routine, slot, data, retries, due, extra)
+        self._insert_many(
+            cur, f"INSERT INTO routilux_task (job_id, {_TASK_COLUMNS})", 9, params, _TASK_UPSERT
         )
 
     def write_snapshot(
@@ -567,7 +945,7 @@ class SQLStore:
         """Replace the snapshot by one covering commits ``<= upto_seq``; drop those deltas.
 
         ``upto_seq`` must lie between the current snapshot's seq and the job's commit
-        seq. The task table is untouched: it always holds the current pending work.
+        seq. The task table is brought up to ``upto_seq`` (the snapshot's pending work).
         """
         self.commit_then_snapshot([], job_id, epoch, snapshot, upto_seq)
 
@@ -584,7 +962,7 @@ class SQLStore:
         when a job's snapshot follows its last records (a finished job)."""
         snap = self._snapshot_text(job_id, snapshot)
         batches = list(batches)
-        with self._transaction(write=True) as cur:
+        with self._writing() as cur:
             folded = False
             for batch_job, batch_epoch, records in batches:
                 check_id(batch_job, "job_id")
@@ -635,21 +1013,17 @@ class SQLStore:
     def _write_snapshot(
         self, cur: Any, job_id: str, snap: Any, upto_seq: int, snapshot_seq: int, commit_seq: int
     ) -> None:
-        """Replace the snapshot (the job row locked, its epoch checked)."""
+        """Replace the snapshot (the job row locked, its epoch checked); the task
+        table is brought up to ``upto_seq`` and the covered deltas are dropped."""
         self._check_upto(job_id, upto_seq, snapshot_seq, commit_seq)
         cur.execute(
             self._sql("UPDATE routilux_job SET snapshot_seq = ?, updated_at = ? WHERE job_id = ?"),
             (upto_seq, time.time(), job_id),
         )
-        cur.execute(
-            self._sql("UPDATE routilux_snapshot SET snapshot = ? WHERE job_id = ?"),
-            (snap, job_id),
-        )
+        cur.execute(self._sql(_UPDATE_SNAPSHOT), (snap, job_id))
         if commit_seq > snapshot_seq:
-            cur.execute(
-                self._sql("DELETE FROM routilux_delta WHERE job_id = ? AND seq <= ?"),
-                (job_id, upto_seq),
-            )
+            self._apply_nets(cur, job_id, self._fold_rows(cur, job_id, upto_seq))
+            cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
 
     def load(self, job_id: str) -> JournaledJob:
         """The job's row, snapshot, deltas after the snapshot and current tasks."""
@@ -664,6 +1038,7 @@ class SQLStore:
         rows: dict[str, Sequence[Any]] = {}
         snapshots: dict[str, Any] = {}
         deltas: list[Sequence[Any]] = []
+        batches: list[Sequence[Any]] = []
         task_rows: list[Sequence[Any]] = []
         with self._transaction(write=False) as cur:
             for start in range(0, len(order), _CHUNK):
@@ -698,6 +1073,16 @@ class SQLStore:
                     chunk,
                 )
                 deltas += cur.fetchall()
+                if self._has_batch:
+                    cur.execute(
+                        self._in_list(
+                            "SELECT job_id, applied, records FROM routilux_batch"
+                            " WHERE job_id IN (?*) ORDER BY job_id, seq",
+                            n,
+                        ),
+                        chunk,
+                    )
+                    batches += cur.fetchall()
                 # In the order of the primary key: one job's rows together, by seq.
                 cur.execute(
                     self._in_list(
@@ -717,15 +1102,25 @@ class SQLStore:
         raws += [item[5] for item in task_rows]
         raws += [item[8] for item in task_rows]
         values = self._jout_many(raws)
-        jobs = len(order)
-        records = values[jobs : jobs + len(deltas)]
-        datas = values[jobs + len(deltas) : jobs + len(deltas) + len(task_rows)]
-        extras = values[jobs + len(deltas) + len(task_rows) :]
+        at = len(order)
+        records = values[at : at + len(deltas)]
+        at += len(deltas)
+        batch_records = _loads_many([item[2] for item in batches]) if batches else []
+        datas = values[at : at + len(task_rows)]
+        extras = values[at + len(task_rows) :]
         job_deltas: dict[str, list[DeltaRecord]] = {}
         for item, record in zip(deltas, records):
             # Deltas the snapshot covers are deleted with it; one left over is not read.
             if item[1] > rows[item[0]][8]:
                 job_deltas.setdefault(item[0], []).append(record)
+        # The records of batch rows whose effects the task table does not hold yet.
+        unapplied: dict[str, list[DeltaRecord]] = {}
+        for item, batch in zip(batches, batch_records):
+            snapshot_seq = rows[item[0]][8]
+            later = [record for record in batch if record["seq"] > snapshot_seq]
+            job_deltas.setdefault(item[0], []).extend(later)
+            if not item[1]:
+                unapplied.setdefault(item[0], []).extend(later)
         job_tasks: dict[str, list[TaskRow]] = {}
         current: list[TaskRow] = []
         current_id: Any = None
@@ -746,6 +1141,8 @@ class SQLStore:
                     "extra": extra,
                 }
             )
+        for job_id, later in unapplied.items():
+            job_tasks[job_id] = _applied(job_tasks.get(job_id, []), later)
         loaded: dict[str, JournaledJob] = {}
         for job_id, snapshot in zip(order, values):
             row = rows[job_id]
@@ -898,6 +1295,7 @@ class SQLStore:
                 raise JobNotFoundError(f"store {self.location} has no job {job_id!r}")
             cur.execute(self._sql("DELETE FROM routilux_task WHERE job_id = ?"), (job_id,))
             cur.execute(self._sql("DELETE FROM routilux_delta WHERE job_id = ?"), (job_id,))
+            cur.execute(self._sql("DELETE FROM routilux_batch WHERE job_id = ?"), (job_id,))
             cur.execute(self._sql("DELETE FROM routilux_snapshot WHERE job_id = ?"), (job_id,))
 
     # -- runners and leases ----------------------------------------------------

@@ -11,14 +11,14 @@ once do not race.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from routilux.exceptions import SchemaVersionError, StoreError
 
 from ._base import SCHEMA_VERSION, dumps
-from ._sql import SQLStore
+from ._sql import _TASK_UPSERT, SQLStore, _TaskParams
 
 _SCHEMA = """
 CREATE TABLE routilux_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,6 +81,30 @@ CREATE TABLE IF NOT EXISTS routilux_control (
 );
 CREATE INDEX IF NOT EXISTS routilux_job_by_update ON routilux_job (updated_at)
 """
+
+# Added after schema version 1 (no bump): the journal's records, one row per commit
+# (see routilux.store._sql); created in every store that lacks it.
+_BATCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS routilux_batch (
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    first_seq BIGINT NOT NULL,
+    applied INTEGER NOT NULL,
+    records TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+)
+"""
+
+# Many task rows in one statement of a few array parameters: psycopg converts (and
+# caches) a statement of at most 50 parameters once, but parses a longer one (a
+# VALUES list of 64 rows) again on every call.
+_DELETE_TASKS = "DELETE FROM routilux_task WHERE job_id = %s AND seq = ANY(%s::bigint[])"
+_UPSERT_TASKS = (
+    "INSERT INTO routilux_task (job_id, seq, kind, routine, slot, data, retries, due_at, extra)"
+    " SELECT %s, s, k, r, sl, d::jsonb, re, du, e::jsonb FROM unnest(%s::bigint[],"
+    " %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::text[])"
+    " AS t(s, k, r, sl, d, re, du, e)" + _TASK_UPSERT
+)
 
 # pg_advisory_xact_lock key held while the schema is checked or created ("rtlx").
 _SCHEMA_LOCK = 0x72746C78
@@ -160,6 +184,7 @@ class PostgresStore(SQLStore):
                     (str(SCHEMA_VERSION),),
                 )
                 self._create_control_schema(cur)
+                cur.execute(_BATCH_SCHEMA)
                 return
             cur.execute("SELECT value FROM routilux_meta WHERE key = 'schema_version'")
             found = cur.fetchone()
@@ -178,6 +203,10 @@ class PostgresStore(SQLStore):
             found = cur.fetchone()
             if found is None or found[0] is None:
                 self._create_control_schema(cur)
+            cur.execute("SELECT to_regclass('routilux_batch')")
+            found = cur.fetchone()
+            if found is None or found[0] is None:
+                cur.execute(_BATCH_SCHEMA)
 
     def _create_control_schema(self, cur: Any) -> None:
         for statement in _CONTROL_SCHEMA.split(";"):
@@ -215,6 +244,15 @@ class PostgresStore(SQLStore):
 
     def _jout(self, raw: Any) -> Any:
         return raw
+
+    def _delete_tasks(self, cur: Any, job_id: str, seqs: Sequence[int]) -> int:
+        cur.execute(_DELETE_TASKS, (job_id, list(seqs)))
+        return int(cur.rowcount)
+
+    def _upsert_tasks(self, cur: Any, job_id: str, rows: Sequence[_TaskParams]) -> None:
+        columns = [list(column) for column in zip(*rows)]
+        # Binary parameters: a text array in text form is escaped element by element.
+        cur.execute(_UPSERT_TASKS, (job_id, *columns), binary=True)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

@@ -88,6 +88,19 @@ CREATE TABLE IF NOT EXISTS routilux_control (
 CREATE INDEX IF NOT EXISTS routilux_job_by_update ON routilux_job (updated_at)
 """
 
+# Added after schema version 1 (no bump): the journal's records, one row per commit
+# (see routilux.store._sql); created in every store that lacks it.
+_BATCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS routilux_batch (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    applied INTEGER NOT NULL,
+    records TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID
+"""
+
 _SYNCHRONOUS = {"NORMAL": 1, "FULL": 2}
 _MAGIC = b"SQLite format 3\x00"
 
@@ -219,6 +232,11 @@ class SQLiteStore(SQLStore):
                 self._create_schema()
             if "routilux_control" not in names:
                 self._create_control_schema()
+            if "routilux_batch" not in names:
+                with self._transaction(write=True) as cur:
+                    cur.execute(_BATCH_SCHEMA)
+        elif "routilux_batch" not in names:
+            self._has_batch = False  # an older file, read as it is
         self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
 
     def _create_schema(self) -> None:
@@ -230,6 +248,7 @@ class SQLiteStore(SQLStore):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
+            cur.execute(_BATCH_SCHEMA)
             cur.execute(
                 "INSERT INTO routilux_meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),

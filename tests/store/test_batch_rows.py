@@ -1,0 +1,296 @@
+"""The journal's records stored one row per transaction (``routilux_batch``), on
+SQLite and PostgreSQL: the engine's records leave the task table as of the snapshot,
+and a load applies the later records, so every way of writing a job loads the same.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import pytest
+
+from routilux.job_state import JobState
+from routilux.serialization import layout_of
+from routilux.store import Store, StoreError, open_store
+from routilux.store._base import BuiltRecords
+
+
+def snapshot_of(**shared: Any) -> dict[str, Any]:
+    state = JobState("flow")
+    state.shared_data.update(shared)
+    return layout_of(JobState).serialize(state)
+
+
+def task(seq: int, kind: str = "ready", **extra: Any) -> dict[str, Any]:
+    return {"seq": seq, "kind": kind, "routine": "r", "slot": "in", "data": {"n": seq}, **extra}
+
+
+def new_job(store: Store, job_id: str = "j1", *, tasks: list[dict[str, Any]]) -> int:
+    return store.create_job(job_id, "flow", "running", snapshot_of(), tasks)
+
+
+def built(seq: int, consumed: int | None = None, **fields: Any) -> dict[str, Any]:
+    """A record as the engine's journal builds it: every field present."""
+    return {
+        "seq": seq,
+        "consumed": consumed,
+        "ops": [["shared_set", f"k{seq}", seq]],
+        "tasks_added": fields.get("tasks_added", []),
+        "tasks_removed": fields.get("tasks_removed", []),
+        "status": fields.get("status"),
+        "waiting_for": fields.get("waiting_for"),
+    }
+
+
+def pending_after(tasks: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[Any]:
+    """The pending tasks' seqs and rows once ``records`` are applied (the model)."""
+    pending = {row["seq"]: dict(row) for row in tasks}
+    for rec in records:
+        if rec["consumed"] is not None:
+            del pending[rec["consumed"]]
+        for seq in rec["tasks_removed"]:
+            pending.pop(seq, None)
+        for row in rec["tasks_added"]:
+            pending[row["seq"]] = dict(row)
+    return sorted(pending.items(), key=lambda item: (item[0] < 0, abs(item[0])))
+
+
+def full(row: dict[str, Any]) -> dict[str, Any]:
+    return {"retries": 0, "due_at": None, "extra": {}, **row}
+
+
+def chain(count: int, lag: int) -> list[dict[str, Any]]:
+    """Records 1..count: record n consumes task n - 1 and queues task n + lag - 1,
+    so a task is consumed ``lag`` records after the one that queued it (W2's
+    breadth-first queue). Some retry their own task (same seq again, retries + 1),
+    some cancel a timer and set it again."""
+    records = []
+    for n in range(1, count + 1):
+        added = [full(task(n + lag - 1))]
+        removed: list[int] = []
+        if n % 7 == 0:
+            added.append(full(task(n - 1, retries=1, due_at=float(n))))
+        if n % 11 == 0:
+            removed = [10_000]
+            added.append(full(task(10_000, "timer", due_at=n + 0.5)))
+        records.append(built(n, consumed=n - 1, tasks_added=added, tasks_removed=removed))
+    return records
+
+
+def first_tasks(lag: int) -> list[dict[str, Any]]:
+    return [full(task(seq)) for seq in range(lag)] + [full(task(10_000, "timer", due_at=1.0))]
+
+
+def commit_in_groups(
+    store: Store, job_id: str, records: list[dict[str, Any]], sizes: list[int], plain: bool
+) -> None:
+    start = 0
+    for size in sizes:
+        group = records[start : start + size]
+        store.commit(job_id, 1, [dict(rec) for rec in group] if plain else BuiltRecords(group))
+        start += size
+    assert start == len(records)
+
+
+def loaded(store: Store, job_id: str) -> tuple[list[Any], list[Any], int, int]:
+    job = store.load(job_id)
+    return (
+        [(row["seq"], row) for row in job.tasks],
+        [rec["seq"] for rec in job.deltas],
+        job.snapshot_seq,
+        job.commit_seq,
+    )
+
+
+def test_records_over_several_transactions_and_snapshots_load_as_before(store: Store) -> None:
+    # The engine's records (task table left as of the snapshot) and the same records
+    # from an outside caller (task table changed by each commit) load the same
+    # pending tasks and deltas, at every point, and as the model says.
+    lag = 9
+    records = chain(60, lag)
+    for job_id in ("built", "plain"):
+        new_job(store, job_id, tasks=first_tasks(lag))
+    steps = [(list(range(0, 25)), None), (list(range(25, 40)), 31), (list(range(40, 60)), 52)]
+    done = 0
+    for indexes, upto in steps:
+        sizes = [len(indexes) // 2, len(indexes) - len(indexes) // 2]
+        group = [records[i] for i in indexes]
+        commit_in_groups(store, "built", group, sizes, plain=False)
+        commit_in_groups(store, "plain", group, sizes, plain=True)
+        done += len(group)
+        if upto is not None:
+            for job_id in ("built", "plain"):
+                store.write_snapshot(job_id, 1, snapshot_of(upto=upto), upto_seq=upto)
+        tasks, deltas, snapshot_seq, commit_seq = loaded(store, "built")
+        assert (tasks, deltas, snapshot_seq, commit_seq) == loaded(store, "plain")
+        assert tasks == pending_after(first_tasks(lag), records[:done])
+        assert deltas == list(range(snapshot_seq + 1, done + 1))
+        assert store.load("built").deltas == store.load("plain").deltas
+    # A finished job's last records and snapshot in one transaction: nothing pending
+    # is lost, nothing consumed comes back.
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    last = [built(61, consumed=60, status="completed")]
+    fold([("built", 1, BuiltRecords(last))], "built", 1, snapshot_of(), 61)
+    fold([("plain", 1, [dict(last[0])])], "plain", 1, snapshot_of(), 61)
+    assert loaded(store, "built") == loaded(store, "plain")
+    assert loaded(store, "built")[0] == pending_after(first_tasks(lag), records + last)
+    assert store.load("built").status == "completed"
+
+
+def test_a_snapshot_splits_a_stored_batch(store: Store, store_url: str) -> None:
+    new_job(store, tasks=[full(task(0))])
+    records = [built(n, consumed=n - 1, tasks_added=[full(task(n))]) for n in range(1, 7)]
+    store.commit("j1", 1, BuiltRecords(records))
+    store.write_snapshot("j1", 1, snapshot_of(), upto_seq=3)
+    job = store.load("j1")
+    assert [rec["seq"] for rec in job.deltas] == [4, 5, 6]
+    assert job.deltas == [dict(rec) for rec in records[3:]]
+    assert [row["seq"] for row in job.tasks] == [6]
+    # Another store (which did not write the rows) splits the rest again.
+    with open_store(store_url) as other:
+        other.write_snapshot("j1", 1, snapshot_of(), upto_seq=5)
+        assert [rec["seq"] for rec in other.load("j1").deltas] == [6]
+    store.commit("j1", 1, BuiltRecords([built(7, consumed=6)]))
+    store.write_snapshot("j1", 1, snapshot_of(), upto_seq=6)
+    job = store.load("j1")
+    assert [rec["seq"] for rec in job.deltas] == [7] and job.tasks == []
+    store.write_snapshot("j1", 1, snapshot_of(), upto_seq=7)
+    assert (store.load("j1").deltas, store.load("j1").tasks) == ([], [])
+
+
+def test_rows_rewritten_by_another_store_are_folded_as_they_are(
+    store: Store, store_url: str
+) -> None:
+    # A store folds a batch row by the task effects it kept when it wrote the row
+    # only while the row is still the one it wrote.
+    new_job(store, tasks=[full(task(0))])
+    store.commit("j1", 1, BuiltRecords([built(1, consumed=0, tasks_added=[full(task(1))])]))
+    with open_store(store_url) as other:
+        other.delete_job("j1")
+        new_job(other, tasks=[full(task(0))])
+        other.commit("j1", 1, BuiltRecords([built(1, consumed=0, tasks_added=[full(task(5))])]))
+    store.write_snapshot("j1", 1, snapshot_of(), upto_seq=1)
+    assert [row["seq"] for row in store.load("j1").tasks] == [5]
+
+
+def test_plain_records_after_the_engines_are_checked_against_the_pending_tasks(
+    store: Store,
+) -> None:
+    new_job(store, tasks=[full(task(0)), full(task(1))])
+    store.commit(
+        "j1",
+        1,
+        BuiltRecords([built(1, consumed=0, tasks_added=[full(task(2)), full(task(3))])]),
+    )
+    plain = {"seq": 2, "ops": [], "consumed": 0}
+    with pytest.raises(StoreError, match=r"consume tasks \[0\] that are not pending"):
+        store.commit("j1", 1, [plain])
+    with pytest.raises(StoreError, match=r"add tasks \[2\] that are already pending"):
+        store.commit("j1", 1, [{"seq": 2, "ops": [], "tasks_added": [task(2)]}])
+    with pytest.raises(StoreError, match=r"seq must be 2 .* got 3"):
+        store.commit("j1", 1, [{"seq": 3, "ops": []}])
+    store.commit("j1", 1, [{"seq": 2, "ops": [], "consumed": 2}])
+    store.commit("j1", 1, BuiltRecords([built(3, consumed=3)]))
+    with pytest.raises(StoreError, match=r"consume tasks \[3\] that are not pending"):
+        store.commit("j1", 1, [{"seq": 4, "ops": [], "consumed": 3}])
+    job = store.load("j1")
+    assert [row["seq"] for row in job.tasks] == [1] and job.commit_seq == 3
+    assert [rec["seq"] for rec in job.deltas] == [1, 2, 3]
+    # The engine's records keep the seq and epoch checks.
+    with pytest.raises(StoreError, match=r"seq must be 4 .* got 5"):
+        store.commit("j1", 1, BuiltRecords([built(5)]))
+    with pytest.raises(StoreError, match="epoch 2 refused"):
+        store.commit("j1", 2, BuiltRecords([built(4)]))
+
+
+# Statements of the store before routilux_batch: each commit deleted its consumed
+# task rows, inserted its added ones and one routilux_delta row per record.
+def _old_layout(store_url: str) -> Any:
+    if store_url.startswith("sqlite"):
+        conn = sqlite3.connect(store_url[len("sqlite:///") :], isolation_level=None)
+        return conn, "?"
+    import psycopg
+
+    return psycopg.connect(store_url, autocommit=True), "%s"
+
+
+def test_a_store_written_the_old_way_opens_loads_and_takes_new_commits(store_url: str) -> None:
+    import json
+
+    with open_store(store_url) as first:
+        new_job(first, tasks=[full(task(0)), full(task(1))])
+    conn, mark = _old_layout(store_url)
+    try:
+        conn.execute("DROP TABLE routilux_batch")
+        old = [
+            built(1, consumed=0, tasks_added=[full(task(2))]),
+            built(2, consumed=1, tasks_added=[full(task(3))]),
+        ]
+        for rec in old:
+            conn.execute(
+                f"INSERT INTO routilux_delta (job_id, seq, consumed, record)"
+                f" VALUES ('j1', {mark}, {mark}, {mark})",
+                (rec["seq"], rec["consumed"], json.dumps(rec)),
+            )
+        conn.execute("DELETE FROM routilux_task WHERE job_id = 'j1' AND seq IN (0, 1)")
+        for seq in (2, 3):
+            conn.execute(
+                "INSERT INTO routilux_task (job_id, seq, kind, routine, slot, data, retries,"
+                f" due_at, extra) VALUES ('j1', {mark}, 'ready', 'r', 'in', {mark}, 0, NULL,"
+                f" {mark})",
+                (seq, json.dumps({"n": seq}), "{}"),
+            )
+        conn.execute("UPDATE routilux_job SET commit_seq = 2 WHERE job_id = 'j1'")
+    finally:
+        conn.close()
+    if store_url.startswith("sqlite"):
+        from routilux.store import SQLiteStore
+
+        with SQLiteStore(store_url[len("sqlite:///") :], read_only=True) as reader:
+            job = reader.load("j1")
+            assert [row["seq"] for row in job.tasks] == [2, 3]
+            assert job.deltas == old
+    with open_store(store_url) as reopened:
+        job = reopened.load("j1")
+        assert [row["seq"] for row in job.tasks] == [2, 3] and job.deltas == old
+        new = [built(3, consumed=2, tasks_added=[full(task(4))]), built(4, consumed=3)]
+        reopened.commit("j1", 1, BuiltRecords(new))
+        job = reopened.load("j1")
+        assert [row["seq"] for row in job.tasks] == [4]
+        assert job.deltas == old + new
+        reopened.write_snapshot("j1", 1, snapshot_of(), upto_seq=3)
+        job = reopened.load("j1")
+        assert ([row["seq"] for row in job.tasks], job.deltas) == ([4], new[1:])
+        with pytest.raises(StoreError, match=r"consume tasks \[3\] that are not pending"):
+            reopened.commit("j1", 1, [{"seq": 5, "ops": [], "consumed": 3}])
+        reopened.commit("j1", 1, [{"seq": 5, "ops": [], "consumed": 4}])
+        reopened.write_snapshot("j1", 1, snapshot_of(), upto_seq=5)
+        job = reopened.load("j1")
+        assert (job.tasks, job.deltas, job.snapshot_seq) == ([], [], 5)
+
+
+def test_a_folded_snapshot_inside_the_engines_records_keeps_the_later_ones(
+    store: Store,
+) -> None:
+    # commit_then_snapshot with the engine's records: the ones the snapshot covers
+    # change the task table, the later ones are stored -- with no deltas before them
+    # (one statement fewer) and with some.
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    for job_id in ("fresh", "older"):
+        new_job(store, job_id, tasks=[full(task(0))])
+    store.commit("older", 1, BuiltRecords([built(1, consumed=0, tasks_added=[full(task(1))])]))
+    for job_id, first in (("fresh", 1), ("older", 2)):
+        records = [
+            built(n, consumed=n - 1, tasks_added=[full(task(n))]) for n in range(first, first + 4)
+        ]
+        fold([(job_id, 1, BuiltRecords(records))], job_id, 1, snapshot_of(), first + 1)
+        job = store.load(job_id)
+        assert (job.snapshot_seq, job.commit_seq) == (first + 1, first + 3)
+        assert job.deltas == [dict(rec) for rec in records[2:]]
+        assert [row["seq"] for row in job.tasks] == [first + 3]
+    assert store.load_many(["older", "fresh"]) == [store.load("older"), store.load("fresh")]
+    # The fold keeps the fast UPDATE's checks: a stale epoch writes nothing.
+    with pytest.raises(StoreError, match="epoch 2 refused"):
+        fold([("fresh", 2, BuiltRecords([built(5, consumed=4)]))], "fresh", 2, snapshot_of(), 5)
+    assert store.load("fresh").commit_seq == 4
