@@ -76,6 +76,7 @@ from .inputs import check_request
 from .job_state import ExecutionRecord, JobState
 from .routine import Routine
 from .serialization import (
+    FORMAT_VERSION,
     check_format_version,
     decode_callable,
     encode_callable,
@@ -99,6 +100,7 @@ from .slot import Slot, check_timeout
 # written as this text. Called directly, once per history record: any wrapper would
 # cost a frame per record. It raises TypeError, ValueError or RecursionError.
 from .store._base import _ENCODE as _store_json
+from .store._base import quote
 
 __all__ = [
     "NotConstructableError",
@@ -972,6 +974,12 @@ def encode_job_state(js: JobState, task_seq: int = 0) -> str:
     key path, as the dict's encoding would fail.
     """
     with js.lock:
+        fields = _fields_text(js, task_seq)
+        if fields is not None:
+            head_text, tail_text = fields
+            return (
+                f'{head_text},"execution_history":{_history_text(js.execution_history)},{tail_text}'
+            )
         head, tail = _job_state_fields(js, task_seq)
         head_text = _encode_fields(head)
         history = _history_text(js.execution_history)
@@ -979,7 +987,76 @@ def encode_job_state(js: JobState, task_seq: int = 0) -> str:
     return f'{head_text[:-1]},"execution_history":{history},{tail_text[1:]}'
 
 
+def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
+    """The text of :func:`_job_state_fields`' head without its closing brace and of
+    its tail without its opening one, put together from each field's text (the
+    caller holds the job's lock); None when a field is unusual (a name that is not a
+    string, a timestamp that is not a plain datetime, a value JSON cannot hold),
+    which the plain way then encodes or names.
+
+    A snapshot of a small job -- every job's first, most jobs' last -- is mostly
+    these fields, and encoding them as two dicts made two dicts and walked them
+    key by key; an empty container's text is known, and a string's is one call of
+    the encoder's own quoting helper. The text is the same, byte for byte."""
+    ids = (js.flow_id, js.job_id, js.status)
+    current = js.current_routine_id
+    created, updated = js.created_at, js.updated_at
+    limit, dropped = js.history_limit, js.history_dropped
+    if (
+        type(created) is not datetime
+        or type(updated) is not datetime
+        or type(dropped) is not int
+        or (limit is not None and type(limit) is not int)
+        or (current is not None and type(current) is not str)
+        or not all(type(text) is str for text in ids)
+        or js.output_limit != limit
+        or js.output_dropped
+    ):
+        return None
+    seq = max(next_free_seq(js.task_seq, js.pending_tasks), task_seq)
+    try:
+        containers = [
+            (_EMPTY_TEXT[kind] if not value and kind in _EMPTY_TEXT else _store_json(value))
+            for value in (
+                js.routine_states,
+                js.shared_data,
+                js.slot_buffers,
+                js.pause_points,
+                js.pending_tasks,
+                js.deferred_events,
+                js.shared_log,
+                js.output_log,
+            )
+            for kind in (type(value),)
+        ]
+        waiting = _store_json(js.waiting_for) if js.waiting_for else None
+    except _UNENCODABLE:
+        return None
+    flow_id, job_id, status = map(quote, ids)
+    head = (
+        f'{{"_type":"JobState","flow_id":{flow_id},"job_id":{job_id},"status":{status},'
+        f'"current_routine_id":{"null" if current is None else quote(current)},'
+        f'"routine_states":{containers[0]}'
+    )
+    # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
+    seq_text = f'"task_seq":{seq},' if seq else ""
+    waiting_text = f',"waiting_for":{waiting}' if waiting is not None else ""
+    tail = (
+        f'"created_at":"{created.isoformat()}","updated_at":"{updated.isoformat()}",'
+        f'"shared_data":{containers[1]},"slot_buffers":{containers[2]},'
+        f'"history_limit":{"null" if limit is None else int.__repr__(limit)},'
+        f'"history_dropped":{int.__repr__(dropped)},{seq_text}'
+        f'"pause_points":{containers[3]},"pending_tasks":{containers[4]},'
+        f'"deferred_events":{containers[5]},"shared_log":{containers[6]},'
+        f'"output_log":{containers[7]}{waiting_text},"format_version":{FORMAT_VERSION}}}'
+    )
+    return head, tail
+
+
 _UNENCODABLE = (TypeError, ValueError, RecursionError)
+
+# The text of an empty container, by its exact type (what the encoder writes).
+_EMPTY_TEXT: dict[type, str] = {dict: "{}", list: "[]"}
 
 
 def _encode_fields(fields: dict[str, Any]) -> str:
@@ -1016,6 +1093,10 @@ def _history_text(records: list[ExecutionRecord]) -> str:
     needing escapes) takes the plain way: the records' dicts, encoded."""
     if not records:
         return "[]"
+    if len(records) <= _FEW_RECORDS:
+        text = _few_records_text(records)
+        if text is not None:
+            return text
     try:
         names = {record.routine_id for record in records}
         names.update(record.event_name for record in records)
@@ -1043,6 +1124,30 @@ def _history_text(records: list[ExecutionRecord]) -> str:
     except _UNENCODABLE:
         return _encode_records(records)  # raises, naming the record
     return f"[{','.join(texts)}]"
+
+
+#: Up to this many history records (a small job's), :func:`_few_records_text`: the
+#: names and timestamps of so few are cheaper formatted one by one than in bulk.
+_FEW_RECORDS = 8
+
+
+def _few_records_text(records: list[ExecutionRecord]) -> str | None:
+    """:func:`_history_text` of a few records, each name quoted and each timestamp
+    formatted on its own; None when one is unusual (a name that is not a string, a
+    timestamp that is not a plain datetime, data JSON cannot hold)."""
+    encode = _store_json
+    try:
+        texts = [
+            f'{{"_type":"ExecutionRecord","routine_id":{quote(record.routine_id)},'
+            f'"event_name":{quote(record.event_name)},"data":{encode(record.data)},'
+            f'"timestamp":"{record.timestamp.isoformat()}"}}'
+            for record in records
+            if type(record.timestamp) is datetime
+        ]
+    except _UNENCODABLE:
+        return None
+    # A record left out above (its timestamp is not a datetime) takes the plain way.
+    return f"[{','.join(texts)}]" if len(texts) == len(records) else None
 
 
 def _encode_records(records: list[ExecutionRecord]) -> str:

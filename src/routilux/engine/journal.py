@@ -243,7 +243,20 @@ class JobJournal:
             "due_at": None,
             "extra": {"entry": True},
         }
-        snapshot = layout_of(type(job_state)).serialize(job_state)
+        layout = layout_of(type(job_state))
+        # Encoded at once, as the journal's later snapshots are (no dict of the saved
+        # form for the store to encode); a layout without ``encode`` gives the dict.
+        snapshot: Mapping[str, Any]
+        if layout.encode is None:
+            snapshot = layout.serialize(job_state)
+        else:
+            try:
+                snapshot = EncodedSnapshot(layout.encode(job_state, 0))
+            except SerializationError as exc:
+                # As the store refuses a snapshot it cannot encode.
+                raise StoreError(
+                    f"job {job_state.job_id!r} snapshot is not JSON-safe: {exc}"
+                ) from None
         epoch = durable.store.create_job(
             job_state.job_id, job_state.flow_id, "running", snapshot, [row], owner=runner
         )
@@ -502,15 +515,20 @@ class JobJournal:
         self._hold(self._job_record(status=status, added=added, removed=stored))
         held, self._held = self._held, BuiltRecords()
         self._held_needs.clear()
+        # Pause points (and a finished job's last touches) are not ops: the snapshot
+        # carries them.  It is taken before the status record is queued: one that
+        # cannot be encoded fails the job, and the store must never see the status
+        # (a completion) without it.
+        snapshot = self._take_snapshot()
+        if snapshot is None:
+            return
         try:
             self.writer.put_many(self.job_id, self.epoch, held, wait=False)
         except StoreError as exc:
             self.store_failed(exc)
             return
         self._status = status
-        # Pause points (and a finished job's last touches) are not ops: the snapshot
-        # carries them.
-        self._put_snapshot(final=status not in PARKED)
+        self._put_snapshot(snapshot)
         if status in PARKED and self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
             # again when it resumes it itself).
@@ -742,32 +760,13 @@ class JobJournal:
                 )
                 self._rows_durable_locked()
 
-    def _put_snapshot(self, final: bool = False) -> None:
-        """Queue a snapshot covering every commit so far (nothing in flight)."""
-        js = self.job_state
-        layout = layout_of(type(js))
-        snapshot: Mapping[str, Any] = {}
-        refused: SerializationError | None = None
-        # The snapshot's text, encoded here under the job's lock: the JobState is not
-        # copied for the writer thread to encode later (a layout without ``encode``
-        # still is).
-        with self.log.reading():
-            if layout.encode is None:
-                saved = layout.serialize(js)
-                saved["task_seq"] = max(int(saved.get("task_seq") or 0), self._max_seq + 1)
-                snapshot = saved
-            else:
-                try:
-                    snapshot = EncodedSnapshot(layout.encode(js, self._max_seq + 1))
-                except SerializationError as exc:
-                    refused = exc
-        if refused is not None:
-            # As when the store refuses the snapshot: the job fails, nothing more is
-            # written for it.
-            self.store_failed(
-                StoreError(f"job {self.job_id!r} snapshot is not JSON-safe: {refused}")
-            )
-            return
+    def _put_snapshot(self, snapshot: Mapping[str, Any] | None = None) -> None:
+        """Queue a snapshot covering every commit so far (nothing in flight):
+        ``snapshot``, or one taken now (:meth:`_take_snapshot`)."""
+        if snapshot is None:
+            snapshot = self._take_snapshot()
+            if snapshot is None:
+                return
         try:
             self.writer.put_snapshot(self.job_id, self.epoch, snapshot, self._commit_seq)
         except StoreError as exc:
@@ -775,6 +774,27 @@ class JobJournal:
             return
         self._snapshot_seq = self._commit_seq
         self._next_snapshot = self._commit_seq + max(SNAPSHOT_EVERY, self._commit_seq)
+
+    def _take_snapshot(self) -> Mapping[str, Any] | None:
+        """The JobState's snapshot now (job lock held); None when it cannot be
+        encoded, and then the job has failed (as when the store refuses one)."""
+        js = self.job_state
+        layout = layout_of(type(js))
+        # The snapshot's text, encoded here under the job's lock: the JobState is not
+        # copied for the writer thread to encode later (a layout without ``encode``
+        # still is).
+        with self.log.reading():
+            if layout.encode is None:
+                saved = layout.serialize(js)
+                saved["task_seq"] = max(int(saved.get("task_seq") or 0), self._max_seq + 1)
+                return saved
+            try:
+                return EncodedSnapshot(layout.encode(js, self._max_seq + 1))
+            except SerializationError as exc:
+                refused = exc
+        # Nothing more is written for the job.
+        self.store_failed(StoreError(f"job {self.job_id!r} snapshot is not JSON-safe: {refused}"))
+        return None
 
     # -- failures -------------------------------------------------------------------
 
