@@ -82,6 +82,7 @@ from .serialization import (
     encode_callable,
     find_unserializable,
     from_iso,
+    iso_text,
     iso_texts,
     key_path,
     lookup_class,
@@ -998,8 +999,6 @@ def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
     these fields, and encoding them as two dicts made two dicts and walked them
     key by key; an empty container's text is known, and a string's is one call of
     the encoder's own quoting helper. The text is the same, byte for byte."""
-    ids = (js.flow_id, js.job_id, js.status)
-    current = js.current_routine_id
     created, updated = js.created_at, js.updated_at
     limit, dropped = js.history_limit, js.history_dropped
     if (
@@ -1007,56 +1006,76 @@ def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
         or type(updated) is not datetime
         or type(dropped) is not int
         or (limit is not None and type(limit) is not int)
-        or (current is not None and type(current) is not str)
-        or not all(type(text) is str for text in ids)
         or js.output_limit != limit
         or js.output_dropped
     ):
         return None
+    current = js.current_routine_id
     seq = max(next_free_seq(js.task_seq, js.pending_tasks), task_seq)
+    encode = _store_json
+    # ``x == {}`` (``== []``) is True for an empty dict (list), a subclass included,
+    # whose text the encoder writes as "{}" ("[]"); anything else is encoded.  A
+    # string is quoted by the encoder's own helper (which refuses a non-string).
     try:
-        containers = [
-            (_EMPTY_TEXT[kind] if not value and kind in _EMPTY_TEXT else _store_json(value))
+        states, shared, buffers = js.routine_states, js.shared_data, js.slot_buffers
+        head = (
+            f'{{"_type":"JobState","flow_id":{_quoted(js.flow_id)},"job_id":{quote(js.job_id)},'
+            f'"status":{_quoted(js.status)},'
+            f'"current_routine_id":{"null" if current is None else _quoted(current)},'
+            f'"routine_states":{"{}" if states == {} else encode(states)}'
+        )
+        lists = [
+            "[]" if value == [] else encode(value)
             for value in (
-                js.routine_states,
-                js.shared_data,
-                js.slot_buffers,
                 js.pause_points,
                 js.pending_tasks,
                 js.deferred_events,
                 js.shared_log,
                 js.output_log,
             )
-            for kind in (type(value),)
         ]
-        waiting = _store_json(js.waiting_for) if js.waiting_for else None
+        waiting = js.waiting_for
+        # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
+        tail = (
+            f'"created_at":"{iso_text(created)}","updated_at":"{iso_text(updated)}",'
+            f'"shared_data":{"{}" if shared == {} else encode(shared)},'
+            f'"slot_buffers":{"{}" if buffers == {} else encode(buffers)},'
+            f'"history_limit":{"null" if limit is None else int.__repr__(limit)},'
+            f'"history_dropped":{int.__repr__(dropped)},'
+            f"{f'{_TASK_SEQ_KEY}{seq},' if seq else ''}"
+            f'"pause_points":{lists[0]},"pending_tasks":{lists[1]},'
+            f'"deferred_events":{lists[2]},"shared_log":{lists[3]},"output_log":{lists[4]}'
+            f"{f',{_WAITING_KEY}{encode(waiting)}' if waiting else ''}"
+            f',"format_version":{FORMAT_VERSION}}}'
+        )
     except _UNENCODABLE:
         return None
-    flow_id, job_id, status = map(quote, ids)
-    head = (
-        f'{{"_type":"JobState","flow_id":{flow_id},"job_id":{job_id},"status":{status},'
-        f'"current_routine_id":{"null" if current is None else quote(current)},'
-        f'"routine_states":{containers[0]}'
-    )
-    # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
-    seq_text = f'"task_seq":{seq},' if seq else ""
-    waiting_text = f',"waiting_for":{waiting}' if waiting is not None else ""
-    tail = (
-        f'"created_at":"{created.isoformat()}","updated_at":"{updated.isoformat()}",'
-        f'"shared_data":{containers[1]},"slot_buffers":{containers[2]},'
-        f'"history_limit":{"null" if limit is None else int.__repr__(limit)},'
-        f'"history_dropped":{int.__repr__(dropped)},{seq_text}'
-        f'"pause_points":{containers[3]},"pending_tasks":{containers[4]},'
-        f'"deferred_events":{containers[5]},"shared_log":{containers[6]},'
-        f'"output_log":{containers[7]}{waiting_text},"format_version":{FORMAT_VERSION}}}'
-    )
     return head, tail
 
 
 _UNENCODABLE = (TypeError, ValueError, RecursionError)
 
-# The text of an empty container, by its exact type (what the encoder writes).
-_EMPTY_TEXT: dict[type, str] = {dict: "{}", list: "[]"}
+#: Names (flow, routine, event, status) as JSON text: a flow's few names recur in
+#: every snapshot, and strings are values, so the text of one is the text of any
+#: equal one.  Bounded: names made up per job do not pile up.
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX = 4096
+
+
+def _quoted(name: str) -> str:
+    """``quote(name)``, remembered; TypeError for a name that is not a string."""
+    text = _QUOTED.get(name)
+    if text is None:
+        text = quote(name)  # TypeError unless a string
+        if len(_QUOTED) >= _QUOTED_MAX:
+            _QUOTED.clear()
+        _QUOTED[name] = text
+    return text
+
+
+# Keys of the optional fields, as the text has them.
+_TASK_SEQ_KEY = '"task_seq":'
+_WAITING_KEY = '"waiting_for":'
 
 
 def _encode_fields(fields: dict[str, Any]) -> str:
@@ -1138,9 +1157,9 @@ def _few_records_text(records: list[ExecutionRecord]) -> str | None:
     encode = _store_json
     try:
         texts = [
-            f'{{"_type":"ExecutionRecord","routine_id":{quote(record.routine_id)},'
-            f'"event_name":{quote(record.event_name)},"data":{encode(record.data)},'
-            f'"timestamp":"{record.timestamp.isoformat()}"}}'
+            f'{{"_type":"ExecutionRecord","routine_id":{_quoted(record.routine_id)},'
+            f'"event_name":{_quoted(record.event_name)},"data":{encode(record.data)},'
+            f'"timestamp":"{iso_text(record.timestamp)}"}}'
             for record in records
             if type(record.timestamp) is datetime
         ]

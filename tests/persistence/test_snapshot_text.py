@@ -327,3 +327,21 @@ def test_a_new_job_whose_snapshot_cannot_be_encoded_is_refused(tmp_path: Path) -
         flow.shutdown()
     with open_store(url) as store:
         assert store.list_jobs() == []
+
+
+def test_iso_text_is_isoformat() -> None:
+    from routilux.serialization import iso_text
+
+    base = datetime(2026, 3, 1, 12, 0, 0)
+    values = [base + timedelta(microseconds=700_001 * i) for i in range(40)]
+    values += [
+        datetime.max,
+        datetime.min,
+        datetime.max.replace(microsecond=0),
+        base,  # back to an earlier second
+        base.replace(microsecond=5),
+        datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=NoOffset()),
+        base.replace(microsecond=999_999),
+    ]
+    assert [iso_text(value) for value in values] == [value.isoformat() for value in values]
