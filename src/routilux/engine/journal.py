@@ -47,7 +47,7 @@ from ..serialization import layout_of
 from ..store._base import BuiltRecords, EncodedSnapshot
 from . import aio
 from .observer import AT_JOB_END, TIMER
-from .rows import entry_of_row, missing_target, row_of_entry, task_row, wall_time
+from .rows import _ATOMS, entry_of_row, missing_target, row_of_entry, task_row, wall_time
 from .runner import HEARTBEAT_INTERVAL, Durable
 
 __all__ = [
@@ -139,6 +139,18 @@ class _Latch:
                 pass
 
 
+def _entry_data(params: dict[str, Any], entry_id: str) -> Any:
+    """The entry task's data: ``encode_value`` of ``params``, whose usual form -- a
+    dict of strings, ints, bools and Nones under string keys -- is a copy."""
+    if type(params) is dict:
+        for key, value in params.items():
+            if type(key) is not str or type(value) not in _ATOMS:
+                break
+        else:
+            return dict(params)
+    return encode_value(params, f"entry_params of '{entry_id}'")
+
+
 # ---------------------------------------------------------------------------
 # The journal of one job
 # ---------------------------------------------------------------------------
@@ -196,7 +208,7 @@ class JobJournal:
         self._orphan_removed: list[int] = []
         # Seqs whose next queueing is a retry of the delivery now failing.
         self._retrying: set[int] = set()
-        self._max_seq = max([next_seq - 1, *rows])
+        self._max_seq = max(next_seq - 1, max(rows)) if rows else next_seq - 1
         # Groups put aside until the row their deliveries consumed is released.
         self._held: list[DeltaRecord] = BuiltRecords()
         self._held_needs: set[int] = set()
@@ -209,7 +221,9 @@ class JobJournal:
         self.failed: StoreError | None = None  # the store refused this job's records
         # Set once the failure is in the JobState (history record, status), so a
         # flush before execute() returns never shows the job as it was before it.
-        self._failure_applied = _Latch()
+        # Made (under the job's lock) just before ``failed`` is set: whoever sees
+        # ``failed`` finds it.
+        self._failure_applied: _Latch | None = None
         self.finished = False
         # Set once the run settled and everything it put was durable (or failed):
         # the flush execute() makes before it returns has nothing left to wait for.
@@ -238,7 +252,7 @@ class JobJournal:
             "kind": "ready",
             "routine": entry_id,
             "slot": "trigger",
-            "data": encode_value(params, f"entry_params of '{entry_id}'"),
+            "data": _entry_data(params, entry_id),
             "retries": 0,
             "due_at": None,
             "extra": {"entry": True},
@@ -429,7 +443,7 @@ class JobJournal:
             if refused is not None:
                 self.store_failed(refused)  # once, whoever comes first
                 if not aio.on_engine_loop():
-                    self._failure_applied.wait()
+                    self._failure_applied_wait()
 
     # -- durability="sync" ---------------------------------------------------------
 
@@ -557,7 +571,7 @@ class JobJournal:
         if self._settled or aio.on_engine_loop():
             return
         if self.failed is not None:
-            self._failure_applied.wait()
+            self._failure_applied_wait()
             return
         self._wait_durable()
 
@@ -811,6 +825,7 @@ class JobJournal:
         with self.job_state.lock:
             if self.failed is not None:
                 return
+            self._failure_applied = applied = _Latch()
             self.failed = error
         try:
             with self._rows:
@@ -818,7 +833,13 @@ class JobJournal:
             logger.error("journal of job %s failed: %s", self.job_id, error)
             self._fail_job(error, self.job_state.current_routine_id or "")
         finally:
-            self._failure_applied.set()
+            applied.set()
+
+    def _failure_applied_wait(self) -> None:
+        """Wait until the failure is in the JobState (``failed`` is set)."""
+        applied = self._failure_applied
+        if applied is not None:
+            applied.wait()
 
     def _fail_job(self, error: BaseException, rid: str) -> None:
         """Record ``error`` in the job's history and stop the job as failed."""
