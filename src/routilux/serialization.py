@@ -1007,11 +1007,11 @@ _last_second: tuple[datetime, datetime, str] = (datetime.max, datetime.max, "")
 
 
 def iso_text(dt: datetime) -> str:
-    """``dt.isoformat()`` of a ``datetime`` (not a subclass), exactly: the second it
-    lies in is formatted once (``isoformat`` formats through ``printf``), so the
-    timestamps of a job -- mostly within one second -- cost two comparisons and the
-    microseconds' digits each.  An aware datetime is formatted by ``isoformat``."""
-    if dt.tzinfo is not None:
+    """``dt.isoformat()``, exactly: the second it lies in is formatted once
+    (``isoformat`` formats through ``printf``), so the timestamps of a job -- mostly
+    within one second -- cost two comparisons and the microseconds' digits each.  An
+    aware datetime (or a subclass) is formatted by its own ``isoformat``."""
+    if dt.tzinfo is not None or type(dt) is not datetime:
         return dt.isoformat()
     global _last_second
     start, end, prefix = _last_second

@@ -343,5 +343,6 @@ def test_iso_text_is_isoformat() -> None:
         datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))),
         datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=NoOffset()),
         base.replace(microsecond=999_999),
+        Quoting(2026, 3, 1, 12, 0, 0, 5),  # a subclass: its own isoformat
     ]
     assert [iso_text(value) for value in values] == [value.isoformat() for value in values]
