@@ -728,16 +728,19 @@ def test_writer_shares_a_transaction_between_jobs(store: Store) -> None:
     assert [store.load(name).commit_seq for name in "abc"] == [10, 10, 10]
 
 
+def _built(item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` in the shape the engine builds: every field of a record and a task row."""
+    full = {"tasks_added": [], "tasks_removed": [], "status": None, "waiting_for": None}
+    rows = [
+        {"retries": 0, "due_at": None, "extra": {}, **row} for row in item.get("tasks_added", [])
+    ]
+    return {**full, **item, "tasks_added": rows}
+
+
 def _put(writer: JournalWriter, built: bool, item: dict[str, Any]) -> None:
     """Put one record as any caller does, or as the engine's journal does (built)."""
     if built:
-        # The shape the engine builds: every field of a record and of a task row.
-        full = {"tasks_added": [], "tasks_removed": [], "status": None, "waiting_for": None}
-        rows = [
-            {"retries": 0, "due_at": None, "extra": {}, **row}
-            for row in item.get("tasks_added", [])
-        ]
-        writer.put_many("j1", 1, BuiltRecords([{**full, **item, "tasks_added": rows}]))
+        writer.put_many("j1", 1, BuiltRecords([_built(item)]))
     else:
         writer.put("j1", 1, item)
 
@@ -788,6 +791,14 @@ def test_a_refused_record_before_a_snapshot_is_named_and_nothing_is_written(
         assert errors == ["j1"]
         error = writer.error_of("j1")
         assert error is not None and "5" in str(error)
+        # Another job's records and snapshot still share one transaction.
+        new_job(store, "j2")
+        before = writer.transactions
+        writer.put_many("j2", 1, BuiltRecords([_built(record(1, consumed=0))]))
+        writer.put_snapshot("j2", 1, snapshot_of(done=True), 1)
+        assert writer.flush(timeout=60)
+        assert writer.transactions == before + 1
+        assert store.load("j2").snapshot_seq == 1
     job = store.load("j1")
     assert (job.commit_seq, job.snapshot_seq, [row["seq"] for row in job.tasks]) == (0, 0, [0])
 

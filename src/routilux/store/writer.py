@@ -465,10 +465,9 @@ class JournalWriter:
         """Commit ``batch``; the entries that failed, with their job's error."""
         with self._mutex:
             stopped = dict(self._failed) if self._failed else {}
-        if not stopped:
-            folded = self._fold_job(batch)
-            if folded is not None:
-                return folded
+        folded = self._fold_job(batch, stopped)
+        if folded is not None:
+            return folded
         jobs: dict[str, tuple[int, list[tuple[int, list[DeltaRecord]]]]] = {}
         failures: list[tuple[int, str, StoreError]] = []
         for ticket, job_id, epoch, payload in batch:
@@ -500,9 +499,11 @@ class JournalWriter:
         self._commit_jobs(jobs, failures, stopped)
         return failures
 
-    def _fold_job(self, batch: list[_Entry]) -> Optional[list[tuple[int, str, StoreError]]]:
+    def _fold_job(
+        self, batch: list[_Entry], stopped: dict[str, StoreError]
+    ) -> Optional[list[tuple[int, str, StoreError]]]:
         """The usual batch of a job that ends (its caller flushing): the job's records
-        then its snapshot, one epoch, nothing stopped.  Committed with one
+        then its snapshot, one epoch, the job not stopped.  Committed with one
         ``commit_then_snapshot`` without grouping anything; its failures (as
         :meth:`_write` returns them), or None when the batch is not that or the store
         cannot fold (nothing written)."""
@@ -511,6 +512,8 @@ class JournalWriter:
         if type(payload) is not _Snapshot or len(batch) < 2:
             return None
         ticket, job_id, epoch, _ = last
+        if job_id in stopped:
+            return None
         records = BuiltRecords()
         for _, job, job_epoch, group in batch[:-1]:
             if job != job_id or job_epoch != epoch or type(group) is not BuiltRecords:
@@ -524,7 +527,6 @@ class JournalWriter:
         except Exception:
             # Nothing was written: one step at a time, as _write does, names the fault.
             failures: list[tuple[int, str, StoreError]] = []
-            stopped: dict[str, StoreError] = {}
             items = [(entry[0], cast(list[DeltaRecord], entry[3])) for entry in batch[:-1]]
             self._commit_jobs({job_id: (epoch, items)}, failures, stopped)
             if job_id not in stopped:
