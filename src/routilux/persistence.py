@@ -76,11 +76,13 @@ from .inputs import check_request
 from .job_state import ExecutionRecord, JobState
 from .routine import Routine
 from .serialization import (
+    FORMAT_VERSION,
     check_format_version,
     decode_callable,
     encode_callable,
     find_unserializable,
     from_iso,
+    iso_text,
     iso_texts,
     key_path,
     lookup_class,
@@ -99,6 +101,7 @@ from .slot import Slot, check_timeout
 # written as this text. Called directly, once per history record: any wrapper would
 # cost a frame per record. It raises TypeError, ValueError or RecursionError.
 from .store._base import _ENCODE as _store_json
+from .store._base import quote
 
 __all__ = [
     "NotConstructableError",
@@ -972,6 +975,12 @@ def encode_job_state(js: JobState, task_seq: int = 0) -> str:
     key path, as the dict's encoding would fail.
     """
     with js.lock:
+        fields = _fields_text(js, task_seq)
+        if fields is not None:
+            head_text, tail_text = fields
+            return (
+                f'{head_text},"execution_history":{_history_text(js.execution_history)},{tail_text}'
+            )
         head, tail = _job_state_fields(js, task_seq)
         head_text = _encode_fields(head)
         history = _history_text(js.execution_history)
@@ -979,7 +988,94 @@ def encode_job_state(js: JobState, task_seq: int = 0) -> str:
     return f'{head_text[:-1]},"execution_history":{history},{tail_text[1:]}'
 
 
+def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
+    """The text of :func:`_job_state_fields`' head without its closing brace and of
+    its tail without its opening one, put together from each field's text (the
+    caller holds the job's lock); None when a field is unusual (a name that is not a
+    string, a timestamp that is not a plain datetime, a value JSON cannot hold),
+    which the plain way then encodes or names.
+
+    A snapshot of a small job -- every job's first, most jobs' last -- is mostly
+    these fields, and encoding them as two dicts made two dicts and walked them
+    key by key; an empty container's text is known, and a string's is one call of
+    the encoder's own quoting helper. The text is the same, byte for byte."""
+    created, updated = js.created_at, js.updated_at
+    limit, dropped = js.history_limit, js.history_dropped
+    if (
+        type(created) is not datetime
+        or type(updated) is not datetime
+        or type(dropped) is not int
+        or (limit is not None and type(limit) is not int)
+        or js.output_limit != limit
+        or js.output_dropped
+    ):
+        return None
+    current = js.current_routine_id
+    seq = max(next_free_seq(js.task_seq, js.pending_tasks), task_seq)
+    encode = _store_json
+    # ``x == {}`` (``== []``) is True for an empty dict (list), a subclass included,
+    # whose text the encoder writes as "{}" ("[]"); anything else is encoded.  A
+    # string is quoted by the encoder's own helper (which refuses a non-string).
+    try:
+        states, shared, buffers = js.routine_states, js.shared_data, js.slot_buffers
+        head = (
+            f'{{"_type":"JobState","flow_id":{_quoted(js.flow_id)},"job_id":{quote(js.job_id)},'
+            f'"status":{_quoted(js.status)},'
+            f'"current_routine_id":{"null" if current is None else _quoted(current)},'
+            f'"routine_states":{"{}" if states == {} else encode(states)}'
+        )
+        lists = [
+            "[]" if value == [] else encode(value)
+            for value in (
+                js.pause_points,
+                js.pending_tasks,
+                js.deferred_events,
+                js.shared_log,
+                js.output_log,
+            )
+        ]
+        waiting = js.waiting_for
+        # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
+        tail = (
+            f'"created_at":"{iso_text(created)}","updated_at":"{iso_text(updated)}",'
+            f'"shared_data":{"{}" if shared == {} else encode(shared)},'
+            f'"slot_buffers":{"{}" if buffers == {} else encode(buffers)},'
+            f'"history_limit":{"null" if limit is None else int.__repr__(limit)},'
+            f'"history_dropped":{int.__repr__(dropped)},'
+            f"{f'{_TASK_SEQ_KEY}{seq},' if seq else ''}"
+            f'"pause_points":{lists[0]},"pending_tasks":{lists[1]},'
+            f'"deferred_events":{lists[2]},"shared_log":{lists[3]},"output_log":{lists[4]}'
+            f"{f',{_WAITING_KEY}{encode(waiting)}' if waiting else ''}"
+            f',"format_version":{FORMAT_VERSION}}}'
+        )
+    except _UNENCODABLE:
+        return None
+    return head, tail
+
+
 _UNENCODABLE = (TypeError, ValueError, RecursionError)
+
+#: Names (flow, routine, event, status) as JSON text: a flow's few names recur in
+#: every snapshot, and strings are values, so the text of one is the text of any
+#: equal one.  Bounded: names made up per job do not pile up.
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX = 4096
+
+
+def _quoted(name: str) -> str:
+    """``quote(name)``, remembered; TypeError for a name that is not a string."""
+    text = _QUOTED.get(name)
+    if text is None:
+        text = quote(name)  # TypeError unless a string
+        if len(_QUOTED) >= _QUOTED_MAX:
+            _QUOTED.clear()
+        _QUOTED[name] = text
+    return text
+
+
+# Keys of the optional fields, as the text has them.
+_TASK_SEQ_KEY = '"task_seq":'
+_WAITING_KEY = '"waiting_for":'
 
 
 def _encode_fields(fields: dict[str, Any]) -> str:
@@ -1016,6 +1112,10 @@ def _history_text(records: list[ExecutionRecord]) -> str:
     needing escapes) takes the plain way: the records' dicts, encoded."""
     if not records:
         return "[]"
+    if len(records) <= _FEW_RECORDS:
+        text = _few_records_text(records)
+        if text is not None:
+            return text
     try:
         names = {record.routine_id for record in records}
         names.update(record.event_name for record in records)
@@ -1043,6 +1143,30 @@ def _history_text(records: list[ExecutionRecord]) -> str:
     except _UNENCODABLE:
         return _encode_records(records)  # raises, naming the record
     return f"[{','.join(texts)}]"
+
+
+#: Up to this many history records (a small job's), :func:`_few_records_text`: the
+#: names and timestamps of so few are cheaper formatted one by one than in bulk.
+_FEW_RECORDS = 8
+
+
+def _few_records_text(records: list[ExecutionRecord]) -> str | None:
+    """:func:`_history_text` of a few records, each name quoted and each timestamp
+    formatted on its own; None when one is unusual (a name that is not a string, a
+    timestamp that is not a plain datetime, data JSON cannot hold)."""
+    encode = _store_json
+    try:
+        texts = [
+            f'{{"_type":"ExecutionRecord","routine_id":{_quoted(record.routine_id)},'
+            f'"event_name":{_quoted(record.event_name)},"data":{encode(record.data)},'
+            f'"timestamp":"{iso_text(record.timestamp)}"}}'
+            for record in records
+            if type(record.timestamp) is datetime
+        ]
+    except _UNENCODABLE:
+        return None
+    # A record left out above (its timestamp is not a datetime) takes the plain way.
+    return f"[{','.join(texts)}]" if len(texts) == len(records) else None
 
 
 def _encode_records(records: list[ExecutionRecord]) -> str:

@@ -62,6 +62,7 @@ __all__ = [
     "encode_callable",
     "flow_file_codec",
     "from_iso",
+    "iso_text",
     "iso_texts",
     "loads_json",
     "layout_of",
@@ -998,6 +999,32 @@ def read_json(path: PathLike, what: str) -> dict[str, Any]:
 _D3 = tuple(f"{i:03d}" for i in range(1000))
 _ONE_SECOND = timedelta(seconds=1)
 _LAST_SECOND = datetime.max.replace(microsecond=0)
+
+
+#: The second :func:`iso_text` formatted last: [start, end) and its text.  Datetimes
+#: are values (immutable), so whichever thread replaced it last, it is right.
+_last_second: tuple[datetime, datetime, str] = (datetime.max, datetime.max, "")
+
+
+def iso_text(dt: datetime) -> str:
+    """``dt.isoformat()``, exactly: the second it lies in is formatted once
+    (``isoformat`` formats through ``printf``), so the timestamps of a job -- mostly
+    within one second -- cost two comparisons and the microseconds' digits each.  An
+    aware datetime (or a subclass) is formatted by its own ``isoformat``."""
+    if dt.tzinfo is not None or type(dt) is not datetime:
+        return dt.isoformat()
+    global _last_second
+    start, end, prefix = _last_second
+    if not start <= dt < end:
+        start = dt.replace(microsecond=0)
+        prefix = dt.isoformat()[:19]  # "YYYY-MM-DDTHH:MM:SS"
+        _last_second = (
+            start,
+            start + _ONE_SECOND if start < _LAST_SECOND else datetime.max,
+            prefix,
+        )
+    micro = dt.microsecond
+    return f"{prefix}.{_D3[micro // 1000]}{_D3[micro % 1000]}" if micro else prefix
 
 
 def iso_texts(values: Iterable[datetime]) -> list[str]:

@@ -101,6 +101,64 @@ def test_an_empty_job_and_the_task_seq_floor() -> None:
     assert json.loads(encode_job_state(js, 2))["task_seq"] == 5
 
 
+def _small_job_state(change: str) -> JobState:
+    js = JobState("f")
+    js.current_routine_id = "src"
+    js.record_execution("src", "out", {"v": 1, "s": "é"})
+    if change == "busy":
+        js.routine_states["src"] = {"status": "completed", "n": [1, 2.5]}
+        js.shared_data["k"] = {"nested": ["x"]}
+        js.slot_buffers["sink.input"] = [{"v": 1}]
+        js.pending_tasks.append({"seq": 4, "routine": "sink", "slot": "input"})
+        js.pause_points.append({"routine": "src", "reason": "r"})
+        js.waiting_for.append({"id": "q1", "routine_id": "w", "slot": "input"})
+        js.history_limit = js.output_limit = 50
+        js.history_dropped = 3
+        js.task_seq = 2
+    elif change == "aware":
+        js.created_at = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-3)))
+        js.updated_at = datetime(2026, 1, 1, 0, 0, 0, 7, tzinfo=timezone.utc)
+    elif change == "no current routine":
+        js.current_routine_id = None
+    elif change == "name not a string":
+        js.flow_id = 7  # type: ignore[assignment]
+    elif change == "timestamp subclass":
+        js.updated_at = Quoting(2026, 1, 1)
+    elif change == "output limit":
+        js.output_limit = 3
+        js.output_dropped = 1
+    elif change == "tuple log":
+        js.shared_log = ()  # type: ignore[assignment]
+    elif change == "nine records":
+        for index in range(8):
+            js.record_execution("src", "out", {"i": index})
+    return js
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "plain",
+        "busy",
+        "aware",
+        "no current routine",
+        "name not a string",
+        "timestamp subclass",
+        "output limit",
+        "tuple log",
+        "nine records",
+    ],
+)
+def test_a_small_jobs_text_is_the_stores_text_of_its_saved_form(change: str) -> None:
+    # A small job's fields and few records are put together one by one (no dicts to
+    # encode); whatever is unusual takes the plain way: the text is the same.
+    js = _small_job_state(change)
+    assert encode_job_state(js) == store_text(js)
+    assert encode_job_state(js, 9) == dumps({**serialize_job_state(js), "task_seq": 9}, "s") or (
+        json.loads(encode_job_state(js, 9))["task_seq"] >= 9
+    )
+
+
 @pytest.mark.parametrize(
     ("place", "value", "where"),
     [
@@ -175,14 +233,19 @@ def test_a_snapshot_the_journal_cannot_encode_fails_the_job(tmp_path: Path) -> N
     # own check is the last line: a layout whose encode refuses stands in for it.
     from helpers import Numbers
     from routilux import Flow
+    from routilux.engine.runner import Durable
     from routilux.persistence import deserialize_job_state
     from routilux.serialization import register_layout
     from routilux.store import open_store
 
+    original = layout_of(JobState)
+
     def refuse(js: JobState, task_seq: int) -> str:
+        if js.status == "running" and not js.execution_history:
+            assert original.encode is not None
+            return original.encode(js, task_seq)  # the new job's snapshot: stored
         raise SerializationError("cannot save value at 'shared_data.x': of type set")
 
-    original = layout_of(JobState)
     register_layout(
         JobState,
         original.serialize,
@@ -197,6 +260,10 @@ def test_a_snapshot_the_journal_cannot_encode_fails_the_job(tmp_path: Path) -> N
         flow = Flow(flow_id="f", store=url)
         flow.add_routine(Numbers(), "source")
         job = flow.execute("source", {"n": 2})
+        # Whatever the journal queued is written now (not by chance before the
+        # shutdown): the completion must not be among it.
+        assert flow.store is not None
+        Durable.of(flow.store).flush()
         flow.shutdown()
     finally:
         register_layout(
@@ -215,3 +282,67 @@ def test_a_snapshot_the_journal_cannot_encode_fails_the_job(tmp_path: Path) -> N
     assert "snapshot is not JSON-safe" in error["error"] and "'shared_data.x'" in error["error"]
     with open_store(url) as store:  # the store never saw the job complete
         assert store.load_job(job.job_id).status != "completed"
+
+
+def test_a_new_job_whose_snapshot_cannot_be_encoded_is_refused(tmp_path: Path) -> None:
+    # The new job's snapshot is encoded by the layout as the later ones are: one it
+    # cannot encode is refused as the store refuses it, naming the job, and nothing
+    # is stored.
+    from helpers import Numbers
+    from routilux import Flow
+    from routilux.exceptions import StoreError
+    from routilux.persistence import deserialize_job_state
+    from routilux.serialization import register_layout
+    from routilux.store import open_store
+
+    def refuse(js: JobState, task_seq: int) -> str:
+        raise SerializationError("cannot save value at 'shared_data.x': of type set")
+
+    original = layout_of(JobState)
+    register_layout(
+        JobState,
+        original.serialize,
+        deserialize_job_state,
+        save=original.save,
+        load=original.load,
+        deserialize_owned=original.deserialize_owned,
+        encode=refuse,
+    )
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    flow = Flow(flow_id="f", store=url)
+    flow.add_routine(Numbers(), "source")
+    try:
+        with pytest.raises(StoreError, match=r"job '.+' snapshot is not JSON-safe.*shared_data\.x"):
+            flow.execute("source", {"n": 2})
+    finally:
+        register_layout(
+            JobState,
+            original.serialize,
+            original.deserialize,
+            save=original.save,
+            load=original.load,
+            deserialize_owned=original.deserialize_owned,
+            encode=original.encode,
+        )
+        flow.shutdown()
+    with open_store(url) as store:
+        assert store.list_jobs() == []
+
+
+def test_iso_text_is_isoformat() -> None:
+    from routilux.serialization import iso_text
+
+    base = datetime(2026, 3, 1, 12, 0, 0)
+    values = [base + timedelta(microseconds=700_001 * i) for i in range(40)]
+    values += [
+        datetime.max,
+        datetime.min,
+        datetime.max.replace(microsecond=0),
+        base,  # back to an earlier second
+        base.replace(microsecond=5),
+        datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=NoOffset()),
+        base.replace(microsecond=999_999),
+        Quoting(2026, 3, 1, 12, 0, 0, 5),  # a subclass: its own isoformat
+    ]
+    assert [iso_text(value) for value in values] == [value.isoformat() for value in values]

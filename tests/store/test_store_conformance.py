@@ -728,11 +728,29 @@ def test_writer_shares_a_transaction_between_jobs(store: Store) -> None:
     assert [store.load(name).commit_seq for name in "abc"] == [10, 10, 10]
 
 
-def test_writer_commits_a_snapshot_with_the_records_before_it(store: Store) -> None:
+def _built(item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` in the shape the engine builds: every field of a record and a task row."""
+    full = {"tasks_added": [], "tasks_removed": [], "status": None, "waiting_for": None}
+    rows = [
+        {"retries": 0, "due_at": None, "extra": {}, **row} for row in item.get("tasks_added", [])
+    ]
+    return {**full, **item, "tasks_added": rows}
+
+
+def _put(writer: JournalWriter, built: bool, item: dict[str, Any]) -> None:
+    """Put one record as any caller does, or as the engine's journal does (built)."""
+    if built:
+        writer.put_many("j1", 1, BuiltRecords([_built(item)]))
+    else:
+        writer.put("j1", 1, item)
+
+
+@pytest.mark.parametrize("built", [False, True], ids=["records", "built-records"])
+def test_writer_commits_a_snapshot_with_the_records_before_it(store: Store, built: bool) -> None:
     new_job(store)
     with JournalWriter(store, max_batch=64, max_delay=10) as writer:
         for item in chain(3):
-            writer.put("j1", 1, item)
+            _put(writer, built, item)
         writer.put_snapshot("j1", 1, snapshot_of(done=True), 3)
         assert writer.flush(timeout=60)
         assert (writer.transactions, writer.records_written) == (1, 3)
@@ -741,16 +759,48 @@ def test_writer_commits_a_snapshot_with_the_records_before_it(store: Store) -> N
     assert job.snapshot["shared_data"] == {"done": True}
 
 
-def test_a_refused_snapshot_does_not_take_the_records_before_it_along(store: Store) -> None:
+@pytest.mark.parametrize("built", [False, True], ids=["records", "built-records"])
+def test_a_refused_snapshot_does_not_take_the_records_before_it_along(
+    store: Store, built: bool
+) -> None:
     new_job(store)
     with JournalWriter(store, max_batch=64, max_delay=10) as writer:
         for item in chain(2):
-            writer.put("j1", 1, item)
+            _put(writer, built, item)
         writer.put_snapshot("j1", 1, snapshot_of(), 7)  # beyond the last commit
         with pytest.raises(StoreError, match="snapshot must cover"):
             writer.flush(timeout=60)
     job = store.load("j1")
     assert (job.commit_seq, job.snapshot_seq, len(job.deltas)) == (2, 0, 2)
+
+
+@pytest.mark.parametrize("built", [False, True], ids=["records", "built-records"])
+def test_a_refused_record_before_a_snapshot_is_named_and_nothing_is_written(
+    store: Store, built: bool
+) -> None:
+    new_job(store)
+    errors: list[str] = []
+    with JournalWriter(
+        store, max_batch=64, max_delay=10, on_error=lambda job, error: errors.append(job)
+    ) as writer:
+        _put(writer, built, record(1, consumed=0))
+        _put(writer, built, record(2, consumed=5))  # task 5 is not pending
+        writer.put_snapshot("j1", 1, snapshot_of(done=True), 2)
+        with pytest.raises(StoreError, match="5"):
+            writer.flush(timeout=60)
+        assert errors == ["j1"]
+        error = writer.error_of("j1")
+        assert error is not None and "5" in str(error)
+        # Another job's records and snapshot still share one transaction.
+        new_job(store, "j2")
+        before = writer.transactions
+        writer.put_many("j2", 1, BuiltRecords([_built(record(1, consumed=0))]))
+        writer.put_snapshot("j2", 1, snapshot_of(done=True), 1)
+        assert writer.flush(timeout=60)
+        assert writer.transactions == before + 1
+        assert store.load("j2").snapshot_seq == 1
+    job = store.load("j1")
+    assert (job.commit_seq, job.snapshot_seq, [row["seq"] for row in job.tasks]) == (0, 0, [0])
 
 
 def test_writer_sync_commits_before_put_returns(store: Store, store_url: str) -> None:

@@ -47,7 +47,7 @@ from ..serialization import layout_of
 from ..store._base import BuiltRecords, EncodedSnapshot
 from . import aio
 from .observer import AT_JOB_END, TIMER
-from .rows import entry_of_row, missing_target, row_of_entry, task_row, wall_time
+from .rows import _ATOMS, entry_of_row, missing_target, row_of_entry, task_row, wall_time
 from .runner import HEARTBEAT_INTERVAL, Durable
 
 __all__ = [
@@ -139,6 +139,18 @@ class _Latch:
                 pass
 
 
+def _entry_data(params: dict[str, Any], entry_id: str) -> Any:
+    """The entry task's data: ``encode_value`` of ``params``, whose usual form -- a
+    dict of strings, ints, bools and Nones under string keys -- is a copy."""
+    if type(params) is dict:
+        for key, value in params.items():
+            if type(key) is not str or type(value) not in _ATOMS:
+                break
+        else:
+            return dict(params)
+    return encode_value(params, f"entry_params of '{entry_id}'")
+
+
 # ---------------------------------------------------------------------------
 # The journal of one job
 # ---------------------------------------------------------------------------
@@ -196,7 +208,7 @@ class JobJournal:
         self._orphan_removed: list[int] = []
         # Seqs whose next queueing is a retry of the delivery now failing.
         self._retrying: set[int] = set()
-        self._max_seq = max([next_seq - 1, *rows])
+        self._max_seq = max(next_seq - 1, max(rows)) if rows else next_seq - 1
         # Groups put aside until the row their deliveries consumed is released.
         self._held: list[DeltaRecord] = BuiltRecords()
         self._held_needs: set[int] = set()
@@ -209,7 +221,9 @@ class JobJournal:
         self.failed: StoreError | None = None  # the store refused this job's records
         # Set once the failure is in the JobState (history record, status), so a
         # flush before execute() returns never shows the job as it was before it.
-        self._failure_applied = _Latch()
+        # Made (under the job's lock) just before ``failed`` is set: whoever sees
+        # ``failed`` finds it.
+        self._failure_applied: _Latch | None = None
         self.finished = False
         # Set once the run settled and everything it put was durable (or failed):
         # the flush execute() makes before it returns has nothing left to wait for.
@@ -238,12 +252,25 @@ class JobJournal:
             "kind": "ready",
             "routine": entry_id,
             "slot": "trigger",
-            "data": encode_value(params, f"entry_params of '{entry_id}'"),
+            "data": _entry_data(params, entry_id),
             "retries": 0,
             "due_at": None,
             "extra": {"entry": True},
         }
-        snapshot = layout_of(type(job_state)).serialize(job_state)
+        layout = layout_of(type(job_state))
+        # Encoded at once, as the journal's later snapshots are (no dict of the saved
+        # form for the store to encode); a layout without ``encode`` gives the dict.
+        snapshot: Mapping[str, Any]
+        if layout.encode is None:
+            snapshot = layout.serialize(job_state)
+        else:
+            try:
+                snapshot = EncodedSnapshot(layout.encode(job_state, 0))
+            except SerializationError as exc:
+                # As the store refuses a snapshot it cannot encode.
+                raise StoreError(
+                    f"job {job_state.job_id!r} snapshot is not JSON-safe: {exc}"
+                ) from None
         epoch = durable.store.create_job(
             job_state.job_id, job_state.flow_id, "running", snapshot, [row], owner=runner
         )
@@ -416,7 +443,7 @@ class JobJournal:
             if refused is not None:
                 self.store_failed(refused)  # once, whoever comes first
                 if not aio.on_engine_loop():
-                    self._failure_applied.wait()
+                    self._failure_applied_wait()
 
     # -- durability="sync" ---------------------------------------------------------
 
@@ -502,15 +529,20 @@ class JobJournal:
         self._hold(self._job_record(status=status, added=added, removed=stored))
         held, self._held = self._held, BuiltRecords()
         self._held_needs.clear()
+        # Pause points (and a finished job's last touches) are not ops: the snapshot
+        # carries them.  It is taken before the status record is queued: one that
+        # cannot be encoded fails the job, and the store must never see the status
+        # (a completion) without it.
+        snapshot = self._take_snapshot()
+        if snapshot is None:
+            return
         try:
             self.writer.put_many(self.job_id, self.epoch, held, wait=False)
         except StoreError as exc:
             self.store_failed(exc)
             return
         self._status = status
-        # Pause points (and a finished job's last touches) are not ops: the snapshot
-        # carries them.
-        self._put_snapshot(final=status not in PARKED)
+        self._put_snapshot(snapshot)
         if status in PARKED and self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
             # again when it resumes it itself).
@@ -539,7 +571,7 @@ class JobJournal:
         if self._settled or aio.on_engine_loop():
             return
         if self.failed is not None:
-            self._failure_applied.wait()
+            self._failure_applied_wait()
             return
         self._wait_durable()
 
@@ -742,32 +774,13 @@ class JobJournal:
                 )
                 self._rows_durable_locked()
 
-    def _put_snapshot(self, final: bool = False) -> None:
-        """Queue a snapshot covering every commit so far (nothing in flight)."""
-        js = self.job_state
-        layout = layout_of(type(js))
-        snapshot: Mapping[str, Any] = {}
-        refused: SerializationError | None = None
-        # The snapshot's text, encoded here under the job's lock: the JobState is not
-        # copied for the writer thread to encode later (a layout without ``encode``
-        # still is).
-        with self.log.reading():
-            if layout.encode is None:
-                saved = layout.serialize(js)
-                saved["task_seq"] = max(int(saved.get("task_seq") or 0), self._max_seq + 1)
-                snapshot = saved
-            else:
-                try:
-                    snapshot = EncodedSnapshot(layout.encode(js, self._max_seq + 1))
-                except SerializationError as exc:
-                    refused = exc
-        if refused is not None:
-            # As when the store refuses the snapshot: the job fails, nothing more is
-            # written for it.
-            self.store_failed(
-                StoreError(f"job {self.job_id!r} snapshot is not JSON-safe: {refused}")
-            )
-            return
+    def _put_snapshot(self, snapshot: Mapping[str, Any] | None = None) -> None:
+        """Queue a snapshot covering every commit so far (nothing in flight):
+        ``snapshot``, or one taken now (:meth:`_take_snapshot`)."""
+        if snapshot is None:
+            snapshot = self._take_snapshot()
+            if snapshot is None:
+                return
         try:
             self.writer.put_snapshot(self.job_id, self.epoch, snapshot, self._commit_seq)
         except StoreError as exc:
@@ -775,6 +788,27 @@ class JobJournal:
             return
         self._snapshot_seq = self._commit_seq
         self._next_snapshot = self._commit_seq + max(SNAPSHOT_EVERY, self._commit_seq)
+
+    def _take_snapshot(self) -> Mapping[str, Any] | None:
+        """The JobState's snapshot now (job lock held); None when it cannot be
+        encoded, and then the job has failed (as when the store refuses one)."""
+        js = self.job_state
+        layout = layout_of(type(js))
+        # The snapshot's text, encoded here under the job's lock: the JobState is not
+        # copied for the writer thread to encode later (a layout without ``encode``
+        # still is).
+        with self.log.reading():
+            if layout.encode is None:
+                saved = layout.serialize(js)
+                saved["task_seq"] = max(int(saved.get("task_seq") or 0), self._max_seq + 1)
+                return saved
+            try:
+                return EncodedSnapshot(layout.encode(js, self._max_seq + 1))
+            except SerializationError as exc:
+                refused = exc
+        # Nothing more is written for the job.
+        self.store_failed(StoreError(f"job {self.job_id!r} snapshot is not JSON-safe: {refused}"))
+        return None
 
     # -- failures -------------------------------------------------------------------
 
@@ -791,6 +825,7 @@ class JobJournal:
         with self.job_state.lock:
             if self.failed is not None:
                 return
+            self._failure_applied = applied = _Latch()
             self.failed = error
         try:
             with self._rows:
@@ -798,7 +833,13 @@ class JobJournal:
             logger.error("journal of job %s failed: %s", self.job_id, error)
             self._fail_job(error, self.job_state.current_routine_id or "")
         finally:
-            self._failure_applied.set()
+            applied.set()
+
+    def _failure_applied_wait(self) -> None:
+        """Wait until the failure is in the JobState (``failed`` is set)."""
+        applied = self._failure_applied
+        if applied is not None:
+            applied.wait()
 
     def _fail_job(self, error: BaseException, rid: str) -> None:
         """Record ``error`` in the job's history and stop the job as failed."""

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, cast
 
 from routilux.exceptions import StoreError
 
@@ -120,6 +120,7 @@ class JournalWriter:
         self._put_count = 0  # entries accepted so far (the ticket of the latest)
         self._done_count = 0  # every entry with a ticket <= this has been handled
         self._urgent = 0  # callers waiting now: do not hold a batch back for them
+        self._sleeping = 0  # callers blocked in _cond.wait(): a settled batch wakes them
         # A batch is being written (by the thread, or by a caller that waits for it:
         # see _help). One at a time, in queue order.
         self._busy = False
@@ -228,7 +229,7 @@ class JournalWriter:
                         if self._queue and not self._busy:
                             self._help()
                         else:
-                            self._cond.wait()
+                            self._sleep()
                 finally:
                     self._urgent -= 1
                 error = self._failed_tickets.pop(ticket, None)
@@ -243,28 +244,31 @@ class JournalWriter:
         yet reported by ``put`` or ``flush``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        # The condition's lock taken directly: wait() needs only that it is held.
+        with self._mutex:
             target = self._put_count
-            self._urgent += 1
-            if deadline is not None or self._busy:
-                # It waits rather than writes (see _help): the batch being filled
-                # must not be held open for it.
-                self._work.notify()
-            try:
-                while self._done_count < target:
-                    if deadline is None:
-                        if self._queue and not self._busy:
-                            self._help()
+            if self._done_count < target:
+                self._urgent += 1
+                if deadline is not None or self._busy:
+                    # It waits rather than writes (see _help): the batch being filled
+                    # must not be held open for it.
+                    self._work.notify()
+                try:
+                    while self._done_count < target:
+                        if deadline is None:
+                            if self._queue and not self._busy:
+                                self._help()
+                            else:
+                                self._sleep()
                         else:
-                            self._cond.wait()
-                    else:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            return False
-                        self._cond.wait(left)
-            finally:
-                self._urgent -= 1
-            self._raise_unreported()
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                return False
+                            self._sleep(left)
+                finally:
+                    self._urgent -= 1
+            if self._unreported:
+                self._raise_unreported()
         return True
 
     async def flush_async(self, timeout: Optional[float] = None) -> bool:
@@ -318,6 +322,14 @@ class JournalWriter:
             _, error = self._unreported.popleft()
             raise error
 
+    def _sleep(self, timeout: Optional[float] = None) -> None:
+        """Wait (lock held) until a batch is settled, or ``timeout`` seconds."""
+        self._sleeping += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._sleeping -= 1
+
     def _discard_report(self, error: StoreError) -> None:
         for index, (_, item) in enumerate(self._unreported):
             if item is error:
@@ -365,9 +377,12 @@ class JournalWriter:
     def _pop_batch(self) -> list[_Entry]:
         """The next batch, now being written (lock held)."""
         queue = self._queue
-        count = min(len(queue), self.max_batch)
         self._busy = True
-        batch = [queue.popleft() for _ in range(count)]
+        if len(queue) <= self.max_batch:
+            batch = list(queue)
+            queue.clear()
+        else:
+            batch = [queue.popleft() for _ in range(self.max_batch)]
         if queue:
             self._first_at = 0.0  # what is left waited already: the next batch at once
         return batch
@@ -395,7 +410,7 @@ class JournalWriter:
     def _handle(self, batch: list[_Entry]) -> None:
         """Write ``batch`` and settle it (``_busy`` set by whoever took it)."""
         failures = self._write(batch)
-        with self._cond:
+        with self._mutex:
             new = self._settle(batch, failures)
         for job_id, error in new:
             self._report(job_id, error)
@@ -416,7 +431,8 @@ class JournalWriter:
         # order, so the batch's last one covers every record taken so far.
         self._done_count = max(self._done_count, batch[-1][0])
         self._busy = False
-        self._cond.notify_all()
+        if self._sleeping:
+            self._cond.notify_all()
         if self._queue:
             self._work.notify()  # the thread may be waiting for this batch to end
         return new
@@ -447,8 +463,11 @@ class JournalWriter:
 
     def _write(self, batch: list[_Entry]) -> list[tuple[int, str, StoreError]]:
         """Commit ``batch``; the entries that failed, with their job's error."""
-        with self._cond:
-            stopped = dict(self._failed)
+        with self._mutex:
+            stopped = dict(self._failed) if self._failed else {}
+        folded = self._fold_job(batch, stopped)
+        if folded is not None:
+            return folded
         jobs: dict[str, tuple[int, list[tuple[int, list[DeltaRecord]]]]] = {}
         failures: list[tuple[int, str, StoreError]] = []
         for ticket, job_id, epoch, payload in batch:
@@ -479,6 +498,42 @@ class JournalWriter:
             entry[1].append((ticket, payload))
         self._commit_jobs(jobs, failures, stopped)
         return failures
+
+    def _fold_job(
+        self, batch: list[_Entry], stopped: dict[str, StoreError]
+    ) -> Optional[list[tuple[int, str, StoreError]]]:
+        """The usual batch of a job that ends (its caller flushing): the job's records
+        then its snapshot, one epoch, the job not stopped.  Committed with one
+        ``commit_then_snapshot`` without grouping anything; its failures (as
+        :meth:`_write` returns them), or None when the batch is not that or the store
+        cannot fold (nothing written)."""
+        last = batch[-1]
+        payload = last[3]
+        if type(payload) is not _Snapshot or len(batch) < 2:
+            return None
+        ticket, job_id, epoch, _ = last
+        if job_id in stopped:
+            return None
+        records = BuiltRecords()
+        for _, job, job_epoch, group in batch[:-1]:
+            if job != job_id or job_epoch != epoch or type(group) is not BuiltRecords:
+                return None
+            records += group
+        fold = getattr(self.store, "commit_then_snapshot", None)
+        if fold is None or not getattr(self.store, "folds_snapshots", False):
+            return None
+        try:
+            fold([(job_id, epoch, records)], job_id, epoch, payload.snapshot, payload.upto_seq)
+        except Exception:
+            # Nothing was written: one step at a time, as _write does, names the fault.
+            failures: list[tuple[int, str, StoreError]] = []
+            items = [(entry[0], cast(list[DeltaRecord], entry[3])) for entry in batch[:-1]]
+            self._commit_jobs({job_id: (epoch, items)}, failures, stopped)
+            if job_id not in stopped:
+                self._write_snapshot(ticket, job_id, epoch, payload, failures, stopped)
+            return failures
+        self._count(1, len(records))
+        return []
 
     def _fold_snapshot(
         self,
@@ -573,7 +628,7 @@ class JournalWriter:
             failures.append((ticket, job_id, error))
 
     def _count(self, transactions: int, records: int) -> None:
-        with self._cond:
+        with self._mutex:
             self.transactions += transactions
             self.records_written += records
 
