@@ -42,7 +42,7 @@ def postgres_url(postgres_dsn: str) -> str:  # noqa: F811 - the fixture, by name
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {_TABLES}")
-        conn.execute("UPDATE routilux_meta SET value = '1' WHERE key = 'schema_version'")
+        conn.execute("UPDATE routilux_meta SET value = '2' WHERE key = 'schema_version'")
     return dsn
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from routilux.job_state import JobState
 from routilux.serialization import layout_of
-from routilux.store import Store, StoreError, open_store
+from routilux.store import SCHEMA_VERSION, Store, StoreError, open_store
 from routilux.store._base import BuiltRecords
 
 
@@ -215,6 +215,15 @@ def _old_layout(store_url: str) -> Any:
     return psycopg.connect(store_url, autocommit=True), "%s"
 
 
+def _version(store_url: str) -> str:
+    conn, _ = _old_layout(store_url)
+    try:
+        row = conn.execute("SELECT value FROM routilux_meta WHERE key = 'schema_version'")
+        return str(row.fetchone()[0])
+    finally:
+        conn.close()
+
+
 def test_a_store_written_the_old_way_opens_loads_and_takes_new_commits(store_url: str) -> None:
     import json
 
@@ -242,6 +251,7 @@ def test_a_store_written_the_old_way_opens_loads_and_takes_new_commits(store_url
                 (seq, json.dumps({"n": seq}), "{}"),
             )
         conn.execute("UPDATE routilux_job SET commit_seq = 2 WHERE job_id = 'j1'")
+        conn.execute("UPDATE routilux_meta SET value = '1' WHERE key = 'schema_version'")
     finally:
         conn.close()
     if store_url.startswith("sqlite"):
@@ -251,7 +261,10 @@ def test_a_store_written_the_old_way_opens_loads_and_takes_new_commits(store_url
             job = reader.load("j1")
             assert [row["seq"] for row in job.tasks] == [2, 3]
             assert job.deltas == old
+    assert _version(store_url) == "1"  # read as it is
     with open_store(store_url) as reopened:
+        # Opened for writing: upgraded, so code that reads version 1 refuses it.
+        assert _version(store_url) == str(SCHEMA_VERSION)
         job = reopened.load("j1")
         assert [row["seq"] for row in job.tasks] == [2, 3] and job.deltas == old
         new = [built(3, consumed=2, tasks_added=[full(task(4))]), built(4, consumed=3)]

@@ -23,8 +23,13 @@ if TYPE_CHECKING:
     from routilux.job_state import JobState
 
 #: The version of the tables this code writes. A store whose ``meta`` table says more
-#: is refused (:class:`~routilux.exceptions.SchemaVersionError`); nothing is migrated.
-SCHEMA_VERSION = 1
+#: is refused (:class:`~routilux.exceptions.SchemaVersionError`). Version 2 added
+#: ``routilux_batch`` (a commit's records in one row; the task table as of the
+#: snapshot): code of version 1 would not see those rows, so it must refuse such a
+#: store. A version-1 store is upgraded when it is opened for writing (the table
+#: created and the version set, in one transaction); opened read-only, it is read as
+#: it is.
+SCHEMA_VERSION = 2
 
 #: Statuses after which a job never runs again: never claimable, no input accepted.
 FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})

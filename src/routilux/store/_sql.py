@@ -6,9 +6,9 @@ whole row on update -- a snapshot of megabytes in it would be written again on e
 commit.
 
 A commit transaction stores each job's records as ONE row of ``routilux_batch``: the
-JSON array of the records, keyed by the job and the last seq in it (added after schema
-version 1 without a bump; stores written before it keep their ``routilux_delta``
-rows, one per record, which are read and dropped as before). What the task table
+JSON array of the records, keyed by the job and the last seq in it (schema version 2;
+stores written before it keep their ``routilux_delta`` rows, one per record, which are
+read and dropped as before). What the task table
 holds depends on who committed:
 
 - the engine's records (:class:`~routilux.store._base.BuiltRecords`, from the

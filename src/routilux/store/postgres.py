@@ -82,8 +82,8 @@ CREATE TABLE IF NOT EXISTS routilux_control (
 CREATE INDEX IF NOT EXISTS routilux_job_by_update ON routilux_job (updated_at)
 """
 
-# Added after schema version 1 (no bump): the journal's records, one row per commit
-# (see routilux.store._sql); created in every store that lacks it.
+# Schema version 2: the journal's records, one row per commit (see
+# routilux.store._sql and SCHEMA_VERSION); a version-1 store gets it when opened for writing.
 _BATCH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS routilux_batch (
     job_id TEXT NOT NULL,
@@ -203,10 +203,14 @@ class PostgresStore(SQLStore):
             found = cur.fetchone()
             if found is None or found[0] is None:
                 self._create_control_schema(cur)
-            cur.execute("SELECT to_regclass('routilux_batch')")
-            found = cur.fetchone()
-            if found is None or found[0] is None:
+            if version < SCHEMA_VERSION:
+                # Version 1 had no routilux_batch (see SCHEMA_VERSION): upgraded here,
+                # under the schema lock, in this transaction.
                 cur.execute(_BATCH_SCHEMA)
+                cur.execute(
+                    "UPDATE routilux_meta SET value = %s WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
+                )
 
     def _create_control_schema(self, cur: Any) -> None:
         for statement in _CONTROL_SCHEMA.split(";"):

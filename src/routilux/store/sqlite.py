@@ -88,8 +88,8 @@ CREATE TABLE IF NOT EXISTS routilux_control (
 CREATE INDEX IF NOT EXISTS routilux_job_by_update ON routilux_job (updated_at)
 """
 
-# Added after schema version 1 (no bump): the journal's records, one row per commit
-# (see routilux.store._sql); created in every store that lacks it.
+# Schema version 2: the journal's records, one row per commit (see
+# routilux.store._sql and SCHEMA_VERSION); a version-1 store gets it when opened for writing.
 _BATCH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS routilux_batch (
     job_id TEXT NOT NULL,
@@ -210,8 +210,9 @@ class SQLiteStore(SQLStore):
             raise StoreError(
                 f"SQLite store {self.path}: the file is not a readable SQLite database: {exc}"
             ) from None
+        version = SCHEMA_VERSION
         if "routilux_meta" in names:
-            self._check_version()
+            version = self._check_version()
         elif names:
             raise StoreError(
                 f"SQLite store {self.path}: the database holds other tables "
@@ -232,9 +233,8 @@ class SQLiteStore(SQLStore):
                 self._create_schema()
             if "routilux_control" not in names:
                 self._create_control_schema()
-            if "routilux_batch" not in names:
-                with self._transaction(write=True) as cur:
-                    cur.execute(_BATCH_SCHEMA)
+            if names and version < SCHEMA_VERSION:
+                self._upgrade()
         elif "routilux_batch" not in names:
             self._has_batch = False  # an older file, read as it is
         self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -260,7 +260,17 @@ class SQLiteStore(SQLStore):
                 if statement.strip():
                     cur.execute(statement)
 
-    def _check_version(self) -> None:
+    def _upgrade(self) -> None:
+        """A version-1 store made version 2: ``routilux_batch`` added and the version
+        set in one transaction (another process may have done it since we looked)."""
+        with self._transaction(write=True) as cur:
+            cur.execute(_BATCH_SCHEMA)
+            cur.execute(
+                "UPDATE routilux_meta SET value = ? WHERE key = 'schema_version'",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _check_version(self) -> int:
         try:
             row = self._conn.execute(
                 "SELECT value FROM routilux_meta WHERE key = 'schema_version'"
@@ -278,6 +288,7 @@ class SQLiteStore(SQLStore):
                 f"SQLite store {self.path} has schema version {version}; this Routilux "
                 f"reads version {SCHEMA_VERSION} and older"
             )
+        return version
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Any]:
