@@ -110,8 +110,12 @@ class ChainSink(Routine):
 
     def take(self, value: int, **_: Any) -> None:
         js = self.context.job_state
-        js.update_shared_data("total", js.get_shared_data("total", 0) + value)
-        js.update_shared_data("seen", sorted([*js.get_shared_data("seen", []), value]))
+        # Under the job's lock: in the "async" template sink deliveries run
+        # concurrently (after a recovery, timers due together end at the same
+        # moment), and an unlocked read-modify-write would lose an update.
+        with js.lock:
+            js.update_shared_data("total", js.get_shared_data("total", 0) + value)
+            js.update_shared_data("seen", sorted([*js.get_shared_data("seen", []), value]))
         _effect(self, value)
         self.send_output("result", value=value)
 
