@@ -473,14 +473,15 @@ class ChangeLog:
         """Begin delivery ``key`` and bind it to the current thread or asyncio task
         (:meth:`begin` and :meth:`bound` in one step, for the engine's journal, which
         opens and closes a delivery in two calls): its open record, whose ``token``
-        :meth:`close_bound` resets."""
-        with self._lock:
-            opened = self._open
-            if key in opened:
-                raise JobStateError(
-                    f"delivery {key!r} of job {self.job_state.job_id} is already open"
-                )
-            scope = opened[key] = Record(self, key)
+        :meth:`close_bound` resets.
+
+        Without the job's lock: a delivery that has written nothing yet holds nothing
+        back (its writes, numbered under the lock, all come after whatever a release
+        looks at meanwhile), and :meth:`take_ready` reads ``_open`` through a copy."""
+        opened = self._open
+        if key in opened:
+            raise JobStateError(f"delivery {key!r} of job {self.job_state.job_id} is already open")
+        scope = opened[key] = Record(self, key)
         scope.token = _current.set(scope)
         return scope
 
@@ -607,7 +608,8 @@ class ChangeLog:
                 self._touch(record)
                 return [record]
             frontier = min(
-                (s.first for s in self._open.values() if s.first is not None),
+                # (a copy: open_bound adds to _open without the lock)
+                (s.first for s in list(self._open.values()) if s.first is not None),
                 default=self._seq + 1,
             )
             # Records ending below the frontier saw only finished writes (ends rise,
