@@ -505,3 +505,48 @@ def test_a_task_row_holds_its_data_as_a_save_writes_it() -> None:
         task_row(task({"f": float("nan")}), "ready")
     with pytest.raises(SerializationError, match=r"task sink\.input data"):
         task_row(task({1: "non-string key"}), "ready")
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_a_timer_withdrawn_before_or_after_its_row_is_written_leaves_no_row(
+    url: str, store: Store, strategy: str
+) -> None:
+    """A named timer cancelled in the delivery that set it never gets a row; one set
+    in the entry and cancelled by a later delivery loses the row the entry wrote."""
+    from routilux.engine import journal
+
+    seen: list[Any] = []
+
+    class Timers(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("trigger", handler=self.start)
+            self.define_slot("ring", handler=self.ring)
+            self.define_slot("check", handler=self.check)
+            self.define_event("output", ["value"])
+
+        def start(self, **_: Any) -> None:
+            assert self.set_timer("brief", 60.0, "ring")
+            assert self.cancel_timer("brief")  # in the delivery that set it
+            assert self.set_timer("later", 60.0, "ring")
+            self.emit("output", value=1)
+
+        def ring(self, **_: Any) -> None:
+            raise AssertionError("a cancelled timer fired")
+
+        def check(self, value: int = 0, **_: Any) -> None:
+            js = self.context.job_state
+            journal.Durable.of(store).flush()
+            seen.append([row["kind"] for row in store.load(js.job_id).tasks])
+            assert self.cancel_timer("later")  # its row was written by the entry's record
+
+    flow = Flow(flow_id="journal-test", execution_strategy=strategy, store=store)
+    flow.add_routine(Timers(), "source")
+    flow.connect("source", "output", "source", "check")
+    job = flow.execute("source", entry_params={})
+    assert job.status == "completed"
+    # While the check ran: its own row and the one timer still set.
+    assert sorted(seen[0]) == ["ready", "timer"]
+    final = store.load(job.job_id)
+    assert final.tasks == [] and final.status == "completed"
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
