@@ -151,10 +151,16 @@ class Record:
     ``end_seq``/``first_seq``: the write sequence numbers of its end and of its first
     op or take.  ``error``: the SerializationError :meth:`ChangeLog.end` raised for it
     (an in-place change it could not encode, which is then not in ``ops``), else None.
+    ``token``: the binding :meth:`ChangeLog.open_bound` made (None once unbound).
+    ``added``/``removed``: free for the log's owner (the engine's journal keeps there
+    the rows the delivery queued and the timers it withdrew), None until it uses them.
     """
 
     __slots__ = (
         "key",
+        "token",
+        "added",
+        "removed",
         "ops",
         "end_seq",
         "first_seq",
@@ -185,6 +191,9 @@ class Record:
         self.ended = False
         #: The JobState's ``updated_at`` when it ended.
         self.updated_at: datetime | None = None
+        self.token: Token[Optional[Record]] | None = None
+        self.added: list[Any] | None = None
+        self.removed: list[int] | None = None
 
     def _finish(self, end_seq: int, updated_at: datetime) -> None:
         self.ended = True
@@ -460,22 +469,24 @@ class ChangeLog:
         """``with log.bound(key):`` -- bind an open delivery here without ending it."""
         return _Delivery(self, key, begin=False)
 
-    def open_bound(self, key: Hashable) -> Token[Optional[Record]]:
+    def open_bound(self, key: Hashable) -> Record:
         """Begin delivery ``key`` and bind it to the current thread or asyncio task
         (:meth:`begin` and :meth:`bound` in one step, for the engine's journal, which
-        opens and closes a delivery in two calls); pass the token to
-        :meth:`close_bound`."""
-        with self._lock:
-            opened = self._open
-            if key in opened:
-                raise JobStateError(
-                    f"delivery {key!r} of job {self.job_state.job_id} is already open"
-                )
-            scope = opened[key] = Record(self, key)
-        return _current.set(scope)
+        opens and closes a delivery in two calls): its open record, whose ``token``
+        :meth:`close_bound` resets.
 
-    def close_bound(self, key: Hashable, token: Token[Optional[Record]] | None) -> Record | None:
-        """Unbind delivery ``key`` (``token`` from :meth:`open_bound`; one made in
+        Without the job's lock: a delivery that has written nothing yet holds nothing
+        back (its writes, numbered under the lock, all come after whatever a release
+        looks at meanwhile), and :meth:`take_ready` reads ``_open`` through a copy."""
+        opened = self._open
+        if key in opened:
+            raise JobStateError(f"delivery {key!r} of job {self.job_state.job_id} is already open")
+        scope = opened[key] = Record(self, key)
+        scope.token = _current.set(scope)
+        return scope
+
+    def close_bound(self, key: Hashable) -> Record | None:
+        """Unbind delivery ``key`` (opened by :meth:`open_bound`; a binding made in
         another context, e.g. a coroutine's, is left alone) and end it, as :meth:`end`
         (the job's lock must be held).
 
@@ -484,14 +495,16 @@ class ChangeLog:
         returned, exactly as :meth:`take_ready` would return it (a group of its own,
         ``cut`` True, touched); else None, and it waits for :meth:`take_ready`.
         """
+        scope = self._open.pop(key, None)
+        if scope is None:
+            raise JobStateError(f"no open delivery {key!r} in job {self.job_state.job_id}")
+        token = scope.token
         if token is not None:
+            scope.token = None
             try:
                 _current.reset(token)
             except (ValueError, RuntimeError):
                 pass  # made in another context (a coroutine): nothing bound here
-        scope = self._open.pop(key, None)
-        if scope is None:
-            raise JobStateError(f"no open delivery {key!r} in job {self.job_state.job_id}")
         error = self._settle(scope) if scope.taken else None
         self._seq = seq = self._seq + 1
         scope.ended = True
@@ -595,7 +608,8 @@ class ChangeLog:
                 self._touch(record)
                 return [record]
             frontier = min(
-                (s.first for s in self._open.values() if s.first is not None),
+                # (a copy: open_bound adds to _open without the lock)
+                (s.first for s in list(self._open.values()) if s.first is not None),
                 default=self._seq + 1,
             )
             # Records ending below the frontier saw only finished writes (ends rise,

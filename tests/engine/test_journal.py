@@ -291,37 +291,85 @@ def test_the_round_trip_on_postgres(pg_url: str, strategy: str) -> None:
     assert store.load(job.job_id).tasks == []
 
 
-def test_periodic_snapshots_bound_the_deltas(
+class Probe(Routine):
+    """``input(value)``: sets shared ``v<value>``; at ``value == at`` it flushes the
+    journal and keeps what the store holds then (in ``seen``)."""
+
+    def __init__(self, store: Store, at: int, key: str | None = None) -> None:
+        super().__init__()
+        self.define_slot("input", handler=self.look)
+        self.store, self.at, self.key, self.seen = store, at, key, []  # type: list[Any]
+
+    def look(self, value: int = 0, **_: Any) -> None:
+        from routilux.engine import journal
+
+        js = self.context.job_state
+        js.shared_data[self.key or f"v{value}"] = value
+        if value == self.at:
+            journal.Durable.of(self.store).flush()
+            self.seen.append(self.store.load(js.job_id))
+
+
+def test_periodic_snapshots_bound_the_writes_to_replay(
     url: str, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A snapshot after SNAPSHOT_EVERY commits; the next once the deltas since hold
+    SNAPSHOT_RATIO times its entries in writes (ops and delivery ends)."""
     from routilux.engine import journal
 
     monkeypatch.setattr(journal, "SNAPSHOT_EVERY", 10)
-    seen: list[Any] = []
-
-    class Probe(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("input", handler=self.look)
-
-        def look(self, value: int = 0, **_: Any) -> None:
-            js = self.context.job_state
-            js.shared_data[f"v{value}"] = value
-            if value == 60:
-                journal.Durable.of(store).flush()
-                seen.append(store.load(js.job_id))
-
+    probe = Probe(store, at=150)
     flow = Flow(flow_id="journal-test", store=store)
     flow.add_routine(Numbers(), "source")
-    flow.add_routine(Probe(), "probe")
+    flow.add_routine(probe, "probe")
     flow.connect("source", "output", "probe", "input")
-    job = flow.execute("source", entry_params={"n": 100})
-    (mid,) = seen
-    # Snapshots at 10, 20, 40 commits (the gap doubles): at most 40 deltas to replay.
-    assert mid.snapshot_seq == 40
-    assert [d["seq"] for d in mid.deltas] == list(range(41, mid.commit_seq + 1))
+    job = flow.execute("source", entry_params={"n": 200})
+    (mid,) = probe.seen
+    # The first snapshot after 10 commits (the entry's and 9 probes'): 200 history
+    # records, 9 shared keys, 191 pending rows -- 400 entries, so the next is due
+    # after 1,600 writes, 2 per probe delivery (its op and its end): after the job.
+    assert mid.snapshot_seq == 10
+    assert [d["seq"] for d in mid.deltas] == list(range(11, mid.commit_seq + 1))
     final = store.load(job.job_id)
     assert final.snapshot_seq == final.commit_seq and final.deltas == []
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_a_job_of_a_steady_size_is_snapshotted_every_few_commits(
+    url: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JobState that does not grow (a trimmed history, one key rewritten): its
+    snapshots stay small, so they come every SNAPSHOT_EVERY commits or so -- the deltas
+    to replay stay few however long the job runs (a gap that doubles with the commits
+    would leave half the job)."""
+    from routilux.engine import journal
+
+    monkeypatch.setattr(journal, "SNAPSHOT_EVERY", 10)
+
+    class Loop(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.step)
+            self.define_event("out", ["value"])
+
+        def step(self, value: int = 0, **_: Any) -> None:
+            if value < 300:
+                self.emit("out", value=value + 1)
+
+    probe = Probe(store, at=250, key="last")
+    flow = Flow(flow_id="journal-test", store=store, history_limit=4)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Loop(), "loop")
+    flow.add_routine(probe, "probe")
+    flow.connect("source", "output", "loop", "input")
+    flow.connect("loop", "out", "loop", "input")
+    flow.connect("loop", "out", "probe", "input")
+    job = flow.execute("source", entry_params={"n": 1})
+    (mid,) = probe.seen
+    assert mid.commit_seq > 400
+    # Entries: 4 history records, 1 shared key, 1 or 2 rows: due after 10 commits.
+    assert mid.commit_seq - mid.snapshot_seq <= 10
+    assert [d["seq"] for d in mid.deltas] == list(range(mid.snapshot_seq + 1, mid.commit_seq + 1))
     assert comparable(store.load_job(job.job_id)) == comparable(job)
 
 
@@ -459,3 +507,48 @@ def test_a_task_row_holds_its_data_as_a_save_writes_it() -> None:
         task_row(task({"f": float("nan")}), "ready")
     with pytest.raises(SerializationError, match=r"task sink\.input data"):
         task_row(task({1: "non-string key"}), "ready")
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_a_timer_withdrawn_before_or_after_its_row_is_written_leaves_no_row(
+    url: str, store: Store, strategy: str
+) -> None:
+    """A named timer cancelled in the delivery that set it never gets a row; one set
+    in the entry and cancelled by a later delivery loses the row the entry wrote."""
+    from routilux.engine import journal
+
+    seen: list[Any] = []
+
+    class Timers(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("trigger", handler=self.start)
+            self.define_slot("ring", handler=self.ring)
+            self.define_slot("check", handler=self.check)
+            self.define_event("output", ["value"])
+
+        def start(self, **_: Any) -> None:
+            assert self.set_timer("brief", 60.0, "ring")
+            assert self.cancel_timer("brief")  # in the delivery that set it
+            assert self.set_timer("later", 60.0, "ring")
+            self.emit("output", value=1)
+
+        def ring(self, **_: Any) -> None:
+            raise AssertionError("a cancelled timer fired")
+
+        def check(self, value: int = 0, **_: Any) -> None:
+            js = self.context.job_state
+            journal.Durable.of(store).flush()
+            seen.append([row["kind"] for row in store.load(js.job_id).tasks])
+            assert self.cancel_timer("later")  # its row was written by the entry's record
+
+    flow = Flow(flow_id="journal-test", execution_strategy=strategy, store=store)
+    flow.add_routine(Timers(), "source")
+    flow.connect("source", "output", "source", "check")
+    job = flow.execute("source", entry_params={})
+    assert job.status == "completed"
+    # While the check ran: its own row and the one timer still set.
+    assert sorted(seen[0]) == ["ready", "timer"]
+    final = store.load(job.job_id)
+    assert final.tasks == [] and final.status == "completed"
+    assert comparable(store.load_job(job.job_id)) == comparable(job)

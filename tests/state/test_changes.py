@@ -460,23 +460,23 @@ def test_close_bound_releases_the_only_delivery_as_take_ready_would() -> None:
     waits for take_ready, in end order."""
     js, start, log = new_job()
     with js.lock:
-        token = log.open_bound(1)
+        log.open_bound(1)
         js.update_shared_data("a", 1)
         js.record_execution("r", "out", {"v": 1})
-        record = log.close_bound(1, token)
+        record = log.close_bound(1)
     assert record is not None and record.cut and record.ended
     assert [op[0] for op in record.ops] == ["shared_set", "history"]
     assert log.take_ready() == [] and log.pending == 0
     with js.lock:
-        token = log.open_bound(2)
+        log.open_bound(2)
         js.update_shared_data("b", 2)  # updated_at moves: the release needs a touch
-        record2 = log.close_bound(2, token)
+        record2 = log.close_bound(2)
     assert record2 is not None and [op[0] for op in record2.ops] == ["shared_set", "touch"]
     with js.lock:
-        first = log.open_bound(3)
+        log.open_bound(3)
         log.begin(4)  # another delivery open: nothing is released at close
         js.update_shared_data("c", 3)
-        assert log.close_bound(3, first) is None
+        assert log.close_bound(3) is None
     with log.bound(4):
         js.update_shared_data("d", 4)
     log.end(4)
@@ -484,4 +484,4 @@ def test_close_bound_releases_the_only_delivery_as_take_ready_would() -> None:
     assert [r.key for r in released] == [3, 4]
     assert replayed(start, [record, record2, *released]).serialize() == js.serialize()
     with js.lock, pytest.raises(JobStateError, match="no open delivery 9"):
-        log.close_bound(9, None)
+        log.close_bound(9)

@@ -23,7 +23,8 @@ Rules it keeps (docs/durability.md, "How the journal works"):
   record consumes it; a retry's row replaces the consumed one in the same record.
 * Status changes are job-level records; a pause rewrites the task rows to the
   JobState's ``pending_tasks``; a finished job drops its rows and gets a final
-  snapshot.  Snapshots are also taken every so many commits, when nothing is in flight.
+  snapshot.  Snapshots are also taken as the deltas grow (``SNAPSHOT_RATIO``), when
+  nothing is in flight.
 * A store failure (disk full, a lost lease: ``StaleEpochError``) fails the job with the
   StoreError in its history; from then on this process writes nothing for the job.
 
@@ -54,6 +55,7 @@ __all__ = [
     "DURABILITIES",
     "HEARTBEAT_INTERVAL",
     "SNAPSHOT_EVERY",
+    "SNAPSHOT_RATIO",
     "STALE_AFTER",
     "Durable",
     "JobJournal",
@@ -72,10 +74,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("routilux.engine.journal")
 
-#: Fewest commits between two periodic snapshots of a running job.  The gap grows with
-#: the job (at least the commits already covered), so snapshots cost O(n) in total
-#: while the deltas to replay stay at most about half the job.
+#: Fewest commits between two periodic snapshots of a running job.
 SNAPSHOT_EVERY = 1000
+
+#: A periodic snapshot is due once the deltas since the last one hold this many times
+#: as many writes (the change capture's ops and delivery ends) as that snapshot held
+#: entries (history and log records, keys of the tracked mappings, pending rows), and
+#: at least SNAPSHOT_EVERY commits: so a recovery replays at most about this many times
+#: a snapshot's worth of writes, and all the periodic snapshots but the last write at
+#: most 1/SNAPSHOT_RATIO of the entries the deltas wrote (O(n) in total, whatever
+#: the job's shape: a snapshot of an unchanging size no longer waits for the gap to
+#: double).
+SNAPSHOT_RATIO = 4
 
 #: Default seconds without a heartbeat after which a runner counts as dead.
 STALE_AFTER = 30.0
@@ -91,9 +101,6 @@ PARKED = ("paused", "waiting")
 
 #: The key of one delivery: (task seq, attempt).  A retry keeps the seq.
 Key = tuple[int, int]
-
-# The extras of a delivery that queued and withdrew nothing (never changed).
-_NO_EXTRAS: tuple[list[TaskRow], list[int]] = ([], [])
 
 
 class _NoRowWaiters:
@@ -163,6 +170,12 @@ class JobJournal:
     claimed from the store); :meth:`attach` it to each run before the run starts.
     """
 
+    # The periodic snapshots' rule (_snapshot_due): the ChangeLog's write count at the
+    # last snapshot this journal took, and the entries that snapshot held (0: none
+    # taken yet, the first is due after SNAPSHOT_EVERY commits).
+    _writes_at_snapshot = 0
+    _snapshot_entries = 0
+
     def __init__(
         self,
         durable: Durable,
@@ -194,8 +207,8 @@ class JobJournal:
         self._ran: dict[int, int] = {}
         # Rows queued by deliveries whose records are not put yet: seq -> attempt.
         self._unreleased: dict[int, int] = {}
-        # Per delivery not yet put: [rows added, seqs removed].
-        self._extras: dict[Key, tuple[list[TaskRow], list[int]]] = {}
+        # Unwritten rows of timers cancelled since (their record drops them).
+        self._cancelled: set[int] = set()
         # durability="sync": rows put and not yet committed, and who waits for rows.
         self._in_flight: set[int] = set()
         # Only sync deliveries wait for rows; a batch journal makes no Condition.
@@ -212,7 +225,6 @@ class JobJournal:
         # Groups put aside until the row their deliveries consumed is released.
         self._held: list[DeltaRecord] = BuiltRecords()
         self._held_needs: set[int] = set()
-        self._bindings: dict[Key, Any] = {}
         self._status: str | None = job_state.status
         # The open requests for input as the store has them (docs/human-input.md).
         self._waiting_sent: list[dict[str, Any]] = list(job_state.waiting_for)
@@ -335,16 +347,22 @@ class JobJournal:
 
     def task_queued(self, run: JobRun, task: Task, kind: str, due: float | None) -> None:
         seq = task.seq
+        log = self.log
         with self._rows:
-            if seq in self._retrying:
+            if seq > self._max_seq:
+                # A task never seen (every row, retry and restored task has a seq up
+                # to _max_seq): the current delivery queued it.  run.current_task(),
+                # without its call for a sequential run.
+                current = run.current_task() if run._live or run._aio_live else run._delivering
+                owner = None if current is None else log._open.get((current.seq, current.retries))
+            elif seq in self._retrying:
                 self._retrying.discard(seq)
-                owner: Key | None = (seq, task.retries - 1)
+                owner = log._open.get((seq, task.retries - 1))
             elif seq in self._stored or seq in self._unreleased:
                 return  # a fired timer, or a restored task: its row exists
             else:
-                # run.current_task(), without its call for a sequential run.
                 current = run.current_task() if run._live or run._aio_live else run._delivering
-                owner = None if current is None else (current.seq, current.retries)
+                owner = None if current is None else log._open.get((current.seq, current.retries))
             try:
                 row = task_row(
                     task, _KINDS.get(kind, "ready"), None if due is None else wall_time(due)
@@ -354,32 +372,40 @@ class JobJournal:
                 return
             if seq > self._max_seq:
                 self._max_seq = seq
-            extras = self._extras.get(owner) if owner is not None else None
             # Unreleased until a record carries the row: a timer firing before then
             # must not be taken for a new task.
             self._unreleased[seq] = task.retries
-            (self._orphans if extras is None else extras[0]).append(row)
+            # The row goes with the record of the open delivery that queued it (made
+            # for its first row); queued outside any open delivery -- also after the
+            # delivery ended, as its writes then are the job's -- with the job's.
+            if owner is None:
+                self._orphans.append(row)
+            elif owner.added is None:
+                owner.added = [row]
+            else:
+                owner.added.append(row)
 
     def timer_cancelled(self, run: JobRun, task: Task) -> None:
         seq = task.seq
         with self._rows:
-            # Never written yet: just forget the row.
-            for added, _ in (*self._extras.values(), (self._orphans, [])):
-                for index, row in enumerate(added):
-                    if row["seq"] == seq:
-                        del added[index]
-                        self._unreleased.pop(seq, None)
-                        return
+            if self._unreleased.pop(seq, None) is not None:
+                # Never written yet: the record that carries the row drops it.
+                self._cancelled.add(seq)
+                return
             current = run.current_task()
-            extras = None if current is None else self._extras.get((current.seq, current.retries))
-            (self._orphan_removed if extras is None else extras[1]).append(seq)
+            owner = None if current is None else self.log._open.get((current.seq, current.retries))
+            if owner is None:
+                self._orphan_removed.append(seq)
+            elif owner.removed is None:
+                owner.removed = [seq]
+            else:
+                owner.removed.append(seq)
 
     def retry_scheduled(self, run: JobRun, task: Task, retry: Task, delay: float) -> None:
         with self._rows:
             self._retrying.add(task.seq)
 
     def delivery_started(self, run: JobRun, task: Task) -> None:
-        key = (task.seq, task.retries)
         if self.durability == "sync" and not aio.on_engine_loop():
             if self._is_orphan(task.seq):
                 # Queued outside any delivery (input sent to the job, a resume's first
@@ -390,11 +416,8 @@ class JobJournal:
                 # The record that queued this task must be durable before it runs
                 # (on the loop, JobRun._run_async has awaited row_durable instead).
                 self._durable_cond.wait_for(lambda: self._row_durable_locked(task.seq))
-                self._extras[key] = ([], [])
-        else:
-            with self._rows:
-                self._extras[key] = ([], [])
-        self._bindings[key] = self.log.open_bound(key)
+        # The delivery's record carries what it queues and withdraws (see task_queued).
+        self.log.open_bound((task.seq, task.retries))
 
     def _is_orphan(self, seq: int) -> bool:
         """True while task ``seq``'s row waits among the rows queued outside deliveries."""
@@ -402,12 +425,11 @@ class JobJournal:
             return seq in self._unreleased and any(row["seq"] == seq for row in self._orphans)
 
     def delivery_ended(self, run: JobRun, task: Task, error: BaseException | None) -> None:
-        key = (task.seq, task.retries)
         fault: BaseException | None = None
         log = self.log
         with log._lock:  # the job's lock
             try:
-                record = log.close_bound(key, self._bindings.pop(key, None))
+                record = log.close_bound((task.seq, task.retries))
             except SerializationError as exc:
                 fault = exc
                 record = None
@@ -623,6 +645,11 @@ class JobJournal:
             with self._rows:
                 orphans, self._orphans = self._orphans, []
                 removed, self._orphan_removed = self._orphan_removed, []
+                if self._cancelled:  # timers withdrawn before their rows were written
+                    cancelled = self._cancelled
+                    kept = [row for row in orphans if row["seq"] not in cancelled]
+                    cancelled.difference_update(row["seq"] for row in orphans)
+                    orphans = kept
                 for row in orphans:
                     if self._unreleased.pop(row["seq"], None) is not None:
                         self._held_needs.discard(row["seq"])
@@ -650,8 +677,37 @@ class JobJournal:
             and not self._held
             and self.log.open_deliveries == 0
             and self.log.pending == 0
+            and self._snapshot_due()
         ):
             self._put_snapshot()
+
+    def _snapshot_due(self) -> bool:
+        """Whether the deltas since the last snapshot hold SNAPSHOT_RATIO times its
+        entries in writes (job lock held); if not, when to look again."""
+        writes = self.log._seq - self._writes_at_snapshot
+        wanted = SNAPSHOT_RATIO * self._snapshot_entries
+        if writes >= wanted:
+            return True
+        # After about as many commits as the writes still wanted take at the rate of
+        # the commits since the snapshot.
+        done = self._commit_seq - self._snapshot_seq
+        more = (wanted - writes) * done // max(writes, 1)
+        self._next_snapshot = self._commit_seq + max(more, SNAPSHOT_EVERY // 10, 1)
+        return False
+
+    def _entries(self) -> int:
+        """The entries of a snapshot of the JobState now (see SNAPSHOT_RATIO)."""
+        js = self.job_state
+        return (
+            len(js.execution_history)
+            + len(js.shared_log)
+            + len(js.output_log)
+            + len(js.deferred_events)
+            + len(js.shared_data)
+            + len(js.routine_states)
+            + len(js.slot_buffers)
+            + len(self._stored)
+        )
 
     def _delta(self, record: Record) -> DeltaRecord:
         """The DeltaRecord of a released ChangeLog record (a commit seq is assigned)."""
@@ -664,7 +720,6 @@ class JobJournal:
             if key is not None:
                 owner: Key = key  # type: ignore[assignment]  # (a delivery's key)
                 seq, attempt = owner
-                extras = self._extras.pop(owner, None) or _NO_EXTRAS
                 if stored.get(seq) == attempt:
                     consumed = seq
                     del stored[seq]
@@ -676,12 +731,16 @@ class JobJournal:
                         self._held_needs.add(seq)
                     if self._ran.get(seq, -1) < attempt:
                         self._ran[seq] = attempt
-                rows, withdrawn = extras
-                if rows:
+                rows = record.added
+                if rows is not None:
                     unreleased, ran, needs = self._unreleased, self._ran, self._held_needs
+                    cancelled = self._cancelled
                     sync = self.durability == "sync"
                     for row in rows:
                         q, rr = row["seq"], row["retries"]
+                        if cancelled and q in cancelled:
+                            cancelled.discard(q)  # a timer withdrawn before it was written
+                            continue
                         if unreleased.pop(q, None) is not None and sync:
                             self._in_flight.add(q)
                         if needs:
@@ -692,10 +751,12 @@ class JobJournal:
                             removed.append(q)
                         added.append(row)
                         stored[q] = rr
-                for q in withdrawn:
-                    if q in stored and q not in (row["seq"] for row in added):
-                        del stored[q]
-                        removed.append(q)
+                withdrawn = record.removed
+                if withdrawn is not None:
+                    for q in withdrawn:
+                        if q in stored and q not in (row["seq"] for row in added):
+                            del stored[q]
+                            removed.append(q)
         self._commit_seq = commit_seq = self._commit_seq + 1
         return {
             "seq": commit_seq,
@@ -787,7 +848,9 @@ class JobJournal:
             self.store_failed(exc)
             return
         self._snapshot_seq = self._commit_seq
-        self._next_snapshot = self._commit_seq + max(SNAPSHOT_EVERY, self._commit_seq)
+        self._next_snapshot = self._commit_seq + SNAPSHOT_EVERY
+        self._writes_at_snapshot = self.log._seq
+        self._snapshot_entries = self._entries()
 
     def _take_snapshot(self) -> Mapping[str, Any] | None:
         """The JobState's snapshot now (job lock held); None when it cannot be

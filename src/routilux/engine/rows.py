@@ -21,18 +21,27 @@ _ATOMS = frozenset({str, int, bool, type(None)})
 
 def task_row(task: Task, kind: str, due_at: float | None = None) -> TaskRow:
     """The TaskRow of an engine task (its data encoded as a save writes it)."""
-    extra: dict[str, Any] = {}
     route = task.route
-    if route is not None:
-        extra["source"] = [route.source_rid, route.event_name]
-    if task.premerged:
-        extra["premerged"] = True
-    if task.entry:
-        extra["entry"] = True
-    if task.timer is not None:
-        extra["timer"] = task.timer
-    if task.answers is not None:
-        extra["request"] = task.answers  # its request closes when the row is taken over
+    if (
+        route is not None
+        and not task.premerged
+        and not task.entry
+        and task.timer is None
+        and task.answers is None
+    ):
+        extra: dict[str, Any] = {"source": [route.source_rid, route.event_name]}  # the usual
+    else:
+        extra = {}
+        if route is not None:
+            extra["source"] = [route.source_rid, route.event_name]
+        if task.premerged:
+            extra["premerged"] = True
+        if task.entry:
+            extra["entry"] = True
+        if task.timer is not None:
+            extra["timer"] = task.timer
+        if task.answers is not None:
+            extra["request"] = task.answers  # its request closes when the row is taken over
     data = task.data
     # encode_value's result for the usual data -- a dict of strings, ints, bools and
     # Nones under string keys -- without its calls: a copy of the dict.
