@@ -138,18 +138,22 @@ def _net_of(records: Sequence[DeltaRecord], job_id: str) -> _Net:
             if added.pop(seq, None) is None:
                 gone[seq] = None
         for task in record["tasks_added"]:
-            data, extra = _task_texts(job_id, task)
-            added[task["seq"]] = (
-                task["seq"],
-                task["kind"],
-                task["routine"],
-                task["slot"],
-                data,
-                task["retries"],
-                task["due_at"],
-                extra,
-            )
+            added[task["seq"]] = _task_params(task, *_task_texts(job_id, task))
     return list(gone), list(added.values())
+
+
+def _task_params(task: TaskRow, data: str, extra: str) -> _TaskParams:
+    """A task row's column values, its data and extra already encoded."""
+    return (
+        task["seq"],
+        task["kind"],
+        task["routine"],
+        task["slot"],
+        data,
+        task["retries"],
+        task["due_at"],
+        extra,
+    )
 
 
 def _loads_many(texts: Sequence[str]) -> list[Any]:
@@ -836,17 +840,7 @@ class SQLStore:
             for task in tasks:
                 data, extra = _task_texts(job_id, task)
                 texts.append(_task_json(job_id, task, data, extra))
-                seq = task["seq"]
-                added[seq] = (
-                    seq,
-                    task["kind"],
-                    task["routine"],
-                    task["slot"],
-                    data,
-                    task["retries"],
-                    task["due_at"],
-                    extra,
-                )
+                added[task["seq"]] = _task_params(task, data, extra)
             parts.append(_record_json(job_id, record, ",".join(texts)))
         text = "[" + ",".join(parts) + "]"
         first, seq = records[0]["seq"], records[-1]["seq"]
