@@ -157,7 +157,11 @@ def _task_params(task: TaskRow, data: str, extra: str) -> _TaskParams:
 
 
 def _loads_many(texts: Sequence[str]) -> list[Any]:
-    """Several JSON texts decoded, by one parse of them joined into an array."""
+    """Several JSON texts decoded, by one parse of them joined into an array.
+
+    The joined text must parse and give exactly one value per text; otherwise (a text
+    that is not one whole JSON value) each is decoded on its own, which fails as
+    decoding that text alone would."""
     if len(texts) == 1:
         return [json.loads(texts[0])]
     try:

@@ -25,7 +25,7 @@ from typing import Any, Union
 from routilux.exceptions import SchemaVersionError, StoreError
 
 from ._base import SCHEMA_VERSION, dumps
-from ._sql import SQLStore
+from ._sql import SQLStore, _loads_many
 
 _SCHEMA = """
 CREATE TABLE routilux_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -322,21 +322,10 @@ class SQLiteStore(SQLStore):
 
     def _jout_many(self, raws: Sequence[Any]) -> list[Any]:
         """The columns decoded by one ``json.loads`` of them joined into an array (a
-        job's tasks are decoded together, not one call each).
-
-        The joined text must parse and give exactly one value per column; otherwise
-        (a column that is not one whole JSON value) each is decoded on its own, which
-        fails as decoding that column alone would.
-        """
-        if len(raws) < 2 or not all(type(raw) is str for raw in raws):
+        job's tasks are decoded together, not one call each; see ``_loads_many``)."""
+        if not all(type(raw) is str for raw in raws):
             return [json.loads(raw) for raw in raws]
-        try:
-            values = json.loads("[" + ",".join(raws) + "]")
-        except ValueError:
-            values = None
-        if type(values) is not list or len(values) != len(raws):
-            return [json.loads(raw) for raw in raws]
-        return values
+        return _loads_many(raws)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
