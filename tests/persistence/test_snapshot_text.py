@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
@@ -228,24 +230,13 @@ def test_an_encoded_snapshot_is_a_mapping_and_the_store_writes_its_text(
         assert loaded["shared_data"]["after"] == [1, 2]
 
 
-def test_a_snapshot_the_journal_cannot_encode_fails_the_job(tmp_path: Path) -> None:
-    # The change capture refuses such values as they are written, so the snapshot's
-    # own check is the last line: a layout whose encode refuses stands in for it.
-    from helpers import Numbers
-    from routilux import Flow
-    from routilux.engine.runner import Durable
+@contextmanager
+def _encoding_by(encode: Any) -> Iterator[None]:
+    """JobState's layout with ``encode`` as its snapshot encoder, restored after."""
     from routilux.persistence import deserialize_job_state
     from routilux.serialization import register_layout
-    from routilux.store import open_store
 
     original = layout_of(JobState)
-
-    def refuse(js: JobState, task_seq: int) -> str:
-        if js.status == "running" and not js.execution_history:
-            assert original.encode is not None
-            return original.encode(js, task_seq)  # the new job's snapshot: stored
-        raise SerializationError("cannot save value at 'shared_data.x': of type set")
-
     register_layout(
         JobState,
         original.serialize,
@@ -253,18 +244,10 @@ def test_a_snapshot_the_journal_cannot_encode_fails_the_job(tmp_path: Path) -> N
         save=original.save,
         load=original.load,
         deserialize_owned=original.deserialize_owned,
-        encode=refuse,
+        encode=encode,
     )
     try:
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-        flow = Flow(flow_id="f", store=url)
-        flow.add_routine(Numbers(), "source")
-        job = flow.execute("source", {"n": 2})
-        # Whatever the journal queued is written now (not by chance before the
-        # shutdown): the completion must not be among it.
-        assert flow.store is not None
-        Durable.of(flow.store).flush()
-        flow.shutdown()
+        yield
     finally:
         register_layout(
             JobState,
@@ -276,6 +259,34 @@ def test_a_snapshot_the_journal_cannot_encode_fails_the_job(tmp_path: Path) -> N
             encode=original.encode,
         )
     assert layout_of(JobState) == original
+
+
+def test_a_snapshot_the_journal_cannot_encode_fails_the_job(tmp_path: Path) -> None:
+    # The change capture refuses such values as they are written, so the snapshot's
+    # own check is the last line: a layout whose encode refuses stands in for it.
+    from helpers import Numbers
+    from routilux import Flow
+    from routilux.engine.runner import Durable
+    from routilux.store import open_store
+
+    original = layout_of(JobState)
+
+    def refuse(js: JobState, task_seq: int) -> str:
+        if js.status == "running" and not js.execution_history:
+            assert original.encode is not None
+            return original.encode(js, task_seq)  # the new job's snapshot: stored
+        raise SerializationError("cannot save value at 'shared_data.x': of type set")
+
+    with _encoding_by(refuse):
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        flow = Flow(flow_id="f", store=url)
+        flow.add_routine(Numbers(), "source")
+        job = flow.execute("source", {"n": 2})
+        # Whatever the journal queued is written now (not by chance before the
+        # shutdown): the completion must not be among it.
+        assert flow.store is not None
+        Durable.of(flow.store).flush()
+        flow.shutdown()
     assert job.status == "failed"
     (error,) = [r.data for r in job.execution_history if r.data.get("journal")]
     assert error["error_type"] == "StoreError"
@@ -291,39 +302,21 @@ def test_a_new_job_whose_snapshot_cannot_be_encoded_is_refused(tmp_path: Path) -
     from helpers import Numbers
     from routilux import Flow
     from routilux.exceptions import StoreError
-    from routilux.persistence import deserialize_job_state
-    from routilux.serialization import register_layout
     from routilux.store import open_store
 
     def refuse(js: JobState, task_seq: int) -> str:
         raise SerializationError("cannot save value at 'shared_data.x': of type set")
 
-    original = layout_of(JobState)
-    register_layout(
-        JobState,
-        original.serialize,
-        deserialize_job_state,
-        save=original.save,
-        load=original.load,
-        deserialize_owned=original.deserialize_owned,
-        encode=refuse,
-    )
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     flow = Flow(flow_id="f", store=url)
     flow.add_routine(Numbers(), "source")
     try:
-        with pytest.raises(StoreError, match=r"job '.+' snapshot is not JSON-safe.*shared_data\.x"):
-            flow.execute("source", {"n": 2})
+        with _encoding_by(refuse):
+            with pytest.raises(
+                StoreError, match=r"job '.+' snapshot is not JSON-safe.*shared_data\.x"
+            ):
+                flow.execute("source", {"n": 2})
     finally:
-        register_layout(
-            JobState,
-            original.serialize,
-            original.deserialize,
-            save=original.save,
-            load=original.load,
-            deserialize_owned=original.deserialize_owned,
-            encode=original.encode,
-        )
         flow.shutdown()
     with open_store(url) as store:
         assert store.list_jobs() == []

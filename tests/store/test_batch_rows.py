@@ -10,20 +10,9 @@ from typing import Any
 
 import pytest
 
-from routilux.job_state import JobState
-from routilux.serialization import layout_of
 from routilux.store import SCHEMA_VERSION, Store, StoreError, open_store
 from routilux.store._base import BuiltRecords
-
-
-def snapshot_of(**shared: Any) -> dict[str, Any]:
-    state = JobState("flow")
-    state.shared_data.update(shared)
-    return layout_of(JobState).serialize(state)
-
-
-def task(seq: int, kind: str = "ready", **extra: Any) -> dict[str, Any]:
-    return {"seq": seq, "kind": kind, "routine": "r", "slot": "in", "data": {"n": seq}, **extra}
+from store.records import snapshot_of, task
 
 
 def new_job(store: Store, job_id: str = "j1", *, tasks: list[dict[str, Any]]) -> int:

@@ -20,7 +20,6 @@ import pytest
 
 import routilux  # noqa: F401  (registers the JobState layout)
 from routilux.job_state import JobState
-from routilux.serialization import layout_of
 from routilux.store import (
     JobNotFoundError,
     JobSummary,
@@ -32,16 +31,7 @@ from routilux.store import (
     open_store,
 )
 from routilux.store._base import BuiltRecords
-
-
-def snapshot_of(**shared: Any) -> dict[str, Any]:
-    state = JobState("flow")
-    state.shared_data.update(shared)
-    return layout_of(JobState).serialize(state)
-
-
-def task(seq: int, kind: str = "ready", **extra: Any) -> dict[str, Any]:
-    return {"seq": seq, "kind": kind, "routine": "r", "slot": "in", "data": {"n": seq}, **extra}
+from store.records import snapshot_of, task
 
 
 def record(seq: int, consumed: int | None = None, **fields: Any) -> dict[str, Any]:
