@@ -1048,7 +1048,9 @@ def test_heartbeat_ends_quietly_when_its_store_is_closed(
         # at every beat for as long as the process lives.
         beat._thread.join(60)
         assert not beat._thread.is_alive()
-    assert not [r for r in caplog.records if "heartbeat" in r.getMessage()]
+    # Only this runner's: a runner another test left behind in this process may
+    # report its own store meanwhile.
+    assert not [r for r in caplog.records if "runner 'closing'" in r.getMessage()]
 
 
 def test_heartbeat_reports_failures(store: Store) -> None:
