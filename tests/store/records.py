@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from routilux.job_state import JobState
 from routilux.serialization import layout_of
+from routilux.store._base import BuiltRecords, built_record
 
 
 def snapshot_of(**shared: Any) -> dict[str, Any]:
@@ -16,3 +18,9 @@ def snapshot_of(**shared: Any) -> dict[str, Any]:
 
 def task(seq: int, kind: str = "ready", **extra: Any) -> dict[str, Any]:
     return {"seq": seq, "kind": kind, "routine": "r", "slot": "in", "data": {"n": seq}, **extra}
+
+
+def as_built(records: Iterable[dict[str, Any]]) -> BuiltRecords:
+    """DeltaRecords with every key present (tasks too), as the engine's journal
+    hands them to the store: built records (arrays)."""
+    return BuiltRecords([built_record(record) for record in records])

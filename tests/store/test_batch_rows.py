@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from routilux.store import SCHEMA_VERSION, Store, StoreError, open_store
-from routilux.store._base import BuiltRecords
-from store.records import snapshot_of, task
+from store.records import as_built, snapshot_of, task
 
 
 def new_job(store: Store, job_id: str = "j1", *, tasks: list[dict[str, Any]]) -> int:
@@ -77,7 +76,7 @@ def commit_in_groups(
     start = 0
     for size in sizes:
         group = records[start : start + size]
-        store.commit(job_id, 1, [dict(rec) for rec in group] if plain else BuiltRecords(group))
+        store.commit(job_id, 1, [dict(rec) for rec in group] if plain else as_built(group))
         start += size
     assert start == len(records)
 
@@ -120,7 +119,7 @@ def test_records_over_several_transactions_and_snapshots_load_as_before(store: S
     # is lost, nothing consumed comes back.
     fold = store.commit_then_snapshot  # type: ignore[attr-defined]
     last = [built(61, consumed=60, status="completed")]
-    fold([("built", 1, BuiltRecords(last))], "built", 1, snapshot_of(), 61)
+    fold([("built", 1, as_built(last))], "built", 1, snapshot_of(), 61)
     fold([("plain", 1, [dict(last[0])])], "plain", 1, snapshot_of(), 61)
     assert loaded(store, "built") == loaded(store, "plain")
     assert loaded(store, "built")[0] == pending_after(first_tasks(lag), records + last)
@@ -130,7 +129,7 @@ def test_records_over_several_transactions_and_snapshots_load_as_before(store: S
 def test_a_snapshot_splits_a_stored_batch(store: Store, store_url: str) -> None:
     new_job(store, tasks=[full(task(0))])
     records = [built(n, consumed=n - 1, tasks_added=[full(task(n))]) for n in range(1, 7)]
-    store.commit("j1", 1, BuiltRecords(records))
+    store.commit("j1", 1, as_built(records))
     store.write_snapshot("j1", 1, snapshot_of(), upto_seq=3)
     job = store.load("j1")
     assert [rec["seq"] for rec in job.deltas] == [4, 5, 6]
@@ -140,7 +139,7 @@ def test_a_snapshot_splits_a_stored_batch(store: Store, store_url: str) -> None:
     with open_store(store_url) as other:
         other.write_snapshot("j1", 1, snapshot_of(), upto_seq=5)
         assert [rec["seq"] for rec in other.load("j1").deltas] == [6]
-    store.commit("j1", 1, BuiltRecords([built(7, consumed=6)]))
+    store.commit("j1", 1, as_built([built(7, consumed=6)]))
     store.write_snapshot("j1", 1, snapshot_of(), upto_seq=6)
     job = store.load("j1")
     assert [rec["seq"] for rec in job.deltas] == [7] and job.tasks == []
@@ -154,11 +153,11 @@ def test_rows_rewritten_by_another_store_are_folded_as_they_are(
     # A store folds a batch row by the task effects it kept when it wrote the row
     # only while the row is still the one it wrote.
     new_job(store, tasks=[full(task(0))])
-    store.commit("j1", 1, BuiltRecords([built(1, consumed=0, tasks_added=[full(task(1))])]))
+    store.commit("j1", 1, as_built([built(1, consumed=0, tasks_added=[full(task(1))])]))
     with open_store(store_url) as other:
         other.delete_job("j1")
         new_job(other, tasks=[full(task(0))])
-        other.commit("j1", 1, BuiltRecords([built(1, consumed=0, tasks_added=[full(task(5))])]))
+        other.commit("j1", 1, as_built([built(1, consumed=0, tasks_added=[full(task(5))])]))
     store.write_snapshot("j1", 1, snapshot_of(), upto_seq=1)
     assert [row["seq"] for row in store.load("j1").tasks] == [5]
 
@@ -170,7 +169,7 @@ def test_plain_records_after_the_engines_are_checked_against_the_pending_tasks(
     store.commit(
         "j1",
         1,
-        BuiltRecords([built(1, consumed=0, tasks_added=[full(task(2)), full(task(3))])]),
+        as_built([built(1, consumed=0, tasks_added=[full(task(2)), full(task(3))])]),
     )
     plain = {"seq": 2, "ops": [], "consumed": 0}
     with pytest.raises(StoreError, match=r"consume tasks \[0\] that are not pending"):
@@ -180,7 +179,7 @@ def test_plain_records_after_the_engines_are_checked_against_the_pending_tasks(
     with pytest.raises(StoreError, match=r"seq must be 2 .* got 3"):
         store.commit("j1", 1, [{"seq": 3, "ops": []}])
     store.commit("j1", 1, [{"seq": 2, "ops": [], "consumed": 2}])
-    store.commit("j1", 1, BuiltRecords([built(3, consumed=3)]))
+    store.commit("j1", 1, as_built([built(3, consumed=3)]))
     with pytest.raises(StoreError, match=r"consume tasks \[3\] that are not pending"):
         store.commit("j1", 1, [{"seq": 4, "ops": [], "consumed": 3}])
     job = store.load("j1")
@@ -188,9 +187,9 @@ def test_plain_records_after_the_engines_are_checked_against_the_pending_tasks(
     assert [rec["seq"] for rec in job.deltas] == [1, 2, 3]
     # The engine's records keep the seq and epoch checks.
     with pytest.raises(StoreError, match=r"seq must be 4 .* got 5"):
-        store.commit("j1", 1, BuiltRecords([built(5)]))
+        store.commit("j1", 1, as_built([built(5)]))
     with pytest.raises(StoreError, match="epoch 2 refused"):
-        store.commit("j1", 2, BuiltRecords([built(4)]))
+        store.commit("j1", 2, as_built([built(4)]))
 
 
 # Statements of the store before routilux_batch: each commit deleted its consumed
@@ -257,7 +256,7 @@ def test_a_store_written_the_old_way_opens_loads_and_takes_new_commits(store_url
         job = reopened.load("j1")
         assert [row["seq"] for row in job.tasks] == [2, 3] and job.deltas == old
         new = [built(3, consumed=2, tasks_added=[full(task(4))]), built(4, consumed=3)]
-        reopened.commit("j1", 1, BuiltRecords(new))
+        reopened.commit("j1", 1, as_built(new))
         job = reopened.load("j1")
         assert [row["seq"] for row in job.tasks] == [4]
         assert job.deltas == old + new
@@ -281,12 +280,12 @@ def test_a_folded_snapshot_inside_the_engines_records_keeps_the_later_ones(
     fold = store.commit_then_snapshot  # type: ignore[attr-defined]
     for job_id in ("fresh", "older"):
         new_job(store, job_id, tasks=[full(task(0))])
-    store.commit("older", 1, BuiltRecords([built(1, consumed=0, tasks_added=[full(task(1))])]))
+    store.commit("older", 1, as_built([built(1, consumed=0, tasks_added=[full(task(1))])]))
     for job_id, first in (("fresh", 1), ("older", 2)):
         records = [
             built(n, consumed=n - 1, tasks_added=[full(task(n))]) for n in range(first, first + 4)
         ]
-        fold([(job_id, 1, BuiltRecords(records))], job_id, 1, snapshot_of(), first + 1)
+        fold([(job_id, 1, as_built(records))], job_id, 1, snapshot_of(), first + 1)
         job = store.load(job_id)
         assert (job.snapshot_seq, job.commit_seq) == (first + 1, first + 3)
         assert job.deltas == [dict(rec) for rec in records[2:]]
@@ -294,5 +293,5 @@ def test_a_folded_snapshot_inside_the_engines_records_keeps_the_later_ones(
     assert store.load_many(["older", "fresh"]) == [store.load("older"), store.load("fresh")]
     # The fold keeps the fast UPDATE's checks: a stale epoch writes nothing.
     with pytest.raises(StoreError, match="epoch 2 refused"):
-        fold([("fresh", 2, BuiltRecords([built(5, consumed=4)]))], "fresh", 2, snapshot_of(), 5)
+        fold([("fresh", 2, as_built([built(5, consumed=4)]))], "fresh", 2, snapshot_of(), 5)
     assert store.load("fresh").commit_seq == 4

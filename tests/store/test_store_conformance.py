@@ -30,8 +30,7 @@ from routilux.store import (
     StoreError,
     open_store,
 )
-from routilux.store._base import BuiltRecords
-from store.records import snapshot_of, task
+from store.records import as_built, snapshot_of, task
 
 
 def record(seq: int, consumed: int | None = None, **fields: Any) -> dict[str, Any]:
@@ -231,10 +230,10 @@ def built(seq: int, consumed: int | None = None) -> dict[str, Any]:
 def test_records_the_engine_built_still_get_their_seqs_checked(store: Store) -> None:
     new_job(store)
     with pytest.raises(StoreError, match=r"seq must be 1 .* got 2"):
-        store.commit("j1", 1, BuiltRecords([built(2)]))
+        store.commit("j1", 1, as_built([built(2)]))
     with pytest.raises(StoreError, match=r"seq must be 2 .* got 1"):
-        store.commit("j1", 1, BuiltRecords([built(1), built(1)]))
-    store.commit("j1", 1, BuiltRecords([built(1, consumed=0), built(2)]))
+        store.commit("j1", 1, as_built([built(1), built(1)]))
+    store.commit("j1", 1, as_built([built(1, consumed=0), built(2)]))
     job = store.load("j1")
     assert job.commit_seq == 2 and job.tasks == []
 
@@ -323,11 +322,17 @@ def test_unencodable_parts_of_built_records_are_named(store: Store) -> None:
     new_job(store)
     bad_due = {**task(1), "retries": 0, "due_at": float("inf"), "extra": {}}
     bad_extra = {**task(1), "retries": 0, "due_at": None, "extra": {"source": {1, 2}}}
-    for row, message in ((bad_due, "task 1 due_at"), (bad_extra, "task 1 extra")):
-        rec = {**built(1, consumed=0), "tasks_added": [row]}
-        with pytest.raises(StoreError, match=f"'j1' {message} is not JSON-safe"):
-            store.commit("j1", 1, BuiltRecords([rec]))
-    assert store.load("j1").commit_seq == 0
+    good = built(1, consumed=0)
+    for bad in (
+        {**built(2), "tasks_added": [bad_due]},
+        {**built(2), "tasks_added": [bad_extra]},
+        {**built(2), "ops": [["shared_set", "k", {1, 2}]]},
+    ):
+        # The record at fault is named (the job's and its seq), nothing is written.
+        with pytest.raises(StoreError, match="job 'j1' delta seq 2 is not JSON-safe"):
+            store.commit("j1", 1, as_built([good, bad]))
+    job = store.load("j1")
+    assert (job.commit_seq, job.deltas, [row["seq"] for row in job.tasks]) == (0, [], [0])
 
 
 def test_load_job_without_deltas_needs_no_replay(store: Store) -> None:
@@ -665,7 +670,7 @@ def test_newer_schema_is_refused(store: Store, store_url: str) -> None:
     new_job(store)
     store.close()
     _set_version(store_url, "99")
-    with pytest.raises(SchemaVersionError, match="schema version 99.*version 2 and older"):
+    with pytest.raises(SchemaVersionError, match="schema version 99.*version 3 and older"):
         open_store(store_url)
     _set_version(store_url, "banana")
     with pytest.raises(StoreError, match="schema_version is missing or bad"):
@@ -730,7 +735,7 @@ def _built(item: dict[str, Any]) -> dict[str, Any]:
 def _put(writer: JournalWriter, built: bool, item: dict[str, Any]) -> None:
     """Put one record as any caller does, or as the engine's journal does (built)."""
     if built:
-        writer.put_many("j1", 1, BuiltRecords([_built(item)]))
+        writer.put_many("j1", 1, as_built([_built(item)]))
     else:
         writer.put("j1", 1, item)
 
@@ -787,7 +792,7 @@ def test_a_refused_record_before_a_snapshot_is_named_and_nothing_is_written(
         # Another job's records and snapshot still share one transaction.
         new_job(store, "j2")
         before = writer.transactions
-        writer.put_many("j2", 1, BuiltRecords([_built(record(1, consumed=0))]))
+        writer.put_many("j2", 1, as_built([_built(record(1, consumed=0))]))
         writer.put_snapshot("j2", 1, snapshot_of(done=True), 1)
         assert writer.flush(timeout=60)
         assert writer.transactions == before + 1

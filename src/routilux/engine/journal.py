@@ -45,7 +45,7 @@ from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
 from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
-from ..store._base import BuiltRecords, EncodedSnapshot
+from ..store._base import BuiltRecord, BuiltRecords, EncodedSnapshot, built_task
 from . import aio
 from .observer import AT_JOB_END, TIMER
 from .rows import _ATOMS, entry_of_row, missing_target, row_of_entry, task_row, wall_time
@@ -68,7 +68,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ..job_state import JobState
-    from ..store import DeltaRecord, TaskRow
+    from ..store import TaskRow
     from .run import JobRun
     from .tasks import Task
 
@@ -223,7 +223,7 @@ class JobJournal:
         self._retrying: set[int] = set()
         self._max_seq = max(next_seq - 1, max(rows)) if rows else next_seq - 1
         # Groups put aside until the row their deliveries consumed is released.
-        self._held: list[DeltaRecord] = BuiltRecords()
+        self._held = BuiltRecords()
         self._held_needs: set[int] = set()
         self._status: str | None = job_state.status
         # The open requests for input as the store has them (docs/human-input.md).
@@ -659,7 +659,7 @@ class JobJournal:
                 self._hold(self._job_record(added=orphans, removed=removed))
                 if not self._held_needs:
                     self._put_held()
-        group: list[DeltaRecord] = []
+        group: list[BuiltRecord] = []
         held = self._held
         for record in self.log.take_ready(flush=flush):
             group.append(self._delta(record))
@@ -709,8 +709,8 @@ class JobJournal:
             + len(self._stored)
         )
 
-    def _delta(self, record: Record) -> DeltaRecord:
-        """The DeltaRecord of a released ChangeLog record (a commit seq is assigned)."""
+    def _delta(self, record: Record) -> BuiltRecord:
+        """The built record of a released ChangeLog record (a commit seq is assigned)."""
         key = record.key
         consumed: int | None = None
         added: list[TaskRow] = []
@@ -758,24 +758,23 @@ class JobJournal:
                             del stored[q]
                             removed.append(q)
         self._commit_seq = commit_seq = self._commit_seq + 1
-        return {
-            "seq": commit_seq,
-            "consumed": consumed,
-            "ops": record.ops,
-            "tasks_added": added,
-            "tasks_removed": removed,
-            "status": None,
-            "waiting_for": (
-                None if self.job_state.waiting_for == self._waiting_sent else self._waiting_change()
-            ),
-        }
+        # A built record (store._base.RECORD_FIELDS order).
+        return [
+            commit_seq,
+            consumed,
+            record.ops,
+            [built_task(row) for row in added],
+            removed,
+            None,
+            None if self.job_state.waiting_for == self._waiting_sent else self._waiting_change(),
+        ]
 
     def _job_record(
         self,
         status: str | None = None,
         added: list[TaskRow] | None = None,
         removed: list[int] | None = None,
-    ) -> DeltaRecord:
+    ) -> BuiltRecord:
         with self._rows:
             kept: list[int] = []
             for q in removed or ():
@@ -785,15 +784,16 @@ class JobJournal:
             for row in added or ():
                 self._stored[row["seq"]] = row["retries"]
         self._commit_seq += 1
-        return {
-            "seq": self._commit_seq,
-            "consumed": None,
-            "ops": [],
-            "tasks_added": list(added or ()),
-            "tasks_removed": kept if removed is not None else [],
-            "status": status,
-            "waiting_for": self._waiting_change(),
-        }
+        # A built record (store._base.RECORD_FIELDS order).
+        return [
+            self._commit_seq,
+            None,
+            [],
+            [built_task(row) for row in added or ()],
+            kept if removed is not None else [],
+            status,
+            self._waiting_change(),
+        ]
 
     def _waiting_change(self) -> dict[str, Any] | None:
         """The record's ``waiting_for`` (job lock held): the open requests when they
@@ -815,7 +815,7 @@ class JobJournal:
         self._hold(self._job_record(status, added, removed))
         self._put_held()
 
-    def _hold(self, delta: DeltaRecord) -> None:
+    def _hold(self, delta: BuiltRecord) -> None:
         self._held.append(delta)
 
     def _put_held(self) -> None:
@@ -830,9 +830,7 @@ class JobJournal:
             self.store_failed(exc)
         if self.durability == "sync":
             with self._rows:
-                self._in_flight.difference_update(
-                    row["seq"] for delta in held for row in delta["tasks_added"]
-                )
+                self._in_flight.difference_update(row[0] for delta in held for row in delta[3])
                 self._rows_durable_locked()
 
     def _put_snapshot(self, snapshot: Mapping[str, Any] | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import socket
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -25,11 +26,13 @@ if TYPE_CHECKING:
 #: The version of the tables this code writes. A store whose ``meta`` table says more
 #: is refused (:class:`~routilux.exceptions.SchemaVersionError`). Version 2 added
 #: ``routilux_batch`` (a commit's records in one row; the task table as of the
-#: snapshot): code of version 1 would not see those rows, so it must refuse such a
-#: store. A version-1 store is upgraded when it is opened for writing (the table
-#: created and the version set, in one transaction); opened read-only, it is read as
-#: it is.
-SCHEMA_VERSION = 2
+#: snapshot): code of version 1 would not see those rows. Version 3 writes a batch
+#: row's records as arrays (:data:`RECORD_FIELDS`), which code of version 2 would read
+#: as objects. So older code must refuse a newer store. A version-1 or version-2
+#: store is upgraded when it is opened for writing (the table created if missing and
+#: the version set, in one transaction; its rows keep their objects, which every
+#: reader here still takes); opened read-only, it is read as it is.
+SCHEMA_VERSION = 3
 
 #: Statuses after which a job never runs again: never claimable, no input accepted.
 FINISHED_STATUSES = frozenset({"completed", "failed", "cancelled"})
@@ -485,12 +488,68 @@ def check_waiting_change(change: Any, where: str) -> Any:
     )
 
 
-class BuiltRecords(list[DeltaRecord]):
+#: A record as the engine's journal builds it (a :class:`BuiltRecords` element and a
+#: version-3 batch row's element): a DeltaRecord's values in this order.
+RECORD_FIELDS = ("seq", "consumed", "ops", "tasks_added", "tasks_removed", "status", "waiting_for")
+#: A built record's ``tasks_added`` element: a TaskRow's values in this order.
+TASK_FIELDS = ("seq", "kind", "routine", "slot", "data", "retries", "due_at", "extra")
+# Indexes into a built record.
+R_SEQ, R_CONSUMED, R_OPS, R_ADDED, R_REMOVED, R_STATUS, R_WAITING = range(7)
+
+#: A built record: ``[seq, consumed, ops, tasks_added, tasks_removed, status,
+#: waiting_for]``, each ``tasks_added`` element ``[seq, kind, routine, slot, data,
+#: retries, due_at, extra]`` (:data:`RECORD_FIELDS`, :data:`TASK_FIELDS`).
+BuiltRecord = list[Any]
+
+
+def built_task(row: TaskRow) -> list[Any]:
+    """A normalised TaskRow as a built record's task (its values in TASK_FIELDS order)."""
+    return [
+        row["seq"],
+        row["kind"],
+        row["routine"],
+        row["slot"],
+        row["data"],
+        row["retries"],
+        row["due_at"],
+        row["extra"],
+    ]
+
+
+def built_record(delta: DeltaRecord) -> BuiltRecord:
+    """A normalised DeltaRecord (every key present) as a built record."""
+    return [
+        delta["seq"],
+        delta["consumed"],
+        delta["ops"],
+        [built_task(row) for row in delta["tasks_added"]],
+        delta["tasks_removed"],
+        delta["status"],
+        delta["waiting_for"],
+    ]
+
+
+def task_of(built: Sequence[Any]) -> TaskRow:
+    """The TaskRow of a built record's task."""
+    return dict(zip(TASK_FIELDS, built))
+
+
+def delta_of(built: Sequence[Any]) -> DeltaRecord:
+    """The DeltaRecord of a built record (its tasks as TaskRows)."""
+    delta = dict(zip(RECORD_FIELDS, built))
+    delta["tasks_added"] = [dict(zip(TASK_FIELDS, row)) for row in built[R_ADDED]]
+    return delta
+
+
+class BuiltRecords(list[Any]):
     """Records the engine's journal built itself (``engine/journal.py``), handed to
-    the store by the :class:`~routilux.store.JournalWriter`: plain, normalised
-    DeltaRecords whose TaskRows came from ``engine/rows.py``.  :func:`check_records`
-    checks only their seqs (a gap or a repeat is still refused); every other caller's
-    records get the full checks.  Internal: not part of the store API."""
+    the store by the :class:`~routilux.store.JournalWriter`: built records
+    (:data:`BuiltRecord`, plain nested lists the encoder writes in one call), whose
+    tasks came from ``engine/rows.py``.  :func:`check_records` checks only their
+    seqs (a gap or a repeat is still refused); every other caller's records are
+    DeltaRecords and get the full checks.  The engine never changes a record once it
+    has handed it over: the store may keep it (see ``_sql.SQLStore._nets``).
+    Internal: not part of the store API."""
 
     __slots__ = ()
 
@@ -502,16 +561,12 @@ def check_records(job_id: str, first_seq: int, records: Sequence[Any]) -> list[D
     :class:`BuiltRecords` are returned as they are once their seqs are right.
     """
     if type(records) is BuiltRecords:
-        if not records:
-            return records
-        expected = first_seq
-        for record in records:
-            if record["seq"] != expected:
-                break
-            expected += 1
-        else:
+        if not records or list(map(_SEQ, records)) == list(
+            range(first_seq, first_seq + len(records))
+        ):
             return records
         # A gap or a repeat: the full checks name the record at fault.
+        records = [delta_of(record) for record in records]
     if isinstance(records, Mapping) or not isinstance(records, Sequence):
         raise StoreError(f"job {job_id!r}: records must be a list of DeltaRecords")
     checked: list[DeltaRecord] = []
@@ -586,6 +641,9 @@ def check_records(job_id: str, first_seq: int, records: Sequence[Any]) -> list[D
         )
         expected += 1
     return checked
+
+
+_SEQ = operator.itemgetter(R_SEQ)
 
 
 def _fast_record(record: Any, seq: int) -> Optional[DeltaRecord]:

@@ -6,9 +6,12 @@ whole row on update -- a snapshot of megabytes in it would be written again on e
 commit.
 
 A commit transaction stores each job's records as ONE row of ``routilux_batch``: the
-JSON array of the records, keyed by the job and the last seq in it (schema version 2;
-stores written before it keep their ``routilux_delta`` rows, one per record, which are
-read and dropped as before). What the task table
+JSON array of the records, keyed by the job and the last seq in it. Since schema
+version 3 each record in it is an array (``_base.RECORD_FIELDS``; the engine's
+:class:`~routilux.store._base.BuiltRecords` are written by one call of the encoder);
+rows written by version 2 hold objects (DeltaRecords), and every reader here takes
+both, record by record. Stores written before version 2 keep their ``routilux_delta``
+rows, one per record, which are read and dropped as before. What the task table
 holds depends on who committed:
 
 - the engine's records (:class:`~routilux.store._base.BuiltRecords`, from the
@@ -37,21 +40,30 @@ from __future__ import annotations
 
 import copy
 import json
+import operator
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union, cast
 
 from routilux.exceptions import JobNotFoundError, StaleEpochError, StoreError
 
 from ._base import (
     _ENCODE,
+    _SEQ,
     FINISHED_STATUSES,
     HOST,
     PARKED_STATUSES,
+    R_ADDED,
+    R_CONSUMED,
+    R_REMOVED,
+    R_SEQ,
+    R_STATUS,
+    R_WAITING,
     UNCHANGED,
     ApplyOps,
+    BuiltRecord,
     BuiltRecords,
     DeltaRecord,
     EncodedSnapshot,
@@ -59,6 +71,7 @@ from ._base import (
     JournaledJob,
     TaskRow,
     build_job_state,
+    built_record,
     check_control,
     check_epoch,
     check_id,
@@ -68,6 +81,7 @@ from ._base import (
     check_stale_after,
     check_task_fully,
     check_tasks,
+    delta_of,
     dumps,
     owner_dead,
     quote,
@@ -125,34 +139,76 @@ _Net = tuple[list[int], list[_TaskParams]]
 # The most characters of batch rows SQLStore._nets keeps.
 _NET_CHARS = 16 << 20
 
+_STATUS = operator.itemgetter(R_STATUS)
+_WAITING = operator.itemgetter(R_WAITING)
 
-def _net_of(records: Sequence[DeltaRecord], job_id: str) -> _Net:
-    """The net task effect of ``records`` (in seq order), from the records."""
-    added: dict[int, _TaskParams] = {}
+
+def _net_of(records: Sequence[BuiltRecord], job_id: str) -> _Net:
+    """The net task effect of built records (in seq order): only the tasks that
+    survive them have their data and extra encoded (a task both added and consumed
+    among the records never is)."""
+    added: dict[int, BuiltRecord] = {}
     gone: dict[int, None] = {}
     for record in records:
-        consumed = record["consumed"]
+        consumed = record[R_CONSUMED]
         if consumed is not None and added.pop(consumed, None) is None:
             gone[consumed] = None
-        for seq in record["tasks_removed"]:
+        for seq in record[R_REMOVED]:
             if added.pop(seq, None) is None:
                 gone[seq] = None
-        for task in record["tasks_added"]:
-            added[task["seq"]] = _task_params(task, *_task_texts(job_id, task))
-    return list(gone), list(added.values())
+        for task in record[R_ADDED]:
+            added[task[0]] = task
+    return list(gone), [_built_params(job_id, task) for task in added.values()]
 
 
-def _task_params(task: TaskRow, data: str, extra: str) -> _TaskParams:
-    """A task row's column values, its data and extra already encoded."""
-    return (
-        task["seq"],
-        task["kind"],
-        task["routine"],
-        task["slot"],
-        data,
-        task["retries"],
-        task["due_at"],
-        extra,
+def _built_params(job_id: str, task: Sequence[Any]) -> _TaskParams:
+    """A built task's column values, its data and extra encoded."""
+    seq, kind, routine, slot, data, retries, due, extra = task
+    try:
+        data_text = _ENCODE(data)
+        extra_text = _ENCODE(extra)
+    except (TypeError, ValueError, RecursionError):
+        data_text = _json_at(data, "job {!r} task {} data", job_id, seq)
+        extra_text = _json_at(extra, "job {!r} task {} extra", job_id, seq)
+    return (seq, kind, routine, slot, data_text, retries, due, extra_text)
+
+
+def _arrays(records: Sequence[Any]) -> list[BuiltRecord]:
+    """A batch row's decoded records as built records: an array is a record of
+    schema version 3, an object one written by version 2 (a DeltaRecord)."""
+    return [record if type(record) is list else built_record(record) for record in records]
+
+
+def _deltas_after(records: Sequence[Any], seq: int) -> list[DeltaRecord]:
+    """A batch row's decoded records (either form) after ``seq``, as DeltaRecords."""
+    return [
+        delta_of(record) if type(record) is list else record
+        for record in records
+        if (record[R_SEQ] if type(record) is list else record["seq"]) > seq
+    ]
+
+
+def _changes(records: Sequence[BuiltRecord]) -> tuple[Optional[str], Any]:
+    """The last status and the last ``waiting_for`` change among built records (None:
+    unchanged), looked for in C (the encoder-facing arrays, no Python loop)."""
+    statuses = list(filter(None, map(_STATUS, records)))
+    waits = list(filter(None, map(_WAITING, records)))
+    return (statuses[-1] if statuses else None, waits[-1] if waits else None)
+
+
+def _refuse_unencodable(job_id: str, records: Sequence[BuiltRecord]) -> NoReturn:
+    """Raise StoreError naming the first record JSON cannot hold (the encoder refused
+    their array): looked for only then, one record at a time."""
+    for record in records:
+        try:
+            _ENCODE(record)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise StoreError(
+                f"job {job_id!r} delta seq {record[R_SEQ]} is not JSON-safe: {exc}"
+            ) from None
+    raise StoreError(
+        f"job {job_id!r} delta seqs {records[0][R_SEQ]}..{records[-1][R_SEQ]} are not "
+        "JSON-safe together (nested too deeply)"
     )
 
 
@@ -178,11 +234,6 @@ def _loads_many(texts: Sequence[str]) -> list[Any]:
 _CHUNK = 64
 
 
-# The JSON of a DeltaRecord and of a TaskRow is put together from the JSON of their
-# parts, in the key order of the records the journal builds and check_records
-# normalises: the text is the one the encoder would write for the whole record, but
-# each task's data and extra are encoded once (for its row and for its record's
-# text) and the encoder does not walk the records' fixed keys.
 def _json_at(value: Any, where: str, *args: Any) -> str:
     """``value`` as JSON text; a value JSON cannot hold raises StoreError naming
     ``where.format(*args)`` (the name is built only then)."""
@@ -210,69 +261,13 @@ def _extra_json(extra: Any, job_id: str, seq: int) -> str:
     return _json_at(extra, "job {!r} task {} extra", job_id, seq)
 
 
-def _due_json(due: Any, job_id: str, seq: int) -> str:
-    if type(due) is float and due - due == 0.0:  # finite: what the encoder writes
-        return float.__repr__(due)
-    return _json_at(due, "job {!r} task {} due_at", job_id, seq)
-
-
-# The helpers below call the encoder directly rather than through _json_at (they
-# run once or twice per journaled record); a value it refuses goes to _json_at,
-# which raises naming the value.
-
-
-def _task_json(job_id: str, task: TaskRow, data: str, extra: str) -> str:
-    """A TaskRow as JSON text, its ``data`` and ``extra`` already encoded."""
-    due = task["due_at"]
-    return (
-        f'{{"seq":{task["seq"]:d},"kind":{quote(task["kind"])},'
-        f'"routine":{quote(task["routine"])},"slot":{quote(task["slot"])},"data":{data},'
-        f'"retries":{task["retries"]:d},'
-        f'"due_at":{"null" if due is None else _due_json(due, job_id, task["seq"])},'
-        f'"extra":{extra}}}'
-    )
-
-
 def _task_texts(job_id: str, task: TaskRow) -> tuple[str, str]:
-    """A TaskRow's data and extra as JSON text."""
+    """A TaskRow's data and extra as JSON text (for its task-table row)."""
     try:
         data = _ENCODE(task["data"])
     except (TypeError, ValueError, RecursionError):
         data = _json_at(task["data"], "job {!r} task {} data", job_id, task["seq"])
     return data, _extra_json(task["extra"], job_id, task["seq"])
-
-
-def _record_json(job_id: str, record: DeltaRecord, tasks: str) -> str:
-    """A DeltaRecord as JSON text; ``tasks`` is its tasks_added's, joined by commas."""
-    seq = record["seq"]
-    consumed = record["consumed"]
-    removed = record["tasks_removed"]
-    status = record["status"]
-    waiting = record["waiting_for"]
-    where = "job {!r} delta seq {}"
-    try:
-        ops = _ENCODE(record["ops"])
-    except (TypeError, ValueError, RecursionError):
-        ops = _json_at(record["ops"], where, job_id, seq)
-    removed_text = _json_at(removed, where, job_id, seq) if removed else "[]"
-    waiting_text = "null" if waiting is None else _json_at(waiting, where, job_id, seq)
-    return (
-        f'{{"seq":{seq:d},"consumed":{"null" if consumed is None else f"{consumed:d}"},'
-        f'"ops":{ops},"tasks_added":[{tasks}],"tasks_removed":{removed_text},'
-        f'"status":{"null" if status is None else quote(status)},"waiting_for":{waiting_text}}}'
-    )
-
-
-def _record_text(job_id: str, record: DeltaRecord) -> str:
-    """A DeltaRecord as JSON text, its tasks included."""
-    tasks = record["tasks_added"]
-    if not tasks:
-        joined = ""
-    elif len(tasks) == 1:
-        joined = _task_json(job_id, tasks[0], *_task_texts(job_id, tasks[0]))
-    else:
-        joined = ",".join([_task_json(job_id, task, *_task_texts(job_id, task)) for task in tasks])
-    return _record_json(job_id, record, joined)
 
 
 # The statements of the journal's commits and snapshots.
@@ -327,12 +322,15 @@ class SQLStore:
         self._closed = False
         # (what, rows) -> statement text, for the statements over many rows.
         self._chunked: dict[tuple[Any, ...], str] = {}
-        # (job id, seq) of a batch row this store wrote -> (its first seq, its text,
-        # its net task effect): a snapshot that folds the row takes the effect from
-        # here when the row's text is still this one, instead of decoding it (which
-        # costs far more than writing it). Filled as transactions commit.
-        self._nets: dict[tuple[str, int], tuple[int, str, _Net]] = {}
-        self._new_nets: dict[tuple[str, int], tuple[int, str, _Net]] = {}
+        # (job id, seq) of a batch row of the engine's records this store wrote ->
+        # (its first seq, its text, the built records themselves): a snapshot that
+        # folds the row takes their net task effect from the records here (computed
+        # then, not when the row is written) while the row's text is still this one,
+        # instead of decoding it (which costs far more than writing it). The engine
+        # never changes a record it handed over, so keeping them is safe. Filled as
+        # transactions commit; bounded by the rows' text length (_NET_CHARS).
+        self._nets: dict[tuple[str, int], tuple[int, str, Sequence[BuiltRecord]]] = {}
+        self._new_nets: dict[tuple[str, int], tuple[int, str, Sequence[BuiltRecord]]] = {}
         self._net_chars = 0
 
     # -- hooks ---------------------------------------------------------------
@@ -416,7 +414,7 @@ class SQLStore:
 
     @contextmanager
     def _writing(self) -> Iterator[Any]:
-        """A write transaction of the journal: the task effects of the batch rows it
+        """A write transaction of the journal: the records of the batch rows it
         writes join :attr:`_nets` once it has committed (never those of one rolled
         back)."""
         with self._lock:
@@ -613,32 +611,36 @@ class SQLStore:
                     cur, job_id, snapshot[0], snapshot[1], snapshot_seq, commit_seq
                 )
             return
-        last_seq = checked[-1]["seq"]
+        trusted = type(checked) is BuiltRecords
+        # The stored form: built records (plain ones converted once, here).
+        arrays: Sequence[BuiltRecord] = (
+            cast(BuiltRecords, checked) if trusted else [built_record(record) for record in checked]
+        )
+        last_seq = arrays[-1][R_SEQ]
         if snapshot is not None:
             self._check_upto(job_id, snapshot[1], snapshot_seq, last_seq)
         # Batch rows exist only after the snapshot: none when the job has no deltas.
         stored = commit_seq > snapshot_seq
-        trusted = type(checked) is BuiltRecords
         if not trusted:
             # Plain records are checked against the pending tasks: the task table is
             # brought up to date first, then changed by these records as they go in.
             if stored:
                 self._apply_stored(cur, job_id)
             self._write_tasks(cur, job_id, checked, verify)
-        kept: Sequence[DeltaRecord] = checked
+        kept = arrays
         assignments = ["commit_seq = ?", "updated_at = ?"]
         params: list[Any] = [last_seq, time.time()]
         if snapshot is not None:
             upto_seq = snapshot[1]
             covered = self._fold_rows(cur, job_id, upto_seq) if stored else []
-            split = upto_seq - checked[0]["seq"] + 1
+            split = upto_seq - arrays[0][R_SEQ] + 1
             if split > 0:
                 # The snapshot holds what the records it covers did: only later ones
                 # are stored (the task table takes the covered ones' effects).
                 if trusted:
-                    covered.append(_net_of(checked[:split], job_id))
-                kept = checked[split:]
-            self._apply_nets(cur, job_id, covered)
+                    covered += arrays[:split]
+                kept = arrays[split:]
+            self._apply_records(cur, job_id, covered)
             assignments.append("snapshot_seq = ?")
             params.append(upto_seq)
             cur.execute(self._sql(_UPDATE_SNAPSHOT), (snapshot[0], job_id))
@@ -646,14 +648,8 @@ class SQLStore:
                 # Deltas of a store written before routilux_batch existed.
                 cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
         if kept:
-            self._insert_batch(cur, job_id, kept, applied=not trusted)
-        status: Optional[str] = None
-        waiting: Any = None
-        for record in checked:
-            if record["status"] is not None:
-                status = record["status"]
-            if record["waiting_for"] is not None:
-                waiting = record["waiting_for"]
+            self._insert_batch(cur, job_id, kept, built=trusted)
+        status, waiting = _changes(arrays)
         if status is not None:
             assignments.append("status = ?")
             params.append(status)
@@ -676,7 +672,7 @@ class SQLStore:
         cur: Any,
         job_id: str,
         epoch: int,
-        records: Sequence[DeltaRecord],
+        records: Sequence[BuiltRecord],
         snapshot: Optional[tuple[Any, int]],
     ) -> bool:
         """The engine's records (:class:`BuiltRecords`) in the fewest statements: the
@@ -686,21 +682,14 @@ class SQLStore:
         short job's last transaction). False, with nothing written, when the row
         did not match or the records are not plainly in seq order: the caller's
         general path then checks everything and names the fault."""
-        first = records[0]["seq"]
+        first = records[0][R_SEQ]
         if type(first) is not int or type(epoch) is not int:
             return False
-        expected = first
-        status: Optional[str] = None
-        waiting: Any = None
-        for record in records:
-            if record["seq"] != expected:
-                return False
-            expected += 1
-            if record["status"] is not None:
-                status = record["status"]
-            if record["waiting_for"] is not None:
-                waiting = record["waiting_for"]
-        last = expected - 1
+        last = first + len(records) - 1
+        # The seqs and the status / waiting_for changes, read in C.
+        if list(map(_SEQ, records)) != list(range(first, last + 1)):
+            return False
+        status, waiting = _changes(records)
         params: list[Any] = [last, time.time()]
         if snapshot is not None:
             upto_seq = snapshot[1]
@@ -740,7 +729,7 @@ class SQLStore:
                 self._apply_records(cur, job_id, records[:split])
                 kept = records[split:]
         if kept:
-            self._insert_batch(cur, job_id, kept, applied=False)
+            self._insert_batch(cur, job_id, kept, built=True)
         return True
 
     def _write_tasks(
@@ -816,40 +805,22 @@ class SQLStore:
     # ones that are: committing plain records applies every row before them.
 
     def _insert_batch(
-        self, cur: Any, job_id: str, records: Sequence[DeltaRecord], applied: bool
+        self, cur: Any, job_id: str, records: Sequence[BuiltRecord], *, built: bool
     ) -> None:
-        """One batch row of ``records``; for rows not applied, their net task effect
-        is kept for the snapshot that folds the row (:attr:`_nets`)."""
-        if applied:
-            text = "[" + ",".join([_record_text(job_id, record) for record in records]) + "]"
-            self._insert_batch_text(cur, job_id, records[0]["seq"], records[-1]["seq"], True, text)
-            return
-        # The row's net effect on the task table, from the texts its JSON is made of.
-        added: dict[int, _TaskParams] = {}
-        gone: dict[int, None] = {}
-        parts: list[str] = []
-        for record in records:
-            consumed = record["consumed"]
-            if consumed is not None and added.pop(consumed, None) is None:
-                gone[consumed] = None
-            if record["tasks_removed"]:
-                for seq in record["tasks_removed"]:
-                    if added.pop(seq, None) is None:
-                        gone[seq] = None
-            tasks = record["tasks_added"]
-            if not tasks:
-                parts.append(_record_json(job_id, record, ""))
-                continue
-            texts: list[str] = []
-            for task in tasks:
-                data, extra = _task_texts(job_id, task)
-                texts.append(_task_json(job_id, task, data, extra))
-                added[task["seq"]] = _task_params(task, data, extra)
-            parts.append(_record_json(job_id, record, ",".join(texts)))
-        text = "[" + ",".join(parts) + "]"
-        first, seq = records[0]["seq"], records[-1]["seq"]
-        self._insert_batch_text(cur, job_id, first, seq, False, text)
-        self._new_nets[(job_id, seq)] = (first, text, (list(gone), list(added.values())))
+        """One batch row of built records, its text ONE call of the encoder.
+
+        ``built``: the engine's records, not applied to the task table; they are kept
+        for the snapshot that folds the row (:attr:`_nets`). Otherwise plain records
+        (converted), already applied. A value JSON cannot hold raises StoreError
+        naming the job and the record's seq."""
+        try:
+            text = _ENCODE(records)
+        except (TypeError, ValueError, RecursionError):
+            _refuse_unencodable(job_id, records)
+        first, seq = records[0][R_SEQ], records[-1][R_SEQ]
+        self._insert_batch_text(cur, job_id, first, seq, not built, text)
+        if built:
+            self._new_nets[(job_id, seq)] = (first, text, records)
 
     def _insert_batch_text(
         self, cur: Any, job_id: str, first_seq: int, seq: int, applied: bool, text: str
@@ -863,19 +834,21 @@ class SQLStore:
         raws = [row[0] for row in cur.fetchall()]
         if not raws:
             return
-        self._apply_records(cur, job_id, [rec for recs in _loads_many(raws) for rec in recs])
+        decoded = _loads_many(raws)
+        self._apply_records(cur, job_id, [rec for recs in decoded for rec in _arrays(recs)])
         cur.execute(self._sql(_MARK_APPLIED), (job_id,))
 
-    def _fold_rows(self, cur: Any, job_id: str, upto_seq: int) -> list[_Net]:
+    def _fold_rows(self, cur: Any, job_id: str, upto_seq: int) -> list[BuiltRecord]:
         """Drop the job's batch rows a snapshot up to ``upto_seq`` covers; a row that
-        spans ``upto_seq`` is split (its later records stay, as a row of their own).
-        Returns the net task effects of the covered records the task table does not
-        hold yet, in seq order, for :meth:`_apply_nets`."""
+        spans ``upto_seq`` is split (its later records stay, as a row of their own,
+        of built records). Returns the covered records whose effects the task table
+        does not hold yet, as built records in seq order, for :meth:`_apply_records`
+        (those of a row this store wrote as it is taken from :attr:`_nets`)."""
         cur.execute(self._sql(_SELECT_BATCHES), (job_id, upto_seq))
         found = cur.fetchall()
         if found:
             cur.execute(self._sql(_DELETE_BATCHES), (job_id, upto_seq))
-        nets: list[_Net] = []
+        covered: list[BuiltRecord] = []
         for seq, first, applied, text in found:
             seq = int(seq)
             known = self._nets.pop((job_id, seq), None)
@@ -883,47 +856,29 @@ class SQLStore:
                 self._net_chars -= len(known[1])
             if seq <= upto_seq and not applied:
                 if known is not None and known[0] == int(first) and known[1] == text:
-                    nets.append(known[2])  # the row as this store wrote it
+                    covered += known[2]  # the row as this store wrote it
                 else:
-                    nets.append(_net_of(_loads_many([text])[0], job_id))
+                    covered += _arrays(_loads_many([text])[0])
             elif seq > upto_seq:
-                records = _loads_many([text])[0]
-                before = [record for record in records if record["seq"] <= upto_seq]
+                records = _arrays(_loads_many([text])[0])
+                before = [record for record in records if record[R_SEQ] <= upto_seq]
                 if not applied:
-                    nets.append(_net_of(before, job_id))
+                    covered += before
                 later = _ENCODE(records[len(before) :])
                 self._insert_batch_text(cur, job_id, upto_seq + 1, seq, bool(applied), later)
-        return nets
+        return covered
 
-    def _apply_records(self, cur: Any, job_id: str, records: Sequence[DeltaRecord]) -> None:
-        """Apply ``records``' effect to the task table (which holds the state just
-        before the first of them)."""
-        if records:
-            self._apply_nets(cur, job_id, [_net_of(records, job_id)])
-
-    def _apply_nets(self, cur: Any, job_id: str, nets: Sequence[_Net]) -> None:
-        """Apply net task effects (in seq order) to the task table: the consumed and
-        removed seqs leave, the added tasks come -- except tasks both added and
-        consumed among them."""
-        if not nets:
+    def _apply_records(self, cur: Any, job_id: str, records: Sequence[BuiltRecord]) -> None:
+        """Apply built ``records``' net effect to the task table (which holds the state
+        just before the first of them): the consumed and removed seqs leave, the added
+        tasks come -- except tasks both added and consumed among them."""
+        if not records:
             return
-        if len(nets) == 1:
-            gone, added_rows = nets[0]
-            added = {row[0]: row for row in added_rows}
-        else:
-            added = {}
-            gone_seqs: dict[int, None] = {}
-            for net_gone, net_added in nets:
-                for seq in net_gone:
-                    if added.pop(seq, None) is None:
-                        gone_seqs[seq] = None
-                for row in net_added:
-                    added[row[0]] = row
-            gone = list(gone_seqs)
+        gone, added = _net_of(records, job_id)
         if gone:
             self._delete_tasks(cur, job_id, gone)
         if added:
-            self._upsert_tasks(cur, job_id, list(added.values()))
+            self._upsert_tasks(cur, job_id, added)
 
     def _upsert_tasks(self, cur: Any, job_id: str, rows: Sequence[_TaskParams]) -> None:
         """Insert the job's task rows, replacing any of the same seq."""
@@ -1020,7 +975,7 @@ class SQLStore:
         )
         cur.execute(self._sql(_UPDATE_SNAPSHOT), (snap, job_id))
         if commit_seq > snapshot_seq:
-            self._apply_nets(cur, job_id, self._fold_rows(cur, job_id, upto_seq))
+            self._apply_records(cur, job_id, self._fold_rows(cur, job_id, upto_seq))
             cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
 
     def load(self, job_id: str) -> JournaledJob:
@@ -1114,8 +1069,7 @@ class SQLStore:
         # The records of batch rows whose effects the task table does not hold yet.
         unapplied: dict[str, list[DeltaRecord]] = {}
         for item, batch in zip(batches, batch_records):
-            snapshot_seq = rows[item[0]][8]
-            later = [record for record in batch if record["seq"] > snapshot_seq]
+            later = _deltas_after(batch, rows[item[0]][8])
             job_deltas.setdefault(item[0], []).extend(later)
             if not item[1]:
                 unapplied.setdefault(item[0], []).extend(later)

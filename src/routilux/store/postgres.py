@@ -82,8 +82,9 @@ CREATE TABLE IF NOT EXISTS routilux_control (
 CREATE INDEX IF NOT EXISTS routilux_job_by_update ON routilux_job (updated_at)
 """
 
-# Schema version 2: the journal's records, one row per commit (see
-# routilux.store._sql and SCHEMA_VERSION); a version-1 store gets it when opened for writing.
+# Schema version 2: the journal's records, one row per commit (arrays since version 3;
+# see routilux.store._sql and SCHEMA_VERSION); a version-1 store gets it when opened
+# for writing.
 _BATCH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS routilux_batch (
     job_id TEXT NOT NULL,
@@ -204,8 +205,9 @@ class PostgresStore(SQLStore):
             if found is None or found[0] is None:
                 self._create_control_schema(cur)
             if version < SCHEMA_VERSION:
-                # Version 1 had no routilux_batch (see SCHEMA_VERSION): upgraded here,
-                # under the schema lock, in this transaction.
+                # Version 1 had no routilux_batch, version 2 wrote its records as
+                # objects (see SCHEMA_VERSION; both are read as they are): upgraded
+                # here, under the schema lock, in this transaction.
                 cur.execute(_BATCH_SCHEMA)
                 cur.execute(
                     "UPDATE routilux_meta SET value = %s WHERE key = 'schema_version'",

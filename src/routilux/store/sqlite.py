@@ -88,8 +88,9 @@ CREATE TABLE IF NOT EXISTS routilux_control (
 CREATE INDEX IF NOT EXISTS routilux_job_by_update ON routilux_job (updated_at)
 """
 
-# Schema version 2: the journal's records, one row per commit (see
-# routilux.store._sql and SCHEMA_VERSION); a version-1 store gets it when opened for writing.
+# Schema version 2: the journal's records, one row per commit (arrays since version 3;
+# see routilux.store._sql and SCHEMA_VERSION); a version-1 store gets it when opened
+# for writing.
 _BATCH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS routilux_batch (
     job_id TEXT NOT NULL,
@@ -261,8 +262,10 @@ class SQLiteStore(SQLStore):
                     cur.execute(statement)
 
     def _upgrade(self) -> None:
-        """A version-1 store made version 2: ``routilux_batch`` added and the version
-        set in one transaction (another process may have done it since we looked)."""
+        """An older store made the current version in one transaction: version 1 gets
+        ``routilux_batch``, and the version is set (rows written by version 2 keep
+        their objects, read as they are; another process may have done it since we
+        looked)."""
         with self._transaction(write=True) as cur:
             cur.execute(_BATCH_SCHEMA)
             cur.execute(

@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional, Union, cast
 
 from routilux.exceptions import StoreError
 
-from ._base import BuiltRecords, DeltaRecord, Store
+from ._base import BuiltRecords, DeltaRecord, Store, delta_of
 
 _log = logging.getLogger("routilux.store")
 
@@ -645,7 +645,8 @@ class JournalWriter:
 
 def _joined(items: list[tuple[int, list[DeltaRecord]]]) -> list[DeltaRecord]:
     """The records of one job's queued groups, in order: :class:`BuiltRecords` when
-    every group is (the store then trusts their shape), else a plain list."""
+    every group is (the store then trusts their shape), else a plain list of
+    DeltaRecords (built records among them converted: the two forms never mix)."""
     if len(items) == 1:
         return items[0][1]
     records = BuiltRecords()
@@ -654,4 +655,9 @@ def _joined(items: list[tuple[int, list[DeltaRecord]]]) -> list[DeltaRecord]:
         if type(group) is not BuiltRecords:
             built = False
         records += group
-    return records if built else list(records)
+    if built:
+        return records
+    plain: list[DeltaRecord] = []
+    for _, group in items:
+        plain += [delta_of(record) for record in group] if type(group) is BuiltRecords else group
+    return plain
