@@ -295,3 +295,146 @@ def test_a_folded_snapshot_inside_the_engines_records_keeps_the_later_ones(
     with pytest.raises(StoreError, match="epoch 2 refused"):
         fold([("fresh", 2, as_built([built(5, consumed=4)]))], "fresh", 2, snapshot_of(), 5)
     assert store.load("fresh").commit_seq == 4
+
+
+def _rows(store_url: str, statement: str) -> list[Any]:
+    conn, _ = _old_layout(store_url)
+    try:
+        return list(conn.execute(statement).fetchall())
+    finally:
+        conn.close()
+
+
+def _stored_records(store_url: str, job_id: str) -> list[Any]:
+    import json
+
+    found = _rows(
+        store_url, f"SELECT records FROM routilux_batch WHERE job_id = '{job_id}' ORDER BY seq"
+    )
+    return [json.loads(row[0]) for row in found]
+
+
+def test_a_row_holds_arrays_and_loads_back_as_the_records_committed(
+    store: Store, store_url: str
+) -> None:
+    new_job(store, "built", tasks=first_tasks(3))
+    new_job(store, "plain", tasks=first_tasks(3))
+    records = chain(8, 3)
+    records[4]["status"] = "waiting"
+    records[4]["waiting_for"] = {"set": [{"prompt": "go?"}]}
+    records[6]["status"] = "running"
+    records[6]["waiting_for"] = {"clear": True}
+    store.commit("built", 1, as_built(records[:5]))
+    store.commit("built", 1, as_built(records[5:]))
+    store.commit("plain", 1, [dict(rec) for rec in records])
+    for job_id in ("built", "plain"):
+        rows = _stored_records(store_url, job_id)
+        # Every record in the version-3 form: an array of the record's fields.
+        assert rows and all(type(rec) is list and len(rec) == 7 for row in rows for rec in row)
+        assert [rec[0] for row in rows for rec in row] == list(range(1, 9))
+        job = store.load(job_id)
+        assert job.deltas == records
+        assert job.status == "running" and job.waiting_for is None
+        assert [row["seq"] for row in job.tasks] == [
+            seq for seq, _ in pending_after(first_tasks(3), records)
+        ]
+
+
+def test_engine_records_with_a_gap_are_refused_and_write_nothing(
+    store: Store, store_url: str
+) -> None:
+    new_job(store, tasks=[full(task(0))])
+    with pytest.raises(StoreError, match=r"record\[1\]: seq must be 2 .* got 3"):
+        store.commit("j1", 1, as_built([built(1, consumed=0), built(3)]))
+    with pytest.raises(StoreError, match=r"record\[1\]: seq must be 2 .* got 1"):
+        store.commit("j1", 1, as_built([built(1, consumed=0), built(1)]))
+    job = store.load("j1")
+    assert (job.commit_seq, job.deltas, [row["seq"] for row in job.tasks]) == (0, [], [0])
+    assert _stored_records(store_url, "j1") == []
+
+
+def test_the_net_taken_from_the_records_in_memory_is_the_general_paths(
+    store: Store, store_url: str
+) -> None:
+    # The same records through the engine's path (net effect computed at the fold,
+    # from the records this store kept) and through the general path (each commit
+    # applied to the task table): the task tables are the same, column by column.
+    lag = 5
+    records = chain(40, lag)
+    records[12]["tasks_added"][0]["extra"] = {"source": ["a", "b"], "more": [1.5, None]}
+    records[30]["tasks_added"][0]["data"] = ["é", {"nested": [True, 2.25]}]
+    for job_id in ("built", "plain"):
+        new_job(store, job_id, tasks=first_tasks(lag))
+    for start, stop, upto in ((0, 17, 17), (17, 30, 24), (30, 40, 40)):
+        store.commit("built", 1, as_built(records[start:stop]))
+        store.commit("plain", 1, [dict(rec) for rec in records[start:stop]])
+        for job_id in ("built", "plain"):
+            store.write_snapshot(job_id, 1, snapshot_of(), upto_seq=upto)
+        tables = [
+            _rows(
+                store_url,
+                f"SELECT seq, kind, routine, slot, data, retries, due_at, extra FROM"
+                f" routilux_task WHERE job_id = '{job_id}' ORDER BY seq",
+            )
+            for job_id in ("built", "plain")
+        ]
+        if upto == stop:  # else the general path's table is ahead of the snapshot
+            assert tables[0] == tables[1] and tables[0]
+        assert loaded(store, "built") == loaded(store, "plain")
+    assert loaded(store, "built")[0] == pending_after(first_tasks(lag), records)
+
+
+def _v2_store(store_url: str, records: list[dict[str, Any]]) -> None:
+    """A store as schema version 2 wrote it: one batch row of ``records`` as objects
+    (the task table as of the snapshot, the row's effects not applied)."""
+    import json
+
+    with open_store(store_url) as first:
+        new_job(first, tasks=first_tasks(3))
+    conn, mark = _old_layout(store_url)
+    try:
+        conn.execute(
+            "INSERT INTO routilux_batch (job_id, seq, first_seq, applied, records)"
+            f" VALUES ('j1', {mark}, 1, 0, {mark})",
+            (records[-1]["seq"], json.dumps(records)),
+        )
+        conn.execute(f"UPDATE routilux_job SET commit_seq = {records[-1]['seq']}")
+        conn.execute("UPDATE routilux_meta SET value = '2' WHERE key = 'schema_version'")
+    finally:
+        conn.close()
+
+
+def test_a_version_2_store_opens_upgraded_loads_and_folds_its_object_rows(
+    store_url: str,
+) -> None:
+    records = chain(12, 3)
+    _v2_store(store_url, records[:6])
+    expected = pending_after(first_tasks(3), records[:6])
+    if store_url.startswith("sqlite"):
+        from routilux.store import SQLiteStore
+
+        with SQLiteStore(store_url[len("sqlite:///") :], read_only=True) as reader:
+            job = reader.load("j1")
+            assert job.deltas == records[:6]
+            assert [(row["seq"], row) for row in job.tasks] == expected
+        assert _version(store_url) == "2"  # read as it is
+    with open_store(store_url) as reopened:
+        assert _version(store_url) == str(SCHEMA_VERSION) == "3"
+        job = reopened.load("j1")
+        assert job.deltas == records[:6]
+        assert [(row["seq"], row) for row in job.tasks] == expected
+        # A new row of arrays after the row of objects; a snapshot splits the new
+        # row and folds both.
+        reopened.commit("j1", 1, as_built(records[6:]))
+        assert [type(row[0]) for row in _stored_records(store_url, "j1")] == [dict, list]
+        reopened.write_snapshot("j1", 1, snapshot_of(), upto_seq=9)
+        job = reopened.load("j1")
+        assert job.deltas == records[9:]
+        assert [(row["seq"], row) for row in job.tasks] == pending_after(first_tasks(3), records)
+        assert [rec[0] for row in _stored_records(store_url, "j1") for rec in row] == [10, 11, 12]
+    with open_store(store_url) as other:
+        other.write_snapshot("j1", 1, snapshot_of(), upto_seq=12)
+        job = other.load("j1")
+        assert job.deltas == [] and [(row["seq"], row) for row in job.tasks] == pending_after(
+            first_tasks(3), records
+        )
