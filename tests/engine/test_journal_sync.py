@@ -15,6 +15,7 @@ import pytest
 from helpers import Numbers, Sink
 from routilux import Flow, Routine
 from routilux.store import DeltaRecord, SQLiteStore
+from routilux.store._base import BuiltRecords, delta_of
 
 
 class LoggingStore(SQLiteStore):
@@ -27,9 +28,13 @@ class LoggingStore(SQLiteStore):
 
     def commit_many(self, batches: Sequence[tuple[str, int, Sequence[DeltaRecord]]]) -> None:
         super().commit_many(batches)
-        added = {
-            row["seq"] for _, _, records in batches for r in records for row in r["tasks_added"]
-        }
+        # The engine's records come as built records (arrays): read as DeltaRecords.
+        deltas = [
+            delta_of(r) if type(records) is BuiltRecords else r
+            for _, _, records in batches
+            for r in records
+        ]
+        added = {row["seq"] for delta in deltas for row in delta["tasks_added"]}
         with self.events_lock:
             self.events.append(("commit", added))
 
