@@ -754,6 +754,21 @@ def test_writer_commits_a_snapshot_with_the_records_before_it(store: Store, buil
     assert job.snapshot["shared_data"] == {"done": True}
 
 
+def test_writer_joins_the_engines_records_and_plain_ones_of_one_job(store: Store) -> None:
+    # Groups of both kinds queued for one job go in one transaction: the engine's
+    # built records are read as DeltaRecords there, and every one is checked.
+    new_job(store)
+    items = chain(4)
+    with JournalWriter(store, max_batch=64, max_delay=10) as writer:
+        for index, item in enumerate(items):
+            _put(writer, index % 2 == 1, item)
+        assert writer.flush(timeout=60)
+        assert (writer.transactions, writer.records_written) == (1, 4)
+    job = store.load("j1")
+    assert job.commit_seq == 4
+    assert job.deltas == [_built(item) for item in items]
+
+
 @pytest.mark.parametrize("built", [False, True], ids=["records", "built-records"])
 def test_a_refused_snapshot_does_not_take_the_records_before_it_along(
     store: Store, built: bool
