@@ -136,8 +136,10 @@ _TaskParams = tuple[int, str, str, str, str, int, Any, str]
 #: What records do to the task table, net: (seqs that leave, rows that come).
 _Net = tuple[list[int], list[_TaskParams]]
 
-# The most characters of batch rows SQLStore._nets keeps.
-_NET_CHARS = 16 << 20
+# The most characters of batch rows SQLStore._nets keeps. It keeps each row's text and
+# its records as objects, about six times the text's size (a W2 record: ~190 characters,
+# ~1.2 kB of lists, dicts and strings): some 30 MB in all at this bound.
+_NET_CHARS = 4 << 20
 
 _STATUS = operator.itemgetter(R_STATUS)
 _WAITING = operator.itemgetter(R_WAITING)
