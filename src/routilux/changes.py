@@ -506,8 +506,25 @@ class ChangeLog:
                 f"delivery {scope.key!r} is not the serial delivery of job {self.job_state.job_id}"
             )
         del self._open[scope.key]
-        self._unbound = self._job
-        return self._close(scope)
+        job = self._unbound = self._job
+        if scope.taken or self._open or self._ended or job.seqs or job.taken:
+            return self._close(scope)
+        # _close's common case, inline (once per delivery of a sequential job): the
+        # record is released at once, a group of its own; no field but ``ops`` is
+        # read after this, so only the ones take_ready would look at are set.
+        self._seq = seq = self._seq + 1
+        scope.ended = True
+        scope.end_seq = seq
+        scope.cut = True
+        stamp = self.job_state.updated_at
+        if stamp is not None and stamp != self._touched:
+            last = self._last_history
+            ops = scope.ops
+            if last is not None and last[1] == stamp and ops and ops[-1] is last[0]:
+                self._touched = stamp  # the history op that ends it touches already
+            else:
+                self._touch_ops(ops, stamp)
+        return scope
 
     def _close(self, scope: Record) -> Record | None:
         """End ``scope`` (no longer open, unbound); released at once when alone."""
@@ -538,7 +555,7 @@ class ChangeLog:
         only while no other delivery is open (JobStateError otherwise).  End it
         with :meth:`close_bound`."""
         opened = self._open
-        if key in opened or opened or self._unbound is not self._job:
+        if opened or self._unbound is not self._job:
             raise JobStateError(
                 f"delivery {key!r} of job {self.job_state.job_id}: a serial delivery needs "
                 "no other delivery open"

@@ -494,27 +494,19 @@ class JobJournal:
             rows = sorted(rows + scope.added, key=_row_seq)
         scope.added = rows
 
-    def _lane_record(self, record: Record, task: Task, rows: list[list[Any]]) -> DeltaRecord:
-        """The record of a serial-lane delivery that ends the short way (see
-        :meth:`_end_lane`; job lock held): it consumes its task's row and adds the
-        rows it built (a commit seq is assigned)."""
-        seq = task.seq
-        with self._rows:
-            stored = self._stored
-            del stored[seq]
-            for row in rows:
-                stored[row[0]] = 0
-        self._commit_seq = commit_seq = self._commit_seq + 1
+    @staticmethod
+    def _lane_record(
+        commit_seq: int, consumed: int, ops: list[Any], rows: list[list[Any]], waiting: Any
+    ) -> DeltaRecord:
+        """The record of a serial-lane delivery that ends the short way."""
         return {
             "seq": commit_seq,
-            "consumed": seq,
-            "ops": record.ops,
+            "consumed": consumed,
+            "ops": ops,
             "tasks_added": [dict(zip(_TASK_FIELDS, row)) for row in rows],
             "tasks_removed": [],
             "status": None,
-            "waiting_for": (
-                None if self.job_state.waiting_for == self._waiting_sent else self._waiting_change()
-            ),
+            "waiting_for": waiting,
         }
 
     def _append(self, record: DeltaRecord) -> None:
@@ -607,12 +599,13 @@ class JobJournal:
         self._lane = None
         scope = self._lane_scope
         assert scope is not None
-        self._lane_scope = None
         with run._lock:  # task_queued's lock: no row comes in meanwhile
             rows, self._lane_rows = self._lane_rows, None
         assert rows is not None
+        seq = task.seq
         log = self.log
         with log._lock:  # the job's lock
+            stored = self._stored
             if not (
                 # It queued only rows built the short way and withdrew nothing, it
                 # consumes its own stored row, nothing of the journal waits.
@@ -623,7 +616,7 @@ class JobJournal:
                 and not self._held_needs
                 and not self._orphans
                 and not self._orphan_removed
-                and self._stored.get(task.seq) == task.retries
+                and stored.get(seq) == task.retries
             ):
                 self._lane_to_rows(scope, rows)
                 return False
@@ -638,9 +631,27 @@ class JobJournal:
                 self._lane_to_rows(scope, rows)
                 self._release()
             else:
-                self._append(self._lane_record(record, task, rows))
-                if self._commit_seq >= self._next_snapshot:
+                # Its record: it consumes its task's row and adds the rows it built.
+                with self._rows:
+                    del stored[seq]
+                    for row in rows:
+                        stored[row[0]] = 0
+                self._commit_seq = commit_seq = self._commit_seq + 1
+                waiting = self.job_state.waiting_for
+                self._append(
+                    self._lane_record(
+                        commit_seq,
+                        seq,
+                        record.ops,
+                        rows,
+                        None if waiting == self._waiting_sent else self._waiting_change(),
+                    )
+                )
+                if commit_seq >= self._next_snapshot:
                     self._release()  # (puts nothing more: checks for a snapshot)
+        if fault is None and self._fault is None and self.failed is None:
+            if self.writer.error_of(self.job_id) is None:
+                return True
         self._after_delivery(fault, task)
         return True
 
