@@ -13,7 +13,8 @@ This module owns three things:
   changed, recorded.  Ops belong to the delivery bound with :meth:`ChangeLog.delivery`
   (a :mod:`contextvars` scope, so threads and asyncio tasks of concurrent deliveries
   each have their own); writes outside any delivery belong to the job and travel with
-  the next record released.
+  the next record released -- or, while a sequential job's delivery begun by
+  :meth:`ChangeLog.open_serial` runs, to that delivery.
 * **Visibility** -- every op (and every take) gets a job-wide write sequence number
   under the job's lock.  :meth:`ChangeLog.take_ready` releases finished deliveries as
   :class:`Record` objects only when nothing they could have seen is still unfinished,
