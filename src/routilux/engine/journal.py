@@ -45,9 +45,10 @@ from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
 from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
-from ..store._base import BuiltRecord, BuiltRecords, EncodedSnapshot, built_task
+from ..store._base import BuiltRecord, BuiltRecords, EncodedSnapshot, built_task, task_of
+from ..store.writer import OpenRecords
 from . import aio
-from .observer import AT_JOB_END, TIMER
+from .observer import AT_JOB_END, READY, TIMER
 from .rows import _ATOMS, entry_of_row, missing_target, row_of_entry, task_row, wall_time
 from .runner import HEARTBEAT_INTERVAL, Durable
 
@@ -86,6 +87,9 @@ SNAPSHOT_EVERY = 1000
 #: the job's shape: a snapshot of an unchanging size no longer waits for the gap to
 #: double).
 SNAPSHOT_RATIO = 4
+
+#: Most records of one open group handed to the writer (see :meth:`JobJournal._append`).
+GROUP_RECORDS = 64
 
 #: Default seconds without a heartbeat after which a runner counts as dead.
 STALE_AFTER = 30.0
@@ -144,6 +148,10 @@ class _Latch:
         if not self._set:
             with self._lock:  # free once set; each waiter passes it on
                 pass
+
+
+def _row_seq(row: TaskRow) -> int:
+    return int(row["seq"])
 
 
 def _entry_data(params: dict[str, Any], entry_id: str) -> Any:
@@ -225,6 +233,14 @@ class JobJournal:
         # Groups put aside until the row their deliveries consumed is released.
         self._held = BuiltRecords()
         self._held_needs: set[int] = set()
+        # A sequential run's delivery in the serial lane (see delivery_started): its
+        # task, and the rows it queued the short way (built task lists; None: no
+        # delivery in the lane).  Written under the run's lock (task_queued's).
+        self._lane: Task | None = None
+        self._lane_scope: Record | None = None
+        self._lane_rows: list[list[Any]] | None = None
+        # The group of records handed to the writer and still open (see _append).
+        self._group: OpenRecords | None = None
         self._status: str | None = job_state.status
         # The open requests for input as the store has them (docs/human-input.md).
         self._waiting_sent: list[dict[str, Any]] = list(job_state.waiting_for)
@@ -347,6 +363,38 @@ class JobJournal:
 
     def task_queued(self, run: JobRun, task: Task, kind: str, due: float | None) -> None:
         seq = task.seq
+        rows = self._lane_rows
+        if rows is not None and seq > self._max_seq and kind == READY and not task.retries:
+            # A delivery in the serial lane queued an emitted task (task_row's usual
+            # case): its row, built, goes with the delivery's record.
+            route = task.route
+            data = task.data
+            if (
+                route is not None
+                and type(data) is dict
+                and not task.premerged
+                and not task.entry
+                and task.timer is None
+                and task.answers is None
+            ):
+                for key, value in data.items():
+                    if type(key) is not str or type(value) not in _ATOMS:
+                        break
+                else:
+                    self._max_seq = seq
+                    rows.append(
+                        [
+                            seq,
+                            "ready",
+                            task.rid,
+                            task.target.name,
+                            dict(data),
+                            0,
+                            None,
+                            {"source": [route.source_rid, route.event_name]},
+                        ]
+                    )
+                    return
         log = self.log
         with self._rows:
             if seq > self._max_seq:
@@ -406,6 +454,20 @@ class JobJournal:
             self._retrying.add(task.seq)
 
     def delivery_started(self, run: JobRun, task: Task) -> None:
+        if (
+            not run._pooled
+            and self.durability == "batch"
+            and self._lane is None
+            and task.target.timeout is None
+            and run._handler_timeout is None
+        ):
+            # The serial lane: a sequential run delivers one task at a time, so its
+            # delivery's record is opened unbound (every write meanwhile is its) and
+            # the rows it queues are built the short way (task_queued).
+            self._lane_scope = self.log.open_serial((task.seq, task.retries))
+            self._lane = task
+            self._lane_rows = []
+            return
         if self.durability == "sync" and not aio.on_engine_loop():
             if self._is_orphan(task.seq):
                 # Queued outside any delivery (input sent to the job, a resume's first
@@ -419,12 +481,50 @@ class JobJournal:
         # The delivery's record carries what it queues and withdraws (see task_queued).
         self.log.open_bound((task.seq, task.retries))
 
+    def _lane_to_rows(self, scope: Record, lane: list[list[Any]]) -> None:
+        """Hand the rows the lane built to ``scope`` as TaskRows (in seq order with
+        any it queued the general way), for the general path's :meth:`_delta`."""
+        if not lane:
+            return
+        rows: list[TaskRow] = [task_of(row) for row in lane]
+        if scope.added:
+            rows = sorted(rows + scope.added, key=_row_seq)
+        scope.added = rows
+
+    def _append(self, record: BuiltRecord) -> None:
+        """Hand ``record`` to the writer (job lock held): appended to the job's open
+        group while the writer has not taken it (and it holds fewer than
+        GROUP_RECORDS), else in a new group -- one queue entry per group, not per
+        record.  Anything else put for the job closes the group first (:meth:`_seal`),
+        so the writer still gets the job's records and snapshots in order."""
+        group = self._group
+        if group is not None:
+            with group.lock:
+                if group.open and len(group) < GROUP_RECORDS:
+                    group.append(record)
+                    return
+        group = self._group = OpenRecords((record,))
+        try:
+            self.writer.put_open(self.job_id, self.epoch, group)
+        except StoreError as exc:
+            self.store_failed(exc)
+
+    def _seal(self) -> None:
+        """Close the open group (before anything else is put for the job)."""
+        group = self._group
+        if group is not None:
+            self._group = None
+            with group.lock:
+                group.open = False
+
     def _is_orphan(self, seq: int) -> bool:
         """True while task ``seq``'s row waits among the rows queued outside deliveries."""
         with self._rows:
             return seq in self._unreleased and any(row["seq"] == seq for row in self._orphans)
 
     def delivery_ended(self, run: JobRun, task: Task, error: BaseException | None) -> None:
+        if self._lane is task and self._end_lane(run, task):
+            return
         fault: BaseException | None = None
         log = self.log
         with log._lock:  # the job's lock
@@ -447,12 +547,18 @@ class JobJournal:
                         self._put_held()
                 else:
                     # _put_held's common case: this one record, nothing held.
+                    self._seal()
                     try:
                         self.writer.put_many(self.job_id, self.epoch, BuiltRecords((delta,)))
                     except StoreError as exc:
                         self.store_failed(exc)
                 if self._commit_seq >= self._next_snapshot:
                     self._release()  # (puts nothing more: checks for a snapshot)
+        self._after_delivery(fault, task)
+
+    def _after_delivery(self, fault: BaseException | None, task: Task) -> None:
+        """A delivery's end, once its record is out: fail the job for a fault of its
+        record, or for a commit the store refused meanwhile."""
         if fault is None and self._fault is not None:
             fault = self._take_fault()
         if fault is not None:
@@ -466,6 +572,74 @@ class JobJournal:
                 self.store_failed(refused)  # once, whoever comes first
                 if not aio.on_engine_loop():
                     self._failure_applied_wait()
+
+    def _end_lane(self, run: JobRun, task: Task) -> bool:
+        """End the serial lane's delivery of ``task``: True when done here (its record
+        built and handed to the writer, or released the general way after a fault);
+        False when the general path must end it (its record stays open, holding the
+        rows the lane built as TaskRows)."""
+        self._lane = None
+        scope = self._lane_scope
+        assert scope is not None
+        with run._lock:  # task_queued's lock: no row comes in meanwhile
+            rows, self._lane_rows = self._lane_rows, None
+        assert rows is not None
+        seq = task.seq
+        log = self.log
+        with log._lock:  # the job's lock
+            stored = self._stored
+            if not (
+                # It queued only rows built the short way and withdrew nothing, it
+                # consumes its own stored row, nothing of the journal waits.
+                scope.added is None
+                and scope.removed is None
+                and self.failed is None
+                and not self._held
+                and not self._held_needs
+                and not self._orphans
+                and not self._orphan_removed
+                and stored.get(seq) == task.retries
+            ):
+                self._lane_to_rows(scope, rows)
+                return False
+            fault: BaseException | None = None
+            try:
+                record = log.close_serial(scope)
+            except SerializationError as exc:
+                fault = exc
+                record = None
+            if record is None:
+                # Not released at once (or it could not be): the general way.
+                self._lane_to_rows(scope, rows)
+                self._release()
+            else:
+                # Its record: it consumes its task's row and adds the rows it built.
+                with self._rows:
+                    del stored[seq]
+                    for row in rows:
+                        stored[row[0]] = 0
+                self._commit_seq = commit_seq = self._commit_seq + 1
+                waiting = self.job_state.waiting_for
+                # A built record (store._base.RECORD_FIELDS order); its rows are
+                # built tasks already.
+                self._append(
+                    [
+                        commit_seq,
+                        seq,
+                        record.ops,
+                        rows,
+                        [],
+                        None,
+                        None if waiting == self._waiting_sent else self._waiting_change(),
+                    ]
+                )
+                if commit_seq >= self._next_snapshot:
+                    self._release()  # (puts nothing more: checks for a snapshot)
+        if fault is None and self._fault is None and self.failed is None:
+            if self.writer.error_of(self.job_id) is None:
+                return True
+        self._after_delivery(fault, task)
+        return True
 
     # -- durability="sync" ---------------------------------------------------------
 
@@ -558,6 +732,7 @@ class JobJournal:
         snapshot = self._take_snapshot()
         if snapshot is None:
             return
+        self._seal()
         try:
             self.writer.put_many(self.job_id, self.epoch, held, wait=False)
         except StoreError as exc:
@@ -568,6 +743,7 @@ class JobJournal:
         if status in PARKED and self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
             # again when it resumes it itself).
+            self._seal()
             try:
                 self.writer.put_release(self.job_id, self.epoch)
             except StoreError as exc:
@@ -823,6 +999,7 @@ class JobJournal:
         self._held_needs.clear()
         if not held or self.failed is not None:
             return
+        self._seal()
         try:
             # durability="sync": returns once the records are committed.
             self.writer.put_many(self.job_id, self.epoch, held)
@@ -840,6 +1017,7 @@ class JobJournal:
             snapshot = self._take_snapshot()
             if snapshot is None:
                 return
+        self._seal()
         try:
             self.writer.put_snapshot(self.job_id, self.epoch, snapshot, self._commit_seq)
         except StoreError as exc:

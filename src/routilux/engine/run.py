@@ -784,6 +784,25 @@ class JobRun(JobTimers, DeliveryTimeouts):
 
     def _execute_watched(self, task: Task) -> bool:
         """:meth:`_execute`, reported to the hooks as one delivery."""
+        observer = self._observer
+        if self._delivery_hooks is None and observer is not None:
+            # Only the observer listens (a durable job's journal): _open_delivery and
+            # _close_delivery's cases for it, inline (once per delivery).
+            observer.delivery_started(self, task)
+            report: list[Any] = [None, 0.0, None]
+            self._reports[task] = report
+            try:
+                done = JobRun._execute(self, task)
+            except BaseException as exc:
+                self._close_delivery(task, exc)
+                raise
+            if (
+                done
+                and not (self._abandoned and self._is_abandoned())
+                and self._reports.pop(task, None) is not None
+            ):
+                observer.delivery_ended(self, task, report[2])
+            return done
         self._open_delivery(task)
         try:
             done = JobRun._execute(self, task)

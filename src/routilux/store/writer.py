@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional, Union, cast
 
 from routilux.exceptions import StoreError
 
-from ._base import BuiltRecords, DeltaRecord, Store, delta_of
+from ._base import BuiltRecord, BuiltRecords, DeltaRecord, Store, delta_of
 
 _log = logging.getLogger("routilux.store")
 
@@ -53,6 +53,21 @@ class _Snapshot:
     def __init__(self, snapshot: Mapping[str, Any], upto_seq: int) -> None:
         self.snapshot = snapshot
         self.upto_seq = upto_seq
+
+
+class OpenRecords(BuiltRecords):
+    """A group of one job's records that stays open after it is queued
+    (:meth:`JournalWriter.put_open`): its owner appends records to it, under
+    ``lock`` and while ``open``, until the writer takes it for a transaction and
+    closes it (then the owner starts a new group).  So a job that ends a delivery
+    every few microseconds pays one append per record, not one queue entry."""
+
+    __slots__ = ("lock", "open")
+
+    def __init__(self, records: Sequence[BuiltRecord] = ()) -> None:
+        super().__init__(records)
+        self.lock = threading.Lock()
+        self.open = True
 
 
 class _Release:
@@ -167,6 +182,14 @@ class JournalWriter:
                 records if type(records) is BuiltRecords else list(records),
                 wait,
             )
+
+    def put_open(self, job_id: str, epoch: int, group: OpenRecords) -> None:
+        """Queue ``group`` (batch mode) like :meth:`put_many`, but open: the caller may
+        go on appending records to it (under ``group.lock``, while ``group.open``)
+        until the writer takes it -- then they are committed in one transaction, in
+        the order appended.  The caller must close the group (``open = False``, under
+        its lock) before it puts anything else for the job.  Raises as :meth:`put`."""
+        self._put(job_id, epoch, group)
 
     def put_snapshot(
         self, job_id: str, epoch: int, snapshot: Mapping[str, Any], upto_seq: int
@@ -385,6 +408,13 @@ class JournalWriter:
             batch = [queue.popleft() for _ in range(self.max_batch)]
         if queue:
             self._first_at = 0.0  # what is left waited already: the next batch at once
+        for index, (ticket, job_id, epoch, payload) in enumerate(batch):
+            if type(payload) is OpenRecords:
+                # Closed now: what its owner appended so far is this batch's.
+                with payload.lock:
+                    payload.open = False
+                    records = BuiltRecords(payload)
+                batch[index] = (ticket, job_id, epoch, records)
         return batch
 
     def _help(self) -> None:

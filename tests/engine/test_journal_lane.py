@@ -1,0 +1,234 @@
+"""The serial lane of the journal (engine/journal.py): a sequential run's deliveries
+are journaled without a bound change-capture scope, their rows built the short way
+and their records appended to one open group the writer takes.
+
+What must hold: nothing of a delivery that is still running reaches the store (also
+when another thread flushes the journal meanwhile), writes from other threads are
+journaled once, a delivery that needs the general way still gets it, and the
+writer's open group commits every record appended before the writer took it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import Collector, Numbers
+from routilux import Flow, JobState, Routine
+from routilux.store import JournalWriter, SQLiteStore, Store, open_store
+from routilux.store._base import built_record
+from routilux.store.writer import OpenRecords
+
+WAIT = 30.0
+
+
+def comparable(job: JobState) -> dict[str, Any]:
+    data = job.serialize()
+    data.pop("updated_at", None)
+    return data
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture
+def store(url: str) -> Any:
+    opened = open_store(url)
+    yield opened
+    opened.close()
+
+
+class Blocker(Routine):
+    """``input(value)``: adds ``value`` to shared ``total``; the delivery of value 2
+    first writes ``half`` and then waits for ``go`` (its delivery is running while
+    the test looks at the store)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.go = threading.Event()
+        self.job: JobState | None = None
+        self.define_slot("input", handler=self.take)
+        self.define_event("out", ["value"])
+
+    def take(self, value: int = 0, **_: Any) -> None:
+        js = self.context.job_state
+        if value == 2:
+            self.job = js
+            js.shared_data["half"] = True
+            self.entered.set()
+            assert self.go.wait(WAIT)
+        with js.lock:
+            js.shared_data["total"] = js.shared_data.get("total", 0) + value
+        self.emit("out", value=value)
+
+
+def build(store: Any, blocker: Routine) -> Flow:
+    flow = Flow(flow_id="lane-test", store=store)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(blocker, "blocker")
+    flow.add_routine(Collector(), "sink")
+    flow.connect("source", "output", "blocker", "input")
+    flow.connect("blocker", "out", "sink", "input")
+    return flow
+
+
+def run_in_thread(flow: Flow, n: int) -> tuple[threading.Thread, list[JobState]]:
+    done: list[JobState] = []
+    thread = threading.Thread(
+        target=lambda: done.append(flow.execute("source", entry_params={"n": n}))
+    )
+    thread.start()
+    return thread, done
+
+
+def test_a_pause_meanwhile_never_stores_a_running_delivery_half_done(
+    url: str, store: Store
+) -> None:
+    """flow.pause (with no wait) while a delivery runs flushes the journal: the
+    running delivery's write must not be stored before the delivery ends, and its
+    task stays pending; once it ends, its write and its consumption are stored
+    together, and the job resumes to the same state as the live one."""
+    blocker = Blocker()
+    flow = build(url, blocker)
+    thread, done = run_in_thread(flow, 5)
+    assert blocker.entered.wait(WAIT)
+    live = blocker.job
+    assert live is not None
+    job_id = live.job_id
+    flow.pause(live, wait_timeout=0.0)
+    mid = store.load_job(job_id)
+    assert "half" not in mid.shared_data
+    # The blocked delivery (value 2) has not consumed its row: it runs again after
+    # a crash now, and its write is applied once.
+    pending = [row["data"] for row in store.load(job_id).tasks if row["routine"] == "blocker"]
+    assert {"value": 2} in pending
+    blocker.go.set()
+    thread.join(WAIT)
+    assert done and done[0].status == "paused"
+    after = store.load_job(job_id)
+    assert after.shared_data["half"] is True
+    assert after.shared_data["total"] == done[0].shared_data["total"]
+    resumed = flow.resume(done[0])
+    assert resumed.status == "completed"
+    assert resumed.shared_data["total"] == sum(range(5))
+    assert comparable(store.load_job(job_id)) == comparable(resumed)
+
+
+def test_a_write_from_another_thread_is_journaled_once(url: str, store: Store) -> None:
+    """A write to the JobState from outside the job while a delivery runs belongs to
+    that delivery's record (as a job-level write travels with the next record): the
+    rebuilt JobState holds it once."""
+    blocker = Blocker()
+    flow = build(url, blocker)
+    thread, done = run_in_thread(flow, 4)
+    assert blocker.entered.wait(WAIT)
+    live = blocker.job
+    assert live is not None
+    job_id = live.job_id
+    live.shared_data["outside"] = [1, 2]
+    blocker.go.set()
+    thread.join(WAIT)
+    job = done[0]
+    assert job.status == "completed"
+    rebuilt = store.load_job(job_id)
+    assert rebuilt.shared_data["outside"] == [1, 2]
+    assert comparable(rebuilt) == comparable(job)
+
+
+class Mixed(Routine):
+    """Emits data the short way cannot take (a list value) beside plain data, and
+    sets and withdraws timers in the same delivery: the general way, in the lane."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("input", handler=self.take)
+        self.define_slot("ring", handler=self.ring)
+        self.define_event("out", ["value"])
+
+    def take(self, value: int = 0, **_: Any) -> None:
+        if value % 2:
+            self.emit("out", value=[value, value])
+        else:
+            assert self.set_timer(f"t{value}", 60.0, "ring")
+            self.emit("out", value=value)
+            assert self.cancel_timer(f"t{value}")
+
+    def ring(self, **_: Any) -> None:
+        raise AssertionError("a withdrawn timer fired")
+
+
+def test_deliveries_the_short_way_cannot_take_are_journaled_the_general_way(
+    url: str, store: Store
+) -> None:
+    flow = Flow(flow_id="lane-test", store=url)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Mixed(), "mixed")
+    flow.add_routine(Collector(), "sink")
+    flow.connect("source", "output", "mixed", "input")
+    flow.connect("mixed", "out", "sink", "input")
+    job = flow.execute("source", entry_params={"n": 12})
+    assert job.status == "completed"
+    assert store.load(job.job_id).tasks == []
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_a_long_job_commits_its_records_in_far_fewer_transactions(url: str, store: Store) -> None:
+    """Records of a sequential job are handed over in open groups: every record is
+    committed, in transactions that each hold many of them."""
+    flow = Flow(flow_id="lane-test", store=url)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Collector(), "sink")
+    flow.connect("source", "output", "sink", "input")
+    from routilux.engine.journal import Durable
+
+    writer = Durable.of(flow.store).writer("batch")  # type: ignore[arg-type]
+    before = (writer.transactions, writer.records_written)
+    job = flow.execute("source", entry_params={"n": 300})
+    assert job.status == "completed"
+    transactions = writer.transactions - before[0]
+    records = writer.records_written - before[1]
+    assert records >= 301  # the entry, 300 deliveries (and the status record)
+    assert transactions * 4 <= records
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_an_open_group_commits_what_was_appended_before_the_writer_took_it(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "w.db")
+    epoch = store.create_job("j1", "f", "running", {"job_id": "j1"}, [])
+    writer = JournalWriter(store, max_delay=10.0)  # it takes the group only when flushed
+    try:
+        group = OpenRecords()
+        group.append(_record(1))
+        writer.put_open("j1", epoch, group)
+        with group.lock:
+            assert group.open
+            group.append(_record(2))
+        assert writer.flush(WAIT)
+        assert not group.open  # taken: a later record goes into a new group
+        assert [d["seq"] for d in store.load("j1").deltas] == [1, 2]
+    finally:
+        writer.close()
+        store.close()
+
+
+def _record(seq: int) -> list[Any]:
+    """A record as the engine's journal builds it (store._base.RECORD_FIELDS order)."""
+    return built_record(
+        {
+            "seq": seq,
+            "consumed": None,
+            "ops": [["shared_set", f"k{seq}", seq]],
+            "tasks_added": [],
+            "tasks_removed": [],
+            "status": None,
+            "waiting_for": None,
+        }
+    )
