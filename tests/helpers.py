@@ -237,3 +237,16 @@ def pipeline(
     for (source_id, _), (target_id, _) in zip(routines, routines[1:]):
         flow.connect(source_id, event, target_id, slot)
     return flow
+
+
+#: Fields of a JobState that say when, not what: they may differ between a live JobState
+#: and the one rebuilt from its journal (which keeps updated_at as of the last commit).
+VOLATILE = ("updated_at",)
+
+
+def comparable(job: JobState) -> dict[str, Any]:
+    """``job``'s saved form without its :data:`VOLATILE` fields."""
+    data = job.serialize()
+    for key in VOLATILE:
+        data.pop(key, None)
+    return data

@@ -15,13 +15,9 @@ from typing import Any
 
 import pytest
 
-from helpers import Collector, Numbers
+from helpers import Collector, Numbers, comparable
 from routilux import ErrorHandler, Flow, JobState, Routine
 from routilux.store import Store, open_store
-
-# Fields that say when, not what: they may differ between the live JobState and the
-# one rebuilt from the journal (the journal keeps updated_at as of the last commit).
-VOLATILE = ("updated_at",)
 
 
 class Adder(Routine):
@@ -66,25 +62,6 @@ def build(
     flow.connect("source", "output", "adder", "input")
     flow.connect("adder", "out", "sink", "input")
     return flow
-
-
-def comparable(job: JobState) -> dict[str, Any]:
-    data = job.serialize()
-    for key in VOLATILE:
-        data.pop(key, None)
-    return data
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
-@pytest.fixture
-def store(url: str) -> Any:
-    opened = open_store(url)
-    yield opened
-    opened.close()
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "concurrent"])

@@ -14,33 +14,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from helpers import Collector, Numbers
+from helpers import Collector, Numbers, comparable
 from routilux import Flow, JobState, Routine
-from routilux.store import JournalWriter, SQLiteStore, Store, open_store
+from routilux.store import JournalWriter, SQLiteStore, Store
 from routilux.store._base import built_record
 from routilux.store.writer import OpenRecords
 
 WAIT = 30.0
-
-
-def comparable(job: JobState) -> dict[str, Any]:
-    data = job.serialize()
-    data.pop("updated_at", None)
-    return data
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
-@pytest.fixture
-def store(url: str) -> Any:
-    opened = open_store(url)
-    yield opened
-    opened.close()
 
 
 class Blocker(Routine):
@@ -78,13 +58,27 @@ def build(store: Any, blocker: Routine) -> Flow:
     return flow
 
 
-def run_in_thread(flow: Flow, n: int) -> tuple[threading.Thread, list[JobState]]:
-    done: list[JobState] = []
-    thread = threading.Thread(
-        target=lambda: done.append(flow.execute("source", entry_params={"n": n}))
-    )
-    thread.start()
-    return thread, done
+class Running:
+    """A job of :func:`build` executed on a thread of its own, its delivery of value
+    2 blocked (``live``: the JobState; ``finish()`` lets it go and returns the job)."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self.blocker = Blocker()
+        self.flow = build(url, self.blocker)
+        self.done: list[JobState] = []
+        self.thread = threading.Thread(
+            target=lambda: self.done.append(self.flow.execute("source", entry_params={"n": n}))
+        )
+        self.thread.start()
+        assert self.blocker.entered.wait(WAIT)
+        assert self.blocker.job is not None
+        self.live: JobState = self.blocker.job
+
+    def finish(self) -> JobState:
+        self.blocker.go.set()
+        self.thread.join(WAIT)
+        assert self.done
+        return self.done[0]
 
 
 def test_a_pause_meanwhile_never_stores_a_running_delivery_half_done(
@@ -94,27 +88,21 @@ def test_a_pause_meanwhile_never_stores_a_running_delivery_half_done(
     running delivery's write must not be stored before the delivery ends, and its
     task stays pending; once it ends, its write and its consumption are stored
     together, and the job resumes to the same state as the live one."""
-    blocker = Blocker()
-    flow = build(url, blocker)
-    thread, done = run_in_thread(flow, 5)
-    assert blocker.entered.wait(WAIT)
-    live = blocker.job
-    assert live is not None
-    job_id = live.job_id
-    flow.pause(live, wait_timeout=0.0)
+    running = Running(url, 5)
+    job_id = running.live.job_id
+    running.flow.pause(running.live, wait_timeout=0.0)
     mid = store.load_job(job_id)
     assert "half" not in mid.shared_data
     # The blocked delivery (value 2) has not consumed its row: it runs again after
     # a crash now, and its write is applied once.
     pending = [row["data"] for row in store.load(job_id).tasks if row["routine"] == "blocker"]
     assert {"value": 2} in pending
-    blocker.go.set()
-    thread.join(WAIT)
-    assert done and done[0].status == "paused"
+    job = running.finish()
+    assert job.status == "paused"
     after = store.load_job(job_id)
     assert after.shared_data["half"] is True
-    assert after.shared_data["total"] == done[0].shared_data["total"]
-    resumed = flow.resume(done[0])
+    assert after.shared_data["total"] == job.shared_data["total"]
+    resumed = running.flow.resume(job)
     assert resumed.status == "completed"
     assert resumed.shared_data["total"] == sum(range(5))
     assert comparable(store.load_job(job_id)) == comparable(resumed)
@@ -124,17 +112,10 @@ def test_a_write_from_another_thread_is_journaled_once(url: str, store: Store) -
     """A write to the JobState from outside the job while a delivery runs belongs to
     that delivery's record (as a job-level write travels with the next record): the
     rebuilt JobState holds it once."""
-    blocker = Blocker()
-    flow = build(url, blocker)
-    thread, done = run_in_thread(flow, 4)
-    assert blocker.entered.wait(WAIT)
-    live = blocker.job
-    assert live is not None
-    job_id = live.job_id
-    live.shared_data["outside"] = [1, 2]
-    blocker.go.set()
-    thread.join(WAIT)
-    job = done[0]
+    running = Running(url, 4)
+    job_id = running.live.job_id
+    running.live.shared_data["outside"] = [1, 2]
+    job = running.finish()
     assert job.status == "completed"
     rebuilt = store.load_job(job_id)
     assert rebuilt.shared_data["outside"] == [1, 2]
