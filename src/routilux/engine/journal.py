@@ -150,6 +150,20 @@ class _Latch:
                 pass
 
 
+def _give(owner: Record | None, field: str, item: Any, orphans: list[Any]) -> None:
+    """Add ``item`` to the open delivery record ``owner``'s ``field`` (``added``: a
+    row it queued; ``removed``: a timer it withdrew), made for its first item; to
+    ``orphans`` (the job's own) when no open delivery owns it."""
+    if owner is None:
+        orphans.append(item)
+        return
+    items = getattr(owner, field)
+    if items is None:
+        setattr(owner, field, [item])
+    else:
+        items.append(item)
+
+
 def _row_seq(row: TaskRow) -> int:
     return int(row["seq"])
 
@@ -426,12 +440,7 @@ class JobJournal:
             # The row goes with the record of the open delivery that queued it (made
             # for its first row); queued outside any open delivery -- also after the
             # delivery ended, as its writes then are the job's -- with the job's.
-            if owner is None:
-                self._orphans.append(row)
-            elif owner.added is None:
-                owner.added = [row]
-            else:
-                owner.added.append(row)
+            _give(owner, "added", row, self._orphans)
 
     def timer_cancelled(self, run: JobRun, task: Task) -> None:
         seq = task.seq
@@ -442,12 +451,7 @@ class JobJournal:
                 return
             current = run.current_task()
             owner = None if current is None else self.log._open.get((current.seq, current.retries))
-            if owner is None:
-                self._orphan_removed.append(seq)
-            elif owner.removed is None:
-                owner.removed = [seq]
-            else:
-                owner.removed.append(seq)
+            _give(owner, "removed", seq, self._orphan_removed)
 
     def retry_scheduled(self, run: JobRun, task: Task, retry: Task, delay: float) -> None:
         with self._rows:
