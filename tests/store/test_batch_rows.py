@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from routilux.store import SCHEMA_VERSION, Store, StoreError, open_store
-from store.records import as_built, snapshot_of, task
+from store.records import as_built, as_encoded, snapshot_of, task
+
+FORMS = {"arrays": as_built, "encoded": as_encoded}
 
 
 def new_job(store: Store, job_id: str = "j1", *, tasks: list[dict[str, Any]]) -> int:
@@ -271,8 +273,9 @@ def test_a_store_written_the_old_way_opens_loads_and_takes_new_commits(store_url
         assert (job.tasks, job.deltas, job.snapshot_seq) == ([], [], 5)
 
 
+@pytest.mark.parametrize("form", sorted(FORMS))
 def test_a_folded_snapshot_inside_the_engines_records_keeps_the_later_ones(
-    store: Store,
+    store: Store, form: str
 ) -> None:
     # commit_then_snapshot with the engine's records: the ones the snapshot covers
     # change the task table, the later ones are stored -- with no deltas before them
@@ -285,7 +288,7 @@ def test_a_folded_snapshot_inside_the_engines_records_keeps_the_later_ones(
         records = [
             built(n, consumed=n - 1, tasks_added=[full(task(n))]) for n in range(first, first + 4)
         ]
-        fold([(job_id, 1, as_built(records))], job_id, 1, snapshot_of(), first + 1)
+        fold([(job_id, 1, FORMS[form](records))], job_id, 1, snapshot_of(), first + 1)
         job = store.load(job_id)
         assert (job.snapshot_seq, job.commit_seq) == (first + 1, first + 3)
         assert job.deltas == [dict(rec) for rec in records[2:]]
@@ -314,8 +317,9 @@ def _stored_records(store_url: str, job_id: str) -> list[Any]:
     return [json.loads(row[0]) for row in found]
 
 
+@pytest.mark.parametrize("form", sorted(FORMS))
 def test_a_row_holds_arrays_and_loads_back_as_the_records_committed(
-    store: Store, store_url: str
+    store: Store, store_url: str, form: str
 ) -> None:
     new_job(store, "built", tasks=first_tasks(3))
     new_job(store, "plain", tasks=first_tasks(3))
@@ -324,8 +328,8 @@ def test_a_row_holds_arrays_and_loads_back_as_the_records_committed(
     records[4]["waiting_for"] = {"set": [{"prompt": "go?"}]}
     records[6]["status"] = "running"
     records[6]["waiting_for"] = {"clear": True}
-    store.commit("built", 1, as_built(records[:5]))
-    store.commit("built", 1, as_built(records[5:]))
+    store.commit("built", 1, FORMS[form](records[:5]))
+    store.commit("built", 1, FORMS[form](records[5:]))
     store.commit("plain", 1, [dict(rec) for rec in records])
     for job_id in ("built", "plain"):
         rows = _stored_records(store_url, job_id)
@@ -353,8 +357,9 @@ def test_engine_records_with_a_gap_are_refused_and_write_nothing(
     assert _stored_records(store_url, "j1") == []
 
 
+@pytest.mark.parametrize("form", sorted(FORMS))
 def test_the_net_taken_from_the_records_in_memory_is_the_general_paths(
-    store: Store, store_url: str
+    store: Store, store_url: str, form: str
 ) -> None:
     # The same records through the engine's path (net effect computed at the fold,
     # from the records this store kept) and through the general path (each commit
@@ -366,7 +371,7 @@ def test_the_net_taken_from_the_records_in_memory_is_the_general_paths(
     for job_id in ("built", "plain"):
         new_job(store, job_id, tasks=first_tasks(lag))
     for start, stop, upto in ((0, 17, 17), (17, 30, 24), (30, 40, 40)):
-        store.commit("built", 1, as_built(records[start:stop]))
+        store.commit("built", 1, FORMS[form](records[start:stop]))
         store.commit("plain", 1, [dict(rec) for rec in records[start:stop]])
         for job_id in ("built", "plain"):
             store.write_snapshot(job_id, 1, snapshot_of(), upto_seq=upto)

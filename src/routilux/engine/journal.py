@@ -36,6 +36,7 @@ lock (the ChangeLog's), then ``_rows``; the writer's lock is a leaf.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -45,12 +46,22 @@ from ..changes import ChangeLog, Record, encode_value
 from ..error_handler import error_record
 from ..exceptions import JobStateError, SerializationError, StoreError
 from ..serialization import layout_of
-from ..store._base import BuiltRecord, BuiltRecords, EncodedSnapshot, built_task, task_of
+from ..store._base import (
+    BuiltRecord,
+    BuiltRecords,
+    EncodedRecord,
+    EncodedSnapshot,
+    built_task,
+    encoded_record,
+    ready_task_text,
+    task_of,
+)
 from ..store.writer import OpenRecords
 from . import aio
 from .observer import AT_JOB_END, READY, TIMER
 from .rows import _ATOMS, entry_of_row, missing_target, row_of_entry, task_row, wall_time
 from .runner import HEARTBEAT_INTERVAL, Durable
+from .texts import atoms_text, ops_text
 
 __all__ = [
     "DURABILITIES",
@@ -252,7 +263,7 @@ class JobJournal:
         # delivery in the lane).  Written under the run's lock (task_queued's).
         self._lane: Task | None = None
         self._lane_scope: Record | None = None
-        self._lane_rows: list[list[Any]] | None = None
+        self._lane_rows: list[tuple[int, str]] | None = None
         # The group of records handed to the writer and still open (see _append).
         self._group: OpenRecords | None = None
         self._status: str | None = job_state.status
@@ -391,23 +402,17 @@ class JobJournal:
                 and task.timer is None
                 and task.answers is None
             ):
-                for key, value in data.items():
-                    if type(key) is not str or type(value) not in _ATOMS:
-                        break
-                else:
-                    self._max_seq = seq
-                    rows.append(
-                        [
-                            seq,
-                            "ready",
+                data_text = atoms_text(data)
+                if data_text is not None:
+                    around = route.row_text
+                    if around is None:
+                        around = route.row_text = ready_task_text(
                             task.rid,
                             task.target.name,
-                            dict(data),
-                            0,
-                            None,
                             {"source": [route.source_rid, route.event_name]},
-                        ]
-                    )
+                        )
+                    self._max_seq = seq
+                    rows.append((seq, f"[{seq}{around[0]}{data_text}{around[1]}"))
                     return
         log = self.log
         with self._rows:
@@ -485,17 +490,17 @@ class JobJournal:
         # The delivery's record carries what it queues and withdraws (see task_queued).
         self.log.open_bound((task.seq, task.retries))
 
-    def _lane_to_rows(self, scope: Record, lane: list[list[Any]]) -> None:
+    def _lane_to_rows(self, scope: Record, lane: list[tuple[int, str]]) -> None:
         """Hand the rows the lane built to ``scope`` as TaskRows (in seq order with
         any it queued the general way), for the general path's :meth:`_delta`."""
         if not lane:
             return
-        rows: list[TaskRow] = [task_of(row) for row in lane]
+        rows: list[TaskRow] = [task_of(json.loads(text)) for _, text in lane]
         if scope.added:
             rows = sorted(rows + scope.added, key=_row_seq)
         scope.added = rows
 
-    def _append(self, record: BuiltRecord) -> None:
+    def _append(self, record: BuiltRecord | EncodedRecord) -> None:
         """Hand ``record`` to the writer (job lock held): appended to the job's open
         group while the writer has not taken it (and it holds fewer than
         GROUP_RECORDS), else in a new group -- one queue entry per group, not per
@@ -624,19 +629,32 @@ class JobJournal:
                         stored[row[0]] = 0
                 self._commit_seq = commit_seq = self._commit_seq + 1
                 waiting = self.job_state.waiting_for
-                # A built record (store._base.RECORD_FIELDS order); its rows are
-                # built tasks already.
-                self._append(
-                    [
-                        commit_seq,
-                        seq,
-                        record.ops,
-                        rows,
-                        [],
-                        None,
-                        None if waiting == self._waiting_sent else self._waiting_change(),
-                    ]
-                )
+                change = None if waiting == self._waiting_sent else self._waiting_change()
+                text = ops_text(record.ops)
+                if text is not None:
+                    # Encoded here, as a tuple the garbage collector soon stops
+                    # tracking (see engine/texts.py).
+                    if len(rows) == 1:
+                        row = rows[0]
+                        self._append(
+                            encoded_record(commit_seq, seq, text, (row[0],), row[1], change)
+                        )
+                    else:
+                        self._append(
+                            encoded_record(
+                                commit_seq,
+                                seq,
+                                text,
+                                tuple([row[0] for row in rows]),
+                                ",".join([row[1] for row in rows]),
+                                change,
+                            )
+                        )
+                else:
+                    # Some op JSON cannot hold: a built record (RECORD_FIELDS order),
+                    # which the store refuses, naming it.
+                    tasks = [json.loads(row[1]) for row in rows]
+                    self._append([commit_seq, seq, record.ops, tasks, [], None, change])
                 if commit_seq >= self._next_snapshot:
                     self._release()  # (puts nothing more: checks for a snapshot)
         if fault is None and self._fault is None and self.failed is None:

@@ -206,9 +206,12 @@ class SlotPlan:
 
 class Route:
     """One connection as the engine follows it: from ``source_rid``'s event
-    ``event_name`` to ``target``, renaming keys by ``mapping`` (None: no renaming)."""
+    ``event_name`` to ``target``, renaming keys by ``mapping`` (None: no renaming).
+    ``row_text``: the journal's text of a ready task queued along it, around the
+    task's seq and data (``store._base.ready_task_text``), made once when first
+    needed (None until then)."""
 
-    __slots__ = ("target", "mapping", "source_rid", "event_name")
+    __slots__ = ("target", "mapping", "source_rid", "event_name", "row_text")
 
     def __init__(
         self, target: SlotPlan, mapping: dict[str, str] | None, source_rid: str, event_name: str
@@ -217,6 +220,7 @@ class Route:
         self.mapping = mapping or None
         self.source_rid = source_rid
         self.event_name = event_name
+        self.row_text: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"Route[{self.source_rid}.{self.event_name} -> {self.target.rid}.{self.target.name}]"

@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, cast, runtime_checkable
 
 from routilux.changes import apply_ops as changes_apply_ops
 from routilux.exceptions import StoreError
@@ -534,8 +534,52 @@ def task_of(built: Sequence[Any]) -> TaskRow:
     return dict(zip(TASK_FIELDS, built))
 
 
+#: A built record the journal encoded itself, as a tuple (so that the garbage
+#: collector stops tracking it once it has looked at it): ``(seq, consumed, text,
+#: added, removed, status, waiting_for)`` -- ``text`` the record's JSON text as a
+#: batch row holds it, ``added`` the seqs of the tasks it adds, ``removed`` of those it
+#: withdraws; ``seq``, ``consumed``, ``status`` and ``waiting_for`` at a built record's
+#: indexes (R_SEQ, R_CONSUMED, R_STATUS, R_WAITING).  Made by :func:`encoded_record`.
+EncodedRecord = tuple[int, Optional[int], str, tuple[int, ...], tuple[int, ...], None, Any]
+
+
+def ready_task_text(routine: str, slot: str, extra: Any) -> tuple[str, str]:
+    """The JSON text of a built ready task (retries 0, no due time) around its seq and
+    data, as ``(head, tail)``: ``f"[{seq}{head}{data_text}{tail}"`` is the task's text
+    (TASK_FIELDS order).  For :func:`encoded_record`'s rows, made once per route."""
+    return f',"ready",{quote(routine)},{quote(slot)},', f",0,null,{_ENCODE(extra)}]"
+
+
+def encoded_record(
+    seq: int,
+    consumed: Optional[int],
+    ops_text: str,
+    added: tuple[int, ...],
+    added_text: str,
+    waiting_for: Any = None,
+) -> EncodedRecord:
+    """An :data:`EncodedRecord`: ``ops_text`` the JSON text of its ops, ``added`` the
+    seqs of the tasks it adds and ``added_text`` their texts joined by commas (see
+    :func:`ready_task_text`); it withdraws none and changes no status."""
+    waiting = "null" if waiting_for is None else _ENCODE(waiting_for)
+    text = (
+        f"[{seq},{'null' if consumed is None else consumed},{ops_text},"
+        f"[{added_text}],[],null,{waiting}]"
+    )
+    return (seq, consumed, text, added, (), None, waiting_for)
+
+
+def as_built(record: Sequence[Any]) -> BuiltRecord:
+    """A built record as a list: an :data:`EncodedRecord` decoded from its text."""
+    if type(record) is tuple:
+        decoded: BuiltRecord = json.loads(record[R_OPS])
+        return decoded
+    return cast(BuiltRecord, record)
+
+
 def delta_of(built: Sequence[Any]) -> DeltaRecord:
     """The DeltaRecord of a built record (its tasks as TaskRows)."""
+    built = as_built(built)
     delta = dict(zip(RECORD_FIELDS, built))
     delta["tasks_added"] = [dict(zip(TASK_FIELDS, row)) for row in built[R_ADDED]]
     return delta
@@ -548,8 +592,7 @@ class BuiltRecords(list[Any]):
     tasks came from ``engine/rows.py``.  :func:`check_records` checks only their
     seqs (a gap or a repeat is still refused); every other caller's records are
     DeltaRecords and get the full checks.  The engine never changes a record once it
-    has handed it over: the store may keep it (see ``_sql.SQLStore._nets``).
-    Internal: not part of the store API."""
+    has handed it over.  Internal: not part of the store API."""
 
     __slots__ = ()
 

@@ -57,6 +57,7 @@ from ._base import (
     PARKED_STATUSES,
     R_ADDED,
     R_CONSUMED,
+    R_OPS,
     R_REMOVED,
     R_SEQ,
     R_STATUS,
@@ -70,6 +71,7 @@ from ._base import (
     JobSummary,
     JournaledJob,
     TaskRow,
+    as_built,
     build_job_state,
     built_record,
     check_control,
@@ -136,31 +138,93 @@ _TaskParams = tuple[int, str, str, str, str, int, Any, str]
 #: What records do to the task table, net: (seqs that leave, rows that come).
 _Net = tuple[list[int], list[_TaskParams]]
 
-# The most characters of batch rows SQLStore._nets keeps. It keeps each row's text and
-# its records as objects, about six times the text's size (a W2 record: ~190 characters,
-# ~1.2 kB of lists, dicts and strings): some 30 MB in all at this bound.
+# The most characters of batch rows SQLStore._nets keeps (their texts, and per row the
+# seqs of the tasks it takes away and brings, net): some 5 MB in all at this bound.
 _NET_CHARS = 4 << 20
 
 _STATUS = operator.itemgetter(R_STATUS)
 _WAITING = operator.itemgetter(R_WAITING)
 
 
-def _net_of(records: Sequence[BuiltRecord], job_id: str) -> _Net:
-    """The net task effect of built records (in seq order): only the tasks that
-    survive them have their data and extra encoded (a task both added and consumed
-    among the records never is)."""
-    added: dict[int, BuiltRecord] = {}
+class _KnownRow:
+    """A batch row of built records this store wrote, as :attr:`SQLStore._nets` keeps
+    it for the snapshot that folds it: its text and what its records do to the task
+    table, net, as seqs (``gone``: pending before the row, consumed or withdrawn in
+    it; ``added``: queued in it and still pending after it).  Ints and one string,
+    not the records: a long job keeps no container per record alive, which the
+    garbage collector would walk over and over."""
+
+    __slots__ = ("first", "text", "gone", "added")
+
+    def __init__(self, first: int, text: str, records: Sequence[Any]) -> None:
+        self.first = first
+        self.text = text
+        added: dict[int, None] = {}
+        gone: list[int] = []
+        for record in records:
+            consumed = record[R_CONSUMED]
+            if consumed is not None:
+                if consumed in added:
+                    del added[consumed]
+                else:
+                    gone.append(consumed)
+            for seq in record[R_REMOVED]:
+                if seq in added:
+                    del added[seq]
+                else:
+                    gone.append(seq)
+            if type(record) is tuple:  # an EncodedRecord: the seqs it adds
+                for seq in record[R_ADDED]:
+                    added[seq] = None
+            else:
+                for task in record[R_ADDED]:
+                    added[task[0]] = None
+        self.gone = gone
+        self.added = list(added)
+
+    def tasks(self) -> dict[int, Sequence[Any]]:
+        """The row's added tasks by seq (the last one of a seq re-added), decoded."""
+        found: dict[int, Sequence[Any]] = {}
+        for record in _arrays(_loads_many([self.text])[0]):
+            for task in record[R_ADDED]:
+                found[task[0]] = task
+        return found
+
+
+def _net_of(covered: Sequence[Any], job_id: str) -> _Net:
+    """The net task effect of ``covered`` -- built records and :class:`_KnownRow`
+    rows, in seq order: only the tasks that survive them have their data and extra
+    encoded (a task both added and consumed among them never is), and a known row is
+    decoded only when some task it added survives."""
+    added: dict[int, Any] = {}  # seq -> its built task, or the known row that has it
     gone: dict[int, None] = {}
-    for record in records:
-        consumed = record[R_CONSUMED]
+    for part in covered:
+        if type(part) is _KnownRow:
+            for seq in part.gone:
+                if added.pop(seq, None) is None:
+                    gone[seq] = None
+            for seq in part.added:
+                added[seq] = part
+            continue
+        part = as_built(part)
+        consumed = part[R_CONSUMED]
         if consumed is not None and added.pop(consumed, None) is None:
             gone[consumed] = None
-        for seq in record[R_REMOVED]:
+        for seq in part[R_REMOVED]:
             if added.pop(seq, None) is None:
                 gone[seq] = None
-        for task in record[R_ADDED]:
+        for task in part[R_ADDED]:
             added[task[0]] = task
-    return list(gone), [_built_params(job_id, task) for task in added.values()]
+    decoded: dict[int, dict[int, Sequence[Any]]] = {}
+    rows: list[_TaskParams] = []
+    for seq, task in added.items():
+        if type(task) is _KnownRow:
+            tasks = decoded.get(id(task))
+            if tasks is None:
+                tasks = decoded[id(task)] = task.tasks()
+            task = tasks[seq]
+        rows.append(_built_params(job_id, task))
+    return list(gone), rows
 
 
 def _built_params(job_id: str, task: Sequence[Any]) -> _TaskParams:
@@ -198,12 +262,22 @@ def _changes(records: Sequence[BuiltRecord]) -> tuple[Optional[str], Any]:
     return (statuses[-1] if statuses else None, waits[-1] if waits else None)
 
 
-def _refuse_unencodable(job_id: str, records: Sequence[BuiltRecord]) -> NoReturn:
+def _batch_text(records: Sequence[Any]) -> str:
+    """The JSON text of a batch row of built records: ONE call of the encoder, or,
+    when the journal encoded some itself (:data:`EncodedRecord` tuples), their texts
+    joined with the others'."""
+    if tuple not in set(map(type, records)):  # (the encoder writes a tuple as an array)
+        return _ENCODE(records)
+    return f"[{','.join([r[R_OPS] if type(r) is tuple else _ENCODE(r) for r in records])}]"
+
+
+def _refuse_unencodable(job_id: str, records: Sequence[Any]) -> NoReturn:
     """Raise StoreError naming the first record JSON cannot hold (the encoder refused
     their array): looked for only then, one record at a time."""
     for record in records:
         try:
-            _ENCODE(record)
+            if type(record) is not tuple:
+                _ENCODE(record)
         except (TypeError, ValueError, RecursionError) as exc:
             raise StoreError(
                 f"job {job_id!r} delta seq {record[R_SEQ]} is not JSON-safe: {exc}"
@@ -324,15 +398,13 @@ class SQLStore:
         self._closed = False
         # (what, rows) -> statement text, for the statements over many rows.
         self._chunked: dict[tuple[Any, ...], str] = {}
-        # (job id, seq) of a batch row of the engine's records this store wrote ->
-        # (its first seq, its text, the built records themselves): a snapshot that
-        # folds the row takes their net task effect from the records here (computed
-        # then, not when the row is written) while the row's text is still this one,
-        # instead of decoding it (which costs far more than writing it). The engine
-        # never changes a record it handed over, so keeping them is safe. Filled as
-        # transactions commit; bounded by the rows' text length (_NET_CHARS).
-        self._nets: dict[tuple[str, int], tuple[int, str, Sequence[BuiltRecord]]] = {}
-        self._new_nets: dict[tuple[str, int], tuple[int, str, Sequence[BuiltRecord]]] = {}
+        # (job id, seq) of a batch row of the engine's records this store wrote -> the
+        # row as written (_KnownRow: its text and its net task effect as seqs): a
+        # snapshot that folds the row takes its effect from here while the row's text
+        # is still this one, instead of decoding it (which costs far more than writing
+        # it). Filled as transactions commit; bounded by the rows' text (_NET_CHARS).
+        self._nets: dict[tuple[str, int], _KnownRow] = {}
+        self._new_nets: dict[tuple[str, int], _KnownRow] = {}
         self._net_chars = 0
 
     # -- hooks ---------------------------------------------------------------
@@ -430,7 +502,7 @@ class SQLStore:
                 nets = self._nets
                 for key, entry in self._new_nets.items():
                     old = nets.pop(key, None)
-                    self._net_chars += len(entry[1]) - (0 if old is None else len(old[1]))
+                    self._net_chars += len(entry.text) - (0 if old is None else len(old.text))
                     nets[key] = entry
                 self._new_nets.clear()
                 if self._net_chars > _NET_CHARS:
@@ -809,20 +881,21 @@ class SQLStore:
     def _insert_batch(
         self, cur: Any, job_id: str, records: Sequence[BuiltRecord], *, built: bool
     ) -> None:
-        """One batch row of built records, its text ONE call of the encoder.
+        """One batch row of built records, its text ONE call of the encoder (or the
+        texts of the :data:`EncodedRecord` among them, joined: see :func:`_batch_text`).
 
         ``built``: the engine's records, not applied to the task table; they are kept
         for the snapshot that folds the row (:attr:`_nets`). Otherwise plain records
         (converted), already applied. A value JSON cannot hold raises StoreError
         naming the job and the record's seq."""
         try:
-            text = _ENCODE(records)
+            text = _batch_text(records)
         except (TypeError, ValueError, RecursionError):
             _refuse_unencodable(job_id, records)
         first, seq = records[0][R_SEQ], records[-1][R_SEQ]
         self._insert_batch_text(cur, job_id, first, seq, not built, text)
         if built:
-            self._new_nets[(job_id, seq)] = (first, text, records)
+            self._new_nets[(job_id, seq)] = _KnownRow(first, text, records)
 
     def _insert_batch_text(
         self, cur: Any, job_id: str, first_seq: int, seq: int, applied: bool, text: str
@@ -840,25 +913,25 @@ class SQLStore:
         self._apply_records(cur, job_id, [rec for recs in decoded for rec in _arrays(recs)])
         cur.execute(self._sql(_MARK_APPLIED), (job_id,))
 
-    def _fold_rows(self, cur: Any, job_id: str, upto_seq: int) -> list[BuiltRecord]:
+    def _fold_rows(self, cur: Any, job_id: str, upto_seq: int) -> list[Any]:
         """Drop the job's batch rows a snapshot up to ``upto_seq`` covers; a row that
         spans ``upto_seq`` is split (its later records stay, as a row of their own,
-        of built records). Returns the covered records whose effects the task table
-        does not hold yet, as built records in seq order, for :meth:`_apply_records`
-        (those of a row this store wrote as it is taken from :attr:`_nets`)."""
+        of built records). Returns what the task table does not hold yet, in seq
+        order, for :meth:`_apply_records`: built records, and a row this store wrote
+        as :attr:`_nets` keeps it (a :class:`_KnownRow`)."""
         cur.execute(self._sql(_SELECT_BATCHES), (job_id, upto_seq))
         found = cur.fetchall()
         if found:
             cur.execute(self._sql(_DELETE_BATCHES), (job_id, upto_seq))
-        covered: list[BuiltRecord] = []
+        covered: list[Any] = []
         for seq, first, applied, text in found:
             seq = int(seq)
             known = self._nets.pop((job_id, seq), None)
             if known is not None:
-                self._net_chars -= len(known[1])
+                self._net_chars -= len(known.text)
             if seq <= upto_seq and not applied:
-                if known is not None and known[0] == int(first) and known[1] == text:
-                    covered += known[2]  # the row as this store wrote it
+                if known is not None and known.first == int(first) and known.text == text:
+                    covered.append(known)  # the row as this store wrote it
                 else:
                     covered += _arrays(_loads_many([text])[0])
             elif seq > upto_seq:
@@ -870,9 +943,10 @@ class SQLStore:
                 self._insert_batch_text(cur, job_id, upto_seq + 1, seq, bool(applied), later)
         return covered
 
-    def _apply_records(self, cur: Any, job_id: str, records: Sequence[BuiltRecord]) -> None:
-        """Apply built ``records``' net effect to the task table (which holds the state
-        just before the first of them): the consumed and removed seqs leave, the added
+    def _apply_records(self, cur: Any, job_id: str, records: Sequence[Any]) -> None:
+        """Apply the net effect of ``records`` (built records and :class:`_KnownRow`
+        rows, see :func:`_net_of`) to the task table (which holds the state just
+        before the first of them): the consumed and removed seqs leave, the added
         tasks come -- except tasks both added and consumed among them."""
         if not records:
             return

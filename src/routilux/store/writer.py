@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional, Union, cast
 
 from routilux.exceptions import StoreError
 
-from ._base import BuiltRecord, BuiltRecords, DeltaRecord, Store, delta_of
+from ._base import BuiltRecords, DeltaRecord, Store, delta_of
 
 _log = logging.getLogger("routilux.store")
 
@@ -64,7 +64,7 @@ class OpenRecords(BuiltRecords):
 
     __slots__ = ("lock", "open")
 
-    def __init__(self, records: Sequence[BuiltRecord] = ()) -> None:
+    def __init__(self, records: Sequence[Any] = ()) -> None:
         super().__init__(records)
         self.lock = threading.Lock()
         self.open = True

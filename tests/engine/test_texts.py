@@ -1,0 +1,76 @@
+"""The serial lane's hand-written JSON texts (engine/texts.py) are what the store's
+encoder writes for the same values, and they refuse what they do not cover."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from routilux.engine.texts import atoms_text, ops_text
+from routilux.store._base import _ENCODE, encoded_record, ready_task_text
+
+ATOMS = st.one_of(
+    st.text(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.booleans(),
+    st.none(),
+)
+ATOM_DICTS = st.dictionaries(st.text(), ATOMS, max_size=6)
+JSON_VALUES = st.recursive(
+    st.one_of(ATOMS, st.floats(allow_nan=False, allow_infinity=False)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(ATOM_DICTS)
+def test_a_dict_of_atoms_reads_as_the_encoder_writes_it(data: dict[str, Any]) -> None:
+    assert atoms_text(data) == _ENCODE(data)
+
+
+def test_anything_but_a_dict_of_string_keys_and_atoms_is_left_to_the_encoder() -> None:
+    for data in ({"x": 1.5}, {"x": [1]}, {"x": {"y": 1}}, {1: 1}, {"x": b"b"}):
+        assert atoms_text(data) is None
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("history"), st.text(), st.text(), st.one_of(ATOM_DICTS, JSON_VALUES)
+            ).map(lambda op: [*op, "2026-12-02T00:17:49.951035"]),
+            st.text().map(lambda text: ["touch", text]),
+            st.tuples(st.just("shared_set"), st.text(), JSON_VALUES).map(list),
+        ),
+        max_size=5,
+    )
+)
+def test_ops_read_as_the_encoder_writes_them(ops: list[list[Any]]) -> None:
+    text = ops_text(ops)
+    assert text == _ENCODE(ops)
+    assert json.loads(text) == ops
+
+
+def test_an_op_json_cannot_hold_gives_no_text() -> None:
+    for value in (math.nan, math.inf, object()):
+        assert ops_text([["history", "r", "e", {"x": 1}, "t"], ["shared_set", "k", value]]) is None
+    assert ops_text([["history", "r", "e", {"x": math.nan}, "t"]]) is None
+
+
+@given(ATOM_DICTS, st.text(), st.text(), st.text(), st.text())
+def test_an_encoded_record_reads_as_the_built_record(
+    data: dict[str, Any], routine: str, slot: str, source: str, event: str
+) -> None:
+    extra = {"source": [source, event]}
+    head, tail = ready_task_text(routine, slot, extra)
+    ops = [["history", source, event, dict(data), "2026-12-02T00:17:49.951035"]]
+    row = f"[7{head}{atoms_text(data)}{tail}"
+    record = encoded_record(3, 2, ops_text(ops) or "", (7,), row, {"set": [{"a": 1}]})
+    built = [3, 2, ops, [[7, "ready", routine, slot, data, 0, None, extra]], [], None]
+    assert json.loads(record[2]) == [*built, {"set": [{"a": 1}]}]
+    assert record[2] == _ENCODE([*built, {"set": [{"a": 1}]}])
+    assert record[:2] == (3, 2) and record[3:6] == ((7,), (), None)
