@@ -69,8 +69,9 @@ def test_an_encoded_record_reads_as_the_built_record(
     head, tail = ready_task_text(routine, slot, extra)
     ops = [["history", source, event, dict(data), "2026-12-02T00:17:49.951035"]]
     row = f"[7{head}{atoms_text(data)}{tail}"
-    record = encoded_record(3, 2, ops_text(ops) or "", (7,), row, {"set": [{"a": 1}]})
+    record = encoded_record(3, 2, ops_text(ops) or "", ((7, row),), {"set": [{"a": 1}]})
     built = [3, 2, ops, [[7, "ready", routine, slot, data, 0, None, extra]], [], None]
     assert json.loads(record[2]) == [*built, {"set": [{"a": 1}]}]
     assert record[2] == _ENCODE([*built, {"set": [{"a": 1}]}])
-    assert record[:2] == (3, 2) and record[3:6] == ((7,), (), None)
+    assert record[:2] == (3, 2) and record[3:6] == (((7, row),), (), None)
+    assert json.loads(row) == built[3][0]

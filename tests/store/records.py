@@ -40,8 +40,7 @@ def as_encoded(records: Iterable[dict[str, Any]]) -> BuiltRecords:
                 record["seq"],
                 record["consumed"],
                 _ENCODE(record["ops"]),
-                tuple(row["seq"] for row in record["tasks_added"]),
-                ",".join(_ENCODE(built_task(row)) for row in record["tasks_added"]),
+                tuple((row["seq"], _ENCODE(built_task(row))) for row in record["tasks_added"]),
                 record["waiting_for"],
             )
         )

@@ -634,22 +634,7 @@ class JobJournal:
                 if text is not None:
                     # Encoded here, as a tuple the garbage collector soon stops
                     # tracking (see engine/texts.py).
-                    if len(rows) == 1:
-                        row = rows[0]
-                        self._append(
-                            encoded_record(commit_seq, seq, text, (row[0],), row[1], change)
-                        )
-                    else:
-                        self._append(
-                            encoded_record(
-                                commit_seq,
-                                seq,
-                                text,
-                                tuple([row[0] for row in rows]),
-                                ",".join([row[1] for row in rows]),
-                                change,
-                            )
-                        )
+                    self._append(encoded_record(commit_seq, seq, text, tuple(rows), change))
                 else:
                     # Some op JSON cannot hold: a built record (RECORD_FIELDS order),
                     # which the store refuses, naming it.

@@ -537,16 +537,20 @@ def task_of(built: Sequence[Any]) -> TaskRow:
 #: A built record the journal encoded itself, as a tuple (so that the garbage
 #: collector stops tracking it once it has looked at it): ``(seq, consumed, text,
 #: added, removed, status, waiting_for)`` -- ``text`` the record's JSON text as a
-#: batch row holds it, ``added`` the seqs of the tasks it adds, ``removed`` of those it
-#: withdraws; ``seq``, ``consumed``, ``status`` and ``waiting_for`` at a built record's
-#: indexes (R_SEQ, R_CONSUMED, R_STATUS, R_WAITING).  Made by :func:`encoded_record`.
-EncodedRecord = tuple[int, Optional[int], str, tuple[int, ...], tuple[int, ...], None, Any]
+#: batch row holds it, ``added`` a ``(seq, text)`` pair for each task it adds (the
+#: task's own JSON text, a part of ``text``), ``removed`` the seqs of those it
+#: withdraws; ``seq``, ``consumed``, ``status`` and ``waiting_for`` at a built
+#: record's indexes (R_SEQ, R_CONSUMED, R_STATUS, R_WAITING).  Made by
+#: :func:`encoded_record`.
+EncodedRecord = tuple[
+    int, Optional[int], str, tuple[tuple[int, str], ...], tuple[int, ...], None, Any
+]
 
 
 def ready_task_text(routine: str, slot: str, extra: Any) -> tuple[str, str]:
     """The JSON text of a built ready task (retries 0, no due time) around its seq and
     data, as ``(head, tail)``: ``f"[{seq}{head}{data_text}{tail}"`` is the task's text
-    (TASK_FIELDS order).  For :func:`encoded_record`'s rows, made once per route."""
+    (TASK_FIELDS order).  For :func:`encoded_record`'s tasks, made once per route."""
     return f',"ready",{quote(routine)},{quote(slot)},', f",0,null,{_ENCODE(extra)}]"
 
 
@@ -554,17 +558,16 @@ def encoded_record(
     seq: int,
     consumed: Optional[int],
     ops_text: str,
-    added: tuple[int, ...],
-    added_text: str,
+    added: tuple[tuple[int, str], ...],
     waiting_for: Any = None,
 ) -> EncodedRecord:
     """An :data:`EncodedRecord`: ``ops_text`` the JSON text of its ops, ``added`` the
-    seqs of the tasks it adds and ``added_text`` their texts joined by commas (see
-    :func:`ready_task_text`); it withdraws none and changes no status."""
+    ``(seq, text)`` of each task it adds (see :func:`ready_task_text`); it withdraws
+    none and changes no status."""
     waiting = "null" if waiting_for is None else _ENCODE(waiting_for)
+    tasks = added[0][1] if len(added) == 1 else ",".join([text for _, text in added])
     text = (
-        f"[{seq},{'null' if consumed is None else consumed},{ops_text},"
-        f"[{added_text}],[],null,{waiting}]"
+        f"[{seq},{'null' if consumed is None else consumed},{ops_text},[{tasks}],[],null,{waiting}]"
     )
     return (seq, consumed, text, added, (), None, waiting_for)
 

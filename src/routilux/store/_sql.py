@@ -71,7 +71,6 @@ from ._base import (
     JobSummary,
     JournaledJob,
     TaskRow,
-    as_built,
     build_job_state,
     built_record,
     check_control,
@@ -149,17 +148,18 @@ _WAITING = operator.itemgetter(R_WAITING)
 class _KnownRow:
     """A batch row of built records this store wrote, as :attr:`SQLStore._nets` keeps
     it for the snapshot that folds it: its text and what its records do to the task
-    table, net, as seqs (``gone``: pending before the row, consumed or withdrawn in
-    it; ``added``: queued in it and still pending after it).  Ints and one string,
-    not the records: a long job keeps no container per record alive, which the
-    garbage collector would walk over and over."""
+    table, net (``gone``: seqs pending before the row, consumed or withdrawn in it;
+    ``added``: seq -> the text of a task queued in it and still pending after it, or
+    None when it came in an array).  Ints and strings, not the records: a long job
+    keeps no container per record alive, which the garbage collector would walk
+    over and over."""
 
     __slots__ = ("first", "text", "gone", "added")
 
     def __init__(self, first: int, text: str, records: Sequence[Any]) -> None:
         self.first = first
         self.text = text
-        added: dict[int, None] = {}
+        added: dict[int, Optional[str]] = {}
         gone: list[int] = []
         for record in records:
             consumed = record[R_CONSUMED]
@@ -173,14 +173,13 @@ class _KnownRow:
                     del added[seq]
                 else:
                     gone.append(seq)
-            if type(record) is tuple:  # an EncodedRecord: the seqs it adds
-                for seq in record[R_ADDED]:
-                    added[seq] = None
+            if type(record) is tuple:  # an EncodedRecord: (seq, text) of each task
+                added.update(record[R_ADDED])
             else:
                 for task in record[R_ADDED]:
                     added[task[0]] = None
         self.gone = gone
-        self.added = list(added)
+        self.added = added
 
     def tasks(self) -> dict[int, Sequence[Any]]:
         """The row's added tasks by seq (the last one of a seq re-added), decoded."""
@@ -192,33 +191,38 @@ class _KnownRow:
 
 
 def _net_of(covered: Sequence[Any], job_id: str) -> _Net:
-    """The net task effect of ``covered`` -- built records and :class:`_KnownRow`
-    rows, in seq order: only the tasks that survive them have their data and extra
-    encoded (a task both added and consumed among them never is), and a known row is
-    decoded only when some task it added survives."""
-    added: dict[int, Any] = {}  # seq -> its built task, or the known row that has it
+    """The net task effect of ``covered`` -- built records (arrays or
+    :data:`EncodedRecord` tuples) and :class:`_KnownRow` rows, in seq order: only the
+    tasks that survive them have their data and extra encoded (a task both added and
+    consumed among them never is); an encoded task is decoded only when it survives,
+    and a known row's array records only when one of their tasks does."""
+    added: dict[int, Any] = {}  # seq -> its built task, its text, or its known row
     gone: dict[int, None] = {}
     for part in covered:
         if type(part) is _KnownRow:
             for seq in part.gone:
                 if added.pop(seq, None) is None:
                     gone[seq] = None
-            for seq in part.added:
-                added[seq] = part
+            for seq, text in part.added.items():
+                added[seq] = part if text is None else text
             continue
-        part = as_built(part)
         consumed = part[R_CONSUMED]
         if consumed is not None and added.pop(consumed, None) is None:
             gone[consumed] = None
         for seq in part[R_REMOVED]:
             if added.pop(seq, None) is None:
                 gone[seq] = None
-        for task in part[R_ADDED]:
-            added[task[0]] = task
+        if type(part) is tuple:
+            added.update(part[R_ADDED])
+        else:
+            for task in part[R_ADDED]:
+                added[task[0]] = task
     decoded: dict[int, dict[int, Sequence[Any]]] = {}
     rows: list[_TaskParams] = []
     for seq, task in added.items():
-        if type(task) is _KnownRow:
+        if type(task) is str:
+            task = json.loads(task)
+        elif type(task) is _KnownRow:
             tasks = decoded.get(id(task))
             if tasks is None:
                 tasks = decoded[id(task)] = task.tasks()
