@@ -66,12 +66,14 @@ def test_an_encoded_record_reads_as_the_built_record(
     data: dict[str, Any], routine: str, slot: str, source: str, event: str
 ) -> None:
     extra = {"source": [source, event]}
-    head, tail = ready_task_text(routine, slot, extra)
+    head, tail, extra_text = ready_task_text(routine, slot, extra)
+    assert extra_text == _ENCODE(extra)
     ops = [["history", source, event, dict(data), "2026-12-02T00:17:49.951035"]]
     row = f"[7{head}{atoms_text(data)}{tail}"
-    record = encoded_record(3, 2, ops_text(ops) or "", ((7, row),), {"set": [{"a": 1}]})
+    columns = (7, "ready", routine, slot, atoms_text(data) or "", 0, None, extra_text)
+    record = encoded_record(3, 2, ops_text(ops) or "", ((7, row, columns),), {"set": [{"a": 1}]})
     built = [3, 2, ops, [[7, "ready", routine, slot, data, 0, None, extra]], [], None]
     assert json.loads(record[2]) == [*built, {"set": [{"a": 1}]}]
     assert record[2] == _ENCODE([*built, {"set": [{"a": 1}]}])
-    assert record[:2] == (3, 2) and record[3:6] == (((7, row),), (), None)
+    assert record[:2] == (3, 2) and record[3:6] == (((7, row, columns),), (), None)
     assert json.loads(row) == built[3][0]

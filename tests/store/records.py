@@ -40,8 +40,25 @@ def as_encoded(records: Iterable[dict[str, Any]]) -> BuiltRecords:
                 record["seq"],
                 record["consumed"],
                 _ENCODE(record["ops"]),
-                tuple((row["seq"], _ENCODE(built_task(row))) for row in record["tasks_added"]),
+                tuple(
+                    (row["seq"], _ENCODE(built_task(row)), _columns(row))
+                    for row in record["tasks_added"]
+                ),
                 record["waiting_for"],
             )
         )
     return out
+
+
+def _columns(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A TaskRow's column values as the store writes them (data and extra as text)."""
+    return (
+        row["seq"],
+        row["kind"],
+        row["routine"],
+        row["slot"],
+        _ENCODE(row["data"]),
+        row["retries"],
+        row["due_at"],
+        _ENCODE(row["extra"]),
+    )

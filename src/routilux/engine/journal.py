@@ -51,6 +51,7 @@ from ..store._base import (
     BuiltRecords,
     EncodedRecord,
     EncodedSnapshot,
+    EncodedTask,
     built_task,
     encoded_record,
     ready_task_text,
@@ -263,7 +264,7 @@ class JobJournal:
         # delivery in the lane).  Written under the run's lock (task_queued's).
         self._lane: Task | None = None
         self._lane_scope: Record | None = None
-        self._lane_rows: list[tuple[int, str]] | None = None
+        self._lane_rows: list[EncodedTask] | None = None
         # The group of records handed to the writer and still open (see _append).
         self._group: OpenRecords | None = None
         self._status: str | None = job_state.status
@@ -412,7 +413,23 @@ class JobJournal:
                             {"source": [route.source_rid, route.event_name]},
                         )
                     self._max_seq = seq
-                    rows.append((seq, f"[{seq}{around[0]}{data_text}{around[1]}"))
+                    # (store._base.EncodedTask)
+                    rows.append(
+                        (
+                            seq,
+                            f"[{seq}{around[0]}{data_text}{around[1]}",
+                            (
+                                seq,
+                                "ready",
+                                task.rid,
+                                task.target.name,
+                                data_text,
+                                0,
+                                None,
+                                around[2],
+                            ),
+                        )
+                    )
                     return
         log = self.log
         with self._rows:
@@ -490,12 +507,12 @@ class JobJournal:
         # The delivery's record carries what it queues and withdraws (see task_queued).
         self.log.open_bound((task.seq, task.retries))
 
-    def _lane_to_rows(self, scope: Record, lane: list[tuple[int, str]]) -> None:
+    def _lane_to_rows(self, scope: Record, lane: list[EncodedTask]) -> None:
         """Hand the rows the lane built to ``scope`` as TaskRows (in seq order with
         any it queued the general way), for the general path's :meth:`_delta`."""
         if not lane:
             return
-        rows: list[TaskRow] = [task_of(json.loads(text)) for _, text in lane]
+        rows: list[TaskRow] = [task_of(json.loads(task[1])) for task in lane]
         if scope.added:
             rows = sorted(rows + scope.added, key=_row_seq)
         scope.added = rows

@@ -208,8 +208,8 @@ class Route:
     """One connection as the engine follows it: from ``source_rid``'s event
     ``event_name`` to ``target``, renaming keys by ``mapping`` (None: no renaming).
     ``row_text``: the journal's text of a ready task queued along it, around the
-    task's seq and data (``store._base.ready_task_text``), made once when first
-    needed (None until then)."""
+    task's seq and data, and its extra's text (``store._base.ready_task_text``), made
+    once when first needed (None until then)."""
 
     __slots__ = ("target", "mapping", "source_rid", "event_name", "row_text")
 
@@ -220,7 +220,7 @@ class Route:
         self.mapping = mapping or None
         self.source_rid = source_rid
         self.event_name = event_name
-        self.row_text: tuple[str, str] | None = None
+        self.row_text: tuple[str, str, str] | None = None
 
     def __repr__(self) -> str:
         return f"Route[{self.source_rid}.{self.event_name} -> {self.target.rid}.{self.target.name}]"

@@ -534,38 +534,45 @@ def task_of(built: Sequence[Any]) -> TaskRow:
     return dict(zip(TASK_FIELDS, built))
 
 
+#: A task's column values as the store writes them: (seq, kind, routine, slot, data,
+#: retries, due_at, extra), its data and extra as JSON text.
+TaskColumns = tuple[int, str, str, str, str, int, Optional[float], str]
+
+#: A task an :data:`EncodedRecord` adds: ``(seq, text, columns)`` -- its JSON text as
+#: a built task (a part of the record's text) and its :data:`TaskColumns`.
+EncodedTask = tuple[int, str, TaskColumns]
+
 #: A built record the journal encoded itself, as a tuple (so that the garbage
 #: collector stops tracking it once it has looked at it): ``(seq, consumed, text,
 #: added, removed, status, waiting_for)`` -- ``text`` the record's JSON text as a
-#: batch row holds it, ``added`` a ``(seq, text)`` pair for each task it adds (the
-#: task's own JSON text, a part of ``text``), ``removed`` the seqs of those it
-#: withdraws; ``seq``, ``consumed``, ``status`` and ``waiting_for`` at a built
-#: record's indexes (R_SEQ, R_CONSUMED, R_STATUS, R_WAITING).  Made by
-#: :func:`encoded_record`.
-EncodedRecord = tuple[
-    int, Optional[int], str, tuple[tuple[int, str], ...], tuple[int, ...], None, Any
-]
+#: batch row holds it, ``added`` an :data:`EncodedTask` for each task it adds,
+#: ``removed`` the seqs of those it withdraws; ``seq``, ``consumed``, ``status`` and
+#: ``waiting_for`` at a built record's indexes (R_SEQ, R_CONSUMED, R_STATUS,
+#: R_WAITING).  Made by :func:`encoded_record`.
+EncodedRecord = tuple[int, Optional[int], str, tuple[EncodedTask, ...], tuple[int, ...], None, Any]
 
 
-def ready_task_text(routine: str, slot: str, extra: Any) -> tuple[str, str]:
+def ready_task_text(routine: str, slot: str, extra: Any) -> tuple[str, str, str]:
     """The JSON text of a built ready task (retries 0, no due time) around its seq and
-    data, as ``(head, tail)``: ``f"[{seq}{head}{data_text}{tail}"`` is the task's text
-    (TASK_FIELDS order).  For :func:`encoded_record`'s tasks, made once per route."""
-    return f',"ready",{quote(routine)},{quote(slot)},', f",0,null,{_ENCODE(extra)}]"
+    data, and its extra's text: ``(head, tail, extra_text)``, where
+    ``f"[{seq}{head}{data_text}{tail}"`` is the task's text (TASK_FIELDS order).  For
+    :func:`encoded_record`'s tasks, made once per route."""
+    extra_text = _ENCODE(extra)
+    return f',"ready",{quote(routine)},{quote(slot)},', f",0,null,{extra_text}]", extra_text
 
 
 def encoded_record(
     seq: int,
     consumed: Optional[int],
     ops_text: str,
-    added: tuple[tuple[int, str], ...],
+    added: tuple[EncodedTask, ...],
     waiting_for: Any = None,
 ) -> EncodedRecord:
     """An :data:`EncodedRecord`: ``ops_text`` the JSON text of its ops, ``added`` the
-    ``(seq, text)`` of each task it adds (see :func:`ready_task_text`); it withdraws
-    none and changes no status."""
+    tasks it adds (see :func:`ready_task_text`); it withdraws none and changes no
+    status."""
     waiting = "null" if waiting_for is None else _ENCODE(waiting_for)
-    tasks = added[0][1] if len(added) == 1 else ",".join([text for _, text in added])
+    tasks = added[0][1] if len(added) == 1 else ",".join([task[1] for task in added])
     text = (
         f"[{seq},{'null' if consumed is None else consumed},{ops_text},[{tasks}],[],null,{waiting}]"
     )

@@ -70,6 +70,7 @@ from ._base import (
     EncodedSnapshot,
     JobSummary,
     JournaledJob,
+    TaskColumns,
     TaskRow,
     build_job_state,
     built_record,
@@ -133,7 +134,7 @@ def _applied(tasks: list[TaskRow], records: Sequence[DeltaRecord]) -> list[TaskR
 
 #: A task row's column values, its data and extra as JSON text: (seq, kind, routine,
 #: slot, data, retries, due_at, extra).
-_TaskParams = tuple[int, str, str, str, str, int, Any, str]
+_TaskParams = TaskColumns
 #: What records do to the task table, net: (seqs that leave, rows that come).
 _Net = tuple[list[int], list[_TaskParams]]
 
@@ -149,8 +150,8 @@ class _KnownRow:
     """A batch row of built records this store wrote, as :attr:`SQLStore._nets` keeps
     it for the snapshot that folds it: its text and what its records do to the task
     table, net (``gone``: seqs pending before the row, consumed or withdrawn in it;
-    ``added``: seq -> the text of a task queued in it and still pending after it, or
-    None when it came in an array).  Ints and strings, not the records: a long job
+    ``added``: seq -> the columns of a task queued in it and still pending after it,
+    or None when it came in an array).  Ints and strings, not the records: a long job
     keeps no container per record alive, which the garbage collector would walk
     over and over."""
 
@@ -159,7 +160,7 @@ class _KnownRow:
     def __init__(self, first: int, text: str, records: Sequence[Any]) -> None:
         self.first = first
         self.text = text
-        added: dict[int, Optional[str]] = {}
+        added: dict[int, Optional[TaskColumns]] = {}
         gone: list[int] = []
         for record in records:
             consumed = record[R_CONSUMED]
@@ -173,8 +174,9 @@ class _KnownRow:
                     del added[seq]
                 else:
                     gone.append(seq)
-            if type(record) is tuple:  # an EncodedRecord: (seq, text) of each task
-                added.update(record[R_ADDED])
+            if type(record) is tuple:  # an EncodedRecord: its tasks' columns
+                for seq, _, columns in record[R_ADDED]:
+                    added[seq] = columns
             else:
                 for task in record[R_ADDED]:
                     added[task[0]] = None
@@ -194,17 +196,17 @@ def _net_of(covered: Sequence[Any], job_id: str) -> _Net:
     """The net task effect of ``covered`` -- built records (arrays or
     :data:`EncodedRecord` tuples) and :class:`_KnownRow` rows, in seq order: only the
     tasks that survive them have their data and extra encoded (a task both added and
-    consumed among them never is); an encoded task is decoded only when it survives,
-    and a known row's array records only when one of their tasks does."""
-    added: dict[int, Any] = {}  # seq -> its built task, its text, or its known row
+    consumed among them never is; an encoded task comes with its columns), and a known
+    row's array records are decoded only when one of their tasks survives."""
+    added: dict[int, Any] = {}  # seq -> its built task, its columns, or its known row
     gone: dict[int, None] = {}
     for part in covered:
         if type(part) is _KnownRow:
             for seq in part.gone:
                 if added.pop(seq, None) is None:
                     gone[seq] = None
-            for seq, text in part.added.items():
-                added[seq] = part if text is None else text
+            for seq, columns in part.added.items():
+                added[seq] = part if columns is None else columns
             continue
         consumed = part[R_CONSUMED]
         if consumed is not None and added.pop(consumed, None) is None:
@@ -213,16 +215,18 @@ def _net_of(covered: Sequence[Any], job_id: str) -> _Net:
             if added.pop(seq, None) is None:
                 gone[seq] = None
         if type(part) is tuple:
-            added.update(part[R_ADDED])
+            for seq, _, columns in part[R_ADDED]:
+                added[seq] = columns
         else:
             for task in part[R_ADDED]:
                 added[task[0]] = task
     decoded: dict[int, dict[int, Sequence[Any]]] = {}
     rows: list[_TaskParams] = []
     for seq, task in added.items():
-        if type(task) is str:
-            task = json.loads(task)
-        elif type(task) is _KnownRow:
+        if type(task) is tuple:
+            rows.append(task)
+            continue
+        if type(task) is _KnownRow:
             tasks = decoded.get(id(task))
             if tasks is None:
                 tasks = decoded[id(task)] = task.tasks()
