@@ -101,7 +101,7 @@ from .slot import Slot, check_timeout
 # written as this text. Called directly, once per history record: any wrapper would
 # cost a frame per record. It raises TypeError, ValueError or RecursionError.
 from .store._base import _ENCODE as _store_json
-from .store._base import quote
+from .store._base import quote, value_text
 
 __all__ = [
     "NotConstructableError",
@@ -1132,7 +1132,7 @@ def _history_text(records: list[ExecutionRecord]) -> str:
     ):
         return _encode_records(records)
     encoded = {name: _store_json(name) for name in names}
-    encode = _store_json
+    encode = value_text  # (an emission's data: mostly a small dict of atoms)
     try:
         texts = [
             f'{{"_type":"ExecutionRecord","routine_id":{encoded[record.routine_id]},'
@@ -1154,7 +1154,7 @@ def _few_records_text(records: list[ExecutionRecord]) -> str | None:
     """:func:`_history_text` of a few records, each name quoted and each timestamp
     formatted on its own; None when one is unusual (a name that is not a string, a
     timestamp that is not a plain datetime, data JSON cannot hold)."""
-    encode = _store_json
+    encode = value_text
     try:
         texts = [
             f'{{"_type":"ExecutionRecord","routine_id":{_quoted(record.routine_id)},'

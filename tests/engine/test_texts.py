@@ -10,18 +10,19 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routilux.engine.texts import atoms_text, ops_text
-from routilux.store._base import _ENCODE, encoded_record, ready_task_text
+from routilux.engine.texts import ops_text
+from routilux.store._base import _ENCODE, atoms_text, encoded_record, ready_task_text, value_text
 
 ATOMS = st.one_of(
     st.text(),
     st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
     st.none(),
 )
 ATOM_DICTS = st.dictionaries(st.text(), ATOMS, max_size=6)
 JSON_VALUES = st.recursive(
-    st.one_of(ATOMS, st.floats(allow_nan=False, allow_infinity=False)),
+    ATOMS,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=8,
 )
@@ -29,11 +30,23 @@ JSON_VALUES = st.recursive(
 
 @given(ATOM_DICTS)
 def test_a_dict_of_atoms_reads_as_the_encoder_writes_it(data: dict[str, Any]) -> None:
-    assert atoms_text(data) == _ENCODE(data)
+    assert atoms_text(data) == _ENCODE(data) == value_text(data)
+
+
+@given(JSON_VALUES)
+def test_any_value_reads_as_the_encoder_writes_it(value: Any) -> None:
+    assert value_text(value) == _ENCODE(value)
 
 
 def test_anything_but_a_dict_of_string_keys_and_atoms_is_left_to_the_encoder() -> None:
-    for data in ({"x": 1.5}, {"x": [1]}, {"x": {"y": 1}}, {1: 1}, {"x": b"b"}):
+    for data in (
+        {"x": math.nan},
+        {"x": -math.inf},
+        {"x": [1]},
+        {"x": {"y": 1}},
+        {1: 1},
+        {"x": b"b"},
+    ):
         assert atoms_text(data) is None
 
 

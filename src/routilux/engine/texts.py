@@ -18,35 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..store._base import _ENCODE, quote
+from ..store._base import _ENCODE, atoms_text, quote
 
 _NULL = "null"
-_TRUE = "true"
-_FALSE = "false"
-
-
-def atoms_text(data: dict[Any, Any]) -> str | None:
-    """The JSON text of ``data`` when its keys are strings and its values strings,
-    ints, bools or None; else None."""
-    parts: list[str] = []
-    for key, value in data.items():
-        if type(key) is not str:
-            return None
-        kind = type(value)
-        if kind is str:
-            parts.append(f"{quote(key)}:{quote(value)}")
-        elif kind is int:
-            try:
-                parts.append(f"{quote(key)}:{value!r}")
-            except ValueError:  # too many digits for a text (sys.set_int_max_str_digits)
-                return None
-        elif value is None:
-            parts.append(f"{quote(key)}:null")
-        elif kind is bool:
-            parts.append(f"{quote(key)}:{_TRUE if value else _FALSE}")
-        else:
-            return None
-    return f"{{{','.join(parts)}}}"
 
 
 def ops_text(ops: list[list[Any]]) -> str | None:
