@@ -304,7 +304,8 @@ def test_periodic_snapshots_bound_the_writes_to_replay(
     (mid,) = probe.seen
     # The first snapshot after 10 commits (the entry's and 9 probes'): 200 history
     # records, 9 shared keys, 191 pending rows -- 400 entries, so the next is due
-    # after 1,600 writes, 2 per probe delivery (its op and its end): after the job.
+    # after SNAPSHOT_RATIO x 400 writes, 2 per probe delivery (its op and its end):
+    # after the job.
     assert mid.snapshot_seq == 10
     assert [d["seq"] for d in mid.deltas] == list(range(11, mid.commit_seq + 1))
     final = store.load(job.job_id)
@@ -322,6 +323,7 @@ def test_a_job_of_a_steady_size_is_snapshotted_every_few_commits(
     from routilux.engine import journal
 
     monkeypatch.setattr(journal, "SNAPSHOT_EVERY", 10)
+    monkeypatch.setattr(journal, "SNAPSHOT_RATIO", 4)  # the bound below is for 4
 
     class Loop(Routine):
         def __init__(self) -> None:
@@ -344,7 +346,8 @@ def test_a_job_of_a_steady_size_is_snapshotted_every_few_commits(
     job = flow.execute("source", entry_params={"n": 1})
     (mid,) = probe.seen
     assert mid.commit_seq > 400
-    # Entries: 4 history records, 1 shared key, 1 or 2 rows: due after 10 commits.
+    # Entries: 4 history records, 1 shared key, 1 or 2 rows: 4 x 7 writes are due
+    # after about 10 commits.
     assert mid.commit_seq - mid.snapshot_seq <= 10
     assert [d["seq"] for d in mid.deltas] == list(range(mid.snapshot_seq + 1, mid.commit_seq + 1))
     assert comparable(store.load_job(job.job_id)) == comparable(job)

@@ -98,7 +98,7 @@ SNAPSHOT_EVERY = 1000
 #: most 1/SNAPSHOT_RATIO of the entries the deltas wrote (O(n) in total, whatever
 #: the job's shape: a snapshot of an unchanging size no longer waits for the gap to
 #: double).
-SNAPSHOT_RATIO = 4
+SNAPSHOT_RATIO = 8
 
 #: Most records of one open group handed to the writer (see :meth:`JobJournal._append`).
 GROUP_RECORDS = 64
