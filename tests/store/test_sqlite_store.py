@@ -48,6 +48,24 @@ def test_wal_and_synchronous_settings(tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "c.db", busy_timeout=-1)
 
 
+def test_connection_tuned_for_large_transactions(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "a.db") as store:
+        assert pragma(store, "cache_size") == -16000  # 16 MB
+        assert pragma(store, "wal_autocheckpoint") == 4000
+        assert pragma(store, "secure_delete") == 2  # FAST
+
+
+def test_freed_pages_are_not_written_again_as_zeros(tmp_path: Path) -> None:
+    # A job's megabyte of snapshot freed by delete_job: with secure_delete ON (the
+    # default of many builds) each freed page would be zeroed and written to the WAL.
+    with SQLiteStore(tmp_path / "a.db") as store:
+        store.create_job("j1", "flow", "running", dict(SNAPSHOT, shared_data={"pad": "x" * 2**20}))
+        store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.delete_job("j1")
+        _, frames, _ = store._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert frames < 32  # the 256 pages of the snapshot are not among them
+
+
 @pytest.mark.parametrize(
     "content",
     [

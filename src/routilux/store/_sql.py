@@ -144,6 +144,7 @@ _NET_CHARS = 4 << 20
 
 _STATUS = operator.itemgetter(R_STATUS)
 _WAITING = operator.itemgetter(R_WAITING)
+_TEXT = operator.itemgetter(R_OPS)  # an EncodedRecord's text
 
 
 class _KnownRow:
@@ -274,8 +275,11 @@ def _batch_text(records: Sequence[Any]) -> str:
     """The JSON text of a batch row of built records: ONE call of the encoder, or,
     when the journal encoded some itself (:data:`EncodedRecord` tuples), their texts
     joined with the others'."""
-    if tuple not in set(map(type, records)):  # (the encoder writes a tuple as an array)
+    kinds = set(map(type, records))
+    if tuple not in kinds:  # (the encoder writes a tuple as an array)
         return _ENCODE(records)
+    if len(kinds) == 1:  # the serial lane's usual batch: its texts joined, in C
+        return f"[{','.join(map(_TEXT, records))}]"
     return f"[{','.join([r[R_OPS] if type(r) is tuple else _ENCODE(r) for r in records])}]"
 
 
