@@ -44,7 +44,7 @@ import operator
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union, cast
 
 from routilux.exceptions import JobNotFoundError, StaleEpochError, StoreError
@@ -413,11 +413,10 @@ class SQLStore:
 
     # -- hooks ---------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Any]:  # pragma: no cover - abstract
-        """One transaction; yields a cursor. Driver errors become StoreError."""
+    def _transaction(self, write: bool) -> AbstractContextManager[Any]:  # pragma: no cover
+        """One transaction (abstract); ``with`` it gives a cursor. Driver errors
+        become StoreError."""
         raise NotImplementedError
-        yield None
 
     def _jin(self, value: Any, where: str) -> Any:  # pragma: no cover - abstract
         """``value`` as the driver stores a JSON column."""
