@@ -322,7 +322,10 @@ class TrackerHooks(JobHooks):
             return
         status = job_state.status
         for entry in tuple(tracker.routine_executions):  # the entry routine only
-            state = job_state.routine_states.get(entry) or {}
+            # Read past the change capture (``dict.get``): the hook only reads the
+            # state, so a durable job's journal need not mark it taken, encode it now
+            # and again when the job settles to find it unchanged.
+            state = dict.get(job_state.routine_states, entry) or {}
             if status == "completed" or job_state._paused_after_completion:
                 # The engine has merged the entry's final status into its state,
                 # with its times (measured from the record's start): reuse them.

@@ -352,3 +352,29 @@ def test_max_events_round_trips() -> None:
     assert [e["data"]["i"] for e in restored.event_flow] == [3, 4]
     with pytest.raises(SerializationError, match="max_events"):
         ExecutionTracker().deserialize({**data, "max_events": 0})
+
+
+def test_the_job_end_hook_reads_a_journaled_state_without_taking_it() -> None:
+    # A durable job's JobState has a ChangeLog: a read of a mutable value through the
+    # tracked mapping marks it taken (encoded now, and again when the job settles).
+    # The hook only reads the entry routine's state, so it must mark nothing.
+    from routilux.changes import ChangeLog
+    from routilux.execution_tracker import TRACKER_HOOKS
+    from routilux.job_state import JobState
+
+    js = JobState("f")
+    js._set_started()
+    js.execution_tracker = tracker = ExecutionTracker("f")
+    tracker.record_routine_start("entry")
+    start = tracker.routine_executions["entry"][-1]["start_time"]
+    log = ChangeLog(js)
+    js.merge_routine_state(
+        "entry",
+        {"status": "completed", "execution_time": 0.5, "start_time": start, "end_time": start},
+    )
+    assert js._set_completed()
+    seq = log._seq
+    TRACKER_HOOKS.on_job_end(js)
+    assert log._seq == seq and not log._takers
+    assert tracker.routine_executions["entry"][-1]["status"] == "completed"
+    assert tracker.routine_executions["entry"][-1]["execution_time"] == 0.5

@@ -114,6 +114,62 @@ def test_missing_directory_is_named(tmp_path: Path) -> None:
         SQLiteStore(path)
 
 
+def test_a_failed_transaction_rolls_back_and_frees_the_store(tmp_path: Path) -> None:
+    # A driver error inside a transaction is a StoreError naming the store; any other
+    # error passes as it is; either way the transaction is rolled back and the store
+    # (its lock, its connection) serves the next call -- from another thread too.
+    import threading
+
+    with SQLiteStore(tmp_path / "a.db") as store:
+        with pytest.raises(StoreError, match="a.db"):
+            with store._transaction(write=True) as cur:
+                cur.execute("INSERT INTO routilux_meta (key, value) VALUES ('k', 'v')")
+                cur.execute("SELECT * FROM no_such_table")
+        with pytest.raises(KeyError):
+            with store._transaction(write=True) as cur:
+                cur.execute("INSERT INTO routilux_meta (key, value) VALUES ('k', 'v')")
+                raise KeyError("boom")
+        assert not store._conn.in_transaction
+        done: list[bool] = []
+        other = threading.Thread(
+            target=lambda: done.append(store.create_job("j1", "flow", "running", SNAPSHOT))
+        )
+        other.start()
+        other.join()
+        assert done == [1]
+        assert store._conn.execute(
+            "SELECT count(*) FROM routilux_meta WHERE key = 'k'"
+        ).fetchone() == (0,)
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            with store._transaction(write=False):
+                pass
+
+
+def test_a_new_jobs_one_task_is_checked_and_kept_as_given(tmp_path: Path) -> None:
+    # create_job's one-task path: a seq already stored (a row left over under the
+    # job's id) refuses the job, writing nothing; an entry flag is kept as given
+    # (1 is not written as true).
+    entry = {"seq": 0, "kind": "ready", "routine": "r", "slot": "trigger", "data": {}}
+    with SQLiteStore(tmp_path / "a.db") as store:
+        store._conn.execute(
+            "INSERT INTO routilux_task (job_id, seq, kind, routine, slot, data, retries,"
+            " due_at, extra) VALUES ('j1', 0, 'ready', 'r', 'trigger', '{}', 0, NULL, '{}')"
+        )
+        with pytest.raises(StoreError, match=r"'j1'.*seq of \[0\]"):
+            store.create_job(
+                "j1", "flow", "running", SNAPSHOT, [dict(entry, extra={"entry": True})]
+            )
+        assert store._conn.execute("SELECT count(*) FROM routilux_job").fetchone() == (0,)
+        store.create_job("j2", "flow", "running", SNAPSHOT, [dict(entry, extra={"entry": 1})])
+        store.create_job("j3", "flow", "running", SNAPSHOT, [dict(entry, extra={"entry": True})])
+        extras = store._conn.execute(
+            "SELECT job_id, extra FROM routilux_task WHERE job_id != 'j1' ORDER BY job_id"
+        ).fetchall()
+        assert extras == [("j2", '{"entry":1}'), ("j3", '{"entry":true}')]
+        assert store.load("j3").tasks[0]["extra"] == {"entry": True}
+
+
 def test_full_disk_fails_the_commit_and_keeps_the_store(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     with SQLiteStore(path) as store:

@@ -44,7 +44,7 @@ import operator
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union, cast
 
 from routilux.exceptions import JobNotFoundError, StaleEpochError, StoreError
@@ -338,6 +338,8 @@ def _extra_json(extra: Any, job_id: str, seq: int) -> str:
         if not extra:
             return "{}"
         if len(extra) == 1:
+            if extra.get("entry") is True:  # a new job's entry task
+                return '{"entry":true}'
             source = extra.get("source")
             if (
                 type(source) is list
@@ -357,6 +359,19 @@ def _task_texts(job_id: str, task: TaskRow) -> tuple[str, str]:
         data = _json_at(task["data"], "job {!r} task {} data", job_id, task["seq"])
     return data, _extra_json(task["extra"], job_id, task["seq"])
 
+
+# The statements of a new job (create_job): its row, its snapshot, a task.
+_INSERT_JOB = (
+    "INSERT INTO routilux_job (job_id, flow_id, status, owner, epoch,"
+    " snapshot_seq, commit_seq, input_seq, created_at, updated_at, waiting_for)"
+    " VALUES (?, ?, ?, ?, 1, 0, 0, 0, ?, ?, NULL)"
+    " ON CONFLICT (job_id) DO NOTHING"
+)
+_INSERT_SNAPSHOT = "INSERT INTO routilux_snapshot (job_id, snapshot) VALUES (?, ?)"
+_INSERT_TASK = (
+    f"INSERT INTO routilux_task (job_id, {_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (job_id, seq) DO NOTHING"
+)
 
 # The statements of the journal's commits and snapshots.
 _UPDATE_SNAPSHOT = "UPDATE routilux_snapshot SET snapshot = ? WHERE job_id = ?"
@@ -421,11 +436,10 @@ class SQLStore:
 
     # -- hooks ---------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Any]:  # pragma: no cover - abstract
-        """One transaction; yields a cursor. Driver errors become StoreError."""
+    def _transaction(self, write: bool) -> AbstractContextManager[Any]:  # pragma: no cover
+        """One transaction (abstract); ``with`` it gives a cursor. Driver errors
+        become StoreError."""
         raise NotImplementedError
-        yield None
 
     def _jin(self, value: Any, where: str) -> Any:  # pragma: no cover - abstract
         """``value`` as the driver stores a JSON column."""
@@ -470,26 +484,41 @@ class SQLStore:
                 check_id(value, f"job {job_id!r}: {what}")
         snap = self._snapshot_text(job_id, snapshot)
         rows = check_tasks(list(tasks), f"job {job_id!r} tasks")
+        # The usual new job has one task (its entry): its row's values are made here,
+        # before the transaction, and inserted by one plain statement.
+        one = self._task_values(job_id, rows[0]) if len(rows) == 1 else None
         now = time.time()
         with self._transaction(write=True) as cur:
             # One statement: a job id already taken inserts nothing (rowcount 0).
-            cur.execute(
-                self._sql(
-                    "INSERT INTO routilux_job (job_id, flow_id, status, owner, epoch,"
-                    " snapshot_seq, commit_seq, input_seq, created_at, updated_at, waiting_for)"
-                    " VALUES (?, ?, ?, ?, 1, 0, 0, 0, ?, ?, NULL)"
-                    " ON CONFLICT (job_id) DO NOTHING"
-                ),
-                (job_id, flow_id, status, owner, now, now),
-            )
+            cur.execute(self._sql(_INSERT_JOB), (job_id, flow_id, status, owner, now, now))
             if cur.rowcount == 0:
                 raise StoreError(f"store {self.location}: job {job_id!r} already exists")
-            cur.execute(
-                self._sql("INSERT INTO routilux_snapshot (job_id, snapshot) VALUES (?, ?)"),
-                (job_id, snap),
-            )
-            self._insert_tasks(cur, job_id, rows)
+            cur.execute(self._sql(_INSERT_SNAPSHOT), (job_id, snap))
+            if one is not None:
+                cur.execute(self._sql(_INSERT_TASK), one)
+                if cur.rowcount != 1:
+                    raise StoreError(f"job {job_id!r}: a task seq of [{one[1]}] is stored already")
+            else:
+                self._insert_tasks(cur, job_id, rows)
         return 1
+
+    def _task_values(self, job_id: str, row: TaskRow) -> tuple[Any, ...]:
+        """A TaskRow's values for its routilux_task row (:data:`_INSERT_TASK`)."""
+        data, extra = _task_texts(job_id, row)
+        wrap = self._json_param
+        if wrap is not None:
+            data, extra = wrap(data), wrap(extra)
+        return (
+            job_id,
+            row["seq"],
+            row["kind"],
+            row["routine"],
+            row["slot"],
+            data,
+            row["retries"],
+            row["due_at"],
+            extra,
+        )
 
     # -- statements over many rows ---------------------------------------------
     #
@@ -588,23 +617,9 @@ class SQLStore:
     def _insert_task_rows(self, cur: Any, job_id: str, rows: Iterable[TaskRow]) -> int:
         """Insert ``rows``, but none whose seq the job has already; how many were
         inserted."""
-        wrap = self._json_param
         params: list[Any] = []
         for row in rows:
-            data, extra = _task_texts(job_id, row)
-            if wrap is not None:
-                data, extra = wrap(data), wrap(extra)
-            params += (
-                job_id,
-                row["seq"],
-                row["kind"],
-                row["routine"],
-                row["slot"],
-                data,
-                row["retries"],
-                row["due_at"],
-                extra,
-            )
+            params += self._task_values(job_id, row)
         # A seq already stored is skipped, not an error: the caller compares the count.
         return self._insert_many(
             cur,

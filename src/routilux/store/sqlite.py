@@ -17,8 +17,7 @@ import json
 import os
 import sqlite3
 import struct
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -101,6 +100,54 @@ CREATE TABLE IF NOT EXISTS routilux_batch (
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID
 """
+
+
+class _Transaction:
+    """:meth:`SQLiteStore._transaction`: a plain context manager rather than a
+    generator one -- two of them per durable job, and a generator's frame, its
+    wrapper and their exits cost a few microseconds each time."""
+
+    __slots__ = ("_store", "_begin")
+
+    def __init__(self, store: SQLiteStore, begin: str) -> None:
+        self._store = store
+        self._begin = begin
+
+    def __enter__(self) -> sqlite3.Cursor:
+        store = self._store
+        store._lock.acquire()
+        try:
+            store._check_open()
+            conn = store._conn
+            try:
+                conn.execute(self._begin)
+            except sqlite3.Error as exc:
+                raise store._error(exc) from None
+            return conn.cursor()
+        except BaseException:
+            store._lock.release()
+            raise
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        store = self._store
+        try:
+            if kind is None:
+                try:
+                    store._conn.execute("COMMIT")
+                    return
+                except BaseException as failed:
+                    exc = failed
+            try:
+                store._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite may have rolled back already (e.g. disk full)
+            if isinstance(exc, sqlite3.Error):
+                raise store._error(exc) from None
+            if kind is None:
+                raise exc  # COMMIT was interrupted (not a driver error)
+        finally:
+            store._lock.release()
+
 
 _SYNCHRONOUS = {"NORMAL": 1, "FULL": 2}
 
@@ -313,26 +360,10 @@ class SQLiteStore(SQLStore):
             )
         return version
 
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Any]:
-        with self._lock:
-            self._check_open()
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            except sqlite3.Error as exc:
-                raise self._error(exc) from None
-            try:
-                yield conn.cursor()
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # SQLite may have rolled back already (e.g. disk full)
-                if isinstance(exc, sqlite3.Error):
-                    raise self._error(exc) from None
-                raise
+    def _transaction(self, write: bool) -> _Transaction:
+        """One transaction under the store's lock (``BEGIN IMMEDIATE`` for a write);
+        ``with`` it gives a cursor. Driver errors become StoreError."""
+        return _Transaction(self, "BEGIN IMMEDIATE" if write else "BEGIN")
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"SQLite store {self.path}: {exc}")
