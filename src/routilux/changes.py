@@ -656,6 +656,16 @@ class ChangeLog:
                 record.cut = True
                 self._touch(record)
                 return [record]
+            if not ended and not self._open:
+                # A flush with nothing but job-level writes (a job's last touches as
+                # it settles): all of them are one record (what the general path
+                # below finds, with nothing open to hold any of them back).
+                record = Record(self, None)
+                record.ops, job.ops, job.seqs = job.ops, [], []
+                record._finish(self._seq, self.job_state.updated_at)
+                record.cut = True
+                self._touch(record)
+                return [record]
             frontier = min(
                 # (a copy: open_bound adds to _open without the lock)
                 (s.first for s in list(self._open.values()) if s.first is not None),

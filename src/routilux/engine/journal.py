@@ -535,6 +535,20 @@ class JobJournal:
         except StoreError as exc:
             self.store_failed(exc)
 
+    def _extend_open(self, records: BuiltRecords) -> bool:
+        """Append ``records`` (a group that must share a transaction) to the job's
+        open group while the writer has not taken it and it has room: True when
+        done.  Nothing was put for the job after an open group (:meth:`_seal`), so
+        this is a put of its own with one queue entry fewer; the two groups then
+        share one transaction, which the order allows."""
+        group = self._group
+        if group is not None:
+            with group.lock:
+                if group.open and len(group) + len(records) <= GROUP_RECORDS:
+                    group.extend(records)
+                    return True
+        return False
+
     def _seal(self) -> None:
         """Close the open group (before anything else is put for the job)."""
         group = self._group
@@ -756,12 +770,13 @@ class JobJournal:
         snapshot = self._take_snapshot()
         if snapshot is None:
             return
-        self._seal()
-        try:
-            self.writer.put_many(self.job_id, self.epoch, held, wait=False)
-        except StoreError as exc:
-            self.store_failed(exc)
-            return
+        if not self._extend_open(held):
+            self._seal()
+            try:
+                self.writer.put_many(self.job_id, self.epoch, held, wait=False)
+            except StoreError as exc:
+                self.store_failed(exc)
+                return
         self._status = status
         self._put_snapshot(snapshot)
         if status in PARKED and self.failed is None:
@@ -1021,7 +1036,7 @@ class JobJournal:
     def _put_held(self) -> None:
         held, self._held = self._held, BuiltRecords()
         self._held_needs.clear()
-        if not held or self.failed is not None:
+        if not held or self.failed is not None or self._extend_open(held):
             return
         self._seal()
         try:
