@@ -426,8 +426,10 @@ class ChangeLog:
             self._last_history: tuple[list[Any], datetime] | None = None
             # The second _iso formatted last: its start, its end, its text.
             self._second: tuple[datetime, datetime, str] = (_DAY_ONE, _DAY_ONE, "")
-            for field, name in _FIELDS.items():
-                setattr(job_state, name, TrackedDict(getattr(job_state, name), self, field))
+            # (one line per field of _FIELDS: a log is made per job)
+            job_state.shared_data = TrackedDict(job_state.shared_data, self, "shared")
+            job_state.routine_states = TrackedDict(job_state.routine_states, self, "state")
+            job_state.slot_buffers = TrackedDict(job_state.slot_buffers, self, "buffers")
             job_state._changes = self
 
     def __repr__(self) -> str:
@@ -439,8 +441,10 @@ class ChangeLog:
         with self._lock:
             if js._changes is not self:
                 return
-            for name in _FIELDS.values():
-                setattr(js, name, dict(dict.items(getattr(js, name))))
+            # dict.copy: a plain dict of the same items (no tracked method runs).
+            js.shared_data = dict.copy(js.shared_data)
+            js.routine_states = dict.copy(js.routine_states)
+            js.slot_buffers = dict.copy(js.slot_buffers)
             js._changes = None
 
     # -- scopes ---------------------------------------------------------------

@@ -1024,16 +1024,17 @@ def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
             f'"current_routine_id":{"null" if current is None else _quoted(current)},'
             f'"routine_states":{"{}" if states == {} else encode(states)}'
         )
-        lists = [
-            "[]" if value == [] else encode(value)
-            for value in (
-                js.pause_points,
-                js.pending_tasks,
-                js.deferred_events,
-                js.shared_log,
-                js.output_log,
-            )
-        ]
+        values = (
+            js.pause_points,
+            js.pending_tasks,
+            js.deferred_events,
+            js.shared_log,
+            js.output_log,
+        )
+        # (A tuple compares item by item: one C-level test of the usual five empties.)
+        lists = (
+            _EMPTY_TEXTS if values == _EMPTIES else ["[]" if v == [] else encode(v) for v in values]
+        )
         waiting = js.waiting_for
         # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
         tail = (
@@ -1054,6 +1055,10 @@ def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
 
 
 _UNENCODABLE = (TypeError, ValueError, RecursionError)
+
+# The five job lists of _fields_text empty, and their texts.
+_EMPTIES: tuple[list[Any], ...] = ([], [], [], [], [])
+_EMPTY_TEXTS = ("[]",) * 5
 
 #: Names (flow, routine, event, status) as JSON text: a flow's few names recur in
 #: every snapshot, and strings are values, so the text of one is the text of any

@@ -210,6 +210,20 @@ class JobJournal:
     _writes_at_snapshot = 0
     _snapshot_entries = 0
 
+    # Fields that start the same in every journal are class attributes (a journal is
+    # made per job); __init__ says what each is for.
+    run: JobRun | None = None
+    _lane: Task | None = None
+    _lane_scope: Record | None = None
+    _lane_rows: list[EncodedTask] | None = None
+    _group: OpenRecords | None = None
+    _fault: BaseException | None = None
+    _released = False
+    failed: StoreError | None = None
+    _failure_applied: _Latch | None = None
+    finished = False
+    _settled = False
+
     def __init__(
         self,
         durable: Durable,
@@ -228,7 +242,7 @@ class JobJournal:
         self.durability = durability
         self.writer = durable.writer(durability)
         self.log = ChangeLog(job_state)  # after any deserializing (plain dicts)
-        self.run: JobRun | None = None
+        # self.run: the run being journaled (attach).
         self._commit_seq = commit_seq
         self._snapshot_seq = commit_seq
         self._next_snapshot = commit_seq + SNAPSHOT_EVERY
@@ -259,29 +273,24 @@ class JobJournal:
         # Groups put aside until the row their deliveries consumed is released.
         self._held = BuiltRecords()
         self._held_needs: set[int] = set()
-        # A sequential run's delivery in the serial lane (see delivery_started): its
-        # task, and the rows it queued the short way (built task lists; None: no
-        # delivery in the lane).  Written under the run's lock (task_queued's).
-        self._lane: Task | None = None
-        self._lane_scope: Record | None = None
-        self._lane_rows: list[EncodedTask] | None = None
-        # The group of records handed to the writer and still open (see _append).
-        self._group: OpenRecords | None = None
+        # self._lane, _lane_scope, _lane_rows: a sequential run's delivery in the
+        # serial lane (see delivery_started): its task, its record and the rows it
+        # queued the short way (built task lists; None: no delivery in the lane).
+        # Written under the run's lock (task_queued's).
+        # self._group: the group of records handed to the writer and still open
+        # (see _append).
         self._status: str | None = job_state.status
         # The open requests for input as the store has them (docs/human-input.md).
         self._waiting_sent: list[dict[str, Any]] = list(job_state.waiting_for)
-        self._fault: BaseException | None = None  # an unencodable task: fail the job
-        self._released = False  # paused: ownership given back to the store
-        self.failed: StoreError | None = None  # the store refused this job's records
-        # Set once the failure is in the JobState (history record, status), so a
-        # flush before execute() returns never shows the job as it was before it.
-        # Made (under the job's lock) just before ``failed`` is set: whoever sees
-        # ``failed`` finds it.
-        self._failure_applied: _Latch | None = None
-        self.finished = False
-        # Set once the run settled and everything it put was durable (or failed):
-        # the flush execute() makes before it returns has nothing left to wait for.
-        self._settled = False
+        # self._fault: an unencodable task (fail the job).  self._released: paused,
+        # ownership given back to the store.  self.failed: the StoreError with which
+        # the store refused this job's records.  self._failure_applied: set once the
+        # failure is in the JobState (history record, status), so a flush before
+        # execute() returns never shows the job as it was before it; made (under
+        # the job's lock) just before ``failed`` is set: whoever sees ``failed``
+        # finds it.  self.finished: the journal ended.  self._settled: the run
+        # settled and everything it put was durable (or failed), so the flush
+        # execute() makes before it returns has nothing left to wait for.
         with durable._lock:
             durable.jobs[self.job_id] = self
 
