@@ -730,8 +730,7 @@ class JobJournal:
             if fault is not None:
                 self._fail_job(fault, js.current_routine_id or "")
             if self.failed is None:
-                self._release(flush=True)
-                self._settle_rows(js.status)
+                self._settle_rows(js.status, self._release_settling(js.status))
         if js.status in PARKED:
             return
         if self.failed is None and not aio.on_engine_loop():
@@ -741,8 +740,32 @@ class JobJournal:
             self._settled = self.failed is None
         self._close()
 
-    def _settle_rows(self, status: str) -> None:
-        """The status record of a settling run (job lock held)."""
+    def _release_settling(self, status: str) -> list[list[Any]]:
+        """:meth:`_release` with ``flush`` for a run settling in ``status`` (job lock
+        held): the job-level writes left to release when they are all (nothing
+        open, ended, held or queued outside deliveries: a sequential job's end) and
+        the job finishes, for its status record to carry -- one record instead of
+        two.  Else everything is released as usual, and there are none.  (A parked
+        job's status record may still fail to be made: its pending tasks are
+        converted first, so the writes go ahead on their own.)"""
+        log = self.log
+        if (
+            status in PARKED
+            or log.open_deliveries
+            or log.pending
+            or self._held
+            or self._held_needs
+            or self._orphans
+            or self._orphan_removed
+        ):
+            self._release(flush=True)
+            return []
+        released = log.take_ready(flush=True)  # (one job-level record, or none)
+        return released[0].ops if released else []
+
+    def _settle_rows(self, status: str, ops: list[list[Any]] | None = None) -> None:
+        """The status record of a settling run (job lock held), carrying ``ops``
+        (job-level writes released with it)."""
         js = self.job_state
         with self._rows:
             orphans, self._orphans = self._orphans, []
@@ -769,7 +792,7 @@ class JobJournal:
         # The status record is not waited for even with durability="sync": the
         # snapshot put right after it waits for both, which the writer then commits
         # in one transaction (nothing runs meanwhile that needs the record first).
-        self._hold(self._job_record(status=status, added=added, removed=stored))
+        self._hold(self._job_record(status=status, added=added, removed=stored, ops=ops))
         held, self._held = self._held, BuiltRecords()
         self._held_needs.clear()
         # Pause points (and a finished job's last touches) are not ops: the snapshot
@@ -998,6 +1021,7 @@ class JobJournal:
         status: str | None = None,
         added: list[TaskRow] | None = None,
         removed: list[int] | None = None,
+        ops: list[list[Any]] | None = None,
     ) -> BuiltRecord:
         with self._rows:
             kept: list[int] = []
@@ -1012,7 +1036,7 @@ class JobJournal:
         return [
             self._commit_seq,
             None,
-            [],
+            ops or [],
             [built_task(row) for row in added or ()],
             kept if removed is not None else [],
             status,
