@@ -426,8 +426,10 @@ class ChangeLog:
             self._last_history: tuple[list[Any], datetime] | None = None
             # The second _iso formatted last: its start, its end, its text.
             self._second: tuple[datetime, datetime, str] = (_DAY_ONE, _DAY_ONE, "")
-            for field, name in _FIELDS.items():
-                setattr(job_state, name, TrackedDict(getattr(job_state, name), self, field))
+            # (one line per field of _FIELDS: a log is made per job)
+            job_state.shared_data = TrackedDict(job_state.shared_data, self, "shared")
+            job_state.routine_states = TrackedDict(job_state.routine_states, self, "state")
+            job_state.slot_buffers = TrackedDict(job_state.slot_buffers, self, "buffers")
             job_state._changes = self
 
     def __repr__(self) -> str:
@@ -439,8 +441,10 @@ class ChangeLog:
         with self._lock:
             if js._changes is not self:
                 return
-            for name in _FIELDS.values():
-                setattr(js, name, dict(dict.items(getattr(js, name))))
+            # dict.copy: a plain dict of the same items (no tracked method runs).
+            js.shared_data = dict.copy(js.shared_data)
+            js.routine_states = dict.copy(js.routine_states)
+            js.slot_buffers = dict.copy(js.slot_buffers)
             js._changes = None
 
     # -- scopes ---------------------------------------------------------------
@@ -653,6 +657,16 @@ class ChangeLog:
                 # nothing is open and no job-level write waits, so the one record is
                 # ready and a group of its own (what the general path below finds).
                 record = ended.pop()
+                record.cut = True
+                self._touch(record)
+                return [record]
+            if not ended and not self._open:
+                # A flush with nothing but job-level writes (a job's last touches as
+                # it settles): all of them are one record (what the general path
+                # below finds, with nothing open to hold any of them back).
+                record = Record(self, None)
+                record.ops, job.ops, job.seqs = job.ops, [], []
+                record._finish(self._seq, self.job_state.updated_at)
                 record.cut = True
                 self._touch(record)
                 return [record]

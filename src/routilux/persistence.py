@@ -1016,30 +1016,34 @@ def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
     # ``x == {}`` (``== []``) is True for an empty dict (list), a subclass included,
     # whose text the encoder writes as "{}" ("[]"); anything else is encoded.  A
     # string is quoted by the encoder's own helper (which refuses a non-string).
+    # A mapping is encoded as ``dict.copy`` of it, a plain dict of its items (the
+    # journal's tracked mappings would have the encoder call their Python-level
+    # ``items``; a mapping that is no dict raises TypeError: the plain way).
     try:
         states, shared, buffers = js.routine_states, js.shared_data, js.slot_buffers
         head = (
             f'{{"_type":"JobState","flow_id":{_quoted(js.flow_id)},"job_id":{quote(js.job_id)},'
             f'"status":{_quoted(js.status)},'
             f'"current_routine_id":{"null" if current is None else _quoted(current)},'
-            f'"routine_states":{"{}" if states == {} else encode(states)}'
+            f'"routine_states":{"{}" if states == {} else encode(dict.copy(states))}'
         )
-        lists = [
-            "[]" if value == [] else encode(value)
-            for value in (
-                js.pause_points,
-                js.pending_tasks,
-                js.deferred_events,
-                js.shared_log,
-                js.output_log,
-            )
-        ]
+        values = (
+            js.pause_points,
+            js.pending_tasks,
+            js.deferred_events,
+            js.shared_log,
+            js.output_log,
+        )
+        # (A tuple compares item by item: one C-level test of the usual five empties.)
+        lists = (
+            _EMPTY_TEXTS if values == _EMPTIES else ["[]" if v == [] else encode(v) for v in values]
+        )
         waiting = js.waiting_for
         # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
         tail = (
             f'"created_at":"{iso_text(created)}","updated_at":"{iso_text(updated)}",'
-            f'"shared_data":{"{}" if shared == {} else encode(shared)},'
-            f'"slot_buffers":{"{}" if buffers == {} else encode(buffers)},'
+            f'"shared_data":{"{}" if shared == {} else encode(dict.copy(shared))},'
+            f'"slot_buffers":{"{}" if buffers == {} else encode(dict.copy(buffers))},'
             f'"history_limit":{"null" if limit is None else int.__repr__(limit)},'
             f'"history_dropped":{int.__repr__(dropped)},'
             f"{f'{_TASK_SEQ_KEY}{seq},' if seq else ''}"
@@ -1054,6 +1058,10 @@ def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
 
 
 _UNENCODABLE = (TypeError, ValueError, RecursionError)
+
+# The five job lists of _fields_text empty, and their texts.
+_EMPTIES: tuple[list[Any], ...] = ([], [], [], [], [])
+_EMPTY_TEXTS = ("[]",) * 5
 
 #: Names (flow, routine, event, status) as JSON text: a flow's few names recur in
 #: every snapshot, and strings are values, so the text of one is the text of any

@@ -213,3 +213,37 @@ def _record(seq: int) -> list[Any]:
             "waiting_for": None,
         }
     )
+
+
+def test_a_short_job_s_last_records_join_its_open_group(
+    url: str, store: Store, monkeypatch: Any
+) -> None:
+    """A job that settles while its lane records still wait in the writer's open
+    group appends its last records there (the job-level writes of its end, its
+    status record): one queue entry for them all and one for the final snapshot,
+    stored as the live job ended."""
+    flow = Flow(flow_id="lane-test", store=url)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(Collector(), "sink")
+    flow.connect("source", "output", "sink", "input")
+    from routilux.engine.journal import Durable
+
+    flow.execute("source", entry_params={"n": 1})  # the writer thread, made
+    writer = Durable.of(flow.store).writer("batch")  # type: ignore[arg-type]
+    # The thread takes nothing by itself meanwhile: the job's flush writes it all.
+    monkeypatch.setattr(writer, "max_delay", 10.0)
+    calls: list[str] = []
+    for name in ("put_many", "put_open", "put_snapshot"):
+        real = getattr(writer, name)
+        monkeypatch.setattr(
+            writer,
+            name,
+            lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k))[1],
+        )
+    before = writer.transactions
+    job = flow.execute("source", entry_params={"n": 3})
+    assert job.status == "completed"
+    assert calls == ["put_open", "put_snapshot"]
+    assert writer.transactions - before == 1
+    assert store.load(job.job_id).tasks == []
+    assert comparable(store.load_job(job.job_id)) == comparable(job)

@@ -91,14 +91,14 @@ def test_children_start_only_after_their_parents_record_is_durable(
     assert starts == 2**5 - 1  # 1 + 2 + 4 + 8 + 16 deliveries
 
 
-@pytest.mark.parametrize("durability, per_job", [("sync", 5), ("batch", 2)])
+@pytest.mark.parametrize("durability, per_job", [("sync", 4), ("batch", 2)])
 def test_a_finished_jobs_status_record_shares_the_final_snapshots_transaction(
     tmp_path: Path, durability: str, per_job: int
 ) -> None:
     # A trivial job (entry -> one delivery): its row, then in sync mode one commit
-    # per delivery, one for the job-level writes of its end, and one for the status
-    # record with the final snapshot (two before); in batch mode everything after
-    # the row in one.
+    # per delivery and one for the status record -- which carries the job-level
+    # writes of its end (a record of their own before) -- with the final snapshot
+    # (two before); in batch mode everything after the row in one.
     from routilux.engine.journal import Durable
 
     store = SQLiteStore(str(tmp_path / "jobs.db"))
@@ -116,5 +116,7 @@ def test_a_finished_jobs_status_record_shares_the_final_snapshots_transaction(
     for job in jobs:
         stored = store.load(job.job_id)
         assert (stored.status, stored.tasks, stored.deltas) == ("completed", [], [])
-        assert store.load_job(job.job_id).execution_history == job.execution_history
+        loaded = store.load_job(job.job_id)
+        assert loaded.execution_history == job.execution_history
+        assert loaded.routine_states == job.routine_states  # the end's job-level writes
     flow.shutdown()

@@ -293,6 +293,32 @@ def test_job_level_writes_travel_with_the_next_record_in_write_order() -> None:
     assert replayed(start, [record, flushed]).serialize() == js.serialize()
 
 
+def test_a_flush_of_job_level_writes_alone_releases_them_once_as_one_record() -> None:
+    """Nothing open or ended (a job's last touches as it settles): every job-level
+    write, in write order with the touch of updated_at, in one record, once."""
+    js, start, log = new_job()
+    with log.delivery(1):
+        js.shared_data["x"] = 1
+    (record,) = log.take_ready()
+    js.merge_routine_state("r", {"n": 2})
+    js.shared_data["y"] = [1]
+    js.shared_data["y"].append(2)  # taken at the job level: settled by the flush
+    js.updated_at = js.updated_at + timedelta(seconds=1)
+    (flushed,) = log.take_ready(flush=True)
+    assert flushed.key is None and flushed.cut
+    assert flushed.ops[:-1] == [
+        ["state_merge", "r", {"n": 2}],
+        ["shared_set", "y", [1]],
+        ["shared_extend", "y", [2]],
+    ]
+    assert flushed.ops[-1] == ["touch", js.updated_at.isoformat()]
+    assert log.take_ready(flush=True) == []
+    assert replayed(start, [record, flushed]).serialize() == js.serialize()
+    js.shared_data["z"] = 3
+    (again,) = log.take_ready(flush=True)
+    assert again.ops == [["shared_set", "z", 3]]
+
+
 def test_writes_after_a_delivery_ended_are_job_level() -> None:
     js, _, log = new_job()
     log.begin("late")

@@ -210,6 +210,20 @@ class JobJournal:
     _writes_at_snapshot = 0
     _snapshot_entries = 0
 
+    # Fields that start the same in every journal are class attributes (a journal is
+    # made per job); __init__ says what each is for.
+    run: JobRun | None = None
+    _lane: Task | None = None
+    _lane_scope: Record | None = None
+    _lane_rows: list[EncodedTask] | None = None
+    _group: OpenRecords | None = None
+    _fault: BaseException | None = None
+    _released = False
+    failed: StoreError | None = None
+    _failure_applied: _Latch | None = None
+    finished = False
+    _settled = False
+
     def __init__(
         self,
         durable: Durable,
@@ -228,7 +242,7 @@ class JobJournal:
         self.durability = durability
         self.writer = durable.writer(durability)
         self.log = ChangeLog(job_state)  # after any deserializing (plain dicts)
-        self.run: JobRun | None = None
+        # self.run: the run being journaled (attach).
         self._commit_seq = commit_seq
         self._snapshot_seq = commit_seq
         self._next_snapshot = commit_seq + SNAPSHOT_EVERY
@@ -259,29 +273,24 @@ class JobJournal:
         # Groups put aside until the row their deliveries consumed is released.
         self._held = BuiltRecords()
         self._held_needs: set[int] = set()
-        # A sequential run's delivery in the serial lane (see delivery_started): its
-        # task, and the rows it queued the short way (built task lists; None: no
-        # delivery in the lane).  Written under the run's lock (task_queued's).
-        self._lane: Task | None = None
-        self._lane_scope: Record | None = None
-        self._lane_rows: list[EncodedTask] | None = None
-        # The group of records handed to the writer and still open (see _append).
-        self._group: OpenRecords | None = None
+        # self._lane, _lane_scope, _lane_rows: a sequential run's delivery in the
+        # serial lane (see delivery_started): its task, its record and the rows it
+        # queued the short way (built task lists; None: no delivery in the lane).
+        # Written under the run's lock (task_queued's).
+        # self._group: the group of records handed to the writer and still open
+        # (see _append).
         self._status: str | None = job_state.status
         # The open requests for input as the store has them (docs/human-input.md).
         self._waiting_sent: list[dict[str, Any]] = list(job_state.waiting_for)
-        self._fault: BaseException | None = None  # an unencodable task: fail the job
-        self._released = False  # paused: ownership given back to the store
-        self.failed: StoreError | None = None  # the store refused this job's records
-        # Set once the failure is in the JobState (history record, status), so a
-        # flush before execute() returns never shows the job as it was before it.
-        # Made (under the job's lock) just before ``failed`` is set: whoever sees
-        # ``failed`` finds it.
-        self._failure_applied: _Latch | None = None
-        self.finished = False
-        # Set once the run settled and everything it put was durable (or failed):
-        # the flush execute() makes before it returns has nothing left to wait for.
-        self._settled = False
+        # self._fault: an unencodable task (fail the job).  self._released: paused,
+        # ownership given back to the store.  self.failed: the StoreError with which
+        # the store refused this job's records.  self._failure_applied: set once the
+        # failure is in the JobState (history record, status), so a flush before
+        # execute() returns never shows the job as it was before it; made (under
+        # the job's lock) just before ``failed`` is set: whoever sees ``failed``
+        # finds it.  self.finished: the journal ended.  self._settled: the run
+        # settled and everything it put was durable (or failed), so the flush
+        # execute() makes before it returns has nothing left to wait for.
         with durable._lock:
             durable.jobs[self.job_id] = self
 
@@ -535,6 +544,20 @@ class JobJournal:
         except StoreError as exc:
             self.store_failed(exc)
 
+    def _extend_open(self, records: BuiltRecords) -> bool:
+        """Append ``records`` (a group that must share a transaction) to the job's
+        open group while the writer has not taken it and it has room: True when
+        done.  Nothing was put for the job after an open group (:meth:`_seal`), so
+        this is a put of its own with one queue entry fewer; the two groups then
+        share one transaction, which the order allows."""
+        group = self._group
+        if group is not None:
+            with group.lock:
+                if group.open and len(group) + len(records) <= GROUP_RECORDS:
+                    group.extend(records)
+                    return True
+        return False
+
     def _seal(self) -> None:
         """Close the open group (before anything else is put for the job)."""
         group = self._group
@@ -707,8 +730,7 @@ class JobJournal:
             if fault is not None:
                 self._fail_job(fault, js.current_routine_id or "")
             if self.failed is None:
-                self._release(flush=True)
-                self._settle_rows(js.status)
+                self._settle_rows(js.status, self._release_settling(js.status))
         if js.status in PARKED:
             return
         if self.failed is None and not aio.on_engine_loop():
@@ -718,8 +740,32 @@ class JobJournal:
             self._settled = self.failed is None
         self._close()
 
-    def _settle_rows(self, status: str) -> None:
-        """The status record of a settling run (job lock held)."""
+    def _release_settling(self, status: str) -> list[list[Any]]:
+        """:meth:`_release` with ``flush`` for a run settling in ``status`` (job lock
+        held): the job-level writes left to release when they are all (nothing
+        open, ended, held or queued outside deliveries: a sequential job's end) and
+        the job finishes, for its status record to carry -- one record instead of
+        two.  Else everything is released as usual, and there are none.  (A parked
+        job's status record may still fail to be made: its pending tasks are
+        converted first, so the writes go ahead on their own.)"""
+        log = self.log
+        if (
+            status in PARKED
+            or log.open_deliveries
+            or log.pending
+            or self._held
+            or self._held_needs
+            or self._orphans
+            or self._orphan_removed
+        ):
+            self._release(flush=True)
+            return []
+        released = log.take_ready(flush=True)  # (one job-level record, or none)
+        return released[0].ops if released else []
+
+    def _settle_rows(self, status: str, ops: list[list[Any]] | None = None) -> None:
+        """The status record of a settling run (job lock held), carrying ``ops``
+        (job-level writes released with it)."""
         js = self.job_state
         with self._rows:
             orphans, self._orphans = self._orphans, []
@@ -746,7 +792,7 @@ class JobJournal:
         # The status record is not waited for even with durability="sync": the
         # snapshot put right after it waits for both, which the writer then commits
         # in one transaction (nothing runs meanwhile that needs the record first).
-        self._hold(self._job_record(status=status, added=added, removed=stored))
+        self._hold(self._job_record(status=status, added=added, removed=stored, ops=ops))
         held, self._held = self._held, BuiltRecords()
         self._held_needs.clear()
         # Pause points (and a finished job's last touches) are not ops: the snapshot
@@ -756,12 +802,13 @@ class JobJournal:
         snapshot = self._take_snapshot()
         if snapshot is None:
             return
-        self._seal()
-        try:
-            self.writer.put_many(self.job_id, self.epoch, held, wait=False)
-        except StoreError as exc:
-            self.store_failed(exc)
-            return
+        if not self._extend_open(held):
+            self._seal()
+            try:
+                self.writer.put_many(self.job_id, self.epoch, held, wait=False)
+            except StoreError as exc:
+                self.store_failed(exc)
+                return
         self._status = status
         self._put_snapshot(snapshot)
         if status in PARKED and self.failed is None:
@@ -974,6 +1021,7 @@ class JobJournal:
         status: str | None = None,
         added: list[TaskRow] | None = None,
         removed: list[int] | None = None,
+        ops: list[list[Any]] | None = None,
     ) -> BuiltRecord:
         with self._rows:
             kept: list[int] = []
@@ -988,7 +1036,7 @@ class JobJournal:
         return [
             self._commit_seq,
             None,
-            [],
+            ops or [],
             [built_task(row) for row in added or ()],
             kept if removed is not None else [],
             status,
@@ -1021,7 +1069,7 @@ class JobJournal:
     def _put_held(self) -> None:
         held, self._held = self._held, BuiltRecords()
         self._held_needs.clear()
-        if not held or self.failed is not None:
+        if not held or self.failed is not None or self._extend_open(held):
             return
         self._seal()
         try:

@@ -122,6 +122,12 @@ class JournalWriter:
         ):
             raise StoreError(f"JournalWriter: max_delay must be 0..10 seconds, got {max_delay!r}")
         self.store = store
+        # The store's commit_then_snapshot when it folds (asked once: a store's
+        # class does not change), else None.
+        fold = getattr(store, "commit_then_snapshot", None)
+        self._fold: Optional[Callable[..., None]] = (
+            fold if fold is not None and getattr(store, "folds_snapshots", False) else None
+        )
         self.durability = durability
         self.max_batch = max_batch
         self.max_delay = float(max_delay)
@@ -542,16 +548,18 @@ class JournalWriter:
         if type(payload) is not _Snapshot or len(batch) < 2:
             return None
         ticket, job_id, epoch, _ = last
-        if job_id in stopped:
+        fold = self._fold
+        if fold is None or job_id in stopped:
             return None
-        records = BuiltRecords()
         for _, job, job_epoch, group in batch[:-1]:
             if job != job_id or job_epoch != epoch or type(group) is not BuiltRecords:
                 return None
-            records += group
-        fold = getattr(self.store, "commit_then_snapshot", None)
-        if fold is None or not getattr(self.store, "folds_snapshots", False):
-            return None
+        if len(batch) == 2:
+            records = cast(BuiltRecords, batch[0][3])  # the usual one group, as it is
+        else:
+            records = BuiltRecords()
+            for entry in batch[:-1]:
+                records += cast(BuiltRecords, entry[3])
         try:
             fold([(job_id, epoch, records)], job_id, epoch, payload.snapshot, payload.upto_seq)
         except Exception:
@@ -577,10 +585,8 @@ class JournalWriter:
         """Commit the records queued so far and ``payload`` in one transaction (a
         store with ``commit_then_snapshot``); False when it could not (nothing was
         written: the caller writes them one step at a time, which names the fault)."""
-        if job_id in stopped or not getattr(self.store, "folds_snapshots", False):
-            return False
-        fold = getattr(self.store, "commit_then_snapshot", None)
-        if fold is None:
+        fold = self._fold
+        if fold is None or job_id in stopped:
             return False
         live = {job: entry for job, entry in jobs.items() if job not in stopped and entry[1]}
         batches = [(job, job_epoch, _joined(items)) for job, (job_epoch, items) in live.items()]
