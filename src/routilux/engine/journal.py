@@ -403,7 +403,15 @@ class JobJournal:
                 and task.timer is None
                 and task.answers is None
             ):
-                data_text = atoms_text(data)
+                log = self.log
+                emitted = log.emitted
+                if emitted is not None and emitted[0] is data and run._on_emit is None:
+                    # The emission's own data, which nothing could change since its
+                    # history op wrote it as text (no emit hook): the same text.
+                    data_text: str | None = emitted[1]
+                    log.emitted = None
+                else:
+                    data_text = atoms_text(data)
                 if data_text is not None:
                     around = route.row_text
                     if around is None:
@@ -507,9 +515,11 @@ class JobJournal:
         # The delivery's record carries what it queues and withdraws (see task_queued).
         self.log.open_bound((task.seq, task.retries))
 
-    def _lane_to_rows(self, scope: Record, lane: list[EncodedTask]) -> None:
-        """Hand the rows the lane built to ``scope`` as TaskRows (in seq order with
-        any it queued the general way), for the general path's :meth:`_delta`."""
+    def _lane_to_general(self, scope: Record, lane: list[EncodedTask]) -> None:
+        """Make the lane's delivery record ``scope`` one the general path takes (its
+        :meth:`_delta`, the ChangeLog's groups): its ops as lists, and the rows the
+        lane built as TaskRows (in seq order with any it queued the general way)."""
+        self.log.ops_as_lists(scope)
         if not lane:
             return
         rows: list[TaskRow] = [task_of(json.loads(task[1])) for task in lane]
@@ -626,7 +636,7 @@ class JobJournal:
                 and not self._orphan_removed
                 and stored.get(seq) == task.retries
             ):
-                self._lane_to_rows(scope, rows)
+                self._lane_to_general(scope, rows)
                 return False
             fault: BaseException | None = None
             try:
@@ -636,7 +646,7 @@ class JobJournal:
                 record = None
             if record is None:
                 # Not released at once (or it could not be): the general way.
-                self._lane_to_rows(scope, rows)
+                self._lane_to_general(scope, rows)
                 self._release()
             else:
                 # Its record: it consumes its task's row and adds the rows it built.
