@@ -657,7 +657,9 @@ class JobJournal:
                 self._commit_seq = commit_seq = self._commit_seq + 1
                 waiting = self.job_state.waiting_for
                 change = None if waiting == self._waiting_sent else self._waiting_change()
-                text = ops_text(record.ops)
+                ops = record.ops
+                # (ops_text's most common case: one history op, written as text already)
+                text = f"[{ops[0]}]" if len(ops) == 1 and type(ops[0]) is str else ops_text(ops)
                 if text is not None:
                     # Encoded here, as a tuple the garbage collector soon stops
                     # tracking (see engine/texts.py).
