@@ -71,7 +71,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("policies", ("routilux.error_handler",)),
     ("state", ("routilux.job_state", "routilux.changes", "routilux.inputs", "routilux._context")),
-    ("codec", ("routilux.serialization", "routilux.exceptions")),
+    ("codec", ("routilux.serialization", "routilux.jsontext", "routilux.exceptions")),
 )
 
 #: Type-only imports (under ``TYPE_CHECKING``) that still run up the layers or close a

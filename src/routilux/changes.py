@@ -33,16 +33,18 @@ from the JobState in the delivery that changes it).
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import threading
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from .exceptions import JobStateError, SerializationError
 from .job_state import ExecutionRecord, JobState
+from .jsontext import atoms_text, quote, record_text
 from .serialization import find_unserializable, key_path, short_repr
 
 __all__ = [
@@ -124,6 +126,11 @@ def encode_value(value: Any, path: str) -> Any:
 # Scopes and records
 # ---------------------------------------------------------------------------
 
+#: One op: a JSON-safe list -- or, in the record of a serial delivery
+#: (:meth:`ChangeLog.open_serial`), possibly that list's JSON text already (a history
+#: op); :meth:`ChangeLog.ops_as_lists` turns those back into lists.
+Op = Union[list[Any], str]
+
 #: A field of the JobState whose mapping is tracked: op prefix -> attribute name.
 _FIELDS = {"shared": "shared_data", "state": "routine_states", "buffers": "slot_buffers"}
 
@@ -143,7 +150,8 @@ class Record:
 
     ``key``: what :meth:`ChangeLog.delivery` was given (None for a record that carries
     only job-level writes).  ``ops``: the ops to store with it and to apply, in order,
-    on recovery.  Deliveries whose writes interleave form a *group*: the ops of all of
+    on recovery (see :data:`Op`: a serial delivery's history op may be its JSON
+    text).  Deliveries whose writes interleave form a *group*: the ops of all of
     its records (and the job-level writes among them) travel, in write order, in the
     group's last record, and the others carry none.  ``cut`` is True on the last record
     of a group: the journal may end a transaction only after a record whose ``cut``
@@ -172,12 +180,15 @@ class Record:
     #: The JobState's ``updated_at`` when it ended.
     updated_at: datetime | None = None
     token: Token[Optional[Record]] | None = None
+    #: Whether a history op of it may be written as JSON text (a serial delivery's:
+    #: see ChangeLog.history); False once ChangeLog.ops_as_lists turned them back.
+    text_ops = True
     added: list[Any] | None = None
     removed: list[int] | None = None
 
     def __init__(self, log: ChangeLog | None, key: Hashable) -> None:
         self.key = key
-        self.ops: list[list[Any]] = []
+        self.ops: list[Op] = []
         # The log it belongs to (while open), and the write seq of each op.
         self.log = log
         self.seqs: list[int] = []
@@ -422,8 +433,12 @@ class ChangeLog:
             self._mirror: dict[tuple[str, str], Any] = {}
             self._takers: dict[tuple[str, str], int] = {}
             self._touched: datetime | None = job_state.updated_at
-            # The latest history op and its time (see _touch).
-            self._last_history: tuple[list[Any], datetime] | None = None
+            # The latest history op, its time and that time's text (see _touch).
+            self._last_history: tuple[Op, datetime, str] | None = None
+            # The data of the latest history op written as text (a serial delivery's)
+            # and that text: the journal reuses it for the row of the task the
+            # emission queues (see engine/journal.py).
+            self.emitted: tuple[Any, str] | None = None
             # The second _iso formatted last: its start, its end, its text.
             self._second: tuple[datetime, datetime, str] = (_DAY_ONE, _DAY_ONE, "")
             # (one line per field of _FIELDS: a log is made per job)
@@ -569,7 +584,17 @@ class ChangeLog:
         self._unbound = scope
         return scope
 
-    def _touch_ops(self, ops: list[list[Any]], stamp: datetime) -> None:
+    def ops_as_lists(self, record: Record) -> None:
+        """Turn the ops of ``record`` that are JSON texts (a serial delivery's history
+        ops) into the lists they encode, for whoever takes them as lists (the job's
+        lock must be held, or the record not yet ended)."""
+        record.text_ops = False
+        ops = record.ops
+        for i, op in enumerate(ops):
+            if type(op) is str:
+                ops[i] = json.loads(op)
+
+    def _touch_ops(self, ops: list[Op], stamp: datetime) -> None:
         """:meth:`_touch` for released ``ops`` ending at ``stamp`` (not yet touched)."""
         self._touched = stamp
         last = self._last_history
@@ -578,7 +603,7 @@ class ChangeLog:
             # updated_at to it): when it ends the release, replaying it sets
             # updated_at already; otherwise its text is reused.
             if not (ops and ops[-1] is last[0]):
-                ops.append(["touch", last[0][4]])
+                ops.append(["touch", last[2]])
             return
         ops.append(["touch", stamp.isoformat()])
 
@@ -720,7 +745,7 @@ class ChangeLog:
         if len(group) == 1 and not job_ops:
             last.cut = True
             return
-        streams: list[Iterator[tuple[int, list[Any]]]] = [zip(r.seqs, r.ops) for r in group]
+        streams: list[Iterator[tuple[int, Op]]] = [zip(r.seqs, r.ops) for r in group]
         if job_ops:
             count = _count_below(self._job.seqs, last.end_seq)
             streams.append(zip(self._job.seqs[:count], self._job.ops[:count]))
@@ -733,7 +758,7 @@ class ChangeLog:
         last.ops = merged
         last.cut = True
 
-    def _job_ops_below(self, limit: int) -> list[list[Any]]:
+    def _job_ops_below(self, limit: int) -> list[Op]:
         job = self._job
         count = _count_below(job.seqs, limit)
         ops = job.ops[:count]
@@ -908,6 +933,41 @@ class ChangeLog:
     def history(self, record: ExecutionRecord) -> None:
         """``JobState.record_execution``: one history record."""
         data = record.data
+        stamp = record.timestamp
+        # _iso's common case inline: a naive datetime within the second of the last.
+        second = self._second
+        if type(stamp) is datetime and stamp.tzinfo is None and second[0] <= stamp < second[1]:
+            micro = stamp.microsecond
+            text = f"{second[2]}.{_D3[micro // 1000]}{_D3[micro % 1000]}" if micro else second[2]
+        else:
+            text = self._iso(stamp)
+        # _record, inlined: this runs once per emission.
+        self._seq = seq = self._seq + 1
+        scope = _current.get()
+        if scope is None or scope.log is not self or scope.ended:
+            scope = self._unbound
+            if scope is not self._job and type(data) is dict and scope.text_ops:
+                # The serial delivery's (open_serial): its op written as JSON text
+                # at once, and the data's text kept for the task it queues next.
+                data_text = atoms_text(data)
+                rid, name = record.routine_id, record.event_name
+                if (
+                    data_text is not None
+                    and type(rid) is str
+                    and type(name) is str
+                    and type(text) is str
+                ):
+                    rid_text, name_text, stamp_text = quote(rid), quote(name), quote(text)
+                    op_text = f'["history",{rid_text},{name_text},{data_text},{stamp_text}]'
+                    # What a snapshot writes for the record: the same texts.
+                    record.saved_text = record_text(rid_text, name_text, data_text, stamp_text)
+                    if scope.first is None:
+                        scope.first = seq
+                    scope.ops.append(op_text)
+                    scope.seqs.append(seq)
+                    self._last_history = (op_text, stamp, text)
+                    self.emitted = (data, data_text)
+                    return
         if type(data) is dict:
             # _encode's result for a dict of atoms (an emission's usual data), inline.
             for key, value in data.items():
@@ -918,25 +978,12 @@ class ChangeLog:
                 data = dict(data)
         elif data is not None:
             data = encode_value(data, "execution_history[-1].data")
-        stamp = record.timestamp
-        # _iso's common case inline: a naive datetime within the second of the last.
-        second = self._second
-        if type(stamp) is datetime and stamp.tzinfo is None and second[0] <= stamp < second[1]:
-            micro = stamp.microsecond
-            text = f"{second[2]}.{_D3[micro // 1000]}{_D3[micro % 1000]}" if micro else second[2]
-        else:
-            text = self._iso(stamp)
         op = ["history", record.routine_id, record.event_name, data, text]
-        # _record, inlined: this runs once per emission.
-        self._seq = seq = self._seq + 1
-        scope = _current.get()
-        if scope is None or scope.log is not self or scope.ended:
-            scope = self._unbound
         if scope.first is None and scope is not self._job:
             scope.first = seq
         scope.ops.append(op)
         scope.seqs.append(seq)
-        self._last_history = (op, stamp)
+        self._last_history = (op, stamp, text)
 
     def _iso(self, stamp: datetime) -> str:
         """``stamp.isoformat()``: ``isoformat`` formats through ``printf``, so the

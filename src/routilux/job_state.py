@@ -105,7 +105,10 @@ def _new_job_id() -> str:
 class ExecutionRecord:
     """One entry of a job's history: an emission, or a handler failure."""
 
-    __slots__ = ("routine_id", "event_name", "data", "timestamp")
+    # ``saved_text``: the record's saved form as JSON text, set by the change capture
+    # of a durable job when it writes the record's op (routilux.changes), so that a
+    # snapshot does not encode the record again; None otherwise.
+    __slots__ = ("routine_id", "event_name", "data", "timestamp", "saved_text")
 
     def __init__(
         self,
@@ -118,6 +121,7 @@ class ExecutionRecord:
         self.event_name = event_name
         self.data = data or {}
         self.timestamp = timestamp if timestamp is not None else datetime.now()
+        self.saved_text: str | None = None
 
     def __repr__(self) -> str:
         return f"ExecutionRecord[{self.routine_id}.{self.event_name}@{self.timestamp}]"

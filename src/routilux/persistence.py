@@ -74,6 +74,7 @@ from .execution_tracker import ExecutionTracker
 from .flow.flow import MAX_WORKERS, Flow
 from .inputs import check_request
 from .job_state import ExecutionRecord, JobState
+from .jsontext import quote
 from .routine import Routine
 from .serialization import (
     FORMAT_VERSION,
@@ -101,7 +102,7 @@ from .slot import Slot, check_timeout
 # written as this text. Called directly, once per history record: any wrapper would
 # cost a frame per record. It raises TypeError, ValueError or RecursionError.
 from .store._base import _ENCODE as _store_json
-from .store._base import quote, value_text
+from .store._base import value_text
 
 __all__ = [
     "NotConstructableError",
@@ -891,6 +892,7 @@ def serialize_execution_record(record: ExecutionRecord) -> dict[str, Any]:
 
 def deserialize_execution_record(record: ExecutionRecord, data: Any) -> None:
     """Restore ``record`` in place; a missing timestamp becomes now."""
+    record.saved_text = None  # (no longer what the record holds)
     record.routine_id = data.get("routine_id", "")
     record.event_name = data.get("event_name", "")
     record.data = data.get("data") or {}
@@ -1113,22 +1115,44 @@ def _encode_value(value: Any, path: str) -> str:
 def _history_text(records: list[ExecutionRecord]) -> str:
     """The JSON text of :func:`_history_data` (non-strict) of ``records``.
 
-    Most of a snapshot's cost: each record is one f-string round its data's encoding
-    -- no dict per record, and the keys, the routine and event names (encoded once
-    per name) and the timestamps (``iso_texts``) are not run through the encoder
-    for every record. Anything unusual (a name that is not a string, a timestamp
-    needing escapes) takes the plain way: the records' dicts, encoded."""
+    Most of a snapshot's cost.  A record whose op a durable job's change capture
+    wrote holds its text already (``ExecutionRecord.saved_text``), so a long job's
+    snapshots encode each record once; the others are encoded by
+    :func:`_record_texts`."""
     if not records:
         return "[]"
+    saved = [record.saved_text for record in records]
+    if None not in saved:
+        return f"[{','.join(saved)}]"  # type: ignore[arg-type]  # (no None in it)
     if len(records) <= _FEW_RECORDS:
         text = _few_records_text(records)
         if text is not None:
             return text
+    if saved.count(None) == len(saved):
+        unsaved = records
+    else:
+        unsaved = [record for record, text in zip(records, saved) if text is None]
+    texts = _record_texts(unsaved)
+    if texts is None:
+        return _encode_records(records)  # raises, naming a record JSON cannot hold
+    if unsaved is not records:
+        encoded = iter(texts)
+        texts = [text if text is not None else next(encoded) for text in saved]
+    return f"[{','.join(texts)}]"
+
+
+def _record_texts(records: list[ExecutionRecord]) -> list[str] | None:
+    """The JSON text of each record's saved form: one f-string round its data's
+    encoding -- no dict per record, and the keys, the routine and event names
+    (encoded once per name) and the timestamps (``iso_texts``) are not run through
+    the encoder for every record.  None when something is unusual (a name that is
+    not a string, a timestamp needing escapes, data JSON cannot hold): the plain way
+    then encodes the records' dicts."""
     try:
         names = {record.routine_id for record in records}
         names.update(record.event_name for record in records)
     except TypeError:  # a name that is not even hashable
-        return _encode_records(records)
+        return None
     stamps = iso_texts([record.timestamp for record in records])
     joined = "".join(stamps)
     if not (
@@ -1138,19 +1162,18 @@ def _history_text(records: list[ExecutionRecord]) -> str:
         and '"' not in joined
         and "\\" not in joined
     ):
-        return _encode_records(records)
+        return None
     encoded = {name: _store_json(name) for name in names}
     encode = value_text  # (an emission's data: mostly a small dict of atoms)
     try:
-        texts = [
+        return [
             f'{{"_type":"ExecutionRecord","routine_id":{encoded[record.routine_id]},'
             f'"event_name":{encoded[record.event_name]},"data":{encode(record.data)},'
             f'"timestamp":"{stamp_text}"}}'
             for record, stamp_text in zip(records, stamps)
         ]
     except _UNENCODABLE:
-        return _encode_records(records)  # raises, naming the record
-    return f"[{','.join(texts)}]"
+        return None
 
 
 #: Up to this many history records (a small job's), :func:`_few_records_text`: the

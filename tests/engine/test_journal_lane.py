@@ -16,6 +16,7 @@ from typing import Any
 
 from helpers import Collector, Numbers, comparable
 from routilux import Flow, JobState, Routine
+from routilux.hooks import JobHooks
 from routilux.store import JournalWriter, SQLiteStore, Store
 from routilux.store._base import built_record
 from routilux.store.writer import OpenRecords
@@ -246,4 +247,42 @@ def test_a_short_job_s_last_records_join_its_open_group(
     assert calls == ["put_open", "put_snapshot"]
     assert writer.transactions - before == 1
     assert store.load(job.job_id).tasks == []
+
+
+class Redact(JobHooks):
+    """An emit hook that changes the history record's data in place (its dict is
+    the one the emission's task carries): the source's value 3 becomes 30."""
+
+    def on_emit(self, job_state: JobState, record: Any) -> None:
+        if record.routine_id == "source" and record.data.get("value") == 3:
+            record.data["value"] = 30
+
+
+def test_an_emit_hook_that_changes_the_data_is_journaled_as_the_job_holds_it(
+    url: str, store: Store
+) -> None:
+    """The lane writes a task's row from the text of its emission's history op only
+    when no emit hook could have changed the data in between; and a snapshot encodes
+    a record a hook saw again.  So the row the job's next delivery consumes holds
+    the changed data, and the stored job is the live one."""
+    blocker = Blocker()
+    flow = build(url, blocker)
+    flow.add_hooks(Redact())
+    done: list[JobState] = []
+    thread = threading.Thread(
+        target=lambda: done.append(flow.execute("source", entry_params={"n": 5}))
+    )
+    thread.start()
+    try:
+        assert blocker.entered.wait(WAIT)
+        assert blocker.job is not None
+        flow.pause(blocker.job, wait_timeout=0.0)
+        pending = [row["data"] for row in store.load(blocker.job.job_id).tasks]
+        assert {"value": 30} in pending and {"value": 3} not in pending
+    finally:
+        blocker.go.set()
+        thread.join(WAIT)
+    job = flow.resume(done[0])
+    assert job.status == "completed"
+    assert job.shared_data["total"] == 0 + 1 + 2 + 30 + 4
     assert comparable(store.load_job(job.job_id)) == comparable(job)

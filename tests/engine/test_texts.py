@@ -10,7 +10,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from routilux.changes import ChangeLog
 from routilux.engine.texts import ops_text
+from routilux.job_state import JobState
+from routilux.serialization import layout_of
 from routilux.store._base import _ENCODE, atoms_text, encoded_record, ready_task_text, value_text
 
 ATOMS = st.one_of(
@@ -90,3 +93,37 @@ def test_an_encoded_record_reads_as_the_built_record(
     assert record[2] == _ENCODE([*built, {"set": [{"a": 1}]}])
     assert record[:2] == (3, 2) and record[3:6] == (((7, row, columns),), (), None)
     assert json.loads(row) == built[3][0]
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=4), st.text(max_size=4), ATOM_DICTS, st.booleans()),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_snapshot_writes_saved_record_texts_as_it_would_encode_them(
+    emissions: list[tuple[str, str, dict[str, Any], bool]],
+) -> None:
+    """History records written by a serial delivery's change capture keep their
+    saved form's text; a snapshot of them -- all, some or none kept -- is the text
+    it writes when it encodes every record itself."""
+    js = JobState("flow")
+    log = ChangeLog(js)
+    with js.lock:
+        scope = log.open_serial((1, 0))
+        for rid, event, data, serial in emissions:
+            if not serial:
+                log.ops_as_lists(scope)  # (a record that keeps no text)
+            js.record_execution(rid, event, data)
+            scope.text_ops = True
+        log.close_serial(scope)
+    encode = layout_of(JobState).encode
+    assert encode is not None
+    kept = encode(js, 0)
+    for record in js.execution_history:
+        record.saved_text = None
+    assert kept == encode(js, 0)
+    assert json.loads(kept)["execution_history"] == [
+        record.serialize() for record in js.execution_history
+    ]

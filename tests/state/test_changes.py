@@ -7,6 +7,7 @@ of its starting snapshot onto which the released ops were replayed.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -511,3 +512,45 @@ def test_close_bound_releases_the_only_delivery_as_take_ready_would() -> None:
     assert replayed(start, [record, record2, *released]).serialize() == js.serialize()
     with js.lock, pytest.raises(JobStateError, match="no open delivery 9"):
         log.close_bound(9)
+
+
+def test_a_serial_delivery_writes_its_history_ops_as_text() -> None:
+    """open_serial's delivery: a history op whose data is a dict of atoms is written
+    as its JSON text at once (and the record keeps its saved form's text); other data
+    stays a list.  ops_as_lists turns the texts back into the same lists, and from
+    then on the delivery's history ops are lists."""
+    js, start, log = new_job()
+    stamp = datetime(2026, 3, 1, 12, 0, 0, 250)
+    with js.lock:
+        scope = log.open_serial((1, 0))
+        js.record_execution("r", "out", {"v": 1, "s": 'a "q"'}, stamp)
+        js.record_execution("r", "out", {"v": [1, 2]}, stamp)
+        texts = list(scope.ops)
+        assert type(texts[0]) is str and type(texts[1]) is list
+        assert json.loads(texts[0]) == [
+            "history",
+            "r",
+            "out",
+            {"v": 1, "s": 'a "q"'},
+            stamp.isoformat(),
+        ]
+        assert log.emitted is not None and log.emitted[0] is js.execution_history[0].data
+        assert js.execution_history[0].saved_text is not None
+        assert js.execution_history[1].saved_text is None
+        log.ops_as_lists(scope)
+        js.record_execution("r", "out", {"v": 3}, stamp)
+        record = log.close_serial(scope)
+    assert record is not None
+    assert all(type(op) is list for op in record.ops)
+    assert record.ops[0] == json.loads(texts[0]) and record.ops[1] == texts[1]
+    assert js.execution_history[2].saved_text is None
+    assert replayed(start, [record]).serialize() == js.serialize()
+
+
+def test_a_bound_delivery_writes_no_history_op_as_text() -> None:
+    js, _, log = new_job()
+    with log.delivery(1):
+        js.record_execution("r", "out", {"v": 1})
+    (record,) = log.take_ready()
+    assert type(record.ops[0]) is list
+    assert js.execution_history[0].saved_text is None

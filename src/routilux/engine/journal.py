@@ -412,7 +412,15 @@ class JobJournal:
                 and task.timer is None
                 and task.answers is None
             ):
-                data_text = atoms_text(data)
+                log = self.log
+                emitted = log.emitted
+                if emitted is not None and emitted[0] is data and run._on_emit is None:
+                    # The emission's own data, which nothing could change since its
+                    # history op wrote it as text (no emit hook): the same text.
+                    data_text: str | None = emitted[1]
+                    log.emitted = None
+                else:
+                    data_text = atoms_text(data)
                 if data_text is not None:
                     around = route.row_text
                     if around is None:
@@ -516,9 +524,11 @@ class JobJournal:
         # The delivery's record carries what it queues and withdraws (see task_queued).
         self.log.open_bound((task.seq, task.retries))
 
-    def _lane_to_rows(self, scope: Record, lane: list[EncodedTask]) -> None:
-        """Hand the rows the lane built to ``scope`` as TaskRows (in seq order with
-        any it queued the general way), for the general path's :meth:`_delta`."""
+    def _lane_to_general(self, scope: Record, lane: list[EncodedTask]) -> None:
+        """Make the lane's delivery record ``scope`` one the general path takes (its
+        :meth:`_delta`, the ChangeLog's groups): its ops as lists, and the rows the
+        lane built as TaskRows (in seq order with any it queued the general way)."""
+        self.log.ops_as_lists(scope)
         if not lane:
             return
         rows: list[TaskRow] = [task_of(json.loads(task[1])) for task in lane]
@@ -649,7 +659,7 @@ class JobJournal:
                 and not self._orphan_removed
                 and stored.get(seq) == task.retries
             ):
-                self._lane_to_rows(scope, rows)
+                self._lane_to_general(scope, rows)
                 return False
             fault: BaseException | None = None
             try:
@@ -659,7 +669,7 @@ class JobJournal:
                 record = None
             if record is None:
                 # Not released at once (or it could not be): the general way.
-                self._lane_to_rows(scope, rows)
+                self._lane_to_general(scope, rows)
                 self._release()
             else:
                 # Its record: it consumes its task's row and adds the rows it built.
@@ -670,7 +680,9 @@ class JobJournal:
                 self._commit_seq = commit_seq = self._commit_seq + 1
                 waiting = self.job_state.waiting_for
                 change = None if waiting == self._waiting_sent else self._waiting_change()
-                text = ops_text(record.ops)
+                ops = record.ops
+                # (ops_text's most common case: one history op, written as text already)
+                text = f"[{ops[0]}]" if len(ops) == 1 and type(ops[0]) is str else ops_text(ops)
                 if text is not None:
                     # Encoded here, as a tuple the garbage collector soon stops
                     # tracking (see engine/texts.py).
@@ -761,7 +773,10 @@ class JobJournal:
             self._release(flush=True)
             return []
         released = log.take_ready(flush=True)  # (one job-level record, or none)
-        return released[0].ops if released else []
+        if not released:
+            return []
+        # (Job-level ops are lists: only a serial delivery's are written as text.)
+        return cast("list[list[Any]]", released[0].ops)
 
     def _settle_rows(self, status: str, ops: list[list[Any]] | None = None) -> None:
         """The status record of a settling run (job lock held), carrying ``ops``

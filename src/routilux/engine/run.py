@@ -410,6 +410,8 @@ class JobRun(JobTimers, DeliveryTimeouts):
         on_emit = self._on_emit
         if on_emit is not None:
             on_emit(js, record)
+            # A hook may have changed the record: a snapshot encodes it as it is now.
+            record.saved_text = None
         if routes:
             if len(routes) == 1:  # the common case, without a comprehension's frame
                 route = routes[0]

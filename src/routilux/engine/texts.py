@@ -16,19 +16,23 @@ same value, so the two kinds of record read back alike.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..store._base import _ENCODE, atoms_text, quote
+from ..changes import Op
+from ..jsontext import atoms_text, quote
+from ..store._base import _ENCODE
 
 _NULL = "null"
 
 
-def ops_text(ops: list[list[Any]]) -> str | None:
-    """The JSON text of a record's ``ops``: its ``history`` ops (whose data is a dict
-    of atoms, or None) and ``touch`` ops by hand, any other op by the encoder; None
-    when some op is not JSON-safe (the store then names it)."""
+def ops_text(ops: list[Op]) -> str | None:
+    """The JSON text of a record's ``ops``: an op that is a text already as it is, its
+    ``history`` ops (whose data is a dict of atoms, or None) and ``touch`` ops by
+    hand, any other op by the encoder; None when some op is not JSON-safe (the store
+    then names it)."""
     texts: list[str] = []
     for op in ops:
+        if type(op) is str:  # written as text already (ChangeLog.history)
+            texts.append(op)
+            continue
         name = op[0]
         try:
             if name == "history" and len(op) == 5:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union, cast
 
 from routilux.changes import apply_ops as changes_apply_ops
 from routilux.exceptions import StoreError
+from routilux.jsontext import atoms_text, quote
 
 if TYPE_CHECKING:
     from routilux.job_state import JobState
@@ -297,40 +298,6 @@ def _make_encode() -> Callable[[Any], str]:
 
 
 _ENCODE = _make_encode()
-
-#: A string as JSON text, quoted and escaped as the encoder writes it (the C helper).
-quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
-
-def atoms_text(data: dict[Any, Any]) -> str | None:
-    """The JSON text of ``data``, as :data:`_ENCODE` writes it, when its keys are
-    strings and its values strings, ints, finite floats, bools or None (an
-    emission's usual data); else None.  An f-string of quoted parts: the C encoder
-    costs several times as much on so small a dict, most of it in setting up each
-    call."""
-    parts: list[str] = []
-    for key, value in data.items():
-        if type(key) is not str:
-            return None
-        kind = type(value)
-        if kind is str:
-            parts.append(f"{quote(key)}:{quote(value)}")
-        elif kind is int:
-            try:
-                parts.append(f"{quote(key)}:{value!r}")
-            except ValueError:  # too many digits for a text (sys.set_int_max_str_digits)
-                return None
-        elif kind is float:
-            if value - value != 0.0:  # NaN or an infinity: JSON has neither
-                return None
-            parts.append(f"{quote(key)}:{value!r}")
-        elif value is None:
-            parts.append(f"{quote(key)}:null")
-        elif kind is bool:
-            parts.append(f"{quote(key)}:{'true' if value else 'false'}")
-        else:
-            return None
-    return f"{{{','.join(parts)}}}"
 
 
 def value_text(value: Any) -> str:
