@@ -451,7 +451,8 @@ class ChangeLog:
         return f"ChangeLog[{self.job_state.job_id}: {len(self._open)} open, seq {self._seq}]"
 
     def detach(self) -> None:
-        """Stop recording: the JobState gets plain dicts again and no ChangeLog."""
+        """Stop recording: the JobState gets plain dicts again, no ChangeLog, and no
+        saved texts of history records."""
         js = self.job_state
         with self._lock:
             if js._changes is not self:
@@ -461,6 +462,10 @@ class ChangeLog:
             js.routine_states = dict.copy(js.routine_states)
             js.slot_buffers = dict.copy(js.slot_buffers)
             js._changes = None
+            # The history records' saved texts are this capture's (see history): a
+            # JobState without it keeps none, and its next save encodes each record.
+            for record in js.execution_history:
+                record.saved_text = None
 
     # -- scopes ---------------------------------------------------------------
 

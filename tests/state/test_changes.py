@@ -554,3 +554,14 @@ def test_a_bound_delivery_writes_no_history_op_as_text() -> None:
     (record,) = log.take_ready()
     assert type(record.ops[0]) is list
     assert js.execution_history[0].saved_text is None
+
+
+def test_detach_drops_the_saved_texts_of_history_records() -> None:
+    js, _, log = new_job()
+    with js.lock:
+        scope = log.open_serial((1, 0))
+        js.record_execution("r", "out", {"v": 1})
+        log.close_serial(scope)
+    assert js.execution_history[0].saved_text is not None
+    log.detach()
+    assert js.execution_history[0].saved_text is None
