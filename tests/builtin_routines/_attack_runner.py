@@ -2,7 +2,7 @@
 
 Reads ``{"attacks": [[expression, data_kind], ...], "sentinel": path}`` as JSON on
 stdin and writes one JSON object: per attack its outcome (exception class, whether it
-is an ExpressionError), its elapsed time and its peak memory (resident set size on
+is an ExpressionError), its CPU and elapsed times and its peak memory (resident set size on
 Linux, else a second pass with tracemalloc), plus what the corpus may have done:
 modules imported, the sentinel file, calls of the canary's methods.
 
@@ -119,7 +119,7 @@ def main() -> None:
     for expression, data in attacks:
         if rss_peaks is not None:
             rss_peaks.reset()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             evaluate(expression, data, {"threshold": 1})
             outcome, message, refused = "returned", "", False
@@ -128,6 +128,7 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - reported, the test decides
             outcome, message, refused = type(exc).__name__, str(exc), False
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         results.append(
             {
                 "expression": expression[:60],
@@ -135,6 +136,7 @@ def main() -> None:
                 "message": message[:200],
                 "refused": refused,
                 "elapsed": elapsed,
+                "cpu": cpu,
                 "peak_bytes": None if rss_peaks is None else rss_peaks.peak(),
             }
         )
