@@ -143,6 +143,11 @@ def _serve(server: Any, what: str) -> Iterator[Any]:
     try:
         yield server
     finally:
+        # The journal's runners of this process heartbeat their stores from threads
+        # of their own until the interpreter exits: stop them while the server is up.
+        from routilux.engine.runner import Durable
+
+        Durable.shutdown_all()
         server.stop()
 
 

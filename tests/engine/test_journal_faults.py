@@ -78,6 +78,8 @@ def test_a_stale_epoch_fails_the_job_and_stops_it_at_once(tmp_path: Path) -> Non
     assert (after.epoch, after.owner, after.status) == (2, "thief", "running")
     assert after.commit_seq == claimed["commit_seq"]
     other.close()
+    # (Its runner row is gone: stop its heartbeat, which would keep reporting that.)
+    Durable.of(flow.store).shutdown()  # type: ignore[arg-type]
 
 
 def test_a_full_disk_fails_the_job_with_a_store_error(tmp_path: Path) -> None:
