@@ -6,11 +6,13 @@ and a load applies the later records, so every way of writing a job loads the sa
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+import threading
+from typing import Any, cast
 
 import pytest
 
-from routilux.store import SCHEMA_VERSION, Store, StoreError, open_store
+from routilux.store import SCHEMA_VERSION, StaleEpochError, Store, StoreError, open_store
+from routilux.store._sql import SQLStore
 from store.records import as_built, as_encoded, snapshot_of, task
 
 FORMS = {"arrays": as_built, "encoded": as_encoded}
@@ -443,3 +445,31 @@ def test_a_version_2_store_opens_upgraded_loads_and_folds_its_object_rows(
         assert job.deltas == [] and [(row["seq"], row) for row in job.tasks] == pending_after(
             first_tasks(3), records
         )
+
+
+def test_only_committed_engine_rows_are_kept_for_the_fold(store: Store) -> None:
+    # The batch rows a commit writes are kept in memory for the snapshot that folds
+    # them only once the transaction has committed: a transaction that fails after
+    # writing one keeps none, and leaves the store's lock free for other threads.
+    sql = cast(SQLStore, store)
+    for job_id in ("j1", "j2"):
+        new_job(store, job_id, tasks=[full(task(0))])
+    with pytest.raises(StaleEpochError, match="'j2'"):
+        store.commit_many(
+            [("j1", 1, as_built([built(1, consumed=0)])), ("j2", 2, as_built([built(1)]))]
+        )
+    assert (sql._nets, sql._new_nets) == ({}, {})
+    free: list[bool] = []
+
+    def take_lock() -> None:
+        free.append(sql._lock.acquire(timeout=10))
+        if free[-1]:
+            sql._lock.release()
+
+    other = threading.Thread(target=take_lock)
+    other.start()
+    other.join()
+    assert free == [True]
+    store.commit_many([("j1", 1, as_built([built(1, consumed=0)]))])
+    assert list(sql._nets) == [("j1", 1)] and sql._new_nets == {}
+    assert store.load("j1").commit_seq == 1 and store.load("j2").commit_seq == 0

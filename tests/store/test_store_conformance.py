@@ -85,6 +85,64 @@ def test_create_and_load_round_trip(store: Store) -> None:
     assert job.snapshot == snapshot
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seq": -1}, r"job 'j1' tasks\[0\]\.seq must be a non-negative integer"),
+        ({"seq": True}, r"job 'j1' tasks\[0\]\.seq must be a non-negative integer"),
+        ({"kind": "later"}, r"job 'j1' tasks\[0\]\.kind must be one of"),
+        ({"routine": ""}, r"job 'j1' tasks\[0\]\.routine must be a non-empty string"),
+        ({"slot": 3}, r"job 'j1' tasks\[0\]\.slot must be a non-empty string"),
+        ({"retries": -2}, r"job 'j1' tasks\[0\]\.retries must be a non-negative integer"),
+        ({"due_at": float("nan")}, r"job 'j1' tasks\[0\]\.due_at must be a Unix time"),
+        ({"extra": ["x"]}, r"job 'j1' tasks\[0\]\.extra must be a dict"),
+        ({"colour": "red"}, r"job 'j1' tasks\[0\] has unknown keys \['colour'\]"),
+        ({"data": {1, 2}}, r"job 'j1' task 0 data is not JSON-safe"),
+        ({"extra": {"x": {1}}}, r"job 'j1' task 0 extra is not JSON-safe"),
+        ({"flow_id": ""}, r"job 'j1': flow_id must be a non-empty string"),
+        ({"status": None}, r"job 'j1': status must be a non-empty string"),
+        ({"owner": ""}, r"job 'j1': owner must be a non-empty string"),
+    ],
+)
+def test_a_new_jobs_one_task_and_fields_are_checked(
+    store: Store, change: dict[str, Any], message: str
+) -> None:
+    # A new job with one task (the engine's usual entry) takes the short path; every
+    # check of the general one holds there, naming the job and the field, and a
+    # refused job writes nothing.
+    job_fields = ("flow_id", "status", "owner")
+    fields = {key: value for key, value in change.items() if key in job_fields}
+    row = dict(task(0), **{key: value for key, value in change.items() if key not in fields})
+    with pytest.raises(StoreError, match=message):
+        new_job(store, tasks=[row], **fields)
+    assert store.list_jobs() == []
+    with pytest.raises(JobNotFoundError):
+        store.load("j1")
+
+
+def test_a_new_jobs_one_task_is_stored_normalised(store: Store) -> None:
+    # The short path stores what the general one would: defaults filled in, a due
+    # time as a float, no extra as {}.
+    new_job(store, "j1", tasks=[dict(task(0, "timer"), due_at=7, extra=None)], owner="me")
+    new_job(store, "j2", tasks=[dict(task(0), extra={"entry": True}, retries=2)])
+    assert store.load("j1").tasks == [
+        {
+            "seq": 0,
+            "kind": "timer",
+            "routine": "r",
+            "slot": "in",
+            "data": {"n": 0},
+            "retries": 0,
+            "due_at": 7.0,
+            "extra": {},
+        }
+    ]
+    assert type(store.load("j1").tasks[0]["due_at"]) is float
+    (row,) = store.load("j2").tasks
+    assert (row["retries"], row["due_at"], row["extra"]) == (2, None, {"entry": True})
+    assert store.load("j1").owner == "me"
+
+
 def test_duplicate_job_is_refused(store: Store) -> None:
     new_job(store)
     with pytest.raises(StoreError, match="'j1' already exists"):

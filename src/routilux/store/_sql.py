@@ -43,8 +43,8 @@ import json
 import operator
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union, cast
 
 from routilux.exceptions import JobNotFoundError, StaleEpochError, StoreError
@@ -88,6 +88,7 @@ from ._base import (
     owner_dead,
     quote,
     status_filter,
+    task_fields,
 )
 
 if TYPE_CHECKING:
@@ -402,6 +403,47 @@ class _Refused(StoreError):
     :meth:`SQLStore.commit_many` then looks the seqs up for its message."""
 
 
+class _Writing:
+    """:meth:`SQLStore._writing`: a plain context manager rather than a generator
+    one (whose frame, wrapper and exits cost a few microseconds on every commit).
+    Holds the store's lock around the back end's transaction; once it has
+    committed, the batch rows it wrote join the store's known rows, and a
+    transaction that fails (or is rolled back) leaves them out."""
+
+    __slots__ = ("_store", "_inner")
+    _inner: AbstractContextManager[Any]  # set by __enter__
+
+    def __init__(self, store: SQLStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> Any:
+        store = self._store
+        store._lock.acquire()
+        try:
+            inner = store._transaction(write=True)
+            cur = inner.__enter__()
+        except BaseException:
+            store._lock.release()
+            raise
+        self._inner = inner
+        return cur
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        store = self._store
+        try:
+            try:
+                self._inner.__exit__(kind, exc, tb)
+            except BaseException:
+                store._new_nets.clear()
+                raise
+            if kind is not None:
+                store._new_nets.clear()  # rolled back: the body's exception goes on
+            elif store._new_nets:
+                store._keep_nets()
+        finally:
+            store._lock.release()
+
+
 class SQLStore:
     """The shared implementation of the SQL stores; see :class:`routilux.store.Store`."""
 
@@ -478,15 +520,28 @@ class SQLStore:
     ) -> int:
         """Store a new job with epoch 1 (row and tasks in one transaction); returns 1."""
         check_id(job_id, "job_id")
-        # The messages are built only for a value that is refused (once per job).
-        for what, value in (("flow_id", flow_id), ("status", status), ("owner", owner)):
-            if (type(value) is not str or not value) and (value is not None or what != "owner"):
-                check_id(value, f"job {job_id!r}: {what}")
+        if not (
+            type(flow_id) is str
+            and flow_id
+            and type(status) is str
+            and status
+            and (owner is None or (type(owner) is str and owner))
+        ):
+            # The messages are built only for a value that is refused.
+            for what, value in (("flow_id", flow_id), ("status", status), ("owner", owner)):
+                if value is not None or what != "owner":
+                    check_id(value, f"job {job_id!r}: {what}")
         snap = self._snapshot_text(job_id, snapshot)
-        rows = check_tasks(list(tasks), f"job {job_id!r} tasks")
         # The usual new job has one task (its entry): its row's values are made here,
-        # before the transaction, and inserted by one plain statement.
-        one = self._task_values(job_id, rows[0]) if len(rows) == 1 else None
+        # before the transaction, straight from a plain valid task's fields, and
+        # inserted by one plain statement.  Anything else is checked (and named) by
+        # check_tasks.
+        one = self._one_task(job_id, tasks)
+        rows: list[TaskRow] = []
+        if one is None:
+            rows = check_tasks(list(tasks), f"job {job_id!r} tasks")
+            if len(rows) == 1:
+                one = self._task_values(job_id, rows[0])
         now = time.time()
         with self._transaction(write=True) as cur:
             # One statement: a job id already taken inserts nothing (rowcount 0).
@@ -501,6 +556,36 @@ class SQLStore:
             else:
                 self._insert_tasks(cur, job_id, rows)
         return 1
+
+    def _one_task(self, job_id: str, tasks: Sequence[TaskRow]) -> Optional[tuple[Any, ...]]:
+        """The routilux_task values of ``tasks``' one task when there is one and it is
+        a plain, valid TaskRow whose data and extra JSON can hold; else None (the
+        caller checks them one by one, naming the fault)."""
+        if type(tasks) is not list or len(tasks) != 1:
+            return None
+        fields = task_fields(tasks[0])
+        if fields is None:
+            return None
+        seq, kind, routine, slot, data, retries, due_at, extra = fields
+        try:
+            data_text = _ENCODE(data)
+        except (TypeError, ValueError, RecursionError):
+            return None
+        extra_text = _extra_json(extra, job_id, seq)
+        wrap = self._json_param
+        if wrap is not None:
+            return (
+                job_id,
+                seq,
+                kind,
+                routine,
+                slot,
+                wrap(data_text),
+                retries,
+                due_at,
+                wrap(extra_text),
+            )
+        return (job_id, seq, kind, routine, slot, data_text, retries, due_at, extra_text)
 
     def _task_values(self, job_id: str, row: TaskRow) -> tuple[Any, ...]:
         """A TaskRow's values for its routilux_task row (:data:`_INSERT_TASK`)."""
@@ -527,30 +612,26 @@ class SQLStore:
     # each handover costs more than the row itself. Chunks of at most _CHUNK rows keep
     # the statement texts (and the drivers' statement caches) to a few sizes.
 
-    @contextmanager
-    def _writing(self) -> Iterator[Any]:
+    def _writing(self) -> _Writing:
         """A write transaction of the journal: the records of the batch rows it
         writes join :attr:`_nets` once it has committed (never those of one rolled
         back)."""
-        with self._lock:
-            try:
-                with self._transaction(write=True) as cur:
-                    yield cur
-            except BaseException:
-                self._new_nets.clear()
-                raise
-            if self._new_nets:
-                nets = self._nets
-                for key, entry in self._new_nets.items():
-                    old = nets.pop(key, None)
-                    self._net_chars += len(entry.text) - (0 if old is None else len(old.text))
-                    nets[key] = entry
-                self._new_nets.clear()
-                if self._net_chars > _NET_CHARS:
-                    # Jobs that are never snapshotted here (their owner moved on):
-                    # forget them all; their rows are then decoded when folded.
-                    nets.clear()
-                    self._net_chars = 0
+        return _Writing(self)
+
+    def _keep_nets(self) -> None:
+        """(Lock held, a transaction just committed.) The batch rows it wrote join
+        :attr:`_nets`."""
+        nets = self._nets
+        for key, entry in self._new_nets.items():
+            old = nets.pop(key, None)
+            self._net_chars += len(entry.text) - (0 if old is None else len(old.text))
+            nets[key] = entry
+        self._new_nets.clear()
+        if self._net_chars > _NET_CHARS:
+            # Jobs that are never snapshotted here (their owner moved on):
+            # forget them all; their rows are then decoded when folded.
+            nets.clear()
+            self._net_chars = 0
 
     def _statement(self, key: tuple[Any, ...], build: Callable[[], str]) -> str:
         statement = self._chunked.get(key)
