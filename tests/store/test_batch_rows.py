@@ -473,3 +473,18 @@ def test_only_committed_engine_rows_are_kept_for_the_fold(store: Store) -> None:
     store.commit_many([("j1", 1, as_built([built(1, consumed=0)]))])
     assert list(sql._nets) == [("j1", 1)] and sql._new_nets == {}
     assert store.load("j1").commit_seq == 1 and store.load("j2").commit_seq == 0
+
+
+@pytest.mark.parametrize("form", ["plain", "arrays"])
+def test_more_tasks_than_one_statement_takes_leave_together(
+    store: Store, store_url: str, form: str
+) -> None:
+    # 150 tasks consumed by one commit (plain records delete them as they go in) or
+    # folded by one snapshot (the engine's): deleted a chunk of seqs per statement.
+    count = 150
+    new_job(store, tasks=[full(task(seq)) for seq in range(count)])
+    records = [built(seq + 1, consumed=seq) for seq in range(count)]
+    store.commit("j1", 1, [dict(r) for r in records] if form == "plain" else as_built(records))
+    store.write_snapshot("j1", 1, snapshot_of(), upto_seq=count)
+    assert store.load("j1").tasks == []
+    assert _rows(store_url, "SELECT seq FROM routilux_task WHERE job_id = 'j1'") == []

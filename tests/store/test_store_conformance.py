@@ -30,6 +30,7 @@ from routilux.store import (
     StoreError,
     open_store,
 )
+from routilux.store._base import _ENCODE, EncodedSnapshot
 from store.records import as_built, snapshot_of, task
 
 
@@ -141,6 +142,18 @@ def test_a_new_jobs_one_task_is_stored_normalised(store: Store) -> None:
     (row,) = store.load("j2").tasks
     assert (row["retries"], row["due_at"], row["extra"]) == (2, None, {"entry": True})
     assert store.load("j1").owner == "me"
+
+
+def test_an_encoded_snapshot_is_stored_as_its_text(store: Store) -> None:
+    # The journal hands its snapshots over encoded (EncodedSnapshot): each store
+    # writes the text as it is, and it loads back as the saved form it encodes.
+    first, later = snapshot_of(a=[1, "\u00e9", None]), snapshot_of(b={"c": 2.5})
+    new_job(store, snapshot=EncodedSnapshot(_ENCODE(first)))
+    assert store.load("j1").snapshot == first
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    fold([("j1", 1, [record(1, consumed=0)])], "j1", 1, EncodedSnapshot(_ENCODE(later)), 1)
+    job = store.load("j1")
+    assert (job.snapshot, job.snapshot_seq, job.tasks) == (later, 1, [])
 
 
 def test_duplicate_job_is_refused(store: Store) -> None:

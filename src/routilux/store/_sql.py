@@ -666,13 +666,19 @@ class SQLStore:
 
     def _in_tasks(self, verb: str, n: int) -> str:
         """``verb`` over the job's task rows whose seq is one of ``n`` values."""
-        marks = ", ".join("?" * n)
-        return self._statement(
-            (verb, n), lambda: f"{verb} routilux_task WHERE job_id = ? AND seq IN ({marks})"
-        )
+        statement = self._chunked.get((verb, n))
+        if statement is None:
+            marks = ", ".join("?" * n)
+            statement = self._chunked[(verb, n)] = self._sql(
+                f"{verb} routilux_task WHERE job_id = ? AND seq IN ({marks})"
+            )
+        return statement
 
     def _delete_tasks(self, cur: Any, job_id: str, seqs: Sequence[int]) -> int:
         """Delete the job's task rows of ``seqs``; how many there were."""
+        if 0 < len(seqs) <= _CHUNK:  # the usual few: one statement
+            cur.execute(self._in_tasks("DELETE FROM", len(seqs)), (job_id, *seqs))
+            return int(cur.rowcount)
         deleted = 0
         for start in range(0, len(seqs), _CHUNK):
             chunk = seqs[start : start + _CHUNK]
@@ -1118,7 +1124,12 @@ class SQLStore:
         """The stored form of a job's snapshot (a saved JobState: a dict, or the
         journal's :class:`EncodedSnapshot`, whose text is written as it is)."""
         kind = type(snapshot)
-        if kind is not dict and kind is not EncodedSnapshot:
+        if kind is EncodedSnapshot:
+            # The journal's (twice per job): its text as it is, as _jin would give it.
+            text = cast(EncodedSnapshot, snapshot).text
+            wrap = self._json_param
+            return text if wrap is None else wrap(text)
+        if kind is not dict:
             if not isinstance(snapshot, Mapping):
                 raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
             snapshot = dict(snapshot)
