@@ -105,15 +105,17 @@ def test_create_and_load_round_trip(store: Store) -> None:
         ({"owner": ""}, r"job 'j1': owner must be a non-empty string"),
     ],
 )
+@pytest.mark.parametrize("every_key", [False, True])
 def test_a_new_jobs_one_task_and_fields_are_checked(
-    store: Store, change: dict[str, Any], message: str
+    store: Store, change: dict[str, Any], message: str, every_key: bool
 ) -> None:
     # A new job with one task (the engine's usual entry) takes the short path; every
     # check of the general one holds there, naming the job and the field, and a
     # refused job writes nothing.
     job_fields = ("flow_id", "status", "owner")
     fields = {key: value for key, value in change.items() if key in job_fields}
-    row = dict(task(0), **{key: value for key, value in change.items() if key not in fields})
+    given = dict(task(0), retries=0, due_at=None, extra={}) if every_key else task(0)
+    row = dict(given, **{key: value for key, value in change.items() if key not in fields})
     with pytest.raises(StoreError, match=message):
         new_job(store, tasks=[row], **fields)
     assert store.list_jobs() == []
@@ -125,7 +127,7 @@ def test_a_new_jobs_one_task_is_stored_normalised(store: Store) -> None:
     # The short path stores what the general one would: defaults filled in, a due
     # time as a float, no extra as {}.
     new_job(store, "j1", tasks=[dict(task(0, "timer"), due_at=7, extra=None)], owner="me")
-    new_job(store, "j2", tasks=[dict(task(0), extra={"entry": True}, retries=2)])
+    new_job(store, "j2", tasks=[dict(task(0), extra={"entry": True}, retries=2, due_at=None)])
     assert store.load("j1").tasks == [
         {
             "seq": 0,
@@ -140,7 +142,7 @@ def test_a_new_jobs_one_task_is_stored_normalised(store: Store) -> None:
     ]
     assert type(store.load("j1").tasks[0]["due_at"]) is float
     (row,) = store.load("j2").tasks
-    assert (row["retries"], row["due_at"], row["extra"]) == (2, None, {"entry": True})
+    assert row == dict(task(0), retries=2, due_at=None, extra={"entry": True})
     assert store.load("j1").owner == "me"
 
 

@@ -371,6 +371,9 @@ def _is_int(value: Any) -> bool:
 
 
 _TASK_KEYS = frozenset({"seq", "kind", "routine", "slot", "data", "retries", "due_at", "extra"})
+_TASK_FIELDS = operator.itemgetter(
+    "seq", "kind", "routine", "slot", "data", "retries", "due_at", "extra"
+)
 _RECORD_KEYS = frozenset(
     {"seq", "consumed", "ops", "tasks_added", "tasks_removed", "status", "waiting_for"}
 )
@@ -387,15 +390,22 @@ def task_fields(task: Any) -> Optional[TaskFields]:
 
     The common case costs a few dict reads and no message strings.
     """
-    if type(task) is not dict or not task.keys() <= _TASK_KEYS:
+    if type(task) is not dict:
         return None
-    seq = task.get("seq")
-    kind = task.get("kind")
-    routine = task.get("routine")
-    slot = task.get("slot")
-    retries = task.get("retries", 0)
-    due_at = task.get("due_at")
-    extra = task.get("extra") or {}
+    if task.keys() == _TASK_KEYS:  # every key given (the engine's rows): read in C
+        seq, kind, routine, slot, data, retries, due_at, extra = _TASK_FIELDS(task)
+        extra = extra or {}
+    elif task.keys() <= _TASK_KEYS:
+        seq = task.get("seq")
+        kind = task.get("kind")
+        routine = task.get("routine")
+        slot = task.get("slot")
+        data = task.get("data")
+        retries = task.get("retries", 0)
+        due_at = task.get("due_at")
+        extra = task.get("extra") or {}
+    else:
+        return None
     if (
         type(seq) is int
         and seq >= 0
@@ -410,7 +420,7 @@ def task_fields(task: Any) -> Optional[TaskFields]:
         and type(extra) is dict
     ):
         due = None if due_at is None else float(due_at)
-        return (seq, kind, routine, slot, task.get("data"), retries, due, extra)
+        return (seq, kind, routine, slot, data, retries, due, extra)
     return None
 
 

@@ -1123,13 +1123,11 @@ class SQLStore:
     def _snapshot_text(self, job_id: str, snapshot: Mapping[str, Any]) -> Any:
         """The stored form of a job's snapshot (a saved JobState: a dict, or the
         journal's :class:`EncodedSnapshot`, whose text is written as it is)."""
-        kind = type(snapshot)
-        if kind is EncodedSnapshot:
+        if type(snapshot) is EncodedSnapshot:
             # The journal's (twice per job): its text as it is, as _jin would give it.
-            text = cast(EncodedSnapshot, snapshot).text
             wrap = self._json_param
-            return text if wrap is None else wrap(text)
-        if kind is not dict:
+            return snapshot.text if wrap is None else wrap(snapshot.text)
+        if type(snapshot) is not dict:
             if not isinstance(snapshot, Mapping):
                 raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
             snapshot = dict(snapshot)
