@@ -267,6 +267,8 @@ def test_a_store_written_the_old_way_opens_loads_and_takes_new_commits(store_url
         reopened.write_snapshot("j1", 1, snapshot_of(), upto_seq=3)
         job = reopened.load("j1")
         assert ([row["seq"] for row in job.tasks], job.deltas) == ([4], new[1:])
+        # The old rows the snapshot covers are dropped with it.
+        assert _rows(store_url, "SELECT seq FROM routilux_delta WHERE job_id = 'j1'") == []
         with pytest.raises(StoreError, match=r"consume tasks \[3\] that are not pending"):
             reopened.commit("j1", 1, [{"seq": 5, "ops": [], "consumed": 3}])
         reopened.commit("j1", 1, [{"seq": 5, "ops": [], "consumed": 4}])
@@ -488,3 +490,21 @@ def test_more_tasks_than_one_statement_takes_leave_together(
     store.write_snapshot("j1", 1, snapshot_of(), upto_seq=count)
     assert store.load("j1").tasks == []
     assert _rows(store_url, "SELECT seq FROM routilux_task WHERE job_id = 'j1'") == []
+
+
+def test_a_store_without_old_deltas_makes_no_delete_of_them(tmp_path: Any) -> None:
+    # Nothing writes routilux_delta since schema version 2: a store that finds it
+    # empty when it opens folds its snapshots without a DELETE there, whichever path
+    # the snapshot takes (after a commit of its own, or with its records).
+    from routilux.store import SQLiteStore
+
+    with SQLiteStore(tmp_path / "jobs.db") as store:
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        new_job(store, tasks=[full(task(0))])
+        store.commit("j1", 1, as_built([built(1, consumed=0, tasks_added=[full(task(1))])]))
+        store.write_snapshot("j1", 1, snapshot_of(), upto_seq=1)
+        store.commit("j1", 1, [dict(built(2, consumed=1))])
+        store.write_snapshot("j1", 1, snapshot_of(), upto_seq=2)
+        assert not [text for text in statements if "routilux_delta" in text]
+        assert statements and store.load("j1").tasks == []

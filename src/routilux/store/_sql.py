@@ -461,6 +461,11 @@ class SQLStore:
     _json_param: Optional[Callable[[str], Any]] = None
     #: False for a store file opened read-only from before routilux_batch existed.
     _has_batch = True
+    #: Whether routilux_delta may hold rows: the records of a store written before
+    #: schema version 2 (nothing writes them any more, so once none are left there
+    #: never are). A back end that finds none when it opens (:meth:`_look_for_deltas`)
+    #: sets it False: its snapshots then make no DELETE of them.
+    _old_deltas = True
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -497,6 +502,12 @@ class SQLStore:
 
     def _sql(self, statement: str) -> str:
         return statement
+
+    def _look_for_deltas(self) -> None:
+        """Set :attr:`_old_deltas` from whether routilux_delta holds any row now."""
+        with self._transaction(write=False) as cur:
+            cur.execute("SELECT 1 FROM routilux_delta LIMIT 1")
+            self._old_deltas = cur.fetchone() is not None
 
     @property
     def closed(self) -> bool:
@@ -832,7 +843,7 @@ class SQLStore:
             assignments.append("snapshot_seq = ?")
             params.append(upto_seq)
             cur.execute(self._sql(_UPDATE_SNAPSHOT), (snapshot[0], job_id))
-            if stored:
+            if stored and self._old_deltas:
                 # Deltas of a store written before routilux_batch existed.
                 cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
         if kept:
@@ -1169,7 +1180,8 @@ class SQLStore:
         cur.execute(self._sql(_UPDATE_SNAPSHOT), (snap, job_id))
         if commit_seq > snapshot_seq:
             self._apply_records(cur, job_id, self._fold_rows(cur, job_id, upto_seq))
-            cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
+            if self._old_deltas:
+                cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
 
     def load(self, job_id: str) -> JournaledJob:
         """The job's row, snapshot, deltas after the snapshot and current tasks."""
