@@ -6,11 +6,13 @@ and a load applies the later records, so every way of writing a job loads the sa
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+import threading
+from typing import Any, cast
 
 import pytest
 
-from routilux.store import SCHEMA_VERSION, Store, StoreError, open_store
+from routilux.store import SCHEMA_VERSION, StaleEpochError, Store, StoreError, open_store
+from routilux.store._sql import SQLStore
 from store.records import as_built, as_encoded, snapshot_of, task
 
 FORMS = {"arrays": as_built, "encoded": as_encoded}
@@ -265,6 +267,8 @@ def test_a_store_written_the_old_way_opens_loads_and_takes_new_commits(store_url
         reopened.write_snapshot("j1", 1, snapshot_of(), upto_seq=3)
         job = reopened.load("j1")
         assert ([row["seq"] for row in job.tasks], job.deltas) == ([4], new[1:])
+        # The old rows the snapshot covers are dropped with it.
+        assert _rows(store_url, "SELECT seq FROM routilux_delta WHERE job_id = 'j1'") == []
         with pytest.raises(StoreError, match=r"consume tasks \[3\] that are not pending"):
             reopened.commit("j1", 1, [{"seq": 5, "ops": [], "consumed": 3}])
         reopened.commit("j1", 1, [{"seq": 5, "ops": [], "consumed": 4}])
@@ -443,3 +447,64 @@ def test_a_version_2_store_opens_upgraded_loads_and_folds_its_object_rows(
         assert job.deltas == [] and [(row["seq"], row) for row in job.tasks] == pending_after(
             first_tasks(3), records
         )
+
+
+def test_only_committed_engine_rows_are_kept_for_the_fold(store: Store) -> None:
+    # The batch rows a commit writes are kept in memory for the snapshot that folds
+    # them only once the transaction has committed: a transaction that fails after
+    # writing one keeps none, and leaves the store's lock free for other threads.
+    sql = cast(SQLStore, store)
+    for job_id in ("j1", "j2"):
+        new_job(store, job_id, tasks=[full(task(0))])
+    with pytest.raises(StaleEpochError, match="'j2'"):
+        store.commit_many(
+            [("j1", 1, as_built([built(1, consumed=0)])), ("j2", 2, as_built([built(1)]))]
+        )
+    assert (sql._nets, sql._new_nets) == ({}, {})
+    free: list[bool] = []
+
+    def take_lock() -> None:
+        free.append(sql._lock.acquire(timeout=10))
+        if free[-1]:
+            sql._lock.release()
+
+    other = threading.Thread(target=take_lock)
+    other.start()
+    other.join()
+    assert free == [True]
+    store.commit_many([("j1", 1, as_built([built(1, consumed=0)]))])
+    assert list(sql._nets) == [("j1", 1)] and sql._new_nets == {}
+    assert store.load("j1").commit_seq == 1 and store.load("j2").commit_seq == 0
+
+
+@pytest.mark.parametrize("form", ["plain", "arrays"])
+def test_more_tasks_than_one_statement_takes_leave_together(
+    store: Store, store_url: str, form: str
+) -> None:
+    # 150 tasks consumed by one commit (plain records delete them as they go in) or
+    # folded by one snapshot (the engine's): deleted a chunk of seqs per statement.
+    count = 150
+    new_job(store, tasks=[full(task(seq)) for seq in range(count)])
+    records = [built(seq + 1, consumed=seq) for seq in range(count)]
+    store.commit("j1", 1, [dict(r) for r in records] if form == "plain" else as_built(records))
+    store.write_snapshot("j1", 1, snapshot_of(), upto_seq=count)
+    assert store.load("j1").tasks == []
+    assert _rows(store_url, "SELECT seq FROM routilux_task WHERE job_id = 'j1'") == []
+
+
+def test_a_store_without_old_deltas_makes_no_delete_of_them(tmp_path: Any) -> None:
+    # Nothing writes routilux_delta since schema version 2: a store that finds it
+    # empty when it opens folds its snapshots without a DELETE there, whichever path
+    # the snapshot takes (after a commit of its own, or with its records).
+    from routilux.store import SQLiteStore
+
+    with SQLiteStore(tmp_path / "jobs.db") as store:
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        new_job(store, tasks=[full(task(0))])
+        store.commit("j1", 1, as_built([built(1, consumed=0, tasks_added=[full(task(1))])]))
+        store.write_snapshot("j1", 1, snapshot_of(), upto_seq=1)
+        store.commit("j1", 1, [dict(built(2, consumed=1))])
+        store.write_snapshot("j1", 1, snapshot_of(), upto_seq=2)
+        assert not [text for text in statements if "routilux_delta" in text]
+        assert statements and store.load("j1").tasks == []

@@ -30,6 +30,7 @@ from routilux.store import (
     StoreError,
     open_store,
 )
+from routilux.store._base import _ENCODE, EncodedSnapshot
 from store.records import as_built, snapshot_of, task
 
 
@@ -83,6 +84,78 @@ def test_create_and_load_round_trip(store: Store) -> None:
         "extra": {"name": "t"},
     }
     assert job.snapshot == snapshot
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seq": -1}, r"job 'j1' tasks\[0\]\.seq must be a non-negative integer"),
+        ({"seq": True}, r"job 'j1' tasks\[0\]\.seq must be a non-negative integer"),
+        ({"kind": "later"}, r"job 'j1' tasks\[0\]\.kind must be one of"),
+        ({"routine": ""}, r"job 'j1' tasks\[0\]\.routine must be a non-empty string"),
+        ({"slot": 3}, r"job 'j1' tasks\[0\]\.slot must be a non-empty string"),
+        ({"retries": -2}, r"job 'j1' tasks\[0\]\.retries must be a non-negative integer"),
+        ({"due_at": float("nan")}, r"job 'j1' tasks\[0\]\.due_at must be a Unix time"),
+        ({"extra": ["x"]}, r"job 'j1' tasks\[0\]\.extra must be a dict"),
+        ({"colour": "red"}, r"job 'j1' tasks\[0\] has unknown keys \['colour'\]"),
+        ({"data": {1, 2}}, r"job 'j1' task 0 data is not JSON-safe"),
+        ({"extra": {"x": {1}}}, r"job 'j1' task 0 extra is not JSON-safe"),
+        ({"flow_id": ""}, r"job 'j1': flow_id must be a non-empty string"),
+        ({"status": None}, r"job 'j1': status must be a non-empty string"),
+        ({"owner": ""}, r"job 'j1': owner must be a non-empty string"),
+    ],
+)
+@pytest.mark.parametrize("every_key", [False, True])
+def test_a_new_jobs_one_task_and_fields_are_checked(
+    store: Store, change: dict[str, Any], message: str, every_key: bool
+) -> None:
+    # A new job with one task (the engine's usual entry) takes the short path; every
+    # check of the general one holds there, naming the job and the field, and a
+    # refused job writes nothing.
+    job_fields = ("flow_id", "status", "owner")
+    fields = {key: value for key, value in change.items() if key in job_fields}
+    given = dict(task(0), retries=0, due_at=None, extra={}) if every_key else task(0)
+    row = dict(given, **{key: value for key, value in change.items() if key not in fields})
+    with pytest.raises(StoreError, match=message):
+        new_job(store, tasks=[row], **fields)
+    assert store.list_jobs() == []
+    with pytest.raises(JobNotFoundError):
+        store.load("j1")
+
+
+def test_a_new_jobs_one_task_is_stored_normalised(store: Store) -> None:
+    # The short path stores what the general one would: defaults filled in, a due
+    # time as a float, no extra as {}.
+    new_job(store, "j1", tasks=[dict(task(0, "timer"), due_at=7, extra=None)], owner="me")
+    new_job(store, "j2", tasks=[dict(task(0), extra={"entry": True}, retries=2, due_at=None)])
+    assert store.load("j1").tasks == [
+        {
+            "seq": 0,
+            "kind": "timer",
+            "routine": "r",
+            "slot": "in",
+            "data": {"n": 0},
+            "retries": 0,
+            "due_at": 7.0,
+            "extra": {},
+        }
+    ]
+    assert type(store.load("j1").tasks[0]["due_at"]) is float
+    (row,) = store.load("j2").tasks
+    assert row == dict(task(0), retries=2, due_at=None, extra={"entry": True})
+    assert store.load("j1").owner == "me"
+
+
+def test_an_encoded_snapshot_is_stored_as_its_text(store: Store) -> None:
+    # The journal hands its snapshots over encoded (EncodedSnapshot): each store
+    # writes the text as it is, and it loads back as the saved form it encodes.
+    first, later = snapshot_of(a=[1, "\u00e9", None]), snapshot_of(b={"c": 2.5})
+    new_job(store, snapshot=EncodedSnapshot(_ENCODE(first)))
+    assert store.load("j1").snapshot == first
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    fold([("j1", 1, [record(1, consumed=0)])], "j1", 1, EncodedSnapshot(_ENCODE(later)), 1)
+    job = store.load("j1")
+    assert (job.snapshot, job.snapshot_seq, job.tasks) == (later, 1, [])
 
 
 def test_duplicate_job_is_refused(store: Store) -> None:

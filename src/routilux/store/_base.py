@@ -371,25 +371,41 @@ def _is_int(value: Any) -> bool:
 
 
 _TASK_KEYS = frozenset({"seq", "kind", "routine", "slot", "data", "retries", "due_at", "extra"})
+_TASK_FIELDS = operator.itemgetter(
+    "seq", "kind", "routine", "slot", "data", "retries", "due_at", "extra"
+)
 _RECORD_KEYS = frozenset(
     {"seq", "consumed", "ops", "tasks_added", "tasks_removed", "status", "waiting_for"}
 )
 
 
-def _fast_task(task: Any) -> Optional[TaskRow]:
-    """The normalised TaskRow when ``task`` is a plain, valid one; None to look closer.
+#: A plain, valid task's fields as :func:`task_fields` gives them: (seq, kind, routine,
+#: slot, data, retries, due_at as a float or None, extra as given).
+TaskFields = tuple[int, str, str, str, Any, int, Optional[float], dict[str, Any]]
+
+
+def task_fields(task: Any) -> Optional[TaskFields]:
+    """The fields of ``task`` when it is a plain, valid TaskRow; None to look closer
+    (:func:`check_task_fully` names what is wrong).
 
     The common case costs a few dict reads and no message strings.
     """
-    if type(task) is not dict or not task.keys() <= _TASK_KEYS:
+    if type(task) is not dict:
         return None
-    seq = task.get("seq")
-    kind = task.get("kind")
-    routine = task.get("routine")
-    slot = task.get("slot")
-    retries = task.get("retries", 0)
-    due_at = task.get("due_at")
-    extra = task.get("extra") or {}
+    if task.keys() == _TASK_KEYS:  # every key given (the engine's rows): read in C
+        seq, kind, routine, slot, data, retries, due_at, extra = _TASK_FIELDS(task)
+        extra = extra or {}
+    elif task.keys() <= _TASK_KEYS:
+        seq = task.get("seq")
+        kind = task.get("kind")
+        routine = task.get("routine")
+        slot = task.get("slot")
+        data = task.get("data")
+        retries = task.get("retries", 0)
+        due_at = task.get("due_at")
+        extra = task.get("extra") or {}
+    else:
+        return None
     if (
         type(seq) is int
         and seq >= 0
@@ -403,17 +419,27 @@ def _fast_task(task: Any) -> Optional[TaskRow]:
         and (due_at is None or (type(due_at) in (int, float) and math.isfinite(due_at)))
         and type(extra) is dict
     ):
-        return {
-            "seq": seq,
-            "kind": kind,
-            "routine": routine,
-            "slot": slot,
-            "data": task.get("data"),
-            "retries": retries,
-            "due_at": None if due_at is None else float(due_at),
-            "extra": dict(extra),
-        }
+        due = None if due_at is None else float(due_at)
+        return (seq, kind, routine, slot, data, retries, due, extra)
     return None
+
+
+def _fast_task(task: Any) -> Optional[TaskRow]:
+    """The normalised TaskRow when ``task`` is a plain, valid one; None to look closer."""
+    fields = task_fields(task)
+    if fields is None:
+        return None
+    seq, kind, routine, slot, data, retries, due_at, extra = fields
+    return {
+        "seq": seq,
+        "kind": kind,
+        "routine": routine,
+        "slot": slot,
+        "data": data,
+        "retries": retries,
+        "due_at": due_at,
+        "extra": dict(extra),
+    }
 
 
 def check_task_fully(task: Any, where: str, *, input_task: bool = False) -> TaskRow:

@@ -43,8 +43,8 @@ import json
 import operator
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union, cast
 
 from routilux.exceptions import JobNotFoundError, StaleEpochError, StoreError
@@ -88,6 +88,7 @@ from ._base import (
     owner_dead,
     quote,
     status_filter,
+    task_fields,
 )
 
 if TYPE_CHECKING:
@@ -402,6 +403,47 @@ class _Refused(StoreError):
     :meth:`SQLStore.commit_many` then looks the seqs up for its message."""
 
 
+class _Writing:
+    """:meth:`SQLStore._writing`: a plain context manager rather than a generator
+    one (whose frame, wrapper and exits cost a few microseconds on every commit).
+    Holds the store's lock around the back end's transaction; once it has
+    committed, the batch rows it wrote join the store's known rows, and a
+    transaction that fails (or is rolled back) leaves them out."""
+
+    __slots__ = ("_store", "_inner")
+    _inner: AbstractContextManager[Any]  # set by __enter__
+
+    def __init__(self, store: SQLStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> Any:
+        store = self._store
+        store._lock.acquire()
+        try:
+            inner = store._transaction(write=True)
+            cur = inner.__enter__()
+        except BaseException:
+            store._lock.release()
+            raise
+        self._inner = inner
+        return cur
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        store = self._store
+        try:
+            try:
+                self._inner.__exit__(kind, exc, tb)
+            except BaseException:
+                store._new_nets.clear()
+                raise
+            if kind is not None:
+                store._new_nets.clear()  # rolled back: the body's exception goes on
+            elif store._new_nets:
+                store._keep_nets()
+        finally:
+            store._lock.release()
+
+
 class SQLStore:
     """The shared implementation of the SQL stores; see :class:`routilux.store.Store`."""
 
@@ -419,6 +461,11 @@ class SQLStore:
     _json_param: Optional[Callable[[str], Any]] = None
     #: False for a store file opened read-only from before routilux_batch existed.
     _has_batch = True
+    #: Whether routilux_delta may hold rows: the records of a store written before
+    #: schema version 2 (nothing writes them any more, so once none are left there
+    #: never are). A back end that finds none when it opens (:meth:`_look_for_deltas`)
+    #: sets it False: its snapshots then make no DELETE of them.
+    _old_deltas = True
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -456,6 +503,12 @@ class SQLStore:
     def _sql(self, statement: str) -> str:
         return statement
 
+    def _look_for_deltas(self) -> None:
+        """Set :attr:`_old_deltas` from whether routilux_delta holds any row now."""
+        with self._transaction(write=False) as cur:
+            cur.execute("SELECT 1 FROM routilux_delta LIMIT 1")
+            self._old_deltas = cur.fetchone() is not None
+
     @property
     def closed(self) -> bool:
         """True once :meth:`close` has been called."""
@@ -478,15 +531,28 @@ class SQLStore:
     ) -> int:
         """Store a new job with epoch 1 (row and tasks in one transaction); returns 1."""
         check_id(job_id, "job_id")
-        # The messages are built only for a value that is refused (once per job).
-        for what, value in (("flow_id", flow_id), ("status", status), ("owner", owner)):
-            if (type(value) is not str or not value) and (value is not None or what != "owner"):
-                check_id(value, f"job {job_id!r}: {what}")
+        if not (
+            type(flow_id) is str
+            and flow_id
+            and type(status) is str
+            and status
+            and (owner is None or (type(owner) is str and owner))
+        ):
+            # The messages are built only for a value that is refused.
+            for what, value in (("flow_id", flow_id), ("status", status), ("owner", owner)):
+                if value is not None or what != "owner":
+                    check_id(value, f"job {job_id!r}: {what}")
         snap = self._snapshot_text(job_id, snapshot)
-        rows = check_tasks(list(tasks), f"job {job_id!r} tasks")
         # The usual new job has one task (its entry): its row's values are made here,
-        # before the transaction, and inserted by one plain statement.
-        one = self._task_values(job_id, rows[0]) if len(rows) == 1 else None
+        # before the transaction, straight from a plain valid task's fields, and
+        # inserted by one plain statement.  Anything else is checked (and named) by
+        # check_tasks.
+        one = self._one_task(job_id, tasks)
+        rows: list[TaskRow] = []
+        if one is None:
+            rows = check_tasks(list(tasks), f"job {job_id!r} tasks")
+            if len(rows) == 1:
+                one = self._task_values(job_id, rows[0])
         now = time.time()
         with self._transaction(write=True) as cur:
             # One statement: a job id already taken inserts nothing (rowcount 0).
@@ -501,6 +567,36 @@ class SQLStore:
             else:
                 self._insert_tasks(cur, job_id, rows)
         return 1
+
+    def _one_task(self, job_id: str, tasks: Sequence[TaskRow]) -> Optional[tuple[Any, ...]]:
+        """The routilux_task values of ``tasks``' one task when there is one and it is
+        a plain, valid TaskRow whose data and extra JSON can hold; else None (the
+        caller checks them one by one, naming the fault)."""
+        if type(tasks) is not list or len(tasks) != 1:
+            return None
+        fields = task_fields(tasks[0])
+        if fields is None:
+            return None
+        seq, kind, routine, slot, data, retries, due_at, extra = fields
+        try:
+            data_text = _ENCODE(data)
+        except (TypeError, ValueError, RecursionError):
+            return None
+        extra_text = _extra_json(extra, job_id, seq)
+        wrap = self._json_param
+        if wrap is not None:
+            return (
+                job_id,
+                seq,
+                kind,
+                routine,
+                slot,
+                wrap(data_text),
+                retries,
+                due_at,
+                wrap(extra_text),
+            )
+        return (job_id, seq, kind, routine, slot, data_text, retries, due_at, extra_text)
 
     def _task_values(self, job_id: str, row: TaskRow) -> tuple[Any, ...]:
         """A TaskRow's values for its routilux_task row (:data:`_INSERT_TASK`)."""
@@ -527,30 +623,26 @@ class SQLStore:
     # each handover costs more than the row itself. Chunks of at most _CHUNK rows keep
     # the statement texts (and the drivers' statement caches) to a few sizes.
 
-    @contextmanager
-    def _writing(self) -> Iterator[Any]:
+    def _writing(self) -> _Writing:
         """A write transaction of the journal: the records of the batch rows it
         writes join :attr:`_nets` once it has committed (never those of one rolled
         back)."""
-        with self._lock:
-            try:
-                with self._transaction(write=True) as cur:
-                    yield cur
-            except BaseException:
-                self._new_nets.clear()
-                raise
-            if self._new_nets:
-                nets = self._nets
-                for key, entry in self._new_nets.items():
-                    old = nets.pop(key, None)
-                    self._net_chars += len(entry.text) - (0 if old is None else len(old.text))
-                    nets[key] = entry
-                self._new_nets.clear()
-                if self._net_chars > _NET_CHARS:
-                    # Jobs that are never snapshotted here (their owner moved on):
-                    # forget them all; their rows are then decoded when folded.
-                    nets.clear()
-                    self._net_chars = 0
+        return _Writing(self)
+
+    def _keep_nets(self) -> None:
+        """(Lock held, a transaction just committed.) The batch rows it wrote join
+        :attr:`_nets`."""
+        nets = self._nets
+        for key, entry in self._new_nets.items():
+            old = nets.pop(key, None)
+            self._net_chars += len(entry.text) - (0 if old is None else len(old.text))
+            nets[key] = entry
+        self._new_nets.clear()
+        if self._net_chars > _NET_CHARS:
+            # Jobs that are never snapshotted here (their owner moved on):
+            # forget them all; their rows are then decoded when folded.
+            nets.clear()
+            self._net_chars = 0
 
     def _statement(self, key: tuple[Any, ...], build: Callable[[], str]) -> str:
         statement = self._chunked.get(key)
@@ -585,13 +677,19 @@ class SQLStore:
 
     def _in_tasks(self, verb: str, n: int) -> str:
         """``verb`` over the job's task rows whose seq is one of ``n`` values."""
-        marks = ", ".join("?" * n)
-        return self._statement(
-            (verb, n), lambda: f"{verb} routilux_task WHERE job_id = ? AND seq IN ({marks})"
-        )
+        statement = self._chunked.get((verb, n))
+        if statement is None:
+            marks = ", ".join("?" * n)
+            statement = self._chunked[(verb, n)] = self._sql(
+                f"{verb} routilux_task WHERE job_id = ? AND seq IN ({marks})"
+            )
+        return statement
 
     def _delete_tasks(self, cur: Any, job_id: str, seqs: Sequence[int]) -> int:
         """Delete the job's task rows of ``seqs``; how many there were."""
+        if 0 < len(seqs) <= _CHUNK:  # the usual few: one statement
+            cur.execute(self._in_tasks("DELETE FROM", len(seqs)), (job_id, *seqs))
+            return int(cur.rowcount)
         deleted = 0
         for start in range(0, len(seqs), _CHUNK):
             chunk = seqs[start : start + _CHUNK]
@@ -745,7 +843,7 @@ class SQLStore:
             assignments.append("snapshot_seq = ?")
             params.append(upto_seq)
             cur.execute(self._sql(_UPDATE_SNAPSHOT), (snapshot[0], job_id))
-            if stored:
+            if stored and self._old_deltas:
                 # Deltas of a store written before routilux_batch existed.
                 cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
         if kept:
@@ -1036,8 +1134,11 @@ class SQLStore:
     def _snapshot_text(self, job_id: str, snapshot: Mapping[str, Any]) -> Any:
         """The stored form of a job's snapshot (a saved JobState: a dict, or the
         journal's :class:`EncodedSnapshot`, whose text is written as it is)."""
-        kind = type(snapshot)
-        if kind is not dict and kind is not EncodedSnapshot:
+        if type(snapshot) is EncodedSnapshot:
+            # The journal's (twice per job): its text as it is, as _jin would give it.
+            wrap = self._json_param
+            return snapshot.text if wrap is None else wrap(snapshot.text)
+        if type(snapshot) is not dict:
             if not isinstance(snapshot, Mapping):
                 raise StoreError(f"job {job_id!r}: snapshot must be a dict (a saved JobState)")
             snapshot = dict(snapshot)
@@ -1079,7 +1180,8 @@ class SQLStore:
         cur.execute(self._sql(_UPDATE_SNAPSHOT), (snap, job_id))
         if commit_seq > snapshot_seq:
             self._apply_records(cur, job_id, self._fold_rows(cur, job_id, upto_seq))
-            cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
+            if self._old_deltas:
+                cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
 
     def load(self, job_id: str) -> JournaledJob:
         """The job's row, snapshot, deltas after the snapshot and current tasks."""

@@ -167,6 +167,7 @@ class PostgresStore(SQLStore):
         self._statements_lock = threading.Lock()
         try:
             self._prepare()
+            self._look_for_deltas()
         except BaseException:
             self._conn.close()
             raise

@@ -306,6 +306,7 @@ class SQLiteStore(SQLStore):
         self._conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         for pragma in _TUNING:
             self._conn.execute(pragma)
+        self._look_for_deltas()
 
     def _create_schema(self) -> None:
         with self._transaction(write=True) as cur:
