@@ -74,7 +74,7 @@ from .execution_tracker import ExecutionTracker
 from .flow.flow import MAX_WORKERS, Flow
 from .inputs import check_request
 from .job_state import ExecutionRecord, JobState
-from .jsontext import quote
+from .jsontext import quote, record_text
 from .routine import Routine
 from .serialization import (
     FORMAT_VERSION,
@@ -1167,9 +1167,12 @@ def _record_texts(records: list[ExecutionRecord]) -> list[str] | None:
     encode = value_text  # (an emission's data: mostly a small dict of atoms)
     try:
         return [
-            f'{{"_type":"ExecutionRecord","routine_id":{encoded[record.routine_id]},'
-            f'"event_name":{encoded[record.event_name]},"data":{encode(record.data)},'
-            f'"timestamp":"{stamp_text}"}}'
+            record_text(
+                encoded[record.routine_id],
+                encoded[record.event_name],
+                encode(record.data),
+                f'"{stamp_text}"',
+            )
             for record, stamp_text in zip(records, stamps)
         ]
     except _UNENCODABLE:
@@ -1188,9 +1191,12 @@ def _few_records_text(records: list[ExecutionRecord]) -> str | None:
     encode = value_text
     try:
         texts = [
-            f'{{"_type":"ExecutionRecord","routine_id":{_quoted(record.routine_id)},'
-            f'"event_name":{_quoted(record.event_name)},"data":{encode(record.data)},'
-            f'"timestamp":"{iso_text(record.timestamp)}"}}'
+            record_text(
+                _quoted(record.routine_id),
+                _quoted(record.event_name),
+                encode(record.data),
+                f'"{iso_text(record.timestamp)}"',
+            )
             for record in records
             if type(record.timestamp) is datetime
         ]
