@@ -699,8 +699,12 @@ class SQLStore:
 
     def _delete_tasks(self, cur: Any, job_id: str, seqs: Sequence[int]) -> int:
         """Delete the job's task rows of ``seqs``; how many there were."""
-        if 0 < len(seqs) <= _CHUNK:  # the usual few: one statement
-            cur.execute(self._in_tasks("DELETE FROM", len(seqs)), (job_id, *seqs))
+        count = len(seqs)
+        if 0 < count <= _CHUNK:  # the usual few: one statement (its text looked up inline)
+            statement = self._chunked.get(("DELETE FROM", count))
+            if statement is None:
+                statement = self._in_tasks("DELETE FROM", count)
+            cur.execute(statement, (job_id, *seqs))
             return int(cur.rowcount)
         deleted = 0
         for start in range(0, len(seqs), _CHUNK):
