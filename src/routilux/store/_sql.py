@@ -638,7 +638,9 @@ class SQLStore:
     def _writing(self) -> AbstractContextManager[Any]:
         """A write transaction of the journal: the records of the batch rows it
         writes join :attr:`_nets` once it has committed (never those of one rolled
-        back). ``with`` it gives a cursor."""
+        back). ``with`` it gives a cursor. Here a :class:`_Writing` around the back
+        end's transaction; a back end whose write transaction does that itself
+        (SQLite's) returns that instead."""
         return _Writing(self)
 
     def _keep_nets(self) -> None:
