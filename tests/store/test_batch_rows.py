@@ -508,3 +508,108 @@ def test_a_store_without_old_deltas_makes_no_delete_of_them(tmp_path: Any) -> No
         store.write_snapshot("j1", 1, snapshot_of(), upto_seq=2)
         assert not [text for text in statements if "routilux_delta" in text]
         assert statements and store.load("j1").tasks == []
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_a_jobs_end_folds_the_rows_it_stored_before_in_the_same_step(
+    store: Store, store_url: str, form: str
+) -> None:
+    # A sync job's end: its earlier records are stored rows (this store wrote them)
+    # when its last record comes with the final snapshot.  The fold takes them from
+    # the job row's one checked UPDATE, whether the snapshot covers the last record
+    # or not, and keeps every check: a stale epoch or a seq that does not continue
+    # the job's writes nothing.
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    for job_id in ("all", "some"):
+        new_job(store, job_id, tasks=[full(task(0))])
+        store.commit(job_id, 1, FORMS[form]([built(1, consumed=0, tasks_added=[full(task(1))])]))
+        store.commit(job_id, 1, FORMS[form]([built(2, consumed=1, tasks_added=[full(task(2))])]))
+    with pytest.raises(StaleEpochError, match="epoch 2 refused"):
+        fold([("all", 2, as_built([built(3, consumed=2)]))], "all", 2, snapshot_of(), 3)
+    with pytest.raises(StoreError, match="seq must be 3"):
+        fold([("all", 1, as_built([built(4, consumed=2)]))], "all", 1, snapshot_of(), 3)
+    assert loaded(store, "all") == loaded(store, "some")
+    assert loaded(store, "all")[1:] == ([1, 2], 0, 2)
+    last = built(3, consumed=2, tasks_added=[full(task(3))], status="completed")
+    fold([("all", 1, FORMS[form]([last]))], "all", 1, snapshot_of(), 3)
+    fold([("some", 1, FORMS[form]([last]))], "some", 1, snapshot_of(), 2)
+    for job_id, deltas, snapshot_seq in (("all", [], 3), ("some", [last], 2)):
+        job = store.load(job_id)
+        assert (job.status, job.snapshot_seq, job.commit_seq) == ("completed", snapshot_seq, 3)
+        assert job.deltas == deltas
+        assert [(row["seq"], row) for row in job.tasks] == [(3, full(task(3)))]
+    assert [rec[0] for row in _stored_records(store_url, "some") for rec in row] == [3]
+    assert _stored_records(store_url, "all") == []
+
+
+def test_a_fold_on_rows_this_store_no_longer_holds_reads_what_is_stored(
+    store: Store, store_url: str
+) -> None:
+    # What this store remembers of a job's rows only picks the statement: rows
+    # another store folded since, or rows only another store wrote, are taken as
+    # the database holds them.
+    fold = store.commit_then_snapshot  # type: ignore[attr-defined]
+    for job_id in ("folded", "foreign"):
+        new_job(store, job_id, tasks=[full(task(0))])
+    store.commit("folded", 1, as_built([built(1, consumed=0, tasks_added=[full(task(1))])]))
+    with open_store(store_url) as other:
+        other.write_snapshot("folded", 1, snapshot_of(), upto_seq=1)
+        other.commit("foreign", 1, as_built([built(1, consumed=0, tasks_added=[full(task(1))])]))
+    for job_id in ("folded", "foreign"):
+        fold([(job_id, 1, as_built([built(2, consumed=1)]))], job_id, 1, snapshot_of(), 2)
+        assert loaded(store, job_id) == ([], [], 2, 2)
+        assert _stored_records(store_url, job_id) == []
+
+
+def _statements_of(store: Any, call: Any) -> list[str]:
+    """What ``call`` runs on a SQLite store: each statement's verb and table."""
+    import re
+
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        call()
+    finally:
+        store._conn.set_trace_callback(None)
+    return [
+        " ".join([text.split()[0], *re.findall(r"routilux_\w+", text)[:1]]) for text in statements
+    ]
+
+
+def test_a_jobs_end_takes_as_few_statements_as_it_needs(tmp_path: Any) -> None:
+    # A short job's end (no rows stored): the job row's checked UPDATE, the
+    # snapshot, the consumed task.  A sync job's end (this store wrote its rows):
+    # the same with its rows read and deleted -- no SELECT of the job row, no
+    # UPDATE that misses first.
+    from routilux.store import SQLiteStore
+
+    with SQLiteStore(tmp_path / "jobs.db") as store:
+        for job_id in ("short", "sync"):
+            new_job(store, job_id, tasks=[full(task(0))])
+        first = built(1, consumed=0, tasks_added=[full(task(1))])
+        store.commit("sync", 1, as_built([first]))
+        end = [built(2, consumed=1, status="completed")]
+        short = _statements_of(
+            store,
+            lambda: store.commit_then_snapshot(
+                [("short", 1, as_built([first, *end]))], "short", 1, snapshot_of(), 2
+            ),
+        )
+        sync = _statements_of(
+            store,
+            lambda: store.commit_then_snapshot(
+                [("sync", 1, as_built(end))], "sync", 1, snapshot_of(), 2
+            ),
+        )
+        writes = ["BEGIN", "UPDATE routilux_job", "UPDATE routilux_snapshot"]
+        assert short == [*writes, "DELETE routilux_task", "COMMIT"]
+        assert sync == [
+            *writes,
+            "SELECT routilux_batch",
+            "DELETE routilux_batch",
+            "DELETE routilux_task",
+            "COMMIT",
+        ]
+        for job_id in ("short", "sync"):
+            assert loaded(store, job_id) == ([], [], 2, 2)
+            assert store.load(job_id).status == "completed"

@@ -203,7 +203,8 @@ def _net_of(covered: Sequence[Any], job_id: str) -> _Net:
     added: dict[int, Any] = {}  # seq -> its built task, its columns, or its known row
     gone: dict[int, None] = {}
     for part in covered:
-        if type(part) is _KnownRow:
+        kind = type(part)
+        if kind is _KnownRow:
             for seq in part.gone:
                 if added.pop(seq, None) is None:
                     gone[seq] = None
@@ -211,17 +212,22 @@ def _net_of(covered: Sequence[Any], job_id: str) -> _Net:
                 added[seq] = part if columns is None else columns
             continue
         consumed = part[R_CONSUMED]
-        if consumed is not None and added.pop(consumed, None) is None:
-            gone[consumed] = None
+        if consumed is not None:
+            if consumed in added:
+                del added[consumed]
+            else:
+                gone[consumed] = None
         for seq in part[R_REMOVED]:
             if added.pop(seq, None) is None:
                 gone[seq] = None
-        if type(part) is tuple:
+        if kind is tuple:
             for seq, _, columns in part[R_ADDED]:
                 added[seq] = columns
         else:
             for task in part[R_ADDED]:
                 added[task[0]] = task
+    if not added:  # (a finished job's fold: every task it queued was consumed)
+        return list(gone), []
     decoded: dict[int, dict[int, Sequence[Any]]] = {}
     rows: list[_TaskParams] = []
     for seq, task in added.items():
@@ -530,19 +536,25 @@ class SQLStore:
         owner: Optional[str] = None,
     ) -> int:
         """Store a new job with epoch 1 (row and tasks in one transaction); returns 1."""
-        check_id(job_id, "job_id")
         if not (
-            type(flow_id) is str
+            type(job_id) is str
+            and job_id
+            and type(flow_id) is str
             and flow_id
             and type(status) is str
             and status
             and (owner is None or (type(owner) is str and owner))
         ):
             # The messages are built only for a value that is refused.
+            check_id(job_id, "job_id")
             for what, value in (("flow_id", flow_id), ("status", status), ("owner", owner)):
                 if value is not None or what != "owner":
                     check_id(value, f"job {job_id!r}: {what}")
-        snap = self._snapshot_text(job_id, snapshot)
+        # The journal's snapshot text as it is (_snapshot_text's first case, inline).
+        if type(snapshot) is EncodedSnapshot and self._json_param is None:
+            snap: Any = snapshot.text
+        else:
+            snap = self._snapshot_text(job_id, snapshot)
         # The usual new job has one task (its entry): its row's values are made here,
         # before the transaction, straight from a plain valid task's fields, and
         # inserted by one plain statement.  Anything else is checked (and named) by
@@ -623,10 +635,12 @@ class SQLStore:
     # each handover costs more than the row itself. Chunks of at most _CHUNK rows keep
     # the statement texts (and the drivers' statement caches) to a few sizes.
 
-    def _writing(self) -> _Writing:
+    def _writing(self) -> AbstractContextManager[Any]:
         """A write transaction of the journal: the records of the batch rows it
         writes join :attr:`_nets` once it has committed (never those of one rolled
-        back)."""
+        back). ``with`` it gives a cursor. Here a :class:`_Writing` around the back
+        end's transaction; a back end whose write transaction does that itself
+        (SQLite's) returns that instead."""
         return _Writing(self)
 
     def _keep_nets(self) -> None:
@@ -687,8 +701,12 @@ class SQLStore:
 
     def _delete_tasks(self, cur: Any, job_id: str, seqs: Sequence[int]) -> int:
         """Delete the job's task rows of ``seqs``; how many there were."""
-        if 0 < len(seqs) <= _CHUNK:  # the usual few: one statement
-            cur.execute(self._in_tasks("DELETE FROM", len(seqs)), (job_id, *seqs))
+        count = len(seqs)
+        if 0 < count <= _CHUNK:  # the usual few: one statement (its text looked up inline)
+            statement = self._chunked.get(("DELETE FROM", count))
+            if statement is None:
+                statement = self._in_tasks("DELETE FROM", count)
+            cur.execute(statement, (job_id, *seqs))
             return int(cur.rowcount)
         deleted = 0
         for start in range(0, len(seqs), _CHUNK):
@@ -758,6 +776,19 @@ class SQLStore:
 
     def commit_many(self, batches: Sequence[tuple[str, int, Sequence[DeltaRecord]]]) -> None:
         """:meth:`commit` for several jobs in one transaction (all or nothing)."""
+        if type(batches) is list and len(batches) == 1:
+            job_id, epoch, records = batches[0]
+            if type(records) is BuiltRecords and records and type(job_id) is str and job_id:
+                # The journal's usual commit (one job's records): tried the
+                # fewest-statement way once, else the general path in the same
+                # transaction.
+                try:
+                    with self._writing() as cur:
+                        if not self._commit_built(cur, job_id, epoch, records, None):
+                            self._commit_checked(cur, job_id, epoch, records, None, False)
+                except _Refused:
+                    self._commit_batches(batches, verify=True)  # names the tasks at fault
+                return
         batches = list(batches)
         if not batches:
             return
@@ -802,6 +833,20 @@ class SQLStore:
             and self._commit_built(cur, job_id, epoch, records, snapshot)
         ):
             return
+        self._commit_checked(cur, job_id, epoch, records, snapshot, verify)
+
+    def _commit_checked(
+        self,
+        cur: Any,
+        job_id: str,
+        epoch: int,
+        records: Sequence[DeltaRecord],
+        snapshot: Optional[tuple[Any, int]],
+        verify: bool,
+    ) -> None:
+        """:meth:`_commit_one`'s general path: the job row read and locked, its epoch
+        and the records' seqs checked, plain records checked against the pending
+        tasks; every fault named."""
         commit_seq, snapshot_seq, _ = self._job_for_write(cur, job_id, epoch)
         checked = check_records(job_id, commit_seq + 1, records)
         if not checked:
@@ -876,40 +921,55 @@ class SQLStore:
     ) -> bool:
         """The engine's records (:class:`BuiltRecords`) in the fewest statements: the
         job row's UPDATE checks the epoch and the commit seq in its WHERE clause (no
-        SELECT), then one batch row. With a snapshot, only when the job has no
-        deltas stored before these records (its snapshot seq is the commit seq: a
-        short job's last transaction). False, with nothing written, when the row
-        did not match or the records are not plainly in seq order: the caller's
-        general path then checks everything and names the fault."""
-        first = records[0][R_SEQ]
+        SELECT), then one batch row. With a snapshot, the WHERE clause also checks
+        the job's snapshot seq: when the job has no deltas stored before these
+        records, that it is the commit seq (a short job's last transaction: no batch
+        rows to fold); when this store wrote the job's last batch row (the rows it
+        keeps say so; a sync job's end), that the snapshot does not go back, and
+        the stored rows are folded. False, with nothing written, when the row did
+        not match or the records are not plainly in seq order: the caller's general
+        path then checks everything and names the fault."""
+        record = records[0]
+        first = record[R_SEQ]
         if type(first) is not int or type(epoch) is not int:
             return False
-        last = first + len(records) - 1
-        # The seqs and the status / waiting_for changes, read in C.
-        if list(map(_SEQ, records)) != list(range(first, last + 1)):
-            return False
-        status, waiting = _changes(records)
+        count = len(records)
+        last = first + count - 1
+        if count == 1:  # (a sync commit) its own status and waiting_for, as _changes
+            status = record[R_STATUS] or None
+            waiting = record[R_WAITING] or None
+        else:
+            # The seqs and the status / waiting_for changes, read in C.
+            if list(map(_SEQ, records)) != list(range(first, last + 1)):
+                return False
+            status, waiting = _changes(records)
         params: list[Any] = [last, time.time()]
+        stored = False
         if snapshot is not None:
             upto_seq = snapshot[1]
             if type(upto_seq) is not int or not first - 1 <= upto_seq <= last:
                 return False
             params.append(upto_seq)
+            # Batch rows stored before these records, as far as this store knows:
+            # its last one for the job ends just before them (the UPDATE checks
+            # what it needs either way; _fold_rows reads what is really there).
+            stored = (job_id, first - 1) in self._nets
         if status is not None:
             params.append(status)
         if waiting is not None:
             params.append(self._waiting_param(job_id, waiting))
         params += (job_id, epoch, first - 1)
         if snapshot is not None:
-            params.append(first - 1)
-        key = ("built", snapshot is not None, status is not None, waiting is not None)
+            params.append(upto_seq if stored else first - 1)
+        key = ("built", snapshot is not None, stored, status is not None, waiting is not None)
         statement = self._chunked.get(key)
         if statement is None:
             assignments = ["commit_seq = ?", "updated_at = ?"]
             where = "job_id = ? AND epoch = ? AND commit_seq = ?"
             if snapshot is not None:
                 assignments.append("snapshot_seq = ?")
-                where += " AND snapshot_seq = ?"
+                # (_check_upto's rule: from the current snapshot's seq on)
+                where += " AND snapshot_seq <= ?" if stored else " AND snapshot_seq = ?"
             if status is not None:
                 assignments.append("status = ?")
             if waiting is not None:
@@ -920,15 +980,25 @@ class SQLStore:
         cur.execute(statement, params)
         if cur.rowcount != 1:
             return False
-        kept = records
-        if snapshot is not None:
-            cur.execute(self._sql(_UPDATE_SNAPSHOT), (snapshot[0], job_id))
-            split = snapshot[1] - first + 1
+        if snapshot is None:
+            self._insert_batch(cur, job_id, records, built=True)
+            return True
+        cur.execute(self._sql(_UPDATE_SNAPSHOT), (snapshot[0], job_id))
+        split = upto_seq - first + 1
+        if stored:
+            covered = self._fold_rows(cur, job_id, upto_seq)
+            if self._old_deltas:
+                cur.execute(self._sql(_DELETE_DELTAS), (job_id, upto_seq))
+            covered += records[:split]
+            self._apply_records(cur, job_id, covered)
+            if split < count:
+                self._insert_batch(cur, job_id, records[split:], built=True)
+        elif split >= count:  # the usual final snapshot: it covers every record
+            self._apply_records(cur, job_id, records)
+        else:
             if split > 0:
                 self._apply_records(cur, job_id, records[:split])
-                kept = records[split:]
-        if kept:
-            self._insert_batch(cur, job_id, kept, built=True)
+            self._insert_batch(cur, job_id, records[split:], built=True)
         return True
 
     def _write_tasks(
@@ -1114,7 +1184,29 @@ class SQLStore:
         """:meth:`commit_many` of ``batches``, then :meth:`write_snapshot` of
         ``job_id``, in ONE transaction (all or nothing): what the journal writer does
         when a job's snapshot follows its last records (a finished job)."""
-        snap = self._snapshot_text(job_id, snapshot)
+        # The journal's snapshot text as it is (_snapshot_text's first case, inline:
+        # twice per job).
+        if type(snapshot) is EncodedSnapshot and self._json_param is None:
+            snap: Any = snapshot.text
+        else:
+            snap = self._snapshot_text(job_id, snapshot)
+        if type(batches) is list and len(batches) == 1:
+            batch_job, batch_epoch, records = batches[0]
+            if (
+                batch_job == job_id
+                and batch_epoch == epoch
+                and type(records) is BuiltRecords
+                and records
+                and type(job_id) is str
+                and job_id
+            ):
+                # The journal's usual fold (a finished job): one job's records, then
+                # its snapshot, tried the fewest-statement way once; on a miss the
+                # general path checks everything in the same transaction.
+                with self._writing() as cur:
+                    if not self._commit_built(cur, job_id, epoch, records, (snap, upto_seq)):
+                        self._commit_checked(cur, job_id, epoch, records, (snap, upto_seq), False)
+                return
         batches = list(batches)
         with self._writing() as cur:
             folded = False

@@ -103,9 +103,14 @@ CREATE TABLE IF NOT EXISTS routilux_batch (
 
 
 class _Transaction:
-    """:meth:`SQLiteStore._transaction`: a plain context manager rather than a
-    generator one -- two of them per durable job, and a generator's frame, its
-    wrapper and their exits cost a few microseconds each time."""
+    """:meth:`SQLiteStore._transaction` (and the journal's :meth:`SQLStore._writing`):
+    one transaction under the store's lock, as a plain context manager (not a
+    generator one: a generator's frame, its wrapper and their exits cost a few
+    microseconds each time). It keeps no state of its own -- the store's lock and
+    connection are what a transaction holds -- so the store makes one for its reads
+    and one for its writes and hands them out again and again. Once a transaction
+    has committed, the batch rows it wrote join the store's known rows
+    (``_new_nets``); one that fails or is rolled back leaves them out."""
 
     __slots__ = ("_store", "_begin")
 
@@ -117,13 +122,13 @@ class _Transaction:
         store = self._store
         store._lock.acquire()
         try:
-            store._check_open()
-            conn = store._conn
+            if store._closed:
+                store._check_open()  # raises, naming the store
             try:
-                conn.execute(self._begin)
+                # The cursor BEGIN ran on serves the transaction.
+                return store._conn.execute(self._begin)
             except sqlite3.Error as exc:
                 raise store._error(exc) from None
-            return conn.cursor()
         except BaseException:
             store._lock.release()
             raise
@@ -134,9 +139,13 @@ class _Transaction:
             if kind is None:
                 try:
                     store._conn.execute("COMMIT")
-                    return
                 except BaseException as failed:
                     exc = failed
+                else:
+                    if store._new_nets:
+                        store._keep_nets()
+                    return
+            store._new_nets.clear()
             try:
                 store._conn.execute("ROLLBACK")
             except sqlite3.Error:
@@ -222,6 +231,8 @@ class SQLiteStore(SQLStore):
         read_only: bool = False,
     ) -> None:
         super().__init__()
+        self._reading = _Transaction(self, "BEGIN")
+        self._write = _Transaction(self, "BEGIN IMMEDIATE")
         self.path = Path(path)
         self.location = str(self.path)
         mode = str(synchronous).upper()
@@ -364,7 +375,11 @@ class SQLiteStore(SQLStore):
     def _transaction(self, write: bool) -> _Transaction:
         """One transaction under the store's lock (``BEGIN IMMEDIATE`` for a write);
         ``with`` it gives a cursor. Driver errors become StoreError."""
-        return _Transaction(self, "BEGIN IMMEDIATE" if write else "BEGIN")
+        return self._write if write else self._reading
+
+    def _writing(self) -> _Transaction:
+        # _Transaction keeps the known rows itself: no wrapper around it.
+        return self._write
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"SQLite store {self.path}: {exc}")
