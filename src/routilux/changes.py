@@ -165,26 +165,27 @@ class Record:
     the rows the delivery queued and the timers it withdrew), None until it uses them.
     """
 
-    # Fields most records keep as they are start as class attributes: a record is
-    # made per delivery, and setting four fields costs a quarter of setting fifteen.
-    end_seq = 0
-    first_seq = 0
-    cut = False
-    error: SerializationError | None = None
-    # While open: the write seq of its first op or take (None: none yet), the
-    # (field, key) pairs of tracked mappings it took a mutable value from; and
-    # whether it has ended.
-    first: int | None = None
-    taken: dict[tuple[str, str], None] | None = None
-    ended = False
-    #: The JobState's ``updated_at`` when it ended.
-    updated_at: datetime | None = None
-    token: Token[Optional[Record]] | None = None
-    #: Whether a history op of it may be written as JSON text (a serial delivery's:
-    #: see ChangeLog.history); False once ChangeLog.ops_as_lists turned them back.
-    text_ops = True
-    added: list[Any] | None = None
-    removed: list[int] | None = None
+    # Slots, every one set here: the serial lane reads a record's fields once per
+    # delivery, and Python 3.11 does not specialize reading a class-level default
+    # through an instance (each such read takes the generic lookup); a slot read is.
+    __slots__ = (
+        "key",
+        "ops",
+        "log",
+        "seqs",
+        "end_seq",
+        "first_seq",
+        "cut",
+        "error",
+        "first",
+        "taken",
+        "ended",
+        "updated_at",
+        "token",
+        "text_ops",
+        "added",
+        "removed",
+    )
 
     def __init__(self, log: ChangeLog | None, key: Hashable) -> None:
         self.key = key
@@ -192,6 +193,24 @@ class Record:
         # The log it belongs to (while open), and the write seq of each op.
         self.log = log
         self.seqs: list[int] = []
+        self.end_seq = 0
+        self.first_seq = 0
+        self.cut = False
+        self.error: SerializationError | None = None
+        # While open: the write seq of its first op or take (None: none yet), the
+        # (field, key) pairs of tracked mappings it took a mutable value from; and
+        # whether it has ended.
+        self.first: int | None = None
+        self.taken: dict[tuple[str, str], None] | None = None
+        self.ended = False
+        #: The JobState's ``updated_at`` when it ended.
+        self.updated_at: datetime | None = None
+        self.token: Token[Optional[Record]] | None = None
+        # Whether a history op of it may be written as JSON text (a serial delivery's:
+        # see ChangeLog.history); False once ChangeLog.ops_as_lists turned them back.
+        self.text_ops = True
+        self.added: list[Any] | None = None
+        self.removed: list[int] | None = None
 
     def _finish(self, end_seq: int, updated_at: datetime) -> None:
         self.ended = True

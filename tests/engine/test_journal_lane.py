@@ -286,3 +286,15 @@ def test_an_emit_hook_that_changes_the_data_is_journaled_as_the_job_holds_it(
     assert job.status == "completed"
     assert job.shared_data["total"] == 0 + 1 + 2 + 30 + 4
     assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_the_lanes_per_delivery_objects_keep_their_fields_in_slots() -> None:
+    # The serial lane reads these objects' fields on every delivery; Python 3.11 does
+    # not specialize reading a class-level default through an instance, nor a method
+    # lookup on an instance whose dict outgrew its shared keys: an instance dict
+    # here would slow every delivery without failing anything else.
+    from routilux.changes import Record
+    from routilux.engine.journal import JobJournal
+
+    for cls in (Record, JobJournal):
+        assert cls.__dictoffset__ == 0, f"{cls.__name__} instances have a __dict__"

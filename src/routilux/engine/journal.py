@@ -204,25 +204,52 @@ class JobJournal:
     claimed from the store); :meth:`attach` it to each run before the run starts.
     """
 
-    # The periodic snapshots' rule (_snapshot_due): the ChangeLog's write count at the
-    # last snapshot this journal took, and the entries that snapshot held (0: none
-    # taken yet, the first is due after SNAPSHOT_EVERY commits).
-    _writes_at_snapshot = 0
-    _snapshot_entries = 0
-
-    # Fields that start the same in every journal are class attributes (a journal is
-    # made per job); __init__ says what each is for.
-    run: JobRun | None = None
-    _lane: Task | None = None
-    _lane_scope: Record | None = None
-    _lane_rows: list[EncodedTask] | None = None
-    _group: OpenRecords | None = None
-    _fault: BaseException | None = None
-    _released = False
-    failed: StoreError | None = None
-    _failure_applied: _Latch | None = None
-    finished = False
-    _settled = False
+    # Slots: the journal's fields are read on every delivery, and Python 3.11
+    # specializes neither a read of a class-level default through an instance nor a
+    # method lookup on an instance whose dict outgrew its shared keys (over 30
+    # fields, as this one has); slot reads and method lookups on a slotted class are.
+    __slots__ = (
+        "_cancelled",
+        "_commit_seq",
+        "_durable_cond",
+        "_failure_applied",
+        "_fault",
+        "_group",
+        "_held",
+        "_held_needs",
+        "_in_flight",
+        "_lane",
+        "_lane_rows",
+        "_lane_scope",
+        "_max_seq",
+        "_next_snapshot",
+        "_orphan_removed",
+        "_orphans",
+        "_ran",
+        "_released",
+        "_retrying",
+        "_row_waiters",
+        "_rows",
+        "_settled",
+        "_snapshot_entries",
+        "_snapshot_seq",
+        "_status",
+        "_stored",
+        "_unreleased",
+        "_waiting_sent",
+        "_writes_at_snapshot",
+        "durability",
+        "durable",
+        "epoch",
+        "failed",
+        "finished",
+        "job_id",
+        "job_state",
+        "log",
+        "run",
+        "store",
+        "writer",
+    )
 
     def __init__(
         self,
@@ -234,6 +261,34 @@ class JobJournal:
         durability: str,
         next_seq: int,
     ) -> None:
+        self.run: JobRun | None = None  # the run being journaled (attach)
+        # The periodic snapshots' rule (_snapshot_due): the ChangeLog's write count at
+        # the last snapshot this journal took, and the entries that snapshot held (0:
+        # none taken yet, the first is due after SNAPSHOT_EVERY commits).
+        self._writes_at_snapshot = 0
+        self._snapshot_entries = 0
+        # A sequential run's delivery in the serial lane (see delivery_started): its
+        # task, its record and the rows it queued the short way (built task lists;
+        # None: no delivery in the lane).  Written under the run's lock (task_queued's).
+        self._lane: Task | None = None
+        self._lane_scope: Record | None = None
+        self._lane_rows: list[EncodedTask] | None = None
+        # The group of records handed to the writer and still open (see _append).
+        self._group: OpenRecords | None = None
+        # An unencodable task (fail the job); paused, ownership given back to the
+        # store; the StoreError with which the store refused this job's records; set
+        # once the failure is in the JobState (history record, status), so a flush
+        # before execute() returns never shows the job as it was before it (made,
+        # under the job's lock, just before ``failed`` is set: whoever sees
+        # ``failed`` finds it); the journal ended; the run settled and everything it
+        # put was durable (or failed), so the flush execute() makes before it returns
+        # has nothing left to wait for.
+        self._fault: BaseException | None = None
+        self._released = False
+        self.failed: StoreError | None = None
+        self._failure_applied: _Latch | None = None
+        self.finished = False
+        self._settled = False
         self.durable = durable
         self.store = durable.store
         self.job_state = job_state
@@ -242,7 +297,6 @@ class JobJournal:
         self.durability = durability
         self.writer = durable.writer(durability)
         self.log = ChangeLog(job_state)  # after any deserializing (plain dicts)
-        # self.run: the run being journaled (attach).
         self._commit_seq = commit_seq
         self._snapshot_seq = commit_seq
         self._next_snapshot = commit_seq + SNAPSHOT_EVERY
@@ -273,24 +327,9 @@ class JobJournal:
         # Groups put aside until the row their deliveries consumed is released.
         self._held = BuiltRecords()
         self._held_needs: set[int] = set()
-        # self._lane, _lane_scope, _lane_rows: a sequential run's delivery in the
-        # serial lane (see delivery_started): its task, its record and the rows it
-        # queued the short way (built task lists; None: no delivery in the lane).
-        # Written under the run's lock (task_queued's).
-        # self._group: the group of records handed to the writer and still open
-        # (see _append).
         self._status: str | None = job_state.status
         # The open requests for input as the store has them (docs/human-input.md).
         self._waiting_sent: list[dict[str, Any]] = list(job_state.waiting_for)
-        # self._fault: an unencodable task (fail the job).  self._released: paused,
-        # ownership given back to the store.  self.failed: the StoreError with which
-        # the store refused this job's records.  self._failure_applied: set once the
-        # failure is in the JobState (history record, status), so a flush before
-        # execute() returns never shows the job as it was before it; made (under
-        # the job's lock) just before ``failed`` is set: whoever sees ``failed``
-        # finds it.  self.finished: the journal ended.  self._settled: the run
-        # settled and everything it put was durable (or failed), so the flush
-        # execute() makes before it returns has nothing left to wait for.
         with durable._lock:
             durable.jobs[self.job_id] = self
 

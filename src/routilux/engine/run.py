@@ -257,6 +257,10 @@ class JobRun(JobTimers, DeliveryTimeouts):
     def set_observer(self, observer: TaskObserver[JobRun]) -> None:
         """Tell ``observer`` about every task of this job (before :meth:`start`)."""
         self._observer = observer
+        # Read on every delivery from now on (_execute_watched): made an instance
+        # attribute, as Python 3.11 does not specialize reading a class-level
+        # default through an instance.
+        self._delivery_hooks = self._delivery_hooks
         self._watch_deliveries()
 
     def _own_set(self, name: str) -> set[Any]:
