@@ -223,6 +223,8 @@ class JobJournal:
     _failure_applied: _Latch | None = None
     finished = False
     _settled = False
+    # Only sync deliveries wait for rows (a sync journal makes its Condition).
+    _durable_cond: threading.Condition = _NO_ROW_WAITERS
 
     def __init__(
         self,
@@ -249,8 +251,8 @@ class JobJournal:
         # Everything below under _rows (a leaf lock).
         self._rows = threading.Lock()
         # seq -> attempt (retries) of the row the store holds once every record put
-        # so far is committed.
-        self._stored: dict[int, int] = dict(rows)
+        # so far is committed (``rows``, the caller's own dict: create's and adopt's).
+        self._stored: dict[int, int] = rows
         # seq -> the highest attempt whose record has been put (those attempts ran).
         self._ran: dict[int, int] = {}
         # Rows queued by deliveries whose records are not put yet: seq -> attempt.
@@ -259,10 +261,8 @@ class JobJournal:
         self._cancelled: set[int] = set()
         # durability="sync": rows put and not yet committed, and who waits for rows.
         self._in_flight: set[int] = set()
-        # Only sync deliveries wait for rows; a batch journal makes no Condition.
-        self._durable_cond: threading.Condition = (
-            threading.Condition(self._rows) if durability == "sync" else _NO_ROW_WAITERS
-        )
+        if durability == "sync":
+            self._durable_cond = threading.Condition(self._rows)
         self._row_waiters: list[tuple[int, concurrent.futures.Future[None]]] = []
         # Rows / removals made outside any delivery (e.g. a resume's deferred events).
         self._orphans: list[TaskRow] = []
@@ -772,11 +772,12 @@ class JobJournal:
         ):
             self._release(flush=True)
             return []
-        released = log.take_ready(flush=True)  # (one job-level record, or none)
-        if not released:
+        ops = log.take_job_writes()  # (nothing is open or ended: the lock is held)
+        if ops is None:
+            self._release(flush=True)
             return []
         # (Job-level ops are lists: only a serial delivery's are written as text.)
-        return cast("list[list[Any]]", released[0].ops)
+        return cast("list[list[Any]]", ops)
 
     def _settle_rows(self, status: str, ops: list[list[Any]] | None = None) -> None:
         """The status record of a settling run (job lock held), carrying ``ops``
@@ -825,8 +826,9 @@ class JobJournal:
                 self.store_failed(exc)
                 return
         self._status = status
-        self._put_snapshot(snapshot)
-        if status in PARKED and self.failed is None:
+        parked = status in PARKED
+        self._put_snapshot(snapshot, last=not parked)
+        if parked and self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
             # again when it resumes it itself).
             self._seal()
@@ -1052,7 +1054,7 @@ class JobJournal:
             self._commit_seq,
             None,
             ops or [],
-            [built_task(row) for row in added or ()],
+            [built_task(row) for row in added] if added else [],
             kept if removed is not None else [],
             status,
             self._waiting_change(),
@@ -1097,9 +1099,10 @@ class JobJournal:
                 self._in_flight.difference_update(row[0] for delta in held for row in delta[3])
                 self._rows_durable_locked()
 
-    def _put_snapshot(self, snapshot: Mapping[str, Any] | None = None) -> None:
+    def _put_snapshot(self, snapshot: Mapping[str, Any] | None = None, last: bool = False) -> None:
         """Queue a snapshot covering every commit so far (nothing in flight):
-        ``snapshot``, or one taken now (:meth:`_take_snapshot`)."""
+        ``snapshot``, or one taken now (:meth:`_take_snapshot`).  ``last``: a finished
+        job's, after which its journal ends (no periodic snapshot follows)."""
         if snapshot is None:
             snapshot = self._take_snapshot()
             if snapshot is None:
@@ -1109,6 +1112,8 @@ class JobJournal:
             self.writer.put_snapshot(self.job_id, self.epoch, snapshot, self._commit_seq)
         except StoreError as exc:
             self.store_failed(exc)
+            return
+        if last:
             return
         self._snapshot_seq = self._commit_seq
         self._next_snapshot = self._commit_seq + SNAPSHOT_EVERY
