@@ -738,9 +738,10 @@ class JobJournal:
         is durable, so a store failure can still fail the job)."""
         js = self.job_state
         with js.lock:
-            fault = self._take_fault()
-            if fault is not None:
-                self._fail_job(fault, js.current_routine_id or "")
+            if self._fault is not None:  # (rare: looked at without _rows first)
+                fault = self._take_fault()
+                if fault is not None:
+                    self._fail_job(fault, js.current_routine_id or "")
             if self.failed is None:
                 self._settle_rows(js.status, self._release_settling(js.status))
         if js.status in PARKED:
@@ -760,24 +761,20 @@ class JobJournal:
         two.  Else everything is released as usual, and there are none.  (A parked
         job's status record may still fail to be made: its pending tasks are
         converted first, so the writes go ahead on their own.)"""
-        log = self.log
-        if (
+        if not (
             status in PARKED
-            or log.open_deliveries
-            or log.pending
             or self._held
             or self._held_needs
             or self._orphans
             or self._orphan_removed
         ):
-            self._release(flush=True)
-            return []
-        ops = log.take_job_writes()  # (nothing is open or ended: the lock is held)
-        if ops is None:
-            self._release(flush=True)
-            return []
-        # (Job-level ops are lists: only a serial delivery's are written as text.)
-        return cast("list[list[Any]]", ops)
+            # (None when a delivery is open or ended unreleased.  Job-level ops are
+            # lists: only a serial delivery's are written as text.)
+            ops: list[list[Any]] | None = self.log.take_job_writes()  # type: ignore[assignment]
+            if ops is not None:
+                return ops
+        self._release(flush=True)
+        return []
 
     def _settle_rows(self, status: str, ops: list[list[Any]] | None = None) -> None:
         """The status record of a settling run (job lock held), carrying ``ops``
@@ -808,8 +805,8 @@ class JobJournal:
         # The status record is not waited for even with durability="sync": the
         # snapshot put right after it waits for both, which the writer then commits
         # in one transaction (nothing runs meanwhile that needs the record first).
-        self._hold(self._job_record(status=status, added=added, removed=stored, ops=ops))
         held, self._held = self._held, BuiltRecords()
+        held.append(self._job_record(status=status, added=added, removed=stored, ops=ops))
         self._held_needs.clear()
         # Pause points (and a finished job's last touches) are not ops: the snapshot
         # carries them.  It is taken before the status record is queued: one that
