@@ -439,7 +439,7 @@ class ChangeLog:
     _second: tuple[datetime, datetime, str] = (_DAY_ONE, _DAY_ONE, "")
 
     def __init__(self, job_state: JobState) -> None:
-        lock: threading.RLock = job_state.lock
+        lock: threading.RLock = job_state._lock  # (``lock``, without the property's call)
         with lock:
             if job_state._changes is not None:
                 raise JobStateError(f"job {job_state.job_id} already has a ChangeLog attached")

@@ -976,7 +976,7 @@ def encode_job_state(js: JobState, task_seq: int = 0) -> str:
     object, NaN, a circular reference) raises :class:`SerializationError` naming its
     key path, as the dict's encoding would fail.
     """
-    with js.lock:
+    with js._lock:  # (the ``lock`` property's, without the call: a snapshot per job end)
         text = _fields_text(js, task_seq)
         if text is not None:
             return text
@@ -1029,19 +1029,10 @@ def _fields_text(js: JobState, task_seq: int) -> str | None:
         around = _HEADS.get(names)
         if around is None:
             around = _head_around(names)
-        head = (
-            f"{around[0]}{quote(js.job_id)}{around[1]}"
-            f"{'{}' if states == {} else encode(dict.copy(states))}"
-        )
+        job_text = quote(js.job_id)
+        states_text = "{}" if states == {} else encode(dict.copy(states))
         values = (js.pause_points, pending, js.deferred_events, js.shared_log, js.output_log)
         waiting = js.waiting_for
-        # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
-        # (A new JobState's two timestamps are one datetime.)
-        created_text = iso_text(created)
-        dates = (
-            f'"created_at":"{created_text}",'
-            f'"updated_at":"{created_text if updated is created else iso_text(updated)}",'
-        )
         # (A tuple compares item by item: one C-level test of the usual five empties.)
         if values == _EMPTIES and shared == {} and buffers == {} and not waiting:
             # A small job's: everything after its timestamps is one of a few texts.
@@ -1060,7 +1051,16 @@ def _fields_text(js: JobState, task_seq: int) -> str | None:
             )
     except _UNENCODABLE:
         return None
-    return f'{head},"execution_history":{_history_text(js.execution_history)},{dates}{rest}'
+    history = _history_text(js.execution_history)
+    # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
+    # (A new JobState's two timestamps are one datetime.)
+    created_text = iso_text(created)
+    updated_text = created_text if updated is created else iso_text(updated)
+    # (One f-string: the parts are copied into the text once.)
+    return (
+        f'{around[0]}{job_text}{around[1]}{states_text},"execution_history":{history},'
+        f'"created_at":"{created_text}","updated_at":"{updated_text}",{rest}'
+    )
 
 
 def _rest_text(

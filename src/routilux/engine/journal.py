@@ -737,7 +737,7 @@ class JobJournal:
         job's journal then ends (off the engine loop it first waits until all of it
         is durable, so a store failure can still fail the job)."""
         js = self.job_state
-        with js.lock:
+        with self.log._lock:  # the job's lock
             if self._fault is not None:  # (rare: looked at without _rows first)
                 fault = self._take_fault()
                 if fault is not None:
