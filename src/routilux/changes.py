@@ -292,6 +292,8 @@ class TrackedDict(dict):
         self._log = log
         self._field = field
 
+    # (ChangeLog makes its three with _tracked.)
+
     # -- writes ---------------------------------------------------------------
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -398,6 +400,20 @@ class TrackedDict(dict):
         return (dict, (dict(dict.items(self)),))
 
 
+def _tracked(data: dict[str, Any], log: ChangeLog, field: str) -> TrackedDict:
+    """``TrackedDict(data, log, field)`` without the Python-level ``__init__`` call (a
+    log makes three per job, most of them of an empty dict)."""
+    tracked = _new_dict(TrackedDict)
+    if data:
+        dict.update(tracked, data)
+    tracked._log = log
+    tracked._field = field
+    return tracked
+
+
+_new_dict = dict.__new__
+
+
 # ---------------------------------------------------------------------------
 # The change log
 # ---------------------------------------------------------------------------
@@ -434,13 +450,21 @@ class ChangeLog:
     that is lost, and applying the released ops in order reproduces the live state.
     """
 
+    # Fields that start the same in every log are class attributes (a log is made
+    # per job); __init__ says what each is for.
+    _seq = 0
+    _last_history: tuple[Op, datetime, str] | None = None
+    emitted: tuple[Any, str] | None = None
+    _second: tuple[datetime, datetime, str] = (_DAY_ONE, _DAY_ONE, "")
+
     def __init__(self, job_state: JobState) -> None:
-        with job_state.lock:
+        lock: threading.RLock = job_state._lock  # (``lock``, without the property's call)
+        with lock:
             if job_state._changes is not None:
                 raise JobStateError(f"job {job_state.job_id} already has a ChangeLog attached")
             self.job_state = job_state
-            self._lock: threading.RLock = job_state.lock
-            self._seq = 0
+            self._lock = lock
+            # self._seq: the job-wide write sequence number of the latest op or take.
             self._job = _Scope(self, None)
             # Where writes go that no bound delivery owns: the job level, or the
             # delivery open_serial began.
@@ -452,18 +476,16 @@ class ChangeLog:
             self._mirror: dict[tuple[str, str], Any] = {}
             self._takers: dict[tuple[str, str], int] = {}
             self._touched: datetime | None = job_state.updated_at
-            # The latest history op, its time and that time's text (see _touch).
-            self._last_history: tuple[Op, datetime, str] | None = None
-            # The data of the latest history op written as text (a serial delivery's)
-            # and that text: the journal reuses it for the row of the task the
-            # emission queues (see engine/journal.py).
-            self.emitted: tuple[Any, str] | None = None
-            # The second _iso formatted last: its start, its end, its text.
-            self._second: tuple[datetime, datetime, str] = (_DAY_ONE, _DAY_ONE, "")
+            # self._last_history: the latest history op, its time and that time's
+            # text (see _touch).  self.emitted: the data of the latest history op
+            # written as text (a serial delivery's) and that text: the journal reuses
+            # it for the row of the task the emission queues (see engine/journal.py).
+            # self._second: the second _iso formatted last: its start, its end, its
+            # text.
             # (one line per field of _FIELDS: a log is made per job)
-            job_state.shared_data = TrackedDict(job_state.shared_data, self, "shared")
-            job_state.routine_states = TrackedDict(job_state.routine_states, self, "state")
-            job_state.slot_buffers = TrackedDict(job_state.slot_buffers, self, "buffers")
+            job_state.shared_data = _tracked(job_state.shared_data, self, "shared")
+            job_state.routine_states = _tracked(job_state.routine_states, self, "state")
+            job_state.slot_buffers = _tracked(job_state.slot_buffers, self, "buffers")
             job_state._changes = self
 
     def __repr__(self) -> str:
@@ -686,6 +708,28 @@ class ChangeLog:
 
     # -- releasing ------------------------------------------------------------
 
+    def take_job_writes(self) -> list[Op] | None:
+        """``take_ready(flush=True)`` when nothing is open or ended (a sequential job
+        settling, its deliveries released): the ops of the one record it would
+        release, without the record ([]: none); None when something is open or
+        ended (then take_ready)."""
+        with self._lock:
+            job = self._job
+            if job.taken:
+                self._settle(job, job_level=True)  # raises only for the job's own writes
+            if self._ended or self._open:
+                return None
+            return self._job_writes() if job.ops else []
+
+    def _job_writes(self) -> list[Op]:
+        """The job-level writes, taken, with their ``touch`` (lock held)."""
+        job = self._job
+        ops, job.ops, job.seqs = job.ops, [], []
+        stamp = self.job_state.updated_at
+        if stamp is not None and stamp != self._touched:
+            self._touch_ops(ops, stamp)
+        return ops
+
     def take_ready(self, *, flush: bool = False) -> list[Record]:
         """The finished records that may become durable now, in commit order.
 
@@ -714,10 +758,9 @@ class ChangeLog:
                 # it settles): all of them are one record (what the general path
                 # below finds, with nothing open to hold any of them back).
                 record = Record(self, None)
-                record.ops, job.ops, job.seqs = job.ops, [], []
                 record._finish(self._seq, self.job_state.updated_at)
+                record.ops = self._job_writes()
                 record.cut = True
-                self._touch(record)
                 return [record]
             frontier = min(
                 # (a copy: open_bound adds to _open without the lock)

@@ -46,7 +46,7 @@ import os
 import types
 import warnings
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Callable, TypeVar, Union, cast
 
@@ -976,13 +976,10 @@ def encode_job_state(js: JobState, task_seq: int = 0) -> str:
     object, NaN, a circular reference) raises :class:`SerializationError` naming its
     key path, as the dict's encoding would fail.
     """
-    with js.lock:
-        fields = _fields_text(js, task_seq)
-        if fields is not None:
-            head_text, tail_text = fields
-            return (
-                f'{head_text},"execution_history":{_history_text(js.execution_history)},{tail_text}'
-            )
+    with js._lock:  # (the ``lock`` property's, without the call: a snapshot per job end)
+        text = _fields_text(js, task_seq)
+        if text is not None:
+            return text
         head, tail = _job_state_fields(js, task_seq)
         head_text = _encode_fields(head)
         history = _history_text(js.execution_history)
@@ -990,30 +987,35 @@ def encode_job_state(js: JobState, task_seq: int = 0) -> str:
     return f'{head_text[:-1]},"execution_history":{history},{tail_text[1:]}'
 
 
-def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
-    """The text of :func:`_job_state_fields`' head without its closing brace and of
-    its tail without its opening one, put together from each field's text (the
+def _fields_text(js: JobState, task_seq: int) -> str | None:
+    """:func:`encode_job_state`'s text, put together from each field's text (the
     caller holds the job's lock); None when a field is unusual (a name that is not a
     string, a timestamp that is not a plain datetime, a value JSON cannot hold),
     which the plain way then encodes or names.
 
     A snapshot of a small job -- every job's first, most jobs' last -- is mostly
     these fields, and encoding them as two dicts made two dicts and walked them
-    key by key; an empty container's text is known, and a string's is one call of
-    the encoder's own quoting helper. The text is the same, byte for byte."""
+    key by key; an empty container's text is known, a string's is one call of the
+    encoder's own quoting helper, and the texts around the job id and after the
+    timestamps, which differ only in a few names and numbers from job to job, are
+    remembered by those. The text is the same, byte for byte."""
     created, updated = js.created_at, js.updated_at
     limit, dropped = js.history_limit, js.history_dropped
+    pending = js.pending_tasks
+    seq = next_free_seq(js.task_seq, pending) if pending else js.task_seq
+    if task_seq > seq:
+        seq = task_seq
     if (
         type(created) is not datetime
         or type(updated) is not datetime
         or type(dropped) is not int
+        or type(seq) is not int
         or (limit is not None and type(limit) is not int)
         or js.output_limit != limit
         or js.output_dropped
     ):
         return None
     current = js.current_routine_id
-    seq = max(next_free_seq(js.task_seq, js.pending_tasks), task_seq)
     encode = _store_json
     # ``x == {}`` (``== []``) is True for an empty dict (list), a subclass included,
     # whose text the encoder writes as "{}" ("[]"); anything else is encoded.  A
@@ -1023,40 +1025,74 @@ def _fields_text(js: JobState, task_seq: int) -> tuple[str, str] | None:
     # ``items``; a mapping that is no dict raises TypeError: the plain way).
     try:
         states, shared, buffers = js.routine_states, js.shared_data, js.slot_buffers
-        head = (
-            f'{{"_type":"JobState","flow_id":{_quoted(js.flow_id)},"job_id":{quote(js.job_id)},'
-            f'"status":{_quoted(js.status)},'
-            f'"current_routine_id":{"null" if current is None else _quoted(current)},'
-            f'"routine_states":{"{}" if states == {} else encode(dict.copy(states))}'
-        )
-        values = (
-            js.pause_points,
-            js.pending_tasks,
-            js.deferred_events,
-            js.shared_log,
-            js.output_log,
-        )
-        # (A tuple compares item by item: one C-level test of the usual five empties.)
-        lists = (
-            _EMPTY_TEXTS if values == _EMPTIES else ["[]" if v == [] else encode(v) for v in values]
-        )
+        names = (js.flow_id, js.status, current)
+        around = _HEADS.get(names)
+        if around is None:
+            around = _head_around(names)
+        job_text = quote(js.job_id)
+        states_text = "{}" if states == {} else encode(dict.copy(states))
+        values = (js.pause_points, pending, js.deferred_events, js.shared_log, js.output_log)
         waiting = js.waiting_for
-        # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
-        tail = (
-            f'"created_at":"{iso_text(created)}","updated_at":"{iso_text(updated)}",'
-            f'"shared_data":{"{}" if shared == {} else encode(dict.copy(shared))},'
-            f'"slot_buffers":{"{}" if buffers == {} else encode(dict.copy(buffers))},'
-            f'"history_limit":{"null" if limit is None else int.__repr__(limit)},'
-            f'"history_dropped":{int.__repr__(dropped)},'
-            f"{f'{_TASK_SEQ_KEY}{seq},' if seq else ''}"
-            f'"pause_points":{lists[0]},"pending_tasks":{lists[1]},'
-            f'"deferred_events":{lists[2]},"shared_log":{lists[3]},"output_log":{lists[4]}'
-            f"{f',{_WAITING_KEY}{encode(waiting)}' if waiting else ''}"
-            f',"format_version":{FORMAT_VERSION}}}'
-        )
+        # (A tuple compares item by item: one C-level test of the usual five empties.)
+        if values == _EMPTIES and shared == {} and buffers == {} and not waiting:
+            # A small job's: everything after its timestamps is one of a few texts.
+            rest = _EMPTY_RESTS.get((limit, dropped, seq))
+            if rest is None:
+                rest = _empty_rest(limit, dropped, seq)
+        else:
+            rest = _rest_text(
+                "{}" if shared == {} else encode(dict.copy(shared)),
+                "{}" if buffers == {} else encode(dict.copy(buffers)),
+                limit,
+                dropped,
+                seq,
+                ["[]" if v == [] else encode(v) for v in values],
+                f",{_WAITING_KEY}{encode(waiting)}" if waiting else "",
+            )
     except _UNENCODABLE:
         return None
-    return head, tail
+    history = _history_text(js.execution_history)
+    # isoformat() writes digits and "-:.+T" only: its JSON text needs no escapes.
+    # (A new JobState's two timestamps are one datetime.)
+    created_text = iso_text(created)
+    updated_text = created_text if updated is created else iso_text(updated)
+    # (One f-string: the parts are copied into the text once.)
+    return (
+        f'{around[0]}{job_text}{around[1]}{states_text},"execution_history":{history},'
+        f'"created_at":"{created_text}","updated_at":"{updated_text}",{rest}'
+    )
+
+
+def _rest_text(
+    shared: str,
+    buffers: str,
+    limit: int | None,
+    dropped: int,
+    seq: int,
+    lists: Sequence[str],
+    waiting: str,
+) -> str:
+    """The text of the fields after the timestamps (see :func:`_fields_text`), from
+    the texts of the containers (``waiting``: a comma, its key and value; or "")."""
+    return (
+        f'"shared_data":{shared},"slot_buffers":{buffers},'
+        f'"history_limit":{"null" if limit is None else int.__repr__(limit)},'
+        f'"history_dropped":{int.__repr__(dropped)},'
+        f"{f'{_TASK_SEQ_KEY}{int.__repr__(seq)},' if seq else ''}"
+        f'"pause_points":{lists[0]},"pending_tasks":{lists[1]},'
+        f'"deferred_events":{lists[2]},"shared_log":{lists[3]},"output_log":{lists[4]}'
+        f'{waiting},"format_version":{FORMAT_VERSION}}}'
+    )
+
+
+def _empty_rest(limit: int | None, dropped: int, seq: int) -> str:
+    """:func:`_rest_text` of empty containers, remembered (bounded: a job's task
+    counter and dropped records take many values over a process's jobs)."""
+    rest = _rest_text("{}", "{}", limit, dropped, seq, _EMPTY_TEXTS, "")
+    if len(_EMPTY_RESTS) >= _EMPTY_RESTS_MAX:
+        _EMPTY_RESTS.clear()
+    _EMPTY_RESTS[(limit, dropped, seq)] = rest
+    return rest
 
 
 _UNENCODABLE = (TypeError, ValueError, RecursionError)
@@ -1064,6 +1100,33 @@ _UNENCODABLE = (TypeError, ValueError, RecursionError)
 # The five job lists of _fields_text empty, and their texts.
 _EMPTIES: tuple[list[Any], ...] = ([], [], [], [], [])
 _EMPTY_TEXTS = ("[]",) * 5
+
+#: :func:`_empty_rest` by (history limit, dropped records, task counter): ints (or a
+#: None limit), checked by the caller, so equal keys have equal texts.
+_EMPTY_RESTS: dict[tuple[int | None, int, int], str] = {}
+_EMPTY_RESTS_MAX = 1024
+
+
+def _head_around(names: tuple[str, str, str | None]) -> tuple[str, str]:
+    """The head's text before and after the job id (up to the routine states' value),
+    for a job's flow id, status and current routine (TypeError for a name that is not
+    a string), remembered: a flow's few names recur in every snapshot."""
+    flow_id, status, current = names
+    around = (
+        f'{{"_type":"JobState","flow_id":{_quoted(flow_id)},"job_id":',
+        f',"status":{_quoted(status)},'
+        f'"current_routine_id":{"null" if current is None else _quoted(current)},'
+        '"routine_states":',
+    )
+    if len(_HEADS) >= _QUOTED_MAX:
+        _HEADS.clear()
+    _HEADS[names] = around
+    return around
+
+
+#: :func:`_head_around` by (flow id, status, current routine): strings (or None), so
+#: equal keys have equal texts (a tuple of anything else never gets in).
+_HEADS: dict[tuple[str, str, str | None], tuple[str, str]] = {}
 
 #: Names (flow, routine, event, status) as JSON text: a flow's few names recur in
 #: every snapshot, and strings are values, so the text of one is the text of any

@@ -197,6 +197,38 @@ def test_pause_is_durable_when_pause_returns_and_rows_are_the_pending_tasks(
     assert comparable(store.load_job(job.job_id)) == comparable(job)
 
 
+def test_the_periodic_snapshots_of_a_paused_job_count_from_its_pauses_snapshot(
+    url: str, store: Store
+) -> None:
+    # A paused job's journal goes on (a finished job's ends with its last snapshot,
+    # which sets up no next one): the rule for the next periodic snapshot starts
+    # from the snapshot the pause wrote.
+    from routilux.engine.journal import SNAPSHOT_EVERY
+    from routilux.flow.recovery import journal_of
+
+    class PauseAtTwo(Routine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.define_slot("input", handler=self.take)
+
+        def take(self, value: int = 0, **_: Any) -> None:
+            if value == 2:
+                flow.pause(self.context.job_state, reason="look")
+
+    flow = Flow(flow_id="journal-test", store=url)
+    flow.add_routine(Numbers(), "source")
+    flow.add_routine(PauseAtTwo(), "p")
+    flow.connect("source", "output", "p", "input")
+    job = flow.execute("source", entry_params={"n": 6})
+    assert job.status == "paused"
+    journal = journal_of(flow, job)
+    assert journal is not None
+    assert journal._snapshot_seq == journal._commit_seq == store.load(job.job_id).snapshot_seq
+    assert journal._next_snapshot == journal._commit_seq + SNAPSHOT_EVERY
+    assert journal._writes_at_snapshot == journal.log._seq > 0
+    assert journal._snapshot_entries == journal._entries() > 0
+
+
 def test_a_retry_with_delay_has_a_row_with_its_due_time(url: str, store: Store) -> None:
     rows: list[Any] = []
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from routilux import JobState, SerializationError
 from routilux.persistence import encode_job_state, serialize_job_state
@@ -91,6 +93,70 @@ def test_unusual_timestamps_and_names_give_the_same_text(stamp: datetime) -> Non
     assert encode_job_state(js) == store_text(js)
     js.execution_history[2].event_name = ["not", "hashable"]  # type: ignore[assignment]
     assert encode_job_state(js) == store_text(js)
+
+
+# Few names and numbers, so that examples repeat them: the remembered texts (around
+# the job id, after the timestamps) are reused, and must still be right.
+NAMES = st.sampled_from(["f", "w1", "pending", "running", 'é"q', ""])
+NUMBERS = st.integers(min_value=0, max_value=3)
+STAMPS = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 1, 1, 0, 0, 3))
+
+
+@given(
+    flow_id=NAMES,
+    job_id=NAMES,
+    status=NAMES,
+    current=st.none() | NAMES,
+    limit=st.none() | st.integers(min_value=1, max_value=3),
+    dropped=NUMBERS,
+    task_seq=NUMBERS,
+    floor=NUMBERS,
+    created=STAMPS,
+    updated=st.none() | STAMPS,
+    state=st.none() | st.dictionaries(NAMES, NUMBERS, max_size=2),
+    filled=st.sampled_from(["", "shared_data", "slot_buffers", "shared_log", "waiting_for"]),
+)
+def test_a_new_or_small_jobs_text_is_the_stores_text_whatever_its_names_and_numbers(
+    flow_id: str,
+    job_id: str,
+    status: str,
+    current: str | None,
+    limit: int | None,
+    dropped: int,
+    task_seq: int,
+    floor: int,
+    created: datetime,
+    updated: datetime | None,
+    state: dict[str, int] | None,
+    filled: str,
+) -> None:
+    # A brand-new JobState's text differs from another's only in names, numbers and
+    # timestamps (its two timestamps one datetime): those texts are remembered.
+    js = JobState(flow_id, history_limit=limit)
+    js.job_id, js.status, js.current_routine_id = job_id, status, current
+    js.history_dropped = dropped
+    js.task_seq = max(task_seq, floor)  # (the text's counter: the floor if higher)
+    js.created_at = created
+    js.updated_at = created if updated is None else updated
+    if state is not None:
+        js.routine_states["r"] = state
+    if filled == "waiting_for":
+        js.waiting_for.append({"id": "q1", "routine_id": "w", "slot": "input"})
+    elif filled in ("shared_data", "slot_buffers"):
+        getattr(js, filled)["k"] = [1]
+    elif filled:
+        js.shared_log.append({"k": 1})
+    expected = store_text(js)
+    js.task_seq = task_seq
+    # Jobs that share its names but not its numbers, or the other way round, first:
+    # the texts they leave behind must not be taken for this job's.
+    same_names = JobState(flow_id)
+    same_names.job_id, same_names.status, same_names.current_routine_id = job_id, status, current
+    same_numbers = JobState("f", history_limit=limit)
+    same_numbers.history_dropped, same_numbers.task_seq = dropped, task_seq
+    for other in (same_names, same_numbers):
+        encode_job_state(other, floor)
+    assert encode_job_state(js, floor) == expected
 
 
 def test_an_empty_job_and_the_task_seq_floor() -> None:

@@ -303,8 +303,8 @@ class JobJournal:
         # Everything below under _rows (a leaf lock).
         self._rows = threading.Lock()
         # seq -> attempt (retries) of the row the store holds once every record put
-        # so far is committed.
-        self._stored: dict[int, int] = dict(rows)
+        # so far is committed (``rows``, the caller's own dict: create's and adopt's).
+        self._stored: dict[int, int] = rows
         # seq -> the highest attempt whose record has been put (those attempts ran).
         self._ran: dict[int, int] = {}
         # Rows queued by deliveries whose records are not put yet: seq -> attempt.
@@ -776,10 +776,11 @@ class JobJournal:
         job's journal then ends (off the engine loop it first waits until all of it
         is durable, so a store failure can still fail the job)."""
         js = self.job_state
-        with js.lock:
-            fault = self._take_fault()
-            if fault is not None:
-                self._fail_job(fault, js.current_routine_id or "")
+        with self.log._lock:  # the job's lock
+            if self._fault is not None:  # (rare: looked at without _rows first)
+                fault = self._take_fault()
+                if fault is not None:
+                    self._fail_job(fault, js.current_routine_id or "")
             if self.failed is None:
                 self._settle_rows(js.status, self._release_settling(js.status))
         if js.status in PARKED:
@@ -799,23 +800,20 @@ class JobJournal:
         two.  Else everything is released as usual, and there are none.  (A parked
         job's status record may still fail to be made: its pending tasks are
         converted first, so the writes go ahead on their own.)"""
-        log = self.log
-        if (
+        if not (
             status in PARKED
-            or log.open_deliveries
-            or log.pending
             or self._held
             or self._held_needs
             or self._orphans
             or self._orphan_removed
         ):
-            self._release(flush=True)
-            return []
-        released = log.take_ready(flush=True)  # (one job-level record, or none)
-        if not released:
-            return []
-        # (Job-level ops are lists: only a serial delivery's are written as text.)
-        return cast("list[list[Any]]", released[0].ops)
+            # (None when a delivery is open or ended unreleased.  Job-level ops are
+            # lists: only a serial delivery's are written as text.)
+            ops: list[list[Any]] | None = self.log.take_job_writes()  # type: ignore[assignment]
+            if ops is not None:
+                return ops
+        self._release(flush=True)
+        return []
 
     def _settle_rows(self, status: str, ops: list[list[Any]] | None = None) -> None:
         """The status record of a settling run (job lock held), carrying ``ops``
@@ -846,8 +844,8 @@ class JobJournal:
         # The status record is not waited for even with durability="sync": the
         # snapshot put right after it waits for both, which the writer then commits
         # in one transaction (nothing runs meanwhile that needs the record first).
-        self._hold(self._job_record(status=status, added=added, removed=stored, ops=ops))
         held, self._held = self._held, BuiltRecords()
+        held.append(self._job_record(status=status, added=added, removed=stored, ops=ops))
         self._held_needs.clear()
         # Pause points (and a finished job's last touches) are not ops: the snapshot
         # carries them.  It is taken before the status record is queued: one that
@@ -864,8 +862,9 @@ class JobJournal:
                 self.store_failed(exc)
                 return
         self._status = status
-        self._put_snapshot(snapshot)
-        if status in PARKED and self.failed is None:
+        parked = status in PARKED
+        self._put_snapshot(snapshot, last=not parked)
+        if parked and self.failed is None:
             # A paused job is nobody's: any process may resume it (this one claims it
             # again when it resumes it itself).
             self._seal()
@@ -1091,7 +1090,7 @@ class JobJournal:
             self._commit_seq,
             None,
             ops or [],
-            [built_task(row) for row in added or ()],
+            [built_task(row) for row in added] if added else [],
             kept if removed is not None else [],
             status,
             self._waiting_change(),
@@ -1136,9 +1135,10 @@ class JobJournal:
                 self._in_flight.difference_update(row[0] for delta in held for row in delta[3])
                 self._rows_durable_locked()
 
-    def _put_snapshot(self, snapshot: Mapping[str, Any] | None = None) -> None:
+    def _put_snapshot(self, snapshot: Mapping[str, Any] | None = None, last: bool = False) -> None:
         """Queue a snapshot covering every commit so far (nothing in flight):
-        ``snapshot``, or one taken now (:meth:`_take_snapshot`)."""
+        ``snapshot``, or one taken now (:meth:`_take_snapshot`).  ``last``: a finished
+        job's, after which its journal ends (no periodic snapshot follows)."""
         if snapshot is None:
             snapshot = self._take_snapshot()
             if snapshot is None:
@@ -1148,6 +1148,8 @@ class JobJournal:
             self.writer.put_snapshot(self.job_id, self.epoch, snapshot, self._commit_seq)
         except StoreError as exc:
             self.store_failed(exc)
+            return
+        if last:
             return
         self._snapshot_seq = self._commit_seq
         self._next_snapshot = self._commit_seq + SNAPSHOT_EVERY
