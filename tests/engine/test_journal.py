@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -167,10 +167,13 @@ def test_the_journal_of_a_running_job_is_its_state_so_far(url: str, store: Store
     assert [r.data for r in seen["state"].execution_history] == [{"value": v} for v in range(8)]
 
 
-def test_pause_is_durable_when_pause_returns_and_rows_are_the_pending_tasks(
-    url: str, store: Store
-) -> None:
-    class Pauser(Routine):
+def _run_pausing_at_two(
+    url: str, during: Callable[[JobState], None] | None = None
+) -> tuple[Flow, JobState]:
+    """A journaled job of six values whose delivery of value 2 pauses it
+    (``during(job_state)`` runs right after the pause, inside that delivery)."""
+
+    class PauseAtTwo(Routine):
         def __init__(self) -> None:
             super().__init__()
             self.define_slot("input", handler=self.take)
@@ -178,13 +181,23 @@ def test_pause_is_durable_when_pause_returns_and_rows_are_the_pending_tasks(
         def take(self, value: int = 0, **_: Any) -> None:
             if value == 2:
                 flow.pause(self.context.job_state, reason="look")
-                assert store.load(self.context.job_state.job_id).status == "paused"
+                if during is not None:
+                    during(self.context.job_state)
 
     flow = Flow(flow_id="journal-test", store=url)
     flow.add_routine(Numbers(), "source")
-    flow.add_routine(Pauser(), "p")
+    flow.add_routine(PauseAtTwo(), "p")
     flow.connect("source", "output", "p", "input")
-    job = flow.execute("source", entry_params={"n": 6})
+    return flow, flow.execute("source", entry_params={"n": 6})
+
+
+def test_pause_is_durable_when_pause_returns_and_rows_are_the_pending_tasks(
+    url: str, store: Store
+) -> None:
+    def paused_in_the_store(job_state: JobState) -> None:
+        assert store.load(job_state.job_id).status == "paused"
+
+    flow, job = _run_pausing_at_two(url, paused_in_the_store)
     assert job.status == "paused"
     stored = store.load(job.job_id)
     assert stored.status == "paused"
@@ -206,20 +219,7 @@ def test_the_periodic_snapshots_of_a_paused_job_count_from_its_pauses_snapshot(
     from routilux.engine.journal import SNAPSHOT_EVERY
     from routilux.flow.recovery import journal_of
 
-    class PauseAtTwo(Routine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.define_slot("input", handler=self.take)
-
-        def take(self, value: int = 0, **_: Any) -> None:
-            if value == 2:
-                flow.pause(self.context.job_state, reason="look")
-
-    flow = Flow(flow_id="journal-test", store=url)
-    flow.add_routine(Numbers(), "source")
-    flow.add_routine(PauseAtTwo(), "p")
-    flow.connect("source", "output", "p", "input")
-    job = flow.execute("source", entry_params={"n": 6})
+    flow, job = _run_pausing_at_two(url)
     assert job.status == "paused"
     journal = journal_of(flow, job)
     assert journal is not None
