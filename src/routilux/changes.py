@@ -36,7 +36,7 @@ import heapq
 import json
 import math
 import threading
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator
 from contextvars import ContextVar, Token
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -287,12 +287,10 @@ class TrackedDict(dict):
 
     __slots__ = ("_log", "_field")
 
-    def __init__(self, data: Mapping[str, Any], log: ChangeLog, field: str) -> None:
-        dict.__init__(self, data)
-        self._log = log
-        self._field = field
-
-    # (ChangeLog makes its three with _tracked.)
+    # Made only by _tracked (without a Python-level __init__: three per job), which
+    # sets these two.
+    _log: ChangeLog
+    _field: str
 
     # -- writes ---------------------------------------------------------------
 
@@ -401,8 +399,9 @@ class TrackedDict(dict):
 
 
 def _tracked(data: dict[str, Any], log: ChangeLog, field: str) -> TrackedDict:
-    """``TrackedDict(data, log, field)`` without the Python-level ``__init__`` call (a
-    log makes three per job, most of them of an empty dict)."""
+    """A TrackedDict of ``data``'s items recording into ``log`` as ``field`` (the one
+    way one is made: a log makes three per job, most of them of an empty dict, so
+    without a Python-level ``__init__`` call)."""
     tracked = _new_dict(TrackedDict)
     if data:
         dict.update(tracked, data)
