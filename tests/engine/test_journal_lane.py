@@ -14,10 +14,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from helpers import Collector, Numbers, comparable
 from routilux import Flow, JobState, Routine
+from routilux.engine.journal import GROUP_RECORDS, Durable
 from routilux.hooks import JobHooks
-from routilux.store import JournalWriter, SQLiteStore, Store
+from routilux.store import JournalWriter, SQLiteStore, Store, open_store
 from routilux.store._base import built_record
 from routilux.store.writer import OpenRecords
 
@@ -298,3 +301,105 @@ def test_the_lanes_per_delivery_objects_keep_their_fields_in_slots() -> None:
 
     for cls in (Record, JobJournal):
         assert cls.__dictoffset__ == 0, f"{cls.__name__} instances have a __dict__"
+
+
+class Tally(Routine):
+    """``trigger(n)`` starts a countdown through its own ``input``: each delivery of
+    ``input(value)`` counts itself in shared ``count`` (``action(job, value)`` runs
+    first) and queues ``value - 1`` while above 1 -- ``n`` deliveries one after
+    another, under either strategy."""
+
+    def __init__(self, action: Any = None) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.start)
+        self.define_slot("input", handler=self.take)
+        self.define_event("out", ["value"])
+        self.action = action
+
+    def start(self, n: int = 1, **_: Any) -> None:
+        self.emit("out", value=n)
+
+    def take(self, value: int = 0, **_: Any) -> None:
+        js = self.context.job_state
+        if self.action is not None:
+            self.action(js, value)
+        with js.lock:
+            js.shared_data["count"] = js.shared_data.get("count", 0) + 1
+        if value > 1:
+            self.emit("out", value=value - 1)
+
+
+def _tally_flow(url: str, monkeypatch: Any, strategy: str, action: Any = None) -> Any:
+    """A flow of one :class:`Tally`, and its batch writer made a thread that falls
+    behind at once: it takes nothing by itself (no batch fills, no record grows old
+    enough) and says it is behind as soon as a second entry is queued."""
+    flow = Flow(flow_id="lane-test", store=url, execution_strategy=strategy)
+    flow.add_routine(Tally(action), "tally")
+    flow.connect("tally", "out", "tally", "input")
+    writer = Durable.of(flow.store).writer("batch")  # type: ignore[arg-type]
+    monkeypatch.setattr(writer, "max_delay", 10.0)
+    monkeypatch.setattr(writer, "max_batch", 100_000)
+    monkeypatch.setattr(writer, "max_lag", 0.0)
+    return flow, writer
+
+
+def _count(batch: list[Any]) -> int:
+    """The records in a batch the writer takes (groups of records, snapshots...)."""
+    return sum(len(payload) for _, _, _, payload in batch if isinstance(payload, list))
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_a_job_never_runs_far_ahead_of_a_writer_thread_that_falls_behind(
+    url: str, store: Store, monkeypatch: Any, strategy: str
+) -> None:
+    """A writer thread that falls behind (here: one that never looks by itself) does
+    not let the job's records pile up: the job writes the backlog itself between
+    deliveries, so no transaction holds more than the two open groups of records
+    (GROUP_RECORDS each) that can be queued when it looks."""
+    flow, writer = _tally_flow(url, monkeypatch, strategy)
+    sizes: list[int] = []
+    real_write = writer._write
+    monkeypatch.setattr(
+        writer, "_write", lambda batch: (sizes.append(_count(batch)), real_write(batch))[1]
+    )
+    job = flow.execute("tally", entry_params={"n": 1000})
+    assert job.status == "completed"
+    assert job.shared_data["count"] == 1000
+    assert sum(sizes) >= 1001  # every delivery's record, the entry's
+    assert len(sizes) >= 15
+    assert max(sizes) <= 2 * GROUP_RECORDS + 2
+    assert comparable(store.load_job(job.job_id)) == comparable(job)
+
+
+def test_a_refusal_found_while_catching_up_stops_the_job_there(url: str, monkeypatch: Any) -> None:
+    """Another process claims the job mid-run: the commit the job makes while
+    catching up with a writer thread that fell behind is refused (a stale epoch),
+    and the job stops there, not after running all its deliveries ahead of a store
+    that refuses them."""
+    other = open_store(url)
+    claimed: list[int] = []
+
+    def steal(js: JobState, value: int) -> None:
+        if value == 598:  # the third delivery
+            durable = Durable.of(flow.store)  # type: ignore[arg-type]
+            other.remove_runner(durable.runner_id)  # this runner looks dead to it
+            epoch = other.claim(js.job_id, "thief", 30.0)
+            assert epoch is not None
+            claimed.append(epoch)
+
+    flow, _ = _tally_flow(url, monkeypatch, "sequential", steal)
+    try:
+        job = flow.execute("tally", entry_params={"n": 600})
+        assert claimed
+        assert job.status == "failed"
+        errors = [
+            r.data
+            for r in job.execution_history
+            if r.event_name == "error" and r.data.get("journal")
+        ]
+        assert [e["error_type"] for e in errors] == ["StaleEpochError"]
+        # At most the two open groups queued when it looked ran after the claim.
+        assert job.shared_data["count"] <= 3 + 2 * GROUP_RECORDS
+    finally:
+        other.close()
+        Durable.of(flow.store).shutdown()  # type: ignore[arg-type]

@@ -957,6 +957,28 @@ def test_a_caller_that_flushes_soon_costs_the_writer_thread_no_wakeup(store: Sto
     assert store.load("j1").commit_seq == 3
 
 
+def test_a_put_behind_the_oldest_queued_entry_by_max_lag_says_the_thread_is_behind(
+    store: Store,
+) -> None:
+    # The thread takes nothing by itself here (max_delay 10 s, no batch fills): the
+    # second put finds the first entry max_lag (0) old, and the flush that writes
+    # the backlog clears the flag.  With a max_lag not reached, it stays clear.
+    new_job(store)
+    items = chain(4)
+    with JournalWriter(store, max_batch=64, max_delay=10, max_lag=0) as writer:
+        writer.put("j1", 1, items[0])
+        assert not writer.behind  # one entry: nothing waits behind another
+        writer.put("j1", 1, items[1])
+        assert writer.behind
+        assert writer.flush()
+        assert not writer.behind
+    with JournalWriter(store, max_batch=64, max_delay=10, max_lag=60) as writer:
+        writer.put("j1", 1, items[2])
+        writer.put("j1", 1, items[3])
+        assert not writer.behind
+    assert store.load("j1").commit_seq == 4
+
+
 def _parked(writer: JournalWriter) -> bool:
     """Wait (at most 30 s) until the writer thread waits for work without a timeout."""
     with writer._cond:
@@ -1090,7 +1112,14 @@ def test_writer_flush_async_does_not_block_the_loop(store: Store) -> None:
 
 
 def test_writer_rejects_bad_settings(store: Store) -> None:
-    for bad in ({"durability": "eventually"}, {"max_batch": 0}, {"max_delay": -1}):
+    for bad in (
+        {"durability": "eventually"},
+        {"max_batch": 0},
+        {"max_delay": -1},
+        {"max_lag": -0.5},
+        {"max_lag": True},
+        {"max_lag": 61},
+    ):
         with pytest.raises(StoreError, match="JournalWriter"):
             JournalWriter(store, **bad)
 

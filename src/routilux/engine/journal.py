@@ -657,6 +657,8 @@ class JobJournal:
     def _after_delivery(self, fault: BaseException | None, task: Task) -> None:
         """A delivery's end, once its record is out: fail the job for a fault of its
         record, or for a commit the store refused meanwhile."""
+        if self.writer.behind:
+            self._catch_up()
         if fault is None and self._fault is not None:
             fault = self._take_fault()
         if fault is not None:
@@ -734,10 +736,27 @@ class JobJournal:
                 if commit_seq >= self._next_snapshot:
                     self._release()  # (puts nothing more: checks for a snapshot)
         if fault is None and self._fault is None and self.failed is None:
-            if self.writer.error_of(self.job_id) is None:
+            writer = self.writer
+            if writer.behind:
+                self._catch_up()
+            if writer.error_of(self.job_id) is None:
                 return True
         self._after_delivery(fault, task)
         return True
+
+    def _catch_up(self) -> None:
+        """The writer thread has fallen behind (``writer.behind``): write the backlog
+        on this thread before the job goes on, so that a job never runs far ahead of
+        what is durable (what a crash can take back, and the queue's memory, stay
+        bounded).  A refusal found on the way is the caller's to report (error_of).
+        Not on the engine's loop: waiting there would stall every ``async def``
+        delivery (the writer thread catches up by itself)."""
+        if aio.on_engine_loop():
+            return
+        try:
+            self.writer.flush()
+        except StoreError:
+            pass  # another job's error, reported to it; this job's is in error_of
 
     # -- durability="sync" ---------------------------------------------------------
 

@@ -19,6 +19,13 @@ by itself once the first queued record is ``max_delay`` old, and parks only afte
 whole ``max_delay`` without records (then the next put wakes it). So a short job
 whose caller flushes before then (``execute()``) costs the thread no wake-up.
 
+A writer thread can fall behind: on a busy machine the job's own threads take the
+interpreter from it while records pile up. :attr:`JournalWriter.behind` says so (a
+batch is queued whose first record is ``max_lag`` seconds old); the engine's journal
+then writes the backlog itself before the job goes on (see ``flush``), so a job never
+runs far ahead of what is durable -- what a crash can take, and the memory the queue
+holds, stay bounded.
+
 Nothing fails silently: a batch that the store refuses is retried job by job (so only
 the job at fault is hit), and a job's error is raised from every later ``put`` for that
 job, once from the next :meth:`flush`, and passed to ``on_error(job_id, error)``.
@@ -91,7 +98,8 @@ class JournalWriter:
     durable within ``max_delay`` or at the next ``flush``) or ``"sync"`` (``put``
     returns once its record is committed). ``max_batch`` records at most per
     transaction (``put_many`` counts as one). Records must be put in each job's seq
-    order (the store checks it).
+    order (the store checks it). ``max_lag``: how old the first queued record may
+    grow before :attr:`behind` says the thread has fallen behind.
 
     The writer never touches an asyncio loop; from a coroutine await
     :meth:`flush_async`, which waits in a worker thread.
@@ -104,6 +112,7 @@ class JournalWriter:
         durability: str = "batch",
         max_batch: int = 64,
         max_delay: float = 0.002,
+        max_lag: float = 0.01,
         on_error: Optional[ErrorCallback] = None,
         name: str = "routilux-journal",
     ) -> None:
@@ -121,6 +130,12 @@ class JournalWriter:
             or not 0 <= max_delay <= 10
         ):
             raise StoreError(f"JournalWriter: max_delay must be 0..10 seconds, got {max_delay!r}")
+        if (
+            isinstance(max_lag, bool)
+            or not isinstance(max_lag, (int, float))
+            or not 0 <= max_lag <= 60
+        ):
+            raise StoreError(f"JournalWriter: max_lag must be 0..60 seconds, got {max_lag!r}")
         self.store = store
         # The store's commit_then_snapshot when it folds (asked once: a store's
         # class does not change), else None.
@@ -131,6 +146,11 @@ class JournalWriter:
         self.durability = durability
         self.max_batch = max_batch
         self.max_delay = float(max_delay)
+        self.max_lag = float(max_lag)
+        #: True while the queue holds a batch that waited ``max_lag`` seconds or more
+        #: (the thread is behind); read without the lock by a job between deliveries,
+        #: which then writes the backlog itself (:meth:`flush`).
+        self.behind = False
         self.on_error = on_error
         # The condition's own lock, taken directly (``with self._mutex``) where
         # nothing waits: a C-level enter instead of Condition's Python-level one.
@@ -236,8 +256,11 @@ class JournalWriter:
                     if self._parked and wait:  # not waiting: the caller's next put writes it
                         self._parked = False
                         self._work.notify()
-                elif size >= self.max_batch:
-                    self._work.notify()
+                else:
+                    if size >= self.max_batch:
+                        self._work.notify()
+                    if not self.behind and time.monotonic() - self._first_at >= self.max_lag:
+                        self.behind = True
             return
         with self._cond:
             if self._closing:
@@ -414,6 +437,8 @@ class JournalWriter:
             batch = [queue.popleft() for _ in range(self.max_batch)]
         if queue:
             self._first_at = 0.0  # what is left waited already: the next batch at once
+        else:
+            self.behind = False
         for index, (ticket, job_id, epoch, payload) in enumerate(batch):
             if type(payload) is OpenRecords:
                 # Closed now: what its owner appended so far is this batch's.
