@@ -5,7 +5,8 @@ queues as JSON text.  The C encoder spends microseconds per call on values that
 small, most of it in per-call set-up; an f-string of quoted parts costs a fraction
 of that.  This module owns the pieces such texts are made of: :data:`quote` (a
 string as the encoder quotes it), :func:`atoms_text` (a dict of atoms) and
-:func:`record_text` (a history record's saved form).  Each
+:func:`record_text` (a history record's saved form; :func:`record_head`, its text up
+to the data).  Each
 text is byte for byte what the store's encoder writes for the same value
 (``store._base._ENCODE``: compact separators, ASCII, no NaN), so records made either
 way read back alike.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json.encoder
 from typing import Any, Callable
 
-__all__ = ["atoms_text", "quote", "record_text"]
+__all__ = ["atoms_text", "quote", "record_head", "record_text"]
 
 #: A string as JSON text, quoted and escaped as the encoder writes it (the C helper);
 #: TypeError for anything but a string.
@@ -56,7 +57,12 @@ def record_text(routine_text: str, event_text: str, data_text: str, stamp_text: 
     """The saved form of one history record (an ``ExecutionRecord``, as the snapshot of
     a JobState writes it: ``routilux.persistence``) as JSON text, from the JSON texts of
     its routine id, event name, data and timestamp."""
+    return f'{record_head(routine_text, event_text)}{data_text},"timestamp":{stamp_text}}}'
+
+
+def record_head(routine_text: str, event_text: str) -> str:
+    """The start of :func:`record_text`, up to (not including) the record's data: the
+    same for every record of one routine's event, so it can be made once for them."""
     return (
-        f'{{"_type":"ExecutionRecord","routine_id":{routine_text},"event_name":{event_text},'
-        f'"data":{data_text},"timestamp":{stamp_text}}}'
+        f'{{"_type":"ExecutionRecord","routine_id":{routine_text},"event_name":{event_text},"data":'
     )

@@ -106,8 +106,9 @@ def test_a_snapshot_writes_saved_record_texts_as_it_would_encode_them(
     emissions: list[tuple[str, str, dict[str, Any], bool]],
 ) -> None:
     """History records written by a serial delivery's change capture keep their
-    saved form's text; a snapshot of them -- all, some or none kept -- is the text
-    it writes when it encodes every record itself."""
+    saved form's text, and their ops are JSON texts the encoder would write for the
+    ops as lists; a snapshot of them -- all, some or none kept -- is the text it
+    writes when it encodes every record itself."""
     js = JobState("flow")
     log = ChangeLog(js)
     with js.lock:
@@ -118,6 +119,16 @@ def test_a_snapshot_writes_saved_record_texts_as_it_would_encode_them(
             js.record_execution(rid, event, data)
             scope.text_ops = True
         log.close_serial(scope)
+    # (Turning the ops back into lists turns every text op so far.)
+    serials = [serial for *_, serial in emissions][::-1]
+    last_serials = serials.index(False) if False in serials else len(serials)
+    texts = [
+        (op, ["history", r.routine_id, r.event_name, r.data, r.timestamp.isoformat()])
+        for op, r in zip(scope.ops, js.execution_history)
+        if type(op) is str
+    ]
+    assert len(texts) == last_serials
+    assert all(op == _ENCODE(as_list) for op, as_list in texts)
     encode = layout_of(JobState).encode
     assert encode is not None
     kept = encode(js, 0)
