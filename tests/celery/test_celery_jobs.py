@@ -258,6 +258,22 @@ def test_send_input_across_processes(shared: Cluster, flow_id: str) -> None:
         cluster.rc.send_input(job_id, "reviewer", "decision", {"approved": True})
 
 
+def test_input_to_a_job_its_worker_parked_reaches_the_same_worker(cluster: Cluster) -> None:
+    """One worker: it runs the job to 'waiting' and keeps that JobState, then takes
+    the message send_input queued. The job must continue from the store (which holds
+    the input), not from the JobState the worker kept."""
+    (worker,) = cluster.start_workers(1)
+    job_id = cluster.rc.submit("review-journaled", "reviewer", {"n": 7})
+    assert cluster.rc.wait(job_id, timeout=PATIENCE).status == "waiting"
+    cluster.rc.send_input(job_id, "reviewer", "decision", {"approved": True})
+    # The second run's end (a stale JobState would end 'waiting' again, input unread).
+    worker.wait_for_line(r"run_job\[.*\] succeeded .*: '(waiting|completed)'", count=2)
+    job = cluster.rc.wait(job_id, timeout=PATIENCE)
+    assert job.status == "completed"
+    assert job.shared_data["result"] == 7
+    assert cluster.rc.store.load(job_id).tasks == [], "the input was consumed"
+
+
 def test_trace_context_rides_in_the_message_headers(shared: Cluster) -> None:
     import routilux_test_app
 
