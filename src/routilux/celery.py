@@ -588,8 +588,9 @@ class RoutiluxCelery:
             # Queued from here on: wait() must not return the waiting job it was.
             self._set_parked(job_id, "waiting", "running")
         except JobStateError:
-            # Not waiting (any more): the worker running it sends it again when it
-            # settles with this input unread (see _store_settled).
+            # Not waiting (any more), or held by the worker settling it: that worker
+            # queues it again when it settles with this input unread (see
+            # _queue_unread_input).
             return
         self._send(job.flow_id, job_id, None, None)
 
@@ -831,7 +832,25 @@ class RoutiluxCelery:
             with process.lock:
                 process.running.pop(job_id, None)
         self._publish(job_id, state.status)
+        if state.status == "waiting":
+            self._queue_unread_input(process, flow.flow_id, job_id)
         return state.status
+
+    def _queue_unread_input(self, process: _Process, flow_id: str, job_id: str) -> None:
+        """After a run settled 'waiting' and released the job: queue it again when the
+        store holds input for it. send_input, finding the job held by this run, stored
+        its input and left the resend to this worker; looking only after the release
+        means an input stored later finds the job released and is queued by its
+        send_input, so every input is queued by one of the two."""
+        if not any(task["kind"] == "input" for task in process.store.load(job_id).tasks):
+            return
+        try:
+            # Queued from here on, like send_input does: wait() must not return the
+            # waiting job it was.
+            self._set_parked(job_id, "waiting", "running")
+        except JobStateError:
+            return  # moved on already (a send_input queued it, a cancel): not ours to send
+        self._send(flow_id, job_id, None, None)
 
     def _store_settled(
         self, process: _Process, state: JobState, epoch: int, commit_seq: int, consumed: list[int]
@@ -861,12 +880,8 @@ class RoutiluxCelery:
         if status not in FINISHED_STATUSES:
             store.release(job_id, epoch)
         self._publish(job_id, status)
-        if status == "waiting" and any(
-            task["kind"] == "input" for task in store.load(job_id).tasks
-        ):
-            # Input that arrived while this run went on: answer it in a new run
-            # (send_input, seeing the job running, left that to this worker).
-            self._send(state.flow_id, job_id, None, None)
+        if status == "waiting":
+            self._queue_unread_input(process, state.flow_id, job_id)
         return status
 
     @contextlib.contextmanager

@@ -274,6 +274,31 @@ def test_input_to_a_job_its_worker_parked_reaches_the_same_worker(cluster: Clust
     assert cluster.rc.store.load(job_id).tasks == [], "the input was consumed"
 
 
+def test_input_sent_while_the_worker_holds_a_journaled_job_is_delivered(
+    cluster: Cluster,
+) -> None:
+    """send_input finds the job held by its worker (the gate blocks after the request
+    was asked and committed), stores the input and leaves the resend to that worker:
+    the run settles 'waiting' with the input unread, and the worker must queue it."""
+    from routilux.store import FINISHED_STATUSES
+
+    cluster.start_workers(1)
+    job_id = cluster.rc.submit("review-gated", "reviewer", {"n": 7})
+    cluster.started(job_id)  # the gate blocks: the worker holds the job
+    cluster.rc.send_input(job_id, "reviewer", "decision", {"approved": True})
+    held = cluster.rc.store.load(job_id)
+    assert held.owner is not None, "send_input could not queue it: the worker holds it"
+    assert [task["kind"] for task in held.tasks if task["kind"] == "input"] == ["input"]
+    cluster.let_go(job_id)
+    # wait() would return at the run's 'waiting': wait for a final status instead.
+    cluster.rc._wait_for(job_id, lambda job: job.status in FINISHED_STATUSES, PATIENCE)
+    job = cluster.rc.store.load_job(job_id)
+    assert job.status == "completed"
+    assert job.shared_data["result"] == 7
+    assert job.shared_data["gate_passes"] == 1
+    assert cluster.rc.store.load(job_id).tasks == [], "the input was consumed"
+
+
 def test_trace_context_rides_in_the_message_headers(shared: Cluster) -> None:
     import routilux_test_app
 
