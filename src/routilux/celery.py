@@ -57,7 +57,7 @@ from routilux.flow import Flow
 from routilux.hooks import JobHooks
 from routilux.inputs import input_row
 from routilux.job_state import JobState
-from routilux.store import FINISHED_STATUSES, Heartbeat, JobSummary, Store, open_store
+from routilux.store import FINISHED_STATUSES, Heartbeat, JournaledJob, Store, open_store
 
 try:
     import celery as _celery_library
@@ -77,13 +77,18 @@ logger = logging.getLogger("routilux.celery")
 SETTLED_STATUSES = FINISHED_STATUSES | {"paused", "waiting"}
 
 
-def _settled(job: JobSummary) -> bool:
+def _settled(job: JournaledJob) -> bool:
     """A job :meth:`RoutiluxCelery.wait` returns for: finished, or paused or waiting
     and released by its worker (which commits the status, then releases the job,
-    then announces it: a waiter must not see the status before the release)."""
+    then announces it: a waiter must not see the status before the release) -- but
+    not waiting with its input stored already: that job is queued again at once (by
+    its worker, or by the ``send_input`` that stored it), and is not what it waits
+    for."""
     if job.status in FINISHED_STATUSES:
         return True
-    return job.status in SETTLED_STATUSES and job.owner is None
+    if job.status not in SETTLED_STATUSES or job.owner is not None:
+        return False
+    return job.status != "waiting" or not any(task["kind"] == "input" for task in job.tasks)
 
 
 #: The message header that carries the submitter's trace context.
@@ -496,7 +501,9 @@ class RoutiluxCelery:
 
     def wait(self, job_id: str, timeout: Optional[float] = None) -> JobState:
         """The job's JobState from the store, once it is finished, paused or waiting
-        (or after ``timeout`` seconds: then as it is stored, still running).
+        (or after ``timeout`` seconds: then as it is stored, still running).  A job
+        waiting with its input stored already is not returned: it is being queued
+        again to take that input.
 
         Woken by the workers' notifications (Redis pub/sub), never by polling."""
         self._wait_for(job_id, _settled, timeout)
@@ -516,14 +523,14 @@ class RoutiluxCelery:
             pubsub.close()
 
     def _wait_for(
-        self, job_id: str, done: Callable[[JobSummary], bool], timeout: Optional[float]
+        self, job_id: str, done: Callable[[JournaledJob], bool], timeout: Optional[float]
     ) -> str:
         """Block until the stored job satisfies ``done`` (or ``timeout``); its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._subscribed(job_id) as pubsub:
             # Subscribed first, then read: a change between the two is still heard.
             while True:
-                job = self.store.load(job_id).summary
+                job = self.store.load(job_id)
                 status = job.status
                 if done(job):
                     return status
@@ -588,8 +595,9 @@ class RoutiluxCelery:
             # Queued from here on: wait() must not return the waiting job it was.
             self._set_parked(job_id, "waiting", "running")
         except JobStateError:
-            # Not waiting (any more): the worker running it sends it again when it
-            # settles with this input unread (see _store_settled).
+            # Not waiting (any more), or held by the worker settling it: that worker
+            # queues it again when it settles with this input unread (see
+            # _queue_unread_input).
             return
         self._send(job.flow_id, job_id, None, None)
 
@@ -831,7 +839,25 @@ class RoutiluxCelery:
             with process.lock:
                 process.running.pop(job_id, None)
         self._publish(job_id, state.status)
+        if state.status == "waiting":
+            self._queue_unread_input(process, flow.flow_id, job_id)
         return state.status
+
+    def _queue_unread_input(self, process: _Process, flow_id: str, job_id: str) -> None:
+        """After a run settled 'waiting' and released the job: queue it again when the
+        store holds input for it. send_input, finding the job held by this run, stored
+        its input and left the resend to this worker; looking only after the release
+        means an input stored later finds the job released and is queued by its
+        send_input, so every input is queued by one of the two."""
+        if not any(task["kind"] == "input" for task in process.store.load(job_id).tasks):
+            return
+        try:
+            # Queued from here on, like send_input does: wait() must not return the
+            # waiting job it was.
+            self._set_parked(job_id, "waiting", "running")
+        except JobStateError:
+            return  # moved on already (a send_input queued it, a cancel): not ours to send
+        self._send(flow_id, job_id, None, None)
 
     def _store_settled(
         self, process: _Process, state: JobState, epoch: int, commit_seq: int, consumed: list[int]
@@ -861,12 +887,8 @@ class RoutiluxCelery:
         if status not in FINISHED_STATUSES:
             store.release(job_id, epoch)
         self._publish(job_id, status)
-        if status == "waiting" and any(
-            task["kind"] == "input" for task in store.load(job_id).tasks
-        ):
-            # Input that arrived while this run went on: answer it in a new run
-            # (send_input, seeing the job running, left that to this worker).
-            self._send(state.flow_id, job_id, None, None)
+        if status == "waiting":
+            self._queue_unread_input(process, state.flow_id, job_id)
         return status
 
     @contextlib.contextmanager

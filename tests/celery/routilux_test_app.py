@@ -66,6 +66,7 @@ def make(broker: str, store: str, orphan_after: float = 60.0) -> RoutiluxCelery:
     rc.register(build_review())
     rc.register(build_gated(flow_id="journaled", store=store))
     rc.register(build_review(flow_id="review-journaled", store=store))
+    rc.register(build_review_gated(store=store))
     return rc
 
 
@@ -185,6 +186,20 @@ class Reviewer(Routine):
             self.emit("out", n=ctx.job_state.get_routine_state("reviewer")["n"])
 
 
+class AskThenGate(Reviewer):
+    """A :class:`Reviewer` whose ``trigger`` also emits ``asked(n)`` once it has asked:
+    the gate behind it keeps the job running (its worker holding it) with the request
+    already open in the store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_event("asked", ["n"])
+
+    def ask(self, n: int = 0, **_: Any) -> None:
+        super().ask(n)
+        self.emit("asked", n=n)
+
+
 def build_chain() -> Flow:
     """start -> double -> keep: a job's result is 2 * n."""
     flow = Flow(flow_id="chain")
@@ -222,6 +237,19 @@ def build_review(flow_id: str = "review", store: str | None = None) -> Flow:
     flow = Flow(flow_id=flow_id) if store is None else Flow(flow_id=flow_id, store=store)
     flow.add_routine(Reviewer(), "reviewer")
     flow.add_routine(Keep(), "keep")
+    flow.connect("reviewer", "out", "keep", "input")
+    return flow
+
+
+def build_review_gated(store: str) -> Flow:
+    """reviewer (asks for a decision, then emits to) -> gate (blocks until let go);
+    reviewer's decision -> keep. Journaled, every delivery committed before the next
+    starts, so the request is in the store while the gate blocks."""
+    flow = Flow(flow_id="review-gated", store=store, durability="sync")
+    flow.add_routine(AskThenGate(), "reviewer")
+    flow.add_routine(Gate(), "gate")
+    flow.add_routine(Keep(), "keep")
+    flow.connect("reviewer", "asked", "gate", "input")
     flow.connect("reviewer", "out", "keep", "input")
     return flow
 

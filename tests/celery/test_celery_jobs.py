@@ -14,12 +14,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import PATIENCE, Cluster
-from routilux import InvalidInputError, JobStateError
+from routilux import Flow, InvalidInputError, JobStateError, Routine
 from routilux.celery import _next_message
+from routilux.store import open_store
 
 HERE = Path(__file__).resolve().parent
 
@@ -222,7 +224,6 @@ def test_cancel_reaches_the_running_worker_at_once(shared: Cluster, flow_id: str
 def test_a_control_request_in_the_store_reaches_the_worker(shared: Cluster, flow_id: str) -> None:
     """What the web UI does for a job another process runs: a row in the store, taken
     by the worker's heartbeat (no Celery client, no broker message)."""
-    from routilux.store import open_store
 
     cluster = shared
     job_id = cluster.rc.submit(flow_id, "start", {"n": 4})
@@ -256,6 +257,82 @@ def test_send_input_across_processes(shared: Cluster, flow_id: str) -> None:
     assert cluster.rc.store.load(job_id).tasks == [], "the input was consumed"
     with pytest.raises(JobStateError, match="completed"):
         cluster.rc.send_input(job_id, "reviewer", "decision", {"approved": True})
+
+
+def test_input_to_a_job_its_worker_parked_reaches_the_same_worker(cluster: Cluster) -> None:
+    """One worker: it runs the job to 'waiting' and keeps that JobState, then takes
+    the message send_input queued. The job must continue from the store (which holds
+    the input), not from the JobState the worker kept."""
+    (worker,) = cluster.start_workers(1)
+    job_id = cluster.rc.submit("review-journaled", "reviewer", {"n": 7})
+    assert cluster.rc.wait(job_id, timeout=PATIENCE).status == "waiting"
+    cluster.rc.send_input(job_id, "reviewer", "decision", {"approved": True})
+    # The second run's end (a stale JobState would end 'waiting' again, input unread).
+    worker.wait_for_line(r"run_job\[.*\] succeeded .*: '(waiting|completed)'", count=2)
+    job = cluster.rc.wait(job_id, timeout=PATIENCE)
+    assert job.status == "completed"
+    assert job.shared_data["result"] == 7
+    assert cluster.rc.store.load(job_id).tasks == [], "the input was consumed"
+
+
+def test_input_sent_while_the_worker_holds_a_journaled_job_is_delivered(
+    cluster: Cluster,
+) -> None:
+    """send_input finds the job held by its worker (the gate blocks after the request
+    was asked and committed), stores the input and leaves the resend to that worker:
+    the run settles 'waiting' with the input unread, and the worker must queue it."""
+    cluster.start_workers(1)
+    job_id = cluster.rc.submit("review-gated", "reviewer", {"n": 7})
+    cluster.started(job_id)  # the gate blocks: the worker holds the job
+    cluster.rc.send_input(job_id, "reviewer", "decision", {"approved": True})
+    held = cluster.rc.store.load(job_id)
+    assert held.owner is not None, "send_input could not queue it: the worker holds it"
+    assert [task["kind"] for task in held.tasks if task["kind"] == "input"] == ["input"]
+    cluster.let_go(job_id)
+    # wait() passes over the run's 'waiting' (its input is stored: it is queued again).
+    job = cluster.rc.wait(job_id, timeout=PATIENCE)
+    assert job.status == "completed"
+    assert job.shared_data["result"] == 7
+    assert job.shared_data["gate_passes"] == 1
+    assert cluster.rc.store.load(job_id).tasks == [], "the input was consumed"
+
+
+class AskOnce(Routine):
+    """``trigger`` asks for ``decision`` (``approved: bool``); the job then waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger", handler=self.start)
+        self.define_slot("decision", handler=self.decide)
+
+    def start(self, **_: Any) -> None:
+        self.request_input("decision", schema={"approved": bool})
+
+    def decide(self, approved: bool) -> None:
+        self.context.job_state.update_shared_data("approved", approved)
+
+
+def test_wait_passes_over_a_waiting_job_whose_input_is_stored(tmp_path: Path) -> None:
+    """A released waiting job is what wait() returns for, unless its input is stored
+    already: then its worker (or the send_input that stored it) queues it again at
+    once, and returning the waiting job would tell the caller its input is unread."""
+    from routilux.celery import _settled
+    from routilux.inputs import input_row
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    flow = Flow("ask", store=url)
+    flow.add_routine(AskOnce(), "ask")
+    store = open_store(url)
+    try:
+        job = flow.execute("ask")
+        stored = store.load(job.job_id)
+        assert (stored.status, stored.owner) == ("waiting", None)
+        assert _settled(stored)
+        store.add_input(job.job_id, input_row(stored, "ask", "decision", {"approved": True}))
+        assert not _settled(store.load(job.job_id))
+    finally:
+        store.close()
+        flow.shutdown()
 
 
 def test_trace_context_rides_in_the_message_headers(shared: Cluster) -> None:
@@ -375,7 +452,7 @@ def test_wait_returns_only_for_a_job_its_worker_has_let_go(
     status: str, owner: str | None, settled: bool
 ) -> None:
     from routilux.celery import _settled
-    from routilux.store import JobSummary
+    from routilux.store import JournaledJob
 
-    job = JobSummary("j", "f", status, owner, 1, 0.0, 0.0)
+    job = JournaledJob("j", "f", status, owner, 1, 0.0, 0.0, None, {}, 0, 0)
     assert _settled(job) is settled

@@ -293,6 +293,35 @@ def test_a_paused_journaled_job_keeps_stored_input_for_its_resume(world: dict[st
     assert calls(world) == ["start", "step 1", "step 2", "decide True "]
 
 
+@pytest.mark.parametrize("parked", ["waiting", "paused"])
+def test_resume_by_id_delivers_input_added_through_the_store(
+    world: dict[str, Any], parked: str
+) -> None:
+    """The process that parked the job keeps its JobState; input another process adds
+    through the store (as a Celery submitter does) must reach ``resume(job_id)`` here,
+    not be hidden by that kept JobState."""
+    from routilux.inputs import input_row
+
+    flow = build_here(world, "sequential")
+    store = open_store(world["store"])  # another connection: "another process"
+    try:
+        job = flow.execute("review")
+        assert job.status == "waiting"
+        if parked == "paused":
+            flow.pause(job, reason="weekend")
+        stored = store.load(job.job_id)
+        assert (stored.status, stored.owner) == (parked, None)
+        store.add_input(job.job_id, input_row(stored, "review", "decision", {"approved": True}))
+        resumed = flow.resume(job.job_id)
+        assert resumed.status == "completed" and resumed.waiting_for == []
+        assert resumed.shared_data["decision"] == [True, ""]
+        assert store.load(job.job_id).tasks == [], "the input was consumed"
+    finally:
+        store.close()
+        flow.shutdown()
+    assert calls(world) == ["start", "step 1", "step 2", "decide True "]
+
+
 def test_jobs_input_command_stores_checked_input(world: dict[str, Any]) -> None:
     pytest.importorskip("typer", reason="the command line needs the cli extra (typer, rich)")
     from typer.testing import CliRunner

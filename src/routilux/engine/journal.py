@@ -422,6 +422,26 @@ class JobJournal:
         if self._released and self.failed is None:
             self._reclaim()
 
+    def outdated(self) -> bool:
+        """Whether the store's copy of this parked job moved on since this journal
+        released it: another runner claimed it (a new epoch: it may have run it, or
+        queued it again), or a row this journal did not write was added (input sent
+        through the store, ``Store.add_input``).  Then this process's JobState is stale
+        and only the store's copy has the job's work."""
+        if not self._released or self.failed is not None:
+            return False  # still ours: nobody else could have changed it
+        self._wait_durable()  # our own release and rows are in the store
+        job = self.store.load(self.job_id)
+        if job.epoch != self.epoch:
+            return True
+        with self._rows:
+            return any(row["seq"] not in self._stored for row in job.tasks)
+
+    def forget(self) -> None:
+        """Stop journaling this parked job here (:meth:`outdated`: the store's copy
+        is the job now; whoever resumes it rebuilds it from there)."""
+        self._close()
+
     def _reclaim(self) -> None:
         self._wait_durable()  # the release is committed
         epoch = self.store.claim(self.job_id, self.durable.start(), STALE_AFTER)

@@ -624,7 +624,10 @@ class Flow:
 
         With a store, ``job_state`` may be a job id: a job this process runs or
         keeps paused is that JobState; one paused by another process, or whose
-        owner died, is claimed and continued here (docs/durability.md).
+        owner died, is claimed and continued here (docs/durability.md).  A job
+        this process parked is taken from the store too once the store's copy
+        moved on (input added through the store, or another runner claimed it):
+        the JobState kept here would not have that input.
         """
         _refuse_to_block_the_engine_loop(wait)
         if isinstance(job_state, str):

@@ -518,7 +518,15 @@ def take_over(flow: Flow, job_id: str, stale_after: float | None) -> tuple[Any, 
         return ("own", run.job_state)
     journal = Durable.of(store).jobs.get(job_id)
     if journal is not None and not journal.finished:
-        return ("own", journal.job_state)
+        if not journal.outdated():
+            return ("own", journal.job_state)
+        # Parked here, then changed through the store (e.g. a Celery worker's job that
+        # got input from another process): the JobState kept here lacks that input, so
+        # drop it and take the job over from the store like any other process.
+        journal.forget()
+        with flow._runs_lock:
+            if flow._waiting_jobs.get(job_id) is journal.job_state:
+                del flow._waiting_jobs[job_id]
     summary = store.load(job_id).summary  # JobNotFoundError names the store and job
     if summary.status in ("completed", "failed", "cancelled"):
         return ("done", store.load_job(job_id))
