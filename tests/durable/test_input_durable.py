@@ -408,3 +408,28 @@ def test_jobs_input_command_with_the_flow_file_continues_the_job(tmp_path: Path)
         assert stored.status == "completed" and stored.shared_data == {"ok": True}
     finally:
         store.close()
+
+
+def test_send_input_here_sees_input_added_through_the_store(world: dict[str, Any]) -> None:
+    """The process that parked the job keeps its JobState; once another process
+    answered the request through the store, a ``send_input`` here must find it
+    answered (not answer it again from the kept JobState, leaving the store's input
+    unread), and the job goes on with the store's input."""
+    from routilux.inputs import input_row
+
+    flow = build_here(world, "sequential")
+    store = open_store(world["store"])  # another connection: "another process"
+    try:
+        job = flow.execute("review")
+        assert job.status == "waiting"
+        stored = store.load(job.job_id)
+        store.add_input(job.job_id, input_row(stored, "review", "decision", {"approved": True}))
+        with pytest.raises(InvalidInputError, match="no request for it is open"):
+            flow.send_input(job.job_id, "review", "decision", {"approved": False})
+        resumed = flow.resume(job.job_id)
+        assert resumed.status == "completed" and resumed.waiting_for == []
+        assert resumed.shared_data["decision"] == [True, ""]
+        assert store.load(job.job_id).tasks == [], "the input was consumed"
+    finally:
+        store.close()
+    assert calls(world) == ["start", "step 1", "step 2", "decide True "]

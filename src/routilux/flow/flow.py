@@ -961,7 +961,8 @@ class Flow:
 
     def _journaled_elsewhere(self, job: JobState | str) -> bool:
         """With a store: True unless this process runs the job or keeps it (its
-        journal is here), so ``send_input`` goes through the store."""
+        journal is here, and the store's copy has not moved on), so ``send_input``
+        goes through the store."""
         job_id = job.job_id if isinstance(job, JobState) else job
         with self._runs_lock:
             run = self._runs.get(job_id)
@@ -969,7 +970,11 @@ class Flow:
         if run is not None and (not isinstance(job, JobState) or run.job_state is job):
             return False
         local = job if isinstance(job, JobState) else kept
-        return local is None or recovery.journal_of(self, local) is None
+        if local is None:
+            return True
+        journal = recovery.journal_of(self, local)
+        # Kept here, but changed through the store since: the store's copy is the job.
+        return journal is None or recovery.drop_if_moved_on(self, journal)
 
     def _send_input_stored(
         self,

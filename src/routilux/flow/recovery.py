@@ -107,6 +107,21 @@ def journal_of(flow: Flow, job_state: JobState) -> JobJournal | None:
     return journal if journal is not None and journal.job_state is job_state else None
 
 
+def drop_if_moved_on(flow: Flow, journal: JobJournal) -> bool:
+    """True when the job ``journal`` keeps parked here moved on in the store since
+    (:meth:`JobJournal.outdated`: input added there, e.g. by a Celery submitter, or
+    another runner claimed it): the JobState kept here lacks that, so it and its
+    journal are dropped, and whoever acts on the job next takes it from the store
+    like any other process."""
+    if not journal.outdated():
+        return False
+    journal.forget()
+    with flow._runs_lock:
+        if flow._waiting_jobs.get(journal.job_id) is journal.job_state:
+            del flow._waiting_jobs[journal.job_id]
+    return True
+
+
 # ---------------------------------------------------------------------------
 # Taking jobs over from the store
 # ---------------------------------------------------------------------------
@@ -517,16 +532,8 @@ def take_over(flow: Flow, job_id: str, stale_after: float | None) -> tuple[Any, 
     if run is not None:
         return ("own", run.job_state)
     journal = Durable.of(store).jobs.get(job_id)
-    if journal is not None and not journal.finished:
-        if not journal.outdated():
-            return ("own", journal.job_state)
-        # Parked here, then changed through the store (e.g. a Celery worker's job that
-        # got input from another process): the JobState kept here lacks that input, so
-        # drop it and take the job over from the store like any other process.
-        journal.forget()
-        with flow._runs_lock:
-            if flow._waiting_jobs.get(job_id) is journal.job_state:
-                del flow._waiting_jobs[job_id]
+    if journal is not None and not journal.finished and not drop_if_moved_on(flow, journal):
+        return ("own", journal.job_state)
     summary = store.load(job_id).summary  # JobNotFoundError names the store and job
     if summary.status in ("completed", "failed", "cancelled"):
         return ("done", store.load_job(job_id))
