@@ -293,13 +293,16 @@ def test_a_paused_journaled_job_keeps_stored_input_for_its_resume(world: dict[st
     assert calls(world) == ["start", "step 1", "step 2", "decide True "]
 
 
-@pytest.mark.parametrize("parked", ["waiting", "paused"])
-def test_resume_by_id_delivers_input_added_through_the_store(
-    world: dict[str, Any], parked: str
+@pytest.mark.parametrize(
+    ("parked", "answer_here"), [("waiting", False), ("paused", False), ("waiting", True)]
+)
+def test_input_added_through_the_store_reaches_the_process_that_parked_the_job(
+    world: dict[str, Any], parked: str, answer_here: bool
 ) -> None:
     """The process that parked the job keeps its JobState; input another process adds
     through the store (as a Celery submitter does) must reach ``resume(job_id)`` here,
-    not be hidden by that kept JobState."""
+    not be hidden by that kept JobState -- and a ``send_input`` here finds the request
+    answered (not answered again from the kept JobState, the store's input unread)."""
     from routilux.inputs import input_row
 
     flow = build_here(world, "sequential")
@@ -312,6 +315,9 @@ def test_resume_by_id_delivers_input_added_through_the_store(
         stored = store.load(job.job_id)
         assert (stored.status, stored.owner) == (parked, None)
         store.add_input(job.job_id, input_row(stored, "review", "decision", {"approved": True}))
+        if answer_here:
+            with pytest.raises(InvalidInputError, match="no request for it is open"):
+                flow.send_input(job.job_id, "review", "decision", {"approved": False})
         resumed = flow.resume(job.job_id)
         assert resumed.status == "completed" and resumed.waiting_for == []
         assert resumed.shared_data["decision"] == [True, ""]
@@ -408,28 +414,3 @@ def test_jobs_input_command_with_the_flow_file_continues_the_job(tmp_path: Path)
         assert stored.status == "completed" and stored.shared_data == {"ok": True}
     finally:
         store.close()
-
-
-def test_send_input_here_sees_input_added_through_the_store(world: dict[str, Any]) -> None:
-    """The process that parked the job keeps its JobState; once another process
-    answered the request through the store, a ``send_input`` here must find it
-    answered (not answer it again from the kept JobState, leaving the store's input
-    unread), and the job goes on with the store's input."""
-    from routilux.inputs import input_row
-
-    flow = build_here(world, "sequential")
-    store = open_store(world["store"])  # another connection: "another process"
-    try:
-        job = flow.execute("review")
-        assert job.status == "waiting"
-        stored = store.load(job.job_id)
-        store.add_input(job.job_id, input_row(stored, "review", "decision", {"approved": True}))
-        with pytest.raises(InvalidInputError, match="no request for it is open"):
-            flow.send_input(job.job_id, "review", "decision", {"approved": False})
-        resumed = flow.resume(job.job_id)
-        assert resumed.status == "completed" and resumed.waiting_for == []
-        assert resumed.shared_data["decision"] == [True, ""]
-        assert store.load(job.job_id).tasks == [], "the input was consumed"
-    finally:
-        store.close()
-    assert calls(world) == ["start", "step 1", "step 2", "decide True "]
